@@ -1,0 +1,204 @@
+"""`verticals` command line. Imports stay inside the commands so `verticals --help` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from core.errors import UserError
+
+
+def _quiet_libraries() -> None:
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _recipe_path(name: str) -> Path:
+    from solutions import RECIPES
+
+    if name not in RECIPES:
+        raise UserError(f"unknown recipe '{name}'. Available recipes: {', '.join(sorted(RECIPES))} "
+                        f"(see `verticals recipes`)")
+    return RECIPES[name]
+
+
+def cmd_recipes(args) -> int:
+    import yaml
+
+    from solutions import RECIPES
+
+    for name, path in sorted(RECIPES.items()):
+        desc = (yaml.safe_load(path.read_text()) or {}).get("description", "")
+        print(f"{name:28s} {desc}")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from core.data import data_root, dataset_dir, list_cards, load_card, verified_file
+
+    root = data_root(args.data_dir)
+    print(f"data root: {root}")
+    for name in list_cards():
+        card = load_card(name)
+        try:
+            for f in card.get("files", []):
+                verified_file(card, f["name"], root)
+            status = "ok"
+        except UserError as exc:
+            status = f"missing or corrupt: {exc}"
+        print(f"{name:24s} {card['task']:20s} {dataset_dir(card, root)}  [{status}]")
+    return 0
+
+
+def _print_summary(report: dict, run_dir: Path) -> None:
+    m, cost = report["metrics"], report["cost"]
+    print(f"\nrun: {run_dir}")
+    for split, vals in m.items():
+        print(f"  {split:14s} n={vals['n']:<5d} accuracy={vals['accuracy']:.4f}  macro_f1={vals['macro_f1']:.4f}")
+    print(f"  cost: {cost['wall_seconds']:.1f} s wall, {cost['cpu_seconds']:.1f} s CPU, peak RSS "
+          f"{cost['peak_rss_mb']:.0f} MB, {cost['trainable_params']:,} of {cost['total_params']:,} params "
+          f"trained ({100 * cost['trainable_fraction']:.2f}%), {cost['train_samples_per_second']:.1f} samples/s, "
+          f"{cost['tokens_seen']:,} tokens")
+    print(f"  report: {run_dir / 'report.md'}")
+
+
+def _default_out(recipe: str) -> Path:
+    return Path("runs") / f"{recipe.replace('/', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cmd_train(args) -> int:
+    from core.config import load_recipe_file, parse_overrides
+
+    cfg = load_recipe_file(_recipe_path(args.recipe), parse_overrides(args.overrides), name=args.recipe)
+    _quiet_libraries()
+    from core.recipes import run_classification
+
+    out = Path(args.out) if args.out else _default_out(args.recipe)
+    report = run_classification(cfg, out, data_dir=args.data_dir, resume=args.resume,
+                                progress=not args.quiet)
+    _print_summary(report, out)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    args.recipe, args.overrides = "support/intent-demo", args.overrides
+    args.resume = False
+    out = Path(args.out) if args.out else _default_out("demo")
+    args.out = str(out)
+    print("verticals demo: LoRA intent classifier on the demo support set, packaged all-MiniLM-L6-v2")
+    return cmd_train(args)
+
+
+def cmd_eval(args) -> int:
+    _quiet_libraries()
+    from core.recipes import evaluate_run
+
+    result = evaluate_run(Path(args.run_dir), args.data, data_dir=args.data_dir, split=args.split)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"n={result['n']} accuracy={result['accuracy']:.4f} macro_f1={result['macro_f1']:.4f}")
+    return 0
+
+
+def _stdin_texts() -> list[str]:
+    texts = []
+    for n, line in enumerate(sys.stdin, 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            raise UserError(f"stdin line {n} is not JSON; send one {{\"text\": ...}} object per line") from None
+        text = obj.get("text") if isinstance(obj, dict) else obj
+        if not isinstance(text, str) or not text.strip():
+            raise UserError(f"stdin line {n}: needs a non-empty string field 'text'")
+        texts.append(text)
+    return texts
+
+
+def cmd_predict(args) -> int:
+    texts = args.texts or _stdin_texts()
+    if not texts:
+        raise UserError("no texts to predict: pass them as arguments or as JSONL on stdin")
+    _quiet_libraries()
+    from core.model import load_classifier
+    from core.recipes import predict_texts
+
+    run = Path(args.run_dir)
+    model = load_classifier(run / "model" if (run / "model").is_dir() else run)
+    for row in predict_texts(model, texts, top_k=args.top_k):
+        print(json.dumps(row))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="verticals", description="Domain NLP solutions on one fine-tuning core.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("recipes", help="list the recipes")
+    p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("datasets", help="list the data catalog and check files in the data root")
+    p.add_argument("--data-dir", help="data root (default: env VERTICALS_DATA or ~/.cache/verticals/datasets)")
+    p.set_defaults(func=cmd_datasets)
+
+    def train_args(p, with_recipe=True):
+        if with_recipe:
+            p.add_argument("recipe", help="e.g. support/intent-lora (see `verticals recipes`)")
+        p.add_argument("overrides", nargs="*", help="key=value, e.g. epochs=2 lr=1e-4 backbone=tiny")
+        p.add_argument("--data-dir", help="data root (default: env VERTICALS_DATA or ~/.cache/verticals/datasets)")
+        p.add_argument("--out", help="run directory (default: runs/<recipe>-<time>)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("train", help="train a recipe into a run directory")
+    train_args(p)
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("demo", help="train + evaluate a LoRA intent classifier on the demo support set")
+    train_args(p, with_recipe=False)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("eval", help="evaluate a run on a dataset or a labelled CSV/JSONL file")
+    p.add_argument("run_dir")
+    p.add_argument("--data", help="dataset name or file (default: the run's own dataset)")
+    p.add_argument("--split", default="test", help="split of a named dataset (default: test)")
+    p.add_argument("--data-dir")
+    p.add_argument("--json", action="store_true", help="print the full metrics as JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="classify texts (arguments, or JSONL {\"text\": ...} on stdin)")
+    p.add_argument("run_dir")
+    p.add_argument("texts", nargs="*")
+    p.add_argument("--top-k", type=int, default=3)
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; continue a training run with `verticals train ... --out RUN_DIR --resume`",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Recipe configuration: YAML + `key=value` overrides -> small frozen dataclasses, validated once.
+
+A recipe YAML has sections (`data`, `model`, `train`) mirroring the dataclasses below. Overrides
+on the command line use flat names (`lr=1e-4`, `backbone=tiny`, `data=banking77`), each unique
+across sections; an unknown key or a bad value fails here, naming the key and the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from core.errors import UserError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: float = 3.0
+    max_steps: int = 0  # optimizer steps; 0 = derive from epochs
+    lr: float = 5e-5  # encoder (or LoRA adapter) learning rate
+    head_lr: float = 1e-3
+    batch_size: int = 32
+    grad_accum: int = 1
+    weight_decay: float = 0.01
+    warmup: float = 0.1  # fraction of all steps spent warming up
+    max_grad_norm: float = 1.0
+    class_weights: str = "none"  # none | balanced (n / (k * count), for imbalanced labels)
+    label_smoothing: float = 0.0
+    eval_every: int = 0  # optimizer steps between validation passes; 0 = once per epoch
+    patience: int = 2  # validation passes without improvement before stopping; 0 = never stop early
+    metric: str = "accuracy"  # accuracy | macro_f1, picks the best checkpoint
+    log_every: int = 10
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "banking77"  # catalog name or a path to your CSV/JSONL file or folder
+    text_column: str = "text"  # for your own files (catalog cards name their own columns)
+    label_column: str = "label"
+    encoding: str = "utf-8"
+    train_limit: int = 0  # use only the first N training examples (0 = all), for quick runs
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "minilm"
+    peft: str = "none"  # none | lora
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    head_init: str = "probe"  # probe (logistic regression on frozen embeddings) | random
+    probe_c: float = 10.0  # inverse L2 strength of that probe
+    dropout: float = 0.1
+    max_length: int = 0  # tokens; 0 = the backbone's own limit
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    name: str = ""
+    description: str = ""
+    task: str = "classification"
+    device: str = "cpu"  # cpu | cuda | auto
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+ALIASES = {"data": ("data", "source")}  # `data=banking77` sets data.source
+CHOICES = {
+    "task": ("classification",),
+    "device": ("cpu", "cuda", "auto"),
+    "peft": ("none", "lora"),
+    "head_init": ("probe", "random"),
+    "class_weights": ("none", "balanced"),
+    "metric": ("accuracy", "macro_f1"),
+}
+POSITIVE = {"lr", "head_lr", "batch_size", "grad_accum", "epochs", "probe_c", "lora_r", "lora_alpha", "log_every"}
+NON_NEGATIVE = {"max_steps", "train_limit", "eval_every", "patience", "max_length", "weight_decay",
+                "warmup", "max_grad_norm", "label_smoothing", "dropout", "lora_dropout", "seed"}
+
+
+def override_keys() -> dict[str, tuple[str | None, str]]:
+    """Flat key -> (section or None for top level, field name)."""
+    keys: dict[str, tuple[str | None, str]] = {"device": (None, "device")}
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            keys[f.name] = (section, f.name)
+    keys.update(ALIASES)
+    keys.pop("source", None)
+    return keys
+
+
+def _coerce(key: str, value, kind):
+    kind = {"int": int, "float": float, "str": str, "bool": bool}.get(kind, kind) if isinstance(kind, str) else kind
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "1", "yes"):
+                return True
+            if str(value).lower() in ("false", "0", "no"):
+                return False
+            raise ValueError
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+        if kind is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise UserError(f"bad value for '{key}': {value!r} is not a valid {kind.__name__}") from None
+
+
+def _check(key: str, value) -> None:
+    if key in CHOICES and value not in CHOICES[key]:
+        raise UserError(f"bad value for '{key}': {value!r}; choose one of {', '.join(CHOICES[key])}")
+    if key in POSITIVE and value <= 0:
+        raise UserError(f"bad value for '{key}': {value!r}; it must be greater than 0")
+    if key in NON_NEGATIVE and value < 0:
+        raise UserError(f"bad value for '{key}': {value!r}; it must be 0 or more")
+
+
+def _build(cls, values: dict, where: str):
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise UserError(f"unknown key '{unknown[0]}' in {where}; valid keys: {', '.join(valid)}")
+    out = {}
+    for name, value in values.items():
+        out[name] = _coerce(name, value, hints[name])
+        _check(name, out[name])
+    return cls(**out)
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override '{item}' is not key=value (e.g. epochs=2 lr=1e-4)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def build_recipe(raw: dict, overrides: dict[str, str] | None = None, name: str = "") -> RecipeConfig:
+    """Recipe dict (from YAML) + flat overrides -> a validated RecipeConfig."""
+    raw = dict(raw or {})
+    sections = {s: dict(raw.pop(s, None) or {}) for s in SECTIONS}
+    if isinstance(raw.get("data"), str):
+        sections["data"]["source"] = raw.pop("data")
+    top_valid = [f.name for f in fields(RecipeConfig) if f.name not in SECTIONS]
+    unknown = sorted(set(raw) - set(top_valid))
+    if unknown:
+        raise UserError(f"unknown key '{unknown[0]}' in recipe {name}; valid top-level keys: "
+                        f"{', '.join(top_valid + list(SECTIONS))}")
+    keys = override_keys()
+    for key, value in (overrides or {}).items():
+        if key not in keys:
+            raise UserError(f"unknown key '{key}'; valid keys: {', '.join(sorted(keys))}")
+        section, field_name = keys[key]
+        if section is None:
+            raw[field_name] = value
+        else:
+            sections[section][field_name] = value
+    top = {k: _coerce(k, v, str) for k, v in raw.items()}
+    for k, v in top.items():
+        _check(k, v)
+    built = {s: _build(cls, sections[s], f"{name or 'recipe'} section '{s}'") for s, cls in SECTIONS.items()}
+    return RecipeConfig(**{"name": name, **top, **built})
+
+
+def load_recipe_file(path: Path, overrides: dict[str, str] | None = None, name: str = "") -> RecipeConfig:
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"recipe {path} is not valid YAML: {exc}") from None
+    return build_recipe(raw, overrides, name or Path(path).stem)
+
+
+def to_dict(cfg: RecipeConfig) -> dict:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,338 @@
+"""Data catalog and loaders: dataset cards -> verified files -> examples, splits and label maps.
+
+A dataset is named by a card in the repo's `datasets/` folder (shipped in the wheel as
+`verticals_data`). Cards with `location: builtin` hold their own small files (our demo sets);
+cards with `location: data_root` describe files the user keeps under the data root
+(`--data-dir` > env `VERTICALS_DATA` > `~/.cache/verticals/datasets`). Every file is checked
+against the card's sha256 before it is read. Bring-your-own data: any CSV/JSONL path (or a
+directory of train/validation/test files) with configurable text/label columns.
+Leaves out: tokenisation and batching (core.train), interaction splits (solutions.recsys).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import io
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from core.errors import UserError
+
+DATA_ENV = "VERTICALS_DATA"
+
+
+# ---------------------------------------------------------------- catalog
+
+def builtin_datasets_dir() -> Path:
+    """The cards + demo data folder: `datasets/` of a checkout, or `verticals_data` when installed."""
+    repo = Path(__file__).resolve().parent.parent / "datasets"
+    if repo.is_dir():
+        return repo
+    spec = importlib.util.find_spec("verticals_data")
+    if spec and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    raise RuntimeError("verticals is installed without its datasets folder; reinstall the package")
+
+
+def data_root(explicit: str | os.PathLike | None = None) -> Path:
+    """`--data-dir` > env VERTICALS_DATA > ~/.cache/verticals/datasets."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser()
+    return Path.home() / ".cache" / "verticals" / "datasets"
+
+
+def list_cards() -> list[str]:
+    return sorted(p.parent.name for p in builtin_datasets_dir().glob("*/card.yaml"))
+
+
+def load_card(name: str) -> dict:
+    path = builtin_datasets_dir() / name / "card.yaml"
+    if not path.is_file():
+        raise UserError(f"unknown dataset '{name}'. Known datasets: {', '.join(list_cards())}; "
+                        f"or give a path to your own CSV/JSONL file or folder.")
+    return yaml.safe_load(path.read_text())
+
+
+def dataset_dir(card: dict, root: Path | None = None) -> Path:
+    if card.get("location") == "builtin":
+        return builtin_datasets_dir() / card["name"]
+    return (root or data_root()) / card["name"]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verified_file(card: dict, filename: str, root: Path | None = None) -> Path:
+    """Path of one of the card's files after checking it exists and matches its sha256."""
+    folder = dataset_dir(card, root)
+    path = folder / filename
+    how = (f"Get it from {card.get('url')} and put the files in {folder}/, or point --data-dir "
+           f"(or env {DATA_ENV}) at the folder that contains '{card['name']}/'.")
+    if not path.is_file():
+        raise UserError(f"dataset '{card['name']}': file {filename} not found in {folder}. {how}")
+    expected = {f["name"]: f.get("sha256") for f in card.get("files", [])}.get(filename)
+    if expected and sha256_of(path) != expected:
+        raise UserError(f"dataset '{card['name']}': {path} does not match its checksum "
+                        f"(expected sha256 {expected}); the file is corrupt or a different "
+                        f"version. Download it again. {how}")
+    return path
+
+
+# ---------------------------------------------------------------- examples and labels
+
+@dataclass(frozen=True)
+class Split:
+    """Texts with their string labels (labels may be None for unlabelled text)."""
+
+    texts: list[str]
+    labels: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def head(self, n: int) -> "Split":
+        return Split(self.texts[:n], self.labels[:n])
+
+
+@dataclass(frozen=True)
+class ClassificationData:
+    name: str
+    labels: list[str]  # the label set, sorted; index = class id
+    train: Split
+    validation: Split
+    test: Split
+    extra: dict[str, Split] = field(default_factory=dict)  # more evaluation sets (e.g. test_allagree)
+    card: dict | None = None
+
+    def summary(self) -> dict:
+        return {"name": self.name, "num_labels": len(self.labels), "train": len(self.train),
+                "validation": len(self.validation), "test": len(self.test),
+                **{k: len(v) for k, v in self.extra.items()}}
+
+
+class LabelMap:
+    """label string <-> class id, with an error that lists the known labels."""
+
+    def __init__(self, labels: list[str]):
+        self.labels = list(labels)
+        self.index = {label: i for i, label in enumerate(self.labels)}
+
+    def encode(self, labels: list[str]) -> list[int]:
+        unknown = sorted({lab for lab in labels if lab not in self.index})
+        if unknown:
+            shown = ", ".join(map(repr, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
+            raise UserError(f"{len(unknown)} label(s) never seen in training: {shown}. The model knows "
+                            f"{len(self.labels)} labels: {', '.join(self.labels[:20])}"
+                            f"{' ...' if len(self.labels) > 20 else ''}. Evaluate on data with those labels.")
+        return [self.index[lab] for lab in labels]
+
+    def decode(self, ids) -> list[str]:
+        return [self.labels[int(i)] for i in ids]
+
+
+def stratified_split(split: Split, fraction: float, rng: np.random.Generator) -> tuple[Split, Split]:
+    """(rest, held_out): about `fraction` of each label goes to held_out (at least 1 when a label
+    has 2+ examples, none when it has 1). Order inside each part follows the input order."""
+    by_label: dict[str, list[int]] = {}
+    for i, label in enumerate(split.labels):
+        by_label.setdefault(label, []).append(i)
+    held: set[int] = set()
+    for label in sorted(by_label):
+        idx = by_label[label]
+        n_held = 0 if len(idx) < 2 else max(1, int(round(len(idx) * fraction)))
+        held.update(rng.permutation(idx)[:n_held].tolist())
+    rest = [i for i in range(len(split)) if i not in held]
+    keep = sorted(held)
+    return (Split([split.texts[i] for i in rest], [split.labels[i] for i in rest]),
+            Split([split.texts[i] for i in keep], [split.labels[i] for i in keep]))
+
+
+# ---------------------------------------------------------------- file readers
+
+def _decode(path: Path, encoding: str) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not valid {encoding}: byte 0x{raw[exc.start]:02x} at offset "
+                        f"{exc.start}. Re-save it as UTF-8, or pass the file's encoding "
+                        f"(e.g. encoding=latin-1).") from None
+
+
+def read_records(path: Path, encoding: str = "utf-8") -> list[dict]:
+    """Rows of a CSV (header required) or JSONL file as dicts; clear errors for empty/bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"data file not found: {path}")
+    text = _decode(path, encoding)
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{path}, line {n}: not valid JSON ({exc.msg}). Fix or remove the line.") from None
+    elif path.suffix.lower() in (".csv", ".tsv"):
+        rows = list(csv.DictReader(io.StringIO(text), delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
+    else:
+        raise UserError(f"{path}: unsupported file type '{path.suffix}'; use .csv, .tsv or .jsonl")
+    if not rows:
+        raise UserError(f"{path} has no data rows (a CSV needs a header line and at least one row).")
+    return rows
+
+
+def records_to_split(rows: list[dict], path: Path, text_column: str, label_column: str | None) -> Split:
+    columns = list(rows[0].keys())
+    for col in [text_column] + ([label_column] if label_column else []):
+        if col not in columns:
+            key = "text_column" if col == text_column else "label_column"
+            raise UserError(f"{path} has no column '{col}'. Its columns are: {', '.join(columns)}. "
+                            f"Set {key}=<name> to pick one.")
+    texts, labels = [], []
+    for n, row in enumerate(rows, 2 if path.suffix.lower() != ".jsonl" else 1):
+        text = str(row.get(text_column) or "").strip()
+        if not text:
+            raise UserError(f"{path}, row {n}: empty '{text_column}'. Fill it in or remove the row.")
+        texts.append(text)
+        if label_column:
+            label = row.get(label_column)
+            if label is None or str(label).strip() == "":
+                raise UserError(f"{path}, row {n}: empty '{label_column}'. Label it or remove the row.")
+            labels.append(str(label).strip())
+    return Split(texts, labels if label_column else [None] * len(texts))
+
+
+# ---------------------------------------------------------------- classification loaders
+
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+def load_classification(spec: str, *, root: str | os.PathLike | None = None,
+                        text_column: str = "text", label_column: str = "label",
+                        encoding: str = "utf-8") -> ClassificationData:
+    """`spec`: a catalog name (`banking77`, `financial_phrasebank[:50agree|66agree|75agree|allagree]`,
+    `demo_support`), a CSV/JSONL file (split 80/10/10, stratified, seed 0), or a folder with
+    train/validation/test files (validation carved from train when absent)."""
+    name, _, config = spec.partition(":")
+    if Path(spec).expanduser().exists():
+        return _load_own(Path(spec).expanduser(), text_column, label_column, encoding)
+    if name in list_cards():
+        card = load_card(name)
+        if card["format"]["type"] == "phrasebank":
+            return _load_phrasebank(card, config or card["default_config"], data_root(root))
+        return _load_card_csv(card, data_root(root))
+    if spec.endswith((".csv", ".jsonl", ".tsv")) or "/" in spec:
+        raise UserError(f"data file or folder not found: {spec}")
+    load_card(name)  # raises the unknown-dataset error with the list of names
+    raise AssertionError("unreachable")
+
+
+def _finish(name, train, validation, test, extra=None, card=None) -> ClassificationData:
+    labels = sorted(set(train.labels))
+    if len(labels) < 2:
+        raise UserError(f"dataset '{name}': training data has {len(labels)} distinct label(s); need 2 or more.")
+    return ClassificationData(name, labels, train, validation, test, extra or {}, card)
+
+
+def _load_card_csv(card: dict, root: Path) -> ClassificationData:
+    fmt = card["format"]
+    splits = {}
+    for split_name, filename in card["splits"].items():
+        path = verified_file(card, filename, root)
+        splits[split_name] = records_to_split(read_records(path, fmt["encoding"]), path,
+                                              fmt["text_column"], fmt["label_column"])
+    if "validation" not in splits:
+        rule = card["validation_from_train"]
+        splits["train"], splits["validation"] = stratified_split(
+            splits["train"], rule["fraction"], np.random.default_rng(rule["seed"]))
+    extra = {}
+    for extra_name, filename in (card.get("extra") or {}).items():
+        path = verified_file(card, filename, root)
+        extra[extra_name] = records_to_split(read_records(path, fmt["encoding"]), path,
+                                             fmt["text_column"], fmt["label_column"])
+    return _finish(card["name"], splits["train"], splits["validation"], splits["test"], extra, card)
+
+
+def parse_phrasebank(text: str) -> tuple[list[tuple[str, str]], dict]:
+    """`sentence@label` lines -> unique (sentence, label) pairs, dropping exact duplicates and
+    sentences that carry two different labels. Returns the pairs and counts of what was dropped."""
+    pairs, seen = [], set()
+    duplicates = 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        sentence, _, label = line.rpartition("@")
+        pair = (sentence.strip(), label.strip())
+        if pair in seen:
+            duplicates += 1
+            continue
+        seen.add(pair)
+        pairs.append(pair)
+    per_sentence = Counter(s for s, _ in pairs)
+    conflicting = {s for s, c in per_sentence.items() if c > 1}
+    kept = [p for p in pairs if p[0] not in conflicting]
+    return kept, {"duplicates_removed": duplicates, "conflicting_sentences_dropped": len(conflicting)}
+
+
+def _load_phrasebank(card: dict, config: str, root: Path) -> ClassificationData:
+    if config not in card["configs"]:
+        raise UserError(f"financial_phrasebank has no config '{config}'; choose one of "
+                        f"{', '.join(card['configs'])} (e.g. data=financial_phrasebank:allagree)")
+    enc = card["format"]["encoding"]
+    pairs, _ = parse_phrasebank(_decode(verified_file(card, card["configs"][config], root), enc))
+    every = Split([s for s, _ in pairs], [lab for _, lab in pairs])
+    rule = card["split"]
+    rng = np.random.default_rng(rule["seed"])
+    rest, test = stratified_split(every, rule["test"], rng)
+    train, validation = stratified_split(rest, rule["validation"] / (1 - rule["test"]), rng)
+    allagree_pairs, _ = parse_phrasebank(_decode(verified_file(card, card["configs"]["allagree"], root), enc))
+    allagree = {s for s, _ in allagree_pairs}
+    keep = [i for i, s in enumerate(test.texts) if s in allagree]
+    extra = {"test_allagree": Split([test.texts[i] for i in keep], [test.labels[i] for i in keep])}
+    return _finish(f"financial_phrasebank:{config}", train, validation, test, extra, card)
+
+
+def _find_split_file(folder: Path, split_name: str) -> Path | None:
+    for suffix in (".csv", ".jsonl", ".tsv"):
+        if (folder / f"{split_name}{suffix}").is_file():
+            return folder / f"{split_name}{suffix}"
+    return None
+
+
+def _load_own(path: Path, text_column: str, label_column: str, encoding: str) -> ClassificationData:
+    def load(p: Path) -> Split:
+        return records_to_split(read_records(p, encoding), p, text_column, label_column)
+
+    rng = np.random.default_rng(0)
+    if path.is_dir():
+        files = {s: _find_split_file(path, s) for s in SPLIT_NAMES}
+        if files["train"] is None:
+            raise UserError(f"folder {path} has no train.csv / train.jsonl; add one, or give a single file.")
+        train = load(files["train"])
+        test = load(files["test"]) if files["test"] else None
+        if test is None:
+            train, test = stratified_split(train, 0.1, rng)
+        validation = load(files["validation"]) if files["validation"] else None
+        if validation is None:
+            train, validation = stratified_split(train, 0.1, rng)
+    else:
+        every = load(path)
+        rest, test = stratified_split(every, 0.1, rng)
+        train, validation = stratified_split(rest, 0.1 / 0.9, rng)
+    return _finish(path.stem if path.is_file() else path.name, train, validation, test)

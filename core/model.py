@@ -1,0 +1,216 @@
+"""Text classifier = backbone encoder + the backbone's own pooling + a linear head; LoRA via peft.
+
+The head must match the backbone: all-MiniLM-L6-v2 was trained with mean pooling and L2
+normalisation (its modules.json says so), so the classifier pools the same way instead of using
+BERT's CLS pooler. The head can start from a linear probe fitted on frozen embeddings (see
+`init_head_from_probe`), which is where a well-pooled frozen encoder already stands.
+
+Saved layout (`model/`, safetensors only):
+  classifier.json      pooling, normalize, labels, peft, backbone it was built on
+  head.safetensors     the linear head (weight, bias)
+  encoder/             full fine-tune: a standard transformers + sentence-transformers directory
+  adapter/             LoRA: the peft adapter only (the base encoder is the named backbone)
+  tokenizer/           LoRA: the tokenizer (full fine-tune keeps it in encoder/)
+The head is saved on its own, so a LoRA model never loses it on reload or merge (peft #577, #2289).
+Leaves out: the training loop (core.train) and metrics (core.evaluate).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.backbones import Backbone, load_backbone, write_sentence_transformers_files
+from core.errors import UserError
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    # every linear layer of a BERT block: attention q/k/v/out and both feed-forward layers
+    target_modules: tuple[str, ...] = ("query", "key", "value", "dense")
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """Sentence embedding from token states [B, T, H] and attention mask [B, T]."""
+    if mode == "cls":
+        return hidden[:, 0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    if mode == "max":
+        return hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
+    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+
+
+class TextClassifier(nn.Module):
+    def __init__(self, encoder: nn.Module, tokenizer, labels: list[str], *, pooling: str,
+                 normalize: bool, max_length: int, dropout: float = 0.1, backbone_name: str = "",
+                 peft: str = "none"):
+        super().__init__()
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.labels = list(labels)
+        self.pooling, self.normalize, self.max_length = pooling, normalize, max_length
+        self.backbone_name, self.peft = backbone_name, peft
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.hidden_size, len(labels))
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Dynamic padding: pad to the longest text in this batch, truncate at max_length."""
+        return self.tokenizer(list(texts), padding=True, truncation=True,
+                              max_length=self.max_length, return_tensors="pt")
+
+    def embed(self, input_ids, attention_mask, **extra) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        emb = pool(hidden, attention_mask, self.pooling)
+        return nn.functional.normalize(emb, dim=-1) if self.normalize else emb
+
+    def forward(self, input_ids, attention_mask, **extra) -> torch.Tensor:
+        return self.head(self.dropout(self.embed(input_ids, attention_mask, **extra)))
+
+    @torch.no_grad()
+    def encode(self, texts: list[str], batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+        """Pooled embeddings, in input order (batches are length-sorted for speed)."""
+        return self._batched(texts, batch_size, device, lambda b: self.embed(**b),
+                            self.encoder.config.hidden_size)
+
+    @torch.no_grad()
+    def predict_proba(self, texts: list[str], batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+        return self._batched(texts, batch_size, device, lambda b: torch.softmax(self(**b), dim=-1),
+                            len(self.labels))
+
+    def _batched(self, texts, batch_size, device, fn, width: int) -> np.ndarray:
+        was_training = self.training
+        self.eval()
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = [None] * len(texts)
+        for start in range(0, len(texts), batch_size):
+            idx = order[start:start + batch_size]
+            batch = {k: v.to(device) for k, v in self.tokenize([texts[i] for i in idx]).items()}
+            for i, row in zip(idx, fn(batch).float().cpu().numpy()):
+                out[i] = row
+        self.train(was_training)
+        return np.stack(out) if out else np.zeros((0, width), dtype=np.float32)
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def total_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_classifier(backbone: Backbone, labels: list[str], *, peft: str = "none",
+                     lora: LoraSettings = LoraSettings(), dropout: float = 0.1) -> TextClassifier:
+    encoder = backbone.encoder
+    if peft == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                         target_modules=list(lora.target_modules), bias="none")
+        encoder = get_peft_model(encoder, cfg)  # freezes the base weights
+    elif peft != "none":
+        raise UserError(f"unknown peft '{peft}'; choose none or lora")
+    return TextClassifier(encoder, backbone.tokenizer, labels, pooling=backbone.pooling,
+                          normalize=backbone.normalize, max_length=backbone.max_length,
+                          dropout=dropout, backbone_name=backbone.path, peft=peft)
+
+
+def init_head_from_probe(model: TextClassifier, texts: list[str], label_ids: list[int], *,
+                         c: float = 10.0, device: str = "cpu", batch_size: int = 64) -> float:
+    """Fit a multinomial logistic regression on frozen embeddings; copy it into the head.
+
+    Returns the probe's training accuracy. Starting from the probe means fine-tuning begins where a
+    frozen encoder already is, instead of from a random head that first drags the encoder around.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    x = model.encode(texts, batch_size=batch_size, device=device)
+    y = np.asarray(label_ids)
+    probe = LogisticRegression(C=c, max_iter=2000)
+    probe.fit(x, y)
+    weight = np.zeros((len(model.labels), x.shape[1]), dtype=np.float32)
+    bias = np.full(len(model.labels), -1e4 if len(probe.classes_) < len(model.labels) else 0.0, dtype=np.float32)
+    coef = probe.coef_ if len(probe.classes_) > 2 else np.vstack([-probe.coef_[0] / 2, probe.coef_[0] / 2])
+    inter = probe.intercept_ if len(probe.classes_) > 2 else np.array([-probe.intercept_[0] / 2, probe.intercept_[0] / 2])
+    weight[probe.classes_] = coef
+    bias[probe.classes_] = inter
+    with torch.no_grad():
+        model.head.weight.copy_(torch.from_numpy(weight))
+        model.head.bias.copy_(torch.from_numpy(bias))
+    return float(probe.score(x, y))
+
+
+# ---------------------------------------------------------------- save / load
+
+def save_classifier(model: TextClassifier, directory: Path) -> Path:
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({"weight": model.head.weight.detach().contiguous().cpu(),
+               "bias": model.head.bias.detach().contiguous().cpu()}, directory / "head.safetensors")
+    meta = {"format_version": FORMAT_VERSION, "labels": model.labels, "pooling": model.pooling,
+            "normalize": model.normalize, "max_length": model.max_length, "peft": model.peft,
+            "backbone": model.backbone_name, "hidden_size": model.encoder.config.hidden_size}
+    if model.peft == "lora":
+        model.encoder.save_pretrained(directory / "adapter")  # adapter weights only
+        model.tokenizer.save_pretrained(directory / "tokenizer")
+    else:
+        encoder_dir = directory / "encoder"
+        model.encoder.save_pretrained(encoder_dir, safe_serialization=True)
+        model.tokenizer.save_pretrained(encoder_dir)
+        write_sentence_transformers_files(encoder_dir, pooling=model.pooling,
+                                          normalize=model.normalize, max_length=model.max_length)
+    (directory / "classifier.json").write_text(json.dumps(meta, indent=2))
+    return directory
+
+
+def load_classifier(directory: Path, *, merge: bool = True) -> TextClassifier:
+    """Reload a saved classifier with its head. LoRA adapters are merged into the base weights
+    by default (plain BERT at inference, no adapter overhead); `merge=False` keeps them separate."""
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+
+    directory = Path(directory)
+    meta_file = directory / "classifier.json"
+    if not meta_file.is_file():
+        raise UserError(f"{directory} is not a saved verticals model (no classifier.json). Give a run "
+                        f"directory made by `verticals train` or its model/ folder.")
+    meta = json.loads(meta_file.read_text())
+    if meta["peft"] == "lora":
+        from peft import PeftModel
+
+        base = load_backbone(meta["backbone"]).encoder
+        encoder = PeftModel.from_pretrained(base, directory / "adapter")
+        tokenizer = AutoTokenizer.from_pretrained(directory / "tokenizer")
+        if merge:
+            encoder = encoder.merge_and_unload()
+    else:
+        encoder = AutoModel.from_pretrained(directory / "encoder")
+        tokenizer = AutoTokenizer.from_pretrained(directory / "encoder")
+    model = TextClassifier(encoder, tokenizer, meta["labels"], pooling=meta["pooling"],
+                           normalize=meta["normalize"], max_length=meta["max_length"],
+                           backbone_name=meta["backbone"], peft=meta["peft"])
+    head = load_file(directory / "head.safetensors")
+    model.head.load_state_dict(head)
+    model.eval()
+    return model
+
+
+def save_merged_encoder(model: TextClassifier, directory: Path) -> Path:
+    """Write the (LoRA-merged) encoder as a standard transformers + sentence-transformers dir."""
+    encoder = model.encoder.merge_and_unload() if hasattr(model.encoder, "merge_and_unload") else model.encoder
+    directory = Path(directory)
+    encoder.save_pretrained(directory, safe_serialization=True)
+    model.tokenizer.save_pretrained(directory)
+    write_sentence_transformers_files(directory, pooling=model.pooling, normalize=model.normalize,
+                                      max_length=model.max_length)
+    return directory

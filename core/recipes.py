@@ -1,0 +1,143 @@
+"""The classification recipe: config -> data -> backbone -> model -> fit -> evaluate -> run dir.
+
+Reads top to bottom; every classification recipe YAML (support intents, finance sentiment, ...)
+runs through `run_classification`. Also `evaluate_run` and `predict_run` for saved runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from core.config import RecipeConfig, to_dict
+from core.errors import UserError
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda but no CUDA GPU is visible to torch; use device=cpu or device=auto")
+    return name
+
+
+def limit_train(split, n: int):
+    """The first `n` training examples in a fixed shuffled order (seed 0), so a quick run still
+    sees most labels even when the file is sorted by label."""
+    from core.data import Split
+
+    if not n or n >= len(split):
+        return split
+    order = np.random.default_rng(0).permutation(len(split))[:n]
+    return Split([split.texts[i] for i in order], [split.labels[i] for i in order])
+
+
+def run_classification(cfg: RecipeConfig, run_dir: Path, *, data_dir: str | None = None,
+                       resume: bool = False, progress: bool = True) -> dict:
+    from core.backbones import load_backbone
+    from core.cost import CostLedger
+    from core.data import LabelMap, load_classification
+    from core.evaluate import ClassificationEvaluator, plot_confusion_matrix, plot_loss_curve
+    from core.model import LoraSettings, build_classifier, init_head_from_probe, save_classifier
+    from core.report import environment, write_config, write_report
+    from core.train import fit, has_checkpoint, seed_everything
+
+    run_dir = Path(run_dir)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.train.seed)
+    data = load_classification(cfg.data.source, root=data_dir, text_column=cfg.data.text_column,
+                               label_column=cfg.data.label_column, encoding=cfg.data.encoding)
+    train = limit_train(data.train, cfg.data.train_limit)
+    backbone = load_backbone(cfg.model.backbone, max_length=cfg.model.max_length or None)
+    lora = LoraSettings(r=cfg.model.lora_r, alpha=cfg.model.lora_alpha, dropout=cfg.model.lora_dropout)
+    model = build_classifier(backbone, data.labels, peft=cfg.model.peft, lora=lora, dropout=cfg.model.dropout)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(run_dir, to_dict(cfg))
+
+    resuming = resume and has_checkpoint(run_dir)
+    with CostLedger() as ledger:
+        if cfg.model.head_init == "probe" and not resuming:
+            init_head_from_probe(model, train.texts, LabelMap(data.labels).encode(train.labels),
+                                 c=cfg.model.probe_c, device=device)
+        result = fit(model, train, data.validation, cfg.train, device=device, run_dir=run_dir,
+                     resume=resume, progress=progress)
+    cost = ledger.cost
+    cost.trainable_params, cost.total_params = model.trainable_parameters(), model.total_parameters()
+    cost.train_samples, cost.tokens_seen = result.samples_seen, result.tokens_seen
+
+    save_classifier(model, run_dir / "model")
+    metrics = {"validation": ClassificationEvaluator(data.validation.texts, data.validation.labels)(model, device)}
+    test = ClassificationEvaluator(data.test.texts, data.test.labels)(model, device, details=True)
+    metrics["test"] = {k: v for k, v in test.items() if k not in ("per_class", "confusion_matrix")}
+    skipped = {}
+    for name, split in data.extra.items():
+        unknown = set(split.labels) - set(model.labels)
+        if unknown:
+            skipped[name] = f"labels the classifier does not predict: {sorted(unknown)[:5]}"
+            continue
+        metrics[name] = ClassificationEvaluator(split.texts, split.labels)(model, device)
+
+    from core.train import MetricsLog
+
+    rows = MetricsLog.read(run_dir / "metrics.jsonl")
+    plot_loss_curve(rows, run_dir / "loss_curve.png", metric=cfg.train.metric)
+    plot_confusion_matrix(test["confusion_matrix"], model.labels, run_dir / "confusion_matrix.png")
+    report = {
+        "config": to_dict(cfg),
+        "data": data.summary() | ({"train_used": len(train)} if len(train) != len(data.train) else {}),
+        "data_card": {k: (data.card or {}).get(k) for k in ("name", "license", "citation", "url")},
+        "metrics": metrics,
+        "skipped_evaluations": skipped,
+        "per_class_test": test["per_class"],
+        "confusion_matrix_test": test["confusion_matrix"],
+        "labels": model.labels,
+        "fit": {"steps": result.steps, "best_step": result.best_step, "best_metric": result.best_metric,
+                "metric": cfg.train.metric, "stopped_early": result.stopped_early,
+                "train_seconds": round(result.train_seconds, 2)},
+        "cost": cost.to_dict(),
+        "environment": environment() | {"device": device},
+    }
+    write_report(run_dir, report)
+    shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)  # the model is saved; free the space
+    return report
+
+
+def evaluate_run(run_dir: Path, data_spec: str | None = None, *, data_dir: str | None = None,
+                 split: str = "test") -> dict:
+    """Metrics of a saved run on a dataset spec (its `split`) or on every row of a CSV/JSONL file."""
+    from core.data import load_classification, read_records, records_to_split
+    from core.evaluate import ClassificationEvaluator
+    from core.model import load_classifier
+    from core.report import read_report
+
+    run_dir = Path(run_dir)
+    report = read_report(run_dir)
+    cfg = report["config"]["data"]
+    model = load_classifier(run_dir / "model")
+    spec = data_spec or cfg["source"]
+    path = Path(spec).expanduser()
+    if path.is_file():
+        rows = read_records(path, cfg["encoding"])
+        data_split = records_to_split(rows, path, cfg["text_column"], cfg["label_column"])
+    else:
+        data = load_classification(spec, root=data_dir, text_column=cfg["text_column"],
+                                   label_column=cfg["label_column"], encoding=cfg["encoding"])
+        splits = {"train": data.train, "validation": data.validation, "test": data.test, **data.extra}
+        if split not in splits:
+            raise UserError(f"dataset {spec} has no split '{split}'; choose one of {', '.join(splits)}")
+        data_split = splits[split]
+    return ClassificationEvaluator(data_split.texts, data_split.labels)(model, details=True)
+
+
+def predict_texts(model, texts: list[str], top_k: int = 3) -> list[dict]:
+    probs = model.predict_proba(texts)
+    out = []
+    for text, p in zip(texts, probs):
+        order = np.argsort(-p)[:top_k]
+        out.append({"text": text, "label": model.labels[order[0]], "confidence": round(float(p[order[0]]), 4),
+                    "top_k": [{"label": model.labels[i], "probability": round(float(p[i]), 4)} for i in order]})
+    return out

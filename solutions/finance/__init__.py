@@ -1,0 +1,1 @@
+"""finance solution: recipes (YAML) and the product users run."""

@@ -1,0 +1,1 @@
+"""recsys solution: recipes (YAML) and the product users run."""

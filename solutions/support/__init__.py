@@ -1,0 +1,1 @@
+"""support solution: recipes (YAML) and the product users run."""
