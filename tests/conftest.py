@@ -1,0 +1,61 @@
+"""Shared fixtures: the tiny offline backbone, small labelled files, the real data root if present."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Build the tiny backbone in a per-session cache, never in the user's ~/.cache."""
+    os.environ["VERTICALS_CACHE"] = str(tmp_path_factory.mktemp("verticals-cache"))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    yield
+
+
+def real_data_root() -> Path | None:
+    root = os.environ.get("VERTICALS_DATA")
+    return Path(root) if root and (Path(root) / "banking77" / "train.csv").is_file() else None
+
+
+needs_real_data = pytest.mark.skipif(
+    real_data_root() is None,
+    reason="real datasets not found: set VERTICALS_DATA to a data root holding banking77/ "
+           "and financial_phrasebank/ (CI points it at ../shared/datasets)")
+
+# Two well-separated intents: words no other class uses, so a tiny model can learn them.
+CARD = ["my card was declined", "card declined at the shop", "why was my card declined today",
+        "the card payment did not go through", "card not working at the atm", "declined card again"]
+TRANSFER = ["how long does a transfer take", "my transfer is pending", "transfer to another bank",
+            "send money transfer abroad", "the transfer has not arrived", "transfer fee in euros"]
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]], header=("text", "label")) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def toy_dir(tmp_path) -> Path:
+    """A bring-your-own folder with train/validation/test CSVs of two intents."""
+    rows = [(t, "card") for t in CARD] + [(t, "transfer") for t in TRANSFER]
+    write_csv(tmp_path / "train.csv", rows * 3)
+    write_csv(tmp_path / "validation.csv", rows)
+    write_csv(tmp_path / "test.csv", rows)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_dir():
+    from core.backbones import build_tiny_backbone
+
+    return build_tiny_backbone()

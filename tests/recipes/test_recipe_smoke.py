@@ -1,0 +1,45 @@
+"""Recipe smoke: the real recipe files, tiny backbone, 2 steps, temp dir."""
+
+import json
+
+import numpy as np
+import pytest
+
+from core.config import load_recipe_file
+from core.model import load_classifier
+from core.recipes import run_classification
+from solutions import RECIPES
+
+COST_KEYS = {"wall_seconds", "cpu_seconds", "peak_rss_mb", "trainable_params", "total_params",
+             "train_samples_per_second", "tokens_seen"}
+
+
+@pytest.mark.parametrize("name", ["support/intent-full", "support/intent-lora"])
+def test_recipe_runs_on_tiny_backbone_and_writes_a_complete_run_dir(name, toy_dir, tmp_path):
+    overrides = {"backbone": "tiny", "data": str(toy_dir), "max_steps": "2", "eval_every": "1", "log_every": "1"}
+    cfg = load_recipe_file(RECIPES[name], overrides, name=name)
+    run = tmp_path / "run"
+    report = run_classification(cfg, run, progress=False)
+
+    for f in ("config.yaml", "metrics.jsonl", "report.json", "report.md", "loss_curve.png", "confusion_matrix.png"):
+        assert (run / f).is_file(), f
+    assert not (run / "checkpoint").exists()
+    assert COST_KEYS <= set(report["cost"])
+    assert report["cost"]["trainable_params"] < report["cost"]["total_params"] or cfg.model.peft == "none"
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["train_loss"]) for r in rows if "train_loss" in r)
+    assert set(report["metrics"]) >= {"validation", "test"}
+    assert all(p.suffix not in (".bin", ".pt", ".pkl") for p in (run / "model").rglob("*"))
+
+    texts = ["my card was declined", "transfer to another bank"]
+    model = load_classifier(run / "model")
+    again = load_classifier(run / "model")
+    np.testing.assert_allclose(model.predict_proba(texts), again.predict_proba(texts), atol=1e-6)
+    assert report["metrics"]["test"]["n"] == 12
+
+
+def test_train_limit_uses_a_fixed_subset(toy_dir, tmp_path):
+    cfg = load_recipe_file(RECIPES["support/intent-lora"],
+                           {"backbone": "tiny", "data": str(toy_dir), "max_steps": "1", "train_limit": "10"})
+    report = run_classification(cfg, tmp_path / "run", progress=False)
+    assert report["data"]["train_used"] == 10 and report["cost"]["train_samples"] == 10

@@ -1,0 +1,47 @@
+import pytest
+
+from core.config import build_recipe, load_recipe_file, parse_overrides
+from core.errors import UserError
+from solutions import RECIPES
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_yaml_loads_and_validates(name):
+    cfg = load_recipe_file(RECIPES[name], name=name)
+    assert cfg.name == name and cfg.description
+    assert cfg.model.peft in ("none", "lora") and cfg.train.lr > 0
+
+
+def test_flat_overrides_land_in_their_sections():
+    cfg = build_recipe({"train": {"lr": "5.0e-5"}}, parse_overrides(
+        ["epochs=2", "lr=1e-4", "backbone=tiny", "data=demo_support", "train_limit=50", "peft=lora", "seed=3"]))
+    assert (cfg.train.epochs, cfg.train.lr, cfg.train.seed) == (2.0, 1e-4, 3)
+    assert (cfg.model.backbone, cfg.model.peft) == ("tiny", "lora")
+    assert (cfg.data.source, cfg.data.train_limit) == ("demo_support", 50)
+
+
+def test_unknown_override_key_lists_the_valid_keys():
+    with pytest.raises(UserError, match=r"unknown key 'learning_rate'; valid keys: .*batch_size.*\blr\b"):
+        build_recipe({}, {"learning_rate": "1e-4"})
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("lr", "fast", "not a valid float"),
+    ("epochs", "-1", "greater than 0"),
+    ("batch_size", "2.5", "not a valid int"),
+    ("peft", "adapter", "choose one of none, lora"),
+    ("class_weights", "sometimes", "choose one of none, balanced"),
+])
+def test_bad_values_are_rejected_with_the_reason(key, value, message):
+    with pytest.raises(UserError, match=message):
+        build_recipe({}, {key: value})
+
+
+def test_override_without_equals_sign_is_rejected():
+    with pytest.raises(UserError, match="not key=value"):
+        parse_overrides(["epochs"])
+
+
+def test_unknown_key_inside_a_recipe_file_is_rejected():
+    with pytest.raises(UserError, match="unknown key 'lrate' in recipe section 'train'"):
+        build_recipe({"train": {"lrate": 1}})

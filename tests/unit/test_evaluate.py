@@ -1,0 +1,26 @@
+import numpy as np
+import pytest
+
+from core.evaluate import accuracy, classification_metrics, confusion, macro_f1, per_class_report
+
+
+def test_accuracy_by_hand():
+    assert accuracy([0, 1, 2, 2], [0, 1, 1, 2]) == pytest.approx(3 / 4)
+    assert accuracy([1, 1], [1, 1]) == 1.0
+    assert accuracy([0, 0], [1, 1]) == 0.0
+
+
+def test_macro_f1_by_hand():
+    # class 0: p=1, r=1/2 -> f1=2/3; class 1: p=1/2, r=1 -> f1=2/3
+    assert macro_f1([0, 0, 1], [0, 1, 1]) == pytest.approx((2 / 3 + 2 / 3) / 2)
+
+
+def test_confusion_counts_true_rows_predicted_columns():
+    m = confusion([0, 0, 1, 2], [0, 1, 1, 0], 3)
+    assert m.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
+
+
+def test_per_class_report_and_metric_keys():
+    rep = per_class_report([0, 0, 1], [0, 1, 1], ["a", "b"])
+    assert rep["a"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+    assert set(classification_metrics(np.array([0]), np.array([0]))) == {"accuracy", "macro_f1"}

@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+import torch
+
+from core.backbones import load_backbone
+from core.model import (LoraSettings, build_classifier, init_head_from_probe, load_classifier, pool,
+                        save_classifier, save_merged_encoder)
+from tests.conftest import CARD, TRANSFER
+
+TEXTS = CARD + TRANSFER
+LABEL_IDS = [0] * len(CARD) + [1] * len(TRANSFER)
+
+
+def test_mean_pool_ignores_padding():
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    assert pool(hidden, mask, "mean").tolist() == [[2.0, 3.0]]
+    assert pool(hidden, mask, "cls").tolist() == [[1.0, 2.0]]
+    assert pool(hidden, mask, "max").tolist() == [[3.0, 4.0]]
+
+
+def test_lora_trains_only_adapters_and_head():
+    model = build_classifier(load_backbone("tiny"), ["card", "transfer"], peft="lora", lora=LoraSettings(r=2))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or n.startswith("head.") for n in trainable)
+    assert model.trainable_parameters() < model.total_parameters() / 2
+
+
+def test_probe_initialised_head_separates_training_data():
+    model = build_classifier(load_backbone("tiny"), ["card", "transfer"])
+    assert init_head_from_probe(model, TEXTS, LABEL_IDS, c=100.0) == 1.0
+    assert (model.predict_proba(TEXTS).argmax(1) == np.array(LABEL_IDS)).mean() == 1.0
+
+
+def _perturb_lora(model):
+    with torch.no_grad():  # LoRA B starts at zero: make the adapter matter for the round trip
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+
+
+def test_lora_model_reloads_with_its_head_and_merges_to_the_same_outputs(tmp_path):
+    model = build_classifier(load_backbone("tiny"), ["card", "transfer", "refund"], peft="lora", lora=LoraSettings(r=2))
+    _perturb_lora(model)
+    with torch.no_grad():
+        model.head.weight.normal_()
+    expected = model.predict_proba(TEXTS)
+    save_classifier(model, tmp_path / "model")
+    names = {p.name for p in (tmp_path / "model").rglob("*") if p.is_file()}
+    assert "head.safetensors" in names and "adapter_model.safetensors" in names
+    assert not any(n.endswith((".bin", ".pt", ".pkl")) for n in names)
+    merged = load_classifier(tmp_path / "model")  # merge=True by default
+    unmerged = load_classifier(tmp_path / "model", merge=False)
+    assert merged.labels == ["card", "transfer", "refund"]
+    assert not any("lora_" in n for n, _ in merged.named_parameters())
+    np.testing.assert_allclose(merged.predict_proba(TEXTS), expected, atol=1e-5)
+    np.testing.assert_allclose(unmerged.predict_proba(TEXTS), expected, atol=1e-5)
+
+
+def test_full_model_encoder_loads_in_sentence_transformers(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    model = build_classifier(load_backbone("tiny"), ["card", "transfer"])
+    save_classifier(model, tmp_path / "model")
+    st = SentenceTransformer(str(tmp_path / "model" / "encoder"), device="cpu")
+    np.testing.assert_allclose(st.encode(TEXTS), model.encode(TEXTS), atol=1e-5)
+    reloaded = load_classifier(tmp_path / "model")
+    np.testing.assert_allclose(reloaded.predict_proba(TEXTS), model.predict_proba(TEXTS), atol=1e-6)
+
+
+def test_merged_lora_encoder_is_a_plain_transformers_directory(tmp_path):
+    from transformers import AutoModel
+
+    model = build_classifier(load_backbone("tiny"), ["card", "transfer"], peft="lora", lora=LoraSettings(r=2))
+    _perturb_lora(model)
+    expected = model.encode(TEXTS)
+    save_merged_encoder(model, tmp_path / "merged")
+    plain = AutoModel.from_pretrained(tmp_path / "merged")
+    batch = model.tokenize(TEXTS)
+    with torch.no_grad():
+        emb = pool(plain(**batch).last_hidden_state, batch["attention_mask"], "mean")
+    np.testing.assert_allclose(emb.numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("peft", ["none", "lora"])
+def test_predict_proba_rows_sum_to_one_in_input_order(peft):
+    model = build_classifier(load_backbone("tiny"), ["a", "b", "c"], peft=peft)
+    texts = ["a much longer sentence about a card payment", "short"]
+    probs = model.predict_proba(texts)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(probs[1], model.predict_proba(["short"])[0], atol=1e-6)
