@@ -143,6 +143,11 @@ def cmd_predict(args) -> int:
     return 0
 
 
+# Each solution adds its own subcommands through `register(subparsers)`; those modules import only
+# argparse at load time (heavy imports stay inside the command functions).
+SOLUTION_CLIS: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="verticals", description="Domain NLP solutions on one fine-tuning core.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -184,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="*")
     p.add_argument("--top-k", type=int, default=3)
     p.set_defaults(func=cmd_predict)
+
+    import importlib
+
+    for module in SOLUTION_CLIS:
+        importlib.import_module(module).register(sub)
     return parser
 
 

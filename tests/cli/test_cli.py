@@ -56,6 +56,19 @@ def test_checksum_mismatch_is_reported(tmp_path):
     assert out.returncode == 2 and "checksum" in out.stderr
 
 
+@pytest.mark.parametrize("content,message", [
+    (b"text,label\n", "no data rows"),
+    (b"body,label\nhello,x\n", "no column 'text'"),
+    (b"text,queue\nhello,x\n", "no column 'label'"),
+    ("text,label\nEspa\xf1a,x\n".encode("latin-1"), "not valid utf-8"),
+])
+def test_bad_own_data_files_exit_nonzero_with_a_message(tmp_path, content, message):
+    (tmp_path / "d.csv").write_bytes(content)
+    out = run_cli("train", "support/intent-lora", "backbone=tiny", f"data={tmp_path / 'd.csv'}",
+                  "--out", str(tmp_path / "run"))
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
 def test_train_predict_eval_round_trip_on_own_data(toy_dir, tmp_path):
     run = tmp_path / "run"
     out = run_cli("train", "support/intent-lora", "backbone=tiny", f"data={toy_dir}", "max_steps=2",
