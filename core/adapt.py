@@ -1,0 +1,173 @@
+"""Self-supervised domain adaptation: masked-language-model continued pre-training of a backbone.
+
+`adapt_backbone(name, texts, out_dir, cfg)` trains BERT's MLM objective on unlabelled in-domain
+text (transformers' `DataCollatorForLanguageModeling`: 15% of tokens chosen, 80/10/10
+mask/random/keep) and writes a backbone directory (safetensors + tokenizer + sentence-transformers
+files) that any recipe takes as `backbone=<dir>`.
+
+The MLM head. A `BertForMaskedLM` is built from the backbone's config and its encoder weights
+are copied in. Its decoder is tied to the word embeddings, so only the head's transform
+(dense + LayerNorm) and output bias can be missing. all-MiniLM-L6-v2 ships no MLM head (it was
+distilled, then trained contrastively), so those start fresh; gradients from a random head
+would drag the encoder around, so the first `head_warmup_steps` train the head alone (encoder
+frozen) before the whole model trains. When the backbone ships its head (`cls.predictions.*` in
+its weights) it is used and the warm-up is skipped.
+
+The output keeps the backbone's pooling/normalisation files: adaptation changes weights, not how
+sentences are pooled. Leaves out: whole-word masking, span masking, other objectives (SimCSE, TSDAE).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import UserError
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    max_steps: int = 300  # optimizer steps over the whole model (after the head warm-up)
+    head_warmup_steps: int = 50  # head-only steps, used only when the MLM head starts fresh
+    batch_size: int = 32
+    lr: float = 5e-5
+    head_lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.06  # fraction of max_steps with linear learning-rate warm-up
+    mlm_probability: float = 0.15
+    max_length: int = 128
+    seed: int = 0
+
+
+@dataclass
+class AdaptResult:
+    output_dir: Path
+    losses: list[float]  # one per optimizer step, head warm-up steps first
+    head_was_fresh: bool
+    cost: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+
+
+def _masked_lm(backbone):
+    """BertForMaskedLM carrying the backbone's encoder weights; True if its MLM head is fresh."""
+    import torch
+    from transformers import BertForMaskedLM
+
+    if backbone.encoder.config.model_type != "bert":
+        raise UserError(f"domain adaptation supports BERT-family backbones; '{backbone.name}' is "
+                        f"'{backbone.encoder.config.model_type}'. Use minilm, tiny or a BERT directory.")
+    head_state = {}
+    weights = Path(backbone.path) / "model.safetensors"
+    if weights.is_file():
+        from safetensors.torch import load_file
+
+        head_state = {k: v for k, v in load_file(weights).items() if k.startswith("cls.predictions.")}
+    mlm = BertForMaskedLM(backbone.encoder.config)
+    missing, _ = mlm.bert.load_state_dict(backbone.encoder.state_dict(), strict=False)
+    if [k for k in missing if "position_ids" not in k]:
+        raise RuntimeError(f"encoder weights did not fit BertForMaskedLM: missing {missing[:5]}")
+    head_fresh = not any(k.startswith("cls.predictions.transform") for k in head_state)
+    if head_state:
+        mlm.load_state_dict(head_state, strict=False)
+    mlm.tie_weights()
+    return mlm, head_fresh
+
+
+def _batches(texts: list[str], batch_size: int, rng: np.random.Generator):
+    """Endless shuffled batches of texts (a fresh permutation per pass)."""
+    while True:
+        order = rng.permutation(len(texts))
+        for start in range(0, len(order) - batch_size + 1 if len(order) >= batch_size else 1, batch_size):
+            yield [texts[i] for i in order[start:start + batch_size]]
+
+
+def adapt_backbone(backbone_name: str, texts: list[str], out_dir: Path, cfg: AdaptConfig = AdaptConfig(),
+                   *, device: str = "cpu", progress: bool = True) -> AdaptResult:
+    """MLM continued pre-training of `backbone_name` on `texts`; writes a backbone dir to `out_dir`."""
+    import torch
+
+    from core.backbones import load_backbone, write_sentence_transformers_files
+    from core.cost import CostLedger
+
+    texts = [t.strip() for t in texts if t and t.strip()]
+    if len(texts) < 2:
+        raise UserError(f"domain adaptation needs unlabelled texts; got {len(texts)}. Give a file "
+                        f"with at least a few hundred in-domain sentences.")
+    backbone = load_backbone(backbone_name)
+    if backbone.tokenizer.mask_token is None:
+        raise UserError(f"backbone '{backbone_name}' has a tokenizer without a [MASK] token; MLM needs one")
+    # A forked, seeded RNG: the fresh head's init and dropout repeat; the caller's RNG is untouched.
+    with torch.random.fork_rng(devices=[]), CostLedger() as ledger:
+        torch.manual_seed(cfg.seed)
+        mlm, head_fresh = _masked_lm(backbone)
+        losses = _train_mlm(mlm, backbone, texts, cfg, head_fresh=head_fresh, device=device, progress=progress)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    encoder = backbone.encoder  # keeps the backbone's own extras (e.g. the unused pooler)
+    encoder.load_state_dict(mlm.bert.state_dict(), strict=False)
+    encoder.save_pretrained(out_dir, safe_serialization=True)
+    backbone.tokenizer.save_pretrained(out_dir)
+    write_sentence_transformers_files(out_dir, pooling=backbone.pooling, normalize=backbone.normalize,
+                                      max_length=backbone.max_length)
+    cost = ledger.cost
+    cost.trainable_params = cost.total_params = sum(p.numel() for p in mlm.parameters())
+    cost.train_samples = len(losses) * min(cfg.batch_size, len(texts))
+    return AdaptResult(out_dir, losses, head_fresh, cost.to_dict(),
+                       asdict(cfg) | {"backbone": backbone_name, "texts": len(texts)})
+
+
+def _train_mlm(mlm, backbone, texts: list[str], cfg: AdaptConfig, *, head_fresh: bool, device: str,
+               progress: bool) -> list[float]:
+    """Head-only warm-up (if the head is fresh), then the whole model; returns per-step losses."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import DataCollatorForLanguageModeling, get_linear_schedule_with_warmup
+
+    tokenizer = backbone.tokenizer
+    mlm.to(device).train()
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability, seed=cfg.seed)
+    batches = _batches(texts, min(cfg.batch_size, len(texts)), np.random.default_rng(cfg.seed))
+    max_length = min(cfg.max_length, backbone.max_length)
+
+    def step(optimizer, scheduler=None) -> float:
+        enc = tokenizer(next(batches), truncation=True, max_length=max_length)
+        batch = collator([{k: enc[k][i] for k in enc} for i in range(len(enc["input_ids"]))])
+        loss = mlm(**{k: v.to(device) for k, v in batch.items()}).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in mlm.parameters() if p.requires_grad], 1.0)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    losses: list[float] = []
+    warmup_steps = cfg.head_warmup_steps if head_fresh else 0
+    bar = tqdm(total=warmup_steps + cfg.max_steps, desc="mlm", disable=not progress)
+    if warmup_steps:  # only the fresh head: transform + output bias (the decoder is tied to embeddings)
+        head = [p for n, p in mlm.named_parameters() if n.startswith("cls.")]
+        for p in mlm.parameters():
+            p.requires_grad_(False)
+        for p in head:
+            p.requires_grad_(True)
+        optimizer = torch.optim.AdamW(head, lr=cfg.head_lr)
+        for _ in range(warmup_steps):
+            losses.append(step(optimizer))
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", phase="head")
+        for p in mlm.parameters():
+            p.requires_grad_(True)
+    decay = [p for n, p in mlm.named_parameters() if p.ndim >= 2 and "LayerNorm" not in n]
+    no_decay = [p for n, p in mlm.named_parameters() if p.ndim < 2 or "LayerNorm" in n]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * cfg.max_steps), cfg.max_steps)
+    for _ in range(cfg.max_steps):
+        losses.append(step(optimizer, scheduler))
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    bar.close()
+    return losses

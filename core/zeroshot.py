@@ -1,0 +1,81 @@
+"""Zero-shot classification: compare a text's embedding with embeddings of label descriptions.
+
+Each label has one or more descriptions (its name, a sentence describing it, templates such as
+"This news is bad for the company."). They are embedded with the backbone's own pooling,
+L2-normalised, averaged per label and normalised again (a label prototype). A text's class
+probabilities are a softmax over its cosine similarities to the prototypes divided by a
+temperature (cosines of sentence embeddings sit in a narrow band, so a small temperature such as
+0.05 spreads them into usable probabilities). No training, no labelled data.
+
+Same interface as a trained classifier (`.labels`, `.predict_proba(texts)`), so products can fall
+back on it. Leaves out: NLI-based zero-shot (a cross-encoder per label is too slow on CPU).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def prototypes(description_embeddings: list[np.ndarray]) -> np.ndarray:
+    """[n_labels, dim]: per label, the normalised mean of its normalised description embeddings."""
+    rows = []
+    for emb in description_embeddings:
+        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        mean = emb.mean(axis=0)
+        rows.append(mean / max(np.linalg.norm(mean), 1e-12))
+    return np.stack(rows)
+
+
+def zero_shot_probs(text_embeddings: np.ndarray, label_prototypes: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(cos(text, prototype) / temperature) per text; prototypes must be unit vectors."""
+    x = text_embeddings / np.maximum(np.linalg.norm(text_embeddings, axis=1, keepdims=True), 1e-12)
+    logits = (x @ label_prototypes.T) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class ZeroShotClassifier:
+    """`ZeroShotClassifier("minilm", {"positive": ["good news", ...], ...})`; labels keep dict order."""
+
+    def __init__(self, backbone_name: str, descriptions: dict[str, list[str]], *, temperature: float = 0.05,
+                 device: str = "cpu", batch_size: int = 64):
+        from core.errors import UserError
+
+        if len(descriptions) < 2:
+            raise UserError(f"zero-shot needs at least 2 labels with descriptions; got {len(descriptions)}")
+        empty = [label for label, texts in descriptions.items() if not texts or not all(str(t).strip() for t in texts)]
+        if empty:
+            raise UserError(f"label '{empty[0]}' has no (or an empty) description; give each label one or "
+                            f"more non-empty sentences")
+        if temperature <= 0:
+            raise UserError(f"temperature must be > 0; got {temperature}")
+        from core.backbones import load_backbone
+
+        self.backbone = load_backbone(backbone_name)
+        self.backbone.encoder.to(device).eval()
+        self.labels = list(descriptions)
+        self.temperature, self.device, self.batch_size = temperature, device, batch_size
+        self.label_prototypes = prototypes([self.encode(list(descriptions[label])) for label in self.labels])
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Pooled (and, if the backbone does, normalised) embeddings in input order."""
+        import torch
+
+        from core.model import pool
+
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(texts), self.batch_size):
+                batch = self.backbone.tokenizer(list(texts[start:start + self.batch_size]), padding=True,
+                                                truncation=True, max_length=self.backbone.max_length,
+                                                return_tensors="pt").to(self.device)
+                hidden = self.backbone.encoder(input_ids=batch["input_ids"],
+                                               attention_mask=batch["attention_mask"]).last_hidden_state
+                out.append(pool(hidden, batch["attention_mask"], self.backbone.pooling).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.backbone.dim), dtype=np.float32)
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return zero_shot_probs(self.encode(texts), self.label_prototypes, self.temperature)

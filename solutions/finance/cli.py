@@ -1,0 +1,79 @@
+"""`verticals finance monitor ...` and `verticals finance report ...`. Argparse only at import time."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_monitor(args) -> int:
+    import signal
+    import sys
+    from pathlib import Path
+
+    from core.cli import _quiet_libraries
+
+    _quiet_libraries()
+    from solutions.finance.monitor.loop import MonitorConfig, run_monitor
+
+    cfg = MonitorConfig(inputs=tuple(args.inputs), db=Path(args.db), model=args.model,
+                        watchlist=Path(args.watchlist) if args.watchlist else None,
+                        rules=Path(args.rules) if args.rules else None, window=args.window,
+                        sinks=tuple(args.sink or ["stdout"]), follow=args.follow, batch_size=args.batch_size,
+                        poll_seconds=args.poll_seconds, retry_base_seconds=args.retry_base_seconds,
+                        drain_seconds=args.drain_seconds)
+    stopping = []
+
+    def request_stop(signum, _frame):  # finish the batch in hand, then leave
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    stats = run_monitor(cfg, stop=lambda: bool(stopping), log=log)
+    t = stats.totals
+    log(f"read {stats.lines} lines in {stats.seconds:.1f} s ({stats.documents_per_second:.0f}/s): "
+        f"{stats.new_documents} new documents, {stats.already_seen} already stored, {stats.quarantined} "
+        f"quarantined, {stats.alerts} new alerts")
+    log(f"database {cfg.db}: {t['documents']} documents, {t['scored']} scored, {t['alerts']} alerts, "
+        f"{t['quarantined']} quarantined {t['quarantine_reasons'] or ''}, {t['undelivered']} undelivered")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from solutions.finance.monitor.report import render_report
+
+    out = render_report(Path(args.db), Path(args.out), max_entities=args.max_entities)
+    print(f"report: {out}")
+    return 0
+
+
+def register(subparsers) -> None:
+    finance = subparsers.add_parser("finance", help="finance: sentiment risk monitor and its report")
+    sub = finance.add_subparsers(dest="finance_command", required=True)
+
+    p = sub.add_parser("monitor", help="score a stream of news/posts per company and raise alerts",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("inputs", nargs="+", help="JSONL file(s), director(ies) of *.jsonl, or - for stdin")
+    p.add_argument("--db", required=True, help="SQLite database (created if missing; re-runs resume)")
+    p.add_argument("--model", required=True,
+                   help="a run trained by finance/sentiment-full or -lora (run dir or its model/), or 'zeroshot'")
+    p.add_argument("--watchlist", help="YAML: TICKER: [company name, alias, ...]")
+    p.add_argument("--rules", help="alert rules YAML (see solutions/finance/monitor/rules.py for keys)")
+    p.add_argument("--window", help="aggregation window, e.g. 15m, 1h (default: the rules file's, else 1h)")
+    p.add_argument("--sink", action="append", help="stdout, jsonl:PATH or webhook:URL; repeat for several "
+                                                   "(default: stdout)")
+    p.add_argument("--follow", action="store_true", help="keep watching for new lines and files")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--poll-seconds", type=float, default=1.0)
+    p.add_argument("--retry-base-seconds", type=float, default=1.0, help="first delivery retry delay (doubles)")
+    p.add_argument("--drain-seconds", type=float, default=10.0,
+                   help="without --follow: how long to keep retrying undelivered alerts before exiting")
+    p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser("report", help="self-contained HTML report from a monitor database")
+    p.add_argument("--db", required=True)
+    p.add_argument("--out", required=True, help="e.g. report.html")
+    p.add_argument("--max-entities", type=int, default=40)
+    p.set_defaults(func=cmd_report)

@@ -1,0 +1,36 @@
+"""Entity extraction: cashtags, whole-word watchlist names, the document's own tickers."""
+
+import pytest
+
+from core.errors import UserError
+from solutions.finance.monitor.entities import EntityMatcher, load_watchlist
+
+WATCH = {"ORBT": ["Orbit Logistics", "Orbit"], "ACME": ["Acme Corp", "Acme"]}
+
+
+def test_cashtags_are_upper_cased_and_prices_are_not_tickers():
+    m = EntityMatcher({})
+    assert m.extract("$brdg down, $HALO up, crude at $81, US$5 and $BRK.B") == ["BRDG", "BRK.B", "HALO"]
+
+
+def test_names_match_on_word_boundaries_only():
+    m = EntityMatcher(WATCH)
+    assert m.extract("Orbit Logistics raises fuel surcharge") == ["ORBT"]
+    assert m.extract("Orbital launches and Acmeville news") == []
+    assert m.extract("Shares of Acme, and orbit in lower case") == ["ACME"]  # names are case-sensitive
+
+
+def test_document_tickers_and_text_are_merged():
+    assert EntityMatcher(WATCH).extract("Acme Corp beats", ("nova",)) == ["ACME", "NOVA"]
+
+
+def test_watchlist_yaml_is_validated(tmp_path):
+    good = tmp_path / "w.yaml"
+    good.write_text("acme: Acme Corp\nORBT: [Orbit]\n")
+    assert load_watchlist(good) == {"ACME": ["Acme Corp"], "ORBT": ["Orbit"]}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ACME: {name: 3}\n")
+    with pytest.raises(UserError, match="list of names"):
+        load_watchlist(bad)
+    with pytest.raises(UserError, match="watchlist not found"):
+        load_watchlist(tmp_path / "missing.yaml")

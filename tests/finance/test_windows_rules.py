@@ -1,0 +1,69 @@
+"""Windows and alert rules on hand-computed numbers."""
+
+import math
+
+import pytest
+
+from core.errors import UserError
+from solutions.finance.monitor.aggregate import WindowStats, parse_duration, window_start, window_stats
+from solutions.finance.monitor.rules import (Baseline, NegativeShareSpike, SentimentDrop, VolumeSpike,
+                                             load_rules)
+
+
+def _window(count, negative, score_sum, start=7200):
+    return WindowStats("ACME", start, 3600, count, negative, score_sum, 0.0)
+
+
+def test_windows_align_to_the_epoch_and_durations_parse():
+    assert window_start(7199.9, 3600) == 3600 and window_start(7200, 3600) == 7200
+    assert [parse_duration(d) for d in ("90s", "15m", "1h", "7d", "30")] == [90, 900, 3600, 7 * 86400, 30]
+    with pytest.raises(UserError, match="bad duration"):
+        parse_duration("1 week")
+
+
+def test_window_stats_count_mean_negative_share_and_ewma():
+    first = window_stats("X", 0, 60, [0.5, -0.7, -0.4], ["positive", "negative", "negative"], None, 0.3)
+    assert (first.count, first.negative_count) == (3, 2)
+    assert first.mean_score == pytest.approx((0.5 - 0.7 - 0.4) / 3)
+    assert first.negative_share == pytest.approx(2 / 3)
+    assert first.ewma == pytest.approx(first.mean_score)  # the first window starts the EWMA
+    second = window_stats("X", 60, 60, [1.0], ["positive"], first.ewma, 0.3)
+    assert second.ewma == pytest.approx(0.3 * 1.0 + 0.7 * (-0.2))
+
+
+def test_negative_share_spike_is_a_smoothed_binomial_z_score():
+    base = Baseline(count=30, negative_count=3, score_sum=0.0, windows=168)
+    window = _window(10, 6, -3.0)
+    p0 = (3 + 0.2 * 10) / (30 + 10)  # 0.125
+    z = (0.6 - p0) / math.sqrt(p0 * (1 - p0) / 10)  # 4.54
+    found = NegativeShareSpike(z=4.5).evaluate(window, base)
+    assert found.value == pytest.approx(0.6) and found.baseline == pytest.approx(p0)
+    assert NegativeShareSpike(z=z + 0.01).evaluate(window, base) is None
+    assert NegativeShareSpike(z=1.0, min_count=11).evaluate(window, base) is None
+
+
+def test_sentiment_drop_against_the_shrunk_baseline_mean():
+    base = Baseline(count=30, negative_count=0, score_sum=12.0, windows=168)  # mean0 = 12 / 40 = 0.3
+    assert SentimentDrop(drop=0.5).evaluate(_window(5, 3, -1.0), base).baseline == pytest.approx(0.3)  # -0.2 <= -0.2
+    assert SentimentDrop(drop=0.5).evaluate(_window(5, 3, -0.9), base) is None  # -0.18 > -0.2
+
+
+def test_volume_spike_against_mean_count_per_window_with_a_floor():
+    quiet = Baseline(count=24, negative_count=0, score_sum=0.0, windows=24)  # 1 per window
+    assert VolumeSpike(ratio=4.0, min_count=3).evaluate(_window(4, 0, 0.0), quiet).baseline == pytest.approx(1.0)
+    assert VolumeSpike(ratio=4.0, min_count=3).evaluate(_window(3, 0, 0.0), quiet) is None
+    empty = Baseline(0, 0, 0.0, 24)  # rate 0 -> floor 0.5 -> needs 2 docs, and min_count
+    assert VolumeSpike(ratio=4.0, min_count=5, min_rate=0.5).evaluate(_window(5, 0, 0.0), empty) is not None
+
+
+def test_rules_yaml_overrides_defaults_and_rejects_unknown_keys(tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text("window: 15m\nbaseline: 1d\nvolume_spike: {enabled: false}\nsentiment_drop: {drop: 0.8}\n")
+    rules = load_rules(path)
+    assert (rules.window, rules.baseline, rules.baseline_windows) == (900, 86400, 96)
+    assert [r.name for r in rules.rules] == ["negative_share_spike", "sentiment_drop"]
+    assert rules.rules[1].drop == 0.8
+    assert load_rules(path, window="1h").window == 3600
+    path.write_text("negative_share_spike: {zz: 3}\n")
+    with pytest.raises(UserError, match="unknown key 'zz'"):
+        load_rules(path)
