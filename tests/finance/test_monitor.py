@@ -111,3 +111,11 @@ def test_html_report_is_self_contained_with_charts_and_alert_table(tmp_path, key
     assert "<script" not in page and "src=" not in page and "href=" not in page
     with pytest.raises(UserError, match="not found"):
         render_report(tmp_path / "nope.db", tmp_path / "x.html")
+
+
+def test_stdin_source_reads_until_end_of_input(tmp_path, keyword_model, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(_lines(0, 5) + ["{bad"]) + "\n"))
+    stats = run_monitor(_config(tmp_path, ["-"]), model=keyword_model)
+    assert (stats.new_documents, stats.quarantined) == (5, 1)
