@@ -1,0 +1,80 @@
+"""The served catalog: what `verticals recsys index` writes next to the FAISS index and what the
+service and CLI read back: item texts, filterable metadata, user histories and the encoder used.
+
+Layout of an index directory:
+  index.faiss, index.json   the ItemIndex (vectors, id map, metadata)
+  catalog.json              encoder (path or backbone name), max_length, half_life,
+                            histories (user -> latest item ids, oldest first, at most 200)
+Leaves out: the index itself (index) and ranking (content, protocol).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.data import InteractionData, data_root, list_cards, load_card, read_records, verified_file
+from core.errors import UserError
+from solutions.recsys.protocol import MOVIELENS_THRESHOLD, is_positive
+
+CATALOG_FILE = "catalog.json"
+MAX_HISTORY = 200
+
+
+@dataclass
+class Catalog:
+    encoder: str
+    max_length: int
+    half_life: float
+    histories: dict[str, list[str]] = field(default_factory=dict)
+
+    def save(self, directory: Path) -> None:
+        path = Path(directory) / CATALOG_FILE
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.__dict__))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, directory: Path) -> "Catalog":
+        path = Path(directory) / CATALOG_FILE
+        if not path.is_file():
+            raise UserError(f"{directory} has no {CATALOG_FILE}; build it with `verticals recsys index`.")
+        return cls(**json.loads(path.read_text()))
+
+
+def user_histories(data: InteractionData, threshold: float | None = None) -> dict[str, list[str]]:
+    """Each user's positives (MovieLens: rating >= 3.5; unrated: all), oldest first, latest 200."""
+    if threshold is None and data.name.startswith("movielens"):
+        threshold = MOVIELENS_THRESHOLD
+    rows: dict[str, list] = {}
+    for order, e in enumerate(data.interactions):
+        if is_positive(e, threshold):
+            rows.setdefault(e.user, []).append((e.timestamp, order, e.item))
+    return {u: [item for _, _, item in sorted(r)][-MAX_HISTORY:] for u, r in rows.items()}
+
+
+def item_metadata(spec: str, columns: list[str], *, root: str | None = None, items: str | None = None,
+                  item_column: str = "item_id") -> dict[str, dict]:
+    """{item id: {column: value}} from the items file; list-valued columns (the card's
+    `list_separator`, e.g. MovieLens genres) become lists. Empty `columns` -> {}."""
+    if not columns:
+        return {}
+    separator = None
+    if spec in list_cards():
+        card = load_card(spec)
+        path = verified_file(card, card["items"], data_root(root))
+        item_column, separator = card["format"]["item_id_column"], card["format"].get("list_separator")
+    elif items:
+        path = Path(items).expanduser()
+    else:
+        raise UserError("metadata columns need the items file: pass --items ITEMS.csv")
+    rows = read_records(path)
+    missing = [c for c in columns if c not in rows[0]]
+    if missing:
+        raise UserError(f"{path} has no column '{missing[0]}' for metadata; its columns are {', '.join(rows[0])}")
+    out = {}
+    for row in rows:
+        out[str(row[item_column])] = {c: str(row[c]).split(separator) if separator else row[c] for c in columns}
+    return out

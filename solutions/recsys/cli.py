@@ -1,0 +1,248 @@
+"""`verticals recsys train|index|recommend|similar|evaluate|serve`.
+
+Only argparse at import time (the CLI's --help stays instant); each command imports what it needs.
+DATA is a catalog name (`movielens_latest_small`, `demo_catalog`) or your own interactions CSV
+(columns user_id,item_id,timestamp[,rating]) with `--items ITEMS.csv` (item_id + text columns).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from core.errors import UserError
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="catalog name (movielens_latest_small, demo_catalog) or interactions CSV")
+    p.add_argument("--items", help="items CSV for your own interactions (item_id + text columns)")
+    p.add_argument("--text-columns", default="title", help="item text columns of your own items CSV (comma-separated)")
+    p.add_argument("--threshold", type=float, help="ratings >= this are positives (default: 3.5 for MovieLens, "
+                                                   "all interactions otherwise)")
+    p.add_argument("--data-dir", help="data root (default: env VERTICALS_DATA or ~/.cache/verticals/datasets)")
+
+
+def _load(args):
+    from core.cli import _quiet_libraries
+    from core.data import list_cards, load_interactions
+
+    if args.data not in list_cards() and not Path(args.data).expanduser().is_file():
+        raise UserError(f"unknown dataset '{args.data}': not a catalog name ({', '.join(list_cards())}) "
+                        f"and no such file. Give a catalog name or your interactions CSV with --items ITEMS.csv")
+    _quiet_libraries()
+    return load_interactions(args.data, root=args.data_dir, items=args.items,
+                             item_text_columns=tuple(args.text_columns.split(",")))
+
+
+def _filter(pairs: list[str] | None) -> dict | None:
+    if not pairs:
+        return None
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"bad filter '{pair}': use key=value, e.g. --filter genres=Comedy")
+        out[key] = value
+    return out
+
+
+def cmd_train(args) -> int:
+    import numpy as np
+
+    from core.cost import CostLedger
+    from solutions.recsys.content import TextEncoder
+    from solutions.recsys.finetune import FinetuneConfig, co_consumption_pairs, finetune_encoder, save_encoder
+    from solutions.recsys.protocol import split_dataset
+
+    data = _load(args)
+    cfg = FinetuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_seconds=args.max_seconds,
+                         seed=args.seed)
+    # the product model learns from every interaction: no test window held out here (use `evaluate`)
+    split = split_dataset(data, threshold=args.threshold, test_fraction=0.0, min_interactions=10**9)
+    pairs = co_consumption_pairs(split, cfg.window, cfg.max_gap_seconds)
+    if not pairs:
+        raise UserError(f"{args.data}: no co-consumption pairs (users need 2+ positives within "
+                        f"{cfg.max_gap_seconds / 86400:.0f} days of each other)")
+    encoder = TextEncoder.load(args.backbone, cfg.max_length)
+    with CostLedger() as ledger:
+        fit = finetune_encoder(encoder, pairs, data.items, cfg, np.random.default_rng(cfg.seed))
+    out = Path(args.out)
+    save_encoder(encoder, out / "encoder")
+    report = {"data": data.summary(), "backbone": args.backbone, "config": cfg.to_dict(),
+              "fit": {k: v for k, v in fit.items() if k != "losses"}, "loss_first": fit["losses"][:3],
+              "loss_last": fit["losses"][-3:], "cost": ledger.cost.to_dict()}
+    (out / "train.json").write_text(json.dumps(report, indent=2))
+    print(f"trained {fit['steps']} steps on {fit['pairs']} pairs in {ledger.cost.wall_seconds:.1f} s; "
+          f"loss {fit['losses'][0]:.3f} -> {fit['losses'][-1]:.3f}; encoder: {out / 'encoder'}")
+    return 0
+
+
+def _encoder_path(model: str) -> str:
+    run = Path(model)
+    return str((run / "encoder").resolve()) if (run / "encoder").is_dir() else model
+
+
+def cmd_index(args) -> int:
+    from solutions.recsys.catalog import Catalog, item_metadata, user_histories
+    from solutions.recsys.content import TextEncoder, embed_catalog
+    from solutions.recsys.index import ItemIndex
+
+    data = _load(args)
+    encoder_name = _encoder_path(args.model)
+    encoder = TextEncoder.load(encoder_name)
+    items = sorted(data.items)
+    metadata = item_metadata(args.data, [c for c in args.metadata_columns.split(",") if c] if args.metadata_columns else [],
+                             root=args.data_dir, items=args.items)
+    index = ItemIndex.build(items, embed_catalog(encoder, items, data.items), args.factory, metadata)
+    out = Path(args.out)
+    index.save(out)
+    Catalog(encoder_name, encoder.max_length, args.half_life, user_histories(data, args.threshold)).save(out)
+    print(f"indexed {len(index)} items ({index.factory}, dim {index.dim}) into {out}")
+    return 0
+
+
+def _recommender(directory: str):
+    from core.cli import _quiet_libraries
+    from solutions.recsys.service import Recommender
+
+    _quiet_libraries()
+    return Recommender.load(directory)
+
+
+def _print_hits(rows, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([{"id": i, "score": round(s, 6)} for i, s in rows]))
+        return
+    for rank, (item_id, score) in enumerate(rows, 1):
+        print(f"{rank:3d}. {item_id}  {score:.4f}")
+
+
+def cmd_recommend(args) -> int:
+    if bool(args.user) == bool(args.items):
+        raise UserError("give exactly one of --user USER or --items ID,ID,...")
+    rec = _recommender(args.index_dir)
+    if args.user:
+        if args.user not in rec.catalog.histories:
+            raise UserError(f"unknown user '{args.user}'; pass --items with recent item ids instead")
+        history = rec.catalog.histories[args.user]
+    else:
+        history = args.items.split(",")
+        unknown = [i for i in history if i not in rec.index]
+        if unknown:
+            raise UserError(f"unknown item id(s): {', '.join(unknown[:5])}")
+    _print_hits(rec.recommend(history, args.k, _filter(args.filter), exclude_seen=True), args.json)
+    return 0
+
+
+def cmd_similar(args) -> int:
+    if bool(args.item) == bool(args.text):
+        raise UserError("give exactly one of --item ID or --text TEXT")
+    rec = _recommender(args.index_dir)
+    where = _filter(args.filter)
+    if args.item:
+        if args.item not in rec.index:
+            raise UserError(f"unknown item id '{args.item}'")
+        rows = rec.similar_to_item(args.item, args.k, where)
+    else:
+        rows = rec.similar_to_text(args.text, args.k, where)
+    _print_hits(rows, args.json)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from solutions.recsys.baselines import ItemKNN, MostPopular
+    from solutions.recsys.content import ContentRecommender, HybridRecommender, TextEncoder, choose_alpha, embed_catalog
+    from solutions.recsys.protocol import evaluate_scores, split_dataset
+
+    data = _load(args)
+    split = split_dataset(data, threshold=args.threshold)
+    if not split.eval_users():
+        raise UserError(f"{args.data}: no user has both a training positive and a later test positive")
+    results = {}
+    systems = args.systems.split(",")
+    unknown = sorted(set(systems) - {"popular", "itemknn", "content", "hybrid"})
+    if unknown:
+        raise UserError(f"unknown system(s) {', '.join(unknown)}; choose from popular,itemknn,content,hybrid")
+    vectors = None
+    if {"content", "hybrid"} & set(systems):
+        vectors = embed_catalog(TextEncoder.load(_encoder_path(args.model)), split.items, data.items)
+    for name in systems:
+        if name == "hybrid":
+            model = HybridRecommender(ItemKNN(), ContentRecommender(vectors, split.items))
+            choose_alpha(model, split)
+        else:
+            model = {"popular": MostPopular, "itemknn": ItemKNN}.get(name, lambda: ContentRecommender(vectors, split.items))()
+        model.fit(split)
+        results[name] = evaluate_scores(lambda users: model.score([split.history(u) for u in users]), split)
+        if name == "hybrid":
+            results[name]["alpha"] = model.alpha
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for name, m in results.items():
+            print(f"{name:10s} users={m['users']} recall@10={m['recall@10']:.4f} recall@20={m['recall@20']:.4f} "
+                  f"ndcg@10={m['ndcg@10']:.4f} mrr={m['mrr']:.4f} coverage@10={m['coverage@10']:.4f}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from solutions.recsys.service import create_app
+
+    uvicorn.run(create_app(_recommender(args.index_dir)), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def register(subparsers) -> None:
+    recsys = subparsers.add_parser("recsys", help="recommendation: train, index, recommend, similar, evaluate, serve")
+    sub = recsys.add_subparsers(dest="recsys_command", required=True)
+
+    p = sub.add_parser("train", help="fine-tune the item text encoder on co-consumption pairs")
+    _data_args(p)
+    p.add_argument("--out", required=True, help="run directory (encoder/ + train.json)")
+    p.add_argument("--backbone", default="minilm", help="minilm, tiny, or a local directory")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-5)
+    p.add_argument("--max-seconds", type=float, default=600.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("index", help="embed the catalog and build a saved item index")
+    _data_args(p)
+    p.add_argument("--model", default="minilm", help="a `recsys train` run directory, or a backbone")
+    p.add_argument("--out", required=True, help="index directory")
+    p.add_argument("--factory", default="Flat", help="FAISS factory: Flat, HNSW32, IVF1024,PQ32 (or flat/hnsw/ivfpq)")
+    p.add_argument("--metadata-columns", default="", help="item columns to filter on, e.g. genres or category")
+    p.add_argument("--half-life", type=float, default=20.0, help="recency half-life of a user's history, in items")
+    p.set_defaults(func=cmd_index)
+
+    for name, helptext in (("recommend", "items for a user, or for a list of recent items"),
+                           ("similar", "items similar to an item or a free text")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("index_dir")
+        if name == "recommend":
+            p.add_argument("--user")
+            p.add_argument("--items", help="recent item ids, comma-separated, oldest first")
+        else:
+            p.add_argument("--item")
+            p.add_argument("--text")
+        p.add_argument("-k", type=int, default=10)
+        p.add_argument("--filter", action="append", help="metadata key=value (repeatable)")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=cmd_recommend if name == "recommend" else cmd_similar)
+
+    p = sub.add_parser("evaluate", help="ranking metrics under the temporal protocol")
+    _data_args(p)
+    p.add_argument("--model", default="minilm", help="encoder for content/hybrid: run directory or backbone")
+    p.add_argument("--systems", default="popular,itemknn,content,hybrid")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("serve", help="HTTP API over a saved index (/v1/recommend, /v1/similar, /v1/items)")
+    p.add_argument("index_dir")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_serve)
