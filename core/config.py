@@ -19,7 +19,7 @@ from core.errors import UserError
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: float = 3.0
+    epochs: float = 3.0  # 0 with max_steps 0 = no gradient steps (e.g. a pure linear probe)
     max_steps: int = 0  # optimizer steps; 0 = derive from epochs
     lr: float = 5e-5  # encoder (or LoRA adapter) learning rate
     head_lr: float = 1e-3
@@ -44,12 +44,13 @@ class DataConfig:
     label_column: str = "label"
     encoding: str = "utf-8"
     train_limit: int = 0  # use only the first N training examples (0 = all), for quick runs
+    shots: int = 0  # few-shot: keep k training examples per label (seeded by train.seed); 0 = all
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "minilm"
-    peft: str = "none"  # none | lora
+    peft: str = "none"  # none (full fine-tune) | lora | frozen (encoder frozen: a linear probe)
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.1
@@ -57,6 +58,19 @@ class ModelConfig:
     probe_c: float = 10.0  # inverse L2 strength of that probe
     dropout: float = 0.1
     max_length: int = 0  # tokens; 0 = the backbone's own limit
+    calibrate: bool = True  # temperature scaling fitted on the validation split
+    ood_scorer: str = "knn"  # out-of-scope score: knn | centroid | energy | max_prob | none
+    ood_target_recall: float = 0.95  # in-scope share of validation kept above the OOS threshold
+
+
+@dataclass(frozen=True)
+class ContrastiveConfig:
+    """SetFit-style contrastive phase on the encoder before the head (core.fewshot); 0 steps = off."""
+
+    contrastive_steps: int = 0
+    contrastive_batch_size: int = 32
+    contrastive_lr: float = 2e-5
+    contrastive_scale: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -67,21 +81,24 @@ class RecipeConfig:
     device: str = "cpu"  # cpu | cuda | auto
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "contrastive": ContrastiveConfig, "train": TrainConfig}
 ALIASES = {"data": ("data", "source")}  # `data=banking77` sets data.source
 CHOICES = {
     "task": ("classification",),
     "device": ("cpu", "cuda", "auto"),
-    "peft": ("none", "lora"),
+    "peft": ("none", "lora", "frozen"),
     "head_init": ("probe", "random"),
     "class_weights": ("none", "balanced"),
     "metric": ("accuracy", "macro_f1"),
+    "ood_scorer": ("knn", "centroid", "energy", "max_prob", "none"),
 }
-POSITIVE = {"lr", "head_lr", "batch_size", "grad_accum", "epochs", "probe_c", "lora_r", "lora_alpha", "log_every"}
-NON_NEGATIVE = {"max_steps", "train_limit", "eval_every", "patience", "max_length", "weight_decay",
+POSITIVE = {"lr", "head_lr", "batch_size", "grad_accum", "probe_c", "contrastive_batch_size",
+            "contrastive_lr", "contrastive_scale", "lora_r", "lora_alpha", "log_every", "ood_target_recall"}
+NON_NEGATIVE = {"epochs", "shots", "contrastive_steps", "max_steps", "train_limit", "eval_every", "patience", "max_length", "weight_decay",
                 "warmup", "max_grad_norm", "label_smoothing", "dropout", "lora_dropout", "seed"}
 
 

@@ -62,6 +62,8 @@ class TextClassifier(nn.Module):
         self.backbone_name, self.peft = backbone_name, peft
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.config.hidden_size, len(labels))
+        self.temperature = 1.0  # set by calibration (core.calibrate); divides logits in predict_proba
+        self.ood = None  # (scorer, threshold, target recall) set by core.recipes.fit_confidence
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Dynamic padding: pad to the longest text in this batch, truncate at max_length."""
@@ -83,9 +85,27 @@ class TextClassifier(nn.Module):
                             self.encoder.config.hidden_size)
 
     @torch.no_grad()
+    def predict_logits(self, texts: list[str], batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+        return self._batched(texts, batch_size, device, lambda b: self(**b), len(self.labels))
+
+    @torch.no_grad()
     def predict_proba(self, texts: list[str], batch_size: int = 64, device: str = "cpu") -> np.ndarray:
-        return self._batched(texts, batch_size, device, lambda b: torch.softmax(self(**b), dim=-1),
-                            len(self.labels))
+        """Calibrated class probabilities: softmax(logits / temperature)."""
+        t = self.temperature
+        return self._batched(texts, batch_size, device, lambda b: torch.softmax(self(**b) / t, dim=-1),
+                             len(self.labels))
+
+    @torch.no_grad()
+    def predict_all(self, texts: list[str], batch_size: int = 64, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+        """(logits, pooled embeddings) in one pass, for out-of-scope scoring."""
+        width = len(self.labels) + self.encoder.config.hidden_size
+
+        def both(b):
+            emb = self.embed(**b)
+            return torch.cat([self.head(emb), emb], dim=-1)
+
+        out = self._batched(texts, batch_size, device, both, width)
+        return out[:, :len(self.labels)], out[:, len(self.labels):]
 
     def _batched(self, texts, batch_size, device, fn, width: int) -> np.ndarray:
         was_training = self.training
@@ -116,8 +136,11 @@ def build_classifier(backbone: Backbone, labels: list[str], *, peft: str = "none
         cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                          target_modules=list(lora.target_modules), bias="none")
         encoder = get_peft_model(encoder, cfg)  # freezes the base weights
+    elif peft == "frozen":  # a linear probe: only the head trains
+        for p in encoder.parameters():
+            p.requires_grad_(False)
     elif peft != "none":
-        raise UserError(f"unknown peft '{peft}'; choose none or lora")
+        raise UserError(f"unknown peft '{peft}'; choose none, lora or frozen")
     return TextClassifier(encoder, backbone.tokenizer, labels, pooling=backbone.pooling,
                           normalize=backbone.normalize, max_length=backbone.max_length,
                           dropout=dropout, backbone_name=backbone.path, peft=peft)
@@ -159,9 +182,17 @@ def save_classifier(model: TextClassifier, directory: Path) -> Path:
                "bias": model.head.bias.detach().contiguous().cpu()}, directory / "head.safetensors")
     meta = {"format_version": FORMAT_VERSION, "labels": model.labels, "pooling": model.pooling,
             "normalize": model.normalize, "max_length": model.max_length, "peft": model.peft,
-            "backbone": model.backbone_name, "hidden_size": model.encoder.config.hidden_size}
+            "backbone": model.backbone_name, "hidden_size": model.encoder.config.hidden_size,
+            "temperature": model.temperature}
+    if model.ood is not None:
+        scorer, threshold, target = model.ood
+        meta["ood"] = {"scorer": scorer.name, "threshold": threshold, "target_in_scope_recall": target}
+        state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in scorer.state().items()}
+        save_file(state or {"empty": torch.zeros(1)}, directory / "ood.safetensors")
     if model.peft == "lora":
         model.encoder.save_pretrained(directory / "adapter")  # adapter weights only
+        model.tokenizer.save_pretrained(directory / "tokenizer")
+    elif model.peft == "frozen":  # the encoder is the named backbone, unchanged
         model.tokenizer.save_pretrained(directory / "tokenizer")
     else:
         encoder_dir = directory / "encoder"
@@ -193,6 +224,9 @@ def load_classifier(directory: Path, *, merge: bool = True) -> TextClassifier:
         tokenizer = AutoTokenizer.from_pretrained(directory / "tokenizer")
         if merge:
             encoder = encoder.merge_and_unload()
+    elif meta["peft"] == "frozen":
+        encoder = load_backbone(meta["backbone"]).encoder
+        tokenizer = AutoTokenizer.from_pretrained(directory / "tokenizer")
     else:
         encoder = AutoModel.from_pretrained(directory / "encoder")
         tokenizer = AutoTokenizer.from_pretrained(directory / "encoder")
@@ -201,6 +235,13 @@ def load_classifier(directory: Path, *, merge: bool = True) -> TextClassifier:
                            backbone_name=meta["backbone"], peft=meta["peft"])
     head = load_file(directory / "head.safetensors")
     model.head.load_state_dict(head)
+    model.temperature = float(meta.get("temperature", 1.0))
+    if meta.get("ood"):
+        from core.ood import scorer_from_state
+
+        state = {k: v.numpy() for k, v in load_file(directory / "ood.safetensors").items()}
+        model.ood = (scorer_from_state(meta["ood"]["scorer"], state), float(meta["ood"]["threshold"]),
+                     float(meta["ood"]["target_in_scope_recall"]))
     model.eval()
     return model
 

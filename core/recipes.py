@@ -52,6 +52,10 @@ def run_classification(cfg: RecipeConfig, run_dir: Path, *, data_dir: str | None
     data = load_classification(cfg.data.source, root=data_dir, text_column=cfg.data.text_column,
                                label_column=cfg.data.label_column, encoding=cfg.data.encoding)
     train = limit_train(data.train, cfg.data.train_limit)
+    if cfg.data.shots:
+        from core.fewshot import sample_per_class
+
+        train = sample_per_class(train, cfg.data.shots, np.random.default_rng(cfg.train.seed))
     backbone = load_backbone(cfg.model.backbone, max_length=cfg.model.max_length or None)
     lora = LoraSettings(r=cfg.model.lora_r, alpha=cfg.model.lora_alpha, dropout=cfg.model.lora_dropout)
     model = build_classifier(backbone, data.labels, peft=cfg.model.peft, lora=lora, dropout=cfg.model.dropout)
@@ -60,6 +64,13 @@ def run_classification(cfg: RecipeConfig, run_dir: Path, *, data_dir: str | None
 
     resuming = resume and has_checkpoint(run_dir)
     with CostLedger() as ledger:
+        if cfg.contrastive.contrastive_steps and not resuming:
+            from core.fewshot import ContrastiveSettings, fit_contrastive
+
+            c = cfg.contrastive
+            fit_contrastive(model, train, ContrastiveSettings(
+                steps=c.contrastive_steps, batch_size=c.contrastive_batch_size, lr=c.contrastive_lr,
+                scale=c.contrastive_scale, seed=cfg.train.seed), device=device, progress=progress)
         if cfg.model.head_init == "probe" and not resuming:
             init_head_from_probe(model, train.texts, LabelMap(data.labels).encode(train.labels),
                                  c=cfg.model.probe_c, device=device)
@@ -69,17 +80,21 @@ def run_classification(cfg: RecipeConfig, run_dir: Path, *, data_dir: str | None
     cost.trainable_params, cost.total_params = model.trainable_parameters(), model.total_parameters()
     cost.train_samples, cost.tokens_seen = result.samples_seen, result.tokens_seen
 
+    confidence = fit_confidence(model, train, data.validation, cfg, device)
     save_classifier(model, run_dir / "model")
     metrics = {"validation": ClassificationEvaluator(data.validation.texts, data.validation.labels)(model, device)}
     test = ClassificationEvaluator(data.test.texts, data.test.labels)(model, device, details=True)
     metrics["test"] = {k: v for k, v in test.items() if k not in ("per_class", "confusion_matrix")}
+    confidence |= confidence_on_test(model, data.test, run_dir / "reliability.png", device)
     skipped = {}
     for name, split in data.extra.items():
         unknown = set(split.labels) - set(model.labels)
-        if unknown:
+        if unknown == set(split.labels) and model.ood is not None:
+            confidence[f"out_of_scope_{name}"] = out_of_scope_metrics(model, data.test, split, device)
+        elif unknown:
             skipped[name] = f"labels the classifier does not predict: {sorted(unknown)[:5]}"
-            continue
-        metrics[name] = ClassificationEvaluator(split.texts, split.labels)(model, device)
+        else:
+            metrics[name] = ClassificationEvaluator(split.texts, split.labels)(model, device)
 
     from core.train import MetricsLog
 
@@ -92,6 +107,7 @@ def run_classification(cfg: RecipeConfig, run_dir: Path, *, data_dir: str | None
         "data_card": {k: (data.card or {}).get(k) for k in ("name", "license", "citation", "url")},
         "metrics": metrics,
         "skipped_evaluations": skipped,
+        "confidence": confidence,
         "per_class_test": test["per_class"],
         "confusion_matrix_test": test["confusion_matrix"],
         "labels": model.labels,
@@ -104,6 +120,64 @@ def run_classification(cfg: RecipeConfig, run_dir: Path, *, data_dir: str | None
     write_report(run_dir, report)
     shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)  # the model is saved; free the space
     return report
+
+
+def fit_confidence(model, train, validation, cfg: RecipeConfig, device: str) -> dict:
+    """Temperature scaling on validation logits, then the out-of-scope scorer: fitted on training
+    embeddings, thresholded to keep `ood_target_recall` of in-scope validation queries."""
+    from core.calibrate import fit_temperature
+    from core.data import LabelMap
+    from core.ood import SCORERS, threshold_for_recall
+
+    labels = LabelMap(model.labels)
+    logits, embeddings = model.predict_all(validation.texts, device=device)
+    y_val = np.asarray(labels.encode(validation.labels))
+    model.temperature = fit_temperature(logits, y_val) if cfg.model.calibrate else 1.0
+    out = {"temperature": model.temperature}
+    if cfg.model.ood_scorer != "none":
+        scorer = SCORERS[cfg.model.ood_scorer]()
+        if scorer.needs == "embeddings":
+            scorer.fit(model.encode(train.texts, device=device), labels.encode(train.labels))
+        val_scores = scorer.score(logits if scorer.needs == "logits" else embeddings, model.temperature)
+        threshold = threshold_for_recall(val_scores, cfg.model.ood_target_recall)
+        model.ood = (scorer, threshold, cfg.model.ood_target_recall)
+        out |= {"ood_scorer": scorer.name, "ood_threshold": threshold,
+                "ood_target_in_scope_recall": cfg.model.ood_target_recall}
+    return out
+
+
+def out_of_scope_scores(model, texts: list[str], device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(calibrated probabilities, in-scope scores) for texts; needs a model with a fitted scorer."""
+    from core.calibrate import softmax
+
+    scorer, _, _ = model.ood
+    logits, embeddings = model.predict_all(texts, device=device)
+    scores = scorer.score(logits if scorer.needs == "logits" else embeddings, model.temperature)
+    return softmax(logits, model.temperature), scores
+
+
+def confidence_on_test(model, test, plot_path: Path, device: str) -> dict:
+    from core.calibrate import expected_calibration_error, plot_reliability, softmax
+    from core.data import LabelMap
+
+    logits = model.predict_logits(test.texts, device=device)
+    y = np.asarray(LabelMap(model.labels).encode(test.labels))
+    before, after = softmax(logits), softmax(logits, model.temperature)
+    plot_reliability({"before (T=1)": (before, y), f"after (T={model.temperature:.2f})": (after, y)}, plot_path)
+    return {"test_ece_before": expected_calibration_error(before, y),
+            "test_ece_after": expected_calibration_error(after, y)}
+
+
+def out_of_scope_metrics(model, in_scope, out_scope, device: str) -> dict:
+    from core.ood import auroc
+
+    _, in_scores = out_of_scope_scores(model, in_scope.texts, device)
+    _, out_scores = out_of_scope_scores(model, out_scope.texts, device)
+    threshold = model.ood[1]
+    return {"n_in_scope": len(in_scores), "n_out_of_scope": len(out_scores),
+            "auroc": auroc(in_scores, out_scores),
+            "in_scope_recall": float((in_scores >= threshold).mean()),
+            "out_of_scope_recall": float((out_scores < threshold).mean())}
 
 
 def evaluate_run(run_dir: Path, data_spec: str | None = None, *, data_dir: str | None = None,

@@ -32,7 +32,7 @@ from core.evaluate import classification_metrics
 class FitResult:
     steps: int
     best_step: int
-    best_metric: float
+    best_metric: float | None  # None when no validation pass ran (no training steps)
     stopped_early: bool
     samples_seen: int
     tokens_seen: int
@@ -187,12 +187,12 @@ def fit(model, train: Split, validation: Split, cfg: TrainConfig, *, device: str
     label_map.encode(validation.labels)  # fail now, not after an epoch, on an unseen label
     n = len(y)
     micro_per_epoch = math.ceil(n / cfg.batch_size)
-    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * micro_per_epoch / cfg.grad_accum))
+    total_steps = cfg.max_steps or math.ceil(cfg.epochs * micro_per_epoch / cfg.grad_accum)
     eval_every = cfg.eval_every or max(1, round(micro_per_epoch / cfg.grad_accum))
 
     model.to(device)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg))
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * total_steps), total_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * total_steps), max(total_steps, 1))
     weights = class_weight_tensor(y.tolist(), len(model.labels)) if cfg.class_weights == "balanced" else None
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None,
                                         label_smoothing=cfg.label_smoothing)
@@ -257,7 +257,8 @@ def fit(model, train: Split, validation: Split, cfg: TrainConfig, *, device: str
     if best is not None:
         _load_trainable(model, best)
     model.eval()
-    return FitResult(steps=state["step"], best_step=state["best_step"], best_metric=state["best_metric"],
+    best_metric = state["best_metric"] if best is not None else None
+    return FitResult(steps=state["step"], best_step=state["best_step"], best_metric=best_metric,
                      stopped_early=stopped_early, samples_seen=state["samples_seen"],
                      tokens_seen=state["tokens_seen"], train_seconds=state["train_seconds"],
                      history=[r for r in log.rows if "validation_accuracy" in r])

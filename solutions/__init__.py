@@ -11,6 +11,8 @@ RECIPES = {
     "support/intent-full": _HERE / "support" / "recipes" / "intent-full.yaml",
     "support/intent-lora": _HERE / "support" / "recipes" / "intent-lora.yaml",
     "support/intent-demo": _HERE / "support" / "recipes" / "intent-demo.yaml",
+    "support/intent-probe": _HERE / "support" / "recipes" / "intent-probe.yaml",
+    "support/intent-fewshot": _HERE / "support" / "recipes" / "intent-fewshot.yaml",
     "finance/sentiment-full": _HERE / "finance" / "recipes" / "sentiment-full.yaml",
     "finance/sentiment-lora": _HERE / "finance" / "recipes" / "sentiment-lora.yaml",
 }

@@ -38,6 +38,20 @@ def test_recipe_runs_on_tiny_backbone_and_writes_a_complete_run_dir(name, toy_di
     assert report["metrics"]["test"]["n"] == 12
 
 
+@pytest.mark.parametrize("name", ["support/intent-probe", "support/intent-fewshot"])
+def test_probe_and_fewshot_recipes_on_tiny_backbone(name, toy_dir, tmp_path):
+    overrides = {"backbone": "tiny", "data": str(toy_dir)}
+    if name.endswith("fewshot"):
+        overrides |= {"shots": "3", "contrastive_steps": "2", "contrastive_batch_size": "2", "max_steps": "2"}
+    report = run_classification(load_recipe_file(RECIPES[name], overrides, name=name), tmp_path / "run", progress=False)
+    if name.endswith("probe"):
+        assert report["fit"]["steps"] == 0 and report["fit"]["best_metric"] is None
+        assert report["cost"]["trainable_params"] == 32 * 2 + 2  # the head only
+    else:
+        assert report["data"]["train_used"] == 6  # 3 shots x 2 labels
+    assert load_classifier(tmp_path / "run" / "model").predict_proba(["card declined"]).shape == (1, 2)
+
+
 def test_train_limit_uses_a_fixed_subset(toy_dir, tmp_path):
     cfg = load_recipe_file(RECIPES["support/intent-lora"],
                            {"backbone": "tiny", "data": str(toy_dir), "max_steps": "1", "train_limit": "10"})

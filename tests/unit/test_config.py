@@ -9,7 +9,7 @@ from solutions import RECIPES
 def test_every_recipe_yaml_loads_and_validates(name):
     cfg = load_recipe_file(RECIPES[name], name=name)
     assert cfg.name == name and cfg.description
-    assert cfg.model.peft in ("none", "lora") and cfg.train.lr > 0
+    assert cfg.model.peft in ("none", "lora", "frozen") and cfg.train.lr > 0
 
 
 def test_flat_overrides_land_in_their_sections():
@@ -27,7 +27,8 @@ def test_unknown_override_key_lists_the_valid_keys():
 
 @pytest.mark.parametrize("key,value,message", [
     ("lr", "fast", "not a valid float"),
-    ("epochs", "-1", "greater than 0"),
+    ("epochs", "-1", "0 or more"),
+    ("lr", "0", "greater than 0"),
     ("batch_size", "2.5", "not a valid int"),
     ("peft", "adapter", "choose one of none, lora"),
     ("class_weights", "sometimes", "choose one of none, balanced"),

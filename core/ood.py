@@ -1,0 +1,109 @@
+"""Out-of-scope (out-of-distribution) scores for a trained classifier, learned without any
+out-of-scope training data, and the threshold that keeps a target share of in-scope traffic.
+
+Every scorer follows one convention: a higher score means "more in-scope". Scorers that need
+statistics of the training data (`fit`) keep them as arrays so they can be saved with safetensors.
+- max_prob: the top softmax probability (Hendrycks & Gimpel 2017).
+- energy: T * logsumexp(logits / T) (Liu et al. 2020).
+- centroid: cosine similarity to the nearest class centroid of training embeddings.
+- knn: mean cosine similarity to the k nearest training embeddings (Sun et al. 2022).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
+
+
+class MaxProbability:
+    name = "max_prob"
+    needs = "logits"
+
+    def fit(self, embeddings, labels) -> "MaxProbability":
+        return self
+
+    def score(self, logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+        from core.calibrate import softmax
+
+        return softmax(logits, temperature).max(axis=1)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {}
+
+
+class Energy(MaxProbability):
+    name = "energy"
+
+    def score(self, logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+        from scipy.special import logsumexp
+
+        return temperature * logsumexp(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
+
+
+class Centroid:
+    name = "centroid"
+    needs = "embeddings"
+
+    def __init__(self, centroids: np.ndarray | None = None):
+        self.centroids = centroids
+
+    def fit(self, embeddings, labels) -> "Centroid":
+        emb, labels = _unit(embeddings), np.asarray(labels)
+        self.centroids = _unit(np.stack([emb[labels == c].mean(axis=0) for c in np.unique(labels)]))
+        return self
+
+    def score(self, embeddings: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+        return (_unit(embeddings) @ self.centroids.T).max(axis=1)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"centroids": self.centroids}
+
+
+class KNearest:
+    name = "knn"
+    needs = "embeddings"
+
+    def __init__(self, bank: np.ndarray | None = None, k: int = 10):
+        self.bank, self.k = bank, k
+
+    def fit(self, embeddings, labels) -> "KNearest":
+        self.bank = _unit(embeddings)
+        return self
+
+    def score(self, embeddings: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+        sims = _unit(embeddings) @ self.bank.T
+        k = min(self.k, sims.shape[1])
+        return np.sort(np.partition(sims, -k, axis=1)[:, -k:], axis=1).mean(axis=1)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"bank": self.bank, "k": np.asarray([self.k])}
+
+
+SCORERS = {"max_prob": MaxProbability, "energy": Energy, "centroid": Centroid, "knn": KNearest}
+
+
+def scorer_from_state(name: str, state: dict[str, np.ndarray]):
+    if name == "centroid":
+        return Centroid(state["centroids"])
+    if name == "knn":
+        return KNearest(state["bank"], int(state["k"][0]))
+    return SCORERS[name]()
+
+
+def threshold_for_recall(in_scope_scores: np.ndarray, target_recall: float) -> float:
+    """The largest threshold t with at least `target_recall` of in-scope scores >= t."""
+    scores = np.sort(np.asarray(in_scope_scores))
+    drop = int(np.floor(len(scores) * (1.0 - target_recall)))
+    return float(scores[min(drop, len(scores) - 1)])
+
+
+def auroc(in_scope_scores, out_scope_scores) -> float:
+    """Area under ROC for separating in-scope (positive) from out-of-scope by score; ties count 1/2."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.r_[np.ones(len(in_scope_scores)), np.zeros(len(out_scope_scores))]
+    return float(roc_auc_score(y, np.r_[in_scope_scores, out_scope_scores]))

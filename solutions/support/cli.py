@@ -1,0 +1,96 @@
+"""`verticals support route` and `verticals serve`. Only argparse at import time."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from core.errors import UserError
+
+
+def _settings(args):
+    from solutions.support.router import RouterSettings
+
+    return RouterSettings(min_confidence=args.min_confidence, min_margin=args.min_margin,
+                          use_out_of_scope=not args.no_out_of_scope, top_k=args.top_k)
+
+
+def _texts(args) -> list[str]:
+    if args.texts:
+        return args.texts
+    handle = open(args.input, encoding="utf-8") if args.input and args.input != "-" else sys.stdin
+    texts = []
+    with handle:
+        for n, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                raise UserError(f"input line {n} is not JSON; send one {{\"text\": ...}} object per line") from None
+            text = obj.get("text") if isinstance(obj, dict) else obj
+            if not isinstance(text, str) or not text.strip():
+                raise UserError(f"input line {n}: needs a non-empty string field 'text'")
+            texts.append(text)
+    if not texts:
+        raise UserError("no texts to route: pass them as arguments, --input FILE.jsonl, or JSONL on stdin")
+    return texts
+
+
+def cmd_route(args) -> int:
+    texts = _texts(args)
+    from core.cli import _quiet_libraries
+
+    _quiet_libraries()
+    from solutions.support.router import IntentRouter
+
+    router = IntentRouter.from_run(Path(args.run_dir), args.routes and Path(args.routes), _settings(args))
+    for start in range(0, len(texts), 256):
+        for row in router.route_batch(texts[start:start + 256]):
+            print(json.dumps(row))
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from core.cli import _quiet_libraries
+
+    _quiet_libraries()
+    import uvicorn
+
+    from solutions.support.router import IntentRouter
+    from solutions.support.service import create_app
+
+    router = IntentRouter.from_run(Path(args.run_dir), args.routes and Path(args.routes), _settings(args))
+    token = os.environ.get("VERTICALS_API_TOKEN") or None
+    app = create_app(router.route_batch, info=router.describe(), token=token)
+    print(f"serving {args.run_dir} on http://{args.host}:{args.port} (docs: /docs)"
+          f"{' with bearer-token auth' if token else ''}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _router_args(p) -> None:
+    p.add_argument("run_dir", help="a run directory from `verticals train support/...`")
+    p.add_argument("--routes", help="routing table YAML: routes: {intent: {queue, priority, reply}}")
+    p.add_argument("--min-confidence", type=float, default=0.5, help="hand over below this calibrated confidence")
+    p.add_argument("--min-margin", type=float, default=0.1, help="hand over when top-2 are closer than this")
+    p.add_argument("--no-out-of-scope", action="store_true", help="do not hand over out-of-scope queries")
+    p.add_argument("--top-k", type=int, default=3)
+
+
+def register(sub) -> None:
+    support = sub.add_parser("support", help="intent routing for support bots")
+    support_sub = support.add_subparsers(dest="support_command", required=True)
+    p = support_sub.add_parser("route", help="route texts (arguments, --input FILE.jsonl, or JSONL on stdin)")
+    _router_args(p)
+    p.add_argument("texts", nargs="*")
+    p.add_argument("--input", help="JSONL file of {\"text\": ...} (- for stdin)")
+    p.set_defaults(func=cmd_route)
+
+    p = sub.add_parser("serve", help="HTTP intent-routing service (POST /v1/route, /healthz, /readyz, /metrics, /docs)")
+    _router_args(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_serve)

@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from core.errors import UserError
+from solutions.support.router import IntentRouter, RouterSettings, RoutingTable, fallback_reason
+
+
+def test_fallback_reasons_in_order():
+    s = RouterSettings(min_confidence=0.5, min_margin=0.1)
+    assert fallback_reason(np.array([0.9, 0.1]), 0.9, 0.5, s) is None
+    assert fallback_reason(np.array([0.9, 0.1]), 0.4, 0.5, s) == "out_of_scope"
+    assert fallback_reason(np.array([0.4, 0.3, 0.3]), 0.9, 0.5, s) == "low_confidence"
+    assert fallback_reason(np.array([0.52, 0.48]), 0.9, 0.5, s) == "ambiguous"
+    off = RouterSettings(use_out_of_scope=False)
+    assert fallback_reason(np.array([0.9, 0.1]), 0.1, 0.5, off) is None
+
+
+def test_routing_table_yaml(tmp_path):
+    path = tmp_path / "routes.yaml"
+    path.write_text("default_queue: tier1\nfallback_queue: humans\nroutes:\n"
+                    "  card: {queue: cards, priority: high, reply: We are on it}\n  transfer: payments\n")
+    table = RoutingTable.from_yaml(path, ["card", "transfer", "other"])
+    assert table.route_for("card").priority == "high" and table.route_for("transfer").queue == "payments"
+    assert table.route_for("other").queue == "tier1" and table.fallback_queue == "humans"
+
+
+def test_routing_table_rejects_unknown_intents(tmp_path):
+    path = tmp_path / "routes.yaml"
+    path.write_text("routes:\n  refunds: {queue: money}\n")
+    with pytest.raises(UserError, match="intent 'refunds' is not one the model predicts"):
+        RoutingTable.from_yaml(path, ["card", "transfer"])
+
+
+def test_router_routes_known_intents_and_hands_over_the_rest(support_run, tmp_path):
+    path = tmp_path / "routes.yaml"
+    path.write_text("routes:\n  card: {queue: cards, reply: Checking your card}\n  transfer: {queue: payments}\n")
+    router = IntentRouter.from_run(support_run, path)
+    card = router.route("my card was declined")
+    assert card["intent"] == "card" and card["queue"] == "cards" and not card["handover"]
+    assert card["reply"] == "Checking your card" and card["top_k"][0]["intent"] == "card"
+    assert 0.5 <= card["confidence"] <= 1
+    strict = IntentRouter(router.model, router.table, RouterSettings(min_confidence=1.01))  # above any probability
+    low = strict.route("my card was declined")
+    assert low["handover"] and low["fallback_reason"] == "low_confidence" and low["queue"] == "human"
+
+
+def test_out_of_scope_scorer_separates_gibberish(support_run):
+    router = IntentRouter.from_run(support_run)
+    routes = router.route_batch(["zzqx vvvv kkkk ppp", "my card was declined", "transfer to another bank"])
+    assert routes[0]["in_scope_score"] < min(routes[1]["in_scope_score"], routes[2]["in_scope_score"])

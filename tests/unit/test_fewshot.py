@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+import torch
+
+from core.backbones import load_backbone
+from core.data import Split
+from core.fewshot import (ContrastiveSettings, MultipleNegativesRankingLoss, fit_contrastive, pair_batches,
+                          sample_per_class)
+from core.model import build_classifier
+from tests.conftest import CARD, TRANSFER
+
+
+def test_sample_per_class_keeps_k_of_each_label_and_is_seeded():
+    split = Split([f"t{i}" for i in range(12)], ["a"] * 8 + ["b"] * 3 + ["c"])
+    one = sample_per_class(split, 2, np.random.default_rng(3))
+    assert sorted(one.labels) == ["a", "a", "b", "b", "c"]
+    assert one == sample_per_class(split, 2, np.random.default_rng(3))
+
+
+def test_pair_batches_never_repeat_a_class_in_a_batch():
+    labels = ["a"] * 3 + ["b"] * 3 + ["c"] * 3 + ["solo"]
+    for batch in pair_batches(labels, batch_size=8, steps=20, rng=np.random.default_rng(0)):
+        classes = [labels[a] for a, _ in batch]
+        assert len(batch) == 3 and len(set(classes)) == 3 and "solo" not in classes
+        assert all(labels[a] == labels[p] and a != p for a, p in batch)
+
+
+def test_mnrl_loss_is_lower_on_true_pairs_than_shuffled():
+    loss = MultipleNegativesRankingLoss(scale=1.0)
+    anchors = torch.eye(4)
+    assert loss.loss_from_embeddings(anchors, anchors) < loss.loss_from_embeddings(anchors, anchors[[1, 2, 3, 0]])
+    # orthogonal unit vectors, scale 1: each row is -log(e^1 / (e^1 + 3 e^0))
+    expected = -np.log(np.e / (np.e + 3))
+    assert loss.loss_from_embeddings(anchors, anchors).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_contrastive_phase_pulls_same_class_texts_together():
+    torch.manual_seed(0)
+    model = build_classifier(load_backbone("tiny"), ["card", "transfer"])
+    train = Split(CARD + TRANSFER, ["card"] * len(CARD) + ["transfer"] * len(TRANSFER))
+
+    def separation():
+        emb = model.encode(train.texts)
+        emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+        sims = emb @ emb.T
+        same = np.equal.outer(np.array(train.labels), np.array(train.labels))
+        return sims[same].mean() - sims[~same].mean()
+
+    before = separation()
+    losses = fit_contrastive(model, train, ContrastiveSettings(steps=30, batch_size=2, lr=1e-3), progress=False)
+    assert separation() > before and np.mean(losses[-5:]) < np.mean(losses[:5])
