@@ -143,6 +143,19 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    _quiet_libraries()
+    from core.export import ONNX_FILE, export_onnx
+    from core.model import load_classifier
+
+    run = Path(args.run_dir)
+    model_dir = run / "model" if (run / "model").is_dir() else run
+    model = load_classifier(model_dir)
+    path = export_onnx(model, model_dir / ONNX_FILE)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB); serve it with --runtime onnx")
+    return 0
+
+
 # Each solution adds its own subcommands through `register(subparsers)`; those modules import only
 # argparse at load time (heavy imports stay inside the command functions).
 SOLUTION_CLIS: tuple[str, ...] = ("solutions.support.cli", "solutions.finance.cli", "solutions.recsys.cli")
@@ -189,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="*")
     p.add_argument("--top-k", type=int, default=3)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a trained classifier for faster CPU inference")
+    p.add_argument("format", choices=["onnx"])
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_export)
 
     import importlib
 

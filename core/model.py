@@ -236,14 +236,22 @@ def load_classifier(directory: Path, *, merge: bool = True) -> TextClassifier:
     head = load_file(directory / "head.safetensors")
     model.head.load_state_dict(head)
     model.temperature = float(meta.get("temperature", 1.0))
-    if meta.get("ood"):
-        from core.ood import scorer_from_state
-
-        state = {k: v.numpy() for k, v in load_file(directory / "ood.safetensors").items()}
-        model.ood = (scorer_from_state(meta["ood"]["scorer"], state), float(meta["ood"]["threshold"]),
-                     float(meta["ood"]["target_in_scope_recall"]))
+    model.ood = load_ood(directory, meta)
     model.eval()
     return model
+
+
+def load_ood(directory: Path, meta: dict):
+    """(scorer, threshold, target recall) saved beside a model, or None."""
+    if not meta.get("ood"):
+        return None
+    from safetensors.torch import load_file
+
+    from core.ood import scorer_from_state
+
+    state = {k: v.numpy() for k, v in load_file(Path(directory) / "ood.safetensors").items()}
+    return (scorer_from_state(meta["ood"]["scorer"], state), float(meta["ood"]["threshold"]),
+            float(meta["ood"]["target_in_scope_recall"]))
 
 
 def save_merged_encoder(model: TextClassifier, directory: Path) -> Path:

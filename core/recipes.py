@@ -41,10 +41,10 @@ def run_classification(cfg: RecipeConfig, run_dir: Path, *, data_dir: str | None
     from core.backbones import load_backbone
     from core.cost import CostLedger
     from core.data import LabelMap, load_classification
-    from core.evaluate import ClassificationEvaluator, plot_confusion_matrix, plot_loss_curve
+    from core.evaluate import plot_loss_curve
     from core.model import LoraSettings, build_classifier, init_head_from_probe, save_classifier
     from core.report import environment, write_config, write_report
-    from core.train import fit, has_checkpoint, seed_everything
+    from core.train import MetricsLog, fit, has_checkpoint, seed_everything
 
     run_dir = Path(run_dir)
     device = resolve_device(cfg.device)
@@ -82,10 +82,30 @@ def run_classification(cfg: RecipeConfig, run_dir: Path, *, data_dir: str | None
 
     confidence = fit_confidence(model, train, data.validation, cfg, device)
     save_classifier(model, run_dir / "model")
+    report = {"config": to_dict(cfg),
+              "data": data.summary() | ({"train_used": len(train)} if len(train) != len(data.train) else {}),
+              "data_card": {k: (data.card or {}).get(k) for k in ("name", "license", "citation", "url")},
+              **evaluate_trained(model, data, confidence, run_dir, device),
+              "fit": {"steps": result.steps, "best_step": result.best_step, "best_metric": result.best_metric,
+                      "metric": cfg.train.metric, "stopped_early": result.stopped_early,
+                      "train_seconds": round(result.train_seconds, 2)},
+              "cost": cost.to_dict(),
+              "environment": environment() | {"device": device}}
+    plot_loss_curve(MetricsLog.read(run_dir / "metrics.jsonl"), run_dir / "loss_curve.png", metric=cfg.train.metric)
+    write_report(run_dir, report)
+    shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)  # the model is saved; free the space
+    return report
+
+
+def evaluate_trained(model, data, confidence: dict, run_dir: Path, device: str) -> dict:
+    """Metrics on validation, test and extra sets (out-of-scope sets get OOS metrics), calibration
+    on test, and the confusion-matrix and reliability plots."""
+    from core.evaluate import ClassificationEvaluator, plot_confusion_matrix
+
     metrics = {"validation": ClassificationEvaluator(data.validation.texts, data.validation.labels)(model, device)}
     test = ClassificationEvaluator(data.test.texts, data.test.labels)(model, device, details=True)
     metrics["test"] = {k: v for k, v in test.items() if k not in ("per_class", "confusion_matrix")}
-    confidence |= confidence_on_test(model, data.test, run_dir / "reliability.png", device)
+    confidence = confidence | confidence_on_test(model, data.test, run_dir / "reliability.png", device)
     skipped = {}
     for name, split in data.extra.items():
         unknown = set(split.labels) - set(model.labels)
@@ -95,31 +115,10 @@ def run_classification(cfg: RecipeConfig, run_dir: Path, *, data_dir: str | None
             skipped[name] = f"labels the classifier does not predict: {sorted(unknown)[:5]}"
         else:
             metrics[name] = ClassificationEvaluator(split.texts, split.labels)(model, device)
-
-    from core.train import MetricsLog
-
-    rows = MetricsLog.read(run_dir / "metrics.jsonl")
-    plot_loss_curve(rows, run_dir / "loss_curve.png", metric=cfg.train.metric)
     plot_confusion_matrix(test["confusion_matrix"], model.labels, run_dir / "confusion_matrix.png")
-    report = {
-        "config": to_dict(cfg),
-        "data": data.summary() | ({"train_used": len(train)} if len(train) != len(data.train) else {}),
-        "data_card": {k: (data.card or {}).get(k) for k in ("name", "license", "citation", "url")},
-        "metrics": metrics,
-        "skipped_evaluations": skipped,
-        "confidence": confidence,
-        "per_class_test": test["per_class"],
-        "confusion_matrix_test": test["confusion_matrix"],
-        "labels": model.labels,
-        "fit": {"steps": result.steps, "best_step": result.best_step, "best_metric": result.best_metric,
-                "metric": cfg.train.metric, "stopped_early": result.stopped_early,
-                "train_seconds": round(result.train_seconds, 2)},
-        "cost": cost.to_dict(),
-        "environment": environment() | {"device": device},
-    }
-    write_report(run_dir, report)
-    shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)  # the model is saved; free the space
-    return report
+    return {"metrics": metrics, "skipped_evaluations": skipped, "confidence": confidence,
+            "per_class_test": test["per_class"], "confusion_matrix_test": test["confusion_matrix"],
+            "labels": model.labels}
 
 
 def fit_confidence(model, train, validation, cfg: RecipeConfig, device: str) -> dict:

@@ -68,6 +68,19 @@ def render_markdown(report: dict) -> str:
     if fit:
         lines += ["", f"Best validation {fit.get('metric')}: {_pct(fit.get('best_metric'))} at step "
                   f"{fit.get('best_step')} of {fit.get('steps')}{' (stopped early)' if fit.get('stopped_early') else ''}."]
+    conf = report.get("confidence", {})
+    if conf:
+        lines += ["", "## Confidence", "",
+                  f"- temperature {conf.get('temperature', 1.0):.3f} (fitted on validation); test ECE "
+                  f"{conf.get('test_ece_before', float('nan')):.4f} before, {conf.get('test_ece_after', float('nan')):.4f} after"]
+        if "ood_scorer" in conf:
+            lines.append(f"- out-of-scope scorer `{conf['ood_scorer']}`, threshold {conf['ood_threshold']:.4f} "
+                         f"(keeps {100 * conf['ood_target_in_scope_recall']:.0f}% of in-scope validation queries)")
+        for key, value in conf.items():
+            if key.startswith("out_of_scope_"):
+                lines.append(f"- {key[len('out_of_scope_'):]} set: AUROC {value['auroc']:.4f}, out-of-scope recall "
+                             f"{100 * value['out_of_scope_recall']:.1f}%, in-scope recall {100 * value['in_scope_recall']:.1f}%")
+        lines += ["", "![reliability diagram](reliability.png)"]
     lines += ["", "## Cost", "", "| item | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in cost.items()]
     lines += ["", "![training curve](loss_curve.png)", "", "![confusion matrix](confusion_matrix.png)", ""]

@@ -89,11 +89,19 @@ class IntentRouter:
         self.model, self.table, self.settings = model, table or RoutingTable(), settings
 
     @classmethod
-    def from_run(cls, run_dir: Path, table_path: Path | None = None, settings: RouterSettings = RouterSettings()):
+    def from_run(cls, run_dir: Path, table_path: Path | None = None, settings: RouterSettings = RouterSettings(),
+                 runtime: str = "torch"):
+        """`runtime`: torch (LoRA merged) or onnx (ONNX Runtime; needs `verticals export onnx` first)."""
         from core.model import load_classifier
 
         run = Path(run_dir)
-        model = load_classifier(run / "model" if (run / "model").is_dir() else run)
+        model_dir = run / "model" if (run / "model").is_dir() else run
+        if runtime == "onnx":
+            from core.export import load_onnx_classifier
+
+            model = load_onnx_classifier(model_dir)
+        else:
+            model = load_classifier(model_dir)
         table = RoutingTable.from_yaml(table_path, model.labels) if table_path else None
         return cls(model, table, settings)
 

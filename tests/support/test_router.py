@@ -48,3 +48,21 @@ def test_out_of_scope_scorer_separates_gibberish(support_run):
     router = IntentRouter.from_run(support_run)
     routes = router.route_batch(["zzqx vvvv kkkk ppp", "my card was declined", "transfer to another bank"])
     assert routes[0]["in_scope_score"] < min(routes[1]["in_scope_score"], routes[2]["in_scope_score"])
+
+
+def test_onnx_export_routes_like_torch(support_run, tmp_path):
+    import shutil
+
+    from core.export import export_onnx
+    from core.model import load_classifier
+
+    run = tmp_path / "run"
+    shutil.copytree(support_run, run)
+    export_onnx(load_classifier(run / "model"), run / "model" / "model.onnx")
+    texts = ["my card was declined", "a much longer message about a transfer to another bank account", "zzz"]
+    torch_routes = IntentRouter.from_run(run).route_batch(texts)
+    onnx_routes = IntentRouter.from_run(run, runtime="onnx").route_batch(texts)
+    for a, b in zip(torch_routes, onnx_routes):
+        assert a["intent"] == b["intent"] and a["fallback_reason"] == b["fallback_reason"]
+        assert abs(a["confidence"] - b["confidence"]) < 1e-3
+        assert abs(a["in_scope_score"] - b["in_scope_score"]) < 1e-3

@@ -1,0 +1,311 @@
+"""Support intents on BANKING77: few-shot, zero-shot, calibration, out-of-scope detection, speed.
+
+Parts (`--parts`, comma-separated):
+- fewshot: k in {5, 10} examples per class, seeds 0,1,2: frozen probe vs the few-shot recipe
+  (contrastive phase + probe-initialised head fine-tuned); official test split; mean and std.
+- zeroshot: no labelled data; intent names turned into descriptions ("card arrival", "a
+  customer asks about card arrival"); core.zeroshot with the packaged MiniLM.
+- oos: 10 intents (seeded) held out as out-of-scope; the LoRA recipe trains on the other 67;
+  each out-of-scope scorer is fitted on training embeddings and thresholded on validation for
+  95% in-scope recall; AUROC and recalls on the test split (in-scope) vs the held-out intents'
+  test queries. ECE before/after temperature scaling on the in-scope test split.
+- latency: the trained LoRA router (merged) on PyTorch vs ONNX Runtime vs a plain transformers
+  feature-extraction pipeline + the same head: single-query p50/p99 and batch-64 throughput;
+  then a bounded concurrent load test of `verticals serve` on loopback.
+
+    python -m benchmarks.support_banking77 --data-dir ../shared/datasets --parts oos,latency
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.record import RESULTS, write_record
+from core.data import load_classification
+
+HELD_OUT = 10
+
+
+def _recipe_run(name: str, overrides: dict, out: Path, data_dir) -> dict:
+    from core.config import load_recipe_file
+    from core.recipes import run_classification
+    from solutions import RECIPES
+
+    cfg = load_recipe_file(RECIPES[name], {k: str(v) for k, v in overrides.items()}, name=name)
+    return run_classification(cfg, out, data_dir=data_dir, progress=False)
+
+
+def part_fewshot(data, args) -> dict:
+    rows = {}
+    for shots in (5, 10):
+        for name in ("support/intent-probe", "support/intent-fewshot"):
+            accs, walls = [], []
+            for seed in args.seeds:
+                out = Path(args.out_root) / f"fewshot-{name.split('/')[1]}-{shots}-seed{seed}"
+                report = _recipe_run(name, {"shots": shots, "seed": seed, "ood_scorer": "none"}, out, args.data_dir)
+                accs.append(report["metrics"]["test"]["accuracy"])
+                walls.append(report["cost"]["wall_seconds"])
+                print(f"    {name} {shots}-shot seed {seed}: {accs[-1]:.4f} ({walls[-1]:.0f} s)", flush=True)
+            rows[f"{name}@{shots}"] = {"recipe": name, "shots": shots, "seeds": args.seeds, "accuracy": accs,
+                                       "mean": statistics.mean(accs),
+                                       "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                                       "mean_wall_seconds": statistics.mean(walls)}
+    return rows
+
+
+def intent_descriptions(labels: list[str]) -> dict[str, list[str]]:
+    return {lab: [lab.replace("_", " "), f"a customer asks about {lab.replace('_', ' ')}",
+                  f"a bank customer has a question about {lab.replace('_', ' ')}"] for lab in labels}
+
+
+def part_zeroshot(data, args) -> dict:
+    from core.cost import CostLedger
+    from core.data import LabelMap
+    from core.evaluate import classification_metrics
+    from core.zeroshot import ZeroShotClassifier
+
+    with CostLedger() as ledger:
+        clf = ZeroShotClassifier("minilm", intent_descriptions(data.labels))
+        probs = clf.predict_proba(data.test.texts)
+    y = LabelMap(clf.labels).encode(data.test.labels)
+    return {"descriptions": "intent name; 'a customer asks about <name>'; 'a bank customer has a question about <name>'",
+            **classification_metrics(y, probs.argmax(1)), "cost": ledger.cost.to_dict()}
+
+
+def _write_split(folder: Path, split, keep: set[str]) -> None:
+    import csv
+
+    with open(folder, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows((t, lab) for t, lab in zip(split.texts, split.labels) if lab in keep)
+
+
+def part_oos(data, args) -> dict:
+    from core.data import LabelMap
+    from core.model import load_classifier
+    from core.ood import SCORERS, auroc, threshold_for_recall
+
+    rng = np.random.default_rng(0)
+    held = sorted(rng.choice(data.labels, size=HELD_OUT, replace=False).tolist())
+    keep = set(data.labels) - set(held)
+    folder = Path(tempfile.mkdtemp(prefix="b77-oos-"))
+    for name, split in (("train", data.train), ("validation", data.validation), ("test", data.test)):
+        _write_split(folder / f"{name}.csv", split, keep)
+    out = Path(args.out_root) / "oos-lora"
+    report = _recipe_run("support/intent-lora", {"data": folder, **args.oos_overrides}, out, args.data_dir)
+    model = load_classifier(out / "model")
+    labels = LabelMap(model.labels)
+    in_data = load_classification(str(folder))
+    train_emb = model.encode(in_data.train.texts)
+    val_logits, val_emb = model.predict_all(in_data.validation.texts)
+    test_logits, test_emb = model.predict_all(in_data.test.texts)
+    oos_texts = [t for t, lab in zip(data.test.texts, data.test.labels) if lab in held]
+    oos_logits, oos_emb = model.predict_all(oos_texts)
+    scorers = {}
+    for name, cls in SCORERS.items():
+        scorer = cls().fit(train_emb, labels.encode(in_data.train.labels))
+        pick = (lambda lg, em: lg) if scorer.needs == "logits" else (lambda lg, em: em)
+        t = threshold_for_recall(scorer.score(pick(val_logits, val_emb), model.temperature), 0.95)
+        s_in = scorer.score(pick(test_logits, test_emb), model.temperature)
+        s_out = scorer.score(pick(oos_logits, oos_emb), model.temperature)
+        scorers[name] = {"auroc": auroc(s_in, s_out), "threshold": t,
+                         "in_scope_recall": float((s_in >= t).mean()),
+                         "out_of_scope_recall": float((s_out < t).mean())}
+        print(f"    {name}: AUROC {scorers[name]['auroc']:.4f}", flush=True)
+    return {"held_out_intents": held, "n_in_scope_test": len(s_in), "n_out_of_scope_test": len(oos_texts),
+            "in_scope_test_accuracy": report["metrics"]["test"]["accuracy"],
+            "temperature": report["confidence"]["temperature"],
+            "ece_before": report["confidence"]["test_ece_before"],
+            "ece_after": report["confidence"]["test_ece_after"], "scorers": scorers,
+            "run": str(out), "cost": report["cost"]}
+
+
+def _percentiles(samples: list[float]) -> dict:
+    ms = np.asarray(samples) * 1000
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "n": len(ms)}
+
+
+def _time_single(fn, texts, repeats: int) -> dict:
+    for t in texts[:10]:
+        fn([t])  # warm-up
+    samples = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        fn([texts[i % len(texts)]])
+        samples.append(time.perf_counter() - start)
+    return _percentiles(samples)
+
+
+def _throughput(fn, texts, batch: int = 64) -> float:
+    fn(texts[:batch])
+    start = time.perf_counter()
+    for i in range(0, len(texts), batch):
+        fn(texts[i:i + batch])
+    return len(texts) / (time.perf_counter() - start)
+
+
+def part_latency(data, args) -> dict:
+    import torch
+    from transformers import pipeline
+
+    from core.export import ONNX_FILE, export_onnx, load_onnx_classifier
+    from core.model import load_classifier
+    from solutions.support.router import IntentRouter
+
+    run = Path(args.latency_run)
+    model_dir = run / "model"
+    if not (model_dir / ONNX_FILE).is_file():
+        export_onnx(load_classifier(model_dir), model_dir / ONNX_FILE)
+    texts = data.test.texts[:1000]
+    results = {}
+    torch_router = IntentRouter.from_run(run)
+    onnx_router = IntentRouter.from_run(run, runtime="onnx")
+    model = torch_router.model
+    extractor = pipeline("feature-extraction", model=model.encoder, tokenizer=model.tokenizer, device="cpu")
+
+    def plain_pipeline(batch):  # the transformers pipeline on the same merged encoder + the same head
+        feats = extractor(batch, return_tensors=True, truncation=True)
+        emb = torch.stack([f[0].mean(dim=0) for f in feats])
+        emb = torch.nn.functional.normalize(emb, dim=-1) if model.normalize else emb
+        with torch.no_grad():
+            return torch.softmax(model.head(emb) / model.temperature, dim=-1)
+
+    systems = {"router (PyTorch, LoRA merged)": torch_router.route_batch,
+               "router (ONNX Runtime)": onnx_router.route_batch,
+               "transformers pipeline + head": plain_pipeline}
+    for name, fn in systems.items():
+        single = _time_single(fn, texts, args.latency_queries)
+        results[name] = {**single, "batch64_texts_per_second": _throughput(fn, texts)}
+        print(f"    {name}: p50 {single['p50_ms']:.2f} ms, p99 {single['p99_ms']:.2f} ms, "
+              f"batch {results[name]['batch64_texts_per_second']:.0f} texts/s", flush=True)
+    results["service"] = load_test(run, texts, args)
+    return results
+
+
+def load_test(run: Path, texts: list[str], args) -> dict:
+    """Start `verticals serve` on loopback, send a bounded number of requests from concurrent clients."""
+    import asyncio
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "core.cli", "serve", str(run), "--port", str(port),
+                             "--runtime", args.service_runtime], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+
+        async def run_load():
+            limits = httpx.Limits(max_connections=args.concurrency)
+            async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+                counter = iter(range(args.requests))
+                latencies, errors = [], 0
+
+                async def worker():
+                    nonlocal errors
+                    for i in counter:
+                        start = time.perf_counter()
+                        r = await client.post("/v1/route", json={"text": texts[i % len(texts)]})
+                        latencies.append(time.perf_counter() - start)
+                        errors += r.status_code != 200
+
+                start = time.perf_counter()
+                await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+                return time.perf_counter() - start, latencies, errors
+
+        wall, latencies, errors = asyncio.run(run_load())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return {"runtime": args.service_runtime, "requests": args.requests, "concurrency": args.concurrency,
+            "requests_per_second": args.requests / wall, "errors": errors, **_percentiles(latencies)}
+
+
+PARTS = {"fewshot": part_fewshot, "zeroshot": part_zeroshot, "oos": part_oos, "latency": part_latency}
+
+
+def table(record: dict) -> str:
+    lines = []
+    if "fewshot" in record:
+        lines += ["| few-shot system | k per class | test accuracy (mean ± std over seeds) | seeds | mean wall s |",
+                  "|---|---|---|---|---|"]
+        for r in record["fewshot"].values():
+            lines.append(f"| {r['recipe']} | {r['shots']} | {100 * r['mean']:.2f}% ± {100 * r['std']:.2f} | "
+                         f"{len(r['seeds'])} | {r['mean_wall_seconds']:.0f} |")
+        lines.append("")
+    if "zeroshot" in record:
+        z = record["zeroshot"]
+        lines += [f"Zero-shot (no labelled data, intent names as descriptions): test accuracy "
+                  f"{100 * z['accuracy']:.2f}%, macro-F1 {100 * z['macro_f1']:.2f}%, {z['cost']['wall_seconds']:.0f} s.", ""]
+    if "oos" in record:
+        o = record["oos"]
+        lines += [f"Out-of-scope: {len(o['held_out_intents'])} intents held out; LoRA recipe on the other 67 "
+                  f"(in-scope test accuracy {100 * o['in_scope_test_accuracy']:.2f}%); ECE on the in-scope test split "
+                  f"{o['ece_before']:.4f} before, {o['ece_after']:.4f} after temperature scaling (T = {o['temperature']:.2f}).", "",
+                  "| scorer | AUROC | in-scope recall | out-of-scope recall |", "|---|---|---|---|"]
+        for name, s in o["scorers"].items():
+            lines.append(f"| {name} | {s['auroc']:.4f} | {100 * s['in_scope_recall']:.1f}% | {100 * s['out_of_scope_recall']:.1f}% |")
+        lines.append("")
+    if "latency" in record:
+        lines += ["| inference (2 CPU cores) | single query p50 | p99 | batch-64 texts/s |", "|---|---|---|---|"]
+        for name, r in record["latency"].items():
+            if name != "service":
+                lines.append(f"| {name} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | {r['batch64_texts_per_second']:.0f} |")
+        s = record["latency"]["service"]
+        lines += ["", f"Service load test (`verticals serve --runtime {s['runtime']}`, loopback, {s['concurrency']} concurrent "
+                  f"clients, {s['requests']} requests): {s['requests_per_second']:.0f} requests/s, {s['errors']} errors, "
+                  f"p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir")
+    parser.add_argument("--parts", default="zeroshot,oos,latency,fewshot")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--out-root", default="benchmarks/runs/support")
+    parser.add_argument("--oos-epochs", type=float, default=None, help="override the LoRA recipe's epochs for the OOS run")
+    parser.add_argument("--latency-run", default="benchmarks/runs/support/oos-lora")
+    parser.add_argument("--latency-queries", type=int, default=300)
+    parser.add_argument("--service-runtime", default="onnx", choices=["torch", "onnx"])
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args(argv)
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.oos_overrides = {"epochs": args.oos_epochs} if args.oos_epochs else {}
+    from core.cli import _quiet_libraries
+
+    _quiet_libraries()
+    data = load_classification("banking77", root=args.data_dir)
+    path = RESULTS / "support_banking77.json"
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    for part in args.parts.split(","):
+        print(f"[{time.strftime('%H:%M:%S')}] {part}", flush=True)
+        record[part] = PARTS[part](data, args)
+    record = {k: v for k, v in record.items() if k in PARTS}
+    write_record("support_banking77", {"protocol": __doc__.split("\n\n")[1], "data": data.summary(), **record},
+                 table(record))
+    print(table(record))
+
+
+if __name__ == "__main__":
+    main()

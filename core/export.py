@@ -1,0 +1,104 @@
+"""ONNX export of a trained classifier and an ONNX Runtime twin with the same predict interface.
+
+The exported graph is encoder -> the backbone's pooling (+ L2 norm) -> head, with two outputs:
+`logits` and `sentence_embedding` (the latter feeds the out-of-scope scorers). LoRA adapters are
+merged first, so the graph is plain BERT. Exported with torch's dynamo exporter: the older
+TorchScript tracer bakes the example's padding into transformers 5's attention-mask code and gives
+wrong logits for other shapes (measured here: max |diff| 0.05 vs 1e-7).
+Leaves out: quantisation (measure it before shipping it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ONNX_FILE = "model.onnx"
+
+
+class _Graph(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        emb = self.model.embed(input_ids, attention_mask)
+        return self.model.head(emb), emb
+
+
+def export_onnx(model, path: Path) -> Path:
+    """Write `model` (a core.model.TextClassifier, LoRA merged) to an ONNX file."""
+    if hasattr(model.encoder, "merge_and_unload"):
+        model.encoder = model.encoder.merge_and_unload()
+    model.eval()
+    sample = model.tokenize(["an example sentence for export", "hi"])
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
+    torch.onnx.export(_Graph(model), (sample["input_ids"], sample["attention_mask"]), str(path),
+                      input_names=["input_ids", "attention_mask"],
+                      output_names=["logits", "sentence_embedding"],
+                      dynamic_shapes={"input_ids": {0: batch, 1: length},
+                                      "attention_mask": {0: batch, 1: length}},
+                      dynamo=True)
+    return Path(path)
+
+
+class OnnxClassifier:
+    """Runs an exported classifier with ONNX Runtime; same `.labels`, `.temperature`, `.ood`,
+    `predict_all`, `predict_logits`, `predict_proba`, `encode` as core.model.TextClassifier."""
+
+    def __init__(self, path: Path, tokenizer, labels: list[str], *, max_length: int, temperature: float = 1.0,
+                 ood=None, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.tokenizer, self.labels, self.max_length = tokenizer, list(labels), max_length
+        self.temperature, self.ood = temperature, ood
+
+    def predict_all(self, texts: list[str], batch_size: int = 64, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        logits, embeddings = [None] * len(texts), [None] * len(texts)
+        for start in range(0, len(texts), batch_size):
+            idx = order[start:start + batch_size]
+            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="np")
+            out_logits, out_emb = self.session.run(None, {"input_ids": enc["input_ids"].astype(np.int64),
+                                                          "attention_mask": enc["attention_mask"].astype(np.int64)})
+            for j, i in enumerate(idx):
+                logits[i], embeddings[i] = out_logits[j], out_emb[j]
+        return np.stack(logits), np.stack(embeddings)
+
+    def predict_logits(self, texts, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+        return self.predict_all(texts, batch_size)[0]
+
+    def predict_proba(self, texts, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+        from core.calibrate import softmax
+
+        return softmax(self.predict_logits(texts, batch_size), self.temperature).astype(np.float32)
+
+    def encode(self, texts, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+        return self.predict_all(texts, batch_size)[1]
+
+
+def load_onnx_classifier(model_dir: Path, threads: int | None = None) -> OnnxClassifier:
+    """The ONNX twin of a saved model directory (after `verticals export onnx`)."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from core.errors import UserError
+    from core.model import load_ood
+
+    model_dir = Path(model_dir)
+    if not (model_dir / ONNX_FILE).is_file():
+        raise UserError(f"{model_dir} has no {ONNX_FILE}; run `verticals export onnx RUN_DIR` first")
+    meta = json.loads((model_dir / "classifier.json").read_text())
+    tok_dir = model_dir / ("encoder" if (model_dir / "encoder").is_dir() else "tokenizer")
+    ood = load_ood(model_dir, meta)
+    return OnnxClassifier(model_dir / ONNX_FILE, AutoTokenizer.from_pretrained(tok_dir), meta["labels"],
+                          max_length=meta["max_length"], temperature=float(meta.get("temperature", 1.0)),
+                          ood=ood, threads=threads)
