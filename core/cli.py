@@ -111,25 +111,26 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _stdin_texts() -> list[str]:
+def texts_from_jsonl(lines, source: str) -> list[str]:
+    """Texts from JSONL lines ({"text": ...} objects or bare JSON strings); blank lines skipped."""
     texts = []
-    for n, line in enumerate(sys.stdin, 1):
+    for n, line in enumerate(lines, 1):
         line = line.strip()
         if not line:
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError:
-            raise UserError(f"stdin line {n} is not JSON; send one {{\"text\": ...}} object per line") from None
+            raise UserError(f"{source} line {n} is not JSON; send one {{\"text\": ...}} object per line") from None
         text = obj.get("text") if isinstance(obj, dict) else obj
         if not isinstance(text, str) or not text.strip():
-            raise UserError(f"stdin line {n}: needs a non-empty string field 'text'")
+            raise UserError(f"{source} line {n}: needs a non-empty string field 'text'")
         texts.append(text)
     return texts
 
 
 def cmd_predict(args) -> int:
-    texts = args.texts or _stdin_texts()
+    texts = args.texts or texts_from_jsonl(sys.stdin, "stdin")
     if not texts:
         raise UserError("no texts to predict: pass them as arguments or as JSONL on stdin")
     _quiet_libraries()

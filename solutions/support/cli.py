@@ -18,22 +18,18 @@ def _settings(args):
 
 
 def _texts(args) -> list[str]:
+    from core.cli import texts_from_jsonl
+
     if args.texts:
         return args.texts
-    handle = open(args.input, encoding="utf-8") if args.input and args.input != "-" else sys.stdin
-    texts = []
-    with handle:
-        for n, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                raise UserError(f"input line {n} is not JSON; send one {{\"text\": ...}} object per line") from None
-            text = obj.get("text") if isinstance(obj, dict) else obj
-            if not isinstance(text, str) or not text.strip():
-                raise UserError(f"input line {n}: needs a non-empty string field 'text'")
-            texts.append(text)
+    if args.input and args.input != "-":
+        try:
+            with open(args.input, encoding="utf-8") as handle:
+                texts = texts_from_jsonl(handle, args.input)
+        except OSError as exc:
+            raise UserError(f"cannot read --input {args.input}: {exc.strerror}") from None
+    else:
+        texts = texts_from_jsonl(sys.stdin, "stdin")
     if not texts:
         raise UserError("no texts to route: pass them as arguments, --input FILE.jsonl, or JSONL on stdin")
     return texts

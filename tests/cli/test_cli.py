@@ -111,3 +111,17 @@ def test_packaged_minilm_fine_tunes_a_few_steps_on_banking77(tmp_path):
     assert report["cost"]["trainable_params"] / report["cost"]["total_params"] < 0.02
     # a probe-initialised head on 64 examples is already far above chance (1/77)
     assert report["metrics"]["test"]["accuracy"] > 0.1
+
+
+def test_support_route_reads_jsonl_and_rejects_bad_lines(toy_dir, tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("train", "support/intent-lora", "backbone=tiny", f"data={toy_dir}", "max_steps=2",
+                   "--out", str(run), "--quiet").returncode == 0
+    out = run_cli("support", "route", str(run), stdin='{"text": "card declined"}\n"transfer pending"\n')
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(rows) == 2 and {"intent", "queue", "fallback_reason", "top_k"} <= set(rows[0])
+    out = run_cli("support", "route", str(run), "--input", str(tmp_path / "missing.jsonl"))
+    assert out.returncode == 2 and "cannot read --input" in out.stderr
+    out = run_cli("support", "route", str(run), stdin='{"txt": "x"}\n')
+    assert out.returncode == 2 and "stdin line 1: needs a non-empty string field 'text'" in out.stderr
