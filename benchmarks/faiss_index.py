@@ -16,6 +16,7 @@ batched and single-query speed relative to raw FAISS searching the very same ind
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -159,14 +160,19 @@ def main(argv=None) -> None:
 def save(rows: list[dict], args) -> None:
     import faiss
 
-    md = table(rows)
+    load = [round(x, 2) for x in os.getloadavg()]
+    md = (f"{os.cpu_count()} CPU cores, {faiss.omp_get_max_threads()} FAISS threads; load average (1/5/15 min) at the "
+          f"end of the run {load[0]}/{load[1]}/{load[2]}: above {os.cpu_count()} means other jobs shared the cores, "
+          f"so q/s are lower bounds. {args.queries:,} queries, k=10.\n\n" + table(rows))
     write_record("faiss_index", {
         "protocol": "synthetic: 1,000 Gaussian clusters of 384-d unit vectors (noise norm ~ centre norm), "
                     "queries from the same distribution; exact ground truth from IndexFlatIP; k=10; "
                     "batched = all queries in one call after warm-up; single = one query per call for up to 3 s; "
                     "raw and wrapper search the same FAISS object, interleaved, best of 3",
         "seed": args.seed, "faiss_version": faiss.__version__, "omp_threads": faiss.omp_get_max_threads(),
-        "queries": args.queries, "results": rows}, md)
+        "queries": args.queries, "load_average_1_5_15min": load,
+        "note": "load average > cpus means other jobs shared the cores while this ran: q/s are lower bounds",
+        "results": rows}, md)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ Systems: most-popular, item-kNN (cosine, 100 neighbours), content with pretraine
 content with MiniLM fine-tuned on co-consumption pairs (in-batch negatives), hybrid (item-kNN +
 fine-tuned content). Cost: the cost ledger around each system's fit + catalog embedding.
 
-    python -m benchmarks.recsys_movielens --data-dir ../shared/datasets [--steps 200]
+    python -m benchmarks.recsys_movielens --data-dir ../shared/datasets [--steps 40 --lr 1e-4 --min-support 2]
 """
 
 from __future__ import annotations
@@ -56,8 +56,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir")
     parser.add_argument("--dataset", default="movielens_latest_small", help="demo_catalog for a quick smoke run")
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--max-seconds", type=float, default=600.0)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--min-support", type=int, default=2, help="keep pairs shared by this many users")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/runs/recsys-movielens")
     args = parser.parse_args(argv)
@@ -98,9 +100,10 @@ def main(argv=None) -> None:
         lambda: ContentRecommender(pre_vectors, split.items, half), {"half_life": half, "validation_ndcg@10": half_val})
     rows["content_pretrained"]["cost"] = pre_cost.cost.to_dict()
 
-    cfg = FinetuneConfig(steps=args.steps, max_seconds=args.max_seconds, seed=args.seed)
+    cfg = FinetuneConfig(steps=args.steps, max_seconds=args.max_seconds, lr=args.lr, min_support=args.min_support,
+                         seed=args.seed)
     tuned = TextEncoder(copy.deepcopy(encoder.backbone), cfg.max_length)
-    pairs = co_consumption_pairs(validation_split(cold), cfg.window, cfg.max_gap_seconds)
+    pairs = co_consumption_pairs(validation_split(cold), cfg.window, cfg.max_gap_seconds, cfg.min_support)
     log(f"fine-tuning on {len(pairs)} pairs, up to {cfg.steps} steps / {cfg.max_seconds} s")
     with CostLedger() as ft_cost:
         fit = finetune_encoder(tuned, pairs, data.items, cfg, np.random.default_rng(cfg.seed),

@@ -57,13 +57,14 @@ def cmd_train(args) -> int:
 
     data = _load(args)
     cfg = FinetuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_seconds=args.max_seconds,
-                         seed=args.seed)
+                         min_support=args.min_support, seed=args.seed)
     # the product model learns from every interaction: no test window held out here (use `evaluate`)
     split = split_dataset(data, threshold=args.threshold, test_fraction=0.0, min_interactions=10**9)
-    pairs = co_consumption_pairs(split, cfg.window, cfg.max_gap_seconds)
+    pairs = co_consumption_pairs(split, cfg.window, cfg.max_gap_seconds, cfg.min_support)
     if not pairs:
         raise UserError(f"{args.data}: no co-consumption pairs (users need 2+ positives within "
-                        f"{cfg.max_gap_seconds / 86400:.0f} days of each other)")
+                        f"{cfg.max_gap_seconds / 86400:.0f} days of each other, shared by {cfg.min_support} "
+                        f"users); try --min-support 1")
     encoder = TextEncoder.load(args.backbone, cfg.max_length)
     with CostLedger() as ledger:
         fit = finetune_encoder(encoder, pairs, data.items, cfg, np.random.default_rng(cfg.seed))
@@ -203,10 +204,11 @@ def register(subparsers) -> None:
     _data_args(p)
     p.add_argument("--out", required=True, help="run directory (encoder/ + train.json)")
     p.add_argument("--backbone", default="minilm", help="minilm, tiny, or a local directory")
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-5)
+    p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--max-seconds", type=float, default=600.0)
+    p.add_argument("--min-support", type=int, default=2, help="keep only item pairs shared by this many users (1: all)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train)
 
@@ -216,7 +218,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="index directory")
     p.add_argument("--factory", default="Flat", help="FAISS factory: Flat, HNSW32, IVF1024,PQ32 (or flat/hnsw/ivfpq)")
     p.add_argument("--metadata-columns", default="", help="item columns to filter on, e.g. genres or category")
-    p.add_argument("--half-life", type=float, default=20.0, help="recency half-life of a user's history, in items")
+    p.add_argument("--half-life", type=float, default=5.0, help="recency half-life of a user's history, in items")
     p.set_defaults(func=cmd_index)
 
     for name, helptext in (("recommend", "items for a user, or for a list of recent items"),

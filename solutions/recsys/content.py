@@ -86,7 +86,7 @@ class ContentRecommender:
 
     name = "content"
 
-    def __init__(self, item_vectors: np.ndarray, items: list[str], half_life: float = 20.0):
+    def __init__(self, item_vectors: np.ndarray, items: list[str], half_life: float = 5.0):
         self.item_vectors, self.items, self.half_life = item_vectors, list(items), half_life
         self.item_index = {item: i for i, item in enumerate(self.items)}
 

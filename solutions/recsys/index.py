@@ -31,66 +31,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from core.errors import UserError
+from solutions.recsys.locks import ReadWriteLock
 
 FORMAT_VERSION = 1
 INDEX_FILE, MAP_FILE = "index.faiss", "index.json"
 FACTORIES = {"flat": "Flat", "hnsw": "HNSW32", "ivfpq": "IVF1024,PQ32"}  # CLI shorthands
-
-
-class ReadWriteLock:
-    """Many readers or one (re-entrant) writer; a waiting writer blocks new readers."""
-
-    def __init__(self):
-        self._cond = threading.Condition(threading.Lock())
-        self._readers = 0
-        self._writer: int | None = None
-        self._depth = 0
-        self._writers_waiting = 0
-
-    @contextmanager
-    def read(self):
-        me = threading.get_ident()
-        with self._cond:
-            if self._writer != me:
-                while self._writer is not None or self._writers_waiting:
-                    self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def write(self):
-        me = threading.get_ident()
-        with self._cond:
-            if self._writer == me:
-                self._depth += 1
-            else:
-                self._writers_waiting += 1
-                while self._writer is not None or self._readers:
-                    self._cond.wait()
-                self._writers_waiting -= 1
-                self._writer, self._depth = me, 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._depth -= 1
-                if self._depth == 0:
-                    self._writer = None
-                    self._cond.notify_all()
 
 
 @dataclass(frozen=True)
@@ -106,11 +57,11 @@ class Hits:
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
-    if x.ndim == 1:
-        x = x[None, :]
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+    """Row-wise L2 normalisation into a new float32 C-contiguous array (a 1-d vector -> 1 row)."""
+    x = np.array(vectors, dtype=np.float32, order="C", ndmin=2)  # always a copy: inputs stay untouched
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
+    x /= np.maximum(norms, 1e-12)
+    return x
 
 
 def matches(meta: dict | None, where: dict | None) -> bool:
@@ -329,22 +280,25 @@ class ItemIndex:
         per_query = ([exclude] * len(q) if isinstance(exclude, (set, frozenset)) else exclude) or None
         if per_query is not None and len(per_query) != len(q):
             raise UserError(f"{len(per_query)} exclusion sets for {len(q)} queries")
-        with self._lock.read():
+        self._lock.acquire_read()  # explicit acquire/release: this is the per-query hot path
+        try:
             ntotal = self.index.ntotal
             lookup = self._label_lookup()
             if not self._tombstones and per_query is None and where is None:
+                if k <= ntotal:  # the common case: a full result, no padding or -1 labels expected
+                    scores, found = self.index.search(q, k)
+                    if found.min() >= 0:
+                        return Hits(lookup[found if self._rows is None else self._rows[found]], scores)
                 scores, labels = self._faiss_search(q, min(k, max(ntotal, 1)))
-                if labels.shape[1] == k and labels.min(initial=0) >= 0:  # the common case: a full result
-                    return Hits(lookup[labels], scores)
                 return self._pad(lookup[np.where(labels < 0, len(lookup) - 1, labels)], scores, k)
             return self._search_filtered(q, k, per_query, where, lookup, ntotal)
+        finally:
+            self._lock.release_read()
 
     def _faiss_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores, found = self.index.search(q, k)
         if self._rows is None or not len(self._rows):
             return scores, found
-        if found.min(initial=0) >= 0:
-            return scores, self._rows[found]
         return scores, np.where(found < 0, -1, self._rows[np.maximum(found, 0)])
 
     def _search_filtered(self, q, k, per_query, where, lookup, ntotal) -> Hits:

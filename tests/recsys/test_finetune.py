@@ -68,3 +68,10 @@ def test_finetune_runs_and_the_saved_encoder_reloads_identically(tmp_path, tiny_
 
     st = SentenceTransformer(str(tmp_path / "enc"), device="cpu")
     assert np.allclose(st.encode(sample), encoder.encode(sample), atol=1e-4)
+
+
+def test_min_support_keeps_pairs_shared_by_enough_users_once():
+    events = [Interaction(u, item, float(t), None) for u, items in (("u", "abc"), ("v", "abx"), ("w", "yz"))
+              for t, item in enumerate(items)]
+    split = temporal_split(events, list("abcxyz"), test_fraction=0.0, min_interactions=100)
+    assert co_consumption_pairs(split, window=1, max_gap_seconds=100, min_support=2) == [("a", "b")]

@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -173,3 +174,37 @@ def test_concurrent_searches_during_writes(vectors, factory):
         t.join(timeout=30)
     assert not errors, errors[:3]
     assert len(index) == 1000 and not removed & set(index.ids)
+
+
+def test_a_waiting_writer_blocks_new_readers_and_runs_after_current_ones():
+    from solutions.recsys.locks import ReadWriteLock
+
+    lock, order = ReadWriteLock(), []
+    reader_in, release = threading.Event(), threading.Event()
+
+    def reader(name, hold):
+        with lock.read():
+            order.append(name)
+            if hold:
+                reader_in.set()
+                release.wait(5)
+
+    def writer():
+        with lock.write():
+            with lock.write():  # re-entrant
+                order.append("writer")
+
+    first = threading.Thread(target=reader, args=("r1", True))
+    first.start()
+    reader_in.wait(5)
+    w = threading.Thread(target=writer)
+    w.start()
+    time.sleep(0.1)
+    second = threading.Thread(target=reader, args=("r2", False))
+    second.start()
+    time.sleep(0.1)
+    assert order == ["r1"]  # the writer waits for r1; r2 waits behind the writer
+    release.set()
+    for t in (first, w, second):
+        t.join(5)
+    assert order == ["r1", "writer", "r2"]
