@@ -84,13 +84,18 @@ def linear_probe(data, y_train, y_test, **_):
 
 
 def recipe(name):
-    def run(data, y_train, y_test, *, data_dir, seed, out_root, **_):
+    def run(data, y_train, y_test, *, data_dir, seed, out_root, reuse=False, **_):
         from core.config import load_recipe_file
         from core.recipes import run_classification
+        from core.report import read_report
         from solutions import RECIPES
 
-        cfg = load_recipe_file(RECIPES[name], {"seed": str(seed)}, name=name)
-        report = run_classification(cfg, out_root / f"{name.replace('/', '-')}-seed{seed}", data_dir=data_dir)
+        run_dir = out_root / f"{name.replace('/', '-')}-seed{seed}"
+        if reuse and (run_dir / "report.json").is_file():  # a finished run of this recipe: read its record
+            report = read_report(run_dir)
+        else:
+            cfg = load_recipe_file(RECIPES[name], {"seed": str(seed)}, name=name)
+            report = run_classification(cfg, run_dir, data_dir=data_dir)
         return {"metrics": report["metrics"]["test"], "cost": report["cost"],
                 "config": {"recipe": name, **report["config"]["model"], **report["config"]["train"],
                            "best_step": report["fit"]["best_step"], "steps": report["fit"]["steps"],
@@ -105,6 +110,31 @@ SYSTEMS = {
     "full": ("MiniLM full fine-tune, probe-initialised head (support/intent-full)", recipe("support/intent-full")),
     "lora": ("MiniLM LoRA r=8, probe-initialised head (support/intent-lora)", recipe("support/intent-lora")),
 }
+
+
+def train_speed(data, steps: int = 40) -> list[dict]:
+    """Training throughput alone: `steps` optimizer steps of batch 32 on BANKING77 texts, no probe,
+    a 10-example validation pass at the end; samples/s = samples seen / train seconds."""
+    from core.backbones import load_backbone
+    from core.config import TrainConfig
+    from core.cost import CostLedger
+    from core.data import Split
+    from core.model import build_classifier
+    from core.train import fit, seed_everything
+
+    rows = []
+    tiny_val = Split(data.validation.texts[:10], data.validation.labels[:10])
+    for peft in ("none", "lora"):
+        seed_everything(0)
+        model = build_classifier(load_backbone("minilm"), data.labels, peft=peft)
+        cfg = TrainConfig(max_steps=steps, batch_size=32, patience=0, eval_every=10**6, log_every=10**6)
+        with CostLedger() as ledger:
+            result = fit(model, data.train, tiny_val, cfg, run_dir=Path("benchmarks/runs/speed") / peft, progress=False)
+        rows.append({"peft": peft, "steps": steps, "samples_per_second": result.samples_seen / result.train_seconds,
+                     "tokens_per_second": result.tokens_seen / result.train_seconds,
+                     "trainable_params": model.trainable_parameters(), "peak_rss_mb": ledger.cost.peak_rss_mb})
+        print(f"    {peft}: {rows[-1]['samples_per_second']:.1f} samples/s", flush=True)
+    return rows
 
 
 def table(rows: list[dict]) -> str:
@@ -127,6 +157,9 @@ def main(argv=None) -> None:
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-root", default="benchmarks/runs")
+    parser.add_argument("--speed", action="store_true", help="also measure training throughput alone (40 steps each)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="for recipe systems, read report.json of a finished run in --out-root instead of training")
     args = parser.parse_args(argv)
     from core.cli import _quiet_libraries
     from core.train import seed_everything
@@ -141,18 +174,25 @@ def main(argv=None) -> None:
     for key in args.systems.split(","):
         title, system = SYSTEMS[key]
         print(f"[{time.strftime('%H:%M:%S')}] {key}: {title}", flush=True)
-        out = system(data, y_train, y_test, data_dir=args.data_dir, seed=args.seed, out_root=Path(args.out_root))
+        out = system(data, y_train, y_test, data_dir=args.data_dir, seed=args.seed, out_root=Path(args.out_root),
+                     reuse=args.reuse)
         metrics = out.get("metrics") or classification_metrics(y_test, out["pred"])
         rows[key] = {"key": key, "system": title, "seed": args.seed, "accuracy": metrics["accuracy"],
                      "macro_f1": metrics["macro_f1"], "cost": out["cost"], "config": out["config"]}
         print(f"    test accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
               f"wall {out['cost']['wall_seconds']} s", flush=True)
     ordered = [rows[k] for k in SYSTEMS if k in rows]
+    previous_speed = json.loads(previous.read_text()).get("train_speed") if previous.is_file() else None
+    speed = train_speed(data) if args.speed else previous_speed
     md = table(ordered + [{**p, "macro_f1": None} for p in PUBLISHED])
+    if speed:
+        md += ("\nTraining throughput alone (40 steps, batch 32, no other jobs on the machine): "
+               + "; ".join(f"{'full fine-tune' if r['peft'] == 'none' else 'LoRA'} {r['samples_per_second']:.1f} samples/s "
+                           f"({r['tokens_per_second']:.0f} tokens/s)" for r in speed) + ".\n")
     write_record("banking77", {
         "protocol": "BANKING77 official test split (3,080); validation = 10% of train, stratified, seed 0; "
                     "hyper-parameters and checkpoints chosen on validation only",
-        "data": data.summary(), "systems": ordered, "published": PUBLISHED}, md)
+        "data": data.summary(), "systems": ordered, "published": PUBLISHED, "train_speed": speed}, md)
     print(md)
 
 

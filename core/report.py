@@ -26,8 +26,10 @@ def environment() -> dict:
             versions[pkg] = __import__(pkg).__version__
         except Exception:  # an optional package missing from this environment
             versions[pkg] = None
+    # a load average above the core count at record time means other jobs shared the CPUs
     return {"python": platform.python_version(), "machine": platform.machine(),
-            "cpus": os.cpu_count(), "packages": versions}
+            "cpus": os.cpu_count(), "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+            "packages": versions}
 
 
 def write_config(run_dir: Path, config: dict) -> Path:
