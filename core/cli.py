@@ -69,6 +69,15 @@ def _print_summary(report: dict, run_dir: Path) -> None:
           f"{cost['peak_rss_mb']:.0f} MB, {cost['trainable_params']:,} of {cost['total_params']:,} params "
           f"trained ({100 * cost['trainable_fraction']:.2f}%), {cost['train_samples_per_second']:.1f} samples/s, "
           f"{cost['tokens_seen']:,} tokens")
+    conf = report.get("confidence", {})
+    if conf:
+        print(f"  calibration: temperature {conf['temperature']:.2f}, test ECE {conf['test_ece_before']:.4f} -> "
+              f"{conf['test_ece_after']:.4f}")
+    for key, value in conf.items():
+        if key.startswith("out_of_scope_"):
+            print(f"  out-of-scope '{key[len('out_of_scope_'):]}' set: AUROC {value['auroc']:.3f}, "
+                  f"{100 * value['out_of_scope_recall']:.0f}% of out-of-scope queries handed over at "
+                  f"{100 * value['in_scope_recall']:.0f}% in-scope recall")
     print(f"  report: {run_dir / 'report.md'}")
 
 

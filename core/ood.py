@@ -14,6 +14,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def _cosines(x: np.ndarray, unit_rows: np.ndarray) -> np.ndarray:
+    """Cosine similarities [n, m] of rows of x with unit rows. The matmul runs in torch on purpose:
+    a NumPy (OpenBLAS) matmul between two torch forward passes leaves OpenBLAS threads spinning
+    against torch's and made single-query routing 3x slower (measured: 30 ms vs 9 ms)."""
+    import torch
+
+    return (torch.from_numpy(_unit(x)) @ torch.from_numpy(np.ascontiguousarray(unit_rows, dtype=np.float32)).T).numpy()
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
@@ -57,7 +66,7 @@ class Centroid:
         return self
 
     def score(self, embeddings: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-        return (_unit(embeddings) @ self.centroids.T).max(axis=1)
+        return _cosines(embeddings, self.centroids).max(axis=1)
 
     def state(self) -> dict[str, np.ndarray]:
         return {"centroids": self.centroids}
@@ -75,7 +84,7 @@ class KNearest:
         return self
 
     def score(self, embeddings: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-        sims = _unit(embeddings) @ self.bank.T
+        sims = _cosines(embeddings, self.bank)
         k = min(self.k, sims.shape[1])
         return np.sort(np.partition(sims, -k, axis=1)[:, -k:], axis=1).mean(axis=1)
 

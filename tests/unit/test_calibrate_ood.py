@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from core.calibrate import expected_calibration_error, fit_temperature, negative_log_likelihood, softmax
+from core.ood import Centroid, Energy, KNearest, MaxProbability, auroc, threshold_for_recall
+
+
+def test_ece_by_hand():
+    probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6]])
+    labels = np.array([0, 1, 1])
+    # bin [0.5, 1]: rows 0,1,2 (confidences 0.9, 0.9, 0.6), accuracy 2/3, mean confidence 0.8
+    assert expected_calibration_error(probs, labels, n_bins=2) == pytest.approx(abs(2 / 3 - 0.8))
+    assert expected_calibration_error(np.array([[1.0, 0.0]]), np.array([0])) == 0.0
+
+
+def test_temperature_scaling_fixes_overconfidence():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 2000)
+    logits = rng.normal(size=(2000, 3))
+    logits[np.arange(2000), labels] += 1.0
+    sharp = logits * 5  # the same ranking, far too confident
+    t = fit_temperature(sharp, labels)
+    assert t == pytest.approx(5.0, rel=0.15)
+    assert negative_log_likelihood(sharp, labels, t) < negative_log_likelihood(sharp, labels)
+    assert expected_calibration_error(softmax(sharp, t), labels) < expected_calibration_error(softmax(sharp), labels)
+
+
+def test_threshold_keeps_the_target_share_of_in_scope_scores():
+    scores = np.arange(1, 21) / 20  # 0.05 .. 1.0
+    t = threshold_for_recall(scores, 0.95)
+    assert t == 0.1 and (scores >= t).mean() == 0.95
+
+
+def test_auroc_limits():
+    assert auroc([0.9, 0.8], [0.1, 0.2]) == 1.0
+    assert auroc([0.1, 0.2], [0.9, 0.8]) == 0.0
+    assert auroc([0.5], [0.5]) == 0.5
+
+
+def test_scorers_rank_in_scope_above_out_of_scope():
+    logits = np.array([[5.0, 0.0], [0.1, 0.0]])
+    assert MaxProbability().score(logits)[0] > MaxProbability().score(logits)[1]
+    assert Energy().score(logits)[0] == pytest.approx(np.log(np.exp(5.0) + 1.0))
+    train = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    queries = np.array([[1.0, 0.0], [-1.0, -1.0]])
+    centroid = Centroid().fit(train, np.array([0, 0, 1, 1]))
+    knn = KNearest(k=1).fit(train, None)
+    assert knn.score(queries)[0] == pytest.approx(1.0, abs=1e-6)  # an exact training point
+    assert centroid.score(queries)[0] > centroid.score(queries)[1]
+    assert knn.score(queries)[1] < 0
