@@ -91,7 +91,7 @@ def _write_split(folder: Path, split, keep: set[str]) -> None:
 def part_oos(data, args) -> dict:
     from core.data import LabelMap
     from core.model import load_classifier
-    from core.ood import SCORERS, auroc, threshold_for_recall
+    from core.ood import SCORERS, auroc, in_scope_scores, threshold_for_recall
 
     rng = np.random.default_rng(0)
     held = sorted(rng.choice(data.labels, size=HELD_OUT, replace=False).tolist())
@@ -112,10 +112,9 @@ def part_oos(data, args) -> dict:
     scorers = {}
     for name, cls in SCORERS.items():
         scorer = cls().fit(train_emb, labels.encode(in_data.train.labels))
-        pick = (lambda lg, em: lg) if scorer.needs == "logits" else (lambda lg, em: em)
-        t = threshold_for_recall(scorer.score(pick(val_logits, val_emb), model.temperature), 0.95)
-        s_in = scorer.score(pick(test_logits, test_emb), model.temperature)
-        s_out = scorer.score(pick(oos_logits, oos_emb), model.temperature)
+        t = threshold_for_recall(in_scope_scores(scorer, val_logits, val_emb, model.temperature), 0.95)
+        s_in = in_scope_scores(scorer, test_logits, test_emb, model.temperature)
+        s_out = in_scope_scores(scorer, oos_logits, oos_emb, model.temperature)
         scorers[name] = {"auroc": auroc(s_in, s_out), "threshold": t,
                          "in_scope_recall": float((s_in >= t).mean()),
                          "out_of_scope_recall": float((s_out < t).mean())}
@@ -156,7 +155,7 @@ def part_latency(data, args) -> dict:
     import torch
     from transformers import pipeline
 
-    from core.export import ONNX_FILE, export_onnx, load_onnx_classifier
+    from core.export import ONNX_FILE, export_onnx
     from core.model import load_classifier
     from solutions.support.router import IntentRouter
 

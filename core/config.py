@@ -194,6 +194,21 @@ def build_recipe(raw: dict, overrides: dict[str, str] | None = None, name: str =
     return RecipeConfig(**{"name": name, **top, **built})
 
 
+def read_yaml_mapping(path: Path, what: str, shape: str) -> dict:
+    """A YAML file that must hold a mapping (watchlists, rule files, routing tables); UserError
+    naming `what` and the expected `shape` when it is missing, unparsable or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}. It is a YAML mapping {shape}.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{what} {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{what} {path} must be a mapping {shape}")
+    return raw
+
+
 def load_recipe_file(path: Path, overrides: dict[str, str] | None = None, name: str = "") -> RecipeConfig:
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}

@@ -103,6 +103,11 @@ def scorer_from_state(name: str, state: dict[str, np.ndarray]):
     return SCORERS[name]()
 
 
+def in_scope_scores(scorer, logits: np.ndarray, embeddings: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Feed a scorer what it declares it needs (`needs`: logits or embeddings)."""
+    return scorer.score(logits if scorer.needs == "logits" else embeddings, temperature)
+
+
 def threshold_for_recall(in_scope_scores: np.ndarray, target_recall: float) -> float:
     """The largest threshold t with at least `target_recall` of in-scope scores >= t."""
     scores = np.sort(np.asarray(in_scope_scores))

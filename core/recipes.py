@@ -99,26 +99,31 @@ def run_classification(cfg: RecipeConfig, run_dir: Path, *, data_dir: str | None
 
 def evaluate_trained(model, data, confidence: dict, run_dir: Path, device: str) -> dict:
     """Metrics on validation, test and extra sets (out-of-scope sets get OOS metrics), calibration
-    on test, and the confusion-matrix and reliability plots."""
-    from core.evaluate import ClassificationEvaluator, plot_confusion_matrix
+    on test, and the confusion-matrix and reliability plots. The test split is encoded once."""
+    from core.data import LabelMap
+    from core.evaluate import (ClassificationEvaluator, classification_metrics, confusion, per_class_report,
+                               plot_confusion_matrix)
 
     metrics = {"validation": ClassificationEvaluator(data.validation.texts, data.validation.labels)(model, device)}
-    test = ClassificationEvaluator(data.test.texts, data.test.labels)(model, device, details=True)
-    metrics["test"] = {k: v for k, v in test.items() if k not in ("per_class", "confusion_matrix")}
-    confidence = confidence | confidence_on_test(model, data.test, run_dir / "reliability.png", device)
+    logits, embeddings = model.predict_all(data.test.texts, device=device)
+    y_test = np.asarray(LabelMap(model.labels).encode(data.test.labels))
+    y_pred = logits.argmax(axis=1)  # temperature scaling never changes the argmax
+    metrics["test"] = {"n": len(y_test), **classification_metrics(y_test, y_pred)}
+    confidence = confidence | calibration_on_test(logits, y_test, model.temperature, run_dir / "reliability.png")
     skipped = {}
     for name, split in data.extra.items():
         unknown = set(split.labels) - set(model.labels)
         if unknown == set(split.labels) and model.ood is not None:
-            confidence[f"out_of_scope_{name}"] = out_of_scope_metrics(model, data.test, split, device)
+            confidence[f"out_of_scope_{name}"] = out_of_scope_metrics(model, (logits, embeddings), split, device)
         elif unknown:
             skipped[name] = f"labels the classifier does not predict: {sorted(unknown)[:5]}"
         else:
             metrics[name] = ClassificationEvaluator(split.texts, split.labels)(model, device)
-    plot_confusion_matrix(test["confusion_matrix"], model.labels, run_dir / "confusion_matrix.png")
+    matrix = confusion(y_test, y_pred, len(model.labels))
+    plot_confusion_matrix(matrix, model.labels, run_dir / "confusion_matrix.png")
     return {"metrics": metrics, "skipped_evaluations": skipped, "confidence": confidence,
-            "per_class_test": test["per_class"], "confusion_matrix_test": test["confusion_matrix"],
-            "labels": model.labels}
+            "per_class_test": per_class_report(y_test, y_pred, model.labels),
+            "confusion_matrix_test": matrix.tolist(), "labels": model.labels}
 
 
 def fit_confidence(model, train, validation, cfg: RecipeConfig, device: str) -> dict:
@@ -126,7 +131,7 @@ def fit_confidence(model, train, validation, cfg: RecipeConfig, device: str) -> 
     embeddings, thresholded to keep `ood_target_recall` of in-scope validation queries."""
     from core.calibrate import fit_temperature
     from core.data import LabelMap
-    from core.ood import SCORERS, threshold_for_recall
+    from core.ood import SCORERS, in_scope_scores, threshold_for_recall
 
     labels = LabelMap(model.labels)
     logits, embeddings = model.predict_all(validation.texts, device=device)
@@ -137,7 +142,7 @@ def fit_confidence(model, train, validation, cfg: RecipeConfig, device: str) -> 
         scorer = SCORERS[cfg.model.ood_scorer]()
         if scorer.needs == "embeddings":
             scorer.fit(model.encode(train.texts, device=device), labels.encode(train.labels))
-        val_scores = scorer.score(logits if scorer.needs == "logits" else embeddings, model.temperature)
+        val_scores = in_scope_scores(scorer, logits, embeddings, model.temperature)
         threshold = threshold_for_recall(val_scores, cfg.model.ood_target_recall)
         model.ood = (scorer, threshold, cfg.model.ood_target_recall)
         out |= {"ood_scorer": scorer.name, "ood_threshold": threshold,
@@ -145,34 +150,23 @@ def fit_confidence(model, train, validation, cfg: RecipeConfig, device: str) -> 
     return out
 
 
-def out_of_scope_scores(model, texts: list[str], device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """(calibrated probabilities, in-scope scores) for texts; needs a model with a fitted scorer."""
-    from core.calibrate import softmax
-
-    scorer, _, _ = model.ood
-    logits, embeddings = model.predict_all(texts, device=device)
-    scores = scorer.score(logits if scorer.needs == "logits" else embeddings, model.temperature)
-    return softmax(logits, model.temperature), scores
-
-
-def confidence_on_test(model, test, plot_path: Path, device: str) -> dict:
+def calibration_on_test(logits: np.ndarray, y: np.ndarray, temperature: float, plot_path: Path) -> dict:
     from core.calibrate import expected_calibration_error, plot_reliability, softmax
-    from core.data import LabelMap
 
-    logits = model.predict_logits(test.texts, device=device)
-    y = np.asarray(LabelMap(model.labels).encode(test.labels))
-    before, after = softmax(logits), softmax(logits, model.temperature)
-    plot_reliability({"before (T=1)": (before, y), f"after (T={model.temperature:.2f})": (after, y)}, plot_path)
+    before, after = softmax(logits), softmax(logits, temperature)
+    plot_reliability({"before (T=1)": (before, y), f"after (T={temperature:.2f})": (after, y)}, plot_path)
     return {"test_ece_before": expected_calibration_error(before, y),
             "test_ece_after": expected_calibration_error(after, y)}
 
 
-def out_of_scope_metrics(model, in_scope, out_scope, device: str) -> dict:
-    from core.ood import auroc
+def out_of_scope_metrics(model, in_scope_outputs: tuple[np.ndarray, np.ndarray], out_scope, device: str) -> dict:
+    """AUROC and recalls at the model's threshold; `in_scope_outputs` = (logits, embeddings) of the
+    in-scope test split, already computed by the caller."""
+    from core.ood import auroc, in_scope_scores
 
-    _, in_scores = out_of_scope_scores(model, in_scope.texts, device)
-    _, out_scores = out_of_scope_scores(model, out_scope.texts, device)
-    threshold = model.ood[1]
+    scorer, threshold, _ = model.ood
+    in_scores = in_scope_scores(scorer, *in_scope_outputs, model.temperature)
+    out_scores = in_scope_scores(scorer, *model.predict_all(out_scope.texts, device=device), model.temperature)
     return {"n_in_scope": len(in_scores), "n_out_of_scope": len(out_scores),
             "auroc": auroc(in_scores, out_scores),
             "in_scope_recall": float((in_scores >= threshold).mean()),

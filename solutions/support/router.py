@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from core.errors import UserError
 
@@ -48,12 +47,11 @@ class RoutingTable:
 
     @classmethod
     def from_yaml(cls, path: Path, known_intents: list[str]) -> "RoutingTable":
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise UserError(f"cannot read routing table {path}: {exc}") from None
+        from core.config import read_yaml_mapping
+
+        raw = read_yaml_mapping(path, "routing table", "with routes: {intent: {queue, priority, reply}}")
         allowed = {"routes", "default_queue", "fallback_queue"}
-        if not isinstance(raw, dict) or set(raw) - allowed:
+        if set(raw) - allowed:
             raise UserError(f"routing table {path}: top-level keys must be among {', '.join(sorted(allowed))}")
         routes = {}
         for intent, row in (raw.get("routes") or {}).items():
@@ -112,8 +110,10 @@ class IntentRouter:
         probs = softmax(logits, self.model.temperature)
         scores, threshold = [None] * len(texts), None
         if self.model.ood is not None:
+            from core.ood import in_scope_scores
+
             scorer, threshold, _ = self.model.ood
-            scores = scorer.score(logits if scorer.needs == "logits" else embeddings, self.model.temperature)
+            scores = in_scope_scores(scorer, logits, embeddings, self.model.temperature)
         out = []
         for text, p, score in zip(texts, probs, scores):
             order = np.argsort(-p)[: self.settings.top_k]

@@ -24,17 +24,9 @@ def load_watchlist(path: Path | None) -> dict[str, list[str]]:
     """TICKER -> names, from YAML; UserError on anything else."""
     if path is None:
         return {}
-    import yaml
+    from core.config import read_yaml_mapping
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"watchlist not found: {path}. It is a YAML mapping TICKER: [name, alias, ...].")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"watchlist {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"watchlist {path} must be a mapping TICKER: [name, alias, ...]")
+    raw = read_yaml_mapping(path, "watchlist", "TICKER: [name, alias, ...]")
     out = {}
     for ticker, names in raw.items():
         names = [names] if isinstance(names, str) else names

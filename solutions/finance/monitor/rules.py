@@ -145,19 +145,10 @@ def _build_rule(name: str, values) -> object | None:
 
 def load_rules(path: Path | None = None, window: str | None = None) -> RuleSet:
     """Defaults, overridden by a rules YAML, then by `window` (the CLI's --window)."""
-    raw = {}
-    if path is not None:
-        import yaml
+    from core.config import read_yaml_mapping
 
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"rules file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise UserError(f"rules file {path} is not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise UserError(f"rules file {path} must be a mapping (see solutions/finance/monitor/rules.py)")
+    raw = {} if path is None else read_yaml_mapping(path, "rules file", "of rule names and window settings "
+                                                     "(see solutions/finance/monitor/rules.py)")
     unknown = sorted(set(raw) - {"window", "baseline", "ewma_alpha", *RULES})
     if unknown:
         raise UserError(f"rules file: unknown key '{unknown[0]}'; valid keys: window, baseline, ewma_alpha, "
