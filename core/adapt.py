@@ -52,7 +52,6 @@ class AdaptResult:
 
 def _masked_lm(backbone):
     """BertForMaskedLM carrying the backbone's encoder weights; True if its MLM head is fresh."""
-    import torch
     from transformers import BertForMaskedLM
 
     if backbone.encoder.config.model_type != "bert":
