@@ -35,6 +35,14 @@ class TrainConfig:
     metric: str = "accuracy"  # accuracy | macro_f1, picks the best checkpoint
     log_every: int = 10
     seed: int = 0
+    # methods the loop can switch on (each is off by default)
+    adversarial: str = "none"  # none | fgm | pgd: perturb the input embeddings (core.adversarial)
+    adv_epsilon: float = 1.0  # L2 radius of the perturbation, per example
+    adv_alpha: float = 0.3  # PGD step size
+    adv_steps: int = 3  # PGD ascent steps
+    ema_decay: float = 0.0  # 0 = off; e.g. 0.99: validate and keep the EMA of the weights (core.ema)
+    layer_decay: float = 1.0  # layer-wise LR decay: layer l of L trains at lr * layer_decay ** (L - l); 1 = off
+    unfreeze_every: int = 0  # gradual unfreezing: steps between unfreezing the next layer, top down; 0 = off
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "minilm"
-    peft: str = "none"  # none (full fine-tune) | lora | frozen (encoder frozen: a linear probe)
+    peft: str = "none"  # none (full fine-tune) | lora | ia3 (peft adapters) | frozen (a linear probe)
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.1
@@ -90,16 +98,20 @@ ALIASES = {"data": ("data", "source")}  # `data=banking77` sets data.source
 CHOICES = {
     "task": ("classification",),
     "device": ("cpu", "cuda", "auto"),
-    "peft": ("none", "lora", "frozen"),
+    "peft": ("none", "lora", "ia3", "frozen"),
+    "adversarial": ("none", "fgm", "pgd"),
     "head_init": ("probe", "random"),
     "class_weights": ("none", "balanced"),
     "metric": ("accuracy", "macro_f1"),
     "ood_scorer": ("knn", "centroid", "energy", "max_prob", "none"),
 }
 POSITIVE = {"lr", "head_lr", "batch_size", "grad_accum", "probe_c", "contrastive_batch_size",
-            "contrastive_lr", "contrastive_scale", "lora_r", "lora_alpha", "log_every", "ood_target_recall"}
+            "contrastive_lr", "contrastive_scale", "lora_r", "lora_alpha", "log_every", "ood_target_recall",
+            "adv_epsilon", "adv_alpha", "adv_steps", "layer_decay"}
 NON_NEGATIVE = {"epochs", "shots", "contrastive_steps", "max_steps", "train_limit", "eval_every", "patience", "max_length", "weight_decay",
-                "warmup", "max_grad_norm", "label_smoothing", "dropout", "lora_dropout", "seed"}
+                "warmup", "max_grad_norm", "label_smoothing", "dropout", "lora_dropout", "seed",
+                "ema_decay", "unfreeze_every"}
+BELOW_ONE = {"ema_decay"}
 
 
 def override_keys() -> dict[str, tuple[str | None, str]]:
@@ -142,6 +154,8 @@ def _check(key: str, value) -> None:
         raise UserError(f"bad value for '{key}': {value!r}; it must be greater than 0")
     if key in NON_NEGATIVE and value < 0:
         raise UserError(f"bad value for '{key}': {value!r}; it must be 0 or more")
+    if key in BELOW_ONE and value >= 1:
+        raise UserError(f"bad value for '{key}': {value!r}; it must be below 1 (e.g. 0.99)")
 
 
 def _build(cls, values: dict, where: str):

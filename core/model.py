@@ -9,8 +9,8 @@ Saved layout (`model/`, safetensors only):
   classifier.json      pooling, normalize, labels, peft, backbone it was built on
   head.safetensors     the linear head (weight, bias)
   encoder/             full fine-tune: a standard transformers + sentence-transformers directory
-  adapter/             LoRA: the peft adapter only (the base encoder is the named backbone)
-  tokenizer/           LoRA: the tokenizer (full fine-tune keeps it in encoder/)
+  adapter/             LoRA/IA3: the peft adapter only (the base encoder is the named backbone)
+  tokenizer/           LoRA/IA3/frozen: the tokenizer (full fine-tune keeps it in encoder/)
 The head is saved on its own, so a LoRA model never loses it on reload or merge (peft #577, #2289).
 Leaves out: the training loop (core.train) and metrics (core.evaluate).
 """
@@ -29,6 +29,9 @@ from core.backbones import Backbone, load_backbone, write_sentence_transformers_
 from core.errors import UserError
 
 FORMAT_VERSION = 1
+ADAPTERS = ("lora", "ia3")  # peft methods: only adapters + head train and are saved
+# IA3 (Liu et al. 2022) rescales keys, values and the feed-forward output of every block
+IA3_TARGETS, IA3_FEEDFORWARD = ("key", "value", "output.dense"), ("output.dense",)
 
 
 @dataclass(frozen=True)
@@ -136,11 +139,16 @@ def build_classifier(backbone: Backbone, labels: list[str], *, peft: str = "none
         cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                          target_modules=list(lora.target_modules), bias="none")
         encoder = get_peft_model(encoder, cfg)  # freezes the base weights
+    elif peft == "ia3":
+        from peft import IA3Config, get_peft_model
+
+        cfg = IA3Config(target_modules=list(IA3_TARGETS), feedforward_modules=list(IA3_FEEDFORWARD))
+        encoder = get_peft_model(encoder, cfg)
     elif peft == "frozen":  # a linear probe: only the head trains
         for p in encoder.parameters():
             p.requires_grad_(False)
     elif peft != "none":
-        raise UserError(f"unknown peft '{peft}'; choose none, lora or frozen")
+        raise UserError(f"unknown peft '{peft}'; choose none, lora, ia3 or frozen")
     return TextClassifier(encoder, backbone.tokenizer, labels, pooling=backbone.pooling,
                           normalize=backbone.normalize, max_length=backbone.max_length,
                           dropout=dropout, backbone_name=backbone.path, peft=peft)
@@ -189,7 +197,7 @@ def save_classifier(model: TextClassifier, directory: Path) -> Path:
         meta["ood"] = {"scorer": scorer.name, "threshold": threshold, "target_in_scope_recall": target}
         state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in scorer.state().items()}
         save_file(state or {"empty": torch.zeros(1)}, directory / "ood.safetensors")
-    if model.peft == "lora":
+    if model.peft in ADAPTERS:
         model.encoder.save_pretrained(directory / "adapter")  # adapter weights only
         model.tokenizer.save_pretrained(directory / "tokenizer")
     elif model.peft == "frozen":  # the encoder is the named backbone, unchanged
@@ -216,7 +224,7 @@ def load_classifier(directory: Path, *, merge: bool = True) -> TextClassifier:
         raise UserError(f"{directory} is not a saved verticals model (no classifier.json). Give a run "
                         f"directory made by `verticals train` or its model/ folder.")
     meta = json.loads(meta_file.read_text())
-    if meta["peft"] == "lora":
+    if meta["peft"] in ADAPTERS:
         from peft import PeftModel
 
         base = load_backbone(meta["backbone"]).encoder

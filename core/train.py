@@ -6,6 +6,10 @@ LoRA adapters beside a plain head, and checkpoints that are safetensors only (Tr
 optimizer state). It has: seeded data order, gradient accumulation, linear warm-up/decay, gradient
 clipping, class weights, dynamic padding (core.model.tokenize), validation-based early stopping,
 best-checkpoint selection, checkpoint + resume after interruption, a metrics stream and a progress bar.
+Methods a recipe switches on in `train:` are small objects called at named points of the loop:
+adversarial training after the clean backward (core.adversarial: fgm/pgd), gradual unfreezing
+before the optimizer step and an EMA of the weights after it (core.layerwise, core.ema), and
+layer-wise learning-rate decay in the optimizer's parameter groups.
 Leaves out: hyper-parameter search, model cards, hub upload.
 """
 
@@ -15,6 +19,7 @@ import json
 import math
 import os
 import shutil
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -23,9 +28,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from core.adversarial import build_adversary
 from core.config import TrainConfig
 from core.data import LabelMap, Split
+from core.ema import EMA
 from core.evaluate import classification_metrics
+from core.layerwise import GradualUnfreezing
 
 
 @dataclass
@@ -58,20 +66,23 @@ def class_weight_tensor(label_ids: list[int], num_labels: int) -> torch.Tensor:
 
 
 def _param_groups(model, cfg: TrainConfig) -> list[dict]:
-    decay, no_decay, head = [], [], []
+    """AdamW groups: encoder weights (decayed), encoder biases/LayerNorms (not decayed), the head
+    at head_lr; with layer_decay < 1 one pair of encoder groups per depth (core.layerwise)."""
+    from core.layerwise import lr_scale
+
+    num_layers = model.encoder.config.num_hidden_layers
+    groups: dict[tuple, dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         if name.startswith("head."):
-            head.append(p)
-        elif p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name:
-            no_decay.append(p)
+            key, lr, wd = ("head",), cfg.head_lr, 0.0
         else:
-            decay.append(p)
-    groups = [{"params": decay, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "lr": cfg.lr, "weight_decay": 0.0},
-              {"params": head, "lr": cfg.head_lr, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+            scale = lr_scale(name, num_layers, cfg.layer_decay) if cfg.layer_decay != 1.0 else 1.0
+            no_decay = p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
+            key, lr, wd = ("encoder", scale, no_decay), cfg.lr * scale, 0.0 if no_decay else cfg.weight_decay
+        groups.setdefault(key, {"params": [], "lr": lr, "weight_decay": wd})["params"].append(p)
+    return list(groups.values())
 
 
 class MetricsLog:
@@ -123,7 +134,8 @@ def _restore_optimizer(optimizer, tensors: dict[str, torch.Tensor], groups: list
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
-def save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, best: dict | None) -> None:
+def save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, best: dict | None,
+                    ema=None) -> None:
     """Write to a temp dir, then swap it in: a crash mid-write leaves the previous checkpoint."""
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
@@ -135,6 +147,8 @@ def save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, b
     save_file({"torch_rng": torch.get_rng_state()}, tmp / "rng.safetensors")
     if best is not None:
         save_file(best, tmp / "best.safetensors")
+    if ema is not None:
+        save_file(ema.state(), tmp / "ema.safetensors")
     (tmp / "state.json").write_text(json.dumps(
         {**state, "param_groups": groups, "scheduler": scheduler.state_dict()}, default=float))
     old = directory.with_name(directory.name + ".old")
@@ -144,7 +158,7 @@ def save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, b
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(directory: Path, model, optimizer, scheduler) -> tuple[dict, dict | None]:
+def load_checkpoint(directory: Path, model, optimizer, scheduler, ema=None) -> tuple[dict, dict | None]:
     directory = Path(directory)
     if not (directory / "state.json").is_file() and directory.with_name(directory.name + ".old").is_dir():
         directory = directory.with_name(directory.name + ".old")  # crashed during the swap
@@ -154,6 +168,8 @@ def load_checkpoint(directory: Path, model, optimizer, scheduler) -> tuple[dict,
     scheduler.load_state_dict(state.pop("scheduler"))
     torch.set_rng_state(load_file(directory / "rng.safetensors")["torch_rng"])
     best = load_file(directory / "best.safetensors") if (directory / "best.safetensors").is_file() else None
+    if ema is not None and (directory / "ema.safetensors").is_file():
+        ema.load_state(load_file(directory / "ema.safetensors"))
     return state, best
 
 
@@ -192,6 +208,12 @@ def fit(model, train: Split, validation: Split, cfg: TrainConfig, *, device: str
 
     model.to(device)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg))
+    # the methods a recipe can switch on, each a small object called at a named point below
+    adversary = build_adversary(cfg.adversarial, model.encoder, epsilon=cfg.adv_epsilon,
+                                alpha=cfg.adv_alpha, steps=cfg.adv_steps)
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
+    unfreezing = (GradualUnfreezing(model, model.encoder.config.num_hidden_layers, cfg.unfreeze_every)
+                  if cfg.unfreeze_every else None)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * total_steps), max(total_steps, 1))
     weights = class_weight_tensor(y.tolist(), len(model.labels)) if cfg.class_weights == "balanced" else None
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None,
@@ -202,7 +224,7 @@ def fit(model, train: Split, validation: Split, cfg: TrainConfig, *, device: str
     best = None
     ckpt_dir = run_dir / "checkpoint"
     if resume and has_checkpoint(run_dir):
-        state, best = load_checkpoint(ckpt_dir, model, optimizer, scheduler)
+        state, best = load_checkpoint(ckpt_dir, model, optimizer, scheduler, ema)
     log = MetricsLog(run_dir / "metrics.jsonl", keep_until_step=state["step"] if resume else None)
 
     def batch_indices(micro: int) -> torch.Tensor:
@@ -219,16 +241,23 @@ def fit(model, train: Split, validation: Split, cfg: TrainConfig, *, device: str
         for micro in range(micro0, micro0 + cfg.grad_accum):
             idx = batch_indices(micro)
             batch = {k: v.to(device) for k, v in model.tokenize([train.texts[i] for i in idx]).items()}
-            loss = loss_fn(model(**batch), y[idx].to(device))
+            target = y[idx].to(device)
+            loss = loss_fn(model(**batch), target)
             (loss / cfg.grad_accum).backward()
+            if adversary is not None:  # extra pass(es) on perturbed embeddings; gradients add up
+                adversary.attack(lambda: loss_fn(model(**batch), target) / cfg.grad_accum)
             running += loss.item()
             running_n += 1
             state["samples_seen"] += len(idx)
             state["tokens_seen"] += int(batch["attention_mask"].sum())
+        if unfreezing is not None:
+            unfreezing.drop_frozen_grads(state["step"])
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update()
         state["step"] += 1
         step = state["step"]
         bar.update(1)
@@ -238,21 +267,26 @@ def fit(model, train: Split, validation: Split, cfg: TrainConfig, *, device: str
             bar.set_postfix(loss=f"{running / running_n:.4f}")
             running, running_n = 0.0, 0
         if step % eval_every == 0 or step == total_steps:
-            scores = evaluate_split(model, validation, label_map, device)
+            with ema.applied() if ema is not None else nullcontext():  # EMA: validate (and keep) the average
+                scores = evaluate_split(model, validation, label_map, device)
+                improved = scores[cfg.metric] > state["best_metric"]
+                if improved:
+                    best = _trainable_state(model)
             model.train()
             row = {"step": step, **{f"validation_{k}": v for k, v in scores.items()}}
             log.write(row)
-            if scores[cfg.metric] > state["best_metric"]:
+            if improved:
                 state.update(best_metric=scores[cfg.metric], best_step=step, bad_evals=0)
-                best = _trainable_state(model)
             else:
                 state["bad_evals"] += 1
                 stopped_early = bool(cfg.patience) and state["bad_evals"] >= cfg.patience
             state["train_seconds"] = time.perf_counter() - started
-            save_checkpoint(ckpt_dir, model, optimizer, scheduler, state, best)
+            save_checkpoint(ckpt_dir, model, optimizer, scheduler, state, best, ema)
         for callback in callbacks:
             callback(dict(state))
     bar.close()
+    if adversary is not None:
+        adversary.remove()
     state["train_seconds"] = time.perf_counter() - started
     if best is not None:
         _load_trainable(model, best)
