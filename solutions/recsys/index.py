@@ -58,9 +58,11 @@ class Hits:
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
     """Row-wise L2 normalisation into a new float32 C-contiguous array (a 1-d vector -> 1 row)."""
+    import faiss
+
     x = np.array(vectors, dtype=np.float32, order="C", ndmin=2)  # always a copy: inputs stay untouched
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
-    x /= np.maximum(norms, 1e-12)
+    if x.ndim == 2 and x.shape[1]:
+        faiss.normalize_L2(x)  # in place, in C: 1 us for one query against 4.5 us for NumPy (zero rows stay zero)
     return x
 
 
@@ -105,6 +107,7 @@ class ItemIndex:
         self.metadata: dict[str, dict] = {}
         self._next_label = 0
         self._lookup: np.ndarray | None = None  # label -> id (object array), rebuilt lazily
+        self._hit_ids: np.ndarray | None = None  # what FAISS returns (row or label) -> id, rebuilt lazily
         # row -> label for Flat/HNSW (rows in insertion order, so labels ascend); None for IVF
         self._rows: np.ndarray | None = None if self._native_ids else np.zeros(0, dtype=np.int64)
 
@@ -206,7 +209,7 @@ class ItemIndex:
                 self._label_of[item_id], self._id_of[label] = label, item_id
                 if metadata and item_id in metadata:
                     self.metadata[item_id] = dict(metadata[item_id])
-            self._lookup = None
+            self._lookup = self._hit_ids = None
 
     def remove(self, ids: list[str]) -> None:
         """Drop ids (unknown ids raise). HNSW: tombstones, auto-rebuild past `rebuild_fraction`."""
@@ -229,7 +232,7 @@ class ItemIndex:
                     self._id_of.pop(label)
             else:
                 self._tombstones.update(labels)
-            self._lookup = None
+            self._lookup = self._hit_ids = None
             if self._tombstones and len(self._tombstones) > self.rebuild_fraction * max(1, self.index.ntotal):
                 self.rebuild()
 
@@ -255,7 +258,7 @@ class ItemIndex:
             labels = self._rows
             self._id_of = {int(label): self._id_of[int(label)] for label in labels}
             self._tombstones.clear()
-            self._lookup = None
+            self._lookup = self._hit_ids = None
 
     # ------------------------------------------------------------ search
     def _label_lookup(self) -> np.ndarray:
@@ -268,6 +271,16 @@ class ItemIndex:
             self._lookup = lookup
         return lookup
 
+    def _hit_lookup(self) -> np.ndarray:
+        """What FAISS returns (a row for Flat/HNSW, a label for IVF) -> id, in one array, so the
+        unfiltered hot path maps results with a single fancy index."""
+        hit_ids = self._hit_ids
+        if hit_ids is None:
+            lookup = self._label_lookup()
+            hit_ids = lookup if self._rows is None else lookup[self._rows]
+            self._hit_ids = hit_ids
+        return hit_ids
+
     def search(self, queries: np.ndarray, k: int = 10, *, exclude: list[set[str]] | set[str] | None = None,
                where: dict | None = None) -> Hits:
         """Top-k live items for each query vector. `exclude`: one set of ids for all queries, or
@@ -277,23 +290,36 @@ class ItemIndex:
             raise UserError(f"query dimension {q.shape[1]} does not match the index ({self.dim})")
         if k < 1:
             raise UserError("k must be at least 1")
-        per_query = ([exclude] * len(q) if isinstance(exclude, (set, frozenset)) else exclude) or None
+        if exclude is None and where is None:
+            self._lock.acquire_read()  # explicit acquire/release: this is the per-query hot path
+            try:
+                if not self._tombstones and k <= self.index.ntotal:
+                    # the common case: a full result, no padding or -1 labels expected
+                    scores, found = self._raw_search(q, k)
+                    if found[:, -1].min() >= 0:  # FAISS puts missing hits (-1) last
+                        return Hits(self._hit_lookup()[found], scores)
+            finally:
+                self._lock.release_read()
+        per_query = [exclude] * len(q) if isinstance(exclude, (set, frozenset)) else exclude or None
         if per_query is not None and len(per_query) != len(q):
             raise UserError(f"{len(per_query)} exclusion sets for {len(q)} queries")
-        self._lock.acquire_read()  # explicit acquire/release: this is the per-query hot path
-        try:
-            ntotal = self.index.ntotal
-            lookup = self._label_lookup()
+        with self._lock.read():
+            ntotal, lookup = self.index.ntotal, self._label_lookup()
             if not self._tombstones and per_query is None and where is None:
-                if k <= ntotal:  # the common case: a full result, no padding or -1 labels expected
-                    scores, found = self.index.search(q, k)
-                    if found.min() >= 0:
-                        return Hits(lookup[found if self._rows is None else self._rows[found]], scores)
                 scores, labels = self._faiss_search(q, min(k, max(ntotal, 1)))
                 return self._pad(lookup[np.where(labels < 0, len(lookup) - 1, labels)], scores, k)
             return self._search_filtered(q, k, per_query, where, lookup, ntotal)
-        finally:
-            self._lock.release_read()
+
+    def _raw_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS's search_c on our own float32 C-contiguous copy of the queries: the Python
+        `index.search` re-checks and re-copies what `normalize` already guarantees, which was a
+        third of the wrapper's cost per single query."""
+        import faiss
+
+        scores = np.empty((len(q), k), dtype=np.float32)
+        found = np.empty((len(q), k), dtype=np.int64)
+        self.index.search_c(len(q), faiss.swig_ptr(q), k, faiss.swig_ptr(scores), faiss.swig_ptr(found))
+        return scores, found
 
     def _faiss_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores, found = self.index.search(q, k)
