@@ -2,7 +2,8 @@
 
 `adapt_backbone(name, texts, out_dir, cfg)` trains BERT's MLM objective on unlabelled in-domain
 text (transformers' `DataCollatorForLanguageModeling`: 15% of tokens chosen, 80/10/10
-mask/random/keep) and writes a backbone directory (safetensors + tokenizer + sentence-transformers
+mask/random/keep; the vocabulary projection runs on the chosen tokens only, which halves the
+cost of a step on MiniLM) and writes a backbone directory (safetensors + tokenizer + sentence-transformers
 files) that any recipe takes as `backbone=<dir>`.
 
 The MLM head. A `BertForMaskedLM` is built from the backbone's config and its encoder weights
@@ -133,8 +134,14 @@ def _train_mlm(mlm, backbone, texts: list[str], cfg: AdaptConfig, *, head_fresh:
 
     def step(optimizer, scheduler=None) -> float:
         enc = tokenizer(next(batches), truncation=True, max_length=max_length)
-        batch = collator([{k: enc[k][i] for k in enc} for i in range(len(enc["input_ids"]))])
-        loss = mlm(**{k: v.to(device) for k, v in batch.items()}).loss
+        batch = {k: v.to(device) for k, v in
+                 collator([{k: enc[k][i] for k in enc} for i in range(len(enc["input_ids"]))]).items()}
+        labels = batch.pop("labels")
+        picked = labels != -100  # the ~15% chosen tokens: only they need the 30k-word vocabulary projection
+        if not picked.any():
+            return float("nan")
+        hidden = mlm.bert(**batch).last_hidden_state
+        loss = torch.nn.functional.cross_entropy(mlm.cls(hidden[picked]), labels[picked])
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in mlm.parameters() if p.requires_grad], 1.0)
         optimizer.step()

@@ -53,6 +53,7 @@ class DataConfig:
     encoding: str = "utf-8"
     train_limit: int = 0  # use only the first N training examples (0 = all), for quick runs
     shots: int = 0  # few-shot: keep k training examples per label (seeded by train.seed); 0 = all
+    train_fraction: float = 1.0  # low-label runs: keep this stratified share of the training labels (seeded)
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ CHOICES = {
 }
 POSITIVE = {"lr", "head_lr", "batch_size", "grad_accum", "probe_c", "contrastive_batch_size",
             "contrastive_lr", "contrastive_scale", "lora_r", "lora_alpha", "log_every", "ood_target_recall",
-            "adv_epsilon", "adv_alpha", "adv_steps", "layer_decay"}
+            "adv_epsilon", "adv_alpha", "adv_steps", "layer_decay", "train_fraction"}
 NON_NEGATIVE = {"epochs", "shots", "contrastive_steps", "max_steps", "train_limit", "eval_every", "patience", "max_length", "weight_decay",
                 "warmup", "max_grad_norm", "label_smoothing", "dropout", "lora_dropout", "seed",
                 "ema_decay", "unfreeze_every"}
@@ -154,6 +155,8 @@ def _check(key: str, value) -> None:
         raise UserError(f"bad value for '{key}': {value!r}; it must be greater than 0")
     if key in NON_NEGATIVE and value < 0:
         raise UserError(f"bad value for '{key}': {value!r}; it must be 0 or more")
+    if key == "train_fraction" and value > 1:
+        raise UserError(f"bad value for 'train_fraction': {value!r}; it is a share of the training set, at most 1")
     if key in BELOW_ONE and value >= 1:
         raise UserError(f"bad value for '{key}': {value!r}; it must be below 1 (e.g. 0.99)")
 

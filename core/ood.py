@@ -7,6 +7,11 @@ statistics of the training data (`fit`) keep them as arrays so they can be saved
 - energy: T * logsumexp(logits / T) (Liu et al. 2020).
 - centroid: cosine similarity to the nearest class centroid of training embeddings.
 - knn: mean cosine similarity to the k nearest training embeddings (Sun et al. 2022).
+- mahalanobis: minus the smallest Mahalanobis distance to a class mean, with one shared
+  (pooled within-class) covariance (Lee et al. 2018; Podolskiy et al. 2021 for transformers).
+- relative_mahalanobis: that distance minus the distance to the mean of all training data
+  under the covariance of all training data (Ren et al. 2021), which discounts directions
+  in which every sentence varies.
 """
 
 from __future__ import annotations
@@ -92,7 +97,73 @@ class KNearest:
         return {"bank": self.bank, "k": np.asarray([self.k])}
 
 
-SCORERS = {"max_prob": MaxProbability, "energy": Energy, "centroid": Centroid, "knn": KNearest}
+def _precision(centred: np.ndarray, shrinkage: float) -> np.ndarray:
+    """Inverse of the covariance of `centred` rows, shrunk towards a scaled identity so that a
+    few hundred examples in 384 dimensions still give a well-conditioned matrix."""
+    cov = np.cov(centred, rowvar=False, bias=True).astype(np.float64)
+    cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / len(cov) * np.eye(len(cov))
+    return np.linalg.inv(cov).astype(np.float32)
+
+
+def _min_mahalanobis(x: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """min over rows m of means of (x - m)^T P (x - m), expanded into matmuls (in torch, see _cosines)."""
+    import torch
+
+    xt, mt, pt = (torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in (x, means, precision))
+    xp = xt @ pt
+    d = (xp * xt).sum(dim=1, keepdim=True) - 2 * xp @ mt.T + ((mt @ pt) * mt).sum(dim=1)[None, :]
+    return d.min(dim=1).values.numpy()
+
+
+class Mahalanobis:
+    name = "mahalanobis"
+    needs = "embeddings"
+
+    def __init__(self, means: np.ndarray | None = None, precision: np.ndarray | None = None,
+                 shrinkage: float = 0.1):
+        self.means, self.precision, self.shrinkage = means, precision, shrinkage
+
+    def fit(self, embeddings, labels) -> "Mahalanobis":
+        emb, labels = np.asarray(embeddings, dtype=np.float32), np.asarray(labels)
+        classes = np.unique(labels)
+        self.means = np.stack([emb[labels == c].mean(axis=0) for c in classes])
+        centred = emb - self.means[np.searchsorted(classes, labels)]
+        self.precision = _precision(centred, self.shrinkage)
+        return self
+
+    def score(self, embeddings: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+        return -_min_mahalanobis(embeddings, self.means, self.precision)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"means": self.means, "precision": self.precision}
+
+
+class RelativeMahalanobis(Mahalanobis):
+    name = "relative_mahalanobis"
+
+    def __init__(self, means=None, precision=None, background_mean=None, background_precision=None,
+                 shrinkage: float = 0.1):
+        super().__init__(means, precision, shrinkage)
+        self.background_mean, self.background_precision = background_mean, background_precision
+
+    def fit(self, embeddings, labels) -> "RelativeMahalanobis":
+        super().fit(embeddings, labels)
+        emb = np.asarray(embeddings, dtype=np.float32)
+        self.background_mean = emb.mean(axis=0, keepdims=True)
+        self.background_precision = _precision(emb - self.background_mean, self.shrinkage)
+        return self
+
+    def score(self, embeddings: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+        background = _min_mahalanobis(embeddings, self.background_mean, self.background_precision)
+        return background - _min_mahalanobis(embeddings, self.means, self.precision)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {**super().state(), "background_mean": self.background_mean,
+                "background_precision": self.background_precision}
+
+
+SCORERS = {"max_prob": MaxProbability, "energy": Energy, "centroid": Centroid, "knn": KNearest,
+           "mahalanobis": Mahalanobis, "relative_mahalanobis": RelativeMahalanobis}
 
 
 def scorer_from_state(name: str, state: dict[str, np.ndarray]):
@@ -100,6 +171,8 @@ def scorer_from_state(name: str, state: dict[str, np.ndarray]):
         return Centroid(state["centroids"])
     if name == "knn":
         return KNearest(state["bank"], int(state["k"][0]))
+    if name in ("mahalanobis", "relative_mahalanobis"):
+        return SCORERS[name](**state)
     return SCORERS[name]()
 
 

@@ -52,6 +52,10 @@ def run_classification(cfg: RecipeConfig, run_dir: Path, *, data_dir: str | None
     data = load_classification(cfg.data.source, root=data_dir, text_column=cfg.data.text_column,
                                label_column=cfg.data.label_column, encoding=cfg.data.encoding)
     train = limit_train(data.train, cfg.data.train_limit)
+    if cfg.data.train_fraction < 1.0:
+        from core.data import stratified_split
+
+        train = stratified_split(train, cfg.data.train_fraction, np.random.default_rng(cfg.train.seed))[1]
     if cfg.data.shots:
         from core.fewshot import sample_per_class
 

@@ -48,3 +48,30 @@ def test_scorers_rank_in_scope_above_out_of_scope():
     assert knn.score(queries)[0] == pytest.approx(1.0, abs=1e-6)  # an exact training point
     assert centroid.score(queries)[0] > centroid.score(queries)[1]
     assert knn.score(queries)[1] < 0
+
+
+def test_min_mahalanobis_by_hand():
+    from core.ood import _min_mahalanobis
+
+    means = np.array([[0.0, 0.0], [2.0, 0.0]])
+    # identity precision: squared Euclidean distance to the nearest mean
+    d = _min_mahalanobis(np.array([[1.0, 1.0], [3.0, 0.0]]), means, np.eye(2))
+    assert d.tolist() == pytest.approx([1 + 1, 1])  # (1,1): 2 to both means; (3,0): 1 to the second
+    # a precision that discounts the y axis (variance 4): (0, 2) is 2^2 / 4 = 1 away from (0, 0)
+    assert _min_mahalanobis(np.array([[0.0, 2.0]]), means, np.diag([1.0, 0.25]))[0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name", ["mahalanobis", "relative_mahalanobis"])
+def test_mahalanobis_scorers_rank_far_points_lower_and_survive_a_round_trip(name):
+    from core.ood import SCORERS, scorer_from_state
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
+    labels = np.repeat([0, 1], 50)
+    train = centres[labels] + rng.normal(scale=0.3, size=(100, 3))
+    scorer = SCORERS[name]().fit(train, labels)
+    queries = np.array([[3.0, 0.0, 0.0], [0.0, 3.0, 0.1], [0.0, 0.0, 3.0]])  # two in-scope, one far off
+    scores = scorer.score(queries)
+    assert scores[2] < min(scores[0], scores[1])
+    again = scorer_from_state(name, scorer.state())
+    assert np.allclose(again.score(queries), scores, atol=1e-4)
