@@ -29,6 +29,7 @@ DIM, K = 384, 10
 INDEXES = {"Flat": {}, "HNSW32": {"ef_search": 64}, "IVF1024,PQ48": {"nprobe": 16}}
 TRAIN_SAMPLE = 30_000  # IVF/PQ training vectors (about 30 per list for IVF1024)
 HNSW_BUILD_LIMIT_S = 600
+EF_SWEEP = (128, 256, 512)  # extra efSearch values measured on the same HNSW graph (recall vs speed)
 
 
 def clustered_unit_vectors(n: int, rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
@@ -69,15 +70,20 @@ def raw_faiss_index(wrapper: ItemIndex):
     return faiss.downcast_index(wrapper.index.index) if isinstance(wrapper.index, faiss.IndexIDMap2) else wrapper.index
 
 
-def measure(factory: str, options: dict, data: np.ndarray, queries: np.ndarray, exact: np.ndarray) -> dict:
-    import faiss
-
+def build(factory: str, options: dict, data: np.ndarray) -> tuple[ItemIndex, object]:
     ids = [str(i) for i in range(len(data))]
     with CostLedger() as ledger:
         index = ItemIndex(DIM, factory, **options)
         if not index.index.is_trained:
             index.train(data[np.random.default_rng(1).choice(len(data), min(len(data), TRAIN_SAMPLE), replace=False)])
         index.add(ids, data)
+    return index, ledger.cost
+
+
+def measure(index: ItemIndex, cost, options: dict, data: np.ndarray, queries: np.ndarray, exact: np.ndarray) -> dict:
+    import faiss
+
+    factory = index.factory
     raw = raw_faiss_index(index)
     raw_labels = raw.search(queries, K)[1]
     wrapper_ids = index.search(queries, K).ids
@@ -90,8 +96,8 @@ def measure(factory: str, options: dict, data: np.ndarray, queries: np.ndarray, 
         rows["raw_single"].append(single_qps(lambda q: raw.search(q, K), single_q))
         rows["wrapper_single"].append(single_qps(lambda q: index.search(q, K), single_q))
     best = {key: max(vals) for key, vals in rows.items()}
-    return {"index": factory, "options": options, "n": len(data), "build_seconds": ledger.cost.wall_seconds,
-            "build_cpu_seconds": ledger.cost.cpu_seconds, "peak_rss_mb": ledger.cost.peak_rss_mb,
+    return {"index": factory, "options": options, "n": len(data), "build_seconds": cost.wall_seconds,
+            "build_cpu_seconds": cost.cpu_seconds, "peak_rss_mb": cost.peak_rss_mb,
             "index_mb": round(faiss.serialize_index(index.index).nbytes / 2**20, 1),
             "recall_at_10": round(recall_at_k(raw_labels, exact), 4),
             "wrapper_recall_at_10": round(recall_at_k(wrapper_labels, exact), 4),
@@ -122,6 +128,9 @@ def main(argv=None) -> None:
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--queries", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--indexes", default=",".join(INDEXES), help="a subset of " + ", ".join(INDEXES))
+    parser.add_argument("--merge", action="store_true",
+                        help="keep rows of the record on disk that this run does not measure again")
     args = parser.parse_args(argv)
     import faiss
 
@@ -137,7 +146,7 @@ def main(argv=None) -> None:
         flat.add(data)
         exact = flat.search(queries, K)[1]
         del flat
-        for factory, options in INDEXES.items():
+        for factory, options in [(f, INDEXES[f]) for f in args.indexes.split(",")]:
             if factory.startswith("HNSW") and hnsw_build_100k and n > 100_000:
                 predicted = hnsw_build_100k * (n / 100_000) * 1.2
                 if predicted > HNSW_BUILD_LIMIT_S:
@@ -146,19 +155,40 @@ def main(argv=None) -> None:
                     print(rows[-1], flush=True)
                     continue
             print(f"[{time.strftime('%H:%M:%S')}] n={n:,} {factory}", flush=True)
-            row = measure(factory, options, data, queries, exact)
-            row["queries"] = len(queries)
+            index, cost = build(factory, options, data)
+            sweep = [options] + ([{"ef_search": ef} for ef in EF_SWEEP] if factory.startswith("HNSW") else [])
+            for opts in sweep:  # the same graph searched with a wider beam: recall bought with speed
+                if "ef_search" in opts:
+                    import faiss
+
+                    faiss.ParameterSpace().set_index_parameter(index.index, "efSearch", opts["ef_search"])
+                row = measure(index, cost, opts, data, queries, exact)
+                row["queries"] = len(queries)
+                rows.append(row)
+                print({k: v for k, v in row.items() if k != "all_runs_qps"}, flush=True)
             if factory.startswith("HNSW") and n == 100_000:
-                hnsw_build_100k = row["build_seconds"]
-            rows.append(row)
-            print({k: v for k, v in row.items() if k != "all_runs_qps"}, flush=True)
+                hnsw_build_100k = cost.wall_seconds
+            del index
         del data
         save(rows, args)  # after every size, so a long 1M run still leaves the 100k results
     print(table(rows))
 
 
 def save(rows: list[dict], args) -> None:
+    import json
+
     import faiss
+
+    from benchmarks.record import RESULTS
+
+    previous = RESULTS / "faiss_index.json"
+    if args.merge and previous.is_file():
+        def key(r):
+            return r["n"], r["index"], json.dumps(r.get("options", {}), sort_keys=True)
+        fresh = {key(r) for r in rows}
+        kept = [r for r in json.loads(previous.read_text())["results"] if key(r) not in fresh]
+        rows = sorted(kept + rows, key=lambda r: (r["n"], list(INDEXES).index(r["index"]) if r["index"] in INDEXES else 9,
+                                                  r.get("options", {}).get("ef_search", 0)))
 
     load = [round(x, 2) for x in os.getloadavg()]
     md = (f"{os.cpu_count()} CPU cores, {faiss.omp_get_max_threads()} FAISS threads; load average (1/5/15 min) at the "

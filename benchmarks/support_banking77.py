@@ -155,7 +155,8 @@ def part_latency(data, args) -> dict:
     import torch
     from transformers import pipeline
 
-    from core.export import ONNX_FILE, export_onnx
+    from core.data import LabelMap
+    from core.export import INT8_FILE, ONNX_FILE, export_onnx, quantize_int8
     from core.model import load_classifier
     from solutions.support.router import IntentRouter
 
@@ -163,10 +164,14 @@ def part_latency(data, args) -> dict:
     model_dir = run / "model"
     if not (model_dir / ONNX_FILE).is_file():
         export_onnx(load_classifier(model_dir), model_dir / ONNX_FILE)
+    if not (model_dir / INT8_FILE).is_file():
+        quantize_int8(model_dir / ONNX_FILE, model_dir / INT8_FILE)
     texts = data.test.texts[:1000]
     results = {}
     torch_router = IntentRouter.from_run(run)
     onnx_router = IntentRouter.from_run(run, runtime="onnx")
+    int8_router_1 = IntentRouter.from_run(run, runtime="onnx-int8", threads=1)
+    int8_router_2 = IntentRouter.from_run(run, runtime="onnx-int8", threads=2)
     model = torch_router.model
     extractor = pipeline("feature-extraction", model=model.encoder, tokenizer=model.tokenizer, device="cpu")
 
@@ -177,14 +182,25 @@ def part_latency(data, args) -> dict:
         with torch.no_grad():
             return torch.softmax(model.head(emb) / model.temperature, dim=-1)
 
-    systems = {"router (PyTorch, LoRA merged)": torch_router.route_batch,
-               "router (ONNX Runtime)": onnx_router.route_batch,
-               "transformers pipeline + head": plain_pipeline}
-    for name, fn in systems.items():
+    systems = {"router (PyTorch, LoRA merged)": torch_router,
+               "router (ONNX Runtime fp32)": onnx_router,
+               "router (ONNX Runtime int8, 1 thread)": int8_router_1,
+               "router (ONNX Runtime int8, 2 threads)": int8_router_2,
+               "transformers pipeline + head": None}
+    # accuracy of each runtime on the test texts of the intents the run knows (in-scope test)
+    known = set(torch_router.model.labels)
+    in_scope = [(t, lab) for t, lab in zip(data.test.texts, data.test.labels) if lab in known]
+    for name, router in systems.items():
+        fn = router.route_batch if router is not None else plain_pipeline
         single = _time_single(fn, texts, args.latency_queries)
         results[name] = {**single, "batch64_texts_per_second": _throughput(fn, texts)}
+        if router is not None:
+            y = np.asarray(LabelMap(router.model.labels).encode([lab for _, lab in in_scope]))
+            results[name]["in_scope_test_accuracy"] = float(
+                (router.model.predict_logits([t for t, _ in in_scope]).argmax(axis=1) == y).mean())
         print(f"    {name}: p50 {single['p50_ms']:.2f} ms, p99 {single['p99_ms']:.2f} ms, "
-              f"batch {results[name]['batch64_texts_per_second']:.0f} texts/s", flush=True)
+              f"batch {results[name]['batch64_texts_per_second']:.0f} texts/s, "
+              f"accuracy {results[name].get('in_scope_test_accuracy', float('nan')):.4f}", flush=True)
     results["service"] = load_test(run, texts, args)
     return results
 
@@ -202,7 +218,8 @@ def load_test(run: Path, texts: list[str], args) -> dict:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "core.cli", "serve", str(run), "--port", str(port),
-                             "--runtime", args.service_runtime], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             "--runtime", args.service_runtime]
+                            + (["--threads", str(args.service_threads)] if args.service_threads else []), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -235,7 +252,7 @@ def load_test(run: Path, texts: list[str], args) -> dict:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    return {"runtime": args.service_runtime, "requests": args.requests, "concurrency": args.concurrency,
+    return {"runtime": args.service_runtime, "threads": args.service_threads, "requests": args.requests, "concurrency": args.concurrency,
             "requests_per_second": args.requests / wall, "errors": errors, **_percentiles(latencies)}
 
 
@@ -265,10 +282,13 @@ def table(record: dict) -> str:
             lines.append(f"| {name} | {s['auroc']:.4f} | {100 * s['in_scope_recall']:.1f}% | {100 * s['out_of_scope_recall']:.1f}% |")
         lines.append("")
     if "latency" in record:
-        lines += ["| inference (2 CPU cores) | single query p50 | p99 | batch-64 texts/s |", "|---|---|---|---|"]
+        lines += ["| inference (2 CPU cores) | single query p50 | p99 | batch-64 texts/s | in-scope test accuracy |",
+                  "|---|---|---|---|---|"]
         for name, r in record["latency"].items():
             if name != "service":
-                lines.append(f"| {name} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | {r['batch64_texts_per_second']:.0f} |")
+                acc = f"{100 * r['in_scope_test_accuracy']:.2f}%" if "in_scope_test_accuracy" in r else "-"
+                lines.append(f"| {name} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | "
+                             f"{r['batch64_texts_per_second']:.0f} | {acc} |")
         s = record["latency"]["service"]
         lines += ["", f"Service load test (`verticals serve --runtime {s['runtime']}`, loopback, {s['concurrency']} concurrent "
                   f"clients, {s['requests']} requests): {s['requests_per_second']:.0f} requests/s, {s['errors']} errors, "
@@ -285,7 +305,8 @@ def main(argv=None) -> None:
     parser.add_argument("--oos-epochs", type=float, default=None, help="override the LoRA recipe's epochs for the OOS run")
     parser.add_argument("--latency-run", default="benchmarks/runs/support/oos-lora")
     parser.add_argument("--latency-queries", type=int, default=300)
-    parser.add_argument("--service-runtime", default="onnx", choices=["torch", "onnx"])
+    parser.add_argument("--service-runtime", default="onnx-int8", choices=["torch", "onnx", "onnx-int8"])
+    parser.add_argument("--service-threads", type=int, default=1, help="ONNX Runtime threads in the service (0 = all)")
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args(argv)

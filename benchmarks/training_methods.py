@@ -72,9 +72,9 @@ def unlabelled_texts(domain: str, data) -> list[str]:
     return texts
 
 
-def adapted_backbone(method: str, domain: str, data, out_root: Path, steps: int) -> tuple[str, dict]:
-    """Adapt MiniLM once per domain and method (cached on disk); (backbone dir, adaptation record)."""
-    out = out_root / f"minilm-{domain}-{method}"
+def adapted_backbone(method: str, domain: str, data, out_root: Path, steps: int, backbone: str) -> tuple[str, dict]:
+    """Adapt the backbone once per domain and method (cached on disk); (backbone dir, adaptation record)."""
+    out = out_root / f"{Path(backbone).name}-{domain}-{method}"
     record_file = out / "adaptation.json"
     if record_file.is_file():
         return str(out), json.loads(record_file.read_text())
@@ -82,11 +82,11 @@ def adapted_backbone(method: str, domain: str, data, out_root: Path, steps: int)
     if method == "mlm":
         from core.adapt import AdaptConfig, adapt_backbone
 
-        result = adapt_backbone("minilm", texts, out, AdaptConfig(max_steps=steps, head_warmup_steps=50, max_length=64))
+        result = adapt_backbone(backbone, texts, out, AdaptConfig(max_steps=steps, head_warmup_steps=50, max_length=64))
     else:
         from core.simcse import SimCSEConfig, simcse_adapt
 
-        result = simcse_adapt("minilm", texts, out, SimCSEConfig(max_steps=steps, max_length=64))
+        result = simcse_adapt(backbone, texts, out, SimCSEConfig(max_steps=steps, max_length=64))
     record = {"method": method, "texts": len(texts), "steps": steps, "wall_seconds": result.cost["wall_seconds"],
               "loss_first10": float(np.nanmean(result.losses[:10])), "loss_last10": float(np.nanmean(result.losses[-10:]))}
     record_file.write_text(json.dumps(record, indent=2))
@@ -115,11 +115,12 @@ def run_one(domain: str, method: str, seed: int, data, args) -> dict:
     from solutions import RECIPES
 
     spec = DOMAINS[domain]
-    overrides = {**spec["base"], **METHODS[method][1], "seed": str(seed), "train_fraction": str(FRACTION)}
+    overrides = {**spec["base"], **METHODS[method][1], "seed": str(seed), "train_fraction": str(FRACTION),
+                 "backbone": args.backbone, **dict(kv.split("=", 1) for kv in args.override)}
     adaptation = None
     if method in ("mlm", "simcse"):
-        backbone, adaptation = adapted_backbone(method, domain, data, Path(args.out_root), args.adapt_steps)
-        overrides["backbone"] = backbone
+        overrides["backbone"], adaptation = adapted_backbone(method, domain, data, Path(args.out_root),
+                                                             args.adapt_steps, args.backbone)
     cfg = load_recipe_file(RECIPES[spec["recipe"]], overrides, name=spec["recipe"])
     run_dir = Path(args.out_root) / f"{domain}-{method}-seed{seed}"
     report = run_classification(cfg, run_dir, data_dir=args.data_dir, progress=False)
@@ -256,6 +257,8 @@ def main(argv=None) -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--adapt-steps", type=int, default=200)
+    parser.add_argument("--backbone", default="minilm")
+    parser.add_argument("--override", action="append", default=[], help="key=value on every run (smoke tests: max_steps=2)")
     parser.add_argument("--out-root", default="benchmarks/runs/methods")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--render", action="store_true", help="only re-render tables/plots from the records")

@@ -155,7 +155,7 @@ def cmd_predict(args) -> int:
 
 def cmd_export(args) -> int:
     _quiet_libraries()
-    from core.export import ONNX_FILE, export_onnx
+    from core.export import INT8_FILE, ONNX_FILE, export_onnx, quantize_int8
     from core.model import load_classifier
 
     run = Path(args.run_dir)
@@ -163,6 +163,9 @@ def cmd_export(args) -> int:
     model = load_classifier(model_dir)
     path = export_onnx(model, model_dir / ONNX_FILE)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB); serve it with --runtime onnx")
+    if args.int8:
+        path = quantize_int8(path, model_dir / INT8_FILE)
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB); serve it with --runtime onnx-int8")
     return 0
 
 
@@ -216,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a trained classifier for faster CPU inference")
     p.add_argument("format", choices=["onnx"])
     p.add_argument("run_dir")
+    p.add_argument("--int8", action="store_true", help="also write a dynamically int8-quantised model (faster on CPU)")
     p.set_defaults(func=cmd_export)
 
     import importlib

@@ -5,7 +5,14 @@ The exported graph is encoder -> the backbone's pooling (+ L2 norm) -> head, wit
 merged first, so the graph is plain BERT. Exported with torch's dynamo exporter: the older
 TorchScript tracer bakes the example's padding into transformers 5's attention-mask code and gives
 wrong logits for other shapes (measured here: max |diff| 0.05 vs 1e-7).
-Leaves out: quantisation (measure it before shipping it).
+
+`quantize_int8` writes a dynamically quantised twin (ONNX Runtime's `quantize_dynamic`: int8
+weights, activations quantised per batch at run time) beside it. On BANKING77 (2 CPU cores) it
+cut single-query latency from 7-8 ms to under 3 ms for about half a point of accuracy; the
+support benchmark measures both, so check the cost on your own data before serving it.
+ONNX Runtime runs single queries fastest on one intra-op thread (the second core's wake-up
+costs more than it saves on 20-token inputs) and batches faster on two: `threads` chooses.
+Leaves out: static (calibrated) quantisation, fp16, graph pre-processing.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import numpy as np
 import torch
 
 ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
 
 
 class _Graph(torch.nn.Module):
@@ -42,6 +50,17 @@ def export_onnx(model, path: Path) -> Path:
                                       "attention_mask": {0: batch, 1: length}},
                       dynamo=True)
     return Path(path)
+
+
+def quantize_int8(onnx_path: Path, out_path: Path) -> Path:
+    """Dynamic int8 quantisation of an exported model (weights int8, activations per batch)."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(logging.ERROR)  # its pre-processing hint goes to the root logger
+    quantize_dynamic(str(onnx_path), str(out_path), weight_type=QuantType.QInt8)
+    return Path(out_path)
 
 
 class OnnxClassifier:
@@ -84,8 +103,9 @@ class OnnxClassifier:
         return self.predict_all(texts, batch_size)[1]
 
 
-def load_onnx_classifier(model_dir: Path, threads: int | None = None) -> OnnxClassifier:
-    """The ONNX twin of a saved model directory (after `verticals export onnx`)."""
+def load_onnx_classifier(model_dir: Path, threads: int | None = None, *, int8: bool = False) -> OnnxClassifier:
+    """The ONNX twin of a saved model directory (after `verticals export onnx`, `--int8` for the
+    quantised one)."""
     import json
 
     from transformers import AutoTokenizer
@@ -94,11 +114,12 @@ def load_onnx_classifier(model_dir: Path, threads: int | None = None) -> OnnxCla
     from core.model import load_ood
 
     model_dir = Path(model_dir)
-    if not (model_dir / ONNX_FILE).is_file():
-        raise UserError(f"{model_dir} has no {ONNX_FILE}; run `verticals export onnx RUN_DIR` first")
+    name = INT8_FILE if int8 else ONNX_FILE
+    if not (model_dir / name).is_file():
+        raise UserError(f"{model_dir} has no {name}; run `verticals export onnx RUN_DIR{' --int8' if int8 else ''}` first")
     meta = json.loads((model_dir / "classifier.json").read_text())
     tok_dir = model_dir / ("encoder" if (model_dir / "encoder").is_dir() else "tokenizer")
     ood = load_ood(model_dir, meta)
-    return OnnxClassifier(model_dir / ONNX_FILE, AutoTokenizer.from_pretrained(tok_dir), meta["labels"],
+    return OnnxClassifier(model_dir / name, AutoTokenizer.from_pretrained(tok_dir), meta["labels"],
                           max_length=meta["max_length"], temperature=float(meta.get("temperature", 1.0)),
                           ood=ood, threads=threads)

@@ -42,7 +42,7 @@ def cmd_route(args) -> int:
     _quiet_libraries()
     from solutions.support.router import IntentRouter
 
-    router = IntentRouter.from_run(Path(args.run_dir), args.routes and Path(args.routes), _settings(args), args.runtime)
+    router = IntentRouter.from_run(Path(args.run_dir), args.routes and Path(args.routes), _settings(args), args.runtime, args.threads)
     for start in range(0, len(texts), 256):
         for row in router.route_batch(texts[start:start + 256]):
             print(json.dumps(row))
@@ -58,7 +58,7 @@ def cmd_serve(args) -> int:
     from solutions.support.router import IntentRouter
     from solutions.support.service import create_app
 
-    router = IntentRouter.from_run(Path(args.run_dir), args.routes and Path(args.routes), _settings(args), args.runtime)
+    router = IntentRouter.from_run(Path(args.run_dir), args.routes and Path(args.routes), _settings(args), args.runtime, args.threads)
     token = os.environ.get("VERTICALS_API_TOKEN") or None
     app = create_app(router.route_batch, info=router.describe(), token=token)
     print(f"serving {args.run_dir} on http://{args.host}:{args.port} (docs: /docs)"
@@ -74,8 +74,10 @@ def _router_args(p) -> None:
     p.add_argument("--min-margin", type=float, default=0.1, help="hand over when top-2 are closer than this")
     p.add_argument("--no-out-of-scope", action="store_true", help="do not hand over out-of-scope queries")
     p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
-                   help="onnx: ONNX Runtime (run `verticals export onnx RUN_DIR` first)")
+    p.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8"], default="torch",
+                   help="onnx / onnx-int8: ONNX Runtime (run `verticals export onnx RUN_DIR [--int8]` first)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="ONNX Runtime intra-op threads (default: all cores; 1 gives the lowest single-query latency)")
 
 
 def register(sub) -> None:

@@ -88,16 +88,17 @@ class IntentRouter:
 
     @classmethod
     def from_run(cls, run_dir: Path, table_path: Path | None = None, settings: RouterSettings = RouterSettings(),
-                 runtime: str = "torch"):
-        """`runtime`: torch (LoRA merged) or onnx (ONNX Runtime; needs `verticals export onnx` first)."""
+                 runtime: str = "torch", threads: int | None = None):
+        """`runtime`: torch (LoRA merged), onnx or onnx-int8 (ONNX Runtime; needs `verticals export
+        onnx [--int8]` first). `threads`: ONNX Runtime intra-op threads (None = all cores)."""
         from core.model import load_classifier
 
         run = Path(run_dir)
         model_dir = run / "model" if (run / "model").is_dir() else run
-        if runtime == "onnx":
+        if runtime in ("onnx", "onnx-int8"):
             from core.export import load_onnx_classifier
 
-            model = load_onnx_classifier(model_dir)
+            model = load_onnx_classifier(model_dir, threads, int8=runtime == "onnx-int8")
         else:
             model = load_classifier(model_dir)
         table = RoutingTable.from_yaml(table_path, model.labels) if table_path else None

@@ -50,15 +50,17 @@ def test_out_of_scope_scorer_separates_gibberish(support_run):
     assert routes[0]["in_scope_score"] < min(routes[1]["in_scope_score"], routes[2]["in_scope_score"])
 
 
-def test_onnx_export_routes_like_torch(support_run, tmp_path):
+def test_onnx_export_routes_like_torch_and_int8_stays_close(support_run, tmp_path):
     import shutil
 
-    from core.export import export_onnx
+    from core.export import INT8_FILE, export_onnx, quantize_int8
     from core.model import load_classifier
 
     run = tmp_path / "run"
     shutil.copytree(support_run, run)
-    export_onnx(load_classifier(run / "model"), run / "model" / "model.onnx")
+    with pytest.raises(UserError, match="export onnx"):
+        IntentRouter.from_run(run, runtime="onnx-int8")
+    onnx_file = export_onnx(load_classifier(run / "model"), run / "model" / "model.onnx")
     texts = ["my card was declined", "a much longer message about a transfer to another bank account", "zzz"]
     torch_routes = IntentRouter.from_run(run).route_batch(texts)
     onnx_routes = IntentRouter.from_run(run, runtime="onnx").route_batch(texts)
@@ -66,3 +68,11 @@ def test_onnx_export_routes_like_torch(support_run, tmp_path):
         assert a["intent"] == b["intent"] and a["fallback_reason"] == b["fallback_reason"]
         assert abs(a["confidence"] - b["confidence"]) < 1e-3
         assert abs(a["in_scope_score"] - b["in_scope_score"]) < 1e-3
+    int8_file = quantize_int8(onnx_file, run / "model" / INT8_FILE)
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(int8_file)).graph.node}
+    assert "DynamicQuantizeLinear" in ops and "MatMulInteger" in ops  # the matmuls run in int8
+    int8_routes = IntentRouter.from_run(run, runtime="onnx-int8", threads=1).route_batch(texts)
+    for a, b in zip(onnx_routes, int8_routes):  # quantisation moves probabilities a little, not a lot
+        assert abs(a["confidence"] - b["confidence"]) < 0.05
