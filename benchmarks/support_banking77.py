@@ -33,11 +33,16 @@ from core.data import load_classification
 HELD_OUT = 10
 
 
+REUSE = False  # --reuse: read report.json of finished runs instead of training again
+
+
 def _recipe_run(name: str, overrides: dict, out: Path, data_dir) -> dict:
     from core.config import load_recipe_file
     from core.recipes import run_classification
     from solutions import RECIPES
 
+    if REUSE and (out / "report.json").is_file():
+        return json.loads((out / "report.json").read_text())
     cfg = load_recipe_file(RECIPES[name], {k: str(v) for k, v in overrides.items()}, name=name)
     return run_classification(cfg, out, data_dir=data_dir, progress=False)
 
@@ -309,7 +314,10 @@ def main(argv=None) -> None:
     parser.add_argument("--service-threads", type=int, default=1, help="ONNX Runtime threads in the service (0 = all)")
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--reuse", action="store_true", help="reuse finished runs under --out-root")
     args = parser.parse_args(argv)
+    global REUSE
+    REUSE = args.reuse
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.oos_overrides = {"epochs": args.oos_epochs} if args.oos_epochs else {}
     from core.cli import _quiet_libraries
