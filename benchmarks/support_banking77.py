@@ -48,9 +48,9 @@ def _recipe_run(name: str, overrides: dict, out: Path, data_dir) -> dict:
 
 
 def part_fewshot(data, args) -> dict:
-    rows = {}
+    rows = dict(args.previous.get("fewshot", {}))  # recipes not run this time keep their rows
     for shots in (5, 10):
-        for name in ("support/intent-probe", "support/intent-fewshot"):
+        for name in args.fewshot_recipes.split(","):
             accs, walls = [], []
             for seed in args.seeds:
                 out = Path(args.out_root) / f"fewshot-{name.split('/')[1]}-{shots}-seed{seed}"
@@ -315,6 +315,7 @@ def main(argv=None) -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--reuse", action="store_true", help="reuse finished runs under --out-root")
+    parser.add_argument("--fewshot-recipes", default="support/intent-probe,support/intent-fewshot")
     args = parser.parse_args(argv)
     global REUSE
     REUSE = args.reuse
@@ -326,6 +327,7 @@ def main(argv=None) -> None:
     data = load_classification("banking77", root=args.data_dir)
     path = RESULTS / "support_banking77.json"
     record = json.loads(path.read_text()) if path.is_file() else {}
+    args.previous = dict(record)
     for part in args.parts.split(","):
         print(f"[{time.strftime('%H:%M:%S')}] {part}", flush=True)
         record[part] = PARTS[part](data, args)

@@ -18,7 +18,7 @@ Protocol.
   whole train split (finance: plus the demo stream's headlines), once (seed 0), then the base
   fine-tune on the 10% labels. Their cost row adds the adaptation's wall time.
 - Robustness: test accuracy on perturbed copies of the test texts (core.perturb: typo, drop,
-  swap, case, whitespace, mixed; 20% of words, seed 0; banking77 uses a fixed 1,000-text
+  swap, case, whitespace, mixed; 20% of words, seed 0; banking77 uses a fixed 500-text
   subset of test for these), clean accuracy on the full test split.
 - Cost from the ledger: training wall seconds (2 CPU cores shared by the two domains' processes),
   trainable parameters, samples/s.
@@ -40,16 +40,20 @@ from benchmarks.record import RESULTS, write_record
 
 DOMAINS = {
     "finance": {"dataset": "financial_phrasebank", "recipe": "finance/sentiment-full",
-                "base": {"epochs": "6", "eval_every": "0", "patience": "0", "ood_scorer": "none"}},
+                "base": {"epochs": "4", "eval_every": "0", "patience": "0", "ood_scorer": "none"}},
     "support": {"dataset": "banking77", "recipe": "support/intent-full",
-                "base": {"epochs": "6", "eval_every": "0", "patience": "0", "ood_scorer": "none"}},
+                "base": {"epochs": "4", "eval_every": "0", "patience": "0", "ood_scorer": "none"}},
 }
 FRACTION = 0.1
 METHODS = {  # name -> (description, overrides on the base recipe)
     "baseline": ("full fine-tune", {}),
-    "fgm": ("+ FGM (epsilon 1.0)", {"adversarial": "fgm", "adv_epsilon": "1.0"}),
-    "pgd": ("+ PGD (epsilon 1.0, 2 steps of 0.5)", {"adversarial": "pgd", "adv_epsilon": "1.0",
-                                                     "adv_alpha": "0.5", "adv_steps": "2"}),
+    # epsilon is an L2 bound per example (all its tokens): 0.2 is about the usual batch-level
+    # FGM epsilon of 1.0 spread over a batch of 32. The first try, 1.0 per example, cost 3 points
+    # of validation accuracy on finance seed 0 (0.718 vs 0.749); it is kept as its own row.
+    "fgm": ("+ FGM (epsilon 0.2)", {"adversarial": "fgm", "adv_epsilon": "0.2"}),
+    "pgd": ("+ PGD (epsilon 0.2, 2 steps of 0.1)", {"adversarial": "pgd", "adv_epsilon": "0.2",
+                                                     "adv_alpha": "0.1", "adv_steps": "2"}),
+    "fgm-eps1": ("+ FGM (epsilon 1.0, first try)", {"adversarial": "fgm", "adv_epsilon": "1.0"}),
     "ema": ("+ EMA of weights (decay 0.95)", {"ema_decay": "0.95"}),
     "llrd": ("+ layer-wise LR decay 0.8", {"layer_decay": "0.8"}),
     "unfreeze": ("+ gradual unfreezing (a block every 6 steps)", {"unfreeze_every": "6"}),
@@ -60,7 +64,7 @@ METHODS = {  # name -> (description, overrides on the base recipe)
     "lora-r8": ("LoRA r=8 (lr 1e-3)", {"peft": "lora", "lora_r": "8", "lora_alpha": "16", "lr": "1e-3"}),
     "lora-r32": ("LoRA r=32 (lr 1e-3)", {"peft": "lora", "lora_r": "32", "lora_alpha": "64", "lr": "1e-3"}),
 }
-PERTURB_RATE, ROBUST_SUBSET = 0.2, 1000
+PERTURB_RATE, ROBUST_SUBSET = 0.2, 500
 
 
 def unlabelled_texts(domain: str, data) -> list[str]:
@@ -230,8 +234,13 @@ def plot(domain: str, rows: list[dict], path: Path) -> None:
 
 
 def write(domain: str, runs: list[dict], args=None) -> str:
+    """Merge `runs` into the record on disk (other processes may sweep other methods of the same
+    domain) and re-render the tables, plot and README block."""
     import os
 
+    merged = {(r["method"], r["seed"]): r for r in load_runs(domain)}
+    merged.update({(r["method"], r["seed"]): r for r in runs})
+    runs = list(merged.values())
     rows = summarise(runs)
     load = [round(x, 2) for x in os.getloadavg()]
     md = (f"{DOMAINS[domain]['dataset']}, {int(FRACTION * 100)}% of the training labels (stratified, drawn per "
