@@ -246,8 +246,10 @@ def write(domain: str, runs: list[dict], args=None) -> str:
     md = (f"{DOMAINS[domain]['dataset']}, {int(FRACTION * 100)}% of the training labels (stratified, drawn per "
           f"seed), full test split; perturbation columns on {'the full test split' if domain == 'finance' else f'a fixed {ROBUST_SUBSET:,}-text test subset'}, "
           f"20% of words perturbed. Mean ± sample std over seeds; Δ = mean of the per-seed differences to the baseline "
-          f"with the same seed (same labels, same start). Train seconds on 2 CPU cores shared by two benchmark "
-          f"processes (load average {load[0]} at the end).\n\n" + table(rows)
+          f"with the same seed (same labels, same start). Train seconds (including the per-epoch validation passes) "
+          f"on 2 CPU cores shared by two to four benchmark processes at 1 thread each, so they compare methods "
+          f"only roughly; adaptation seconds are one MLM/SimCSE run on the unlabelled training text, shared by "
+          f"the seeds.\n\n" + table(rows)
           + "\nAccuracy % on perturbed test text, per perturbation kind (mean over seeds):\n\n" + robustness_table(rows)
           + f"\n![accuracy vs trainable share](training_methods_{domain}.png)\n")
     plot(domain, rows, RESULTS / f"training_methods_{domain}.png")
