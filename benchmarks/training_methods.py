@@ -211,23 +211,37 @@ def robustness_table(rows: list[dict]) -> str:
 
 
 def plot(domain: str, rows: list[dict], path: Path) -> None:
-    """Accuracy vs trainable share (log x) with seed spread: the cost/accuracy picture."""
+    """Left: accuracy vs trainable share (log x), the cost/accuracy frontier. Right: each method's
+    paired difference to the baseline with its spread over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [1, 1.2]})
     for r in rows:
-        ax.errorbar(r["trainable_share"] * 100, r["test_accuracy_mean"] * 100, yerr=r["test_accuracy_std"] * 100,
-                    fmt="o", capsize=3)
-        ax.annotate(r["method"], (r["trainable_share"] * 100, r["test_accuracy_mean"] * 100), fontsize=8,
-                    xytext=(4, 2), textcoords="offset points")
+        if r["trainable_share"] < 0.999 or r["method"] == "baseline":
+            ax.errorbar(r["trainable_share"] * 100, r["test_accuracy_mean"] * 100,
+                         yerr=r["test_accuracy_std"] * 100, fmt="o", capsize=3)
+            ax.annotate(r["method"], (r["trainable_share"] * 100, r["test_accuracy_mean"] * 100), fontsize=8,
+                        xytext=(4, 2), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (% of the model, log scale)")
     ax.set_ylabel("test accuracy % (mean ± std over seeds)")
-    ax.set_title(f"{domain}: training methods on {int(FRACTION * 100)}% of the labels")
+    ax.set_title("parameter-efficient vs full fine-tune")
     ax.grid(alpha=0.3)
+    diffs = [r for r in rows if r["method"] != "baseline" and r["paired_diff_mean"] is not None]
+    y = range(len(diffs))
+    bx.barh(list(y), [100 * r["paired_diff_mean"] for r in diffs],
+            xerr=[100 * (r["paired_diff_std"] or 0) for r in diffs], capsize=3,
+            color=["tab:green" if r["paired_diff_mean"] > 0 else "tab:red" for r in diffs])
+    bx.set_yticks(list(y), [f"{r['method']} ({len(r['seeds'])} seeds)" for r in diffs], fontsize=8)
+    bx.axvline(0, color="black", lw=0.8)
+    bx.invert_yaxis()
+    bx.set_xlabel("test accuracy Δ vs full fine-tune, paired by seed (points, mean ± std)")
+    bx.set_title("what each method adds")
+    bx.grid(alpha=0.3, axis="x")
+    fig.suptitle(f"{domain}: training methods on {int(FRACTION * 100)}% of the labels")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
