@@ -159,9 +159,7 @@ def main(argv=None) -> None:
             sweep = [options] + ([{"ef_search": ef} for ef in EF_SWEEP] if factory.startswith("HNSW") else [])
             for opts in sweep:  # the same graph searched with a wider beam: recall bought with speed
                 if "ef_search" in opts:
-                    import faiss
-
-                    faiss.ParameterSpace().set_index_parameter(index.index, "efSearch", opts["ef_search"])
+                    index.set_search_params(ef_search=opts["ef_search"])
                 row = measure(index, cost, opts, data, queries, exact)
                 row["queries"] = len(queries)
                 rows.append(row)

@@ -33,15 +33,13 @@ from core.data import load_classification
 HELD_OUT = 10
 
 
-REUSE = False  # --reuse: read report.json of finished runs instead of training again
-
-
-def _recipe_run(name: str, overrides: dict, out: Path, data_dir) -> dict:
+def _recipe_run(name: str, overrides: dict, out: Path, data_dir, reuse: bool = False) -> dict:
+    """Run a recipe into `out`; with `reuse` (--reuse), read the report of a finished run instead."""
     from core.config import load_recipe_file
     from core.recipes import run_classification
     from solutions import RECIPES
 
-    if REUSE and (out / "report.json").is_file():
+    if reuse and (out / "report.json").is_file():
         return json.loads((out / "report.json").read_text())
     cfg = load_recipe_file(RECIPES[name], {k: str(v) for k, v in overrides.items()}, name=name)
     return run_classification(cfg, out, data_dir=data_dir, progress=False)
@@ -54,7 +52,8 @@ def part_fewshot(data, args) -> dict:
             accs, walls = [], []
             for seed in args.seeds:
                 out = Path(args.out_root) / f"fewshot-{name.split('/')[1]}-{shots}-seed{seed}"
-                report = _recipe_run(name, {"shots": shots, "seed": seed, "ood_scorer": "none"}, out, args.data_dir)
+                report = _recipe_run(name, {"shots": shots, "seed": seed, "ood_scorer": "none"}, out, args.data_dir,
+                                     args.reuse)
                 accs.append(report["metrics"]["test"]["accuracy"])
                 walls.append(report["cost"]["wall_seconds"])
                 print(f"    {name} {shots}-shot seed {seed}: {accs[-1]:.4f} ({walls[-1]:.0f} s)", flush=True)
@@ -105,7 +104,8 @@ def part_oos(data, args) -> dict:
     for name, split in (("train", data.train), ("validation", data.validation), ("test", data.test)):
         _write_split(folder / f"{name}.csv", split, keep)
     out = Path(args.out_root) / "oos-lora"
-    report = _recipe_run("support/intent-lora", {"data": folder, **args.oos_overrides}, out, args.data_dir)
+    report = _recipe_run("support/intent-lora", {"data": folder, **args.oos_overrides}, out, args.data_dir,
+                         args.reuse)
     model = load_classifier(out / "model")
     labels = LabelMap(model.labels)
     in_data = load_classification(str(folder))
@@ -317,8 +317,6 @@ def main(argv=None) -> None:
     parser.add_argument("--reuse", action="store_true", help="reuse finished runs under --out-root")
     parser.add_argument("--fewshot-recipes", default="support/intent-probe,support/intent-fewshot")
     args = parser.parse_args(argv)
-    global REUSE
-    REUSE = args.reuse
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.oos_overrides = {"epochs": args.oos_epochs} if args.oos_epochs else {}
     from core.cli import _quiet_libraries

@@ -113,14 +113,14 @@ def robustness(model, test, seed: int = 0) -> dict[str, float]:
 
 
 def run_one(domain: str, method: str, seed: int, data, args) -> dict:
-    from core.config import load_recipe_file
+    from core.config import load_recipe_file, parse_overrides
     from core.model import load_classifier
     from core.recipes import run_classification
     from solutions import RECIPES
 
     spec = DOMAINS[domain]
     overrides = {**spec["base"], **METHODS[method][1], "seed": str(seed), "train_fraction": str(FRACTION),
-                 "backbone": args.backbone, **dict(kv.split("=", 1) for kv in args.override)}
+                 "backbone": args.backbone, **parse_overrides(args.override)}
     adaptation = None
     if method in ("mlm", "simcse"):
         overrides["backbone"], adaptation = adapted_backbone(method, domain, data, Path(args.out_root),
@@ -247,7 +247,7 @@ def plot(domain: str, rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write(domain: str, runs: list[dict], args=None) -> str:
+def write(domain: str, runs: list[dict]) -> str:
     """Merge `runs` into the record on disk (other processes may sweep other methods of the same
     domain) and re-render the tables, plot and README block."""
     import os
@@ -312,8 +312,8 @@ def main(argv=None) -> None:
             runs[(method, seed)] = row
             print(f"    test {row['test_accuracy']:.4f}  mixed-noise {row['robustness']['mixed']:.4f}  "
                   f"train {row['train_wall_seconds']:.0f} s", flush=True)
-            write(args.domain, list(runs.values()), args)  # after every run: an interrupted sweep keeps its rows
-    print(write(args.domain, list(runs.values()), args))
+            write(args.domain, list(runs.values()))  # after every run: an interrupted sweep keeps its rows
+    print(write(args.domain, list(runs.values())))
 
 
 if __name__ == "__main__":

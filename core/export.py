@@ -58,8 +58,13 @@ def quantize_int8(onnx_path: Path, out_path: Path) -> Path:
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.getLogger().setLevel(logging.ERROR)  # its pre-processing hint goes to the root logger
-    quantize_dynamic(str(onnx_path), str(out_path), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its pre-processing hint goes to the root logger; restored below
+    try:
+        quantize_dynamic(str(onnx_path), str(out_path), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
     return Path(out_path)
 
 

@@ -52,12 +52,12 @@ class GradualUnfreezing:
             depth = layer_index(name, num_layers)
             if p.requires_grad and depth is not None:
                 self.by_depth.setdefault(min(depth, num_layers), []).append(p)
+        self.top_down = sorted(self.by_depth, reverse=True)
 
     def trainable_depths(self, step: int) -> set[int]:
         """Depths whose tensors train at this step: none at first, then the top ones."""
         stage = step // self.every  # 0: head only; k: the k deepest-numbered (top) depths
-        ordered = sorted(self.by_depth, reverse=True)
-        return set(ordered[:stage])
+        return set(self.top_down[:stage])
 
     def drop_frozen_grads(self, step: int) -> None:
         open_depths = self.trainable_depths(step)

@@ -130,15 +130,27 @@ class ItemIndex:
         except RuntimeError as exc:
             raise UserError(f"bad index factory string '{self.factory}': {str(exc).splitlines()[-1]}. "
                             f"Try Flat, HNSW32 or IVF1024,PQ32 (or {', '.join(FACTORIES)}).") from None
-        index = base
+        self._apply_search_params(base)
+        if faiss.try_extract_index_ivf(base) is not None:
+            # a hashtable direct map lets `vector()` reconstruct by label and survives remove_ids
+            faiss.extract_index_ivf(base).set_direct_map_type(faiss.DirectMap.Hashtable)
+        return base
+
+    def _apply_search_params(self, index) -> None:
+        import faiss
+
         params = faiss.ParameterSpace()
         if "HNSW" in self.factory.upper():
             params.set_index_parameter(index, "efSearch", self.ef_search)
-        if faiss.try_extract_index_ivf(base) is not None:
+        if faiss.try_extract_index_ivf(index) is not None:
             params.set_index_parameter(index, "nprobe", self.nprobe)
-            # a hashtable direct map lets `vector()` reconstruct by label and survives remove_ids
-            faiss.extract_index_ivf(base).set_direct_map_type(faiss.DirectMap.Hashtable)
-        return index
+
+    def set_search_params(self, *, ef_search: int | None = None, nprobe: int | None = None) -> None:
+        """Trade recall for speed on the live index (HNSW beam width, IVF lists probed); saved with it."""
+        with self._lock.write():
+            self.ef_search = ef_search if ef_search is not None else self.ef_search
+            self.nprobe = nprobe if nprobe is not None else self.nprobe
+            self._apply_search_params(self.index)
 
     @classmethod
     def build(cls, ids: list[str], vectors: np.ndarray, factory: str = "Flat",
@@ -322,7 +334,7 @@ class ItemIndex:
         return scores, found
 
     def _faiss_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, found = self.index.search(q, k)
+        scores, found = self._raw_search(q, k)
         if self._rows is None or not len(self._rows):
             return scores, found
         return scores, np.where(found < 0, -1, self._rows[np.maximum(found, 0)])
@@ -398,11 +410,7 @@ class ItemIndex:
         index = cls(state["dim"], state["factory"], ef_search=state["ef_search"], nprobe=state["nprobe"],
                     rebuild_fraction=state["rebuild_fraction"])
         index.index = raw
-        params = faiss.ParameterSpace()
-        if "HNSW" in index.factory.upper():
-            params.set_index_parameter(raw, "efSearch", index.ef_search)
-        if faiss.try_extract_index_ivf(raw) is not None:
-            params.set_index_parameter(raw, "nprobe", index.nprobe)
+        index._apply_search_params(raw)
         index._id_of = {int(label): item_id for label, item_id in state["labels"]}
         if index._rows is not None:
             index._rows = np.asarray([label for label, _ in state["labels"]], dtype=np.int64)

@@ -208,3 +208,11 @@ def test_a_waiting_writer_blocks_new_readers_and_runs_after_current_ones():
     for t in (first, w, second):
         t.join(5)
     assert order == ["r1", "writer", "r2"]
+
+
+def test_search_params_change_the_live_index_and_survive_a_save(tmp_path, vectors):
+    index = ItemIndex.build([str(i) for i in range(len(vectors))], vectors, "HNSW32", ef_search=16)
+    index.set_search_params(ef_search=128)
+    assert index.index.hnsw.efSearch == 128
+    again = ItemIndex.load(index.save(tmp_path / "idx"))
+    assert again.ef_search == 128 and again.index.hnsw.efSearch == 128
