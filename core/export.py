@@ -84,14 +84,11 @@ class OnnxClassifier:
         self.temperature, self.ood = temperature, ood
 
     def predict_all(self, texts: list[str], batch_size: int = 64, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-        order = np.argsort([len(t) for t in texts], kind="stable")
+        from core.model import token_batches
+
         logits, embeddings = [None] * len(texts), [None] * len(texts)
-        for start in range(0, len(texts), batch_size):
-            idx = order[start:start + batch_size]
-            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="np")
-            out_logits, out_emb = self.session.run(None, {"input_ids": enc["input_ids"].astype(np.int64),
-                                                          "attention_mask": enc["attention_mask"].astype(np.int64)})
+        for idx, ids, mask in token_batches(self.tokenizer, texts, self.max_length, batch_size):
+            out_logits, out_emb = self.session.run(None, {"input_ids": ids, "attention_mask": mask})
             for j, i in enumerate(idx):
                 logits[i], embeddings[i] = out_logits[j], out_emb[j]
         return np.stack(logits), np.stack(embeddings)

@@ -53,6 +53,46 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
     return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
 
 
+def length_batches(lengths: list[int], batch_size: int, max_padding: float = 0.1) -> list[list[int]]:
+    """Indices grouped into batches of similar token length, for inference.
+
+    On CPU the cost of a batch is close to linear in its padded tokens, so padding a 12-token
+    query to a 50-token neighbour costs four times its own work (measured on BANKING77 with the
+    int8 ONNX router: 444 texts/s one by one, 224 in random batches of 16). Texts are sorted by
+    length, and a batch closes when it holds `batch_size` texts or when adding the next (longer)
+    text would make padding more than `max_padding` of the batch's tokens.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches, current, tokens = [], [], 0
+    for i in order:
+        n = lengths[i]
+        if current and (len(current) == batch_size or (len(current) + 1) * n > (1 + max_padding) * (tokens + n)):
+            batches.append(current)
+            current, tokens = [], 0
+        current.append(i)
+        tokens += n
+    if current:
+        batches.append(current)
+    return batches
+
+
+def token_batches(tokenizer, texts: list[str], max_length: int, batch_size: int):
+    """Yield (indices, input_ids, attention_mask) as int64 arrays, right-padded, one batch of
+    similar lengths at a time (see `length_batches`); tokenizes once, truncating at max_length."""
+    if not texts:
+        return
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    pad_id = tokenizer.pad_token_id or 0
+    for idx in length_batches([len(ids) for ids in encoded], batch_size):
+        width = max(len(encoded[i]) for i in idx)
+        ids = np.full((len(idx), width), pad_id, dtype=np.int64)
+        mask = np.zeros((len(idx), width), dtype=np.int64)
+        for row, i in enumerate(idx):
+            ids[row, :len(encoded[i])] = encoded[i]
+            mask[row, :len(encoded[i])] = 1
+        yield idx, ids, mask
+
+
 class TextClassifier(nn.Module):
     def __init__(self, encoder: nn.Module, tokenizer, labels: list[str], *, pooling: str,
                  normalize: bool, max_length: int, dropout: float = 0.1, backbone_name: str = "",
@@ -113,11 +153,9 @@ class TextClassifier(nn.Module):
     def _batched(self, texts, batch_size, device, fn, width: int) -> np.ndarray:
         was_training = self.training
         self.eval()
-        order = np.argsort([len(t) for t in texts], kind="stable")
         out = [None] * len(texts)
-        for start in range(0, len(texts), batch_size):
-            idx = order[start:start + batch_size]
-            batch = {k: v.to(device) for k, v in self.tokenize([texts[i] for i in idx]).items()}
+        for idx, ids, mask in token_batches(self.tokenizer, texts, self.max_length, batch_size):
+            batch = {"input_ids": torch.from_numpy(ids).to(device), "attention_mask": torch.from_numpy(mask).to(device)}
             for i, row in zip(idx, fn(batch).float().cpu().numpy()):
                 out[i] = row
         self.train(was_training)

@@ -121,15 +121,32 @@ def create_app(route_batch: Callable[[list[str]], list[dict]], *, info: dict | N
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse(status_code=status, content={"error": message})
 
-    @app.middleware("http")
-    async def limit_and_count(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limits.max_body_bytes:
-            response = error(413, f"request body over {limits.max_body_bytes} bytes")
-        else:
-            response = await call_next(request)
-        metrics["requests"].labels(request.url.path, str(response.status_code)).inc()
-        return response
+    class CountAndLimit:
+        """Plain ASGI middleware (Starlette's BaseHTTPMiddleware, behind @app.middleware, costs
+        ~0.3 ms a request): refuses bodies over the limit from their Content-Length, and counts
+        responses per path and status."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] != "http":
+                return await self.inner(scope, receive, send)
+            status = {}
+
+            async def send_and_count(message):
+                if message["type"] == "http.response.start":
+                    status["code"] = message["status"]
+                await send(message)
+
+            length = dict(scope["headers"]).get(b"content-length", b"")
+            if length.isdigit() and int(length) > limits.max_body_bytes:
+                await error(413, f"request body over {limits.max_body_bytes} bytes")(scope, receive, send_and_count)
+            else:
+                await self.inner(scope, receive, send_and_count)
+            metrics["requests"].labels(scope["path"], str(status.get("code", 500))).inc()
+
+    app.add_middleware(CountAndLimit)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request, exc: RequestValidationError):
@@ -166,7 +183,8 @@ def create_app(route_batch: Callable[[list[str]], list[dict]], *, info: dict | N
         metrics["latency"].observe(time.perf_counter() - start)
         for r in results:
             metrics["routes"].labels(r.get("fallback_reason") or "routed").inc()
-        return results[0] if body.text is not None else {"routes": results}
+        # plain dicts of str/float/bool/None: JSONResponse directly, skipping jsonable_encoder
+        return JSONResponse(results[0] if body.text is not None else {"routes": results})
 
     @app.get("/healthz")
     async def healthz():

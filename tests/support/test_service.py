@@ -94,6 +94,15 @@ def test_health_ready_metrics_and_openapi(server):
     server.post("/v1/route", json={"text": "my card was declined"})
     metrics = server.get("/metrics").text
     assert "verticals_requests_total" in metrics and "verticals_route_latency_seconds_bucket" in metrics
+    assert 'verticals_requests_total{path="/v1/route",status="200"}' in metrics  # counted by path and status
+
+    def too_large() -> float:
+        line = 'verticals_requests_total{path="/v1/route",status="413"} '
+        return sum(float(x[len(line):]) for x in server.get("/metrics").text.splitlines() if x.startswith(line))
+
+    before = too_large()
+    server.post("/v1/route", content=b"x" * 30_000, headers={"content-type": "application/json"})
+    assert too_large() == before + 1
     assert "/v1/route" in server.get("/openapi.json").json()["paths"]
 
 

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from core.backbones import load_backbone
-from core.model import (LoraSettings, build_classifier, init_head_from_probe, load_classifier, pool,
-                        save_classifier, save_merged_encoder)
+from core.model import (LoraSettings, build_classifier, init_head_from_probe, length_batches, load_classifier, pool,
+                        save_classifier, save_merged_encoder, token_batches)
 from tests.conftest import CARD, TRANSFER
 
 TEXTS = CARD + TRANSFER
@@ -89,3 +89,31 @@ def test_predict_proba_rows_sum_to_one_in_input_order(peft):
     probs = model.predict_proba(texts)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
     np.testing.assert_allclose(probs[1], model.predict_proba(["short"])[0], atol=1e-6)
+
+
+def test_length_batches_cover_every_index_once_with_bounded_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 60, size=500).tolist()
+    batches = length_batches(lengths, batch_size=16, max_padding=0.1)
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    for b in batches:
+        assert 1 <= len(b) <= 16
+        real = sum(lengths[i] for i in b)
+        assert len(b) * max(lengths[i] for i in b) <= 1.1 * real + 1e-9
+    # equal lengths fill whole batches; very different lengths never share one
+    assert [len(b) for b in length_batches([8] * 40, batch_size=16)] == [16, 16, 8]
+    assert len(length_batches([5, 50], batch_size=16)) == 2
+
+
+def test_bucketed_inference_matches_one_text_at_a_time():
+    model = build_classifier(load_backbone("tiny"), ["a", "b"], peft="none")
+    texts = ["card", "a much longer sentence about a card payment that was declined twice", "transfer money",
+             "my card", "where is the transfer i sent yesterday"]
+    batches = list(token_batches(model.tokenizer, texts, model.max_length, batch_size=64))
+    assert sorted(i for idx, _, _ in batches for i in idx) == list(range(len(texts)))
+    for idx, ids, mask in batches:
+        assert ids.shape == mask.shape and ids.dtype == np.int64
+        assert (mask.sum(1) == [len(model.tokenizer(texts[i])["input_ids"]) for i in idx]).all()
+    together = model.predict_logits(texts)
+    alone = np.concatenate([model.predict_logits([t]) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
