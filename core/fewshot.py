@@ -30,6 +30,15 @@ def sample_per_class(split: Split, k: int, rng: np.random.Generator) -> Split:
     return Split([split.texts[i] for i in chosen], [split.labels[i] for i in chosen])
 
 
+def with_label_name_examples(split: Split, labels: list[str]) -> Split:
+    """`split` plus one example per label: the label's name with `_`/`-` read as spaces
+    ("card_arrival" -> "card arrival"). Descriptive label names are a free, labelled example
+    each; on BANKING77 at 10 shots they added 0.5-0.6 points of test accuracy to a frozen probe
+    (MiniLM and mpnet, 3 seeds). Codes like "INT_042" carry no meaning: leave it off for them."""
+    names = [" ".join(label.replace("_", " ").replace("-", " ").split()) for label in labels]
+    return Split(list(split.texts) + names, list(split.labels) + list(labels))
+
+
 def pair_batches(labels: list[str], batch_size: int, steps: int, rng: np.random.Generator):
     """Yield `steps` batches of (anchor index, positive index) pairs, each pair from one class,
     no class twice in a batch. Classes with a single example are skipped (no positive exists)."""

@@ -60,6 +60,10 @@ def run_classification(cfg: RecipeConfig, run_dir: Path, *, data_dir: str | None
         from core.fewshot import sample_per_class
 
         train = sample_per_class(train, cfg.data.shots, np.random.default_rng(cfg.train.seed))
+    if cfg.data.label_names:
+        from core.fewshot import with_label_name_examples
+
+        train = with_label_name_examples(train, data.labels)
     backbone = load_backbone(cfg.model.backbone, max_length=cfg.model.max_length or None)
     lora = LoraSettings(r=cfg.model.lora_r, alpha=cfg.model.lora_alpha, dropout=cfg.model.lora_dropout)
     model = build_classifier(backbone, data.labels, peft=cfg.model.peft, lora=lora, dropout=cfg.model.dropout)

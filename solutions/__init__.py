@@ -13,6 +13,7 @@ RECIPES = {
     "support/intent-demo": _HERE / "support" / "recipes" / "intent-demo.yaml",
     "support/intent-probe": _HERE / "support" / "recipes" / "intent-probe.yaml",
     "support/intent-fewshot": _HERE / "support" / "recipes" / "intent-fewshot.yaml",
+    "support/intent-probe-mpnet": _HERE / "support" / "recipes" / "intent-probe-mpnet.yaml",
     "finance/sentiment-full": _HERE / "finance" / "recipes" / "sentiment-full.yaml",
     "finance/sentiment-lora": _HERE / "finance" / "recipes" / "sentiment-lora.yaml",
 }

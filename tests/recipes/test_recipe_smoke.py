@@ -38,17 +38,21 @@ def test_recipe_runs_on_tiny_backbone_and_writes_a_complete_run_dir(name, toy_di
     assert report["metrics"]["test"]["n"] == 12
 
 
-@pytest.mark.parametrize("name", ["support/intent-probe", "support/intent-fewshot"])
+@pytest.mark.parametrize("name", ["support/intent-probe", "support/intent-fewshot", "support/intent-probe-mpnet"])
 def test_probe_and_fewshot_recipes_on_tiny_backbone(name, toy_dir, tmp_path):
     overrides = {"backbone": "tiny", "data": str(toy_dir)}
     if name.endswith("fewshot"):
         overrides |= {"shots": "3", "contrastive_steps": "2", "contrastive_batch_size": "2", "max_steps": "2"}
+    if name.endswith("mpnet"):
+        overrides |= {"shots": "3"}
     report = run_classification(load_recipe_file(RECIPES[name], overrides, name=name), tmp_path / "run", progress=False)
-    if name.endswith("probe"):
+    if "probe" in name:
         assert report["fit"]["steps"] == 0 and report["fit"]["best_metric"] is None
         assert report["cost"]["trainable_params"] == 32 * 2 + 2  # the head only
-    else:
+    if name.endswith("fewshot"):
         assert report["data"]["train_used"] == 6  # 3 shots x 2 labels
+    if name.endswith("mpnet"):
+        assert report["data"]["train_used"] == 8  # 3 shots x 2 labels + the 2 label names
     assert load_classifier(tmp_path / "run" / "model").predict_proba(["card declined"]).shape == (1, 2)
 
 

@@ -49,3 +49,13 @@ def test_contrastive_phase_pulls_same_class_texts_together():
     before = separation()
     losses = fit_contrastive(model, train, ContrastiveSettings(steps=30, batch_size=2, lr=1e-3), progress=False)
     assert separation() > before and np.mean(losses[-5:]) < np.mean(losses[:5])
+
+
+def test_label_names_become_one_extra_example_each():
+    from core.fewshot import with_label_name_examples
+
+    split = Split(["where is my card", "send money"], ["card_arrival", "transfer-money"])
+    out = with_label_name_examples(split, ["card_arrival", "transfer-money", "top__up"])
+    assert out.texts[:2] == split.texts and out.labels[:2] == split.labels
+    assert list(zip(out.texts[2:], out.labels[2:])) == [("card arrival", "card_arrival"),
+                                                        ("transfer money", "transfer-money"), ("top up", "top__up")]
