@@ -66,6 +66,7 @@ class ModelConfig:
     lora_dropout: float = 0.1
     head_init: str = "probe"  # probe (logistic regression on frozen embeddings) | random
     probe_c: float = 10.0  # inverse L2 strength of that probe
+    probe_c_search: bool = False  # choose probe_c among 0.1..100 by validation accuracy (frozen embeddings)
     dropout: float = 0.1
     max_length: int = 0  # tokens; 0 = the backbone's own limit
     calibrate: bool = True  # temperature scaling fitted on the validation split

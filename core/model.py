@@ -192,6 +192,22 @@ def build_classifier(backbone: Backbone, labels: list[str], *, peft: str = "none
                           dropout=dropout, backbone_name=backbone.path, peft=peft)
 
 
+PROBE_C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+
+
+def choose_probe_c(model: TextClassifier, texts: list[str], label_ids: list[int], val_texts: list[str],
+                   val_ids: list[int], *, grid: tuple[float, ...] = PROBE_C_GRID, device: str = "cpu",
+                   batch_size: int = 64) -> tuple[float, dict[float, float]]:
+    """The probe's C with the best validation accuracy on frozen embeddings (the smallest C, i.e.
+    the strongest regularisation, among ties), and the accuracy of every C tried."""
+    from sklearn.linear_model import LogisticRegression
+
+    x, xv = model.encode(texts, batch_size=batch_size, device=device), model.encode(val_texts, batch_size=batch_size, device=device)
+    scores = {c: float(LogisticRegression(C=c, max_iter=2000).fit(x, label_ids).score(xv, val_ids)) for c in sorted(grid)}
+    best = max(scores.values())
+    return next(c for c, acc in scores.items() if acc == best), scores
+
+
 def init_head_from_probe(model: TextClassifier, texts: list[str], label_ids: list[int], *,
                          c: float = 10.0, device: str = "cpu", batch_size: int = 64) -> float:
     """Fit a multinomial logistic regression on frozen embeddings; copy it into the head.

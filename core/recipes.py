@@ -42,7 +42,7 @@ def run_classification(cfg: RecipeConfig, run_dir: Path, *, data_dir: str | None
     from core.cost import CostLedger
     from core.data import LabelMap, load_classification
     from core.evaluate import plot_loss_curve
-    from core.model import LoraSettings, build_classifier, init_head_from_probe, save_classifier
+    from core.model import LoraSettings, build_classifier, choose_probe_c, init_head_from_probe, save_classifier
     from core.report import environment, write_config, write_report
     from core.train import MetricsLog, fit, has_checkpoint, seed_everything
 
@@ -79,9 +79,15 @@ def run_classification(cfg: RecipeConfig, run_dir: Path, *, data_dir: str | None
             fit_contrastive(model, train, ContrastiveSettings(
                 steps=c.contrastive_steps, batch_size=c.contrastive_batch_size, lr=c.contrastive_lr,
                 scale=c.contrastive_scale, seed=cfg.train.seed), device=device, progress=progress)
+        probe = {}
         if cfg.model.head_init == "probe" and not resuming:
-            init_head_from_probe(model, train.texts, LabelMap(data.labels).encode(train.labels),
-                                 c=cfg.model.probe_c, device=device)
+            label_map = LabelMap(data.labels)
+            c = cfg.model.probe_c
+            if cfg.model.probe_c_search:
+                c, by_c = choose_probe_c(model, train.texts, label_map.encode(train.labels), data.validation.texts,
+                                         label_map.encode(data.validation.labels), device=device)
+                probe = {"c": c, "validation_accuracy_by_c": {str(k): v for k, v in by_c.items()}}
+            init_head_from_probe(model, train.texts, label_map.encode(train.labels), c=c, device=device)
         result = fit(model, train, data.validation, cfg.train, device=device, run_dir=run_dir,
                      resume=resume, progress=progress)
     cost = ledger.cost
@@ -98,6 +104,7 @@ def run_classification(cfg: RecipeConfig, run_dir: Path, *, data_dir: str | None
                       "metric": cfg.train.metric, "stopped_early": result.stopped_early,
                       "train_seconds": round(result.train_seconds, 2)},
               "cost": cost.to_dict(),
+              **({"probe": probe} if probe else {}),
               "environment": environment() | {"device": device}}
     plot_loss_curve(MetricsLog.read(run_dir / "metrics.jsonl"), run_dir / "loss_curve.png", metric=cfg.train.metric)
     write_report(run_dir, report)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.config import load_recipe_file
-from core.model import load_classifier
+from core.model import PROBE_C_GRID, load_classifier
 from core.recipes import run_classification
 from solutions import RECIPES
 
@@ -53,6 +53,7 @@ def test_probe_and_fewshot_recipes_on_tiny_backbone(name, toy_dir, tmp_path):
         assert report["data"]["train_used"] == 6  # 3 shots x 2 labels
     if name.endswith("mpnet"):
         assert report["data"]["train_used"] == 8  # 3 shots x 2 labels + the 2 label names
+        assert report["probe"]["c"] in PROBE_C_GRID and len(report["probe"]["validation_accuracy_by_c"]) == len(PROBE_C_GRID)
     assert load_classifier(tmp_path / "run" / "model").predict_proba(["card declined"]).shape == (1, 2)
 
 
