@@ -8,7 +8,8 @@ Parts (`--parts`, comma-separated):
 - oos: 10 intents (seeded) held out as out-of-scope; the LoRA recipe trains on the other 67;
   each out-of-scope scorer is fitted on training embeddings and thresholded on validation for
   95% in-scope recall; AUROC and recalls on the test split (in-scope) vs the held-out intents'
-  test queries. ECE before/after temperature scaling on the in-scope test split.
+  test queries. The held-out intents' validation queries give a validation AUROC, the one to
+  choose a scorer by. ECE before/after temperature scaling on the in-scope test split.
 - latency: the trained LoRA router (merged) on PyTorch vs ONNX Runtime vs a plain transformers
   feature-extraction pipeline + the same head: single-query p50/p99 and batch-64 throughput;
   then a bounded concurrent load test of `verticals serve` on loopback.
@@ -114,17 +115,27 @@ def part_oos(data, args) -> dict:
     test_logits, test_emb = model.predict_all(in_data.test.texts)
     oos_texts = [t for t, lab in zip(data.test.texts, data.test.labels) if lab in held]
     oos_logits, oos_emb = model.predict_all(oos_texts)
+    # the held-out intents' validation queries: a separate out-of-scope set to choose a scorer on
+    oos_val_texts = [t for t, lab in zip(data.validation.texts, data.validation.labels) if lab in held]
+    oos_val_logits, oos_val_emb = model.predict_all(oos_val_texts)
     scorers = {}
     for name, cls in SCORERS.items():
         scorer = cls().fit(train_emb, labels.encode(in_data.train.labels))
-        t = threshold_for_recall(in_scope_scores(scorer, val_logits, val_emb, model.temperature), 0.95)
+        if hasattr(scorer, "standardise"):
+            scorer.standardise(val_logits, val_emb, model.temperature)
+        val_in = in_scope_scores(scorer, val_logits, val_emb, model.temperature)
+        t = threshold_for_recall(val_in, 0.95)
         s_in = in_scope_scores(scorer, test_logits, test_emb, model.temperature)
         s_out = in_scope_scores(scorer, oos_logits, oos_emb, model.temperature)
-        scorers[name] = {"auroc": auroc(s_in, s_out), "threshold": t,
+        scorers[name] = {"validation_auroc": auroc(val_in, in_scope_scores(scorer, oos_val_logits, oos_val_emb,
+                                                                             model.temperature)),
+                         "auroc": auroc(s_in, s_out), "threshold": t,
                          "in_scope_recall": float((s_in >= t).mean()),
                          "out_of_scope_recall": float((s_out < t).mean())}
-        print(f"    {name}: AUROC {scorers[name]['auroc']:.4f}", flush=True)
+        print(f"    {name}: validation AUROC {scorers[name]['validation_auroc']:.4f}, "
+              f"test AUROC {scorers[name]['auroc']:.4f}", flush=True)
     return {"held_out_intents": held, "n_in_scope_test": len(s_in), "n_out_of_scope_test": len(oos_texts),
+            "n_in_scope_validation": len(val_logits), "n_out_of_scope_validation": len(oos_val_texts),
             "in_scope_test_accuracy": report["metrics"]["test"]["accuracy"],
             "temperature": report["confidence"]["temperature"],
             "ece_before": report["confidence"]["test_ece_before"],
@@ -307,9 +318,12 @@ def table(record: dict) -> str:
         lines += [f"Out-of-scope: {len(o['held_out_intents'])} intents held out; LoRA recipe on the other 67 "
                   f"(in-scope test accuracy {100 * o['in_scope_test_accuracy']:.2f}%); ECE on the in-scope test split "
                   f"{o['ece_before']:.4f} before, {o['ece_after']:.4f} after temperature scaling (T = {o['temperature']:.2f}).", "",
-                  "| scorer | AUROC | in-scope recall | out-of-scope recall |", "|---|---|---|---|"]
+                  "| scorer | validation AUROC | test AUROC | in-scope recall | out-of-scope recall |",
+                  "|---|---|---|---|---|"]
         for name, s in o["scorers"].items():
-            lines.append(f"| {name} | {s['auroc']:.4f} | {100 * s['in_scope_recall']:.1f}% | {100 * s['out_of_scope_recall']:.1f}% |")
+            val = f"{s['validation_auroc']:.4f}" if "validation_auroc" in s else "-"
+            lines.append(f"| {name} | {val} | {s['auroc']:.4f} | {100 * s['in_scope_recall']:.1f}% | "
+                         f"{100 * s['out_of_scope_recall']:.1f}% |")
         lines.append("")
     if "latency" in record:
         lines += ["| inference (2 CPU cores) | single query p50 | p99 | batch-64 texts/s | in-scope test accuracy |",

@@ -70,7 +70,7 @@ class ModelConfig:
     dropout: float = 0.1
     max_length: int = 0  # tokens; 0 = the backbone's own limit
     calibrate: bool = True  # temperature scaling fitted on the validation split
-    ood_scorer: str = "knn"  # out-of-scope score: knn | centroid | energy | max_prob | (relative_)mahalanobis | none
+    ood_scorer: str = "knn_energy"  # out-of-scope score: knn_energy | knn | centroid | energy | max_prob | (relative_)mahalanobis | none
     ood_target_recall: float = 0.95  # in-scope share of validation kept above the OOS threshold
 
 
@@ -106,7 +106,7 @@ CHOICES = {
     "head_init": ("probe", "random"),
     "class_weights": ("none", "balanced"),
     "metric": ("accuracy", "macro_f1"),
-    "ood_scorer": ("knn", "centroid", "energy", "max_prob", "mahalanobis", "relative_mahalanobis", "none"),
+    "ood_scorer": ("knn_energy", "knn", "centroid", "energy", "max_prob", "mahalanobis", "relative_mahalanobis", "none"),
 }
 POSITIVE = {"lr", "head_lr", "batch_size", "grad_accum", "probe_c", "contrastive_batch_size",
             "contrastive_lr", "contrastive_scale", "lora_r", "lora_alpha", "log_every", "ood_target_recall",

@@ -12,6 +12,11 @@ statistics of the training data (`fit`) keep them as arrays so they can be saved
 - relative_mahalanobis: that distance minus the distance to the mean of all training data
   under the covariance of all training data (Ren et al. 2021), which discounts directions
   in which every sentence varies.
+- knn_energy: the kNN score and the energy score, each standardised on in-scope validation
+  queries, added. The two fail on different queries (an out-of-scope text close to one training
+  sentence vs one the head is confidently wrong about), so the sum separates better than either:
+  on BANKING77 with 10 intents held out, validation AUROC 0.938 vs 0.931 (knn, k=5) and 0.921
+  (energy); see benchmarks/support_banking77.py.
 """
 
 from __future__ import annotations
@@ -81,7 +86,7 @@ class KNearest:
     name = "knn"
     needs = "embeddings"
 
-    def __init__(self, bank: np.ndarray | None = None, k: int = 10):
+    def __init__(self, bank: np.ndarray | None = None, k: int = 5):
         self.bank, self.k = bank, k
 
     def fit(self, embeddings, labels) -> "KNearest":
@@ -95,6 +100,40 @@ class KNearest:
 
     def state(self) -> dict[str, np.ndarray]:
         return {"bank": self.bank, "k": np.asarray([self.k])}
+
+
+class KnnEnergy:
+    """kNN + energy, each standardised (mean 0, std 1) on in-scope validation scores; until
+    `standardise` is called the raw scores are added."""
+
+    name = "knn_energy"
+    needs = "both"
+
+    def __init__(self, bank: np.ndarray | None = None, k: int = 5, stats: np.ndarray | None = None):
+        self.knn = KNearest(bank, k)
+        self.stats = np.asarray([0.0, 1.0, 0.0, 1.0], dtype=np.float32) if stats is None else np.asarray(stats, dtype=np.float32)
+
+    def fit(self, embeddings, labels) -> "KnnEnergy":
+        self.knn.fit(embeddings, labels)
+        return self
+
+    def _parts(self, logits, embeddings, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+        return self.knn.score(embeddings), Energy().score(logits, temperature)
+
+    def standardise(self, logits: np.ndarray, embeddings: np.ndarray, temperature: float = 1.0) -> "KnnEnergy":
+        """Set each part's mean and std from in-scope (validation) queries."""
+        knn, energy = self._parts(logits, embeddings, temperature)
+        self.stats = np.asarray([knn.mean(), max(knn.std(), 1e-6), energy.mean(), max(energy.std(), 1e-6)],
+                                dtype=np.float32)
+        return self
+
+    def score(self, logits: np.ndarray, embeddings: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+        knn, energy = self._parts(logits, embeddings, temperature)
+        m1, s1, m2, s2 = (float(v) for v in self.stats)
+        return (knn - m1) / s1 + (energy - m2) / s2
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {**self.knn.state(), "stats": self.stats}
 
 
 def _precision(centred: np.ndarray, shrinkage: float) -> np.ndarray:
@@ -163,7 +202,7 @@ class RelativeMahalanobis(Mahalanobis):
 
 
 SCORERS = {"max_prob": MaxProbability, "energy": Energy, "centroid": Centroid, "knn": KNearest,
-           "mahalanobis": Mahalanobis, "relative_mahalanobis": RelativeMahalanobis}
+           "mahalanobis": Mahalanobis, "relative_mahalanobis": RelativeMahalanobis, "knn_energy": KnnEnergy}
 
 
 def scorer_from_state(name: str, state: dict[str, np.ndarray]):
@@ -171,13 +210,17 @@ def scorer_from_state(name: str, state: dict[str, np.ndarray]):
         return Centroid(state["centroids"])
     if name == "knn":
         return KNearest(state["bank"], int(state["k"][0]))
+    if name == "knn_energy":
+        return KnnEnergy(state["bank"], int(state["k"][0]), state["stats"])
     if name in ("mahalanobis", "relative_mahalanobis"):
         return SCORERS[name](**state)
     return SCORERS[name]()
 
 
 def in_scope_scores(scorer, logits: np.ndarray, embeddings: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Feed a scorer what it declares it needs (`needs`: logits or embeddings)."""
+    """Feed a scorer what it declares it needs (`needs`: logits, embeddings or both)."""
+    if scorer.needs == "both":
+        return scorer.score(logits, embeddings, temperature)
     return scorer.score(logits if scorer.needs == "logits" else embeddings, temperature)
 
 

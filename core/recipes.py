@@ -155,8 +155,10 @@ def fit_confidence(model, train, validation, cfg: RecipeConfig, device: str) -> 
     out = {"temperature": model.temperature}
     if cfg.model.ood_scorer != "none":
         scorer = SCORERS[cfg.model.ood_scorer]()
-        if scorer.needs == "embeddings":
+        if scorer.needs in ("embeddings", "both"):
             scorer.fit(model.encode(train.texts, device=device), labels.encode(train.labels))
+        if hasattr(scorer, "standardise"):
+            scorer.standardise(logits, embeddings, model.temperature)
         val_scores = in_scope_scores(scorer, logits, embeddings, model.temperature)
         threshold = threshold_for_recall(val_scores, cfg.model.ood_target_recall)
         model.ood = (scorer, threshold, cfg.model.ood_target_recall)

@@ -50,7 +50,7 @@ def test_probe_and_fewshot_recipes_on_tiny_backbone(name, toy_dir, tmp_path):
         assert report["fit"]["steps"] == 0 and report["fit"]["best_metric"] is None
         assert report["cost"]["trainable_params"] == 32 * 2 + 2  # the head only
     if name.endswith("fewshot"):
-        assert report["data"]["train_used"] == 6  # 3 shots x 2 labels
+        assert report["data"]["train_used"] == 8  # 3 shots x 2 labels + the 2 label names
     if name.endswith("mpnet"):
         assert report["data"]["train_used"] == 8  # 3 shots x 2 labels + the 2 label names
         assert report["probe"]["c"] in PROBE_C_GRID and len(report["probe"]["validation_accuracy_by_c"]) == len(PROBE_C_GRID)

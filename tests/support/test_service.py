@@ -90,7 +90,7 @@ def test_bearer_token_is_required(server):
 def test_health_ready_metrics_and_openapi(server):
     assert server.get("/healthz").json() == {"status": "ok"}
     ready = server.get("/readyz").json()
-    assert ready["status"] == "ready" and ready["out_of_scope"]["scorer"] == "knn"
+    assert ready["status"] == "ready" and ready["out_of_scope"]["scorer"] == "knn_energy"
     server.post("/v1/route", json={"text": "my card was declined"})
     metrics = server.get("/metrics").text
     assert "verticals_requests_total" in metrics and "verticals_route_latency_seconds_bucket" in metrics

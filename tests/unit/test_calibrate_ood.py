@@ -75,3 +75,21 @@ def test_mahalanobis_scorers_rank_far_points_lower_and_survive_a_round_trip(name
     assert scores[2] < min(scores[0], scores[1])
     again = scorer_from_state(name, scorer.state())
     assert np.allclose(again.score(queries), scores, atol=1e-4)
+
+
+def test_knn_energy_standardises_each_part_on_validation_and_round_trips():
+    from core.ood import Energy, KNearest, KnnEnergy, in_scope_scores, scorer_from_state
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(40, 8)).astype(np.float32)
+    labels = np.repeat(np.arange(4), 10)
+    val_emb, val_logits = rng.normal(size=(30, 8)).astype(np.float32), rng.normal(size=(30, 4)) * 3
+    scorer = KnnEnergy(k=3).fit(train, labels).standardise(val_logits, val_emb, temperature=2.0)
+    knn = KNearest(k=3).fit(train, labels).score(val_emb)
+    energy = Energy().score(val_logits, 2.0)
+    expected = (knn - knn.mean()) / knn.std() + (energy - energy.mean()) / energy.std()
+    got = in_scope_scores(scorer, val_logits, val_emb, 2.0)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    assert abs(got.mean()) < 1e-4  # each part has mean 0 on the validation queries
+    again = scorer_from_state("knn_energy", scorer.state())
+    np.testing.assert_allclose(in_scope_scores(again, val_logits, val_emb, 2.0), got, atol=1e-5)
