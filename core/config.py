@@ -55,6 +55,7 @@ class DataConfig:
     shots: int = 0  # few-shot: keep k training examples per label (seeded by train.seed); 0 = all
     train_fraction: float = 1.0  # low-label runs: keep this stratified share of the training labels (seeded)
     label_names: bool = False  # add each label's name ("card_arrival" -> "card arrival") as one training example
+    oos_label: str = "oos"  # rows with this label are out-of-scope examples: never a class, evaluated as OOS ("" = none)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,11 @@ def run_classification(cfg: RecipeConfig, run_dir: Path, *, data_dir: str | None
     seed_everything(cfg.train.seed)
     data = load_classification(cfg.data.source, root=data_dir, text_column=cfg.data.text_column,
                                label_column=cfg.data.label_column, encoding=cfg.data.encoding)
+    set_aside = {}
+    if cfg.data.oos_label:
+        from core.data import set_aside_out_of_scope
+
+        data, set_aside = set_aside_out_of_scope(data, cfg.data.oos_label)
     train = limit_train(data.train, cfg.data.train_limit)
     if cfg.data.train_fraction < 1.0:
         from core.data import stratified_split
@@ -97,7 +102,8 @@ def run_classification(cfg: RecipeConfig, run_dir: Path, *, data_dir: str | None
     confidence = fit_confidence(model, train, data.validation, cfg, device)
     save_classifier(model, run_dir / "model")
     report = {"config": to_dict(cfg),
-              "data": data.summary() | ({"train_used": len(train)} if len(train) != len(data.train) else {}),
+              "data": data.summary() | ({"train_used": len(train)} if len(train) != len(data.train) else {})
+              | ({"out_of_scope_rows_set_aside": set_aside} if set_aside else {}),
               "data_card": {k: (data.card or {}).get(k) for k in ("name", "license", "citation", "url")},
               **evaluate_trained(model, data, confidence, run_dir, device),
               "fit": {"steps": result.steps, "best_step": result.best_step, "best_metric": result.best_metric,
@@ -193,7 +199,7 @@ def out_of_scope_metrics(model, in_scope_outputs: tuple[np.ndarray, np.ndarray],
 def evaluate_run(run_dir: Path, data_spec: str | None = None, *, data_dir: str | None = None,
                  split: str = "test") -> dict:
     """Metrics of a saved run on a dataset spec (its `split`) or on every row of a CSV/JSONL file."""
-    from core.data import load_classification, read_records, records_to_split
+    from core.data import Split, load_classification, read_records, records_to_split
     from core.evaluate import ClassificationEvaluator
     from core.model import load_classifier
     from core.report import read_report
@@ -214,7 +220,19 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None, *, data_dir: str |
         if split not in splits:
             raise UserError(f"dataset {spec} has no split '{split}'; choose one of {', '.join(splits)}")
         data_split = splits[split]
-    return ClassificationEvaluator(data_split.texts, data_split.labels)(model, details=True)
+    oos_label = cfg.get("oos_label", "")
+    out_texts = [t for t, lab in zip(data_split.texts, data_split.labels) if oos_label and lab == oos_label]
+    if out_texts:  # rows labelled out-of-scope: scored by the out-of-scope detector, not the classifier
+        if len(out_texts) == len(data_split):
+            raise UserError(f"every row is labelled '{oos_label}': give in-scope rows too, to measure how well "
+                            f"out-of-scope ones are told apart")
+        keep = [i for i, lab in enumerate(data_split.labels) if lab != oos_label]
+        data_split = Split([data_split.texts[i] for i in keep], [data_split.labels[i] for i in keep])
+    result = ClassificationEvaluator(data_split.texts, data_split.labels)(model, details=True)
+    if out_texts and model.ood is not None:
+        result["out_of_scope"] = out_of_scope_metrics(model, model.predict_all(data_split.texts),
+                                                      Split(out_texts, [oos_label] * len(out_texts)), "cpu")
+    return result
 
 
 def predict_texts(model, texts: list[str], top_k: int = 3) -> list[dict]:

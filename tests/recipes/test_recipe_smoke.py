@@ -62,3 +62,28 @@ def test_train_limit_uses_a_fixed_subset(toy_dir, tmp_path):
                            {"backbone": "tiny", "data": str(toy_dir), "max_steps": "1", "train_limit": "10"})
     report = run_classification(cfg, tmp_path / "run", progress=False)
     assert report["data"]["train_used"] == 10 and report["cost"]["train_samples"] == 10
+
+
+def test_rows_labelled_oos_are_never_a_class_and_are_evaluated_as_out_of_scope(tmp_path):
+    from tests.conftest import CARD, TRANSFER, write_csv
+
+    rows = [(t, "card") for t in CARD] + [(t, "transfer") for t in TRANSFER]
+    oos = [("what is the weather tomorrow", "oos"), ("play some jazz music", "oos"), ("tell me a joke", "oos")]
+    (tmp_path / "data").mkdir()
+    write_csv(tmp_path / "data" / "train.csv", rows * 3 + oos)
+    write_csv(tmp_path / "data" / "validation.csv", rows + oos)
+    write_csv(tmp_path / "data" / "test.csv", rows + oos[:2])
+    cfg = load_recipe_file(RECIPES["support/intent-lora"],
+                           {"backbone": "tiny", "data": str(tmp_path / "data"), "max_steps": "2"})
+    report = run_classification(cfg, tmp_path / "run", progress=False)
+    assert report["labels"] == ["card", "transfer"]
+    assert report["data"]["out_of_scope_rows_set_aside"] == {"train": 3, "validation": 3, "test": 2}
+    assert report["metrics"]["test"]["n"] == len(rows)
+    test_oos = report["confidence"]["out_of_scope_oos_test"]
+    assert test_oos["n_out_of_scope"] == 2 and 0.0 <= test_oos["auroc"] <= 1.0
+    assert report["confidence"]["out_of_scope_oos_validation"]["n_out_of_scope"] == 3
+
+    from core.recipes import evaluate_run
+
+    result = evaluate_run(tmp_path / "run", str(tmp_path / "data" / "test.csv"))
+    assert result["n"] == len(rows) and result["out_of_scope"]["n_out_of_scope"] == 2
