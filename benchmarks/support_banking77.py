@@ -1,8 +1,9 @@
 """Support intents on BANKING77: few-shot, zero-shot, calibration, out-of-scope detection, speed.
 
 Parts (`--parts`, comma-separated):
-- fewshot: k in {5, 10} examples per class, seeds 0,1,2: frozen probe vs the few-shot recipe
-  (contrastive phase + probe-initialised head fine-tuned); official test split; mean and std.
+- fewshot: k in {5, 10} examples per class, seeds 0,1,2: the recipes in --fewshot-recipes (the
+  frozen probe, the few-shot recipe: contrastive phase + probe-initialised head fine-tuned, the
+  mpnet probe); official test split; mean and std. Wall seconds are the training phase's.
 - zeroshot: no labelled data; intent names turned into descriptions ("card arrival", "a
   customer asks about card arrival"); core.zeroshot with the packaged MiniLM.
 - oos: 10 intents (seeded) held out as out-of-scope; the LoRA recipe trains on the other 67;
