@@ -97,7 +97,7 @@ def _write_split(folder: Path, split, keep: set[str]) -> None:
 def part_oos(data, args) -> dict:
     from core.data import LabelMap
     from core.model import load_classifier
-    from core.ood import SCORERS, auroc, in_scope_scores, threshold_for_recall
+    from core.ood import SCORERS, auroc, fit_scorer, in_scope_scores, threshold_for_recall
 
     rng = np.random.default_rng(0)
     held = sorted(rng.choice(data.labels, size=HELD_OUT, replace=False).tolist())
@@ -120,10 +120,9 @@ def part_oos(data, args) -> dict:
     oos_val_texts = [t for t, lab in zip(data.validation.texts, data.validation.labels) if lab in held]
     oos_val_logits, oos_val_emb = model.predict_all(oos_val_texts)
     scorers = {}
-    for name, cls in SCORERS.items():
-        scorer = cls().fit(train_emb, labels.encode(in_data.train.labels))
-        if hasattr(scorer, "standardise"):
-            scorer.standardise(val_logits, val_emb, model.temperature)
+    for name in SCORERS:
+        scorer = fit_scorer(name, train_emb, labels.encode(in_data.train.labels), val_logits, val_emb,
+                            model.temperature)
         val_in = in_scope_scores(scorer, val_logits, val_emb, model.temperature)
         t = threshold_for_recall(val_in, 0.95)
         s_in = in_scope_scores(scorer, test_logits, test_emb, model.temperature)

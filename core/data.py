@@ -145,26 +145,31 @@ class LabelMap:
         return [self.labels[int(i)] for i in ids]
 
 
+def partition_label(split: Split, label: str) -> tuple[Split, Split]:
+    """(rows with any other label, rows with `label`), each in input order."""
+    keep = [i for i, lab in enumerate(split.labels) if lab != label]
+    out = [i for i, lab in enumerate(split.labels) if lab == label]
+    return (Split([split.texts[i] for i in keep], [split.labels[i] for i in keep]),
+            Split([split.texts[i] for i in out], [split.labels[i] for i in out]))
+
+
 def set_aside_out_of_scope(data: ClassificationData, label: str) -> tuple[ClassificationData, dict[str, int]]:
     """Rows labelled `label` (e.g. "oos", as in CLINC150) are not an intent to learn: they leave
     train, validation and test, so the classifier never gets an out-of-scope class (out-of-scope
     detection is the scorer's job, core.ood). Validation and test rows become the extra
     evaluation sets `oos_validation` and `oos_test` (AUROC and recalls in the report); training
     rows are set aside. Returns the new data and how many rows left each split."""
-    moved, extra = {}, dict(data.extra)
-    parts = {}
+    parts, moved, extra = {}, {}, dict(data.extra)
     for name in ("train", "validation", "test"):
-        split = getattr(data, name)
-        keep = [i for i, lab in enumerate(split.labels) if lab != label]
-        moved[name] = len(split) - len(keep)
-        parts[name] = Split([split.texts[i] for i in keep], [split.labels[i] for i in keep])
-        if moved[name] and name != "train":
-            extra[f"oos_{name}"] = Split([t for t, lab in zip(split.texts, split.labels) if lab == label],
-                                         [label] * moved[name])
-    if not any(moved.values()):
+        parts[name], out = partition_label(getattr(data, name), label)
+        if len(out):
+            moved[name] = len(out)
+            if name != "train":
+                extra[f"oos_{name}"] = out
+    if not moved:
         return data, {}
     labels = [lab for lab in data.labels if lab != label]
-    return replace(data, labels=labels, extra=extra, **parts), {k: v for k, v in moved.items() if v}
+    return replace(data, labels=labels, extra=extra, **parts), moved
 
 
 def stratified_split(split: Split, fraction: float, rng: np.random.Generator) -> tuple[Split, Split]:

@@ -195,29 +195,29 @@ def build_classifier(backbone: Backbone, labels: list[str], *, peft: str = "none
 PROBE_C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 
-def choose_probe_c(model: TextClassifier, texts: list[str], label_ids: list[int], val_texts: list[str],
-                   val_ids: list[int], *, grid: tuple[float, ...] = PROBE_C_GRID, device: str = "cpu",
-                   batch_size: int = 64) -> tuple[float, dict[float, float]]:
-    """The probe's C with the best validation accuracy on frozen embeddings (the smallest C, i.e.
-    the strongest regularisation, among ties), and the accuracy of every C tried."""
+def choose_probe_c(x: np.ndarray, label_ids: list[int], x_val: np.ndarray, val_ids: list[int], *,
+                   grid: tuple[float, ...] = PROBE_C_GRID) -> tuple[float, dict[float, float]]:
+    """The probe's C with the best validation accuracy on frozen embeddings `x` / `x_val` (the
+    smallest C, i.e. the strongest regularisation, among ties), and the accuracy of every C tried."""
     from sklearn.linear_model import LogisticRegression
 
-    x, xv = model.encode(texts, batch_size=batch_size, device=device), model.encode(val_texts, batch_size=batch_size, device=device)
-    scores = {c: float(LogisticRegression(C=c, max_iter=2000).fit(x, label_ids).score(xv, val_ids)) for c in sorted(grid)}
+    scores = {c: float(LogisticRegression(C=c, max_iter=2000).fit(x, label_ids).score(x_val, val_ids)) for c in sorted(grid)}
     best = max(scores.values())
     return next(c for c, acc in scores.items() if acc == best), scores
 
 
 def init_head_from_probe(model: TextClassifier, texts: list[str], label_ids: list[int], *,
-                         c: float = 10.0, device: str = "cpu", batch_size: int = 64) -> float:
+                         c: float = 10.0, device: str = "cpu", batch_size: int = 64,
+                         embeddings: np.ndarray | None = None) -> float:
     """Fit a multinomial logistic regression on frozen embeddings; copy it into the head.
+    `embeddings`: the texts' embeddings if the caller already has them (else they are encoded).
 
     Returns the probe's training accuracy. Starting from the probe means fine-tuning begins where a
     frozen encoder already is, instead of from a random head that first drags the encoder around.
     """
     from sklearn.linear_model import LogisticRegression
 
-    x = model.encode(texts, batch_size=batch_size, device=device)
+    x = model.encode(texts, batch_size=batch_size, device=device) if embeddings is None else embeddings
     y = np.asarray(label_ids)
     probe = LogisticRegression(C=c, max_iter=2000)
     probe.fit(x, y)

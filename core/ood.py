@@ -217,6 +217,18 @@ def scorer_from_state(name: str, state: dict[str, np.ndarray]):
     return SCORERS[name]()
 
 
+def fit_scorer(name: str, train_embeddings: np.ndarray | None, train_labels, val_logits: np.ndarray,
+               val_embeddings: np.ndarray, temperature: float = 1.0):
+    """A scorer fitted on training embeddings (None for scorers that need only logits) and, for
+    those that standardise (knn_energy), on in-scope validation outputs."""
+    scorer = SCORERS[name]()
+    if scorer.needs != "logits":
+        scorer.fit(train_embeddings, train_labels)
+    if hasattr(scorer, "standardise"):
+        scorer.standardise(val_logits, val_embeddings, temperature)
+    return scorer
+
+
 def in_scope_scores(scorer, logits: np.ndarray, embeddings: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Feed a scorer what it declares it needs (`needs`: logits, embeddings or both)."""
     if scorer.needs == "both":

@@ -87,12 +87,12 @@ def run_classification(cfg: RecipeConfig, run_dir: Path, *, data_dir: str | None
         probe = {}
         if cfg.model.head_init == "probe" and not resuming:
             label_map = LabelMap(data.labels)
-            c = cfg.model.probe_c
+            c, x = cfg.model.probe_c, model.encode(train.texts, device=device)
             if cfg.model.probe_c_search:
-                c, by_c = choose_probe_c(model, train.texts, label_map.encode(train.labels), data.validation.texts,
-                                         label_map.encode(data.validation.labels), device=device)
+                c, by_c = choose_probe_c(x, label_map.encode(train.labels), model.encode(data.validation.texts, device=device),
+                                         label_map.encode(data.validation.labels))
                 probe = {"c": c, "validation_accuracy_by_c": {str(k): v for k, v in by_c.items()}}
-            init_head_from_probe(model, train.texts, label_map.encode(train.labels), c=c, device=device)
+            init_head_from_probe(model, train.texts, label_map.encode(train.labels), c=c, device=device, embeddings=x)
         result = fit(model, train, data.validation, cfg.train, device=device, run_dir=run_dir,
                      resume=resume, progress=progress)
     cost = ledger.cost
@@ -152,7 +152,7 @@ def fit_confidence(model, train, validation, cfg: RecipeConfig, device: str) -> 
     embeddings, thresholded to keep `ood_target_recall` of in-scope validation queries."""
     from core.calibrate import fit_temperature
     from core.data import LabelMap
-    from core.ood import SCORERS, in_scope_scores, threshold_for_recall
+    from core.ood import SCORERS, fit_scorer, in_scope_scores, threshold_for_recall
 
     labels = LabelMap(model.labels)
     logits, embeddings = model.predict_all(validation.texts, device=device)
@@ -160,11 +160,9 @@ def fit_confidence(model, train, validation, cfg: RecipeConfig, device: str) -> 
     model.temperature = fit_temperature(logits, y_val) if cfg.model.calibrate else 1.0
     out = {"temperature": model.temperature}
     if cfg.model.ood_scorer != "none":
-        scorer = SCORERS[cfg.model.ood_scorer]()
-        if scorer.needs in ("embeddings", "both"):
-            scorer.fit(model.encode(train.texts, device=device), labels.encode(train.labels))
-        if hasattr(scorer, "standardise"):
-            scorer.standardise(logits, embeddings, model.temperature)
+        name = cfg.model.ood_scorer
+        train_emb = None if SCORERS[name].needs == "logits" else model.encode(train.texts, device=device)
+        scorer = fit_scorer(name, train_emb, labels.encode(train.labels), logits, embeddings, model.temperature)
         val_scores = in_scope_scores(scorer, logits, embeddings, model.temperature)
         threshold = threshold_for_recall(val_scores, cfg.model.ood_target_recall)
         model.ood = (scorer, threshold, cfg.model.ood_target_recall)
@@ -199,7 +197,7 @@ def out_of_scope_metrics(model, in_scope_outputs: tuple[np.ndarray, np.ndarray],
 def evaluate_run(run_dir: Path, data_spec: str | None = None, *, data_dir: str | None = None,
                  split: str = "test") -> dict:
     """Metrics of a saved run on a dataset spec (its `split`) or on every row of a CSV/JSONL file."""
-    from core.data import Split, load_classification, read_records, records_to_split
+    from core.data import load_classification, partition_label, read_records, records_to_split
     from core.evaluate import ClassificationEvaluator
     from core.model import load_classifier
     from core.report import read_report
@@ -221,17 +219,15 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None, *, data_dir: str |
             raise UserError(f"dataset {spec} has no split '{split}'; choose one of {', '.join(splits)}")
         data_split = splits[split]
     oos_label = cfg.get("oos_label", "")
-    out_texts = [t for t, lab in zip(data_split.texts, data_split.labels) if oos_label and lab == oos_label]
-    if out_texts:  # rows labelled out-of-scope: scored by the out-of-scope detector, not the classifier
-        if len(out_texts) == len(data_split):
+    out_scope = None
+    if oos_label:  # rows labelled out-of-scope: scored by the out-of-scope detector, not the classifier
+        data_split, out_scope = partition_label(data_split, oos_label)
+        if len(out_scope) and not len(data_split):
             raise UserError(f"every row is labelled '{oos_label}': give in-scope rows too, to measure how well "
                             f"out-of-scope ones are told apart")
-        keep = [i for i, lab in enumerate(data_split.labels) if lab != oos_label]
-        data_split = Split([data_split.texts[i] for i in keep], [data_split.labels[i] for i in keep])
     result = ClassificationEvaluator(data_split.texts, data_split.labels)(model, details=True)
-    if out_texts and model.ood is not None:
-        result["out_of_scope"] = out_of_scope_metrics(model, model.predict_all(data_split.texts),
-                                                      Split(out_texts, [oos_label] * len(out_texts)), "cpu")
+    if out_scope is not None and len(out_scope) and model.ood is not None:
+        result["out_of_scope"] = out_of_scope_metrics(model, model.predict_all(data_split.texts), out_scope, "cpu")
     return result
 
 

@@ -127,8 +127,9 @@ def test_probe_c_is_chosen_by_validation_accuracy():
     train_texts, val_texts = CARD[:half] + TRANSFER[:half], CARD[half:] + TRANSFER[half:]
     train_ids = [0] * half + [1] * half
     val_ids = [0] * (len(CARD) - half) + [1] * (len(TRANSFER) - half)
-    c, scores = choose_probe_c(model, train_texts, train_ids, val_texts, val_ids, grid=(100.0, 1e-6))
+    x, x_val = model.encode(train_texts), model.encode(val_texts)
+    c, scores = choose_probe_c(x, train_ids, x_val, val_ids, grid=(100.0, 1e-6))
     assert list(scores) == [1e-6, 100.0]  # tried from the strongest regularisation up
     assert scores[100.0] > scores[1e-6] and c == 100.0
-    c, _ = choose_probe_c(model, train_texts, train_ids, train_texts, train_ids, grid=(50.0, 100.0))
+    c, _ = choose_probe_c(x, train_ids, x, train_ids, grid=(50.0, 100.0))
     assert c == 50.0  # both fit the training set: the tie goes to the smaller C
