@@ -5,18 +5,20 @@ Layout of an index directory:
   index.faiss, index.json   the ItemIndex (vectors, id map, metadata)
   catalog.json              encoder (path or backbone name), max_length, half_life,
                             histories (user -> latest item ids, oldest first, at most 200)
-Leaves out: the index itself (index) and ranking (content, protocol).
+  journal.log               item changes made through the API since the index was last saved
+                            (solutions.recsys.live; created at the first change)
+Leaves out: the index itself (index), ranking (content, protocol) and live changes (live).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.data import InteractionData, data_root, list_cards, load_card, read_records, verified_file
 from core.errors import UserError
+from solutions.recsys.index import atomic_write
 from solutions.recsys.protocol import MOVIELENS_THRESHOLD, is_positive
 
 CATALOG_FILE = "catalog.json"
@@ -31,10 +33,7 @@ class Catalog:
     histories: dict[str, list[str]] = field(default_factory=dict)
 
     def save(self, directory: Path) -> None:
-        path = Path(directory) / CATALOG_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.__dict__))
-        os.replace(tmp, path)
+        atomic_write(Path(directory) / CATALOG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(self.__dict__)))
 
     @classmethod
     def load(cls, directory: Path) -> "Catalog":

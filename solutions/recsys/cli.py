@@ -105,7 +105,7 @@ def cmd_index(args) -> int:
 
 def _recommender(directory: str):
     from core.cli import _quiet_libraries
-    from solutions.recsys.service import Recommender
+    from solutions.recsys.live import Recommender
 
     _quiet_libraries()
     return Recommender.load(directory)
@@ -188,11 +188,17 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    import uvicorn
-
+    from core.serving import Access, serve
     from solutions.recsys.service import create_app
 
-    uvicorn.run(create_app(_recommender(args.index_dir)), host=args.host, port=args.port, log_level="warning")
+    access = Access.from_env(args.public)
+    state = _recommender(args.index_dir)
+    opened = f"; public without the token: health, readiness{''.join(', ' + p for p in sorted(access.public))}"
+    print(f"serving {len(state.index)} items from {args.index_dir} on http://{args.host}:{args.port} (docs: /docs); "
+          f"writes are journaled in the index directory"
+          f"{' with bearer-token auth' + opened if access.token else ' without auth (set VERTICALS_API_TOKEN)'}",
+          flush=True)
+    serve(create_app(state, access=access), args.host, args.port)
     return 0
 
 
@@ -247,4 +253,7 @@ def register(subparsers) -> None:
     p.add_argument("index_dir")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--public", default=None,
+                   help="with VERTICALS_API_TOKEN set, also open these without the token: docs, metrics "
+                        "(comma-separated; default: env VERTICALS_PUBLIC, else none)")
     p.set_defaults(func=cmd_serve)

@@ -17,12 +17,19 @@
   `rebuild_fraction` of the stored vectors (default 0.2) the index rebuilds itself from the live
   vectors (`rebuild()` does it on demand; HNSW's flat storage gives the exact vectors back).
   An update is remove + add, so frequently updated HNSW indexes rebuild from time to time.
-- Concurrency: searches run in parallel (FAISS releases the GIL); add/remove/update/rebuild/save
+- Concurrency: searches run in parallel (FAISS releases the GIL); add/remove/update/rebuild
   take a write lock that waits for running searches and blocks new ones (faiss issue 1504: a
   search concurrent with an add is unsafe). The write lock is re-entrant (update = remove + add).
 - Persistence: `save(dir)` writes `index.faiss` (faiss.write_index) and `index.json` (config, id
-  map, tombstones, metadata), each to a temp file then `os.replace`, the JSON last; `load`
-  checks that the id map has exactly `ntotal` labels, so a torn or mixed save is detected.
+  map, tombstones, metadata, `journal_seq`, and the CRC-32 of the FAISS file it belongs to).
+  Two files cannot be replaced in one atomic step, so the FAISS file is first written (temp
+  file, fsync, rename) as `index.faiss.pending`, then `index.json` is replaced, then the pending
+  file is renamed to `index.faiss`. `load` takes whichever of the two FAISS files matches the
+  JSON's CRC, so a crash at any point leaves either the old save or the new one, never a mix.
+  Saves from before the CRC existed load by the old rule: the id map must have `ntotal` labels.
+  Every file and the directory are fsync'd. A save takes the read lock: searches go on, writes wait.
+- `journal_seq` is the last journal record folded into this index; the index never changes it
+  itself: the owner of a journal (solutions.recsys.live) sets it before a save.
 Leaves out: embedding (solutions.recsys.content) and ranking policy (what counts as seen).
 """
 
@@ -31,6 +38,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +50,7 @@ from solutions.recsys.locks import ReadWriteLock
 
 FORMAT_VERSION = 1
 INDEX_FILE, MAP_FILE = "index.faiss", "index.json"
+PENDING_FILE = INDEX_FILE + ".pending"  # a new FAISS file whose index.json may already be in place
 FACTORIES = {"flat": "Flat", "hnsw": "HNSW32", "ivfpq": "IVF1024,PQ32"}  # CLI shorthands
 
 
@@ -81,15 +91,50 @@ def matches(meta: dict | None, where: dict | None) -> bool:
     return True
 
 
-def _atomic_write(path: Path, write) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or a directory's: the names in it) contents to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write) -> None:
+    """`write(tmp)` a temp file next to `path`, fsync it, rename it over `path`, fsync the
+    directory: after a crash `path` holds the old contents or the new, durably."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        fsync_path(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_path(path.parent)
+
+
+def _file_crc(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 24):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _read_faiss(path: Path, crc: int | None):
+    """The FAISS index in `path` if its CRC-32 is `crc` (None: no check), else None. The bytes
+    are read once, so the check and the index are the same file even if it is renamed meanwhile."""
+    import faiss
+
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError:
+        return None
+    if crc is not None and zlib.crc32(raw) != crc:
+        return None
+    return faiss.deserialize_index(raw)
 
 
 class ItemIndex:
@@ -101,11 +146,13 @@ class ItemIndex:
         self.ef_search, self.nprobe, self.rebuild_fraction = ef_search, nprobe, rebuild_fraction
         self.index = self._new_faiss_index()
         self._lock = ReadWriteLock()
+        self._save_lock = threading.Lock()
         self._label_of: dict[str, int] = {}
         self._id_of: dict[int, str] = {}  # every stored label, tombstoned ones included
         self._tombstones: set[int] = set()
         self.metadata: dict[str, dict] = {}
         self._next_label = 0
+        self.journal_seq = 0  # the last journal record this index contains (see the module docstring)
         self._lookup: np.ndarray | None = None  # label -> id (object array), rebuilt lazily
         self._hit_ids: np.ndarray | None = None  # what FAISS returns (row or label) -> id, rebuilt lazily
         # row -> label for Flat/HNSW (rows in insertion order, so labels ascend); None for IVF
@@ -380,29 +427,56 @@ class ItemIndex:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        with self._lock.write():
-            _atomic_write(directory / INDEX_FILE, lambda tmp: faiss.write_index(self.index, tmp))
+        # a save only reads the index: searches go on, writes wait; saves run one at a time
+        # (they share the pending file name)
+        with self._save_lock, self._lock.read():
+            atomic_write(directory / PENDING_FILE, lambda tmp: faiss.write_index(self.index, tmp))
+            crc = _file_crc(directory / PENDING_FILE)
             state = {"format_version": FORMAT_VERSION, "dim": self.dim, "factory": self.factory,
                      "metric": "cosine", "ef_search": self.ef_search, "nprobe": self.nprobe,
                      "rebuild_fraction": self.rebuild_fraction, "next_label": self._next_label,
-                     "ntotal": int(self.index.ntotal),
+                     "ntotal": int(self.index.ntotal), "faiss_crc32": crc, "journal_seq": self.journal_seq,
                      # [label, id] pairs; for Flat/HNSW in FAISS row order
                      "labels": [[int(label), self._id_of[int(label)]] for label in
                                 (self._rows if self._rows is not None else self._id_of)],
                      "tombstones": sorted(self._tombstones), "metadata": self.metadata}
-            _atomic_write(directory / MAP_FILE, lambda tmp: Path(tmp).write_text(json.dumps(state)))
+            atomic_write(directory / MAP_FILE, lambda tmp: Path(tmp).write_text(json.dumps(state)))
+            os.replace(directory / PENDING_FILE, directory / INDEX_FILE)
+            fsync_path(directory)
         return directory
+
+    @staticmethod
+    def saved_journal_seq(directory: str | os.PathLike) -> int:
+        """The `journal_seq` of the index saved in `directory` (0 if it has none), without loading it."""
+        return json.loads((Path(directory) / MAP_FILE).read_text()).get("journal_seq", 0)
+
+    @staticmethod
+    def _read_saved(directory: Path) -> tuple[dict, object]:
+        """index.json and the FAISS index that belongs to it (see the module docstring). Another
+        process may be saving into the directory meanwhile: a CRC that matches neither file means
+        the JSON was replaced under us, so read it again (twice at most)."""
+        for _ in range(3):
+            state = json.loads((directory / MAP_FILE).read_text())
+            crc = state.get("faiss_crc32")
+            # index.faiss, else a pending file the crashed (or running) save had not renamed yet,
+            # else index.faiss again: the rename may have happened between the two reads
+            for name in (INDEX_FILE, PENDING_FILE, INDEX_FILE):
+                raw = _read_faiss(directory / name, crc)
+                if raw is not None:
+                    return state, raw
+            if crc is None:
+                break
+        raise UserError(f"{directory}: no FAISS file matches {MAP_FILE} (checksum {crc}); the files come from "
+                        f"different saves or were damaged. Rebuild the index with `verticals recsys index`.")
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "ItemIndex":
-        import faiss
-
         directory = Path(directory)
-        if not (directory / INDEX_FILE).is_file() or not (directory / MAP_FILE).is_file():
+        has_faiss = any((directory / name).is_file() for name in (INDEX_FILE, PENDING_FILE))
+        if not (directory / MAP_FILE).is_file() or not has_faiss:
             raise UserError(f"{directory} is not a saved item index (needs {INDEX_FILE} and {MAP_FILE}); "
                             f"build one with `verticals recsys index`.")
-        state = json.loads((directory / MAP_FILE).read_text())
-        raw = faiss.read_index(str(directory / INDEX_FILE))
+        state, raw = cls._read_saved(directory)
         if len(state["labels"]) != raw.ntotal:
             raise UserError(f"{directory}: the id map has {len(state['labels'])} ids but the FAISS index "
                             f"holds {raw.ntotal} vectors; the save was interrupted or the files come "
@@ -419,4 +493,5 @@ class ItemIndex:
                            if label not in index._tombstones}
         index.metadata = state["metadata"]
         index._next_label = state["next_label"]
+        index.journal_seq = state.get("journal_seq", 0)
         return index

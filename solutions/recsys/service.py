@@ -1,113 +1,118 @@
-"""HTTP API for recommendations over a live item index (a FastAPI APIRouter factory).
+"""HTTP API for recommendations over a live item index, on the shared serving skeleton.
 
   POST   /v1/recommend    {"user_id": "u01"} or {"items": ["i1", "i2"]}, "k", "filter", "exclude_seen"
   POST   /v1/similar      {"item_id": "i1"} or {"text": "..."}, "k", "filter"
   POST   /v1/items        {"id", "text", "metadata"}: embed and add (409 if the id exists)
   PUT    /v1/items/{id}   {"text", "metadata"}: re-embed and replace (404 if unknown)
   DELETE /v1/items/{id}   remove (404 if unknown)
+  GET    /healthz, /readyz, /metrics, /docs: core.serving
 
-Recommendations: the user vector is the recency-weighted mean of the stored vectors of the
-user's history (content.recency_weights), searched in the index with the history excluded.
-Items added through the API are recommendable at once (cold start through their text). Bad ids
-get 404, bad payloads 400/422, each with a message; a UserError from below becomes a 400.
-Leaves out: building the index (cli `recsys index`) and the app/server (cli `recsys serve`).
+Access (bearer token, every route but health/readiness), body and text limits, JSON checks and
+metrics come from core.serving, the same skeleton as the support router. Writes go through
+`Recommender` (solutions.recsys.live): a 2xx means the change is in the journal on disk, so it
+survives kill -9. Ids are 1..`max_id_chars` characters of visible text and may hold `/`
+(the item routes take the rest of the path). Metadata is a flat object of strings, numbers and
+booleans (or lists of strings, like genres). Bad ids get 404, bad payloads 400/422, an existing id on POST 409, each with a message.
+Leaves out: building the index (cli `recsys index`) and starting the server (cli `recsys serve`).
 """
 
 from __future__ import annotations
 
-import threading
-from pathlib import Path
+import asyncio
 
-import numpy as np
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from core.errors import UserError
-from solutions.recsys.catalog import Catalog
-from solutions.recsys.content import TextEncoder, recency_weights
-from solutions.recsys.index import ItemIndex
+from core.serving import Access, ServiceLimits, check_texts, create_service, has_visible_text
+from solutions.recsys.live import DuplicateItem, Recommender, UnknownItem
+
+__all__ = ["Recommender", "create_app", "recsys_router"]
 
 MAX_K = 1000
+MAX_METADATA_KEYS = 64
+Scalar = StrictStr | StrictBool | StrictInt | StrictFloat
 
 
-class RecommendRequest(BaseModel):
-    user_id: str | None = None
-    items: list[str] | None = None
-    k: int = Field(10, ge=1, le=MAX_K)
-    filter: dict[str, str] | None = None
-    exclude_seen: bool = True
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
-class SimilarRequest(BaseModel):
-    item_id: str | None = None
-    text: str | None = None
-    k: int = Field(10, ge=1, le=MAX_K)
-    filter: dict[str, str] | None = None
+class RecommendRequest(_Strict):
+    user_id: StrictStr | None = None
+    items: list[StrictStr] | None = None
+    k: StrictInt = Field(10, ge=1, le=MAX_K)
+    filter: dict[StrictStr, StrictStr] | None = None
+    exclude_seen: StrictBool = True
 
 
-class ItemPayload(BaseModel):
-    text: str = Field(min_length=1)
-    metadata: dict | None = None
+class SimilarRequest(_Strict):
+    item_id: StrictStr | None = None
+    text: StrictStr | None = None
+    k: StrictInt = Field(10, ge=1, le=MAX_K)
+    filter: dict[StrictStr, StrictStr] | None = None
+
+
+class ItemPayload(_Strict):
+    text: StrictStr
+    metadata: dict[StrictStr, Scalar | list[StrictStr]] | None = None
 
 
 class NewItem(ItemPayload):
-    id: str = Field(min_length=1)
-
-
-class Recommender:
-    """The live state behind the router: index + encoder + user histories."""
-
-    def __init__(self, index: ItemIndex, encoder: TextEncoder, catalog: Catalog):
-        self.index, self.encoder, self.catalog = index, encoder, catalog
-        self._encode_lock = threading.Lock()  # one forward pass at a time: 2 cores, no gain from more
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "Recommender":
-        catalog = Catalog.load(Path(directory))
-        return cls(ItemIndex.load(directory), TextEncoder.load(catalog.encoder, catalog.max_length), catalog)
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        with self._encode_lock:
-            return self.encoder.encode(texts)
-
-    def recommend(self, history: list[str], k: int, where: dict | None, exclude_seen: bool) -> list[tuple[str, float]]:
-        known = [item for item in history if item in self.index]
-        if not known:
-            raise UserError("none of the history items is in the index")
-        vectors = np.stack([self.index.vector(item) for item in known])
-        query = recency_weights(len(known), self.catalog.half_life) @ vectors
-        return self.index.search(query, k, exclude=set(history) if exclude_seen else None, where=where).row(0)
-
-    def similar_to_item(self, item_id: str, k: int, where: dict | None) -> list[tuple[str, float]]:
-        return self.index.search(self.index.vector(item_id), k, exclude={item_id}, where=where).row(0)
-
-    def similar_to_text(self, text: str, k: int, where: dict | None) -> list[tuple[str, float]]:
-        return self.index.search(self.embed([text]), k, where=where).row(0)
+    id: StrictStr
 
 
 def _hits(rows: list[tuple[str, float]]) -> dict:
     return {"items": [{"id": item_id, "score": round(score, 6)} for item_id, score in rows]}
 
 
-def recsys_router(state: Recommender) -> APIRouter:
+def recsys_router(state: Recommender, limits: ServiceLimits = ServiceLimits()) -> APIRouter:
     router = APIRouter()
+
+    def check_id(item_id: str, name: str = "id") -> str:
+        if not 1 <= len(item_id) <= limits.max_id_chars:
+            raise HTTPException(422, f"{name}: {len(item_id)} characters; give 1 to {limits.max_id_chars}")
+        if not has_visible_text(item_id) or any(ord(ch) < 32 for ch in item_id):
+            raise HTTPException(422, f"{name}: must be visible text without control characters")
+        return item_id
+
+    def check_filter(where: dict | None) -> dict | None:
+        if where and len(where) > MAX_METADATA_KEYS:
+            raise HTTPException(413, f"filter: {len(where)} keys; at most {MAX_METADATA_KEYS}")
+        for key, value in (where or {}).items():
+            if len(key) > limits.max_id_chars or len(value) > limits.max_chars:
+                raise HTTPException(413, "filter: a key or value is too long")
+        return where
+
+    def check_item(item: ItemPayload) -> None:
+        check_texts([item.text], limits, "text")
+        if item.metadata and len(item.metadata) > MAX_METADATA_KEYS:
+            raise HTTPException(413, f"metadata: {len(item.metadata)} keys; at most {MAX_METADATA_KEYS}")
+        for key, value in (item.metadata or {}).items():
+            values = value if isinstance(value, list) else [value]
+            if len(key) > limits.max_id_chars or len(values) > MAX_METADATA_KEYS or \
+                    any(isinstance(v, str) and len(v) > limits.max_chars for v in values):
+                raise HTTPException(413, f"metadata: key or value of '{key[:40]}' is too long")
 
     def require_item(item_id: str) -> None:
         if item_id not in state.index:
-            raise HTTPException(404, f"unknown item id '{item_id}'")
+            raise HTTPException(404, f"unknown item id '{item_id[:100]}'")
 
     @router.post("/v1/recommend")
     def recommend(req: RecommendRequest) -> dict:
         if (req.user_id is None) == (req.items is None):
             raise HTTPException(400, "give exactly one of 'user_id' or 'items' (a list of recent item ids)")
+        check_filter(req.filter)
         if req.user_id is not None:
             if req.user_id not in state.catalog.histories:
-                raise HTTPException(404, f"unknown user id '{req.user_id}'; send 'items' (recent item ids) instead")
+                raise HTTPException(404, f"unknown user id '{req.user_id[:100]}'; send 'items' (recent item ids) instead")
             history = state.catalog.histories[req.user_id]
         else:
             if not req.items:
                 raise HTTPException(400, "'items' must list at least one item id")
-            unknown = [i for i in req.items if i not in state.index]
+            if len(req.items) > MAX_K:
+                raise HTTPException(413, f"items: {len(req.items)} ids; at most {MAX_K}")
+            unknown = [i[:100] for i in req.items if i not in state.index]
             if unknown:
                 raise HTTPException(404, f"unknown item id(s): {', '.join(unknown[:5])}")
             history = req.items
@@ -120,52 +125,56 @@ def recsys_router(state: Recommender) -> APIRouter:
     def similar(req: SimilarRequest) -> dict:
         if (req.item_id is None) == (req.text is None):
             raise HTTPException(400, "give exactly one of 'item_id' or 'text'")
+        check_filter(req.filter)
         if req.item_id is not None:
             require_item(req.item_id)
             try:
                 return _hits(state.similar_to_item(req.item_id, req.k, req.filter))
             except UserError as exc:  # removed between the check and the lookup
                 raise HTTPException(404, str(exc)) from None
-        if not req.text.strip():
-            raise HTTPException(400, "'text' is empty")
+        check_texts([req.text], limits, "text")
         return _hits(state.similar_to_text(req.text, req.k, req.filter))
 
     @router.post("/v1/items", status_code=201)
     def add_item(item: NewItem) -> dict:
-        if item.id in state.index:
-            raise HTTPException(409, f"item id '{item.id}' already exists; use PUT /v1/items/{item.id}")
-        vector = state.embed([item.text])
+        check_id(item.id)
+        check_item(item)
         try:
-            state.index.add([item.id], vector, {item.id: item.metadata} if item.metadata else None)
-        except UserError as exc:  # lost a race with a concurrent add of the same id
-            raise HTTPException(409, str(exc)) from None
-        return {"id": item.id, "items": len(state.index)}
+            count = state.add_item(item.id, item.text, item.metadata)
+        except DuplicateItem as exc:
+            raise HTTPException(409, f"{exc}; use PUT /v1/items/{{id}} to change it") from None
+        return {"id": item.id, "items": count}
 
-    @router.put("/v1/items/{item_id}")
+    @router.put("/v1/items/{item_id:path}")
     def update_item(item_id: str, item: ItemPayload) -> dict:
-        require_item(item_id)
-        vector = state.embed([item.text])
+        check_id(item_id)
+        check_item(item)
         try:
-            state.index.update(item_id, vector, item.metadata)
-        except UserError as exc:
+            count = state.update_item(item_id, item.text, item.metadata)
+        except UnknownItem as exc:
             raise HTTPException(404, str(exc)) from None
-        return {"id": item_id, "items": len(state.index)}
+        return {"id": item_id, "items": count}
 
-    @router.delete("/v1/items/{item_id}")
+    @router.delete("/v1/items/{item_id:path}")
     def delete_item(item_id: str) -> dict:
-        require_item(item_id)
+        check_id(item_id)
         try:
-            state.index.remove([item_id])
-        except UserError as exc:
+            count = state.remove_item(item_id)
+        except UnknownItem as exc:
             raise HTTPException(404, str(exc)) from None
-        return {"id": item_id, "items": len(state.index)}
+        return {"id": item_id, "items": count}
 
     return router
 
 
-def create_app(state: Recommender):
-    from fastapi import FastAPI
+def create_app(state: Recommender, *, access: Access = Access(), limits: ServiceLimits = ServiceLimits()):
+    """The recsys app; on shutdown the Recommender compacts its journal into the saved index."""
 
-    app = FastAPI(title="verticals recsys")
-    app.include_router(recsys_router(state))
-    return app
+    async def stop():  # the final compaction writes the index: off the event loop
+        await asyncio.to_thread(state.close)
+
+    def info() -> dict:
+        return {"items": len(state.index), "factory": state.index.factory, "dim": state.index.dim}
+
+    return create_service("verticals recsys", (recsys_router(state, limits),), access=access, limits=limits,
+                          info=info, on_stop=stop)

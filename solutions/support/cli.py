@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -53,17 +52,18 @@ def cmd_serve(args) -> int:
     from core.cli import _quiet_libraries
 
     _quiet_libraries()
-    import uvicorn
-
+    from core.serving import Access, serve
     from solutions.support.router import IntentRouter
     from solutions.support.service import create_app
 
+    access = Access.from_env(args.public)
     router = IntentRouter.from_run(Path(args.run_dir), args.routes and Path(args.routes), _settings(args), args.runtime, args.threads)
-    token = os.environ.get("VERTICALS_API_TOKEN") or None
-    app = create_app(router.route_batch, info=router.describe(), token=token)
+    app = create_app(router.route_batch, info=router.describe(), access=access)
+    opened = f"; public without the token: health, readiness{''.join(', ' + p for p in sorted(access.public))}"
     print(f"serving {args.run_dir} on http://{args.host}:{args.port} (docs: /docs)"
-          f"{' with bearer-token auth' if token else ''}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+          f"{' with bearer-token auth' + opened if access.token else ' without auth (set VERTICALS_API_TOKEN)'}",
+          flush=True)
+    serve(app, args.host, args.port)
     return 0
 
 
@@ -93,4 +93,7 @@ def register(sub) -> None:
     _router_args(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--public", default=None,
+                   help="with VERTICALS_API_TOKEN set, also open these without the token: docs, metrics "
+                        "(comma-separated; default: env VERTICALS_PUBLIC, else none)")
     p.set_defaults(func=cmd_serve)

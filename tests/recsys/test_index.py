@@ -1,6 +1,7 @@
 """The item index: recall floors against exact search and every guard tripped."""
 
 import json
+import shutil
 import threading
 import time
 
@@ -129,6 +130,39 @@ def test_load_detects_an_id_map_that_does_not_match_the_index(tmp_path, vectors)
     (tmp_path / "index.json").write_text(json.dumps(state))
     with pytest.raises(UserError, match="id map has 49 ids but the FAISS index holds 50"):
         ItemIndex.load(tmp_path)
+
+
+def test_a_save_interrupted_at_any_step_loads_the_old_save_or_the_new_one(tmp_path, vectors):
+    # a save writes index.faiss.pending, then replaces index.json, then renames the pending file;
+    # a crash directory is the old save with the files the new save had written by then
+    old, new = tmp_path / "old", tmp_path / "new"
+    index = ItemIndex.build(ids(50), vectors[:50])
+    index.save(old)
+    index.update("item-3", vectors[60])  # same ntotal: the id-map count alone cannot tell the saves apart
+    index.journal_seq = 7
+    index.save(new)
+
+    def crashed_after(*copies):
+        crash = tmp_path / f"crash{len(copies)}"
+        shutil.copytree(old, crash)
+        for source, target in copies:
+            shutil.copy(new / source, crash / target)
+        return ItemIndex.load(crash)
+
+    pending = crashed_after(("index.faiss", "index.faiss.pending"))
+    assert pending.journal_seq == 0 and np.allclose(pending.vector("item-3"), vectors[3], atol=1e-6)
+    renamed_not_yet = crashed_after(("index.faiss", "index.faiss.pending"), ("index.json", "index.json"))
+    assert renamed_not_yet.journal_seq == 7 and np.allclose(renamed_not_yet.vector("item-3"), vectors[60], atol=1e-6)
+
+
+def test_load_detects_files_from_different_saves_of_the_same_size(tmp_path, vectors):
+    index = ItemIndex.build(ids(50), vectors[:50])
+    index.save(tmp_path / "a")
+    index.update("item-3", vectors[60])
+    index.save(tmp_path / "b")
+    shutil.copy(tmp_path / "b" / "index.json", tmp_path / "a" / "index.json")
+    with pytest.raises(UserError, match="no FAISS file matches index.json"):
+        ItemIndex.load(tmp_path / "a")
 
 
 def test_load_of_a_missing_directory_is_a_user_error(tmp_path):

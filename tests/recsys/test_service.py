@@ -11,6 +11,7 @@ from core.data import load_interactions
 from solutions.recsys.catalog import Catalog, item_metadata, user_histories
 from solutions.recsys.content import TextEncoder, embed_catalog
 from solutions.recsys.index import ItemIndex
+from core.serving import uvicorn_config
 from solutions.recsys.service import Recommender, create_app
 
 
@@ -31,7 +32,7 @@ def server(tmp_path_factory, tiny_backbone_dir):
                             item_metadata("demo_catalog", ["category"]))
     state = Recommender(index, encoder, Catalog("tiny", encoder.max_length, 20.0, user_histories(data)))
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn_config(create_app(state), "127.0.0.1", port))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.time() + 20
@@ -95,7 +96,7 @@ def test_items_added_updated_and_deleted_change_the_live_index(server):
     ("post", "/v1/recommend", {"user_id": "u01", "k": 0}, 422, "greater than or equal to 1"),
     ("post", "/v1/similar", {"item_id": "zzz"}, 404, "unknown item id 'zzz'"),
     ("post", "/v1/similar", {"item_id": "i001", "text": "x"}, 400, "exactly one of"),
-    ("post", "/v1/similar", {"text": "   "}, 400, "empty"),
+    ("post", "/v1/similar", {"text": "   "}, 422, "empty"),
     ("put", "/v1/items/zzz", {"text": "x"}, 404, "unknown item id 'zzz'"),
     ("delete", "/v1/items/zzz", None, 404, "unknown item id 'zzz'"),
     ("post", "/v1/items", {"id": "x"}, 422, "text"),

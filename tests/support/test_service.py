@@ -19,13 +19,14 @@ def server(support_run):
     import uvicorn
 
     from solutions.support.router import IntentRouter
+    from core.serving import uvicorn_config
     from solutions.support.service import ServiceLimits, create_app
 
     router = IntentRouter.from_run(support_run)
-    app = create_app(router.route_batch, info=router.describe(), token="s3cret",
-                     limits=ServiceLimits(max_chars=200, max_batch=8, max_body_bytes=20_000))
+    limits = ServiceLimits(max_chars=200, max_batch=8, max_body_bytes=20_000)
+    app = create_app(router.route_batch, info=router.describe(), token="s3cret", limits=limits)
     port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, limits))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
@@ -79,7 +80,7 @@ def test_oversized_body_and_bad_json(server):
                     headers={"content-type": "application/json"})
     assert r.status_code == 413
     r = server.post("/v1/route", content=b"{not json", headers={"content-type": "application/json"})
-    assert r.status_code == 422 and "error" in r.json()
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
 
 
 def test_bearer_token_is_required(server):

@@ -1,0 +1,68 @@
+"""Real servers on loopback for the HTTP tests, and raw-socket clients for what httpx won't send."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running(app, limits=None):
+    """The app under uvicorn with the serving skeleton's protocol, in a thread; yields the base URL."""
+    import uvicorn
+
+    from core.serving import ServiceLimits, uvicorn_config
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, limits or ServiceLimits()))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not server.started and time.time() < deadline and thread.is_alive():
+        time.sleep(0.05)
+    assert server.started, "server did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def raw_exchange(base: str, payload: bytes, *, wait: float = 5.0, chunks: list[bytes] | None = None,
+                 pause: float = 0.0) -> tuple[bytes, float]:
+    """Send raw bytes (then `chunks`, `pause` s apart); return what came back until the server closed
+    the connection or `wait` s passed, and the seconds that took."""
+    host, port = base.removeprefix("http://").split(":")
+    start = time.perf_counter()
+    with socket.create_connection((host, int(port)), timeout=wait) as sock:
+        try:
+            sock.sendall(payload)
+            for chunk in chunks or ():
+                time.sleep(pause)
+                sock.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        received = b""
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                received += data
+        except (socket.timeout, ConnectionResetError):
+            pass
+    return received, time.perf_counter() - start
+
+
+def status_of(raw: bytes) -> int | None:
+    if not raw.startswith(b"HTTP/1.1 "):
+        return None
+    return int(raw[9:12])

@@ -1,0 +1,117 @@
+"""The intent-routing service under hostile input, over real HTTP with the tiny trained model:
+poison in a micro-batch, property-based text fuzzing (hypothesis) and schema-driven fuzzing
+(schemathesis). Every case asserts no 5xx, and the service answers the same afterwards."""
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core.serving import ServiceLimits
+from solutions.support.service import MicroBatcher, create_app
+from tests.http_helpers import running
+
+TOKEN = "s3cret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+LIMITS = ServiceLimits(max_chars=300, max_batch=8, max_body_bytes=50_000)
+SCHEMA = schemathesis.openapi.from_dict(create_app(lambda texts: [{} for _ in texts], token=TOKEN).openapi())
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+
+
+@pytest.fixture(scope="module")
+def live(support_run):
+    from solutions.support.router import IntentRouter
+
+    router = IntentRouter.from_run(support_run)
+    with running(create_app(router.route_batch, info=router.describe(), token=TOKEN, limits=LIMITS), LIMITS) as base:
+        with httpx.Client(base_url=base, headers=AUTH, timeout=30) as client:
+            reference = client.post("/v1/route", json={"text": "my card was declined"}).json()
+            yield client, reference
+            after = client.post("/v1/route", json={"text": "my card was declined"})
+            assert after.status_code == 200 and after.json() == reference, "the service changed under fuzzing"
+
+
+def test_one_poisoned_request_never_fails_the_others_in_its_batch():
+    def route_batch(texts):
+        if any("poison" in t for t in texts):
+            raise ValueError("the tokenizer choked")
+        return [t.upper() for t in texts]
+
+    async def scenario():
+        batcher = MicroBatcher(route_batch, max_batch=64)
+        batcher.start()
+        jobs = [batcher.submit([f"text {i}"] if i % 7 else ["poison"]) for i in range(60)]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    for i, result in enumerate(results):
+        if i % 7:
+            assert result == [f"TEXT {i}"]
+        else:
+            assert isinstance(result, ValueError)
+
+
+def test_surrogates_sent_beside_valid_requests_fail_alone(live):
+    client, reference = live
+    bodies = [b'{"text": "my card was declined"}'] * 120 + [b'{"text": "\\ud800 card"}', b'{"text": "\xed\xa0\x80"}'] * 20
+
+    def post(body):
+        return client.post("/v1/route", content=body, headers={"content-type": "application/json"})
+
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(post, bodies))
+    good = [r for r, b in zip(responses, bodies) if b == bodies[0]]
+    bad = [r for r, b in zip(responses, bodies) if b != bodies[0]]
+    assert all(r.status_code == 200 and r.json() == reference for r in good)
+    assert all(r.status_code == 400 for r in bad)
+
+
+HOSTILE_TEXT = st.one_of(
+    st.text(max_size=60),
+    st.text(alphabet=st.characters(codec=None, categories=("Cs", "Cf", "Cc", "Zs")), max_size=20),
+    st.sampled_from(["\ud800", "\udfff card", "\x00", "\u200b\ufeff\u00ad", "a" * 301, "", " "]),
+)
+HOSTILE_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | HOSTILE_TEXT,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(["text", "texts", "x"]), children, max_size=3),
+    max_leaves=12,
+)
+
+
+@FUZZ
+@given(body=st.one_of(
+    st.builds(lambda t: {"text": t}, HOSTILE_TEXT),
+    st.builds(lambda ts: {"texts": ts}, st.lists(HOSTILE_TEXT, max_size=10)),
+    HOSTILE_JSON,
+))
+def test_fuzzed_json_never_gets_a_5xx(live, body):
+    import json
+
+    client, _ = live
+    payload = json.dumps(body, allow_nan=True).encode("utf-8", "surrogatepass")
+    r = client.post("/v1/route", content=payload, headers={"content-type": "application/json"})
+    assert r.status_code < 500, r.text
+    assert r.status_code == 200 or "error" in r.json()
+
+
+@FUZZ
+@given(raw=st.one_of(st.binary(max_size=200), st.builds(lambda n: b"[" * n, st.integers(1, 20_000)),
+                     st.builds(lambda n: b'{"text": ' + b"7" * n + b"}", st.integers(1, 6_000))))
+def test_fuzzed_bytes_never_get_a_5xx(live, raw):
+    client, _ = live
+    r = client.post("/v1/route", content=raw, headers={"content-type": "application/json"})
+    assert 400 <= r.status_code < 500
+
+
+@SCHEMA.parametrize()
+@FUZZ
+def test_schema_driven_fuzzing_finds_no_5xx(live, case):
+    client, _ = live
+    response = case.call(base_url=str(client.base_url), headers=AUTH)
+    assert response.status_code < 500, response.text
