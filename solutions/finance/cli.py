@@ -20,7 +20,7 @@ def cmd_monitor(args) -> int:
                         rules=Path(args.rules) if args.rules else None, window=args.window,
                         sinks=tuple(args.sink or ["stdout"]), follow=args.follow, batch_size=args.batch_size,
                         poll_seconds=args.poll_seconds, retry_base_seconds=args.retry_base_seconds,
-                        drain_seconds=args.drain_seconds)
+                        drain_seconds=args.drain_seconds, max_line_bytes=args.max_line_bytes)
     stopping = []
 
     def request_stop(signum, _frame):  # finish the batch in hand, then leave
@@ -70,6 +70,8 @@ def register(subparsers) -> None:
     p.add_argument("--retry-base-seconds", type=float, default=1.0, help="first delivery retry delay (doubles)")
     p.add_argument("--drain-seconds", type=float, default=10.0,
                    help="without --follow: how long to keep retrying undelivered alerts before exiting")
+    p.add_argument("--max-line-bytes", type=int, default=1_000_000,
+                   help="a longer input line is quarantined (skipped without being held in memory)")
     p.set_defaults(func=cmd_monitor)
 
     p = sub.add_parser("report", help="self-contained HTML report from a monitor database")

@@ -1,10 +1,13 @@
-"""The webhook sink against a real HTTP server on 127.0.0.1 that fails its first calls."""
+"""The webhook sink against a real HTTP server on 127.0.0.1 that fails its first calls, and
+against a receiver that answers garbage instead of HTTP."""
 
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import threading
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
@@ -88,3 +91,62 @@ def test_bad_sink_spec_is_a_user_error(spec):
 
     with pytest.raises(UserError, match="sink|webhook"):
         build_sink(spec)
+
+
+class GarbageReceiver:
+    """A TCP server that reads each request in full, answers "garbage" (not an HTTP status line)
+    and closes: urllib raises http.client.BadStatusLine, which is not an OSError."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/alerts"
+        self.calls = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:  # closed by __exit__
+                return
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next((int(h.split(b":")[1]) for h in head.split(b"\r\n")
+                               if h.lower().startswith(b"content-length:")), 0)
+                while len(body) < length and (chunk := conn.recv(65536)):
+                    body += chunk
+                self.calls += 1
+                conn.sendall(b"garbage\r\n\r\n")
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.close()
+
+
+def test_a_receiver_that_answers_garbage_is_retried_and_never_stops_the_monitor(tmp_path, keyword_model):
+    alerts_file = tmp_path / "alerts.jsonl"
+    with GarbageReceiver() as garbage:
+        cfg = replace(_config(tmp_path, garbage.url, drain_seconds=0.5),
+                      sinks=(f"webhook:{garbage.url}", f"jsonl:{alerts_file}"))
+        stats = run_monitor(cfg, model=keyword_model)
+        n = stats.totals["alerts"]
+        assert stats.totals["documents"] == 394 and n >= 1  # ingestion went on
+        assert len(alerts_file.read_text().splitlines()) == n  # the other sink got every alert
+        db = sqlite3.connect(tmp_path / "m.db")
+        rows = db.execute("SELECT attempts, delivered_at, last_error FROM deliveries WHERE sink LIKE 'webhook:%'"
+                          ).fetchall()
+        assert len(rows) == n and all(delivered is None for _, delivered, _ in rows)
+        assert all("BadStatusLine" in error for _, _, error in rows)
+        first = sum(attempts for attempts, _, _ in rows)
+        assert first == garbage.calls >= 2  # retried with backoff, each call one attempt
+        again = run_monitor(cfg, model=keyword_model)  # a restart retries before reading: no crash
+        assert again.lines == 0 and garbage.calls > first
+        assert db.execute("SELECT SUM(attempts) FROM deliveries WHERE sink LIKE 'webhook:%'").fetchone()[0] \
+            == garbage.calls

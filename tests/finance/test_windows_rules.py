@@ -5,7 +5,7 @@ import math
 import pytest
 
 from core.errors import UserError
-from solutions.finance.monitor.aggregate import WindowStats, parse_duration, window_start, window_stats
+from solutions.finance.monitor.aggregate import StreamClock, WindowStats, parse_duration, window_start, window_stats
 from solutions.finance.monitor.rules import (Baseline, NegativeShareSpike, SentimentDrop, VolumeSpike,
                                              load_rules)
 
@@ -67,3 +67,38 @@ def test_rules_yaml_overrides_defaults_and_rejects_unknown_keys(tmp_path):
     path.write_text("negative_share_spike: {zz: 3}\n")
     with pytest.raises(UserError, match="unknown key 'zz'"):
         load_rules(path)
+
+
+def test_stream_clock_closes_a_window_once_the_watermark_is_lateness_past_its_end():
+    clock = StreamClock()
+    on_time, clock = clock.admit(3000, 3600, 300)  # window [0, 3600)
+    assert on_time and (clock.watermark, clock.closed_until) == (3000, 2700)
+    on_time, clock = clock.admit(3850, 3600, 300)  # 3850 - 300 = 3550 < 3600: [0, 3600) still open
+    assert on_time and not clock.is_closed(0, 3600)
+    on_time, clock = clock.admit(3590, 3600, 300)  # arrives while its window is open: on time
+    assert on_time and clock.watermark == 3850  # an older document never moves the watermark back
+    _, clock = clock.admit(3900, 3600, 300)  # 3900 - 300 = 3600: [0, 3600) is closed
+    assert clock.is_closed(0, 3600) and not clock.is_closed(3600, 3600)
+    assert clock.admit(100, 3600, 300)[0] is False  # its window was closed when it arrived: late
+    assert clock.flushed(3600).closed_until == 7200  # end of input closes the watermark's window too
+    assert StreamClock().flushed(3600) == StreamClock()  # nothing read, nothing to close
+
+
+def test_window_sums_do_not_depend_on_document_order():
+    scores = [0.1, 0.2, 0.3]
+    assert sum(scores) != sum(scores[::-1])  # 0.6000000000000001 vs 0.6: plain sums depend on order
+    forward = window_stats("X", 0, 60, scores, ["neutral"] * 3, None, 0.3)
+    backward = window_stats("X", 0, 60, scores[::-1], ["neutral"] * 3, None, 0.3)
+    assert forward.score_sum == backward.score_sum == 0.6
+
+
+def test_lateness_is_a_rules_setting_and_may_be_zero(tmp_path):
+    path = tmp_path / "rules.yaml"
+    assert load_rules().lateness == 300
+    path.write_text("lateness: 0\n")
+    assert load_rules(path).lateness == 0
+    path.write_text("lateness: 15m\n")
+    assert load_rules(path).lateness == 900
+    assert parse_duration("0s", allow_zero=True) == 0
+    with pytest.raises(UserError, match="bad duration"):
+        parse_duration("0s")

@@ -1,28 +1,50 @@
 """The monitor loop: read batches -> parse (quarantine the malformed) -> extract entities -> score
--> commit with the source offset -> re-aggregate dirty windows -> evaluate rules -> deliver alerts.
+-> commit with the source offset -> re-aggregate dirty windows -> evaluate the rules on windows
+that have closed -> deliver alerts.
 
 `run_monitor(cfg)` runs until its inputs are exhausted, or with `follow` until `stop()` is true
 (the CLI wires SIGINT/SIGTERM to it; the batch in hand is finished first). A kill -9 at any
-point loses nothing: see store.py for why. Re-aggregation also runs once at start, to finish
-windows a killed run left dirty, and undelivered alerts from earlier runs are retried.
+point loses nothing: see store.py for why. Re-aggregation and alert evaluation also run once at
+start, to finish what a killed run left, and undelivered alerts from earlier runs are retried.
+
+One line never stops the monitor: whatever goes wrong while reading, parsing, validating,
+scoring or storing one line (sources.py and store.py list the known cases; any other exception
+counts too) quarantines that line with the reason, and the rest of its batch is stored. Scoring
+is isolated the same way: a batch the model fails on is scored one document at a time, and only
+if the model also fails on a plain probe text is the error raised (a broken model is not a bad
+line).
+
+Alerts are deterministic: a window is evaluated once, when it is closed (the stream's watermark,
+its latest stored timestamp, passed the window's end plus `lateness`, or the input ended: a run
+without `follow` closes every window when it has read everything), with all its on-time
+documents; the alert is created then, with its final value and evidence, and delivered once. The
+same input gives the same alerts whatever the batch size and wherever a run was killed. The cost
+is latency (an alert comes when its window closes, not at the first document that crosses the
+threshold) and late documents (those whose window was already closed when they arrived) are
+stored, scored and charted but never change an alert. A run without `follow` takes its input
+as complete: lines appended afterwards to a window it closed are late for the next run (watch a
+growing file with `follow` instead).
 Leaves out: parallel scoring workers (one process saturates 2 cores with the encoder).
 """
 
 from __future__ import annotations
 
-import bisect
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from core.errors import UserError
-from solutions.finance.monitor.aggregate import WindowStats, window_start, window_stats
+from solutions.finance.monitor.aggregate import WindowStats, window_stats
 from solutions.finance.monitor.entities import EntityMatcher, load_watchlist
 from solutions.finance.monitor.rules import RuleSet, load_rules
 from solutions.finance.monitor.sinks import Backoff, build_sink, deliver_due
-from solutions.finance.monitor.sources import Line, Malformed, open_source, parse_document
-from solutions.finance.monitor.store import Store
+from solutions.finance.monitor.sources import MAX_LINE_BYTES, Document, Line, Malformed, open_source, parse_document
+from solutions.finance.monitor.store import Record, Store
+
+PROBE_TEXT = "The company published its quarterly report."  # scored to tell a broken model from a bad line
+MAX_FUTURE_SECONDS = 86400  # a document dated further ahead of the clock is quarantined
 
 
 @dataclass(frozen=True)
@@ -39,6 +61,7 @@ class MonitorConfig:
     poll_seconds: float = 1.0
     retry_base_seconds: float = 1.0
     drain_seconds: float = 10.0  # end of a run without --follow: keep retrying deliveries this long
+    max_line_bytes: int = MAX_LINE_BYTES  # a longer input line is quarantined
 
 
 @dataclass
@@ -77,61 +100,101 @@ def load_scorer(spec: str):
 
 
 def ingest_batch(store: Store, lines: list[Line], *, matcher: EntityMatcher, model, batch_size: int) -> dict:
-    """Parse, de-duplicate, extract, score and commit one batch of lines from one source."""
-    from solutions.finance.sentiment import score_texts
-
+    """Parse, de-duplicate, extract, score and commit one batch of lines from one source; a line
+    that fails any step is quarantined with the reason, never the batch."""
     docs, quarantined, seen = [], [], set()
     for line in lines:
-        if not line.raw.strip():
+        if line.problem is None and not line.raw.strip():
             continue  # blank lines are not documents and not errors
         try:
-            doc = parse_document(line.raw)
+            if line.problem is not None:
+                raise Malformed(line.problem)
+            doc = parse_document(line.raw, not_after=time.time() + MAX_FUTURE_SECONDS)
+            entities = tuple(matcher.extract(doc.text, doc.tickers))
         except Malformed as exc:
             quarantined.append((line.start, line.raw, str(exc)))
             continue
+        except Exception as exc:  # noqa: BLE001 - an unforeseen case: still this line's, not the batch's
+            quarantined.append((line.start, line.raw, f"unreadable: {type(exc).__name__}: {exc}"))
+            continue
         if doc.id not in seen:
             seen.add(doc.id)
-            docs.append(doc)
-    known = store.known_ids([d.id for d in docs])
-    new = [d for d in docs if d.id not in known]
-    sentiment = score_texts(model, [d.text for d in new], batch_size=batch_size)
+            docs.append((line, doc, entities))
+    known = store.known_ids([doc.id for _, doc, _ in docs])
+    new = [d for d in docs if d[1].id not in known]
+    records = []
+    for (line, doc, entities), score in zip(new, score_documents(model, [doc for _, doc, _ in new], batch_size)):
+        if isinstance(score, str):
+            quarantined.append((line.start, line.raw, score))
+            continue
+        records.append(Record({"id": doc.id, "ts": doc.ts, "ts_text": doc.ts_text, "text": doc.text,
+                               "source": doc.source, "origin": lines[0].source_key},
+                              {"doc_id": doc.id, **score}, entities, line.start, line.raw))
+    refused = store.commit_batch(source_key=lines[0].source_key, offset=lines[-1].end, records=records,
+                                 quarantined=quarantined)
+    return {"lines": len(lines), "new": len(records) - refused, "seen": len(docs) - len(new),
+            "quarantined": len(quarantined) + refused}
+
+
+def score_documents(model, docs: list[Document], batch_size: int) -> list[dict | str]:
+    """Per document: its score row, or the quarantine reason if it cannot be scored (the model
+    raised on it, or gave probabilities that are not finite)."""
+    try:
+        return _score_rows(model, [d.text for d in docs], batch_size)
+    except Exception as exc:  # noqa: BLE001 - find the document(s) the model fails on
+        failure = exc
+    if len(docs) > 1:
+        return [row for doc in docs for row in score_documents(model, [doc], 1)]
+    _score_rows(model, [PROBE_TEXT], 1)  # raises if the model fails on a plain text too: no line is to blame
+    return [f"scoring failed: {type(failure).__name__}: {failure}"]
+
+
+def _score_rows(model, texts: list[str], batch_size: int) -> list[dict | str]:
+    from solutions.finance.sentiment import score_texts
+
+    sentiment = score_texts(model, texts, batch_size=batch_size)
     labels = sentiment.label
-    documents, scores, mentions = [], [], []
-    for i, doc in enumerate(new):
-        documents.append({"id": doc.id, "ts": doc.ts, "ts_text": doc.ts_text, "text": doc.text,
-                          "source": doc.source, "origin": lines[0].source_key})
-        scores.append({"doc_id": doc.id, "p_negative": float(sentiment.negative[i]),
-                       "p_neutral": float(sentiment.neutral[i]), "p_positive": float(sentiment.positive[i]),
-                       "score": float(sentiment.score[i]), "label": labels[i]})
-        start = window_start(doc.ts, store.window)
-        mentions += [(doc.id, entity, start) for entity in matcher.extract(doc.text, doc.tickers)]
-    store.commit_batch(source_key=lines[0].source_key, offset=lines[-1].end, documents=documents,
-                       scores=scores, mentions=mentions, quarantined=quarantined)
-    return {"lines": len(lines), "new": len(new), "seen": len(docs) - len(new), "quarantined": len(quarantined)}
+    rows = []
+    for i in range(len(texts)):
+        probs = (float(sentiment.negative[i]), float(sentiment.neutral[i]), float(sentiment.positive[i]))
+        if not all(math.isfinite(p) for p in probs):
+            rows.append(f"scoring failed: probabilities {probs} are not finite")
+            continue
+        rows.append({"p_negative": probs[0], "p_neutral": probs[1], "p_positive": probs[2],
+                     "score": probs[2] - probs[0], "label": labels[i]})
+    return rows
 
 
-def refresh_windows(store: Store, rules: RuleSet, sink_specs: list[str]) -> list[int]:
-    """Recompute every entity's windows from its earliest dirty one (later EWMAs and baselines
-    depend on it), evaluate the rules on them, commit; returns the ids of new alerts."""
-    new_ids = []
+def refresh_aggregates(store: Store, rules: RuleSet) -> None:
+    """Recompute every entity's windows from its earliest dirty one (later EWMAs depend on it), commit."""
     for entity, since in store.dirty_from().items():
-        history = store.aggregates(entity, since - rules.baseline, since)
         ewma = store.last_ewma(entity, since)
         windows: list[WindowStats] = []
         for start, (scores, labels) in sorted(store.window_scores(entity, since).items()):
             windows.append(window_stats(entity, start, rules.window, scores, labels, ewma, rules.ewma_alpha))
             ewma = windows[-1].ewma
-        timeline = history + windows
-        starts = [w.start for w in timeline]
-        alerts = []
-        for w in windows:
-            trailing = timeline[bisect.bisect_left(starts, w.start - rules.baseline):bisect.bisect_left(starts, w.start)]
-            for finding in rules.evaluate(w, trailing):
-                alerts.append({"entity": entity, "rule": finding.rule, "window_start": w.start, "window_end": w.end,
-                               "value": finding.value, "baseline": finding.baseline, "detail": finding.detail,
-                               "evidence": store.evidence(entity, w.start, finding.evidence)})
-        new_ids += store.commit_windows(entity, since, windows, alerts, sink_specs)
-    return new_ids
+        store.commit_windows(entity, since, windows)
+
+
+def raise_alerts(store: Store, rules: RuleSet, sink_specs: list[str]) -> list[int]:
+    """Evaluate the rules once on every closed window not evaluated yet, with its on-time documents
+    against the on-time documents of the trailing baseline (all in closed windows, so nothing here
+    can change later); commit the alerts in (window, entity, rule) order; returns the new ids."""
+    evaluated = store.closed_pending()
+    alerts = []
+    for entity, start in evaluated:
+        on_time = store.window_scores(entity, start - rules.baseline, start + 1, on_time=True)
+        stats = {s: window_stats(entity, s, rules.window, scores, labels, None, rules.ewma_alpha)
+                 for s, (scores, labels) in on_time.items()}
+        if start not in stats:
+            continue
+        history = [stats[s] for s in sorted(stats) if s < start]
+        for finding in rules.evaluate(stats[start], history):
+            alerts.append({"entity": entity, "rule": finding.rule, "window_start": start,
+                           "window_end": start + rules.window, "value": finding.value, "baseline": finding.baseline,
+                           "detail": finding.detail, "evidence": store.evidence(entity, start, finding.evidence)})
+    alerts.sort(key=lambda a: (a["window_start"], a["entity"], a["rule"]))
+    return store.commit_alerts(evaluated, alerts, sink_specs) if evaluated else []
 
 
 def run_monitor(cfg: MonitorConfig, *, model=None, stop: Callable[[], bool] = lambda: False,
@@ -139,16 +202,21 @@ def run_monitor(cfg: MonitorConfig, *, model=None, stop: Callable[[], bool] = la
     rules = load_rules(cfg.rules, cfg.window)
     matcher = EntityMatcher(load_watchlist(cfg.watchlist))
     sinks = {spec: build_sink(spec) for spec in cfg.sinks}
-    sources = [open_source(spec, cfg.follow) for spec in cfg.inputs]
+    sources = [open_source(spec, cfg.follow, cfg.max_line_bytes) for spec in cfg.inputs]
     if sum(spec == "-" for spec in cfg.inputs) > 1:
         raise UserError("stdin ('-') can be given once")
-    store = Store(cfg.db, rules.window)
+    store = Store(cfg.db, rules.window, rules.lateness)
     model = model if model is not None else load_scorer(cfg.model)
     backoff = Backoff(base=cfg.retry_base_seconds)
     stats, started = RunStats(), time.perf_counter()
-    try:
-        stats.alerts += len(refresh_windows(store, rules, list(sinks)))  # windows a killed run left dirty
+
+    def catch_up() -> None:  # aggregates, then alerts of the windows that closed, then deliveries
+        refresh_aggregates(store, rules)
+        stats.alerts += len(raise_alerts(store, rules, list(sinks)))
         deliver_due(store, sinks, backoff)
+
+    try:
+        catch_up()  # what a killed run left: dirty windows, closed windows not evaluated, deliveries
         while not stop():
             got = 0
             for source in sources:
@@ -159,8 +227,7 @@ def run_monitor(cfg: MonitorConfig, *, model=None, stop: Callable[[], bool] = la
                     stats.new_documents += done["new"]
                     stats.already_seen += done["seen"]
                     stats.quarantined += done["quarantined"]
-                    stats.alerts += len(refresh_windows(store, rules, list(sinks)))
-                    deliver_due(store, sinks, backoff)
+                    catch_up()
                     if stop():
                         break
             if not cfg.follow:  # one pass reads every source to its end
@@ -168,6 +235,9 @@ def run_monitor(cfg: MonitorConfig, *, model=None, stop: Callable[[], bool] = la
             if got == 0:
                 deliver_due(store, sinks, backoff)
                 time.sleep(cfg.poll_seconds)
+        if not cfg.follow and not stop():  # the input is complete: its last windows are closed too
+            store.close_input()
+            catch_up()
         stats.seconds = time.perf_counter() - started
         _drain(store, sinks, backoff, 0 if cfg.follow else cfg.drain_seconds, log)
         stats.totals = store.counts() | {"quarantine_reasons": store.quarantine_reasons()}

@@ -5,6 +5,7 @@ it (e.g. the 7 days before this hour). Defaults (override any of them in a rules
 
     window: 1h            # aggregation window
     baseline: 7d          # trailing period the rules compare against
+    lateness: 5m          # a window is closed (and evaluated) once a document this much past its end arrives
     ewma_alpha: 0.3
     negative_share_spike: {z: 3.0, min_count: 5, prior_share: 0.2, prior_weight: 10}
     sentiment_drop:       {drop: 0.5, min_count: 5, prior_weight: 10}
@@ -19,6 +20,10 @@ Sentiment drop: the window's mean score is at least `drop` below the baseline's 
 (shrunk towards 0 with `prior_weight` pseudo-documents). Volume spike: the window's count is at
 least `ratio` times the baseline's mean count per window (empty windows count as 0), floored at
 `min_rate`. Every rule needs `min_count` documents in the window.
+
+Rules see a window once, when it is closed (aggregate.StreamClock), with all of its on-time
+documents, so an alert's value and evidence are those of the whole window, never of however much
+of it had been read when a batch ended.
 """
 
 from __future__ import annotations
@@ -113,6 +118,7 @@ class RuleSet:
     window: int = 3600
     baseline: int = 7 * 86400
     ewma_alpha: float = 0.3
+    lateness: int = 300
     rules: tuple = (NegativeShareSpike(), SentimentDrop(), VolumeSpike())
 
     @property
@@ -149,16 +155,18 @@ def load_rules(path: Path | None = None, window: str | None = None) -> RuleSet:
 
     raw = {} if path is None else read_yaml_mapping(path, "rules file", "of rule names and window settings "
                                                      "(see solutions/finance/monitor/rules.py)")
-    unknown = sorted(set(raw) - {"window", "baseline", "ewma_alpha", *RULES})
+    settings = ("window", "baseline", "lateness", "ewma_alpha")
+    unknown = sorted(set(raw) - {*settings, *RULES})
     if unknown:
-        raise UserError(f"rules file: unknown key '{unknown[0]}'; valid keys: window, baseline, ewma_alpha, "
+        raise UserError(f"rules file: unknown key '{unknown[0]}'; valid keys: {', '.join(settings)}, "
                         f"{', '.join(RULES)}")
     size = parse_duration(window or raw.get("window", "1h"))
     baseline = parse_duration(raw.get("baseline", "7d"))
+    lateness = parse_duration(raw.get("lateness", "5m"), allow_zero=True)
     alpha = float(raw.get("ewma_alpha", 0.3))
     if not 0 < alpha <= 1:
         raise UserError(f"ewma_alpha must be in (0, 1]; got {alpha}")
     if baseline < size:
         raise UserError(f"baseline ({baseline} s) must be at least one window ({size} s)")
     rules = tuple(r for r in (_build_rule(name, raw.get(name)) for name in RULES) if r is not None)
-    return RuleSet(size, baseline, alpha, rules)
+    return RuleSet(size, baseline, alpha, lateness, rules)

@@ -6,6 +6,11 @@ the error and retried later with exponential backoff (`base * 2^(attempts-1)`, c
 dropped; undelivered alerts survive restarts and are retried by the next run. Delivery is
 at-least-once: killed between sending and recording, an alert is sent again, so every payload
 carries `alert_id` (stable per entity/rule/window) for receivers to de-duplicate on.
+Any exception from a sink is a failed attempt, whatever it is (a timeout, a refused or reset
+connection, an HTTP error, a reply that is not HTTP at all, a bug in the sink): a receiver can
+never crash the monitor. After a failure the rest of that sink's due queue is deferred with the
+same backoff (recorded, not counted as attempts), so a dead receiver costs one timeout per retry,
+not one per queued alert, and never holds up the other sinks or ingestion.
 Sink specs: `stdout`, `jsonl:PATH`, `webhook:URL`.
 """
 
@@ -14,7 +19,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -87,18 +91,20 @@ class Backoff:
 
 
 def deliver_due(store, sinks: dict, backoff: Backoff, now: float | None = None) -> dict:
-    """Try every due delivery once; returns {"delivered": n, "failed": n}."""
+    """Try the due deliveries of every sink, up to its first failure; returns {"delivered": n, "failed": n}."""
     stats = {"delivered": 0, "failed": 0}
     for spec, sink in sinks.items():
-        for alert_id in store.due_deliveries(spec, time.time() if now is None else now):
+        due = store.due_deliveries(spec, time.time() if now is None else now)
+        for i, alert_id in enumerate(due):
             try:
                 sink.send(alert_payload(store.alert(alert_id)))
-            except (OSError, urllib.error.URLError) as exc:  # HTTPError and timeouts are OSErrors too
-                attempts = store.delivery_attempts(alert_id, spec) + 1
-                store.mark_failed(alert_id, spec, str(exc) or type(exc).__name__,
-                                  time.time() + backoff.delay(attempts))
+            except Exception as exc:  # noqa: BLE001 - whatever a receiver does is a failed attempt
+                error = f"{type(exc).__name__}: {exc}"
+                retry_at = time.time() + backoff.delay(store.delivery_attempts(alert_id, spec) + 1)
+                store.mark_failed(alert_id, spec, error, retry_at)
+                store.defer_deliveries(due[i + 1:], spec, f"deferred, sink failing: {error}", retry_at)
                 stats["failed"] += 1
-                continue
+                break
             store.mark_delivered(alert_id, spec)
             stats["delivered"] += 1
     return stats

@@ -7,12 +7,21 @@ except the last line of a file that is not followed (a file without a final newl
 that shrank below its committed offset was truncated or replaced, so it is read again from the
 start (document ids keep that from counting anything twice). `parse_document` turns a line into a
 `Document` or raises `Malformed` with the reason that goes to the quarantine.
+
+A line the source cannot hand over as text comes with a `problem` (the quarantine reason) instead
+of being dropped or crashing the reader: a line over `max_line_bytes` (read in chunks and skipped,
+only its head kept) or bytes that are not UTF-8. `parse_document` validates everything it keeps:
+JSON that Python refuses (an integer of thousands of digits, nesting deep enough to recurse), and
+strings that cannot be encoded as UTF-8 (a JSON escape of a lone surrogate, "\ud800") or are over
+their size bound are Malformed too, so that whatever reaches the store is storable, and so is a
+timestamp more than a day ahead of the machine's clock (it would close every window at once).
 Leaves out: network sources (Kafka, HTTP); put them behind the same `batches()` shape.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import select
 import sys
 from dataclasses import dataclass
@@ -21,6 +30,20 @@ from pathlib import Path
 from typing import Iterator
 
 from core.errors import UserError
+
+MAX_LINE_BYTES = 1_000_000  # a longer line is quarantined without being held in memory
+MAX_ID_CHARS = 512
+MAX_SOURCE_CHARS = 512
+MAX_TICKERS = 100
+MAX_TICKER_CHARS = 32
+QUARANTINE_HEAD_BYTES = 4000  # how much of an over-long line is kept for the quarantine record
+_CHUNK = 1 << 16
+
+
+def printable(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, with anything UTF-8 cannot encode (lone surrogates) written
+    as a backslash escape: always storable, for quarantine records and error messages."""
+    return text[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -38,7 +61,8 @@ class Line:
     source_key: str
     start: int  # byte offset of the line's first byte
     end: int  # byte offset just after its newline: the offset to commit
-    raw: str
+    raw: str  # the line's text (for a line with a problem: a printable head of it)
+    problem: str | None = None  # why the line cannot be read as text; it goes to the quarantine
 
 
 class Malformed(ValueError):
@@ -48,19 +72,43 @@ class Malformed(ValueError):
 def parse_timestamp(value) -> float:
     """ISO 8601 (`Z` or an offset; no zone means UTC) -> Unix seconds; Malformed otherwise."""
     if not isinstance(value, str) or not value.strip():
-        raise Malformed(f"bad timestamp: {value!r} is not an ISO 8601 string")
+        shown = repr(value) if isinstance(value, (str, int, float)) else f"a JSON {type(value).__name__}"
+        raise Malformed(f"bad timestamp: {printable(shown, 80)} is not an ISO 8601 string")
+    _check_string("timestamp", value, 64)
     try:
         stamp = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+        return (stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).timestamp()
+    except (ValueError, OverflowError, OSError):  # not ISO 8601, or out of datetime's range
         raise Malformed(f"bad timestamp: {value!r} is not ISO 8601 (e.g. 2026-03-02T09:15:00Z)") from None
-    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).timestamp()
 
 
-def parse_document(raw: str) -> Document:
+def _check_string(field: str, value: str, limit: int) -> str:
+    """`value` if it is UTF-8 encodable and at most `limit` characters; Malformed('bad <field>') otherwise."""
     try:
-        obj = json.loads(raw)
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise Malformed(f"bad {field}: {value[exc.start]!r} at character {exc.start} is a lone surrogate, "
+                        f"not valid Unicode") from None
+    if len(value) > limit:
+        raise Malformed(f"bad {field}: over {limit} characters")
+    return value
+
+
+def _load_json(raw: str):
+    try:
+        return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise Malformed(f"bad JSON: {exc.msg}") from None
+    except RecursionError:
+        raise Malformed("bad JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer past Python's int-string conversion limit
+        raise Malformed(f"bad JSON: {printable(str(exc), 200)}") from None
+
+
+def parse_document(raw: str, not_after: float = math.inf) -> Document:
+    """The Document in a line, or Malformed. `not_after`: a later timestamp is rejected (the loop
+    passes the clock plus a day: one document dated 2099 would otherwise close every window)."""
+    obj = _load_json(raw)
     if not isinstance(obj, dict):
         raise Malformed("not a JSON object")
     for key in ("id", "ts", "text"):
@@ -68,48 +116,94 @@ def parse_document(raw: str) -> Document:
             raise Malformed(f"missing field '{key}'")
     if not isinstance(obj["id"], (str, int)) or isinstance(obj["id"], bool) or not str(obj["id"]).strip():
         raise Malformed("bad id: must be a non-empty string or an integer")
+    doc_id = _check_string("id", str(obj["id"]).strip(), MAX_ID_CHARS)
     if not isinstance(obj["text"], str) or not obj["text"].strip():
         raise Malformed("empty text")
+    text = _check_string("text", obj["text"].strip(), MAX_LINE_BYTES)
     tickers = obj.get("tickers") or []
     if not isinstance(tickers, list) or not all(isinstance(t, str) for t in tickers):
         raise Malformed("bad tickers: must be a list of strings")
+    if len(tickers) > MAX_TICKERS:
+        raise Malformed(f"bad tickers: more than {MAX_TICKERS}")
+    tickers = [_check_string("tickers", t.strip().lstrip("$").upper(), MAX_TICKER_CHARS) for t in tickers]
     source = obj.get("source")
-    return Document(id=str(obj["id"]).strip(), ts=parse_timestamp(obj["ts"]), ts_text=str(obj["ts"]),
-                    text=obj["text"].strip(), source=str(source) if source is not None else None,
-                    tickers=tuple(t.strip().lstrip("$").upper() for t in tickers if t.strip()))
+    if source is not None and isinstance(source, (bool, dict, list)):
+        raise Malformed("bad source: must be a string")
+    ts = parse_timestamp(obj["ts"])
+    if ts > not_after:
+        raise Malformed(f"bad timestamp: {obj['ts']!r} is in the future")
+    return Document(id=doc_id, ts=ts, ts_text=obj["ts"], text=text,
+                    source=None if source is None else _check_string("source", str(source), MAX_SOURCE_CHARS),
+                    tickers=tuple(t for t in tickers if t))
 
 
-def read_lines(path: Path, offset: int, max_lines: int, *, final: bool) -> list[Line]:
+def _next_line(readline, limit: int) -> tuple[bytes, int, bool]:
+    """(head, length, complete) of the next line from `readline(n) -> bytes`: its first bytes, its
+    length in bytes and whether it ends in a newline. A line over `limit` bytes is read on in chunks
+    to its end, keeping only the head, so memory stays bounded whatever the line's size."""
+    head = readline(limit + 1)
+    length, complete = len(head), head.endswith(b"\n")
+    while not complete and length > limit:
+        chunk = readline(_CHUNK)
+        if not chunk:
+            break
+        length += len(chunk)
+        complete = chunk.endswith(b"\n")
+    return head, length, complete
+
+
+def decode_line(key: str, start: int, head: bytes, length: int, complete: bool, limit: int) -> Line:
+    """A `Line` from the bytes `_next_line` read; one that is too long or not UTF-8 gets a `problem`."""
+    end = start + length
+    if length - complete > limit:
+        return Line(key, start, end, head[:QUARANTINE_HEAD_BYTES].decode("utf-8", "backslashreplace"),
+                    f"line over {limit} bytes ({length} bytes)")
+    data = head.rstrip(b"\r\n")
+    try:
+        return Line(key, start, end, data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return Line(key, start, end, data.decode("utf-8", "backslashreplace"),
+                    f"bad encoding: byte 0x{data[exc.start]:02x} at {exc.start} is not UTF-8")
+
+
+def source_key(path: Path) -> str:
+    return printable(f"file:{path.resolve()}", 4096)  # a file name need not be valid UTF-8
+
+
+def read_lines(path: Path, offset: int, max_lines: int, *, final: bool,
+               max_line_bytes: int = MAX_LINE_BYTES) -> list[Line]:
     """Up to `max_lines` complete lines of `path` from byte `offset`. `final`: also take a last
     line with no newline (the file is complete); otherwise it is left for the next read."""
-    key = f"file:{path.resolve()}"
-    size = path.stat().st_size
+    key = source_key(path)
+    try:
+        size = path.stat().st_size
+        handle = open(path, "rb")
+    except FileNotFoundError:  # removed or rotated away since it was listed: nothing to read
+        return []
     if size < offset:  # truncated or replaced: start again (ids deduplicate)
         offset = 0
     lines = []
-    with open(path, "rb") as handle:
+    with handle:
         handle.seek(offset)
         pos = offset
         while len(lines) < max_lines:
-            data = handle.readline()
-            if not data:
+            head, length, complete = _next_line(handle.readline, max_line_bytes)
+            if not length or (not complete and not final):
                 break
-            if not data.endswith(b"\n") and not final:
-                break
-            lines.append(Line(key, pos, pos + len(data), data.decode("utf-8", errors="replace").rstrip("\r\n")))
-            pos += len(data)
+            lines.append(decode_line(key, pos, head, length, complete, max_line_bytes))
+            pos += length
     return lines
 
 
 class FileSource:
     """One JSONL file, resumed at its committed offset."""
 
-    def __init__(self, path: Path, follow: bool = False):
+    def __init__(self, path: Path, follow: bool = False, max_line_bytes: int = MAX_LINE_BYTES):
         self.path = Path(path)
         if not self.path.is_file():
             raise UserError(f"input file not found: {self.path}. Give a JSONL file, a directory of "
                             f"*.jsonl files, or '-' for stdin.")
-        self.follow = follow
+        self.follow, self.max_line_bytes = follow, max_line_bytes
 
     def files(self) -> list[Path]:
         return [self.path]
@@ -118,9 +212,10 @@ class FileSource:
         """Batches of new lines across this source's files; `offsets(key) -> int` gives the
         committed offset, asked again before every batch (the caller commits in between)."""
         for path in self.files():
-            key = f"file:{path.resolve()}"
+            key = source_key(path)
             while True:
-                batch = read_lines(path, offsets(key), batch_size, final=not self.follow)
+                batch = read_lines(path, offsets(key), batch_size, final=not self.follow,
+                                   max_line_bytes=self.max_line_bytes)
                 if not batch:
                     break
                 yield batch
@@ -129,11 +224,11 @@ class FileSource:
 class DirectorySource(FileSource):
     """Every *.jsonl file in a directory, in name order; files that appear later are picked up."""
 
-    def __init__(self, path: Path, follow: bool = False):
+    def __init__(self, path: Path, follow: bool = False, max_line_bytes: int = MAX_LINE_BYTES):
         self.path = Path(path)
         if not self.path.is_dir():
             raise UserError(f"input directory not found: {self.path}")
-        self.follow = follow
+        self.follow, self.max_line_bytes = follow, max_line_bytes
 
     def files(self) -> list[Path]:
         return sorted(p for p in self.path.glob("*.jsonl") if p.is_file())
@@ -145,11 +240,20 @@ class StdinSource:
 
     key = "stdin"
 
-    def __init__(self, stream=None, flush_seconds: float = 0.5):
+    def __init__(self, stream=None, flush_seconds: float = 0.5, max_line_bytes: int = MAX_LINE_BYTES):
         self.stream = stream or sys.stdin
-        self.flush_seconds = flush_seconds
+        self.flush_seconds, self.max_line_bytes = flush_seconds, max_line_bytes
         self.position = 0
         self.closed = False
+
+    def _readline(self, size: int) -> bytes:
+        """Bytes, whatever the stream: the raw buffer of a real stdin (so its bytes are checked as
+        UTF-8 here, not by the text layer), or text re-encoded with lone surrogates kept as bytes
+        (a text stream in tests, or one decoded with surrogateescape) so they are quarantined."""
+        binary = getattr(self.stream, "buffer", None)
+        if binary is not None:
+            return binary.readline(size)
+        return self.stream.readline(size).encode("utf-8", "surrogatepass")
 
     def batches(self, offsets, batch_size: int) -> Iterator[list[Line]]:
         """A batch when `batch_size` lines arrived or input paused for `flush_seconds`."""
@@ -158,13 +262,12 @@ class StdinSource:
             while len(batch) < batch_size:
                 if batch and not _readable(self.stream, self.flush_seconds):
                     break
-                data = self.stream.readline()
-                if not data:
+                head, length, complete = _next_line(self._readline, self.max_line_bytes)
+                if not length:
                     self.closed = True
                     break
-                size = len(data.encode("utf-8"))
-                batch.append(Line(self.key, self.position, self.position + size, data.rstrip("\r\n")))
-                self.position += size
+                batch.append(decode_line(self.key, self.position, head, length, complete, self.max_line_bytes))
+                self.position += length
             if batch:
                 yield batch
 
@@ -176,10 +279,10 @@ def _readable(stream, timeout: float) -> bool:
         return True
 
 
-def open_source(spec: str, follow: bool = False):
+def open_source(spec: str, follow: bool = False, max_line_bytes: int = MAX_LINE_BYTES):
     if spec == "-":
-        return StdinSource()
+        return StdinSource(max_line_bytes=max_line_bytes)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return DirectorySource(path, follow)
-    return FileSource(path, follow)
+        return DirectorySource(path, follow, max_line_bytes)
+    return FileSource(path, follow, max_line_bytes)

@@ -1,12 +1,21 @@
 """SQLite storage: documents, scores, mentions, aggregates, alerts, deliveries, offsets, quarantine.
 
 Crash safety rests on one rule: a batch's documents, scores, mentions, quarantined lines, the
-windows it made dirty and the source offset after its last line are written in ONE transaction
-(`commit_batch`). Killed before the commit, the batch is read again from the old offset; killed
-after, it is never read again and its windows are still marked dirty, so aggregation catches up
-on restart. Aggregates, alerts and their pending deliveries are likewise one transaction
-(`commit_windows`), which also clears those dirty marks. Re-running the same input adds nothing:
-documents are keyed by id, quarantined lines by (source, offset), alerts by (entity, rule, window).
+windows it made dirty, the stream clock and the source offset after its last line are written in
+ONE transaction (`commit_batch`). Killed before the commit, the batch is read again from the old
+offset; killed after, it is never read again and its windows are still marked dirty (for the
+aggregates) and pending (for the alert rules), so both catch up on restart. Aggregates are one
+transaction (`commit_windows`) that also clears their dirty marks; the alerts of closed windows
+and their pending deliveries are one transaction (`commit_alerts`) that clears their pending marks.
+Re-running the same input adds nothing: documents are keyed by id, quarantined lines by (source,
+offset), alerts by (entity, rule, window).
+
+One bad document never blocks a batch: if the batch's rows are refused (a value SQLite cannot
+bind or encode), the batch is stored again one document at a time, each under its own savepoint,
+and the documents that are still refused are quarantined with the error; the rest commit with
+the offset. Errors of the database itself (disk full, I/O) are not the document's fault and
+raise, so the batch is retried by the next run. Quarantine records are made storable (lone
+surrogates escaped, lengths cut) before they are written.
 WAL journal with synchronous=FULL: readers (the report) never block the monitor, and a committed
 batch survives a process kill (and a power cut).
 """
@@ -16,16 +25,18 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import UserError
-from solutions.finance.monitor.aggregate import WindowStats
+from solutions.finance.monitor.aggregate import StreamClock, WindowStats, window_start
+from solutions.finance.monitor.sources import printable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
     id TEXT PRIMARY KEY, ts REAL NOT NULL, ts_text TEXT NOT NULL, text TEXT NOT NULL,
-    source TEXT, origin TEXT NOT NULL, ingested_at REAL NOT NULL);
+    source TEXT, origin TEXT NOT NULL, ingested_at REAL NOT NULL, late INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS scores (
     doc_id TEXT PRIMARY KEY REFERENCES documents(id), p_negative REAL NOT NULL, p_neutral REAL NOT NULL,
     p_positive REAL NOT NULL, score REAL NOT NULL, label TEXT NOT NULL);
@@ -39,6 +50,8 @@ CREATE TABLE IF NOT EXISTS aggregates (
     mean_score REAL NOT NULL, negative_share REAL NOT NULL, ewma REAL NOT NULL,
     PRIMARY KEY (entity, window_start));
 CREATE TABLE IF NOT EXISTS dirty (entity TEXT NOT NULL, window_start INTEGER NOT NULL,
+    PRIMARY KEY (entity, window_start));
+CREATE TABLE IF NOT EXISTS pending (entity TEXT NOT NULL, window_start INTEGER NOT NULL,
     PRIMARY KEY (entity, window_start));
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY, entity TEXT NOT NULL, rule TEXT NOT NULL, window_start INTEGER NOT NULL,
@@ -54,23 +67,42 @@ CREATE TABLE IF NOT EXISTS quarantine (
     reason TEXT NOT NULL, created_at REAL NOT NULL, UNIQUE (source_key, offset));
 """
 EVIDENCE_LIMIT = 50  # document ids kept per alert
+QUARANTINE_LINE_CHARS = 2000
+# A row the database refuses because of its values, not because the database is failing.
+_REFUSED_ROW = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
+                ValueError, OverflowError, TypeError)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One scored document ready to store, with the line it came from (to quarantine it if refused)."""
+
+    document: dict  # id, ts, ts_text, text, source, origin
+    score: dict  # doc_id, p_negative, p_neutral, p_positive, score, label
+    entities: tuple[str, ...]
+    line_start: int
+    line: str
 
 
 class Store:
-    def __init__(self, path: Path, window: int):
+    def __init__(self, path: Path, window: int, lateness: int = 0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # explicit BEGIN/COMMIT
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        if "late" not in {row[1] for row in self.db.execute("PRAGMA table_info(documents)")}:
+            self.db.execute("ALTER TABLE documents ADD COLUMN late INTEGER NOT NULL DEFAULT 0")  # an older database
         stored = self.db.execute("SELECT value FROM meta WHERE key='window'").fetchone()
         if stored is None:
             self.db.execute("INSERT INTO meta VALUES ('window', ?)", (str(window),))
         elif int(stored[0]) != window:
             raise UserError(f"{self.path} was built with {stored[0]} s windows, not {window} s. Use the same "
                             f"--window (or rules file) as before, or a new --db.")
-        self.window = window
+        self.window, self.lateness = window, lateness
+        clock = self.db.execute("SELECT value FROM meta WHERE key='clock'").fetchone()
+        self.clock = StreamClock(*json.loads(clock[0])) if clock else StreamClock()
 
     def close(self) -> None:
         self.db.close()
@@ -87,24 +119,68 @@ class Store:
             found.update(r[0] for r in self.db.execute(f"SELECT id FROM documents WHERE id IN ({marks})", chunk))
         return found
 
-    def commit_batch(self, *, source_key: str, offset: int, documents: list[dict], scores: list[dict],
-                     mentions: list[tuple[str, str, int]], quarantined: list[tuple[int, str, str]]) -> None:
-        """Documents, scores, mentions, quarantine rows, dirty windows and the new offset: one transaction."""
-        now = time.time()
+    def commit_batch(self, *, source_key: str, offset: int, records: list[Record],
+                     quarantined: list[tuple[int, str, str]]) -> int:
+        """Documents, scores, mentions, dirty and pending windows, the stream clock, quarantine rows
+        and the new offset: one transaction. Returns how many records were refused and quarantined."""
+        now, refused = time.time(), []
         with self._transaction():
-            self.db.executemany(
-                "INSERT OR IGNORE INTO documents VALUES (:id, :ts, :ts_text, :text, :source, :origin, :ingested_at)",
-                [d | {"ingested_at": now} for d in documents])
-            self.db.executemany(
-                "INSERT OR IGNORE INTO scores VALUES (:doc_id, :p_negative, :p_neutral, :p_positive, :score, :label)",
-                scores)
-            self.db.executemany("INSERT OR IGNORE INTO mentions VALUES (?, ?, ?)", mentions)
-            self.db.executemany("INSERT OR IGNORE INTO dirty VALUES (?, ?)", {(e, w) for _, e, w in mentions})
+            self.db.execute("SAVEPOINT batch")
+            try:
+                clock = self._insert(records, self.clock, now)
+                self.db.execute("RELEASE batch")
+            except _REFUSED_ROW:  # find the document(s) at fault: one savepoint each
+                self.db.execute("ROLLBACK TO batch")
+                self.db.execute("RELEASE batch")
+                clock = self.clock
+                for record in records:
+                    self.db.execute("SAVEPOINT one")
+                    try:
+                        clock = self._insert([record], clock, now)
+                    except _REFUSED_ROW as exc:
+                        self.db.execute("ROLLBACK TO one")
+                        refused.append((record.line_start, record.line, f"not storable: {type(exc).__name__}: {exc}"))
+                    self.db.execute("RELEASE one")
             self.db.executemany("INSERT OR IGNORE INTO quarantine (source_key, offset, line, reason, created_at) "
-                                "VALUES (?, ?, ?, ?, ?)", [(source_key, o, line[:2000], reason, now)
-                                                           for o, line, reason in quarantined])
+                                "VALUES (?, ?, ?, ?, ?)",
+                                [(source_key, start, printable(line, QUARANTINE_LINE_CHARS), printable(reason, 500),
+                                  now) for start, line, reason in [*quarantined, *refused]])
             self.db.execute("INSERT INTO offsets VALUES (?, ?, ?) ON CONFLICT(source_key) DO UPDATE SET "
                             "offset=excluded.offset, updated_at=excluded.updated_at", (source_key, offset, now))
+            self._save_clock(clock)
+        self.clock = clock
+        return len(refused)
+
+    def _insert(self, records: list[Record], clock: StreamClock, now: float) -> StreamClock:
+        """Insert records in stream order; each is on time or late by the clock as it reaches it."""
+        documents, mentions, pending = [], [], set()
+        for record in records:
+            on_time, clock = clock.admit(record.document["ts"], self.window, self.lateness)
+            start = window_start(record.document["ts"], self.window)
+            documents.append(record.document | {"ingested_at": now, "late": int(not on_time)})
+            mentions += [(record.document["id"], entity, start) for entity in record.entities]
+            if on_time:
+                pending.update((entity, start) for entity in record.entities)
+        self.db.executemany("INSERT OR IGNORE INTO documents (id, ts, ts_text, text, source, origin, ingested_at, "
+                            "late) VALUES (:id, :ts, :ts_text, :text, :source, :origin, :ingested_at, :late)",
+                            documents)
+        self.db.executemany("INSERT OR IGNORE INTO scores VALUES (:doc_id, :p_negative, :p_neutral, :p_positive, "
+                            ":score, :label)", [r.score for r in records])
+        self.db.executemany("INSERT OR IGNORE INTO mentions VALUES (?, ?, ?)", mentions)
+        self.db.executemany("INSERT OR IGNORE INTO dirty VALUES (?, ?)", {(e, w) for _, e, w in mentions})
+        self.db.executemany("INSERT OR IGNORE INTO pending VALUES (?, ?)", sorted(pending))
+        return clock
+
+    def _save_clock(self, clock: StreamClock) -> None:
+        self.db.execute("INSERT INTO meta VALUES ('clock', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (json.dumps([clock.watermark, clock.closed_until]),))
+
+    def close_input(self) -> None:
+        """End of input: every window up to the watermark's is closed (its alerts can be evaluated)."""
+        clock = self.clock.flushed(self.window)
+        with self._transaction():
+            self._save_clock(clock)
+        self.clock = clock
 
     # ------------------------------------------------------------ aggregation
 
@@ -112,12 +188,16 @@ class Store:
         """entity -> earliest dirty window start."""
         return dict(self.db.execute("SELECT entity, MIN(window_start) FROM dirty GROUP BY entity"))
 
-    def window_scores(self, entity: str, since: int) -> dict[int, tuple[list[float], list[str]]]:
-        """window start -> (scores, labels) of the entity's scored documents in windows >= since."""
+    def window_scores(self, entity: str, since: int, until: int = 2**62, *,
+                      on_time: bool = False) -> dict[int, tuple[list[float], list[str]]]:
+        """window start -> (scores, labels) of the entity's scored documents in windows in [since, until);
+        `on_time`: only documents that arrived before their window closed (what the alert rules see)."""
         out: dict[int, tuple[list[float], list[str]]] = {}
-        rows = self.db.execute("SELECT m.window_start, s.score, s.label FROM mentions m JOIN scores s ON "
-                               "s.doc_id = m.doc_id WHERE m.entity=? AND m.window_start>=? ORDER BY m.window_start",
-                               (entity, since))
+        late = "AND d.late=0" if on_time else ""
+        rows = self.db.execute(f"SELECT m.window_start, s.score, s.label FROM mentions m JOIN scores s ON "
+                               f"s.doc_id = m.doc_id JOIN documents d ON d.id = m.doc_id WHERE m.entity=? AND "
+                               f"m.window_start>=? AND m.window_start<? {late} ORDER BY m.window_start, m.doc_id",
+                               (entity, since, until))
         for start, score, label in rows:
             out.setdefault(start, ([], []))
             out[start][0].append(score)
@@ -136,23 +216,33 @@ class Store:
         return row[0] if row else None
 
     def evidence(self, entity: str, start: int, kind: str) -> list[str]:
+        """The on-time documents of a window that show an alert, best first (ties by id)."""
         order = {"negative": "s.p_negative DESC", "lowest": "s.score ASC", "all": "d.ts ASC"}[kind]
         where = "AND s.label='negative'" if kind == "negative" else ""
         rows = self.db.execute(f"SELECT m.doc_id FROM mentions m JOIN scores s ON s.doc_id=m.doc_id JOIN documents d "
-                               f"ON d.id=m.doc_id WHERE m.entity=? AND m.window_start=? {where} ORDER BY {order}, "
-                               f"m.doc_id LIMIT ?", (entity, start, EVIDENCE_LIMIT))
+                               f"ON d.id=m.doc_id WHERE m.entity=? AND m.window_start=? AND d.late=0 {where} "
+                               f"ORDER BY {order}, m.doc_id LIMIT ?", (entity, start, EVIDENCE_LIMIT))
         return [r[0] for r in rows]
 
-    def commit_windows(self, entity: str, since: int, windows: list[WindowStats], alerts: list[dict],
-                       sinks: list[str]) -> list[int]:
-        """Replace the entity's aggregates from `since`, add alerts (one per entity/rule/window) with a
-        pending delivery per sink, clear the dirty marks up to now: one transaction. Returns new alert ids."""
-        new_ids = []
+    def commit_windows(self, entity: str, since: int, windows: list[WindowStats]) -> None:
+        """Replace the entity's aggregates from `since` and clear its dirty marks: one transaction."""
         with self._transaction():
             self.db.execute("DELETE FROM aggregates WHERE entity=? AND window_start>=?", (entity, since))
             self.db.executemany("INSERT INTO aggregates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                 [(w.entity, w.start, w.size, w.count, w.negative_count, w.score_sum,
                                   w.mean_score, w.negative_share, w.ewma) for w in windows])
+            self.db.execute("DELETE FROM dirty WHERE entity=? AND window_start>=?", (entity, since))
+
+    def closed_pending(self) -> list[tuple[str, int]]:
+        """(entity, window start) of the closed windows whose alerts are not evaluated yet, in time order."""
+        return self.db.execute("SELECT entity, window_start FROM pending WHERE window_start + ? <= ? ORDER BY "
+                               "window_start, entity", (self.window, self.clock.closed_until)).fetchall()
+
+    def commit_alerts(self, evaluated: list[tuple[str, int]], alerts: list[dict], sinks: list[str]) -> list[int]:
+        """Add the alerts of the evaluated windows (one per entity/rule/window), a pending delivery per
+        sink each, and clear those windows' pending marks: one transaction. Returns new alert ids."""
+        new_ids = []
+        with self._transaction():
             for alert in alerts:
                 cur = self.db.execute(
                     "INSERT OR IGNORE INTO alerts (entity, rule, window_start, window_end, value, baseline, detail, "
@@ -163,7 +253,7 @@ class Store:
                     new_ids.append(cur.lastrowid)
                     self.db.executemany("INSERT INTO deliveries (alert_id, sink) VALUES (?, ?)",
                                         [(cur.lastrowid, s) for s in sinks])
-            self.db.execute("DELETE FROM dirty WHERE entity=? AND window_start>=?", (entity, since))
+            self.db.executemany("DELETE FROM pending WHERE entity=? AND window_start=?", evaluated)
         return new_ids
 
     # ------------------------------------------------------------ alerts and deliveries
@@ -200,7 +290,13 @@ class Store:
     def mark_failed(self, alert_id: int, sink: str, error: str, retry_at: float) -> None:
         with self._transaction():
             self.db.execute("UPDATE deliveries SET attempts=attempts+1, next_attempt_at=?, last_error=? "
-                            "WHERE alert_id=? AND sink=?", (retry_at, error[:500], alert_id, sink))
+                            "WHERE alert_id=? AND sink=?", (retry_at, printable(error, 500), alert_id, sink))
+
+    def defer_deliveries(self, alert_ids: list[int], sink: str, error: str, retry_at: float) -> None:
+        """Postpone deliveries that were not attempted because their sink is failing (attempts unchanged)."""
+        with self._transaction():
+            self.db.executemany("UPDATE deliveries SET next_attempt_at=?, last_error=? WHERE alert_id=? AND sink=?",
+                                [(retry_at, printable(error, 500), a, sink) for a in alert_ids])
 
     # ------------------------------------------------------------ counts
 
