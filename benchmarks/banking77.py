@@ -95,7 +95,7 @@ def recipe(name):
             report = read_report(run_dir)
         else:
             cfg = load_recipe_file(RECIPES[name], {"seed": str(seed)}, name=name)
-            report = run_classification(cfg, run_dir, data_dir=data_dir)
+            report = run_classification(cfg, run_dir, data_dir=data_dir, overwrite=True)
         return {"metrics": report["metrics"]["test"], "cost": report["cost"],
                 "config": {"recipe": name, **report["config"]["model"], **report["config"]["train"],
                            "best_step": report["fit"]["best_step"], "steps": report["fit"]["steps"],

@@ -126,7 +126,7 @@ def _run_recipe(name: str, overrides: dict, run_dir: Path, data_dir) -> dict:
     from solutions import RECIPES
 
     cfg = load_recipe_file(RECIPES[name], overrides, name=name)
-    report = run_classification(cfg, run_dir, data_dir=data_dir)
+    report = run_classification(cfg, run_dir, data_dir=data_dir, overwrite=True)
     return report
 
 

@@ -44,7 +44,7 @@ def _recipe_run(name: str, overrides: dict, out: Path, data_dir, reuse: bool = F
     if reuse and (out / "report.json").is_file():
         return json.loads((out / "report.json").read_text())
     cfg = load_recipe_file(RECIPES[name], {k: str(v) for k, v in overrides.items()}, name=name)
-    return run_classification(cfg, out, data_dir=data_dir, progress=False)
+    return run_classification(cfg, out, data_dir=data_dir, progress=False, overwrite=True)
 
 
 def part_fewshot(data, args) -> dict:

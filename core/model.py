@@ -6,12 +6,16 @@ BERT's CLS pooler. The head can start from a linear probe fitted on frozen embed
 `init_head_from_probe`), which is where a well-pooled frozen encoder already stands.
 
 Saved layout (`model/`, safetensors only):
-  classifier.json      pooling, normalize, labels, peft, backbone it was built on
+  classifier.json      pooling, normalize, labels, peft, the backbone's name + weights_sha256
   head.safetensors     the linear head (weight, bias)
   encoder/             full fine-tune: a standard transformers + sentence-transformers directory
   adapter/             LoRA/IA3: the peft adapter only (the base encoder is the named backbone)
   tokenizer/           LoRA/IA3/frozen: the tokenizer (full fine-tune keeps it in encoder/)
+  backbone/            LoRA/IA3/frozen on a local backbone directory (not a name): a copy of its encoder
 The head is saved on its own, so a LoRA model never loses it on reload or merge (peft #577, #2289).
+A run names its backbone (`minilm`, `tiny`, a hub id) and never records where it sat on the
+training machine, so a run directory loads wherever the package is installed; the weights'
+checksum is verified on load (core.backbones.verify_weights).
 Leaves out: the training loop (core.train) and metrics (core.evaluate).
 """
 
@@ -25,13 +29,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.backbones import Backbone, load_backbone, write_sentence_transformers_files
+from core.backbones import Backbone, load_backbone, weights_sha256, write_sentence_transformers_files
 from core.errors import UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the backbone by name + weights_sha256 (1 recorded its absolute path)
+BASE_COPY = "backbone"  # model/backbone/: the base encoder of a run built on a local directory
 ADAPTERS = ("lora", "ia3")  # peft methods: only adapters + head train and are saved
 # IA3 (Liu et al. 2022) rescales keys, values and the feed-forward output of every block
 IA3_TARGETS, IA3_FEEDFORWARD = ("key", "value", "output.dense"), ("output.dense",)
+
+
+@dataclass(frozen=True)
+class BackboneRef:
+    """The backbone a classifier is built on: `name` is what a saved run records (an alias, `tiny`,
+    a hub id, or a local directory's folder name), `path` where its weights are on this machine,
+    `local`: a directory rather than a name, so a saved adapter/probe run keeps a copy of it."""
+
+    name: str
+    path: str
+    local: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,14 +111,14 @@ def token_batches(tokenizer, texts: list[str], max_length: int, batch_size: int)
 
 class TextClassifier(nn.Module):
     def __init__(self, encoder: nn.Module, tokenizer, labels: list[str], *, pooling: str,
-                 normalize: bool, max_length: int, dropout: float = 0.1, backbone_name: str = "",
-                 peft: str = "none"):
+                 normalize: bool, max_length: int, dropout: float = 0.1,
+                 backbone: BackboneRef = BackboneRef("", ""), peft: str = "none"):
         super().__init__()
         self.encoder = encoder
         self.tokenizer = tokenizer
         self.labels = list(labels)
         self.pooling, self.normalize, self.max_length = pooling, normalize, max_length
-        self.backbone_name, self.peft = backbone_name, peft
+        self.backbone, self.peft = backbone, peft
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.config.hidden_size, len(labels))
         self.temperature = 1.0  # set by calibration (core.calibrate); divides logits in predict_proba
@@ -189,7 +205,8 @@ def build_classifier(backbone: Backbone, labels: list[str], *, peft: str = "none
         raise UserError(f"unknown peft '{peft}'; choose none, lora, ia3 or frozen")
     return TextClassifier(encoder, backbone.tokenizer, labels, pooling=backbone.pooling,
                           normalize=backbone.normalize, max_length=backbone.max_length,
-                          dropout=dropout, backbone_name=backbone.path, peft=peft)
+                          dropout=dropout, peft=peft,
+                          backbone=BackboneRef(backbone.portable_name, backbone.path, backbone.is_local))
 
 
 PROBE_C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
@@ -244,15 +261,19 @@ def save_classifier(model: TextClassifier, directory: Path) -> Path:
                "bias": model.head.bias.detach().contiguous().cpu()}, directory / "head.safetensors")
     meta = {"format_version": FORMAT_VERSION, "labels": model.labels, "pooling": model.pooling,
             "normalize": model.normalize, "max_length": model.max_length, "peft": model.peft,
-            "backbone": model.backbone_name, "hidden_size": model.encoder.config.hidden_size,
+            "backbone": model.backbone.name, "hidden_size": model.encoder.config.hidden_size,
             "temperature": model.temperature}
+    if model.peft in ADAPTERS or model.peft == "frozen":  # the saved files need the base encoder
+        meta |= save_backbone_record(model.backbone, directory)
     if model.ood is not None:
         scorer, threshold, target = model.ood
         meta["ood"] = {"scorer": scorer.name, "threshold": threshold, "target_in_scope_recall": target}
         state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in scorer.state().items()}
         save_file(state or {"empty": torch.zeros(1)}, directory / "ood.safetensors")
     if model.peft in ADAPTERS:
-        model.encoder.save_pretrained(directory / "adapter")  # adapter weights only
+        # adapter weights only; the vocabulary is never resized, so no embedding layers (peft's "auto"
+        # would look the backbone's name up on the Hub to compare vocabularies)
+        model.encoder.save_pretrained(directory / "adapter", save_embedding_layers=False)
         model.tokenizer.save_pretrained(directory / "tokenizer")
     elif model.peft == "frozen":  # the encoder is the named backbone, unchanged
         model.tokenizer.save_pretrained(directory / "tokenizer")
@@ -281,26 +302,70 @@ def load_classifier(directory: Path, *, merge: bool = True) -> TextClassifier:
     if meta["peft"] in ADAPTERS:
         from peft import PeftModel
 
-        base = load_backbone(meta["backbone"]).encoder
+        base, ref = load_base_encoder(directory, meta)
         encoder = PeftModel.from_pretrained(base, directory / "adapter")
         tokenizer = AutoTokenizer.from_pretrained(directory / "tokenizer")
         if merge:
             encoder = encoder.merge_and_unload()
     elif meta["peft"] == "frozen":
-        encoder = load_backbone(meta["backbone"]).encoder
+        encoder, ref = load_base_encoder(directory, meta)
         tokenizer = AutoTokenizer.from_pretrained(directory / "tokenizer")
     else:
         encoder = AutoModel.from_pretrained(directory / "encoder")
         tokenizer = AutoTokenizer.from_pretrained(directory / "encoder")
+        ref = BackboneRef(meta["backbone"], str(directory / "encoder"))
     model = TextClassifier(encoder, tokenizer, meta["labels"], pooling=meta["pooling"],
                            normalize=meta["normalize"], max_length=meta["max_length"],
-                           backbone_name=meta["backbone"], peft=meta["peft"])
+                           backbone=ref, peft=meta["peft"])
     head = load_file(directory / "head.safetensors")
     model.head.load_state_dict(head)
     model.temperature = float(meta.get("temperature", 1.0))
     model.ood = load_ood(directory, meta)
     model.eval()
     return model
+
+
+def save_backbone_record(ref: BackboneRef, directory: Path) -> dict:
+    """classifier.json fields that let an adapter/probe run find its base encoder anywhere: the
+    backbone's name and weights checksum; a local directory (no name to resolve elsewhere) is
+    copied into `directory/backbone/` (safetensors) and the checksum is that copy's."""
+    if not ref.local:
+        return {"backbone_sha256": weights_sha256(ref.path)}
+    from transformers import AutoModel
+
+    copy = Path(directory) / BASE_COPY
+    if Path(ref.path).resolve() != copy.resolve():
+        AutoModel.from_pretrained(ref.path).save_pretrained(copy, safe_serialization=True)
+    return {"backbone_in_run": BASE_COPY, "backbone_sha256": weights_sha256(str(copy))}
+
+
+def load_base_encoder(directory: Path, meta: dict) -> tuple[nn.Module, BackboneRef]:
+    """The base encoder an adapter/probe run was trained on: its copy inside the run, or the
+    named backbone resolved on this machine with its weights checked against the run's checksum.
+    A format-1 run recorded an absolute path instead: it still loads while that path exists."""
+    from core.backbones import verify_weights
+
+    directory = Path(directory)
+    if meta.get("backbone_in_run"):
+        from transformers import AutoModel
+
+        path = directory / meta["backbone_in_run"]
+        if not path.is_dir() or weights_sha256(str(path)) != meta.get("backbone_sha256"):
+            raise UserError(f"{directory}: the copy of its backbone in {path} is missing or corrupt "
+                            f"(checksum differs); copy the whole run directory again, or retrain it.")
+        return AutoModel.from_pretrained(path), BackboneRef(meta["backbone"], str(path), local=True)
+    name = meta["backbone"]
+    try:
+        backbone = load_backbone(name)
+    except UserError as exc:
+        if meta.get("format_version", 1) < 2 and Path(name).is_absolute():
+            raise UserError(f"{directory} was saved by an older verticals that recorded its backbone by the "
+                            f"path {name}, which does not exist here (a moved or recreated environment, or "
+                            f"another machine). Retrain the run to make it portable, or restore that "
+                            f"directory.") from None
+        raise UserError(f"{directory} needs its backbone '{name}', which does not load here: {exc}") from None
+    verify_weights(backbone, meta.get("backbone_sha256"), str(directory))
+    return backbone.encoder, BackboneRef(backbone.portable_name, backbone.path, backbone.is_local)
 
 
 def load_ood(directory: Path, meta: dict):

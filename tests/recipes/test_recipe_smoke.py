@@ -85,5 +85,13 @@ def test_rows_labelled_oos_are_never_a_class_and_are_evaluated_as_out_of_scope(t
 
     from core.recipes import evaluate_run
 
-    result = evaluate_run(tmp_path / "run", str(tmp_path / "data" / "test.csv"))
-    assert result["n"] == len(rows) and result["out_of_scope"]["n_out_of_scope"] == 2
+    result = evaluate_run(tmp_path / "run", str(tmp_path / "data" / "test.csv"))  # a file: every row
+    assert result["n"] == len(rows) and result["out_of_scope"]["oos"]["n_out_of_scope"] == 2
+    result = evaluate_run(tmp_path / "run")  # its own test split, out-of-scope rows set aside as in training
+    assert result["evaluated"] == f"test split of data: {len(rows)} rows + out-of-scope 'oos_test' 2 rows"
+    again = result["out_of_scope"]["oos_test"]
+    # same rows as the report's; recalls may move by one row: test == validation rows here, so a score
+    # sits exactly on the threshold, and the reloaded (LoRA-merged) model differs in the last bits
+    assert again["n_out_of_scope"] == 2 and again["auroc"] == pytest.approx(test_oos["auroc"], abs=1e-6)
+    result = evaluate_run(tmp_path / "run", split="validation")
+    assert list(result["out_of_scope"]) == ["oos_validation"] and result["out_of_scope"]["oos_validation"]["n_out_of_scope"] == 3

@@ -19,10 +19,54 @@ def test_temperature_scaling_fixes_overconfidence():
     logits = rng.normal(size=(2000, 3))
     logits[np.arange(2000), labels] += 1.0
     sharp = logits * 5  # the same ranking, far too confident
-    t = fit_temperature(sharp, labels)
-    assert t == pytest.approx(5.0, rel=0.15)
+    fitted = fit_temperature(sharp, labels)
+    t = fitted.temperature
+    assert t == pytest.approx(5.0, rel=0.15) and fitted.n == 2000 and fitted.note == ""
     assert negative_log_likelihood(sharp, labels, t) < negative_log_likelihood(sharp, labels)
     assert expected_calibration_error(softmax(sharp, t), labels) < expected_calibration_error(softmax(sharp), labels)
+
+
+def _separable(n: int, margin: float = 3.0):
+    """n rows of 3 classes, each row's true class ahead of the others by `margin` (all correct)."""
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, n)
+    logits = rng.normal(scale=0.3, size=(n, 3))
+    logits[np.arange(n), labels] += margin
+    return logits, labels
+
+
+def test_temperature_is_not_sharpened_when_validation_is_separable():
+    logits, labels = _separable(72)
+    fitted = fit_temperature(logits, labels)
+    # unregularised NLL keeps falling as T -> 0 here; the old fit pinned at its bound e^-4 = 0.018
+    assert negative_log_likelihood(logits, labels, 0.02) < negative_log_likelihood(logits, labels, 1.0)
+    assert fitted.temperature == 1.0 and "no errors on the 72 validation rows" in fitted.note
+    confidences = softmax(logits, fitted.temperature).max(axis=1)
+    assert confidences.min() < 0.99 and not np.all(np.round(confidences, 4) == 1.0)
+
+
+def test_temperature_stays_at_one_on_a_tiny_validation_split_and_says_why():
+    logits, labels = _separable(8)
+    logits[0] = logits[0][::-1] * 10  # one confident mistake: an unregularised fit would flatten hard
+    fitted = fit_temperature(logits, labels)
+    assert fitted.temperature == 1.0 and fitted.n == 8 and "only 8 validation rows" in fitted.note
+
+
+def test_temperature_prior_shrinks_a_small_sample_toward_one_and_bounds_hold():
+    from core.calibrate import T_MAX, T_MIN
+
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 3, 30)
+    logits = rng.normal(size=(30, 3))
+    logits[np.arange(30), labels] += 1.0
+    sharp = logits * 4
+    free = fit_temperature(sharp, labels, prior_sd=1e6).temperature
+    shrunk = fit_temperature(sharp, labels).temperature
+    assert 1.0 < shrunk < free  # pulled toward 1 by the prior on log T, still in the data's direction
+    wild = np.array([[1000.0, 0.0], [0.0, 1000.0]] * 15)
+    wrong = np.array([1, 0] * 15)  # every row confidently wrong: NLL wants T -> infinity
+    capped = fit_temperature(wild, wrong)
+    assert T_MIN <= capped.temperature <= T_MAX and "bound" in capped.note
 
 
 def test_threshold_keeps_the_target_share_of_in_scope_scores():

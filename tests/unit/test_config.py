@@ -32,6 +32,7 @@ def test_unknown_override_key_lists_the_valid_keys():
     ("batch_size", "2.5", "not a valid int"),
     ("peft", "adapter", "choose one of none, lora"),
     ("class_weights", "sometimes", "choose one of none, balanced"),
+    ("encoding", "klingon", "not a text encoding Python knows"),
 ])
 def test_bad_values_are_rejected_with_the_reason(key, value, message):
     with pytest.raises(UserError, match=message):
@@ -46,3 +47,13 @@ def test_override_without_equals_sign_is_rejected():
 def test_unknown_key_inside_a_recipe_file_is_rejected():
     with pytest.raises(UserError, match="unknown key 'lrate' in recipe section 'train'"):
         build_recipe({"train": {"lrate": 1}})
+
+
+def test_eval_file_options_take_only_the_keys_that_say_how_to_read_a_file():
+    from core.config import parse_file_options
+
+    assert parse_file_options(["text_column=body", "encoding=latin-1"]) == {"text_column": "body", "encoding": "latin-1"}
+    with pytest.raises(UserError, match="unknown key 'lr' for eval; it takes text_column=, label_column=, encoding="):
+        parse_file_options(["lr=1"])
+    with pytest.raises(UserError, match="not a text encoding"):
+        parse_file_options(["encoding=nope"])
