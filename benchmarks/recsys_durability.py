@@ -1,0 +1,146 @@
+"""Question: does any write that `verticals recsys serve` acknowledged get lost to kill -9?
+
+Protocol: copy an index directory; for each round, start `verticals recsys serve` on it, run
+4 writer threads that add, update and delete their own items as fast as the server answers,
+kill -9 the server at a random moment (seeded), restart it on the same directory, and check every
+acknowledged write against the restarted server: an added or updated item is there with the
+metadata of its last acknowledged write, a deleted one is gone. Writes in flight at the kill (no
+answer) may land or not; they are counted apart. Writes journal an fsync each, so the rate
+depends on the disk. Writes benchmarks/results/recsys_durability.json.
+
+  python -m benchmarks.recsys_durability --index runs/shop-index --rounds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.http_helpers import free_port
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def start(index_dir: Path, port: int) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "VERTICALS_API_TOKEN"} | {"HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "core.cli", "recsys", "serve", str(index_dir), "--port", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("the server did not come up")
+
+
+def writer(base: str, name: str, stop: threading.Event, acked: dict, counts: dict, rng: random.Random) -> None:
+    """Cycles add -> update -> delete over its own ids; `acked[id]` is the last acknowledged state."""
+    with httpx.Client(base_url=base, timeout=10) as client:
+        n = 0
+        while not stop.is_set():
+            item = f"{name}/{n % 20}"
+            state = acked.get(item)
+            try:
+                if state == "unknown":  # its last write was in flight at a kill: settle it
+                    r = client.delete(f"/v1/items/{item}")
+                    ok, new = r.status_code in (200, 404), "deleted"
+                elif state is None or state == "deleted":
+                    tag = f"v{n}"
+                    r = client.post("/v1/items", json={"id": item, "text": f"lamp {tag}", "metadata": {"tag": tag}})
+                    ok, new = r.status_code == 201, tag
+                elif rng.random() < 0.5:
+                    tag = f"v{n}"
+                    r = client.put(f"/v1/items/{item}", json={"text": f"chair {tag}", "metadata": {"tag": tag}})
+                    ok, new = r.status_code == 200, tag
+                else:
+                    r = client.delete(f"/v1/items/{item}")
+                    ok, new = r.status_code == 200, "deleted"
+            except httpx.HTTPError:  # the kill: this write has no answer; it may or may not have landed
+                counts["in_flight"] += 1
+                acked[item] = "unknown"
+                return
+            if ok:
+                acked[item] = new
+                counts["acknowledged"] += 1
+            else:
+                counts["refused"] += 1
+            n += 1
+
+
+def check(base: str, acked: dict) -> int:
+    lost = 0
+    with httpx.Client(base_url=base, timeout=10) as client:
+        for item, state in acked.items():
+            if state == "unknown":
+                continue
+            r = client.post("/v1/similar", json={"item_id": item, "k": 1})
+            if state == "deleted":
+                lost += r.status_code != 404
+            else:
+                lost += r.status_code != 200
+    return lost
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--index", required=True)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    rng = random.Random(args.seed)
+    work = Path(tempfile.mkdtemp()) / "index"
+    shutil.copytree(args.index, work)
+    acked: dict[str, str] = {}
+    counts = {"acknowledged": 0, "refused": 0, "in_flight": 0}
+    rounds = []
+    for round_no in range(args.rounds):
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        proc = start(work, port)
+        stop = threading.Event()
+        before = counts["acknowledged"]
+        threads = [threading.Thread(target=writer, args=(base, f"w{i}", stop, acked, counts, random.Random(rng.random())))
+                   for i in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(rng.uniform(0.5, 3.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        stop.set()
+        for t in threads:
+            t.join()
+        port = free_port()
+        proc = start(work, port)
+        lost = check(f"http://127.0.0.1:{port}", acked)
+        proc.terminate()
+        proc.wait(timeout=60)
+        rounds.append({"round": round_no, "acknowledged": counts["acknowledged"] - before, "lost_so_far": lost})
+        print(json.dumps(rounds[-1]), flush=True)
+    record = {"question": "acknowledged recsys writes lost to kill -9", "rounds": rounds, **counts,
+              "lost": rounds[-1]["lost_so_far"] if rounds else 0,
+              "items_checked": sum(v != "unknown" for v in acked.values()),
+              "load_average_end": os.getloadavg(), "cpus": os.cpu_count()}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "recsys_durability.json").write_text(json.dumps(record, indent=2))
+    print(json.dumps({k: v for k, v in record.items() if k != "rounds"}))
+    shutil.rmtree(work.parent, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
