@@ -86,7 +86,7 @@ def raw_classes(path: str) -> dict[str, list[tuple[bytes, list[bytes], float]]]:
         "chunked 100 MB body": [(chunked, [b"100000\r\n" + b"a" * 0x100000 + b"\r\n"] * 100, 0.0) for _ in range(2)],
         "huge chunk-size line": [(chunked + b"f" * 100_000 + b"\r\n", [], 0.0) for _ in range(5)],
         "trailing slash, forged Host": [(f"POST {path}/ HTTP/1.1\r\nHost: evil.example\r\nAuthorization: Bearer {TOKEN}\r\n"
-                                         "Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                                         "Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
                                          .encode(), [], 0.0) for _ in range(20)],
         "header of 100 KB": [(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"a" * 100_000 + b"\r\n\r\n", [], 0.0)
                              for _ in range(20)],
@@ -114,9 +114,9 @@ def attack(name: str, port: int, text_field: str, path: str, reference: tuple[st
     base = f"http://127.0.0.1:{port}"
     rng = random.Random(seed)
     proc = psutil.Process(_pid_on(port))
-    rss_before = proc.memory_info().rss / 2**20
     with httpx.Client(base_url=base, timeout=60) as client:
         before = client.post(reference[0], json=reference[1], headers=AUTH).json()
+        rss_before = proc.memory_info().rss / 2**20  # after the first model call: its buffers are not a leak
         classes = {}
         for label, requests in body_classes(text_field, path, rng).items():
             statuses = Counter()
