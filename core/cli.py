@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from core.errors import UserError
+from core.text import check_text
 
 
 def _quiet_libraries() -> None:
@@ -134,23 +135,34 @@ def cmd_eval(args) -> int:
 def texts_from_jsonl(lines, source: str) -> list[str]:
     """Texts from JSONL lines ({"text": ...} objects or bare JSON strings); blank lines skipped."""
     texts = []
-    for n, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            raise UserError(f"{source} line {n} is not JSON; send one {{\"text\": ...}} object per line") from None
-        text = obj.get("text") if isinstance(obj, dict) else obj
-        if not isinstance(text, str) or not text.strip():
-            raise UserError(f"{source} line {n}: needs a non-empty string field 'text'")
-        texts.append(text)
+    n = 0
+    try:
+        for n, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                obj = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
+                raise UserError(f"{source} line {n} is not JSON; send one {{\"text\": ...}} object per line") from None
+            except ValueError as exc:  # e.g. an integer past Python's int-string conversion limit
+                raise UserError(f"{source} line {n} is not usable JSON: {str(exc)[:200]}") from None
+            text = obj.get("text") if isinstance(obj, dict) else obj
+            if not isinstance(text, str) or not text.strip():
+                raise UserError(f"{source} line {n}: needs a non-empty string field 'text'")
+            texts.append(check_text(text, f"{source} line {n}"))
+    except UnicodeDecodeError:
+        raise UserError(f"{source} is not valid UTF-8 (after {n} readable lines); send UTF-8 JSONL") from None
     return texts
 
 
+def texts_from_args(texts: list[str]) -> list[str]:
+    """Texts given as arguments, each checked (argv bytes that are not UTF-8 arrive as surrogates)."""
+    return [check_text(t, f"text argument {i + 1}") for i, t in enumerate(texts)]
+
+
 def cmd_predict(args) -> int:
-    texts = args.texts or texts_from_jsonl(sys.stdin, "stdin")
+    texts = texts_from_args(args.texts) or texts_from_jsonl(sys.stdin, "stdin")
     if not texts:
         raise UserError("no texts to predict: pass them as arguments or as JSONL on stdin")
     _quiet_libraries()

@@ -37,7 +37,6 @@ import hmac
 import json
 import logging
 import os
-import unicodedata
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -46,6 +45,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from core.errors import UserError
+from core.text import encodable, has_visible_text, text_problem
 
 log = logging.getLogger("verticals.serving")
 
@@ -101,32 +101,6 @@ class Access:
 
 
 # --- input checks (pure functions) ---
-
-_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e")  # letters/symbols that render as nothing
-
-
-def has_visible_text(text: str) -> bool:
-    """True if some character would show: not whitespace, control, format (zero-width space,
-    BOM, soft hyphen, bidi marks), separator, surrogate, or a known blank letter."""
-    for ch in text:
-        if ch.isspace() or ch in _BLANK_LETTERS:
-            continue
-        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zs", "Zl", "Zp"):
-            continue
-        return True
-    return False
-
-
-def encodable(text: str) -> bool:
-    """False for strings holding lone UTF-16 surrogates (JSON "\\ud800"), which UTF-8 cannot carry."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not a JSON number; send a finite number")
@@ -187,12 +161,9 @@ def check_texts(texts: list[str], limits: ServiceLimits, name: str = "texts") ->
         label = f"{name}[{i}]" if len(texts) > 1 or name == "texts" else name
         if len(text) > limits.max_chars:
             raise HTTPException(413, f"{label}: {len(text)} characters; at most {limits.max_chars}")
-        if not encodable(text):
-            raise HTTPException(422, f"{label}: holds a lone UTF-16 surrogate; send valid UTF-8 text")
-        if not text.strip():
-            raise HTTPException(422, f"{label}: empty or whitespace-only text")
-        if not has_visible_text(text):
-            raise HTTPException(422, f"{label}: no visible characters (only zero-width, format or control characters)")
+        problem = text_problem(text)
+        if problem:
+            raise HTTPException(422, f"{label}: {problem}")
     return texts
 
 

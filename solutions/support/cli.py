@@ -17,10 +17,10 @@ def _settings(args):
 
 
 def _texts(args) -> list[str]:
-    from core.cli import texts_from_jsonl
+    from core.cli import texts_from_args, texts_from_jsonl
 
     if args.texts:
-        return args.texts
+        return texts_from_args(args.texts)
     if args.input and args.input != "-":
         try:
             with open(args.input, encoding="utf-8") as handle:

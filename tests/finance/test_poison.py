@@ -32,6 +32,7 @@ POISON = {  # name -> (the line's bytes, the quarantine reason's kind)
     "deep_nesting": (b'{"id": "p", "ts": "' + TS.encode() + b'", "text": "Acme", "n": ' + b"[" * 100_000
                      + b"]" * 100_000 + b"}", "bad JSON"),
     "surrogate_in_text": (_doc(text="Acme Corp \ud800 falls"), "bad text"),
+    "invisible_only_text": (_doc(text="\u200b\ufeff\u00ad"), "empty text: no visible characters"),
     "surrogate_in_id": (_doc(id="p\ud800"), "bad id"),
     "surrogate_in_tickers": (_doc(tickers=["AC\udfff"]), "bad tickers"),
     "surrogate_in_source": (_doc(source="wire\ud800"), "bad source"),

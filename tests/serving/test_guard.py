@@ -9,7 +9,7 @@ import pytest
 from fastapi import APIRouter
 from pydantic import BaseModel, StrictStr
 
-from core.serving import Access, ServiceLimits, check_texts, create_service, has_visible_text, json_body_problem
+from core.serving import Access, ServiceLimits, check_texts, create_service, json_body_problem
 from tests.http_helpers import raw_exchange, running, status_of
 
 LIMITS = ServiceLimits(max_chars=100, max_body_bytes=10_000, request_timeout_s=1.0, max_header_bytes=4_000)
@@ -51,14 +51,6 @@ def token_server():
 
 
 # --- pure checks ---
-
-@pytest.mark.parametrize("text,visible", [
-    ("hello", True), ("\u200b\u200b", False), ("\ufeff", False), ("\u00ad", False), (" \t\n", False),
-    ("\u200bx", True), ("\u3164", False), ("\u2060\u200d", False), ("ü", True), ("日本", True),
-])
-def test_has_visible_text(text, visible):
-    assert has_visible_text(text) is visible
-
 
 @pytest.mark.parametrize("body,problem", [
     (b'{"text": "ok"}', None),

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Iterator
 
 from core.errors import UserError
+from core.text import has_visible_text
 
 MAX_LINE_BYTES = 1_000_000  # a longer line is quarantined without being held in memory
 MAX_ID_CHARS = 512
@@ -117,8 +118,9 @@ def parse_document(raw: str, not_after: float = math.inf) -> Document:
     if not isinstance(obj["id"], (str, int)) or isinstance(obj["id"], bool) or not str(obj["id"]).strip():
         raise Malformed("bad id: must be a non-empty string or an integer")
     doc_id = _check_string("id", str(obj["id"]).strip(), MAX_ID_CHARS)
-    if not isinstance(obj["text"], str) or not obj["text"].strip():
-        raise Malformed("empty text")
+    if not isinstance(obj["text"], str) or not has_visible_text(obj["text"]):
+        raise Malformed("empty text" if not isinstance(obj["text"], str) or not obj["text"].strip()
+                        else "empty text: no visible characters (only zero-width, format or control characters)")
     text = _check_string("text", obj["text"].strip(), MAX_LINE_BYTES)
     tickers = obj.get("tickers") or []
     if not isinstance(tickers, list) or not all(isinstance(t, str) for t in tickers):
