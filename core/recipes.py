@@ -10,11 +10,15 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from core.config import DataConfig, RecipeConfig, to_dict
 from core.errors import UserError
+
+if TYPE_CHECKING:
+    from core.data import Split
 
 
 def resolve_device(name: str) -> str:

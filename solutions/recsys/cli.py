@@ -188,7 +188,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from core.serving import Access, serve
+    from core.server import serve
+    from core.serving import Access
     from solutions.recsys.service import create_app
 
     access = Access.from_env(args.public)

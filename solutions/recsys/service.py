@@ -24,7 +24,8 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from core.errors import UserError
-from core.serving import Access, ServiceLimits, check_texts, create_service, has_visible_text
+from core.serving import Access, ServiceLimits, check_texts, create_service
+from core.text import has_visible_text
 from solutions.recsys.live import DuplicateItem, Recommender, UnknownItem
 
 __all__ = ["Recommender", "create_app", "recsys_router"]

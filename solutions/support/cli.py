@@ -52,7 +52,8 @@ def cmd_serve(args) -> int:
     from core.cli import _quiet_libraries
 
     _quiet_libraries()
-    from core.serving import Access, serve
+    from core.server import serve
+    from core.serving import Access
     from solutions.support.router import IntentRouter
     from solutions.support.service import create_app
 
