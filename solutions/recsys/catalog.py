@@ -18,7 +18,7 @@ from pathlib import Path
 
 from core.data import InteractionData, data_root, list_cards, load_card, read_records, verified_file
 from core.errors import UserError
-from solutions.recsys.index import atomic_write
+from solutions.recsys.durable import atomic_write
 from solutions.recsys.protocol import MOVIELENS_THRESHOLD, is_positive
 
 CATALOG_FILE = "catalog.json"

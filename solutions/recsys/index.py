@@ -37,15 +37,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from core.errors import UserError
+from solutions.recsys.durable import atomic_write, file_crc, fsync_path, read_faiss
 from solutions.recsys.locks import ReadWriteLock
 
 FORMAT_VERSION = 1
@@ -89,52 +88,6 @@ def matches(meta: dict | None, where: dict | None) -> bool:
         if str(wanted).lower() not in norm:
             return False
     return True
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file's (or a directory's: the names in it) contents to the disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write) -> None:
-    """`write(tmp)` a temp file next to `path`, fsync it, rename it over `path`, fsync the
-    directory: after a crash `path` holds the old contents or the new, durably."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        fsync_path(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_path(path.parent)
-
-
-def _file_crc(path: Path) -> int:
-    crc = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 24):
-            crc = zlib.crc32(chunk, crc)
-    return crc
-
-
-def _read_faiss(path: Path, crc: int | None):
-    """The FAISS index in `path` if its CRC-32 is `crc` (None: no check), else None. The bytes
-    are read once, so the check and the index are the same file even if it is renamed meanwhile."""
-    import faiss
-
-    try:
-        raw = np.fromfile(path, dtype=np.uint8)
-    except FileNotFoundError:
-        return None
-    if crc is not None and zlib.crc32(raw) != crc:
-        return None
-    return faiss.deserialize_index(raw)
 
 
 class ItemIndex:
@@ -431,7 +384,7 @@ class ItemIndex:
         # (they share the pending file name)
         with self._save_lock, self._lock.read():
             atomic_write(directory / PENDING_FILE, lambda tmp: faiss.write_index(self.index, tmp))
-            crc = _file_crc(directory / PENDING_FILE)
+            crc = file_crc(directory / PENDING_FILE)
             state = {"format_version": FORMAT_VERSION, "dim": self.dim, "factory": self.factory,
                      "metric": "cosine", "ef_search": self.ef_search, "nprobe": self.nprobe,
                      "rebuild_fraction": self.rebuild_fraction, "next_label": self._next_label,
@@ -461,7 +414,7 @@ class ItemIndex:
             # index.faiss, else a pending file the crashed (or running) save had not renamed yet,
             # else index.faiss again: the rename may have happened between the two reads
             for name in (INDEX_FILE, PENDING_FILE, INDEX_FILE):
-                raw = _read_faiss(directory / name, crc)
+                raw = read_faiss(directory / name, crc)
                 if raw is not None:
                     return state, raw
             if crc is None:

@@ -58,7 +58,8 @@ import numpy as np
 from core.errors import UserError
 from solutions.recsys.catalog import Catalog
 from solutions.recsys.content import TextEncoder, recency_weights
-from solutions.recsys.index import ItemIndex, fsync_path
+from solutions.recsys.durable import fsync_path
+from solutions.recsys.index import ItemIndex
 
 JOURNAL_FILE = "journal.log"
 COMPACT_EVERY, COMPACT_BYTES = 1000, 64 * 2**20
