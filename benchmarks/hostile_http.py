@@ -23,14 +23,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import httpx
 import psutil
 
+from benchmarks.record import write_record
 from tests.http_helpers import free_port, raw_exchange, status_of
 
-RESULTS = Path(__file__).parent / "results"
 TOKEN = "bench-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JSON = {"content-type": "application/json", **AUTH}
@@ -169,16 +168,18 @@ def main(argv=None) -> int:
             proc.terminate()
             proc.wait(timeout=30)
         print(json.dumps({k: v for k, v in records[-1].items() if k != "classes"}), flush=True)
-    record = {"question": "hostile requests vs 5xx, per service", "load_average_end": os.getloadavg(),
-              "cpus": os.cpu_count(), "services": records}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "hostile_http.json").write_text(json.dumps(record, indent=2, default=str))
     lines = ["| service | hostile requests sent | 5xx | healthy after | reference answer unchanged | RSS MB before → after |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['service']} | {r['requests_sent']:,} | {r['responses_5xx']} | {r['healthy_after']} | "
               f"{r['reference_unchanged']} | {r['rss_mb_before']} → {r['rss_mb_after']} |" for r in records]
-    (RESULTS / "hostile_http.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    load = os.getloadavg()
+    lines.append(f"\n{len(records[0]['classes'])} request classes per service, seed {args.seed}; load average at the end "
+                 f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f} on {os.cpu_count()} CPUs; statuses per class in the JSON record.")
+    table = "\n".join(lines) + "\n"
+    write_record("hostile_http", {"question": "hostile requests vs 5xx, per service", "protocol": __doc__,
+                                  "config": {"run": args.run, "index": args.index, "seed": args.seed},
+                                  "load_average_end": load, "services": records}, table)
+    print(table)
     return 0
 
 

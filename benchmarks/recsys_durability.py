@@ -29,9 +29,8 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.record import write_record
 from tests.http_helpers import free_port
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def start(index_dir: Path, port: int) -> subprocess.Popen:
@@ -131,13 +130,17 @@ def main(argv=None) -> int:
         lost = check(work, acked)
         rounds.append({"round": round_no, "acknowledged": counts["acknowledged"] - before, "lost_so_far": lost})
         print(json.dumps(rounds[-1]), flush=True)
-    record = {"question": "acknowledged recsys writes lost to kill -9", "rounds": rounds, **counts,
-              "lost": rounds[-1]["lost_so_far"] if rounds else 0,
-              "items_checked": sum(v != "unknown" for v in acked.values()),
-              "load_average_end": os.getloadavg(), "cpus": os.cpu_count()}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "recsys_durability.json").write_text(json.dumps(record, indent=2))
-    print(json.dumps({k: v for k, v in record.items() if k != "rounds"}))
+    load = os.getloadavg()
+    lost = rounds[-1]["lost_so_far"] if rounds else 0
+    checked = sum(v != "unknown" for v in acked.values())
+    table = (f"{args.rounds} rounds of kill -9 (seed {args.seed}), 4 writer threads: **{counts['acknowledged']} writes "
+             f"acknowledged, {lost} lost** ({checked} items checked at the end); {counts['in_flight']} writes were in flight "
+             f"at a kill (no answer, so no promise). Load average at the end {load[0]:.2f} on {os.cpu_count()} CPUs.\n")
+    write_record("recsys_durability", {"question": "acknowledged recsys writes lost to kill -9", "protocol": __doc__,
+                                       "config": {"index": args.index, "rounds": args.rounds, "seed": args.seed},
+                                       "rounds": rounds, **counts, "lost": lost, "items_checked": checked,
+                                       "load_average_end": load}, table)
+    print(table)
     shutil.rmtree(work.parent, ignore_errors=True)
     return 0
 
