@@ -19,35 +19,25 @@ import json
 import os
 import random
 import socket
-import subprocess
-import sys
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import psutil
 
 from benchmarks.record import write_record
-from tests.http_helpers import free_port, raw_exchange, status_of
+from tests.http_helpers import free_port, raw_exchange, start_cli_server, status_of
 
 TOKEN = "bench-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JSON = {"content-type": "application/json", **AUTH}
 
 
-def start(args: list[str], port: int) -> subprocess.Popen:
+def start(args: list[str], port: int):
     env = {**os.environ, "VERTICALS_API_TOKEN": TOKEN, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "core.cli", *args, "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"server {args} did not get ready:\n{proc.stdout.read()}")
+    return start_cli_server(args, port, env, Path(tempfile.gettempdir()) / f"hostile-{port}.log")
 
 
 def body_classes(text_field: str, path: str, rng: random.Random) -> dict[str, list[tuple[str, str, bytes, dict]]]:

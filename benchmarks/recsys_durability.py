@@ -20,8 +20,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,22 +28,12 @@ from pathlib import Path
 import httpx
 
 from benchmarks.record import write_record
-from tests.http_helpers import free_port
+from tests.http_helpers import free_port, start_cli_server
 
 
-def start(index_dir: Path, port: int) -> subprocess.Popen:
+def start(index_dir: Path, port: int):
     env = {k: v for k, v in os.environ.items() if k != "VERTICALS_API_TOKEN"} | {"HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "core.cli", "recsys", "serve", str(index_dir), "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the server did not come up")
+    return start_cli_server(["recsys", "serve", str(index_dir)], port, env, index_dir.parent / f"server-{port}.log")
 
 
 def writer(base: str, name: str, stop: threading.Event, acked: dict, counts: dict, rng: random.Random) -> None:

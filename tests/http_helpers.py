@@ -19,8 +19,8 @@ def running(app, limits=None):
     """The app under uvicorn with the serving skeleton's protocol, in a thread; yields the base URL."""
     import uvicorn
 
-    from core.serving import ServiceLimits
     from core.server import uvicorn_config
+    from core.serving import ServiceLimits
 
     port = free_port()
     server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, limits or ServiceLimits()))
@@ -67,3 +67,26 @@ def status_of(raw: bytes) -> int | None:
     if not raw.startswith(b"HTTP/1.1 "):
         return None
     return int(raw[9:12])
+
+
+def start_cli_server(cli_args: list[str], port: int, env: dict, log_path, timeout: float = 180):
+    """`python -m core.cli <cli_args> --port PORT` as a process (output to `log_path`), once its
+    /readyz answers 200; RuntimeError with its log if it does not."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "core.cli", *cli_args, "--port", str(port)], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"server {cli_args} did not get ready:\n{open(log_path, errors='replace').read()[-5000:]}")
