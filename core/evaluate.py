@@ -66,12 +66,16 @@ class ClassificationEvaluator:
 
     def __call__(self, model, device: str = "cpu", details: bool = False) -> dict:
         y_true, probs = self.predictions(model, device)
-        y_pred = probs.argmax(axis=1)
-        out: dict = {"n": len(y_true), **classification_metrics(y_true, y_pred)}
-        if details:
-            out["per_class"] = per_class_report(y_true, y_pred, model.labels)
-            out["confusion_matrix"] = confusion(y_true, y_pred, len(model.labels)).tolist()
-        return out
+        return labelled_metrics(y_true, probs.argmax(axis=1), model.labels, details=details)
+
+
+def labelled_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], details: bool = False) -> dict:
+    """n + classification_metrics; `details` adds the per-class report and the confusion matrix."""
+    out: dict = {"n": len(y_true), **classification_metrics(y_true, y_pred)}
+    if details:
+        out["per_class"] = per_class_report(y_true, y_pred, labels)
+        out["confusion_matrix"] = confusion(y_true, y_pred, len(labels)).tolist()
+    return out
 
 
 # ---------------------------------------------------------------- plots

@@ -134,23 +134,28 @@ def run_classification(cfg: RecipeConfig, run_dir: Path, *, data_dir: str | None
     return report
 
 
+def is_out_of_scope_set(split, labels: list[str]) -> bool:
+    """A set none of whose labels the classifier predicts: scored for out-of-scope detection."""
+    return not set(split.labels) & set(labels)
+
+
 def evaluate_trained(model, data, confidence: dict, run_dir: Path, device: str) -> dict:
     """Metrics on validation, test and extra sets (out-of-scope sets get OOS metrics), calibration
     on test, and the confusion-matrix and reliability plots. The test split is encoded once."""
     from core.data import LabelMap
-    from core.evaluate import (ClassificationEvaluator, classification_metrics, confusion, per_class_report,
+    from core.evaluate import (ClassificationEvaluator, confusion, labelled_metrics, per_class_report,
                                plot_confusion_matrix)
 
     metrics = {"validation": ClassificationEvaluator(data.validation.texts, data.validation.labels)(model, device)}
     logits, embeddings = model.predict_all(data.test.texts, device=device)
     y_test = np.asarray(LabelMap(model.labels).encode(data.test.labels))
     y_pred = logits.argmax(axis=1)  # temperature scaling never changes the argmax
-    metrics["test"] = {"n": len(y_test), **classification_metrics(y_test, y_pred)}
+    metrics["test"] = labelled_metrics(y_test, y_pred, model.labels)
     confidence = confidence | calibration_on_test(logits, y_test, model.temperature, run_dir / "reliability.png")
     skipped = {}
     for name, split in data.extra.items():
         unknown = set(split.labels) - set(model.labels)
-        if unknown == set(split.labels) and model.ood is not None:
+        if is_out_of_scope_set(split, model.labels) and model.ood is not None:
             confidence[f"out_of_scope_{name}"] = out_of_scope_metrics(model, (logits, embeddings), split, device)
         elif unknown:
             skipped[name] = f"labels the classifier does not predict: {sorted(unknown)[:5]}"
@@ -276,7 +281,7 @@ def evaluation_sets(report: dict, labels: list[str], data_spec: str | None = Non
         # as in the run's report: the rows set aside from this split, and with test every extra
         # set the classifier has no label for (e.g. a dataset's oos.csv)
         for extra_name, extra in data.extra.items():
-            unknown = len(extra) and not set(extra.labels) & set(labels)
+            unknown = len(extra) and is_out_of_scope_set(extra, labels)
             if extra_name == f"oos_{chosen}" or (chosen == "test" and unknown and extra_name != "oos_validation"):
                 out_sets[extra_name] = extra
     elif cfg.oos_label:
@@ -296,7 +301,7 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None, *, data_dir: str |
     """Metrics of a saved run on the rows `evaluation_sets` picks (by default its own test split),
     with out-of-scope AUROC and recalls for the out-of-scope sets beside them."""
     from core.data import LabelMap
-    from core.evaluate import classification_metrics, confusion, per_class_report
+    from core.evaluate import labelled_metrics
     from core.model import load_classifier
     from core.report import read_report
 
@@ -310,9 +315,8 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None, *, data_dir: str |
     y = np.asarray(LabelMap(model.labels).encode(sets.in_scope.labels))
     outputs = model.predict_all(sets.in_scope.texts)
     y_pred = outputs[0].argmax(axis=1)  # temperature scaling never changes the argmax
-    result = {"evaluated": sets.description, "split": sets.split, "n": len(y), **classification_metrics(y, y_pred),
-              "per_class": per_class_report(y, y_pred, model.labels),
-              "confusion_matrix": confusion(y, y_pred, len(model.labels)).tolist()}
+    result = {"evaluated": sets.description, "split": sets.split,
+              **labelled_metrics(y, y_pred, model.labels, details=True)}
     if sets.out_of_scope and model.ood is None:
         result["out_of_scope_skipped"] = "the run has no out-of-scope scorer (trained with ood_scorer=none)"
     elif sets.out_of_scope:

@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, StrictStr
 
@@ -71,13 +71,14 @@ class MicroBatcher:
             flat = [t for texts, _ in batch for t in texts]
             try:
                 results = await loop.run_in_executor(self.executor, self.fn, flat)
-            except Exception:
-                if len(batch) == 1:
-                    await self._run_alone(loop, batch[0])
-                else:
-                    log.warning("a batch of %d requests failed; running each alone", len(batch))
-                    for item in batch:
-                        await self._run_alone(loop, item)
+            except Exception as exc:
+                if len(batch) == 1:  # it already ran alone: its own failure
+                    if not batch[0][1].done():
+                        batch[0][1].set_exception(exc)
+                    continue
+                log.warning("a batch of %d requests failed; running each alone", len(batch))
+                for item in batch:
+                    await self._run_alone(loop, item)
                 continue
             start = 0
             for texts, future in batch:
@@ -116,8 +117,6 @@ def create_app(route_batch: Callable[[list[str]], list[dict]], *, info: dict | N
 
     @router.post("/v1/route")
     async def route(body: RouteRequest):
-        from fastapi import HTTPException
-
         if (body.text is None) == (body.texts is None):
             raise HTTPException(422, 'send exactly one of "text" or "texts"')
         texts = check_texts([body.text] if body.text is not None else body.texts, limits,

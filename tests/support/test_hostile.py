@@ -57,6 +57,23 @@ def test_one_poisoned_request_never_fails_the_others_in_its_batch():
             assert isinstance(result, ValueError)
 
 
+def test_a_lone_request_that_fails_is_not_run_twice():
+    calls = []
+
+    def route_batch(texts):
+        calls.append(list(texts))
+        raise ValueError("broken")
+
+    async def scenario():
+        batcher = MicroBatcher(route_batch, max_batch=64)
+        batcher.start()
+        result = await asyncio.gather(batcher.submit(["only one"]), return_exceptions=True)
+        await batcher.stop()
+        return result
+
+    assert isinstance(asyncio.run(scenario())[0], ValueError) and calls == [["only one"]]
+
+
 def test_surrogates_sent_beside_valid_requests_fail_alone(live):
     client, reference = live
     bodies = [b'{"text": "my card was declined"}'] * 120 + [b'{"text": "\\ud800 card"}', b'{"text": "\xed\xa0\x80"}'] * 20

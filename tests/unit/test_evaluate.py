@@ -24,3 +24,15 @@ def test_per_class_report_and_metric_keys():
     rep = per_class_report([0, 0, 1], [0, 1, 1], ["a", "b"])
     assert rep["a"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
     assert set(classification_metrics(np.array([0]), np.array([0]))) == {"accuracy", "macro_f1"}
+
+
+def test_labelled_metrics_adds_details_only_when_asked():
+    import numpy as np
+
+    from core.evaluate import labelled_metrics
+
+    y_true, y_pred = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])
+    plain = labelled_metrics(y_true, y_pred, ["a", "b"])
+    assert plain["n"] == 4 and plain["accuracy"] == 3 / 4 and "per_class" not in plain
+    full = labelled_metrics(y_true, y_pred, ["a", "b"], details=True)
+    assert full["confusion_matrix"] == [[1, 1], [0, 2]] and set(full["per_class"]) >= {"a", "b"}
