@@ -88,7 +88,7 @@ def recipe(name):
         from core.config import load_recipe_file
         from core.recipes import run_classification
         from core.report import read_report
-        from solutions import RECIPES
+        from verticals.registry import RECIPES
 
         run_dir = out_root / f"{name.replace('/', '-')}-seed{seed}"
         if reuse and (run_dir / "report.json").is_file():  # a finished run of this recipe: read its record

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+import verticals  # noqa: F401  installs the solutions' data readers (the phrasebank card format)
 from benchmarks.record import RESULTS, write_record
 from core.cost import CostLedger
 from core.data import LabelMap, builtin_datasets_dir, load_classification
@@ -123,7 +124,7 @@ def zero_shot(data, **_):
 def _run_recipe(name: str, overrides: dict, run_dir: Path, data_dir) -> dict:
     from core.config import load_recipe_file
     from core.recipes import run_classification
-    from solutions import RECIPES
+    from verticals.registry import RECIPES
 
     cfg = load_recipe_file(RECIPES[name], overrides, name=name)
     report = run_classification(cfg, run_dir, data_dir=data_dir, overwrite=True)

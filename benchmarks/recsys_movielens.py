@@ -31,10 +31,10 @@ import numpy as np
 
 from benchmarks.record import write_record
 from core.cost import CostLedger
-from core.data import load_interactions
 from solutions.recsys.baselines import ItemKNN, MostPopular
 from solutions.recsys.content import (ContentRecommender, HybridRecommender, TextEncoder, choose_alpha,
                                       embed_catalog)
+from solutions.recsys.data import load_interactions
 from solutions.recsys.finetune import FinetuneConfig, co_consumption_pairs, finetune_encoder, save_encoder
 from solutions.recsys.protocol import (cold_start_split, evaluate_scores, pick_cold_items, split_dataset,
                                        validation_split)
@@ -106,8 +106,7 @@ def main(argv=None) -> None:
     pairs = co_consumption_pairs(validation_split(cold), cfg.window, cfg.max_gap_seconds, cfg.min_support)
     log(f"fine-tuning on {len(pairs)} pairs, up to {cfg.steps} steps / {cfg.max_seconds} s")
     with CostLedger() as ft_cost:
-        fit = finetune_encoder(tuned, pairs, data.items, cfg, np.random.default_rng(cfg.seed),
-                               progress=lambda s, loss: s % 20 == 0 and log(f"  step {s} loss {loss:.3f}"))
+        fit = finetune_encoder(tuned, pairs, data.items, cfg, progress=True)
         tuned_vectors = embed_catalog(tuned, split.items, data.items)
     ft_cost.cost.train_samples = fit["samples"]
     ft_cost.cost.trainable_params = sum(p.numel() for p in tuned.backbone.encoder.parameters())

@@ -39,7 +39,7 @@ def _recipe_run(name: str, overrides: dict, out: Path, data_dir, reuse: bool = F
     """Run a recipe into `out`; with `reuse` (--reuse), read the report of a finished run instead."""
     from core.config import load_recipe_file
     from core.recipes import run_classification
-    from solutions import RECIPES
+    from verticals.registry import RECIPES
 
     if reuse and (out / "report.json").is_file():
         return json.loads((out / "report.json").read_text())
@@ -263,7 +263,7 @@ def load_test(run: Path, texts: list[str], args) -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "core.cli", "serve", str(run), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "verticals.cli", "serve", str(run), "--port", str(port),
                              "--runtime", args.service_runtime]
                             + (["--threads", str(args.service_threads)] if args.service_threads else []),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -116,7 +116,7 @@ def run_one(domain: str, method: str, seed: int, data, args) -> dict:
     from core.config import load_recipe_file, parse_overrides
     from core.model import load_classifier
     from core.recipes import run_classification
-    from solutions import RECIPES
+    from verticals.registry import RECIPES
 
     spec = DOMAINS[domain]
     overrides = {**spec["base"], **METHODS[method][1], "seed": str(seed), "train_fraction": str(FRACTION),
@@ -297,6 +297,7 @@ def main(argv=None) -> None:
             if load_runs(domain):
                 print(write(domain, load_runs(domain)))
         return
+    import verticals  # noqa: F401  installs the solutions' data readers (the phrasebank card format)
     from core.cli import _quiet_libraries
     from core.data import load_classification
 

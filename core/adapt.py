@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
 from core.errors import UserError
 
@@ -104,14 +106,18 @@ def adapt_backbone(backbone_name: str, texts: list[str], out_dir: Path, cfg: Ada
         mlm, head_fresh = _masked_lm(backbone)
         losses = _train_mlm(mlm, backbone, texts, cfg, head_fresh=head_fresh, device=device, progress=progress)
 
+    from core import distributed
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    encoder = backbone.encoder  # keeps the backbone's own extras (e.g. the unused pooler)
-    encoder.load_state_dict(mlm.bert.state_dict(), strict=False)
-    encoder.save_pretrained(out_dir, safe_serialization=True)
-    backbone.tokenizer.save_pretrained(out_dir)
-    write_sentence_transformers_files(out_dir, pooling=backbone.pooling, normalize=backbone.normalize,
-                                      max_length=backbone.max_length)
+    if distributed.is_main():  # every process trained the same weights; one writes them
+        out_dir.mkdir(parents=True, exist_ok=True)
+        encoder = backbone.encoder  # keeps the backbone's own extras (e.g. the unused pooler)
+        encoder.load_state_dict(mlm.bert.state_dict(), strict=False)
+        encoder.save_pretrained(out_dir, safe_serialization=True)
+        backbone.tokenizer.save_pretrained(out_dir)
+        write_sentence_transformers_files(out_dir, pooling=backbone.pooling, normalize=backbone.normalize,
+                                          max_length=backbone.max_length)
+    distributed.barrier()
     cost = ledger.cost
     cost.trainable_params = cost.total_params = sum(p.numel() for p in mlm.parameters())
     cost.train_samples = len(losses) * min(cfg.batch_size, len(texts))
@@ -119,61 +125,53 @@ def adapt_backbone(backbone_name: str, texts: list[str], out_dir: Path, cfg: Ada
                        asdict(cfg) | {"backbone": backbone_name, "texts": len(texts)})
 
 
+class MaskedLMStep(nn.Module):
+    """A collated MLM batch -> cross-entropy on the chosen tokens; only they go through the
+    30k-word vocabulary projection (about half the cost of a MiniLM step)."""
+
+    def __init__(self, mlm):
+        super().__init__()
+        self.mlm = mlm
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        labels = batch["labels"]
+        picked = labels != -100  # the ~15% chosen tokens
+        hidden = self.mlm.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                               token_type_ids=batch.get("token_type_ids")).last_hidden_state
+        if not picked.any():  # nothing masked (tiny texts): a zero loss that still touches the graph
+            return hidden.sum() * 0.0
+        return nn.functional.cross_entropy(self.mlm.cls(hidden[picked]), labels[picked])
+
+
 def _train_mlm(mlm, backbone, texts: list[str], cfg: AdaptConfig, *, head_fresh: bool, device: str,
                progress: bool) -> list[float]:
-    """Head-only warm-up (if the head is fresh), then the whole model; returns per-step losses."""
-    import torch
-    from tqdm.auto import tqdm
-    from transformers import DataCollatorForLanguageModeling, get_linear_schedule_with_warmup
+    """Head-only warm-up (if the head is fresh), then the whole model; two runs of the engine
+    (core.engine). Returns per-step losses."""
+    from transformers import DataCollatorForLanguageModeling
+
+    from core.engine import Engine, LoopSettings, decay_groups, shard
 
     tokenizer = backbone.tokenizer
-    mlm.to(device).train()
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability, seed=cfg.seed)
     batches = _batches(texts, min(cfg.batch_size, len(texts)), np.random.default_rng(cfg.seed))
     max_length = min(cfg.max_length, backbone.max_length)
 
-    def step(optimizer, scheduler=None) -> float:
-        enc = tokenizer(next(batches), truncation=True, max_length=max_length)
-        batch = {k: v.to(device) for k, v in
-                 collator([{k: enc[k][i] for k in enc} for i in range(len(enc["input_ids"]))]).items()}
-        labels = batch.pop("labels")
-        picked = labels != -100  # the ~15% chosen tokens: only they need the 30k-word vocabulary projection
-        if not picked.any():
-            return float("nan")
-        hidden = mlm.bert(**batch).last_hidden_state
-        loss = torch.nn.functional.cross_entropy(mlm.cls(hidden[picked]), labels[picked])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in mlm.parameters() if p.requires_grad], 1.0)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+    def micro_batch(_m: int) -> dict:  # batches in order: adaptation runs do not resume
+        enc = tokenizer(shard(next(batches)), truncation=True, max_length=max_length)
+        return collator([{k: enc[k][i] for k in enc} for i in range(len(enc["input_ids"]))])
 
+    engine = Engine(device)
+    step = MaskedLMStep(mlm)
     losses: list[float] = []
-    warmup_steps = cfg.head_warmup_steps if head_fresh else 0
-    bar = tqdm(total=warmup_steps + cfg.max_steps, desc="mlm", disable=not progress)
-    if warmup_steps:  # only the fresh head: transform + output bias (the decoder is tied to embeddings)
-        head = [p for n, p in mlm.named_parameters() if n.startswith("cls.")]
-        for p in mlm.parameters():
-            p.requires_grad_(False)
-        for p in head:
-            p.requires_grad_(True)
-        optimizer = torch.optim.AdamW(head, lr=cfg.head_lr)
-        for _ in range(warmup_steps):
-            losses.append(step(optimizer))
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", phase="head")
+    if head_fresh and cfg.head_warmup_steps:  # only the fresh head: transform + output bias (decoder tied)
+        for name, p in mlm.named_parameters():
+            p.requires_grad_(name.startswith("cls."))
+        head = [p for n, p in mlm.named_parameters() if n.startswith("cls.") and p.requires_grad]
+        losses += engine.run(step, [{"params": head, "lr": cfg.head_lr, "weight_decay": 0.0}], micro_batch,
+                             LoopSettings(steps=cfg.head_warmup_steps, schedule="constant", desc="mlm head"),
+                             progress=progress).losses
         for p in mlm.parameters():
             p.requires_grad_(True)
-    decay = [p for n, p in mlm.named_parameters() if p.ndim >= 2 and "LayerNorm" not in n]
-    no_decay = [p for n, p in mlm.named_parameters() if p.ndim < 2 or "LayerNorm" in n]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * cfg.max_steps), cfg.max_steps)
-    for _ in range(cfg.max_steps):
-        losses.append(step(optimizer, scheduler))
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    bar.close()
+    losses += engine.run(step, decay_groups(mlm.named_parameters(), cfg.lr, cfg.weight_decay), micro_batch,
+                         LoopSettings(steps=cfg.max_steps, warmup=cfg.warmup, desc="mlm"), progress=progress).losses
     return losses

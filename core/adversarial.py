@@ -6,9 +6,9 @@ attack direction) and adds the perturbation `delta` to it during the adversarial
 embedding weights are never written to (nothing to restore, nothing to forget to restore), and the
 attack works the same for a full fine-tune, LoRA or IA3 (frozen embeddings).
 
-How the loop calls it (core.train.fit), per micro-batch:
-    loss = loss_fn(model(**batch), y); loss.backward()     # clean pass; the hook keeps emb output
-    adversary.attack(lambda: loss_fn(model(**batch), y))   # adversarial pass(es), grads accumulate
+How the loop calls it (core.engine, the `after_backward` point of core.train's hook), per micro-batch:
+    loss = step(batch); loss.backward()                    # clean pass; the hook keeps emb output
+    adversary.attack(lambda: step(batch))                  # adversarial pass(es), grads accumulate
 The model is updated with clean + adversarial gradients (the usual FGM/PGD recipe).
 
 - FGM: delta = epsilon * g / ||g||, g the gradient of the loss at the clean embeddings, the norm
@@ -53,6 +53,7 @@ class EmbeddingAdversary:
         self.clean: torch.Tensor | None = None  # embedding output of the last training forward pass
         self._keep = True
         self._handle = embeddings.register_forward_hook(self._hook)
+        self.backward: Callable[[torch.Tensor], None] = torch.Tensor.backward  # the engine sets its own
 
     def _hook(self, module, inputs, output):
         if not torch.is_grad_enabled():
@@ -80,7 +81,7 @@ class EmbeddingAdversary:
         self.delta, self._keep = delta, False
         try:
             loss = loss_fn()
-            loss.backward()
+            self.backward(loss)
         finally:
             self.delta, self._keep, self.clean = None, True, None
         return loss.detach()
@@ -89,7 +90,8 @@ class EmbeddingAdversary:
 class FGM(EmbeddingAdversary):
     """One step of size epsilon along the normalised gradient."""
 
-    def attack(self, loss_fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+    def attack(self, loss_fn: Callable[[], torch.Tensor],
+               inner_loss_fn: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
         delta = self.epsilon * _per_example_unit(self._clean_gradient())
         return self._adversarial_pass(loss_fn, delta)
 
@@ -103,13 +105,16 @@ class PGD(EmbeddingAdversary):
             raise ValueError(f"PGD needs steps >= 1 and alpha > 0, got steps={steps}, alpha={alpha}")
         self.alpha, self.steps = alpha, steps
 
-    def attack(self, loss_fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+    def attack(self, loss_fn: Callable[[], torch.Tensor],
+               inner_loss_fn: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
+        """`inner_loss_fn`: the loss for the inner ascent steps, which need gradients w.r.t. the
+        embeddings only (under DDP: the unwrapped model, so no gradient sync is left pending)."""
         g = self._clean_gradient()
         delta = project_l2(self.alpha * _per_example_unit(g), self.epsilon)
         for _ in range(self.steps - 1):  # inner ascent: gradients w.r.t. the embeddings only
             self.delta = delta
             try:
-                loss = loss_fn()
+                loss = (inner_loss_fn or loss_fn)()
                 (g,) = torch.autograd.grad(loss, self.clean)
             finally:
                 self.delta, self.clean = None, None

@@ -1,4 +1,10 @@
-"""`verticals` command line. Imports stay inside the commands so `verticals --help` is instant."""
+"""The generic `verticals` commands: train, demo, eval, predict, export, recipes, datasets.
+
+The app layer (verticals.cli) builds the parser with its lists (recipes, tasks, solution
+subcommands) and is the console entry; this module imports nothing from the solutions. Heavy
+imports stay inside the commands so `verticals --help` is instant.
+Leaves out: the console entry and its `--nproc` relaunch (verticals.cli), the recipes' code.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 from core.errors import UserError
@@ -24,22 +32,21 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _recipe_path(name: str) -> Path:
-    from solutions import RECIPES
+def recipe_path(recipe: str, recipes: Mapping[str, Path]) -> Path:
+    """A recipe name from `recipes`, or a YAML file: a user's own recipe or a run's config.yaml."""
+    if recipe.endswith((".yaml", ".yml")) or Path(recipe).is_file():
+        return Path(recipe)
+    if recipe not in recipes:
+        raise UserError(f"unknown recipe '{recipe}'. Available recipes: {', '.join(sorted(recipes))} "
+                        f"(see `verticals recipes`), or give a path to a recipe YAML file")
+    return Path(recipes[recipe])
 
-    if name not in RECIPES:
-        raise UserError(f"unknown recipe '{name}'. Available recipes: {', '.join(sorted(RECIPES))} "
-                        f"(see `verticals recipes`)")
-    return RECIPES[name]
 
+def cmd_recipes(args, *, recipes: Mapping[str, Path]) -> int:
+    from core.config import read_recipe
 
-def cmd_recipes(args) -> int:
-    import yaml
-
-    from solutions import RECIPES
-
-    for name, path in sorted(RECIPES.items()):
-        desc = (yaml.safe_load(path.read_text()) or {}).get("description", "")
+    for name, path in sorted(recipes.items()):
+        desc = read_recipe(path).get("description", "") if Path(path).is_file() else f"(file missing: {path})"
         print(f"{name:28s} {desc}")
     return 0
 
@@ -62,14 +69,19 @@ def cmd_datasets(args) -> int:
 
 
 def _print_summary(report: dict, run_dir: Path) -> None:
-    m, cost = report["metrics"], report["cost"]
+    """What a run reached, per split; classification metrics in their own line format."""
     print(f"\nrun: {run_dir}")
-    for split, vals in m.items():
-        print(f"  {split:14s} n={vals['n']:<5d} accuracy={vals['accuracy']:.4f}  macro_f1={vals['macro_f1']:.4f}")
-    print(f"  cost: {cost['wall_seconds']:.1f} s wall, {cost['cpu_seconds']:.1f} s CPU, peak RSS "
-          f"{cost['peak_rss_mb']:.0f} MB, {cost['trainable_params']:,} of {cost['total_params']:,} params "
-          f"trained ({100 * cost['trainable_fraction']:.2f}%), {cost['train_samples_per_second']:.1f} samples/s, "
-          f"{cost['tokens_seen']:,} tokens")
+    for split, vals in (report.get("metrics") or {}).items():
+        if {"n", "accuracy", "macro_f1"} <= set(vals):
+            print(f"  {split:14s} n={vals['n']:<5d} accuracy={vals['accuracy']:.4f}  macro_f1={vals['macro_f1']:.4f}")
+        else:
+            print(f"  {split:14s} " + "  ".join(f"{k}={v:.4f}" for k, v in vals.items() if isinstance(v, float)))
+    cost = report.get("cost") or {}
+    if {"wall_seconds", "trainable_params", "total_params", "tokens_seen"} <= set(cost):
+        print(f"  cost: {cost['wall_seconds']:.1f} s wall, {cost['cpu_seconds']:.1f} s CPU, peak RSS "
+              f"{cost['peak_rss_mb']:.0f} MB, {cost['trainable_params']:,} of {cost['total_params']:,} params "
+              f"trained ({100 * cost['trainable_fraction']:.2f}%), {cost['train_samples_per_second']:.1f} samples/s, "
+              f"{cost['tokens_seen']:,} tokens")
     conf = report.get("confidence", {})
     if conf:
         print(f"  calibration: temperature {conf['temperature']:.2f}, test ECE {conf['test_ece_before']:.4f} -> "
@@ -79,36 +91,54 @@ def _print_summary(report: dict, run_dir: Path) -> None:
             print(f"  out-of-scope '{key[len('out_of_scope_'):]}' set: AUROC {value['auroc']:.3f}, "
                   f"{100 * value['out_of_scope_recall']:.0f}% of out-of-scope queries handed over at "
                   f"{100 * value['in_scope_recall']:.0f}% in-scope recall")
-    print(f"  report: {run_dir / 'report.md'}")
+    if (run_dir / "report.md").is_file():
+        print(f"  report: {run_dir / 'report.md'}")
 
 
-def _default_out(recipe: str) -> Path:
-    return Path("runs") / f"{recipe.replace('/', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
+def default_out(name: str) -> Path:
+    return Path("runs") / f"{name.replace('/', '-') or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def cmd_train(args) -> int:
-    from core.config import load_recipe_file, parse_overrides
+def train_config(args, recipes: Mapping[str, Path], tasks: Mapping[str, tuple]):
+    """The validated config of `args.recipe` + `args.overrides` and the runner of its task: the
+    YAML's `task:` (default classification) picks the schema and runner from `tasks`."""
+    from core.config import build_config, parse_overrides, read_recipe
 
-    cfg = load_recipe_file(_recipe_path(args.recipe), parse_overrides(args.overrides), name=args.recipe)
+    path = recipe_path(args.recipe, recipes)
+    raw = read_recipe(path)
+    task = str(raw.get("task") or "classification")
+    if task not in tasks:
+        raise UserError(f"unknown task '{task}' in recipe {path}; known tasks: {', '.join(sorted(tasks))}")
+    schema, runner = tasks[task]
+    name = args.recipe if args.recipe in recipes else path.stem
+    return build_config(schema, raw, parse_overrides(args.overrides), name), runner
+
+
+def cmd_train(args, *, recipes: Mapping[str, Path], tasks: Mapping[str, tuple]) -> int:
+    from core.distributed import is_distributed, is_main
+
+    cfg, runner = train_config(args, recipes, tasks)
     if args.resume and not args.out:
         raise UserError("--resume needs --out RUN_DIR: the directory of the interrupted run to continue")
+    if getattr(args, "nproc", 1) > 1 and "WORLD_SIZE" not in os.environ:
+        raise UserError("--nproc is started by the `verticals` command (python -m verticals.cli train ... --nproc N)")
+    if is_distributed() and not args.out:
+        raise UserError("under a launcher (WORLD_SIZE is set) pass --out RUN_DIR, so that every process "
+                        "works on the same run directory")
     _quiet_libraries()
-    from core.recipes import run_classification
-
-    out = Path(args.out) if args.out else _default_out(args.recipe)
-    report = run_classification(cfg, out, data_dir=args.data_dir, resume=args.resume,
-                                overwrite=args.overwrite, progress=not args.quiet)
-    _print_summary(report, out)
+    out = Path(args.out) if args.out else default_out(cfg.name)
+    report = runner(cfg, out, data_dir=args.data_dir, resume=args.resume, overwrite=args.overwrite,
+                    progress=not args.quiet)
+    if is_main() and report:
+        _print_summary(report, out)
     return 0
 
 
-def cmd_demo(args) -> int:
-    args.recipe, args.overrides = "support/intent-demo", args.overrides
-    args.resume = False
-    out = Path(args.out) if args.out else _default_out("demo")
-    args.out = str(out)
+def cmd_demo(args, *, recipes: Mapping[str, Path], tasks: Mapping[str, tuple]) -> int:
+    args.recipe, args.resume = "support/intent-demo", False
+    args.out = str(Path(args.out) if args.out else default_out("demo"))
     print("verticals demo: LoRA intent classifier on the demo support set, packaged all-MiniLM-L6-v2")
-    return cmd_train(args)
+    return cmd_train(args, recipes=recipes, tasks=tasks)
 
 
 def cmd_eval(args) -> int:
@@ -192,11 +222,6 @@ def cmd_export(args) -> int:
     return 0
 
 
-# Each solution adds its own subcommands through `register(subparsers)`; those modules import only
-# argparse at load time (heavy imports stay inside the command functions).
-SOLUTION_CLIS: tuple[str, ...] = ("solutions.support.cli", "solutions.finance.cli", "solutions.recsys.cli")
-
-
 class Parser(argparse.ArgumentParser):
     """Positional arguments may come after options (`predict RUN --top-k 1 "hello"`, `train R --out D
     epochs=2`): a command without subcommands parses intermixed. Plain argparse binds an empty
@@ -221,12 +246,25 @@ class Parser(argparse.ArgumentParser):
             self._intermixing = False
 
 
-def build_parser() -> argparse.ArgumentParser:
+def nproc_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes (1 or more)")
+    return n
+
+
+def build_parser(*, recipes: Mapping[str, Path], tasks: Mapping[str, tuple],
+                 solution_clis: Sequence = ()) -> argparse.ArgumentParser:
+    """The generic commands over the app layer's lists: `recipes` (name -> YAML), `tasks` (a YAML's
+    task -> (schema, runner)); each of `solution_clis` adds its subcommands via `register(sub)`."""
     parser = Parser(prog="verticals", description="Domain NLP solutions on one fine-tuning core.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("recipes", help="list the recipes")
-    p.set_defaults(func=cmd_recipes)
+    p.set_defaults(func=partial(cmd_recipes, recipes=recipes))
 
     p = sub.add_parser("datasets", help="list the data catalog and check files in the data root")
     p.add_argument("--data-dir", help="data root (default: env VERTICALS_DATA or ~/.cache/verticals/datasets)")
@@ -234,8 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def train_args(p, with_recipe=True):
         if with_recipe:
-            p.add_argument("recipe", help="e.g. support/intent-lora (see `verticals recipes`)")
-        p.add_argument("overrides", nargs="*", help="key=value, e.g. epochs=2 lr=1e-4 backbone=tiny")
+            p.add_argument("recipe", help="a recipe name, e.g. support/intent-lora (see `verticals recipes`), or a "
+                                          "YAML file: your own recipe, or a run's config.yaml to run it again")
+        p.add_argument("overrides", nargs="*",
+                       help="key=value by dotted path or by a name unique across sections, e.g. train.lr=1e-4 "
+                            "epochs=2 backbone=tiny data=my.csv")
         p.add_argument("--data-dir", help="data root (default: env VERTICALS_DATA or ~/.cache/verticals/datasets)")
         p.add_argument("--out", help="run directory (default: runs/<recipe>-<time>); an existing run there "
                                      "is refused unless --overwrite (or --resume)")
@@ -246,12 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     train_args(p)
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out from its checkpoint (same recipe and overrides)")
-    p.set_defaults(func=cmd_train)
+    p.add_argument("--nproc", type=nproc_count, default=1,
+                   help="train on N processes of this machine (torchrun: one per GPU, or CPU processes); "
+                        "ignored under a launcher that set WORLD_SIZE")
+    p.set_defaults(func=partial(cmd_train, recipes=recipes, tasks=tasks))
 
     p = sub.add_parser("demo", help="train + evaluate a LoRA intent classifier on the demo support set")
     train_args(p, with_recipe=False)
-    p.set_defaults(func=cmd_demo)
-
+    p.set_defaults(func=partial(cmd_demo, recipes=recipes, tasks=tasks))
     p = sub.add_parser("eval", help="evaluate a run: its own test split, another split, or a labelled CSV/JSONL file")
     p.add_argument("run_dir")
     p.add_argument("options", nargs="*",
@@ -277,17 +320,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="also write a dynamically int8-quantised model (faster on CPU)")
     p.set_defaults(func=cmd_export)
 
-    import importlib
-
-    for module in SOLUTION_CLIS:
-        importlib.import_module(module).register(sub)
+    for module in solution_clis:
+        module.register(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(command: Callable[[], int]) -> int:
+    """Run a parsed command: a UserError is printed without a traceback (exit 2)."""
     try:
-        return args.func(args)
+        return command()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -298,4 +339,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit("core.cli is not an entry point: run `verticals ...` or `python -m verticals.cli ...`")

@@ -1,136 +1,226 @@
-"""Recipe configuration: YAML + `key=value` overrides -> small frozen dataclasses, validated once.
+"""Run configuration: YAML + `key=value` overrides -> small frozen dataclasses, validated once.
 
-A recipe YAML has sections (`data`, `model`, `train`) mirroring the dataclasses below. Overrides
-on the command line use flat names (`lr=1e-4`, `backbone=tiny`, `data=banking77`), each unique
-across sections; an unknown key or a bad value fails here, naming the key and the valid ones.
+A config schema is a frozen dataclass whose fields are scalars (str, int, float, bool) or nested
+section dataclasses; each scalar declares its own rule through `setting(...)` (choices, bounds,
+required). `build_config(schema, raw, overrides)` is generic over such schemas (classification
+here; other tasks bring their own, e.g. the recsys item encoder). Overrides name a field by its
+dotted path (`train.lr=1e-4`, `model.peft=lora`) or, when the name is unique across sections, by
+the name alone (`lr=1e-4`); a schema may add aliases (`data=banking77` sets `data.source`). An
+unknown key or a bad value fails here, naming the key and the valid ones. `to_dict` gives what a
+run writes as its `config.yaml`, which `build_config` reads back to the same config.
+Leaves out: picking the schema for a YAML's `task` (the app layer's registry) and running it.
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
+import difflib
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, ClassVar
 
 import yaml
 
 from core.errors import UserError
 
+SCALARS = (str, int, float, bool)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a field accepts. Bounds apply to numbers; `hint` is added to a bound's message."""
+
+    choices: tuple = ()
+    positive: bool = False  # > 0
+    minimum: float | None = None  # inclusive
+    below: float | None = None  # exclusive upper bound
+    maximum: float | None = None  # inclusive upper bound
+    hint: str = ""
+    required: str = ""  # non-empty: the value may not be empty; says what to give
+    check: Callable[[Any], str] | None = None  # -> why the value is bad ("" when fine)
+
+    def problem(self, value) -> str:
+        """Why `value` breaks this rule, as the tail of "bad value for 'key': <value>...", or ""."""
+        hint = f" ({self.hint})" if self.hint else ""
+        if self.choices and value not in self.choices:
+            return f"; choose one of {', '.join(map(str, self.choices))}"
+        if self.positive and value <= 0:
+            return "; it must be greater than 0"
+        if self.minimum is not None and value < self.minimum:
+            return f"; it must be {self.minimum:g} or more"
+        if self.maximum is not None and value > self.maximum:
+            return f"; it must be at most {self.maximum:g}{hint}"
+        if self.below is not None and value >= self.below:
+            return f"; it must be below {self.below:g}{hint}"
+        return self.check(value) if self.check and value != "" else ""
+
+
+def setting(default, **rule):
+    """A config field with its rule: `lr: float = setting(5e-5, positive=True)` (see Rule)."""
+    return field(default=default, metadata={"rule": Rule(**rule)})
+
+
+def text_encoding(value: str) -> str:
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        return " is not a text encoding Python knows (e.g. utf-8, latin-1, cp1252)"
+    return ""
+
+
+OOD_SCORERS = ("knn_energy", "knn", "centroid", "energy", "max_prob", "mahalanobis", "relative_mahalanobis", "none")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: float = 3.0  # 0 with max_steps 0 = no gradient steps (e.g. a pure linear probe)
-    max_steps: int = 0  # optimizer steps; 0 = derive from epochs
-    lr: float = 5e-5  # encoder (or LoRA adapter) learning rate
-    head_lr: float = 1e-3
-    batch_size: int = 32
-    grad_accum: int = 1
-    weight_decay: float = 0.01
-    warmup: float = 0.1  # fraction of all steps spent warming up
-    max_grad_norm: float = 1.0
-    class_weights: str = "none"  # none | balanced (n / (k * count), for imbalanced labels)
-    label_smoothing: float = 0.0
-    eval_every: int = 0  # optimizer steps between validation passes; 0 = once per epoch
-    patience: int = 2  # validation passes without improvement before stopping; 0 = never stop early
-    metric: str = "accuracy"  # accuracy | macro_f1, picks the best checkpoint
-    log_every: int = 10
-    seed: int = 0
+    epochs: float = setting(3.0, minimum=0)  # 0 with max_steps 0 = no gradient steps (e.g. a pure linear probe)
+    max_steps: int = setting(0, minimum=0)  # optimizer steps; 0 = derive from epochs
+    lr: float = setting(5e-5, positive=True)  # encoder (or LoRA adapter) learning rate
+    head_lr: float = setting(1e-3, positive=True)
+    batch_size: int = setting(32, positive=True)
+    grad_accum: int = setting(1, positive=True)
+    weight_decay: float = setting(0.01, minimum=0)
+    warmup: float = setting(0.1, minimum=0)  # fraction of all steps spent warming up
+    max_grad_norm: float = setting(1.0, minimum=0)
+    class_weights: str = setting("none", choices=("none", "balanced"))  # balanced: n / (k * count)
+    label_smoothing: float = setting(0.0, minimum=0)
+    eval_every: int = setting(0, minimum=0)  # optimizer steps between validation passes; 0 = once per epoch
+    patience: int = setting(2, minimum=0)  # validation passes without improvement before stopping; 0 = never
+    metric: str = setting("accuracy", choices=("accuracy", "macro_f1"))  # picks the best checkpoint
+    log_every: int = setting(10, positive=True)
+    seed: int = setting(0, minimum=0)
     # methods the loop can switch on (each is off by default)
-    adversarial: str = "none"  # none | fgm | pgd: perturb the input embeddings (core.adversarial)
-    adv_epsilon: float = 1.0  # L2 radius of the perturbation, per example
-    adv_alpha: float = 0.3  # PGD step size
-    adv_steps: int = 3  # PGD ascent steps
-    ema_decay: float = 0.0  # 0 = off; e.g. 0.99: validate and keep the EMA of the weights (core.ema)
-    layer_decay: float = 1.0  # layer-wise LR decay: layer l of L trains at lr * layer_decay ** (L - l); 1 = off
-    unfreeze_every: int = 0  # gradual unfreezing: steps between unfreezing the next layer, top down; 0 = off
+    adversarial: str = setting("none", choices=("none", "fgm", "pgd"))  # perturb input embeddings (core.adversarial)
+    adv_epsilon: float = setting(1.0, positive=True)  # L2 radius of the perturbation, per example
+    adv_alpha: float = setting(0.3, positive=True)  # PGD step size
+    adv_steps: int = setting(3, positive=True)  # PGD ascent steps
+    ema_decay: float = setting(0.0, minimum=0, below=1, hint="e.g. 0.99")  # 0 = off; keep the EMA of the weights
+    layer_decay: float = setting(1.0, positive=True)  # layer l of L trains at lr * layer_decay ** (L - l); 1 = off
+    unfreeze_every: int = setting(0, minimum=0)  # gradual unfreezing, top down: steps between layers; 0 = off
+    # how the engine batches and computes (core.train, core.engine)
+    group_by_length: bool = True  # batches of similar token length (less padding); false = plain random batches
+    mixed_precision: str = setting("auto", choices=("auto", "no"))  # auto: bf16/fp16 on a GPU, off on CPU
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "banking77"  # catalog name or a path to your CSV/JSONL file or folder
+    source: str = setting("", required="a catalog name or a file")  # catalog name, or your CSV/JSONL file or folder
     text_column: str = "text"  # for your own files (catalog cards name their own columns)
     label_column: str = "label"
-    encoding: str = "utf-8"
-    train_limit: int = 0  # use only the first N training examples (0 = all), for quick runs
-    shots: int = 0  # few-shot: keep k training examples per label (seeded by train.seed); 0 = all
-    train_fraction: float = 1.0  # low-label runs: keep this stratified share of the training labels (seeded)
+    encoding: str = setting("utf-8", check=text_encoding)
+    train_limit: int = setting(0, minimum=0)  # use only the first N training examples (0 = all), for quick runs
+    shots: int = setting(0, minimum=0)  # few-shot: keep k training examples per label (seeded by train.seed); 0 = all
+    train_fraction: float = setting(1.0, positive=True, maximum=1, hint="a share of the training set")
     label_names: bool = False  # add each label's name ("card_arrival" -> "card arrival") as one training example
-    oos_label: str = "oos"  # rows with this label are out-of-scope examples: never a class, evaluated as OOS ("" = none)
+    oos_label: str = ""  # rows with this label are out-of-scope examples: never a class, evaluated as OOS; "" = none
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "minilm"
-    peft: str = "none"  # none (full fine-tune) | lora | ia3 (peft adapters) | frozen (a linear probe)
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.1
-    head_init: str = "probe"  # probe (logistic regression on frozen embeddings) | random
-    probe_c: float = 10.0  # inverse L2 strength of that probe
+    peft: str = setting("none", choices=("none", "lora", "ia3", "frozen"))  # frozen = a linear probe
+    lora_r: int = setting(8, positive=True)
+    lora_alpha: int = setting(16, positive=True)
+    lora_dropout: float = setting(0.1, minimum=0)
+    head_init: str = setting("probe", choices=("probe", "random"))  # probe: logistic regression on frozen embeddings
+    probe_c: float = setting(10.0, positive=True)  # inverse L2 strength of that probe
     probe_c_search: bool = False  # choose probe_c among 0.1..100 by validation accuracy (frozen embeddings)
-    dropout: float = 0.1
-    max_length: int = 0  # tokens; 0 = the backbone's own limit
+    dropout: float = setting(0.1, minimum=0)
+    max_length: int = setting(0, minimum=0)  # tokens; 0 = the backbone's own limit
     calibrate: bool = True  # temperature scaling fitted on the validation split
-    ood_scorer: str = "knn_energy"  # out-of-scope score: knn_energy | knn | centroid | energy | max_prob | (relative_)mahalanobis | none
-    ood_target_recall: float = 0.95  # in-scope share of validation kept above the OOS threshold
+    ood_scorer: str = setting("none", choices=OOD_SCORERS)  # out-of-scope score; none = no OOS detection
+    ood_target_recall: float = setting(0.95, positive=True)  # in-scope share of validation kept above the threshold
 
 
 @dataclass(frozen=True)
 class ContrastiveConfig:
     """SetFit-style contrastive phase on the encoder before the head (core.fewshot); 0 steps = off."""
 
-    contrastive_steps: int = 0
-    contrastive_batch_size: int = 32
-    contrastive_lr: float = 2e-5
-    contrastive_scale: float = 20.0
+    contrastive_steps: int = setting(0, minimum=0)
+    contrastive_batch_size: int = setting(32, positive=True)
+    contrastive_lr: float = setting(2e-5, positive=True)
+    contrastive_scale: float = setting(20.0, positive=True)
+
+
+@dataclass(frozen=True)
+class ZeroShotConfig:
+    """Zero-shot routing: each label's descriptions are embedded and compared with the text."""
+
+    descriptions: str = ""  # YAML file: label -> list of descriptions; "" = use the label names
+    temperature: float = setting(0.05, positive=True)  # softmax temperature over cosine similarities
 
 
 @dataclass(frozen=True)
 class RecipeConfig:
+    """A text-classification run (`task: classification`); `mode` picks the recipe function."""
+
+    ALIASES: ClassVar[dict[str, str]] = {"data": "data.source"}  # `data=banking77` sets data.source
+
     name: str = ""
     description: str = ""
-    task: str = "classification"
-    device: str = "cpu"  # cpu | cuda | auto
+    task: str = setting("classification", choices=("classification",))
+    mode: str = setting("finetune", choices=("probe", "finetune", "fewshot", "zeroshot"))
+    device: str = setting("cpu", choices=("cpu", "cuda", "auto"))
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "contrastive": ContrastiveConfig, "train": TrainConfig}
-ALIASES = {"data": ("data", "source")}  # `data=banking77` sets data.source
-CHOICES = {
-    "task": ("classification",),
-    "device": ("cpu", "cuda", "auto"),
-    "peft": ("none", "lora", "ia3", "frozen"),
-    "adversarial": ("none", "fgm", "pgd"),
-    "head_init": ("probe", "random"),
-    "class_weights": ("none", "balanced"),
-    "metric": ("accuracy", "macro_f1"),
-    "ood_scorer": ("knn_energy", "knn", "centroid", "energy", "max_prob", "mahalanobis", "relative_mahalanobis", "none"),
-}
-POSITIVE = {"lr", "head_lr", "batch_size", "grad_accum", "probe_c", "contrastive_batch_size",
-            "contrastive_lr", "contrastive_scale", "lora_r", "lora_alpha", "log_every", "ood_target_recall",
-            "adv_epsilon", "adv_alpha", "adv_steps", "layer_decay", "train_fraction"}
-NON_NEGATIVE = {"epochs", "shots", "contrastive_steps", "max_steps", "train_limit", "eval_every", "patience", "max_length", "weight_decay",
-                "warmup", "max_grad_norm", "label_smoothing", "dropout", "lora_dropout", "seed",
-                "ema_decay", "unfreeze_every"}
-BELOW_ONE = {"ema_decay"}
+# ---------------------------------------------------------------- schema walking
+
+def leaf_fields(schema, prefix: str = "") -> dict[str, tuple[type, dataclasses.Field]]:
+    """Dotted path -> (type, field) for every scalar field of `schema`, sections included."""
+    out = {}
+    hints = typing.get_type_hints(schema)
+    for f in fields(schema):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            out.update(leaf_fields(kind, f"{prefix}{f.name}."))
+        elif kind in SCALARS:
+            out[f"{prefix}{f.name}"] = (kind, f)
+        else:
+            raise TypeError(f"{schema.__name__}.{f.name}: a config field is str, int, float, bool or a "
+                            f"section dataclass, not {kind!r}")
+    return out
 
 
-def override_keys() -> dict[str, tuple[str | None, str]]:
-    """Flat key -> (section or None for top level, field name)."""
-    keys: dict[str, tuple[str | None, str]] = {"device": (None, "device")}
-    for section, cls in SECTIONS.items():
-        for f in fields(cls):
-            keys[f.name] = (section, f.name)
-    keys.update(ALIASES)
-    keys.pop("source", None)
+def override_keys(schema=None) -> dict[str, str]:
+    """Every key an override may use -> the dotted path it sets: the paths themselves, each field's
+    name alone when no other section has that name, and the schema's ALIASES."""
+    schema = schema or RecipeConfig
+    paths = list(leaf_fields(schema))
+    names = [p.rpartition(".")[2] for p in paths]
+    keys = {p: p for p in paths}
+    keys.update({n: p for n, p in zip(names, paths) if names.count(n) == 1 and n not in keys})
+    keys.update(getattr(schema, "ALIASES", {}))
     return keys
 
 
+def _short_name(schema, path: str) -> str:
+    """How a user can type `path` without the section: `data.source` -> `data`."""
+    aliases = [k for k, p in override_keys(schema).items() if p == path and k != path]
+    return min(aliases, key=len) if aliases else path
+
+
+def _unknown(key: str, where: str, valid: list[str], extra: str = "", candidates=None) -> UserError:
+    close = difflib.get_close_matches(key, candidates or valid, n=1)
+    maybe = f". Did you mean '{close[0]}'?" if close else ""
+    return UserError(f"unknown key '{key}'{where}; valid keys: {', '.join(valid)}{extra}{maybe}")
+
+
+# ---------------------------------------------------------------- coercion and checks
+
 def _coerce(key: str, value, kind):
-    kind = {"int": int, "float": float, "str": str, "bool": bool}.get(kind, kind) if isinstance(kind, str) else kind
+    if isinstance(value, (dict, list)):
+        raise UserError(f"bad value for '{key}': expected one {kind.__name__}, got a "
+                        f"{'mapping' if isinstance(value, dict) else 'list'}")
+    if value is None and kind is str:
+        return ""
     try:
         if kind is bool:
             if isinstance(value, bool):
@@ -139,6 +229,8 @@ def _coerce(key: str, value, kind):
                 return True
             if str(value).lower() in ("false", "0", "no"):
                 return False
+            raise ValueError
+        if isinstance(value, bool) or value is None:
             raise ValueError
         if kind is int:
             if isinstance(value, float) and not value.is_integer():
@@ -151,46 +243,108 @@ def _coerce(key: str, value, kind):
         raise UserError(f"bad value for '{key}': {value!r} is not a valid {kind.__name__}") from None
 
 
-def _check(key: str, value) -> None:
-    if key in CHOICES and value not in CHOICES[key]:
-        raise UserError(f"bad value for '{key}': {value!r}; choose one of {', '.join(CHOICES[key])}")
-    if key in POSITIVE and value <= 0:
-        raise UserError(f"bad value for '{key}': {value!r}; it must be greater than 0")
-    if key in NON_NEGATIVE and value < 0:
-        raise UserError(f"bad value for '{key}': {value!r}; it must be 0 or more")
-    if key == "train_fraction" and value > 1:
-        raise UserError(f"bad value for 'train_fraction': {value!r}; it is a share of the training set, at most 1")
-    if key in BELOW_ONE and value >= 1:
-        raise UserError(f"bad value for '{key}': {value!r}; it must be below 1 (e.g. 0.99)")
-    if key == "encoding":
-        import codecs
-
-        try:
-            codecs.lookup(value)
-        except LookupError:
-            raise UserError(f"bad value for 'encoding': {value!r} is not a text encoding Python knows "
-                            f"(e.g. utf-8, latin-1, cp1252)") from None
+def rule_of(f: dataclasses.Field) -> Rule:
+    return f.metadata.get("rule", Rule())
 
 
-def _build(cls, values: dict, where: str):
-    hints = typing.get_type_hints(cls)
-    valid = [f.name for f in fields(cls)]
-    unknown = sorted(set(values) - set(valid))
-    if unknown:
-        raise UserError(f"unknown key '{unknown[0]}' in {where}; valid keys: {', '.join(valid)}")
+def checked(key: str, value, kind: type, f: dataclasses.Field):
+    """`value` coerced to `kind` and checked against the field's rule; UserError naming `key`."""
+    value = _coerce(key, value, kind)
+    problem = rule_of(f).problem(value)
+    if problem:
+        raise UserError(f"bad value for '{key}': {value!r}{problem}")
+    return value
+
+
+# ---------------------------------------------------------------- building
+
+def _flatten(schema, raw: dict, where: str, root, prefix: str = "") -> dict[str, tuple[Any, str]]:
+    """YAML mapping -> {dotted path: (value, label)}; unknown keys and misplaced sections fail."""
+    hints = typing.get_type_hints(schema)
+    names = [f.name for f in fields(schema)]
+    aliases = getattr(root, "ALIASES", {})
     out = {}
-    for name, value in values.items():
-        out[name] = _coerce(name, value, hints[name])
-        _check(name, out[name])
-    return cls(**out)
+    for key, value in raw.items():
+        key = str(key)
+        path = f"{prefix}{key}"
+        if key not in names:
+            place = f" in {where} section '{prefix[:-1]}'" if prefix else f" in {where}"
+            home = override_keys(root).get(key, "")
+            if "." in home:  # a known key in the wrong place
+                raise UserError(f"unknown key '{key}'{place}: it belongs in section '{home.rpartition('.')[0]}' "
+                                f"({home})")
+            raise _unknown(key, place, names)
+        kind = hints[key]
+        if not dataclasses.is_dataclass(kind):
+            out[path] = (value, path)
+        elif isinstance(value, dict) or value is None:
+            out.update(_flatten(kind, value or {}, where, root, f"{path}."))
+        elif path in aliases:  # `data: banking77` in a YAML means data.source
+            out[aliases[path]] = (value, path)
+        else:
+            raise UserError(f"'{path}' in {where} is a section: a mapping of its keys "
+                            f"({', '.join(f.name for f in fields(kind))}), not {value!r}")
+    return out
+
+
+def _construct(schema, values: dict[str, tuple[Any, str]], prefix: str = ""):
+    hints = typing.get_type_hints(schema)
+    kwargs = {}
+    for f in fields(schema):
+        kind, path = hints[f.name], f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(kind):
+            kwargs[f.name] = _construct(kind, values, f"{path}.")
+        elif path in values:
+            value, label = values[path]
+            kwargs[f.name] = checked(label, value, kind, f)
+    return schema(**kwargs)
+
+
+def _check_required(schema, cfg, prefix: str = "", root=None) -> None:
+    root = root or schema
+    for f in fields(schema):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_required(type(value), value, f"{prefix}{f.name}.", root)
+        elif rule_of(f).required and value == "":
+            path = f"{prefix}{f.name}"
+            short = _short_name(root, path)
+            alias = f" ({short}=)" if short != path else ""
+            raise UserError(f"{path}{alias} is required: {rule_of(f).required}")
+
+
+def build_config(schema, raw: dict | None, overrides: dict[str, str] | None = None, name: str = ""):
+    """A config of `schema` (a frozen dataclass of scalars and sections) from a YAML mapping plus
+    overrides (`train.lr`, a unique field name like `lr`, or an alias). `name` fills a `name`
+    field the YAML leaves empty. UserError for an unknown key, a bad value or a missing one."""
+    if not isinstance(raw or {}, dict):
+        raise UserError(f"recipe {name or ''} must be a mapping of sections, not {type(raw).__name__}")
+    values = _flatten(schema, raw or {}, f"recipe {name}" if name else "recipe", schema)
+    keys = override_keys(schema)
+    for key, value in (overrides or {}).items():
+        if key not in keys:
+            top = [f.name for f in fields(schema)]
+            raise _unknown(key, "", sorted(p for p in keys if "." in p or p in top),
+                           " (a name unique across sections works alone, e.g. lr=)", candidates=list(keys))
+        values[keys[key]] = (value, key)
+    if name and "name" in [f.name for f in fields(schema)] and not values.get("name", ("",))[0]:
+        values["name"] = (name, "name")
+    cfg = _construct(schema, values)
+    _check_required(schema, cfg)
+    return cfg
+
+
+def build_recipe(raw: dict, overrides: dict[str, str] | None = None, name: str = "") -> RecipeConfig:
+    """Recipe dict (from YAML) + overrides -> a validated classification RecipeConfig."""
+    return build_config(RecipeConfig, raw, overrides, name)
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"override '{item}' is not key=value (e.g. epochs=2 lr=1e-4)")
+        if not sep or not key.strip():
+            raise UserError(f"override '{item}' is not key=value (e.g. epochs=2 train.lr=1e-4)")
         out[key.strip()] = value.strip()
     return out
 
@@ -200,48 +354,22 @@ FILE_KEYS = ("text_column", "label_column", "encoding")  # how to read a file: w
 
 def parse_file_options(items: list[str]) -> dict[str, str]:
     """`text_column=body label_column=queue encoding=latin-1`: how `verticals eval` reads a data
-    file (the same keys, and so the same advice in error messages, as `verticals train`)."""
+    file (the same keys, rules and messages as DataConfig in `verticals train`)."""
     values = parse_overrides(items)
+    data_fields = {f.name: f for f in fields(DataConfig)}
     for key, value in values.items():
         if key not in FILE_KEYS:
             raise UserError(f"unknown key '{key}' for eval; it takes {', '.join(k + '=' for k in FILE_KEYS)} "
                             f"(how to read --data files)")
         if not value:
             raise UserError(f"bad value for '{key}': it is empty")
-        _check(key, value)
+        checked(key, value, str, data_fields[key])
     return values
 
 
-def build_recipe(raw: dict, overrides: dict[str, str] | None = None, name: str = "") -> RecipeConfig:
-    """Recipe dict (from YAML) + flat overrides -> a validated RecipeConfig."""
-    raw = dict(raw or {})
-    sections = {s: dict(raw.pop(s, None) or {}) for s in SECTIONS}
-    if isinstance(raw.get("data"), str):
-        sections["data"]["source"] = raw.pop("data")
-    top_valid = [f.name for f in fields(RecipeConfig) if f.name not in SECTIONS]
-    unknown = sorted(set(raw) - set(top_valid))
-    if unknown:
-        raise UserError(f"unknown key '{unknown[0]}' in recipe {name}; valid top-level keys: "
-                        f"{', '.join(top_valid + list(SECTIONS))}")
-    keys = override_keys()
-    for key, value in (overrides or {}).items():
-        if key not in keys:
-            raise UserError(f"unknown key '{key}'; valid keys: {', '.join(sorted(keys))}")
-        section, field_name = keys[key]
-        if section is None:
-            raw[field_name] = value
-        else:
-            sections[section][field_name] = value
-    top = {k: _coerce(k, v, str) for k, v in raw.items()}
-    for k, v in top.items():
-        _check(k, v)
-    built = {s: _build(cls, sections[s], f"{name or 'recipe'} section '{s}'") for s, cls in SECTIONS.items()}
-    return RecipeConfig(**{"name": name, **top, **built})
-
-
 def read_yaml_mapping(path: Path, what: str, shape: str) -> dict:
-    """A YAML file that must hold a mapping (watchlists, rule files, routing tables); UserError
-    naming `what` and the expected `shape` when it is missing, unparsable or not a mapping."""
+    """A YAML file that must hold a mapping (recipes, watchlists, rule files, routing tables);
+    UserError naming `what` and the expected `shape` when it is missing, unparsable or not a mapping."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} not found: {path}. It is a YAML mapping {shape}.")
@@ -254,13 +382,19 @@ def read_yaml_mapping(path: Path, what: str, shape: str) -> dict:
     return raw
 
 
+def read_recipe(path: Path) -> dict:
+    """A recipe YAML (or a run's config.yaml) as a dict, before any schema is applied."""
+    return read_yaml_mapping(path, "recipe", "of settings and sections (task, mode, data, model, train, ...)")
+
+
+def load_config_file(schema, path: Path, overrides: dict[str, str] | None = None, name: str = ""):
+    return build_config(schema, read_recipe(path), overrides, name or Path(path).stem)
+
+
 def load_recipe_file(path: Path, overrides: dict[str, str] | None = None, name: str = "") -> RecipeConfig:
-    try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"recipe {path} is not valid YAML: {exc}") from None
-    return build_recipe(raw, overrides, name or Path(path).stem)
+    return load_config_file(RecipeConfig, path, overrides, name)
 
 
-def to_dict(cfg: RecipeConfig) -> dict:
+def to_dict(cfg) -> dict:
+    """Nested plain dict (what a run saves as config.yaml); `build_config` reads it back unchanged."""
     return dataclasses.asdict(cfg)

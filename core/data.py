@@ -4,9 +4,12 @@ A dataset is named by a card in the repo's `datasets/` folder (shipped in the wh
 `verticals_data`). Cards with `location: builtin` hold their own small files (our demo sets);
 cards with `location: data_root` describe files the user keeps under the data root
 (`--data-dir` > env `VERTICALS_DATA` > `~/.cache/verticals/datasets`). Every file is checked
-against the card's sha256 before it is read. Bring-your-own data: any CSV/JSONL path (or a
-directory of train/validation/test files) with configurable text/label columns.
-Leaves out: tokenisation and batching (core.train), interaction splits (solutions.recsys).
+against the card's sha256 before it is read. A classification card is read by the reader that
+READERS lists for its `format.type`; core ships the generic `csv` reader, and a solution adds its
+own formats (finance: `phrasebank`) when `import verticals` installs them. Bring-your-own data:
+any CSV/JSONL path (or a directory of train/validation/test files) with configurable columns.
+Leaves out: tokenisation and batching (core.train); every domain format (the solutions' readers,
+e.g. solutions.finance.data) and interaction data for recommendation (solutions.recsys.data).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import importlib.util
 import io
 import json
 import os
-from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -206,8 +209,9 @@ def stratified_split(split: Split, fraction: float, rng: np.random.Generator) ->
 
 # ---------------------------------------------------------------- file readers
 
-def _decode(path: Path, encoding: str) -> str:
-    raw = path.read_bytes()
+def read_text(path: Path, encoding: str = "utf-8") -> str:
+    """A whole file decoded as `encoding`; a wrong encoding is a UserError naming the byte and the fix."""
+    raw = Path(path).read_bytes()
     try:
         return raw.decode(encoding)
     except UnicodeDecodeError as exc:
@@ -221,7 +225,7 @@ def read_records(path: Path, encoding: str = "utf-8") -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"data file not found: {path}")
-    text = _decode(path, encoding)
+    text = read_text(path, encoding)
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         rows = []
         for n, line in enumerate(text.splitlines(), 1):
@@ -264,35 +268,60 @@ def records_to_split(rows: list[dict], path: Path, text_column: str, label_colum
 
 SPLIT_NAMES = ("train", "validation", "test")
 
+# A card reader: (card, config, data root) -> ClassificationData. `config` is the part of the
+# spec after `:` (e.g. `allagree` in `financial_phrasebank:allagree`), "" when none was given.
+Reader = Callable[[dict, str, Path], ClassificationData]
+
 
 def load_classification(spec: str, *, root: str | os.PathLike | None = None,
                         text_column: str = "text", label_column: str = "label",
                         encoding: str = "utf-8") -> ClassificationData:
-    """`spec`: a catalog name (`banking77`, `financial_phrasebank[:50agree|66agree|75agree|allagree]`,
-    `demo_support`), a CSV/JSONL file (split 80/10/10, stratified, seed 0), or a folder with
-    train/validation/test files (validation carved from train when absent)."""
+    """`spec`: a catalog name, optionally with a config (`banking77`, `demo_support`,
+    `financial_phrasebank:allagree` once finance's reader is installed), read by the reader
+    READERS lists for the card's format type; a CSV/JSONL file (split 80/10/10, stratified,
+    seed 0); or a folder with train/validation/test files (validation carved from train when absent)."""
     name, _, config = spec.partition(":")
     if Path(spec).expanduser().exists():
         return _load_own(Path(spec).expanduser(), text_column, label_column, encoding)
     if name in list_cards():
         card = load_card(name)
-        if card["format"]["type"] == "phrasebank":
-            return _load_phrasebank(card, config or card["default_config"], data_root(root))
-        return _load_card_csv(card, data_root(root))
+        return card_reader(card)(card, config, data_root(root))
     if spec.endswith((".csv", ".jsonl", ".tsv")) or "/" in spec:
         raise UserError(f"data file or folder not found: {spec}")
     load_card(name)  # raises the unknown-dataset error with the list of names
     raise AssertionError("unreachable")
 
 
-def _finish(name, train, validation, test, extra=None, card=None) -> ClassificationData:
+def card_reader(card: dict) -> Reader:
+    """The reader READERS lists for a text-classification card's `format.type`."""
+    where = f"datasets/{card['name']}/card.yaml"
+    if card.get("task") != "text-classification":
+        raise UserError(f"dataset '{card['name']}' is a {card.get('task')!r} dataset ({where}), not "
+                        f"text classification; give a text-classification dataset or your own CSV/JSONL.")
+    kind = (card.get("format") or {}).get("type")
+    if kind not in READERS:
+        raise UserError(f"dataset '{card['name']}' ({where}) has format type {kind!r}, which no installed "
+                        f"reader reads. Known format types: {', '.join(sorted(READERS))}. A solution's "
+                        f"readers are installed by `import verticals`; or set format.type in the card "
+                        f"to one of the known types.")
+    return READERS[kind]
+
+
+def classification_data(name: str, train: Split, validation: Split, test: Split,
+                        extra: dict[str, Split] | None = None, card: dict | None = None) -> ClassificationData:
+    """The ClassificationData a reader returns: the label set is the training labels, sorted."""
     labels = sorted(set(train.labels))
     if len(labels) < 2:
         raise UserError(f"dataset '{name}': training data has {len(labels)} distinct label(s); need 2 or more.")
     return ClassificationData(name, labels, train, validation, test, extra or {}, card)
 
 
-def _load_card_csv(card: dict, root: Path) -> ClassificationData:
+def load_card_csv(card: dict, config: str, root: Path) -> ClassificationData:
+    """Format `csv`: one file per split (`splits:`), validation carved from train by
+    `validation_from_train` when the card has none, and `extra:` evaluation sets."""
+    if config:
+        raise UserError(f"dataset '{card['name']}' has no configs; use data={card['name']} "
+                        f"(without ':{config}').")
     fmt = card["format"]
     splits = {}
     for split_name, filename in card["splits"].items():
@@ -308,46 +337,12 @@ def _load_card_csv(card: dict, root: Path) -> ClassificationData:
         path = verified_file(card, filename, root)
         extra[extra_name] = records_to_split(read_records(path, fmt["encoding"]), path,
                                              fmt["text_column"], fmt["label_column"])
-    return _finish(card["name"], splits["train"], splits["validation"], splits["test"], extra, card)
+    return classification_data(card["name"], splits["train"], splits["validation"], splits["test"], extra, card)
 
 
-def parse_phrasebank(text: str) -> tuple[list[tuple[str, str]], dict]:
-    """`sentence@label` lines -> unique (sentence, label) pairs, dropping exact duplicates and
-    sentences that carry two different labels. Returns the pairs and counts of what was dropped."""
-    pairs, seen = [], set()
-    duplicates = 0
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        sentence, _, label = line.rpartition("@")
-        pair = (sentence.strip(), label.strip())
-        if pair in seen:
-            duplicates += 1
-            continue
-        seen.add(pair)
-        pairs.append(pair)
-    per_sentence = Counter(s for s, _ in pairs)
-    conflicting = {s for s, c in per_sentence.items() if c > 1}
-    kept = [p for p in pairs if p[0] not in conflicting]
-    return kept, {"duplicates_removed": duplicates, "conflicting_sentences_dropped": len(conflicting)}
-
-
-def _load_phrasebank(card: dict, config: str, root: Path) -> ClassificationData:
-    if config not in card["configs"]:
-        raise UserError(f"financial_phrasebank has no config '{config}'; choose one of "
-                        f"{', '.join(card['configs'])} (e.g. data=financial_phrasebank:allagree)")
-    enc = card["format"]["encoding"]
-    pairs, _ = parse_phrasebank(_decode(verified_file(card, card["configs"][config], root), enc))
-    every = Split([s for s, _ in pairs], [lab for _, lab in pairs])
-    rule = card["split"]
-    rng = np.random.default_rng(rule["seed"])
-    rest, test = stratified_split(every, rule["test"], rng)
-    train, validation = stratified_split(rest, rule["validation"] / (1 - rule["test"]), rng)
-    allagree_pairs, _ = parse_phrasebank(_decode(verified_file(card, card["configs"]["allagree"], root), enc))
-    allagree = {s for s, _ in allagree_pairs}
-    keep = [i for i, s in enumerate(test.texts) if s in allagree]
-    extra = {"test_allagree": Split([test.texts[i] for i in keep], [test.labels[i] for i in keep])}
-    return _finish(f"financial_phrasebank:{config}", train, validation, test, extra, card)
+# Card format type -> reader. Core lists only its own formats; the app layer (`import verticals`)
+# adds each solution's READERS to this dict.
+READERS: dict[str, Reader] = {"csv": load_card_csv}
 
 
 def _find_split_file(folder: Path, split_name: str) -> Path | None:
@@ -377,117 +372,4 @@ def _load_own(path: Path, text_column: str, label_column: str, encoding: str) ->
         every = load(path)
         rest, test = stratified_split(every, 0.1, rng)
         train, validation = stratified_split(rest, 0.1 / 0.9, rng)
-    return _finish(path.stem if path.is_file() else path.name, train, validation, test)
-
-
-# ---------------------------------------------------------------- interactions (recommendation)
-
-@dataclass(frozen=True)
-class Interaction:
-    user: str
-    item: str
-    timestamp: float  # Unix seconds
-    rating: float | None
-
-
-@dataclass(frozen=True)
-class InteractionData:
-    name: str
-    items: dict[str, str]  # item id -> text used to embed it
-    interactions: list[Interaction]  # in file order
-    card: dict | None = None
-
-    def summary(self) -> dict:
-        return {"name": self.name, "items": len(self.items), "interactions": len(self.interactions),
-                "users": len({i.user for i in self.interactions})}
-
-
-def parse_timestamp(value: str, where: str) -> float:
-    """Unix seconds or ISO 8601 (a trailing Z means UTC; no zone is read as UTC)."""
-    from datetime import datetime, timezone
-
-    text = str(value).strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UserError(f"{where}: timestamp {text!r} is neither Unix seconds nor ISO 8601 "
-                        f"(e.g. 2026-03-02T09:15:00Z)") from None
-    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).timestamp()
-
-
-def _require_columns(rows: list[dict], path: Path, columns: list[str]) -> None:
-    missing = [c for c in columns if c not in rows[0]]
-    if missing:
-        raise UserError(f"{path} has no column '{missing[0]}'. Its columns are: {', '.join(rows[0])}. "
-                        f"Name the right column in the options (e.g. item_text_columns=title,description).")
-
-
-def item_texts(rows: list[dict], path: Path, id_column: str, text_columns: list[str],
-               separator: str | None = None, extra: dict[str, list[str]] | None = None) -> dict[str, str]:
-    _require_columns(rows, path, [id_column, *text_columns])
-    items = {}
-    for row in rows:
-        parts = [str(row[c]).replace(separator, ", ") if separator else str(row[c])
-                 for c in text_columns if row.get(c)]
-        parts += (extra or {}).get(row[id_column], [])
-        items[str(row[id_column])] = ". ".join(p.strip() for p in parts if p.strip())
-    return items
-
-
-def interactions_from_rows(rows: list[dict], path: Path, user_column: str, item_column: str,
-                           timestamp_column: str, rating_column: str | None) -> list[Interaction]:
-    _require_columns(rows, path, [user_column, item_column, timestamp_column])
-    has_rating = bool(rating_column) and rating_column in rows[0]
-    out = []
-    for n, row in enumerate(rows, 2):
-        rating = row.get(rating_column) if has_rating else None
-        out.append(Interaction(str(row[user_column]), str(row[item_column]),
-                               parse_timestamp(row[timestamp_column], f"{path}, row {n}"),
-                               float(rating) if rating not in (None, "") else None))
-    return out
-
-
-def _top_tags(path: Path, per_item: int = 3) -> dict[str, list[str]]:
-    counts: dict[str, Counter] = {}
-    for row in read_records(path):
-        counts.setdefault(row["movieId"], Counter())[row["tag"].strip().lower()] += 1
-    return {item: [t for t, _ in c.most_common(per_item)] for item, c in counts.items()}
-
-
-def load_interactions(spec: str, *, root: str | os.PathLike | None = None, items: str | None = None,
-                      user_column: str = "user_id", item_column: str = "item_id",
-                      timestamp_column: str = "timestamp", rating_column: str | None = "rating",
-                      item_text_columns: tuple[str, ...] = ("title",), encoding: str = "utf-8") -> InteractionData:
-    """A catalog name (`movielens_latest_small`, `demo_catalog`) or your own interactions CSV
-    (user, item, timestamp[, rating]) with `items=` an items CSV whose text columns describe each item."""
-    if spec in list_cards():
-        card = load_card(spec)
-        if card["task"] != "recommendation":
-            raise UserError(f"dataset '{spec}' is not a recommendation dataset")
-        fmt, folder_root = card["format"], data_root(root)
-        path = verified_file(card, card["interactions"], folder_root)
-        item_path = verified_file(card, card["items"], folder_root)
-        tags = _top_tags(verified_file(card, card["item_tags"], folder_root)) if card.get("item_tags") else None
-        rows, item_rows = read_records(path, fmt["encoding"]), read_records(item_path, fmt["encoding"])
-        item_map = item_texts(item_rows, item_path, fmt["item_id_column"], fmt["item_text_columns"],
-                              fmt.get("list_separator"), tags)
-        events = interactions_from_rows(rows, path, fmt["user_id_column"], fmt["item_id_column"],
-                                        fmt["timestamp_column"], fmt.get("rating_column"))
-        return InteractionData(spec, item_map, events, card)
-    path = Path(spec).expanduser()
-    if not items:
-        raise UserError("your own interactions need an items file too: pass items=<items.csv> with an "
-                        "id column and text columns (item_text_columns=...)")
-    item_path = Path(items).expanduser()
-    item_map = item_texts(read_records(item_path, encoding), item_path, item_column, list(item_text_columns))
-    events = interactions_from_rows(read_records(path, encoding), path, user_column, item_column,
-                                    timestamp_column, rating_column)
-    unknown = sorted({e.item for e in events} - set(item_map))
-    if unknown:
-        raise UserError(f"{path}: {len(unknown)} item id(s) are not in {item_path}, e.g. "
-                        f"{', '.join(unknown[:5])}. Add them to the items file or drop those rows.")
-    return InteractionData(path.stem, item_map, events)
+    return classification_data(path.stem if path.is_file() else path.name, train, validation, test)

@@ -84,7 +84,7 @@ class OnnxClassifier:
         self.temperature, self.ood = temperature, ood
 
     def predict_all(self, texts: list[str], batch_size: int = 64, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-        from core.model import token_batches
+        from core.encoder import token_batches
 
         logits, embeddings = [None] * len(texts), [None] * len(texts)
         for idx, ids, mask in token_batches(self.tokenizer, texts, self.max_length, batch_size):

@@ -1,12 +1,12 @@
 """Few-shot: k labelled examples per class, a SetFit-style contrastive phase on the sentence
 encoder, then the usual head (probe-initialised, optionally fine-tuned end to end by core.train).
 
-The contrastive phase uses in-batch negatives (MultipleNegativesRankingLoss, the loss SetFit and
-sentence-transformers use for pairs): each batch holds (anchor, positive) pairs of the same class,
-and every other pair's positive is a negative. A batch never holds two pairs of one class, so no
-in-batch "negative" is secretly a positive (sentence-transformers #3189). Steps are capped, so 77+
-classes stay fast: the cost is `steps x batch_size` pairs, not the k^2 x classes^2 pairs SetFit
-enumerates.
+The contrastive phase uses in-batch negatives (sentence-transformers' MultipleNegativesRankingLoss,
+the loss SetFit uses for pairs, through core.contrastive): each batch holds (anchor, positive)
+pairs of the same class, and every other pair's positive is a negative. A batch never holds two
+pairs of one class (the class is a column NoDuplicatesBatchSampler keeps unique), so no in-batch
+"negative" is secretly a positive (sentence-transformers #3189). Steps are capped, so 77+ classes
+stay fast: the cost is `steps x batch_size` pairs, not the k^2 x classes^2 pairs SetFit enumerates.
 """
 
 from __future__ import annotations
@@ -14,9 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import nn
-
 from core.data import Split
 
 
@@ -39,42 +36,21 @@ def with_label_name_examples(split: Split, labels: list[str]) -> Split:
     return Split(list(split.texts) + names, list(split.labels) + list(labels))
 
 
-def pair_batches(labels: list[str], batch_size: int, steps: int, rng: np.random.Generator):
-    """Yield `steps` batches of (anchor index, positive index) pairs, each pair from one class,
-    no class twice in a batch. Classes with a single example are skipped (no positive exists)."""
+def class_pairs(labels: list[str], n_pairs: int, rng: np.random.Generator) -> tuple[list[int], list[int]]:
+    """`n_pairs` (anchor index, positive index) pairs, each two different examples of one class,
+    the class drawn uniformly. Classes with a single example are skipped (no positive exists)."""
     by_label: dict[str, list[int]] = {}
     for i, label in enumerate(labels):
         by_label.setdefault(label, []).append(i)
     usable = sorted(label for label, idx in by_label.items() if len(idx) >= 2)
     if len(usable) < 2:
         raise ValueError("contrastive training needs at least 2 classes with 2+ examples each")
-    per_batch = min(batch_size, len(usable))
-    for _ in range(steps):
-        classes = rng.choice(len(usable), size=per_batch, replace=False)
-        yield [tuple(rng.choice(by_label[usable[c]], size=2, replace=False).tolist()) for c in classes]
-
-
-class MultipleNegativesRankingLoss(nn.Module):
-    """Cross-entropy of each anchor against all positives in the batch (its own is the target),
-    on cosine similarities times `scale` (20, as in sentence-transformers).
-
-    Inputs to `loss_from_embeddings`: anchors [B, D] and positives [B, D], row i of each a pair.
-    """
-
-    def __init__(self, scale: float = 20.0):
-        super().__init__()
-        self.scale = scale
-
-    def loss_from_embeddings(self, anchors: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
-        a = nn.functional.normalize(anchors, dim=-1)
-        p = nn.functional.normalize(positives, dim=-1)
-        scores = a @ p.T * self.scale
-        return nn.functional.cross_entropy(scores, torch.arange(len(a), device=a.device))
-
-    def forward(self, model, anchor_texts: list[str], positive_texts: list[str], device: str = "cpu"):
-        a = {k: v.to(device) for k, v in model.tokenize(anchor_texts).items()}
-        p = {k: v.to(device) for k, v in model.tokenize(positive_texts).items()}
-        return self.loss_from_embeddings(model.embed(**a), model.embed(**p))
+    anchors, positives = [], []
+    for c in rng.integers(0, len(usable), size=n_pairs):
+        a, p = rng.choice(by_label[usable[c]], size=2, replace=False).tolist()
+        anchors.append(a)
+        positives.append(p)
+    return anchors, positives
 
 
 @dataclass(frozen=True)
@@ -89,22 +65,28 @@ class ContrastiveSettings:
 def fit_contrastive(model, train: Split, settings: ContrastiveSettings, *, device: str = "cpu",
                     progress: bool = True) -> list[float]:
     """Phase one: tune the encoder (all trainable encoder weights; LoRA adapters if peft) so that
-    same-class texts embed close together. Returns the loss per step."""
-    from tqdm.auto import tqdm
+    same-class texts embed close together. Returns the loss per step. On the engine
+    (core.engine): AdamW at a constant `lr`, clipping 1.0; batches from sentence-transformers'
+    NoDuplicatesBatchSampler over (anchor, positive, class) rows, so no class is in a batch twice."""
+    from core.contrastive import PairStep, no_duplicate_batches, pair_micro_batches
+    from core.engine import Engine, LoopSettings, decay_groups
 
-    loss_fn = MultipleNegativesRankingLoss(settings.scale)
-    params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head.")]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr)
     rng = np.random.default_rng(settings.seed)
-    model.to(device).train()
-    losses = []
-    for batch in tqdm(pair_batches(train.labels, settings.batch_size, settings.steps, rng),
-                      total=settings.steps, desc="contrastive", disable=not progress):
-        loss = loss_fn(model, [train.texts[a] for a, _ in batch], [train.texts[p] for _, p in batch], device)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.item()))
+    anchors, positives = class_pairs(train.labels, settings.steps * settings.batch_size, rng)
+    classes = len({label for label in train.labels})
+    batches = no_duplicate_batches({"anchor": [train.texts[i] for i in anchors],
+                                    "positive": [train.texts[i] for i in positives],
+                                    "class": [train.labels[i] for i in anchors]},
+                                   min(settings.batch_size, classes), settings.steps, settings.seed)
+    if not batches:
+        return []
+    step = PairStep(model, model.embed, scale=settings.scale)
+    encoder_params = [(n, p) for n, p in model.named_parameters() if not n.startswith("head.")]
+    result = Engine(device).run(
+        step, decay_groups(encoder_params, settings.lr, 0.01),
+        pair_micro_batches([train.texts[i] for i in anchors], [train.texts[i] for i in positives], batches,
+                           model.tokenize),
+        LoopSettings(steps=len(batches), schedule="constant", max_grad_norm=1.0, desc="contrastive"),
+        progress=progress)
     model.eval()
-    return losses
+    return result.losses

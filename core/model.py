@@ -2,8 +2,9 @@
 
 The head must match the backbone: all-MiniLM-L6-v2 was trained with mean pooling and L2
 normalisation (its modules.json says so), so the classifier pools the same way instead of using
-BERT's CLS pooler. The head can start from a linear probe fitted on frozen embeddings (see
-`init_head_from_probe`), which is where a well-pooled frozen encoder already stands.
+BERT's CLS pooler. Embedding and batched inference go through core.encoder.SentenceEncoder, like
+every other text model here. The head can start from a linear probe fitted on frozen embeddings
+(see `init_head_from_probe`), which is where a well-pooled frozen encoder already stands.
 
 Saved layout (`model/`, safetensors only):
   classifier.json      pooling, normalize, labels, peft, the backbone's name + weights_sha256
@@ -30,6 +31,7 @@ import torch
 from torch import nn
 
 from core.backbones import Backbone, load_backbone, weights_sha256, write_sentence_transformers_files
+from core.encoder import SentenceEncoder, length_batches, pool, token_batches  # noqa: F401 - pool and the batchers are re-exported
 from core.errors import UserError
 
 FORMAT_VERSION = 2  # 2: the backbone by name + weights_sha256 (1 recorded its absolute path)
@@ -59,56 +61,6 @@ class LoraSettings:
     target_modules: tuple[str, ...] = ("query", "key", "value", "dense")
 
 
-def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
-    """Sentence embedding from token states [B, T, H] and attention mask [B, T]."""
-    if mode == "cls":
-        return hidden[:, 0]
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    if mode == "max":
-        return hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
-    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
-
-
-def length_batches(lengths: list[int], batch_size: int, max_padding: float = 0.1) -> list[list[int]]:
-    """Indices grouped into batches of similar token length, for inference.
-
-    On CPU the cost of a batch is close to linear in its padded tokens, so padding a 12-token
-    query to a 50-token neighbour costs four times its own work (measured on BANKING77 with the
-    int8 ONNX router: 444 texts/s one by one, 224 in random batches of 16). Texts are sorted by
-    length, and a batch closes when it holds `batch_size` texts or when adding the next (longer)
-    text would make padding more than `max_padding` of the batch's tokens.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches, current, tokens = [], [], 0
-    for i in order:
-        n = lengths[i]
-        if current and (len(current) == batch_size or (len(current) + 1) * n > (1 + max_padding) * (tokens + n)):
-            batches.append(current)
-            current, tokens = [], 0
-        current.append(i)
-        tokens += n
-    if current:
-        batches.append(current)
-    return batches
-
-
-def token_batches(tokenizer, texts: list[str], max_length: int, batch_size: int):
-    """Yield (indices, input_ids, attention_mask) as int64 arrays, right-padded, one batch of
-    similar lengths at a time (see `length_batches`); tokenizes once, truncating at max_length."""
-    if not texts:
-        return
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    pad_id = tokenizer.pad_token_id or 0
-    for idx in length_batches([len(ids) for ids in encoded], batch_size):
-        width = max(len(encoded[i]) for i in idx)
-        ids = np.full((len(idx), width), pad_id, dtype=np.int64)
-        mask = np.zeros((len(idx), width), dtype=np.int64)
-        for row, i in enumerate(idx):
-            ids[row, :len(encoded[i])] = encoded[i]
-            mask[row, :len(encoded[i])] = 1
-        yield idx, ids, mask
-
-
 class TextClassifier(nn.Module):
     def __init__(self, encoder: nn.Module, tokenizer, labels: list[str], *, pooling: str,
                  normalize: bool, max_length: int, dropout: float = 0.1,
@@ -118,43 +70,45 @@ class TextClassifier(nn.Module):
         self.tokenizer = tokenizer
         self.labels = list(labels)
         self.pooling, self.normalize, self.max_length = pooling, normalize, max_length
+        self.sentence_encoder  # noqa: B018 - checks pooling and max_length now, not at the first batch
         self.backbone, self.peft = backbone, peft
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.config.hidden_size, len(labels))
         self.temperature = 1.0  # set by calibration (core.calibrate); divides logits in predict_proba
         self.ood = None  # (scorer, threshold, target recall) set by core.recipes.fit_confidence
 
+    @property
+    def sentence_encoder(self) -> SentenceEncoder:
+        """The encoder as it is now (export swaps in a merged one), pooled the way the backbone says."""
+        return SentenceEncoder(self.encoder, self.tokenizer, pooling=self.pooling, normalize=self.normalize,
+                               max_length=self.max_length)
+
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Dynamic padding: pad to the longest text in this batch, truncate at max_length."""
-        return self.tokenizer(list(texts), padding=True, truncation=True,
-                              max_length=self.max_length, return_tensors="pt")
+        return self.sentence_encoder.tokenize(texts)
 
     def embed(self, input_ids, attention_mask, **extra) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
-        emb = pool(hidden, attention_mask, self.pooling)
-        return nn.functional.normalize(emb, dim=-1) if self.normalize else emb
+        return self.sentence_encoder.embed(input_ids, attention_mask, **extra)
 
     def forward(self, input_ids, attention_mask, **extra) -> torch.Tensor:
         return self.head(self.dropout(self.embed(input_ids, attention_mask, **extra)))
 
-    @torch.no_grad()
+    # Inference runs through SentenceEncoder.map_batches: length-bucketed, eval mode, no gradients.
+    # The head is applied without self.dropout, so the classifier's own train/eval mode is irrelevant.
+
     def encode(self, texts: list[str], batch_size: int = 64, device: str = "cpu") -> np.ndarray:
-        """Pooled embeddings, in input order (batches are length-sorted for speed)."""
-        return self._batched(texts, batch_size, device, lambda b: self.embed(**b),
-                            self.encoder.config.hidden_size)
+        """Pooled embeddings, in input order (batches are length-bucketed for speed)."""
+        return self.sentence_encoder.encode(texts, batch_size=batch_size, device=device)
 
-    @torch.no_grad()
     def predict_logits(self, texts: list[str], batch_size: int = 64, device: str = "cpu") -> np.ndarray:
-        return self._batched(texts, batch_size, device, lambda b: self(**b), len(self.labels))
+        return self._batched(texts, batch_size, device, lambda b: self.head(self.embed(**b)), len(self.labels))
 
-    @torch.no_grad()
     def predict_proba(self, texts: list[str], batch_size: int = 64, device: str = "cpu") -> np.ndarray:
         """Calibrated class probabilities: softmax(logits / temperature)."""
         t = self.temperature
-        return self._batched(texts, batch_size, device, lambda b: torch.softmax(self(**b) / t, dim=-1),
-                             len(self.labels))
+        return self._batched(texts, batch_size, device,
+                             lambda b: torch.softmax(self.head(self.embed(**b)) / t, dim=-1), len(self.labels))
 
-    @torch.no_grad()
     def predict_all(self, texts: list[str], batch_size: int = 64, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
         """(logits, pooled embeddings) in one pass, for out-of-scope scoring."""
         width = len(self.labels) + self.encoder.config.hidden_size
@@ -167,15 +121,7 @@ class TextClassifier(nn.Module):
         return out[:, :len(self.labels)], out[:, len(self.labels):]
 
     def _batched(self, texts, batch_size, device, fn, width: int) -> np.ndarray:
-        was_training = self.training
-        self.eval()
-        out = [None] * len(texts)
-        for idx, ids, mask in token_batches(self.tokenizer, texts, self.max_length, batch_size):
-            batch = {"input_ids": torch.from_numpy(ids).to(device), "attention_mask": torch.from_numpy(mask).to(device)}
-            for i, row in zip(idx, fn(batch).float().cpu().numpy()):
-                out[i] = row
-        self.train(was_training)
-        return np.stack(out) if out else np.zeros((0, width), dtype=np.float32)
+        return self.sentence_encoder.map_batches(texts, fn, width, batch_size=batch_size, device=device)
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -1,8 +1,20 @@
-"""The classification recipe: config -> data -> backbone -> model -> fit -> evaluate -> run dir.
+"""Classification recipes: one short function per mode, each read top to bottom.
 
-Reads top to bottom; every classification recipe YAML (support intents, finance sentiment, ...)
-runs through `run_classification`. Also `evaluate_run` (on the run's own held-out split, rebuilt
-through the same `load_run_data`, or on another file) and `predict_texts` for saved runs.
+- `train_probe`: frozen encoder, logistic-regression head; no gradient steps.
+- `train_finetune`: a head (probe-initialised or random), then `core.train.fit` on the encoder
+  (all of it, or its LoRA/IA3 adapters).
+- `train_fewshot`: the contrastive phase on the encoder (core.fewshot), the head, then an
+  optional fine-tune.
+- `train_zeroshot`: no labelled training data; the head is built from label descriptions.
+
+`run_recipe` picks one by `cfg.mode` from `MODES`. The modes share plain steps (`claim_run`,
+`prepare_data`, `build_model`, `init_head`, `finish`), never flags or inheritance. Under a
+launcher of N processes (torchrun, accelerate) every process loads the same data, builds the
+same model and trains (fit is collective); only the main process writes the run directory
+(core.distributed), and after training the others skip calibration and evaluation.
+Leaves out: the training loops (core.train, core.fewshot), and the evaluations a run directory
+holds (core.report: evaluate_trained for the report; evaluate_run, evaluation_sets and
+predict_texts for saved runs, re-exported here for the CLI and tests until they import them there).
 """
 
 from __future__ import annotations
@@ -14,11 +26,25 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.config import DataConfig, RecipeConfig, to_dict
+from core.config import DataConfig, to_dict
+from core.distributed import barrier, is_main, rank, world_size
 from core.errors import UserError
+from core.report import evaluate_run, evaluate_trained, evaluation_sets, predict_texts  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
-    from core.data import Split
+    from core.data import ClassificationData, Split
+
+# ---------------------------------------------------------------- shared steps
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What a run learns from and is evaluated on."""
+
+    data: ClassificationData  # out-of-scope rows set aside
+    set_aside: dict[str, int]  # split -> rows set aside as out-of-scope
+    train: Split  # the examples the model learns from (after train_limit, shots, ...)
+    scorer_bank: Split | None = None  # what embedding OOS scorers are fitted on; None = `train`
 
 
 def resolve_device(name: str) -> str:
@@ -53,23 +79,29 @@ def load_run_data(data_cfg: DataConfig, data_dir: str | None = None):
     return set_aside_out_of_scope(data, data_cfg.oos_label) if data_cfg.oos_label else (data, {})
 
 
-def run_classification(cfg: RecipeConfig, run_dir: Path, *, data_dir: str | None = None,
-                       resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
-    """Train `cfg` into `run_dir`. An existing run there is refused unless `overwrite` (start
-    again) or `resume` (continue from its checkpoint, with the same settings): core.report.claim_run_dir."""
-    from core.backbones import load_backbone
-    from core.cost import CostLedger
-    from core.data import LabelMap, source_fingerprint
-    from core.evaluate import plot_loss_curve
-    from core.model import LoraSettings, build_classifier, choose_probe_c, init_head_from_probe, save_classifier
-    from core.report import claim_run_dir, environment, write_config, write_report
-    from core.train import MetricsLog, fit, has_checkpoint, seed_everything
+def takes_steps(train_cfg) -> bool:
+    return bool(train_cfg.max_steps or train_cfg.epochs)
 
-    run_dir = Path(run_dir)
+
+def claim_run(cfg, run_dir: Path, *, resume: bool, overwrite: bool) -> tuple[bool, str]:
+    """(resuming, device). Every process checks the run directory the same way, so all of them
+    refuse it alike; only the main one clears it for --overwrite. The barrier holds the others
+    back once a process group exists; before the engine starts one, they touch nothing in the
+    directory until `fit`, which synchronises them."""
+    from core.report import claim_run_dir
+    from core.train import has_checkpoint, seed_everything
+
     resuming = claim_run_dir(run_dir, to_dict(cfg), resume=resume, overwrite=overwrite,
-                             has_checkpoint=has_checkpoint(run_dir))
+                             has_checkpoint=has_checkpoint(run_dir), clear=is_main())
+    barrier()
     device = resolve_device(cfg.device)
     seed_everything(cfg.train.seed)
+    return resuming, device
+
+
+def prepare_data(cfg, data_dir: str | None) -> RunData:
+    """The run's data and the training examples it learns from: train_limit, train_fraction,
+    shots and label_names applied in that order, each seeded by train.seed."""
     data, set_aside = load_run_data(cfg.data, data_dir)
     train = limit_train(data.train, cfg.data.train_limit)
     if cfg.data.train_fraction < 1.0:
@@ -84,41 +116,78 @@ def run_classification(cfg: RecipeConfig, run_dir: Path, *, data_dir: str | None
         from core.fewshot import with_label_name_examples
 
         train = with_label_name_examples(train, data.labels)
-    backbone = load_backbone(cfg.model.backbone, max_length=cfg.model.max_length or None)
-    lora = LoraSettings(r=cfg.model.lora_r, alpha=cfg.model.lora_alpha, dropout=cfg.model.lora_dropout)
-    model = build_classifier(backbone, data.labels, peft=cfg.model.peft, lora=lora, dropout=cfg.model.dropout)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(run_dir, to_dict(cfg))
+    return RunData(data, set_aside, train)
 
-    with CostLedger() as ledger:
-        if cfg.contrastive.contrastive_steps and not resuming:
-            from core.fewshot import ContrastiveSettings, fit_contrastive
 
-            c = cfg.contrastive
-            fit_contrastive(model, train, ContrastiveSettings(
-                steps=c.contrastive_steps, batch_size=c.contrastive_batch_size, lr=c.contrastive_lr,
-                scale=c.contrastive_scale, seed=cfg.train.seed), device=device, progress=progress)
-        probe = {}
-        if cfg.model.head_init == "probe" and not resuming:
-            label_map = LabelMap(data.labels)
-            c, x = cfg.model.probe_c, model.encode(train.texts, device=device)
-            if cfg.model.probe_c_search:
-                c, by_c = choose_probe_c(x, label_map.encode(train.labels), model.encode(data.validation.texts, device=device),
-                                         label_map.encode(data.validation.labels))
-                probe = {"c": c, "validation_accuracy_by_c": {str(k): v for k, v in by_c.items()}}
-            init_head_from_probe(model, train.texts, label_map.encode(train.labels), c=c, device=device, embeddings=x)
-        result = fit(model, train, data.validation, cfg.train, device=device, run_dir=run_dir,
-                     resume=resuming, progress=progress)
-    cost = ledger.cost
+def build_model(cfg, labels: list[str], *, peft: str | None = None):
+    """The classifier on `cfg.model.backbone`; `peft` overrides cfg.model.peft (probe, zero-shot)."""
+    from core.backbones import load_backbone
+    from core.model import LoraSettings, build_classifier
+
+    m = cfg.model
+    backbone = load_backbone(m.backbone, max_length=m.max_length or None)
+    lora = LoraSettings(r=m.lora_r, alpha=m.lora_alpha, dropout=m.lora_dropout)
+    return build_classifier(backbone, labels, peft=peft or m.peft, lora=lora, dropout=m.dropout)
+
+
+def save_config(cfg, run_dir: Path) -> None:
+    """config.yaml, written once the data and the model are known to load (main process only)."""
+    from core.report import write_config
+
+    if is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(run_dir, to_dict(cfg))
+
+
+def init_head(model, run: RunData, cfg, device: str, *, search_c: bool) -> dict:
+    """Head from a logistic-regression probe on frozen embeddings (C chosen on validation when
+    `search_c`). Returns the report's `probe` section ({} when C was not searched)."""
+    from core.data import LabelMap
+    from core.model import choose_probe_c, init_head_from_probe
+
+    label_map, validation = LabelMap(run.data.labels), run.data.validation
+    c, x = cfg.model.probe_c, model.encode(run.train.texts, device=device)
+    probe = {}
+    if search_c:
+        c, by_c = choose_probe_c(x, label_map.encode(run.train.labels), model.encode(validation.texts, device=device),
+                                 label_map.encode(validation.labels))
+        probe = {"c": c, "validation_accuracy_by_c": {str(k): v for k, v in by_c.items()}}
+    init_head_from_probe(model, run.train.texts, label_map.encode(run.train.labels), c=c, device=device, embeddings=x)
+    return probe
+
+
+def no_steps():
+    """The FitResult of a run that takes no gradient steps (probe, zero-shot)."""
+    from core.train import FitResult
+
+    return FitResult(steps=0, best_step=0, best_metric=None, stopped_early=False, samples_seen=0,
+                     tokens_seen=0, train_seconds=0.0)
+
+
+def finish(cfg, run_dir: Path, run: RunData, model, result, cost, device: str, sections: dict | None = None) -> dict:
+    """Main process: calibrate and fit the OOS scorer on validation, save the model, evaluate,
+    plot, write the report, drop the checkpoint, and return the report. Other processes wait for
+    it and return only which process they were (on another machine they may not see the run
+    directory at all, and before the engine starts the process group nothing makes them wait)."""
+    from core.data import source_fingerprint
+    from core.evaluate import plot_loss_curve
+    from core.model import save_classifier
+    from core.report import environment, write_report
+    from core.train import MetricsLog
+
+    if not is_main():
+        barrier()
+        return {"rank": rank(), "world_size": world_size(), "run_dir": str(run_dir), "written_by_rank": 0}
     cost.trainable_params, cost.total_params = model.trainable_parameters(), model.total_parameters()
     cost.train_samples, cost.tokens_seen = result.samples_seen, result.tokens_seen
-
-    confidence = fit_confidence(model, train, data.validation, cfg, device)
+    bank = run.train if run.scorer_bank is None else run.scorer_bank
+    confidence = fit_confidence(model, bank, run.data.validation, cfg, device)
     save_classifier(model, run_dir / "model")
+    data, train = run.data, run.train
     fingerprint = source_fingerprint(cfg.data.source)  # lets `verticals eval --data COPY` know its own data
     report = {"config": to_dict(cfg),
               "data": data.summary() | ({"train_used": len(train)} if len(train) != len(data.train) else {})
-              | ({"out_of_scope_rows_set_aside": set_aside} if set_aside else {})
+              | ({"out_of_scope_rows_set_aside": run.set_aside} if run.set_aside else {})
               | ({"source_sha256": fingerprint} if fingerprint else {}),
               "data_card": {k: (data.card or {}).get(k) for k in ("name", "license", "citation", "url")},
               **evaluate_trained(model, data, confidence, run_dir, device),
@@ -126,53 +195,189 @@ def run_classification(cfg: RecipeConfig, run_dir: Path, *, data_dir: str | None
                       "metric": cfg.train.metric, "stopped_early": result.stopped_early,
                       "train_seconds": round(result.train_seconds, 2)},
               "cost": cost.to_dict(),
-              **({"probe": probe} if probe else {}),
+              **(sections or {}),
               "environment": environment() | {"device": device}}
-    plot_loss_curve(MetricsLog.read(run_dir / "metrics.jsonl"), run_dir / "loss_curve.png", metric=cfg.train.metric)
+    if result.steps:
+        plot_loss_curve(MetricsLog.read(run_dir / "metrics.jsonl"), run_dir / "loss_curve.png", metric=cfg.train.metric)
     write_report(run_dir, report)
     shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)  # the model is saved; free the space
+    barrier()
     return report
 
 
-def is_out_of_scope_set(split, labels: list[str]) -> bool:
-    """A set none of whose labels the classifier predicts: scored for out-of-scope detection."""
-    return not set(split.labels) & set(labels)
+# ---------------------------------------------------------------- one function per mode
 
 
-def evaluate_trained(model, data, confidence: dict, run_dir: Path, device: str) -> dict:
-    """Metrics on validation, test and extra sets (out-of-scope sets get OOS metrics), calibration
-    on test, and the confusion-matrix and reliability plots. The test split is encoded once."""
-    from core.data import LabelMap
-    from core.evaluate import (ClassificationEvaluator, confusion, labelled_metrics, per_class_report,
-                               plot_confusion_matrix)
+def train_probe(cfg, run_dir: Path, *, data_dir: str | None = None, resume: bool = False,
+                overwrite: bool = False, progress: bool = True) -> dict:
+    """Frozen encoder + logistic-regression head (C chosen on validation with probe_c_search).
+    No gradient steps: the `train:` section is not used and there is no checkpoint to resume."""
+    from core.cost import CostLedger
 
-    metrics = {"validation": ClassificationEvaluator(data.validation.texts, data.validation.labels)(model, device)}
-    logits, embeddings = model.predict_all(data.test.texts, device=device)
-    y_test = np.asarray(LabelMap(model.labels).encode(data.test.labels))
-    y_pred = logits.argmax(axis=1)  # temperature scaling never changes the argmax
-    metrics["test"] = labelled_metrics(y_test, y_pred, model.labels)
-    confidence = confidence | calibration_on_test(logits, y_test, model.temperature, run_dir / "reliability.png")
-    skipped = {}
-    for name, split in data.extra.items():
-        unknown = set(split.labels) - set(model.labels)
-        if is_out_of_scope_set(split, model.labels) and model.ood is not None:
-            confidence[f"out_of_scope_{name}"] = out_of_scope_metrics(model, (logits, embeddings), split, device)
-        elif unknown:
-            skipped[name] = f"labels the classifier does not predict: {sorted(unknown)[:5]}"
-        else:
-            metrics[name] = ClassificationEvaluator(split.texts, split.labels)(model, device)
-    matrix = confusion(y_test, y_pred, len(model.labels))
-    plot_confusion_matrix(matrix, model.labels, run_dir / "confusion_matrix.png")
-    return {"metrics": metrics, "skipped_evaluations": skipped, "confidence": confidence,
-            "per_class_test": per_class_report(y_test, y_pred, model.labels),
-            "confusion_matrix_test": matrix.tolist(), "labels": model.labels}
+    run_dir = Path(run_dir)
+    _, device = claim_run(cfg, run_dir, resume=resume, overwrite=overwrite)
+    run = prepare_data(cfg, data_dir)
+    model = build_model(cfg, run.data.labels, peft="frozen")
+    save_config(cfg, run_dir)
+    with CostLedger() as ledger:
+        probe = init_head(model, run, cfg, device, search_c=cfg.model.probe_c_search)
+    return finish(cfg, run_dir, run, model, no_steps(), ledger.cost, device, {"probe": probe} if probe else {})
 
 
-def fit_confidence(model, train, validation, cfg: RecipeConfig, device: str) -> dict:
+def train_finetune(cfg, run_dir: Path, *, data_dir: str | None = None, resume: bool = False,
+                   overwrite: bool = False, progress: bool = True) -> dict:
+    """A head (from a probe unless head_init=random), then `fit` on the encoder or its adapters;
+    resumes from the run's checkpoint (which holds the head, so no probe is fitted again)."""
+    from core.cost import CostLedger
+    from core.train import fit
+
+    run_dir = Path(run_dir)
+    resuming, device = claim_run(cfg, run_dir, resume=resume, overwrite=overwrite)
+    run = prepare_data(cfg, data_dir)
+    model = build_model(cfg, run.data.labels)
+    save_config(cfg, run_dir)
+    with CostLedger() as ledger:
+        probe = {}
+        if cfg.model.head_init == "probe" and not resuming:
+            probe = init_head(model, run, cfg, device, search_c=cfg.model.probe_c_search)
+        result = fit(model, run.train, run.data.validation, cfg.train, device=device, run_dir=run_dir,
+                     resume=resuming, progress=progress)
+    return finish(cfg, run_dir, run, model, result, ledger.cost, device, {"probe": probe} if probe else {})
+
+
+def train_fewshot(cfg, run_dir: Path, *, data_dir: str | None = None, resume: bool = False,
+                  overwrite: bool = False, progress: bool = True) -> dict:
+    """SetFit-style: the contrastive phase pulls same-label texts together in the encoder, then
+    the head (from a probe unless head_init=random), then a fine-tune when `train:` takes steps.
+    A resumed run skips both first phases: its checkpoint holds the encoder and head past them."""
+    from core.cost import CostLedger
+    from core.fewshot import ContrastiveSettings, fit_contrastive
+    from core.train import fit
+
+    run_dir = Path(run_dir)
+    resuming, device = claim_run(cfg, run_dir, resume=resume, overwrite=overwrite)
+    run = prepare_data(cfg, data_dir)
+    model = build_model(cfg, run.data.labels)
+    save_config(cfg, run_dir)
+    c = cfg.contrastive
+    settings = ContrastiveSettings(steps=c.contrastive_steps, batch_size=c.contrastive_batch_size,
+                                   lr=c.contrastive_lr, scale=c.contrastive_scale, seed=cfg.train.seed)
+    with CostLedger() as ledger:
+        probe = {}
+        if not resuming:
+            fit_contrastive(model, run.train, settings, device=device, progress=progress)
+            if cfg.model.head_init == "probe":
+                probe = init_head(model, run, cfg, device, search_c=cfg.model.probe_c_search)
+        result = no_steps()
+        if takes_steps(cfg.train):
+            result = fit(model, run.train, run.data.validation, cfg.train, device=device, run_dir=run_dir,
+                         resume=resuming, progress=progress)
+    return finish(cfg, run_dir, run, model, result, ledger.cost, device, {"probe": probe} if probe else {})
+
+
+def train_zeroshot(cfg, run_dir: Path, *, data_dir: str | None = None, resume: bool = False,
+                   overwrite: bool = False, progress: bool = True) -> dict:
+    """A classifier from label descriptions, with no labelled training data.
+
+    Each label's descriptions (`zeroshot.descriptions`, a YAML file label -> [sentences]; empty:
+    the label's name, "card_arrival" -> "card arrival") are embedded by the frozen encoder and
+    averaged into a unit prototype (core.zeroshot.prototypes). cos(text, prototype) / T is a
+    linear head on L2-normalised embeddings with weight = prototypes / T and bias 0, so the run
+    is an ordinary frozen-encoder classifier that load_classifier, `verticals predict` and the
+    router read unchanged. The classifier always normalises its embeddings: a backbone that
+    does not (its `normalize` is false) gets `normalize` set on the classifier, saved in
+    classifier.json, so the head sees cosines either way. T starts at zeroshot.temperature;
+    labelled validation rows, when the data has them, are used only to calibrate it (the
+    usual temperature scaling, which rescales T) and the out-of-scope threshold, and test
+    rows only to evaluate: the report's `zeroshot` section says which. Embedding OOS scorers
+    are fitted on the description embeddings, the only texts the head was built from.
+    """
+    import torch
+
+    from core.cost import CostLedger
+    from core.data import Split
+    from core.zeroshot import prototypes
+
+    run_dir = Path(run_dir)
+    _, device = claim_run(cfg, run_dir, resume=resume, overwrite=overwrite)
+    data, set_aside = load_run_data(cfg.data, data_dir)
+    settings = cfg.zeroshot
+    descriptions = label_descriptions(settings.descriptions, data.labels)
+    model = build_model(cfg, data.labels, peft="frozen")
+    model.normalize = True  # cosines whatever the backbone does (see above)
+    save_config(cfg, run_dir)
+    with CostLedger() as ledger:
+        protos = prototypes([model.encode(descriptions[label], device=device) for label in model.labels])
+        with torch.no_grad():
+            model.head.weight.copy_(torch.from_numpy(protos / settings.temperature))
+            model.head.bias.zero_()
+        model.head.requires_grad_(False)  # nothing trains: the report's cost counts 0 trainable parameters
+    texts = [t for label in model.labels for t in descriptions[label]]
+    bank = Split(texts, [label for label in model.labels for _ in descriptions[label]])
+    run = RunData(data, set_aside, Split([], []), scorer_bank=bank)
+    uses = [u for u, on in (("calibrate the temperature", cfg.model.calibrate),
+                            ("set the out-of-scope threshold", cfg.model.ood_scorer != "none")) if on]
+    n_val = len(data.validation)
+    labelled = (f"none for the head; {n_val} labelled validation rows only {' and '.join(uses)}" if n_val and uses
+                else "none (the temperature stays at zeroshot.temperature)")
+    section = {"descriptions": settings.descriptions or "label names", "descriptions_per_label":
+               {label: len(descriptions[label]) for label in model.labels}, "temperature": settings.temperature,
+               "probabilities": "softmax(cos(text, prototype) / (zeroshot.temperature * confidence.temperature))",
+               "labelled_data_used": labelled}
+    return finish(cfg, run_dir, run, model, no_steps(), ledger.cost, device, {"zeroshot": section})
+
+
+def label_descriptions(path: str, labels: list[str]) -> dict[str, list[str]]:
+    """label -> its descriptions: from the YAML file at `path` (label -> a sentence or a list of
+    them; every label of the data needs one, and no other label may appear), or, for an empty
+    `path`, each label's name with `_`/`-` read as spaces."""
+    from core.config import read_yaml_mapping
+    from core.data import Split
+    from core.fewshot import with_label_name_examples
+
+    if not path:
+        return {label: [name] for label, name in zip(labels, with_label_name_examples(Split([], []), labels).texts)}
+    shape = "label -> a description or a list of descriptions"
+    raw = read_yaml_mapping(Path(path), "zeroshot.descriptions file", shape)
+    raw = {str(k): [v] if isinstance(v, str) else v for k, v in raw.items()}
+    missing, unknown = [lab for lab in labels if lab not in raw], sorted(set(raw) - set(labels))
+    if missing or unknown:
+        raise UserError(f"zeroshot.descriptions {path} must describe exactly the data's {len(labels)} labels: "
+                        + (f"missing {', '.join(missing[:5])}" if missing else "")
+                        + ("; " if missing and unknown else "") + (f"unknown {', '.join(unknown[:5])}" if unknown else "")
+                        + f" (labels: {', '.join(labels[:10])}{' ...' if len(labels) > 10 else ''})")
+    for label in labels:
+        texts = raw[label]
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+            raise UserError(f"zeroshot.descriptions {path}: label '{label}' needs one or more non-empty sentences "
+                            f"({shape}); got {texts!r}")
+    return {label: list(raw[label]) for label in labels}
+
+
+MODES = {"probe": train_probe, "finetune": train_finetune, "fewshot": train_fewshot, "zeroshot": train_zeroshot}
+
+
+def run_recipe(cfg, run_dir: Path, *, data_dir: str | None = None, resume: bool = False,
+               overwrite: bool = False, progress: bool = True) -> dict:
+    """Train `cfg` into `run_dir` with its mode's function. An existing run there is refused unless
+    `overwrite` (start again) or `resume` (continue from its checkpoint, with the same settings):
+    core.report.claim_run_dir."""
+    if cfg.mode not in MODES:
+        raise UserError(f"bad value for 'mode': {cfg.mode!r}; choose one of {', '.join(MODES)}")
+    return MODES[cfg.mode](cfg, Path(run_dir), data_dir=data_dir, resume=resume, overwrite=overwrite, progress=progress)
+
+
+run_classification = run_recipe  # the old name, until the CLI, benchmarks and tests move
+
+
+# ---------------------------------------------------------------- after training (main process)
+
+
+def fit_confidence(model, train, validation, cfg, device: str) -> dict:
     """Temperature scaling on validation logits (bounded and shrunk toward 1, with a note when the
     validation split is too small or error-free to say more: core.calibrate.fit_temperature), then
-    the out-of-scope scorer: fitted on training embeddings, thresholded to keep `ood_target_recall`
-    of in-scope validation queries."""
+    the out-of-scope scorer: fitted on `train` embeddings, thresholded to keep `ood_target_recall`
+    of in-scope validation queries (skipped, with a note, when there is no validation split)."""
     from core.calibrate import fit_temperature
     from core.data import LabelMap
     from core.ood import SCORERS, fit_scorer, in_scope_scores, threshold_for_recall
@@ -188,8 +393,10 @@ def fit_confidence(model, train, validation, cfg: RecipeConfig, device: str) -> 
     else:
         model.temperature = 1.0
         out = {"temperature": 1.0, "temperature_note": "calibrate=false: temperature left at 1"}
-    if cfg.model.ood_scorer != "none":
-        name = cfg.model.ood_scorer
+    name = cfg.model.ood_scorer
+    if name != "none" and not len(validation):
+        return out | {"ood_note": f"no out-of-scope scorer: ood_scorer={name} needs validation rows to set its threshold"}
+    if name != "none":
         train_emb = None if SCORERS[name].needs == "logits" else model.encode(train.texts, device=device)
         scorer = fit_scorer(name, train_emb, labels.encode(train.labels), logits, embeddings, model.temperature)
         val_scores = in_scope_scores(scorer, logits, embeddings, model.temperature)
@@ -197,139 +404,4 @@ def fit_confidence(model, train, validation, cfg: RecipeConfig, device: str) -> 
         model.ood = (scorer, threshold, cfg.model.ood_target_recall)
         out |= {"ood_scorer": scorer.name, "ood_threshold": threshold,
                 "ood_target_in_scope_recall": cfg.model.ood_target_recall}
-    return out
-
-
-def calibration_on_test(logits: np.ndarray, y: np.ndarray, temperature: float, plot_path: Path) -> dict:
-    from core.calibrate import expected_calibration_error, plot_reliability, softmax
-
-    before, after = softmax(logits), softmax(logits, temperature)
-    plot_reliability({"before (T=1)": (before, y), f"after (T={temperature:.2f})": (after, y)}, plot_path)
-    return {"test_ece_before": expected_calibration_error(before, y),
-            "test_ece_after": expected_calibration_error(after, y)}
-
-
-def out_of_scope_metrics(model, in_scope_outputs: tuple[np.ndarray, np.ndarray], out_scope, device: str) -> dict:
-    """AUROC and recalls at the model's threshold; `in_scope_outputs` = (logits, embeddings) of the
-    in-scope test split, already computed by the caller."""
-    from core.ood import auroc, in_scope_scores
-
-    scorer, threshold, _ = model.ood
-    in_scores = in_scope_scores(scorer, *in_scope_outputs, model.temperature)
-    out_scores = in_scope_scores(scorer, *model.predict_all(out_scope.texts, device=device), model.temperature)
-    return {"n_in_scope": len(in_scores), "n_out_of_scope": len(out_scores),
-            "auroc": auroc(in_scores, out_scores),
-            "in_scope_recall": float((in_scores >= threshold).mean()),
-            "out_of_scope_recall": float((out_scores < threshold).mean())}
-
-
-@dataclass(frozen=True)
-class EvaluationSets:
-    """What `verticals eval` scores: in-scope rows, out-of-scope sets, and a sentence saying which."""
-
-    description: str  # e.g. "test split of data.csv: 96 rows"
-    split: str | None  # None: every row of a file the run was not trained on
-    in_scope: "Split"
-    out_of_scope: dict  # name -> Split of rows the classifier has no label for
-
-
-def _is_run_data(spec: str, source: str, fingerprint: str | None) -> bool:
-    """Whether `spec` names the data the run was trained on (same name, same file, or the same bytes)."""
-    from core.data import source_fingerprint
-
-    if spec == source:
-        return True
-    given, trained = Path(spec).expanduser(), Path(source).expanduser()
-    if given.exists() and trained.exists() and given.resolve() == trained.resolve():
-        return True
-    return fingerprint is not None and given.exists() and source_fingerprint(spec) == fingerprint
-
-
-def evaluation_sets(report: dict, labels: list[str], data_spec: str | None = None, *, split: str | None = None,
-                    data_dir: str | None = None, columns: dict[str, str] | None = None) -> EvaluationSets:
-    """The rows `evaluate_run` scores. The run's own data (no `data_spec`, or the same file): its
-    `split` (default test), rebuilt exactly as training built it (`load_run_data`: same loader,
-    split seed and out-of-scope handling), so training rows are never scored as held-out. Another
-    file: every row of it (or its `split`, when given, split the same way). `columns`: text_column,
-    label_column, encoding for files (default: the run's)."""
-    from dataclasses import fields, replace
-
-    from core.data import Split, partition_label, read_records, records_to_split
-
-    saved = report["config"]["data"]
-    run_cfg = DataConfig(**{f.name: saved[f.name] for f in fields(DataConfig) if f.name in saved})
-    spec = data_spec or run_cfg.source
-    own = _is_run_data(spec, run_cfg.source, report.get("data", {}).get("source_sha256"))
-    cfg = replace(run_cfg, source=spec, **(columns or {}))
-    path = Path(spec).expanduser()
-    name = path.name if path.exists() else spec
-    if not own and path.is_file() and split is None:
-        rows = records_to_split(read_records(path, cfg.encoding), path, cfg.text_column, cfg.label_column)
-        in_scope, out = partition_label(rows, cfg.oos_label) if cfg.oos_label else (rows, Split([], []))
-        desc = f"every row of {name} (not the file the run was trained on): {len(rows)} rows"
-        return EvaluationSets(desc, None, in_scope, {cfg.oos_label: out} if len(out) else {})
-    if data_spec is None and not path.exists() and ("/" in spec or spec.endswith((".csv", ".jsonl", ".tsv"))):
-        raise UserError(f"the run was trained on '{spec}', which is not found from {Path.cwd()}; pass --data "
-                        f"with its path (the same file gets the same {split or 'test'} split as in training)")
-    data, _ = load_run_data(cfg, data_dir)
-    chosen = split or "test"
-    splits = {"train": data.train, "validation": data.validation, "test": data.test, **data.extra}
-    if chosen not in splits:
-        raise UserError(f"{name} has no split '{chosen}'; choose one of {', '.join(splits)} (--split)")
-    in_scope, out_sets = splits[chosen], {}
-    if chosen in ("train", "validation", "test"):
-        # as in the run's report: the rows set aside from this split, and with test every extra
-        # set the classifier has no label for (e.g. a dataset's oos.csv)
-        for extra_name, extra in data.extra.items():
-            unknown = len(extra) and is_out_of_scope_set(extra, labels)
-            if extra_name == f"oos_{chosen}" or (chosen == "test" and unknown and extra_name != "oos_validation"):
-                out_sets[extra_name] = extra
-    elif cfg.oos_label:
-        in_scope, out = partition_label(in_scope, cfg.oos_label)
-        out_sets = {cfg.oos_label: out} if len(out) else {}
-    desc = f"{chosen} split of {name}: {len(in_scope)} rows"
-    used = report.get("data", {}).get("train_used")
-    if chosen == "train" and own and used:
-        desc += f" (training used {used} of them)"
-    if out_sets:
-        desc += " + out-of-scope " + ", ".join(f"'{k}' {len(v)} rows" for k, v in out_sets.items())
-    return EvaluationSets(desc, chosen, in_scope, out_sets)
-
-
-def evaluate_run(run_dir: Path, data_spec: str | None = None, *, data_dir: str | None = None,
-                 split: str | None = None, columns: dict[str, str] | None = None) -> dict:
-    """Metrics of a saved run on the rows `evaluation_sets` picks (by default its own test split),
-    with out-of-scope AUROC and recalls for the out-of-scope sets beside them."""
-    from core.data import LabelMap
-    from core.evaluate import labelled_metrics
-    from core.model import load_classifier
-    from core.report import read_report
-
-    run_dir = Path(run_dir)
-    report = read_report(run_dir)
-    model = load_classifier(run_dir / "model")
-    sets = evaluation_sets(report, model.labels, data_spec, split=split, data_dir=data_dir, columns=columns)
-    if not len(sets.in_scope):
-        raise UserError(f"{sets.description}: no in-scope rows to classify; give in-scope rows too, to measure "
-                        f"how well out-of-scope ones are told apart")
-    y = np.asarray(LabelMap(model.labels).encode(sets.in_scope.labels))
-    outputs = model.predict_all(sets.in_scope.texts)
-    y_pred = outputs[0].argmax(axis=1)  # temperature scaling never changes the argmax
-    result = {"evaluated": sets.description, "split": sets.split,
-              **labelled_metrics(y, y_pred, model.labels, details=True)}
-    if sets.out_of_scope and model.ood is None:
-        result["out_of_scope_skipped"] = "the run has no out-of-scope scorer (trained with ood_scorer=none)"
-    elif sets.out_of_scope:
-        result["out_of_scope"] = {name: out_of_scope_metrics(model, outputs, rows, "cpu")
-                                  for name, rows in sets.out_of_scope.items()}
-    return result
-
-
-def predict_texts(model, texts: list[str], top_k: int = 3) -> list[dict]:
-    probs = model.predict_proba(texts)
-    out = []
-    for text, p in zip(texts, probs):
-        order = np.argsort(-p)[:top_k]
-        out.append({"text": text, "label": model.labels[order[0]], "confidence": round(float(p[order[0]]), 4),
-                    "top_k": [{"label": model.labels[i], "probability": round(float(p[i]), 4)} for i in order]})
     return out

@@ -7,9 +7,9 @@ files) that any recipe takes as `backbone=<dir>`, like `core.adapt.adapt_backbon
 The objective. Each text is its own positive: a batch is encoded twice in train mode, so the two
 views differ only by dropout, and the other texts of the batch are the negatives. The loss is
 sentence-transformers' `MultipleNegativesRankingLoss` (InfoNCE over cosine similarities, scale
-20 = 1/temperature 0.05 as in the paper) on a `SentenceTransformer` with the backbone's own
-pooling (and normalisation), run in a plain loop: AdamW, linear warm-up, gradient clipping 1.0.
-Duplicate texts in a batch are dropped: a copy of the anchor would be a false negative.
+20 = 1/temperature 0.05 as in the paper) on the backbone's own pooling, trained by the shared
+engine (core.engine, core.contrastive): AdamW, linear warm-up, gradient clipping 1.0. Batches
+hold distinct texts (NoDuplicatesBatchSampler): a copy of the anchor would be a false negative.
 
 The output keeps the backbone's pooling/normalisation files: adaptation changes weights, not how
 sentences are pooled. Leaves out: supervised SimCSE (NLI triplets), the paper's MLP head over
@@ -21,9 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
-from core.adapt import AdaptResult, _batches
+from core.adapt import AdaptResult
 from core.errors import UserError
 
 
@@ -38,42 +36,20 @@ class SimCSEConfig:
     seed: int = 0
 
 
-def _mnrl_class():
-    """MultipleNegativesRankingLoss: sentence-transformers 6.2 moved it; older releases keep `losses`."""
-    try:
-        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-    except ImportError:
-        from sentence_transformers.losses import MultipleNegativesRankingLoss
-    return MultipleNegativesRankingLoss
+def simcse_step(backbone, scale: float = 20.0):
+    """The engine step: a batch of texts, tokenised once and passed twice ((features, features));
+    in train mode the two forwards draw different dropout masks, so each text's second view is
+    its positive and the batch's other texts are its negatives (core.contrastive.PairStep)."""
+    from core.contrastive import PairStep
+    from core.model import pool
 
+    encoder = backbone.encoder
 
-def sentence_model(backbone, max_length: int, device: str = "cpu"):
-    """A SentenceTransformer over the backbone's directory: Transformer + Pooling (+ Normalize)."""
-    try:
-        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-    except ImportError:
-        from sentence_transformers.models import Normalize, Pooling, Transformer
-    from sentence_transformers import SentenceTransformer
+    def embed(input_ids, attention_mask):
+        hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return pool(hidden, attention_mask, backbone.pooling)  # the loss is on cosines: no need to normalise
 
-    modules = [Transformer(backbone.path, max_seq_length=min(max_length, backbone.max_length)),
-               Pooling(backbone.dim, pooling_mode=backbone.pooling)]
-    if backbone.normalize:
-        modules.append(Normalize())
-    return SentenceTransformer(modules=modules, device=device)
-
-
-def two_view_loss(model, loss_fn, texts: list[str]):
-    """MNRL of `texts` against themselves; in train mode the two forwards see different dropout.
-
-    The features dict is copied per view because each forward writes its outputs into the dict.
-    Returns (loss, number of non-padding tokens in one view).
-    """
-    import torch
-
-    features = getattr(model, "preprocess", model.tokenize)(texts)  # `tokenize` before 6.x
-    features = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in features.items()}
-    loss = loss_fn([dict(features), dict(features)], labels=None)
-    return loss, int(features["attention_mask"].sum())
+    return PairStep(encoder, embed, scale=scale)
 
 
 def simcse_adapt(backbone_name: str, texts: list[str], out_dir: Path, cfg: SimCSEConfig = SimCSEConfig(),
@@ -94,49 +70,45 @@ def simcse_adapt(backbone_name: str, texts: list[str], out_dir: Path, cfg: SimCS
     # A forked, seeded RNG: dropout masks repeat; the caller's RNG is untouched.
     with torch.random.fork_rng(devices=[]), CostLedger() as ledger:
         torch.manual_seed(cfg.seed)
-        model = sentence_model(backbone, cfg.max_length, device)
-        losses, tokens = _train_simcse(model, texts, cfg, progress=progress)
+        losses, tokens = _train_simcse(backbone, texts, cfg, device=device, progress=progress)
+
+    from core import distributed
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model[0].auto_model.save_pretrained(out_dir, safe_serialization=True)
-    model[0].tokenizer.save_pretrained(out_dir)
-    write_sentence_transformers_files(out_dir, pooling=backbone.pooling, normalize=backbone.normalize,
-                                      max_length=backbone.max_length)
+    if distributed.is_main():  # every process trained the same weights; one writes them
+        out_dir.mkdir(parents=True, exist_ok=True)
+        backbone.encoder.save_pretrained(out_dir, safe_serialization=True)
+        backbone.tokenizer.save_pretrained(out_dir)
+        write_sentence_transformers_files(out_dir, pooling=backbone.pooling, normalize=backbone.normalize,
+                                          max_length=backbone.max_length)
+    distributed.barrier()
     cost = ledger.cost
-    cost.trainable_params = cost.total_params = sum(p.numel() for p in model.parameters())
+    cost.trainable_params = cost.total_params = sum(p.numel() for p in backbone.encoder.parameters())
     cost.train_samples = len(losses) * min(cfg.batch_size, len(texts))
     cost.tokens_seen = tokens
     return AdaptResult(out_dir, losses, False, cost.to_dict(),
                        asdict(cfg) | {"backbone": backbone_name, "texts": len(texts), "objective": "simcse"})
 
 
-def _train_simcse(model, texts: list[str], cfg: SimCSEConfig, *, progress: bool) -> tuple[list[float], int]:
-    """The loop: two dropout views per batch, MNRL, AdamW + warm-up; returns per-step losses, tokens."""
-    import torch
-    from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
+def _train_simcse(backbone, texts: list[str], cfg: SimCSEConfig, *, device: str,
+                  progress: bool) -> tuple[list[float], int]:
+    """On the engine: AdamW + linear warm-up/decay, clipping 1.0; batches of distinct texts from
+    sentence-transformers' NoDuplicatesBatchSampler. Returns per-step losses and tokens seen."""
+    from core.contrastive import no_duplicate_batches
+    from core.engine import Engine, LoopSettings, shard
 
-    loss_fn = _mnrl_class()(model, scale=cfg.scale)
-    model.train()
+    distinct = list(dict.fromkeys(texts))  # a duplicate in a batch would be a false negative
+    batches = no_duplicate_batches({"text": distinct}, min(cfg.batch_size, len(distinct)), cfg.max_steps, cfg.seed)
+    max_length = min(cfg.max_length, backbone.max_length)
+
+    def micro_batch(m: int) -> tuple:
+        features = dict(backbone.tokenizer([distinct[i] for i in shard(batches[m])], padding=True, truncation=True,
+                                           max_length=max_length, return_tensors="pt"))
+        return features, features
+
+    step = simcse_step(backbone, cfg.scale)
     # weight_decay 0: the SimCSE reference code trains with the HF Trainer default.
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * cfg.max_steps), cfg.max_steps)
-    batches = _batches(texts, min(cfg.batch_size, len(texts)), np.random.default_rng(cfg.seed))
-    losses: list[float] = []
-    tokens = 0
-    bar = tqdm(total=cfg.max_steps, desc="simcse", disable=not progress)
-    for _ in range(cfg.max_steps):
-        batch = list(dict.fromkeys(next(batches)))  # drop duplicates: they would be false negatives
-        loss, batch_tokens = two_view_loss(model, loss_fn, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        tokens += 2 * batch_tokens
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    bar.close()
-    return losses, tokens
+    result = Engine(device).run(step, [{"params": [p for p in backbone.encoder.parameters() if p.requires_grad],
+                                        "lr": cfg.lr, "weight_decay": 0.0}], micro_batch,
+                                LoopSettings(steps=len(batches), warmup=cfg.warmup, desc="simcse"), progress=progress)
+    return result.losses, result.tokens_seen

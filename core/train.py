@@ -1,39 +1,43 @@
-"""fit(): the training loop every classification recipe uses.
+"""fit(): classification training, one step object on the shared engine (core.engine).
 
-One lean loop instead of transformers' Trainer because the product needs things that Trainer makes
-awkward on a custom head: a separate learning rate for the head, a head initialised from a probe,
-LoRA adapters beside a plain head, and checkpoints that are safetensors only (Trainer pickles its
-optimizer state). It has: seeded data order, gradient accumulation, linear warm-up/decay, gradient
-clipping, class weights, dynamic padding (core.model.tokenize), validation-based early stopping,
-best-checkpoint selection, checkpoint + resume after interruption, a metrics stream and a progress bar.
-Methods a recipe switches on in `train:` are small objects called at named points of the loop:
-adversarial training after the clean backward (core.adversarial: fgm/pgd), gradual unfreezing
-before the optimizer step and an EMA of the weights after it (core.layerwise, core.ema), and
-layer-wise learning-rate decay in the optimizer's parameter groups.
+`fit(model, train, validation, cfg)` trains a core.model.TextClassifier in place and leaves it at
+its best validation checkpoint. What is classification-specific lives here: the cross-entropy
+step (class weights, label smoothing), the AdamW parameter groups (a separate head learning rate,
+layer-wise LR decay), tokenising the training texts once and batching them by length, and the
+methods a recipe switches on in `train:` as engine hooks (adversarial FGM/PGD after the clean
+backward, gradual unfreezing before the optimizer step, an EMA of the weights after it). The
+loop itself (optimizer, schedule, clipping, accumulation, validation, early stopping, safetensors
+checkpoints and resume, several processes) is core.engine's.
+
+Length-grouped batches (`group_by_length`, on by default, as transformers' LengthGroupedSampler):
+each epoch is a seeded permutation cut into "megabatches" of up to 50 batches, each sorted by
+token length, so a batch pads its texts to similar lengths (benchmarks/engine_speed.py measures
+what it saves on BANKING77). Batches are still random at the megabatch level.
 Leaves out: hyper-parameter search, model cards, hub upload.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from torch import nn
 
 from core.adversarial import build_adversary
 from core.config import TrainConfig
 from core.data import LabelMap, Split
 from core.ema import EMA
+from core.engine import (Engine, LoopSettings, MetricsLog, NoOp, Validation, has_checkpoint as _has_ckpt,
+                         load_trainable, shard, trainable_state)
 from core.evaluate import classification_metrics
 from core.layerwise import GradualUnfreezing
+
+__all__ = ["FitResult", "MetricsLog", "class_weight_tensor", "fit", "has_checkpoint", "seed_everything"]
+MEGABATCH = 50  # batches per length-sorted group (transformers' LengthGroupedSampler uses 50 too)
 
 
 @dataclass
@@ -85,214 +89,156 @@ def _param_groups(model, cfg: TrainConfig) -> list[dict]:
     return list(groups.values())
 
 
-class MetricsLog:
-    """Append-only metrics.jsonl; on resume, rows past the checkpoint's step are dropped."""
-
-    def __init__(self, path: Path, keep_until_step: int | None = None):
-        self.path = Path(path)
-        self.rows: list[dict] = []
-        if keep_until_step is not None and self.path.is_file():
-            self.rows = [r for r in map(json.loads, self.path.read_text().splitlines())
-                         if r.get("step", 0) <= keep_until_step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
-
-    @staticmethod
-    def read(path: Path) -> list[dict]:
-        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-    def write(self, row: dict) -> None:
-        self.rows.append(row)
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(row) + "\n")
-
-
-# ---------------------------------------------------------------- checkpoints (safetensors only)
-
-def _trainable_state(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def _load_trainable(model, state: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in state.items():
-            params[name].copy_(value)
-
-
-def _optimizer_tensors(optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    sd = optimizer.state_dict()
-    tensors = {f"{idx}.{key}": (v if torch.is_tensor(v) else torch.tensor(v)).contiguous()
-               for idx, st in sd["state"].items() for key, v in st.items()}
-    return tensors, sd["param_groups"]
-
-
-def _restore_optimizer(optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-
-def save_checkpoint(directory: Path, model, optimizer, scheduler, state: dict, best: dict | None,
-                    ema=None) -> None:
-    """Write to a temp dir, then swap it in: a crash mid-write leaves the previous checkpoint."""
-    directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(_trainable_state(model), tmp / "trainable.safetensors")
-    opt_tensors, groups = _optimizer_tensors(optimizer)
-    save_file(opt_tensors, tmp / "optimizer.safetensors")
-    save_file({"torch_rng": torch.get_rng_state()}, tmp / "rng.safetensors")
-    if best is not None:
-        save_file(best, tmp / "best.safetensors")
-    if ema is not None:
-        save_file(ema.state(), tmp / "ema.safetensors")
-    (tmp / "state.json").write_text(json.dumps(
-        {**state, "param_groups": groups, "scheduler": scheduler.state_dict()}, default=float))
-    old = directory.with_name(directory.name + ".old")
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def load_checkpoint(directory: Path, model, optimizer, scheduler, ema=None) -> tuple[dict, dict | None]:
-    directory = Path(directory)
-    if not (directory / "state.json").is_file() and directory.with_name(directory.name + ".old").is_dir():
-        directory = directory.with_name(directory.name + ".old")  # crashed during the swap
-    state = json.loads((directory / "state.json").read_text())
-    _load_trainable(model, load_file(directory / "trainable.safetensors"))
-    _restore_optimizer(optimizer, load_file(directory / "optimizer.safetensors"), state.pop("param_groups"))
-    scheduler.load_state_dict(state.pop("scheduler"))
-    torch.set_rng_state(load_file(directory / "rng.safetensors")["torch_rng"])
-    best = load_file(directory / "best.safetensors") if (directory / "best.safetensors").is_file() else None
-    if ema is not None and (directory / "ema.safetensors").is_file():
-        ema.load_state(load_file(directory / "ema.safetensors"))
-    return state, best
-
-
 def has_checkpoint(run_dir: Path) -> bool:
-    ckpt = Path(run_dir) / "checkpoint"
-    return (ckpt / "state.json").is_file() or (ckpt.with_name("checkpoint.old") / "state.json").is_file()
+    return _has_ckpt(Path(run_dir) / "checkpoint")
 
 
-# ---------------------------------------------------------------- the loop
-
-def evaluate_split(model, split: Split, label_map: LabelMap, device: str) -> dict[str, float]:
+def evaluate_split(model, split: Split, label_map: LabelMap, device) -> dict[str, float]:
     y_true = label_map.encode(split.labels)
     probs = model.predict_proba(split.texts, device=device)
     return classification_metrics(y_true, probs.argmax(axis=1))
+
+
+class ClassificationStep(nn.Module):
+    """batch (input_ids, attention_mask, labels) -> cross-entropy of the classifier's logits."""
+
+    def __init__(self, model, class_weights: torch.Tensor | None, label_smoothing: float):
+        super().__init__()
+        self.model = model
+        self.loss = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return self.loss(logits, batch["labels"])
+
+
+def epoch_order(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, group_by_length: bool) -> np.ndarray:
+    """The order of one epoch: a seeded permutation; with `group_by_length`, cut into megabatches
+    of up to MEGABATCH batches, each sorted by length (longest first), so batches pad little.
+    A megabatch is at most 1/8 of the epoch, so a small training set still gets batches of new
+    composition every epoch (sorting a whole epoch by length would give the same batches each
+    time, single-class ones where classes differ in length); under 16 batches: no grouping."""
+    perm = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).numpy()
+    per_group = min(MEGABATCH, math.ceil(len(lengths) / batch_size) // 8)
+    if not group_by_length or per_group < 2:
+        return perm
+    size = batch_size * per_group
+    return np.concatenate([chunk[np.argsort(-lengths[chunk], kind="stable")]
+                           for chunk in (perm[i:i + size] for i in range(0, len(perm), size))])
+
+
+def pad_batch(token_ids: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest sequence of the batch: input_ids and attention_mask [B, T]."""
+    width = max(len(ids) for ids in token_ids)
+    ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(token_ids), width), dtype=torch.long)
+    for row, seq in enumerate(token_ids):
+        ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, :len(seq)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+class _Adversary(NoOp):
+    def __init__(self, adversary):
+        self.adversary = adversary
+
+    def after_backward(self, step_loss, local_loss, backward) -> None:
+        self.adversary.backward = backward  # the engine's: loss scaling under fp16
+        self.adversary.attack(step_loss, local_loss)
+
+    def close(self) -> None:
+        self.adversary.remove()
+
+
+class _Unfreezing(NoOp):
+    def __init__(self, unfreezing: GradualUnfreezing):
+        self.unfreezing = unfreezing
+
+    def before_optimizer_step(self, step: int) -> None:
+        self.unfreezing.drop_frozen_grads(step)
+
+
+class _EMA(NoOp):
+    name = "ema"
+
+    def __init__(self, ema: EMA):
+        self.ema = ema
+
+    def after_optimizer_step(self, step: int) -> None:
+        self.ema.update()
+
+    def evaluation_weights(self):
+        return self.ema.applied()  # validate (and keep) the average
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return self.ema.state()
+
+    def load_state(self, tensors) -> None:
+        self.ema.load_state(tensors)
+
+
+def method_hooks(model, cfg: TrainConfig) -> tuple:
+    """The methods `cfg` switches on, as engine hooks (each off by default)."""
+    hooks = []
+    adversary = build_adversary(cfg.adversarial, model.encoder, epsilon=cfg.adv_epsilon,
+                                alpha=cfg.adv_alpha, steps=cfg.adv_steps)
+    if adversary is not None:
+        hooks.append(_Adversary(adversary))
+    if cfg.unfreeze_every:
+        hooks.append(_Unfreezing(GradualUnfreezing(model, model.encoder.config.num_hidden_layers, cfg.unfreeze_every)))
+    if cfg.ema_decay:
+        hooks.append(_EMA(EMA(model, cfg.ema_decay)))
+    return tuple(hooks)
 
 
 def fit(model, train: Split, validation: Split, cfg: TrainConfig, *, device: str = "cpu",
         run_dir: Path, resume: bool = False, callbacks: tuple[Callable[[dict], None], ...] = (),
         progress: bool = True) -> FitResult:
     """Train `model` (a core.model.TextClassifier) in place and leave it at its best validation
-    checkpoint. `callbacks` are called after every optimizer step with the loop state."""
-    import time
-
-    from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
-
+    checkpoint. `callbacks` are called after every optimizer step with the loop state.
+    `cfg.batch_size` is the global batch (split across processes when launched as several)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     label_map = LabelMap(model.labels)
-    y = torch.tensor(label_map.encode(train.labels))
+    y = np.asarray(label_map.encode(train.labels))
     label_map.encode(validation.labels)  # fail now, not after an epoch, on an unseen label
-    n = len(y)
-    micro_per_epoch = math.ceil(n / cfg.batch_size)
+    token_ids = model.tokenizer(list(train.texts), truncation=True, max_length=model.max_length)["input_ids"]
+    lengths = np.asarray([len(ids) for ids in token_ids])
+    pad_id = model.tokenizer.pad_token_id or 0
+    micro_per_epoch = math.ceil(len(y) / cfg.batch_size)
     total_steps = cfg.max_steps or math.ceil(cfg.epochs * micro_per_epoch / cfg.grad_accum)
     eval_every = cfg.eval_every or max(1, round(micro_per_epoch / cfg.grad_accum))
+    group = cfg.group_by_length
+    orders: dict[int, np.ndarray] = {}
 
-    model.to(device)
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg))
-    # the methods a recipe can switch on, each a small object called at a named point below
-    adversary = build_adversary(cfg.adversarial, model.encoder, epsilon=cfg.adv_epsilon,
-                                alpha=cfg.adv_alpha, steps=cfg.adv_steps)
-    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
-    unfreezing = (GradualUnfreezing(model, model.encoder.config.num_hidden_layers, cfg.unfreeze_every)
-                  if cfg.unfreeze_every else None)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * total_steps), max(total_steps, 1))
-    weights = class_weight_tensor(y.tolist(), len(model.labels)) if cfg.class_weights == "balanced" else None
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None,
-                                        label_smoothing=cfg.label_smoothing)
-
-    state = {"step": 0, "best_metric": -math.inf, "best_step": 0, "bad_evals": 0,
-             "samples_seen": 0, "tokens_seen": 0, "train_seconds": 0.0}
-    best = None
-    ckpt_dir = run_dir / "checkpoint"
-    if resume and has_checkpoint(run_dir):
-        state, best = load_checkpoint(ckpt_dir, model, optimizer, scheduler, ema)
-    log = MetricsLog(run_dir / "metrics.jsonl", keep_until_step=state["step"] if resume else None)
-
-    def batch_indices(micro: int) -> torch.Tensor:
+    def micro_batch(micro: int) -> dict:
         epoch, offset = divmod(micro, micro_per_epoch)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-        return perm[offset * cfg.batch_size:(offset + 1) * cfg.batch_size]
+        if epoch not in orders:
+            orders.clear()
+            orders[epoch] = epoch_order(lengths, cfg.batch_size, cfg.seed, epoch, group)
+        idx = shard(orders[epoch][offset * cfg.batch_size:(offset + 1) * cfg.batch_size])
+        return {**pad_batch([token_ids[i] for i in idx], pad_id), "labels": torch.from_numpy(y[idx])}
 
-    model.train()
-    bar = tqdm(total=total_steps, initial=state["step"], desc="train", unit="step", disable=not progress)
-    running, running_n, stopped_early = 0.0, 0, False
-    started = time.perf_counter() - state["train_seconds"]
-    while state["step"] < total_steps and not stopped_early:
-        micro0 = state["step"] * cfg.grad_accum
-        for micro in range(micro0, micro0 + cfg.grad_accum):
-            idx = batch_indices(micro)
-            batch = {k: v.to(device) for k, v in model.tokenize([train.texts[i] for i in idx]).items()}
-            target = y[idx].to(device)
-            loss = loss_fn(model(**batch), target)
-            (loss / cfg.grad_accum).backward()
-            if adversary is not None:  # extra pass(es) on perturbed embeddings; gradients add up
-                adversary.attack(lambda: loss_fn(model(**batch), target) / cfg.grad_accum)
-            running += loss.item()
-            running_n += 1
-            state["samples_seen"] += len(idx)
-            state["tokens_seen"] += int(batch["attention_mask"].sum())
-        if unfreezing is not None:
-            unfreezing.drop_frozen_grads(state["step"])
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.update()
-        state["step"] += 1
-        step = state["step"]
-        bar.update(1)
-        if step % cfg.log_every == 0 or step == total_steps:
-            log.write({"step": step, "epoch": round(step * cfg.grad_accum / micro_per_epoch, 3),
-                       "train_loss": running / running_n, "lr": scheduler.get_last_lr()[0]})
-            bar.set_postfix(loss=f"{running / running_n:.4f}")
-            running, running_n = 0.0, 0
-        if step % eval_every == 0 or step == total_steps:
-            with ema.applied() if ema is not None else nullcontext():  # EMA: validate (and keep) the average
-                scores = evaluate_split(model, validation, label_map, device)
-                improved = scores[cfg.metric] > state["best_metric"]
-                if improved:
-                    best = _trainable_state(model)
-            model.train()
-            row = {"step": step, **{f"validation_{k}": v for k, v in scores.items()}}
-            log.write(row)
-            if improved:
-                state.update(best_metric=scores[cfg.metric], best_step=step, bad_evals=0)
-            else:
-                state["bad_evals"] += 1
-                stopped_early = bool(cfg.patience) and state["bad_evals"] >= cfg.patience
-            state["train_seconds"] = time.perf_counter() - started
-            save_checkpoint(ckpt_dir, model, optimizer, scheduler, state, best, ema)
-        for callback in callbacks:
-            callback(dict(state))
-    bar.close()
-    if adversary is not None:
-        adversary.remove()
-    state["train_seconds"] = time.perf_counter() - started
-    if best is not None:
-        _load_trainable(model, best)
+    engine = Engine(device, cfg.mixed_precision)
+    weights = class_weight_tensor(y.tolist(), len(model.labels)) if cfg.class_weights == "balanced" else None
+    step = ClassificationStep(model, weights, cfg.label_smoothing)
+    hooks = method_hooks(model, cfg)
+    settings = LoopSettings(steps=total_steps, warmup=cfg.warmup, schedule="linear", max_grad_norm=cfg.max_grad_norm,
+                            grad_accum=cfg.grad_accum, log_every=cfg.log_every,
+                            mixed_precision=cfg.mixed_precision, desc="train",
+                            steps_per_epoch=micro_per_epoch / cfg.grad_accum)
+    check = Validation(lambda: evaluate_split(model, validation, label_map, engine.device), every=eval_every,
+                       metric=cfg.metric, patience=cfg.patience)
+    try:
+        result = engine.run(step, _param_groups(model, cfg), micro_batch, settings, validation=check, hooks=hooks,
+                            keep=lambda: trainable_state(model), restore=lambda s: load_trainable(model, s),
+                            checkpoint_dir=run_dir / "checkpoint", resume=resume,
+                            metrics_path=run_dir / "metrics.jsonl", callbacks=callbacks, progress=progress)
+    finally:
+        for hook in hooks:
+            hook.close()
     model.eval()
-    best_metric = state["best_metric"] if best is not None else None
-    return FitResult(steps=state["step"], best_step=state["best_step"], best_metric=best_metric,
-                     stopped_early=stopped_early, samples_seen=state["samples_seen"],
-                     tokens_seen=state["tokens_seen"], train_seconds=state["train_seconds"],
-                     history=[r for r in log.rows if "validation_accuracy" in r])
+    return FitResult(steps=result.steps, best_step=result.best_step, best_metric=result.best_metric,
+                     stopped_early=result.stopped_early, samples_seen=result.samples_seen,
+                     tokens_seen=result.tokens_seen, train_seconds=result.train_seconds,
+                     history=result.history)

@@ -7,8 +7,10 @@ probabilities are a softmax over its cosine similarities to the prototypes divid
 temperature (cosines of sentence embeddings sit in a narrow band, so a small temperature such as
 0.05 spreads them into usable probabilities). No training, no labelled data.
 
-Same interface as a trained classifier (`.labels`, `.predict_proba(texts)`), so products can fall
-back on it. Leaves out: NLI-based zero-shot (a cross-encoder per label is too slow on CPU).
+Same interface as a trained classifier (`.labels`, `.encode(texts, batch_size=...)`,
+`.predict_proba(texts, batch_size=...)`), so products can fall back on it; texts are embedded by
+core.encoder.SentenceEncoder like every other model's.
+Leaves out: NLI-based zero-shot (a cross-encoder per label is too slow on CPU).
 """
 
 from __future__ import annotations
@@ -51,31 +53,22 @@ class ZeroShotClassifier:
         if temperature <= 0:
             raise UserError(f"temperature must be > 0; got {temperature}")
         from core.backbones import load_backbone
+        from core.encoder import SentenceEncoder
 
         self.backbone = load_backbone(backbone_name)
         self.backbone.encoder.to(device).eval()
+        self.encoder = SentenceEncoder.from_backbone(self.backbone)
         self.labels = list(descriptions)
         self.temperature, self.device, self.batch_size = temperature, device, batch_size
         self.label_prototypes = prototypes([self.encode(list(descriptions[label])) for label in self.labels])
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int | None = None, device: str | None = None) -> np.ndarray:
         """Pooled (and, if the backbone does, normalised) embeddings in input order."""
-        import torch
+        return self.encoder.encode(texts, batch_size=batch_size or self.batch_size, device=device or self.device)
 
-        from core.model import pool
-
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(texts), self.batch_size):
-                batch = self.backbone.tokenizer(list(texts[start:start + self.batch_size]), padding=True,
-                                                truncation=True, max_length=self.backbone.max_length,
-                                                return_tensors="pt").to(self.device)
-                hidden = self.backbone.encoder(input_ids=batch["input_ids"],
-                                               attention_mask=batch["attention_mask"]).last_hidden_state
-                out.append(pool(hidden, batch["attention_mask"], self.backbone.pooling).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.backbone.dim), dtype=np.float32)
-
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
+    def predict_proba(self, texts: list[str], batch_size: int | None = None, device: str | None = None) -> np.ndarray:
+        """[len(texts), n_labels]; `batch_size`/`device` default to the constructor's (the device the
+        encoder was moved to). Same call as a trained classifier's, so products score both one way."""
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return zero_shot_probs(self.encode(texts), self.label_prototypes, self.temperature)
+        return zero_shot_probs(self.encode(texts, batch_size, device), self.label_prototypes, self.temperature)

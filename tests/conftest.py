@@ -1,4 +1,6 @@
-"""Shared fixtures: the tiny offline backbone, small labelled files, the real data root if present."""
+"""Shared fixtures: the tiny offline backbone, small labelled files, the real data root if present.
+
+Imports `verticals`, as a user's program does, so tests see the readers the solutions add to core."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+import verticals  # noqa: F401  (installs the solutions' data readers into core.data.READERS)
 
 REPO = Path(__file__).resolve().parent.parent
 

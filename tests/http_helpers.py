@@ -70,7 +70,7 @@ def status_of(raw: bytes) -> int | None:
 
 
 def start_cli_server(cli_args: list[str], port: int, env: dict, log_path, timeout: float = 180):
-    """`python -m core.cli <cli_args> --port PORT` as a process (output to `log_path`), once its
+    """`python -m verticals.cli <cli_args> --port PORT` as a process (output to `log_path`), once its
     /readyz answers 200; RuntimeError with its log if it does not."""
     import subprocess
     import sys
@@ -78,7 +78,7 @@ def start_cli_server(cli_args: list[str], port: int, env: dict, log_path, timeou
     import httpx
 
     log = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "core.cli", *cli_args, "--port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "verticals.cli", *cli_args, "--port", str(port)], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     log.close()
     deadline = time.time() + timeout

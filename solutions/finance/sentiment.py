@@ -1,6 +1,7 @@
 """Financial sentiment from a loaded classifier: P(negative), P(neutral), P(positive) and the
 score P(pos) - P(neg) in [-1, 1] (FinBERT's convention). Works with any model that has `.labels`
-and `.predict_proba(texts)`: a trained run (core.model.load_classifier) or core.zeroshot.
+and `.predict_proba(texts, batch_size=...)`: a trained run (core.model.load_classifier, its ONNX twin
+core.export) or core.zeroshot, all of them batching texts by length through core.encoder.
 Leaves out: training (the finance/sentiment-* recipes) and aggregation (solutions.finance.monitor)."""
 
 from __future__ import annotations
@@ -59,11 +60,8 @@ def sentiment_from_probs(probs: np.ndarray, labels: list[str]) -> Sentiment:
 
 
 def score_texts(model, texts: list[str], batch_size: int = 64) -> Sentiment:
-    """Sentiment of each text with a loaded classifier (one batched forward pass per `batch_size`)."""
+    """Sentiment of each text with a loaded classifier (batches of up to `batch_size` texts)."""
     if not texts:
         return Sentiment(*(np.zeros(0) for _ in SENTIMENT_LABELS))
-    try:
-        probs = model.predict_proba(list(texts), batch_size=batch_size)
-    except TypeError:  # a classifier without batch_size (e.g. ZeroShotClassifier)
-        probs = model.predict_proba(list(texts))
+    probs = model.predict_proba(list(texts), batch_size=batch_size)
     return sentiment_from_probs(np.asarray(probs), list(model.labels))

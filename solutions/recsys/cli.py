@@ -25,7 +25,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 def _load(args):
     from core.cli import _quiet_libraries
-    from core.data import list_cards, load_interactions
+    from core.data import list_cards
+    from solutions.recsys.data import load_interactions
 
     if args.data not in list_cards() and not Path(args.data).expanduser().is_file():
         raise UserError(f"unknown dataset '{args.data}': not a catalog name ({', '.join(list_cards())}) "
@@ -48,34 +49,27 @@ def _filter(pairs: list[str] | None) -> dict | None:
 
 
 def cmd_train(args) -> int:
-    import numpy as np
+    """The item-encoder recipe (solutions.recsys.recipe) with these flags as its settings; the same
+    run as `verticals train recsys/item-encoder data=... --out ...`."""
+    from core.cli import _quiet_libraries
+    from core.config import build_config
+    from solutions.recsys.recipe import ItemEncoderRecipe, train_item_encoder
 
-    from core.cost import CostLedger
-    from solutions.recsys.content import TextEncoder
-    from solutions.recsys.finetune import FinetuneConfig, co_consumption_pairs, finetune_encoder, save_encoder
-    from solutions.recsys.protocol import split_dataset
-
-    data = _load(args)
-    cfg = FinetuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_seconds=args.max_seconds,
-                         min_support=args.min_support, seed=args.seed)
-    # the product model learns from every interaction: no test window held out here (use `evaluate`)
-    split = split_dataset(data, threshold=args.threshold, test_fraction=0.0, min_interactions=10**9)
-    pairs = co_consumption_pairs(split, cfg.window, cfg.max_gap_seconds, cfg.min_support)
-    if not pairs:
-        raise UserError(f"{args.data}: no co-consumption pairs (users need 2+ positives within "
-                        f"{cfg.max_gap_seconds / 86400:.0f} days of each other, shared by {cfg.min_support} "
-                        f"users); try --min-support 1")
-    encoder = TextEncoder.load(args.backbone, cfg.max_length)
-    with CostLedger() as ledger:
-        fit = finetune_encoder(encoder, pairs, data.items, cfg, np.random.default_rng(cfg.seed))
-    out = Path(args.out)
-    save_encoder(encoder, out / "encoder")
-    report = {"data": data.summary(), "backbone": args.backbone, "config": cfg.to_dict(),
-              "fit": {k: v for k, v in fit.items() if k != "losses"}, "loss_first": fit["losses"][:3],
-              "loss_last": fit["losses"][-3:], "cost": ledger.cost.to_dict()}
+    _quiet_libraries()
+    raw = {"name": "recsys/item-encoder", "task": "recsys-item-encoder",
+           "data": {"source": args.data, "items": args.items or "", "text_columns": args.text_columns,
+                    "threshold": -1.0 if args.threshold is None else args.threshold},
+           "model": {"backbone": args.backbone},
+           "train": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "max_seconds": args.max_seconds,
+                     "min_support": args.min_support, "seed": args.seed}}
+    cfg = build_config(ItemEncoderRecipe, raw)
+    report = train_item_encoder(cfg, Path(args.out), data_dir=args.data_dir, overwrite=args.overwrite,
+                                progress=not args.quiet)
+    fit, out = report["fit"], Path(args.out)
     (out / "train.json").write_text(json.dumps(report, indent=2))
-    print(f"trained {fit['steps']} steps on {fit['pairs']} pairs in {ledger.cost.wall_seconds:.1f} s; "
-          f"loss {fit['losses'][0]:.3f} -> {fit['losses'][-1]:.3f}; encoder: {out / 'encoder'}")
+    first, last = (fit["loss_first"] or [float("nan")])[0], (fit["loss_last"] or [float("nan")])[-1]
+    print(f"trained {fit['steps']} steps on {fit['pairs']} pairs in {report['cost']['wall_seconds']:.1f} s; "
+          f"loss {first:.3f} -> {last:.3f}; encoder: {out / 'encoder'}")
     return 0
 
 
@@ -217,6 +211,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-seconds", type=float, default=600.0)
     p.add_argument("--min-support", type=int, default=2, help="keep only item pairs shared by this many users (1: all)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("index", help="embed the catalog and build a saved item index")

@@ -1,8 +1,8 @@
 """Content-based recommendation: item text -> encoder embedding; user = recency-weighted items.
 
 - `TextEncoder` wraps a core backbone (pretrained `minilm`, `tiny`, or a fine-tuned directory
-  from `finetune`), pools the way core.model does (the backbone's own pooling) and always
-  L2-normalises, so a dot product is a cosine.
+  from `finetune`) in core.encoder.SentenceEncoder (the backbone's own pooling, length-bucketed
+  batches) and always L2-normalises, so a dot product is a cosine.
 - `ContentRecommender`: a user vector is the normalised weighted mean of the embeddings of the
   user's history, weight 0.5 ** (age / half_life) where age is how many items ago it was
   consumed (the latest item weighs 1). Item scores are cosines to that vector, so items that no
@@ -18,14 +18,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from core.backbones import Backbone, load_backbone
+from core.encoder import SentenceEncoder
 from solutions.recsys.baselines import History, ItemKNN
 from solutions.recsys.protocol import RankingSplit, evaluate_scores, validation_split
 
 
 class TextEncoder:
-    """Texts -> L2-normalised embeddings with a backbone's encoder and pooling."""
+    """Texts -> L2-normalised embeddings: a core.encoder.SentenceEncoder over a backbone's encoder
+    and pooling, with normalisation always on (dot product = cosine) and max length capped."""
 
     def __init__(self, backbone: Backbone, max_length: int = 64):
         self.backbone = backbone
@@ -36,37 +39,24 @@ class TextEncoder:
         return cls(load_backbone(str(name)), max_length)
 
     @property
+    def sentence_encoder(self) -> SentenceEncoder:
+        """Built from the backbone as it is now (finetune trains its encoder in place)."""
+        return SentenceEncoder.from_backbone(self.backbone, max_length=self.max_length, normalize=True)
+
+    @property
     def dim(self) -> int:
         return self.backbone.dim
 
     def tokenize(self, texts: list[str]):
-        return self.backbone.tokenizer(list(texts), padding=True, truncation=True,
-                                       max_length=self.max_length, return_tensors="pt")
+        return self.sentence_encoder.tokenize(texts)
 
-    def embed(self, batch) -> "torch.Tensor":  # noqa: F821 - torch is imported lazily
+    def embed(self, batch) -> torch.Tensor:
         """Pooled, normalised embeddings with gradients (training); `batch` from `tokenize`."""
-        import torch
+        return self.sentence_encoder.embed(batch["input_ids"], batch["attention_mask"])
 
-        from core.model import pool
-
-        hidden = self.backbone.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        return torch.nn.functional.normalize(pool(hidden, batch["attention_mask"], self.backbone.pooling), dim=-1)
-
-    def encode(self, texts: list[str], batch_size: int = 128) -> np.ndarray:
-        """[len(texts), dim] float32, input order (batches are length-sorted for speed)."""
-        import torch
-
-        encoder = self.backbone.encoder
-        was_training = encoder.training
-        encoder.eval()
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        with torch.no_grad():
-            for start in range(0, len(texts), batch_size):
-                idx = order[start:start + batch_size]
-                out[idx] = self.embed(self.tokenize([texts[i] for i in idx])).float().numpy()
-        encoder.train(was_training)
-        return out
+    def encode(self, texts: list[str], batch_size: int = 128, device: str = "cpu") -> np.ndarray:
+        """[len(texts), dim] float32, input order (batches are length-bucketed for speed)."""
+        return self.sentence_encoder.encode(texts, batch_size=batch_size, device=device)
 
 
 def embed_catalog(encoder: TextEncoder, items: list[str], texts: dict[str, str]) -> np.ndarray:

@@ -4,12 +4,12 @@ should embed close together.
 Pairs (`co_consumption_pairs`): for each user's training positives (oldest first), item i is
 paired with each of the next `window` items consumed within `max_gap_seconds` of it; by default
 only pairs that at least `min_support` (2) users share are kept, once each: a single user's
-session mixes unrelated films, and on MovieLens the unfiltered pairs left the loss at chance. Batches
-(`unique_item_batches`) never hold the same item twice (as anchor or positive): a duplicate
-would be its own in-batch negative. Loss: `loss.InBatchNegativesLoss`. The loop is small on
-purpose (AdamW, linear warm-up then decay, gradient clipping, a hard step cap); the saved
-directory is a standard transformers + sentence-transformers model (safetensors), loadable by
-`load_backbone(dir)` and by `SentenceTransformer(dir)`.
+session mixes unrelated films, and on MovieLens the unfiltered pairs left the loss at chance.
+Training is core's: the shared engine and core.contrastive (batches that never hold the same item
+twice, as anchor or positive, since a duplicate would be its own in-batch negative; symmetric
+MultipleNegativesRankingLoss), with a hard step cap and a wall-clock cap. The saved directory is a
+standard transformers + sentence-transformers model (safetensors), loadable by
+`load_backbone(dir)` and by `SentenceTransformer(dir)`. The recipe around it: solutions.recsys.recipe.
 Leaves out: evaluation (protocol) and the content scorer (content).
 """
 
@@ -18,8 +18,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
 
 from core.backbones import write_sentence_transformers_files
 from solutions.recsys.content import TextEncoder
@@ -63,84 +61,36 @@ def co_consumption_pairs(split: RankingSplit, window: int, max_gap_seconds: floa
     return sorted(p for p, n in support.items() if n >= min_support)
 
 
-def unique_item_batches(pairs: list[tuple[str, str]], batch_size: int, n_batches: int,
-                        rng: np.random.Generator) -> list[list[int]]:
-    """Up to `n_batches` batches of pair indices with no item twice in a batch. Each pass over
-    the pairs is a fresh shuffle; a pair that clashes with the batch being filled is carried
-    over and goes first into the next batch. A pass that cannot fill one batch (too few
-    distinct items) yields its partial batch (if at least 2 pairs) and the next pass reshuffles."""
-    batches: list[list[int]] = []
-    while len(batches) < n_batches:
-        made, carry, batch, used = 0, [], [], set()
-        for idx in rng.permutation(len(pairs)).tolist():
-            a, b = pairs[idx]
-            if a in used or b in used:
-                carry.append(idx)
-                continue
-            batch.append(idx)
-            used.update((a, b))
-            if len(batch) < batch_size:
-                continue
-            batches.append(batch)
-            made += 1
-            if len(batches) == n_batches:
-                return batches
-            batch, used, still = [], set(), []
-            for c in carry:
-                a, b = pairs[c]
-                if len(batch) < batch_size - 1 and a not in used and b not in used:
-                    batch.append(c)
-                    used.update((a, b))
-                else:
-                    still.append(c)
-            carry = still
-        if made == 0:
-            if len(batch) < 2:
-                break
-            batches.append(batch)
-    return batches
-
-
 def finetune_encoder(encoder: TextEncoder, pairs: list[tuple[str, str]], texts: dict[str, str],
-                     cfg: FinetuneConfig, rng: np.random.Generator, *, progress=None) -> dict:
-    """Train `encoder` in place; returns {"losses": [...], "steps": n, "pairs": len(pairs), "samples": m,
-    "stopped_by_time": bool}."""
-    import time
+                     cfg: FinetuneConfig, rng=None, *, device: str = "cpu", progress: bool = False) -> dict:
+    """Train `encoder` in place on the shared engine (core.engine): AdamW + linear warm-up/decay,
+    clipping 1.0, symmetric in-batch negatives (sentence-transformers' MultipleNegativesRankingLoss
+    through core.contrastive), batches in which no item appears twice (its NoDuplicatesBatchSampler
+    over the pair's item ids), seeded by `cfg.seed` (`rng` is accepted for older callers, unused).
+    Returns {"losses": [...], "steps": n, "pairs": len(pairs), "samples": m, "stopped_by_time": bool}."""
+    from core.contrastive import PairStep, no_duplicate_batches, pair_micro_batches
+    from core.engine import Engine, LoopSettings, decay_groups
 
-    import torch
-
-    from solutions.recsys.loss import InBatchNegativesLoss
-
+    empty = {"losses": [], "steps": 0, "pairs": len(pairs), "samples": 0, "stopped_by_time": False}
     if not pairs:
-        return {"losses": [], "steps": 0, "pairs": 0, "samples": 0, "stopped_by_time": False}
-    loss_fn = InBatchNegativesLoss(encoder, scale=cfg.scale)
+        return empty
+    batches = no_duplicate_batches({"anchor": [a for a, _ in pairs], "positive": [b for _, b in pairs]},
+                                   cfg.batch_size, cfg.steps, cfg.seed)
+    if not batches:
+        return empty
     model = encoder.backbone.encoder
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    batches = unique_item_batches(pairs, cfg.batch_size, cfg.steps, rng)
-    warmup = max(1, int(cfg.warmup_fraction * len(batches)))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, max(
-        0.0, (len(batches) - s) / max(1, len(batches) - warmup))))
-    losses, samples, start, stopped = [], 0, time.perf_counter(), False
-    for step, batch in enumerate(batches):
-        if time.perf_counter() - start > cfg.max_seconds:
-            stopped = True
-            break
-        anchors = [texts.get(pairs[i][0]) or pairs[i][0] for i in batch]
-        positives = [texts.get(pairs[i][1]) or pairs[i][1] for i in batch]
-        loss = loss_fn(anchors, positives)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        samples += len(batch)
-        if progress:
-            progress(step, losses[-1])
-    model.eval()
-    return {"losses": losses, "steps": len(losses), "pairs": len(pairs), "samples": samples,
-            "stopped_by_time": stopped}
+
+    def embed(input_ids, attention_mask):
+        return encoder.embed({"input_ids": input_ids, "attention_mask": attention_mask})
+
+    result = Engine(device).run(
+        PairStep(model, embed, scale=cfg.scale, symmetric=True), decay_groups(model.named_parameters(), cfg.lr, 0.01),
+        pair_micro_batches([texts.get(a) or a for a, _ in pairs], [texts.get(b) or b for _, b in pairs], batches,
+                           encoder.tokenize),
+        LoopSettings(steps=len(batches), warmup=cfg.warmup_fraction, max_seconds=cfg.max_seconds, desc="item encoder"),
+        progress=progress)
+    return {"losses": result.losses, "steps": result.steps, "pairs": len(pairs), "samples": result.samples_seen,
+            "stopped_by_time": result.stopped_by_time}
 
 
 def save_encoder(encoder: TextEncoder, directory: str | Path) -> Path:

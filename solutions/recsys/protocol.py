@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.data import Interaction, InteractionData
+from solutions.recsys.data import Interaction, InteractionData
 
 MOVIELENS_THRESHOLD = 3.5
 

@@ -1,4 +1,4 @@
-"""The `verticals` command through a real subprocess."""
+"""The `verticals` command through a real subprocess (`python -m verticals.cli`, the console entry)."""
 
 import json
 import os
@@ -13,7 +13,7 @@ from tests.conftest import needs_real_data, write_csv
 
 def run_cli(*args, stdin=None, env=None, timeout=300):
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], input=stdin, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "verticals.cli", *args], input=stdin, capture_output=True,
                           text=True, env=full_env, timeout=timeout)
 
 
@@ -32,6 +32,9 @@ def test_recipes_lists_the_support_recipes():
 @pytest.mark.parametrize("args,message", [
     (("train", "support/nope"), "unknown recipe 'support/nope'"),
     (("train", "support/intent-lora", "learning_rate=1"), "unknown key 'learning_rate'; valid keys:"),
+    (("train", "support/intent-lora", "train.lrate=1"), "Did you mean 'train.lr'?"),
+    (("train", "/nonexistent/mine.yaml"), "recipe not found: /nonexistent/mine.yaml"),
+    (("train", "support/intent-lora", "--nproc", "0"), "not a number of processes"),
     (("train", "support/intent-lora", "epochs=many"), "bad value for 'epochs'"),
     (("eval", "/nonexistent/run"), "not a finished run directory"),
     (("predict", "/nonexistent/run", "hello"), "not a saved verticals model"),

@@ -1,5 +1,5 @@
 """`verticals eval` scores held-out rows only; train refuses to clobber or mis-resume runs;
-positional arguments may follow options. Mostly through `core.cli.main` in-process (the real
+positional arguments may follow options. Mostly through `verticals.cli.main` in-process (the real
 parser and commands, without paying the torch import per call); one real subprocess."""
 
 import json
@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from core.cli import main
 from tests.cli.test_cli import run_cli
 from tests.conftest import CARD, TRANSFER, write_csv
+from verticals.cli import main
 
 ROWS = [(f"{t} case {i}", label) for i in range(5) for texts, label in ((CARD, "card"), (TRANSFER, "transfer"))
         for t in texts]  # 60 distinct texts: one file, split 48 / 6 / 6 by the loader
@@ -19,14 +19,14 @@ TRAIN_ARGS = ["train", "support/intent-lora", "backbone=tiny", "max_steps=2", "-
 @pytest.fixture(scope="module")
 def one_file_run(tmp_path_factory):
     from core.config import load_recipe_file
-    from core.recipes import run_classification
-    from solutions import RECIPES
+    from core.recipes import run_recipe
+    from verticals.registry import RECIPES
 
     root = tmp_path_factory.mktemp("one-file")
     data = write_csv(root / "d.csv", ROWS)
     cfg = load_recipe_file(RECIPES["support/intent-lora"], {"backbone": "tiny", "data": str(data), "max_steps": "2"},
                            name="support/intent-lora")
-    run_classification(cfg, root / "run", progress=False)
+    run_recipe(cfg, root / "run", progress=False)
     return root / "run", data
 
 

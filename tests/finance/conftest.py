@@ -42,7 +42,7 @@ def tiny_sentiment_run(tmp_path_factory) -> Path:
     """finance/sentiment-full trained 2 steps on the tiny backbone: a real, loadable run dir."""
     from core.config import load_recipe_file
     from core.recipes import run_classification
-    from solutions import RECIPES
+    from verticals.registry import RECIPES
 
     root = tmp_path_factory.mktemp("sentiment-run")
     rows = [("profit rose and sales increased", "positive"), ("shares fell after the loss", "negative"),

@@ -1,6 +1,6 @@
 """`verticals finance ...` in-process: user mistakes print a message and exit 2; report writes a page."""
 
-from core.cli import main
+from verticals.cli import main
 from tests.finance.conftest import demo_stream_dir
 
 

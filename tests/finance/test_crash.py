@@ -53,7 +53,7 @@ def test_monitor_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(tm
     lines, ids, malformed = _stream(1000)
     stream, db = tmp_path / "stream.jsonl", tmp_path / "m.db"
     stream.write_text("")
-    cmd = [sys.executable, "-m", "core.cli", "finance", "monitor", str(stream), "--db", str(db),
+    cmd = [sys.executable, "-m", "verticals.cli", "finance", "monitor", str(stream), "--db", str(db),
            "--model", str(tiny_sentiment_run), "--batch-size", "8", "--poll-seconds", "0.02",
            "--sink", f"jsonl:{tmp_path / 'alerts.jsonl'}", "--drain-seconds", "0"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}

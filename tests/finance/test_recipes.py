@@ -7,7 +7,7 @@ import pytest
 from core.config import load_recipe_file
 from core.model import load_classifier
 from core.recipes import run_classification
-from solutions import RECIPES
+from verticals.registry import RECIPES
 from solutions.finance.sentiment import score_texts
 from tests.conftest import write_csv
 

@@ -27,3 +27,27 @@ def test_score_texts_uses_the_models_probabilities():
 
     assert score_texts(Stub(), ["a", "b"]).score == pytest.approx([-0.25, -0.25])
     assert len(score_texts(Stub(), []).score) == 0
+
+
+def test_score_texts_passes_the_batch_size_to_every_kind_of_classifier(tiny_backbone_dir):
+    from core.zeroshot import ZeroShotClassifier
+    from solutions.finance.sentiment import ZERO_SHOT_DESCRIPTIONS
+
+    seen = []
+
+    class Recording:
+        labels = ("negative", "neutral", "positive")
+
+        def predict_proba(self, texts, batch_size=64):
+            seen.append(batch_size)
+            return np.full((len(texts), 3), 1 / 3)
+
+    score_texts(Recording(), ["a", "b"], batch_size=7)
+    assert seen == [7]
+    zero_shot = ZeroShotClassifier("tiny", ZERO_SHOT_DESCRIPTIONS)
+    texts = ["profit rose", "shares fell sharply after the bank disclosed losses", "the company is in london"]
+    one = score_texts(zero_shot, texts, batch_size=1)
+    many = score_texts(zero_shot, texts, batch_size=64)
+    np.testing.assert_allclose(one.score, many.score, atol=1e-5)
+    np.testing.assert_allclose(one.score, zero_shot.predict_proba(texts)[:, 2] - zero_shot.predict_proba(texts)[:, 0],
+                               atol=1e-5)

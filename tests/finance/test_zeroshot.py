@@ -36,3 +36,27 @@ def test_a_description_is_classified_as_its_own_label(tiny_backbone_dir):
 def test_label_without_description_is_a_user_error(tiny_backbone_dir):
     with pytest.raises(UserError, match="has no"):
         ZeroShotClassifier("tiny", {"a": ["x"], "b": []})
+
+
+def _alone(backbone, texts):
+    """Each text embedded on its own (no padding), mean-pooled by hand: the tiny backbone's pooling."""
+    import torch
+
+    with torch.no_grad():
+        return np.stack([backbone.encoder(**backbone.tokenizer([t], return_tensors="pt")).last_hidden_state[0]
+                         .mean(dim=0).numpy() for t in texts])
+
+
+def test_probabilities_are_the_hand_maths_on_the_encoder_outputs(tiny_backbone_dir):
+    descriptions = {"card": ["my card was declined at the shop", "card"],
+                    "transfer": ["my transfer is pending", "send money abroad to another bank account today"],
+                    "refund": ["i want a refund"]}
+    clf = ZeroShotClassifier("tiny", descriptions, temperature=0.1, batch_size=2)
+    texts = ["hello", "why was my card declined at the atm this morning", "refund", "where is my transfer"]
+    expected_protos = prototypes([_alone(clf.backbone, descriptions[label]) for label in clf.labels])
+    np.testing.assert_allclose(clf.label_prototypes, expected_protos, atol=1e-5)
+    expected = zero_shot_probs(_alone(clf.backbone, texts), expected_protos, 0.1)
+    np.testing.assert_allclose(clf.predict_proba(texts), expected, atol=1e-4)
+    # the same call as a trained classifier's: any batch size gives the same rows in input order
+    np.testing.assert_allclose(clf.predict_proba(texts, batch_size=1), expected, atol=1e-4)
+    np.testing.assert_allclose(clf.encode(texts, batch_size=3), _alone(clf.backbone, texts), atol=1e-5)

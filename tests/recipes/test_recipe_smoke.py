@@ -8,7 +8,7 @@ import pytest
 from core.config import load_recipe_file
 from core.model import PROBE_C_GRID, load_classifier
 from core.recipes import run_classification
-from solutions import RECIPES
+from verticals.registry import RECIPES
 
 COST_KEYS = {"wall_seconds", "cpu_seconds", "peak_rss_mb", "trainable_params", "total_params",
              "train_samples_per_second", "tokens_seen"}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from core.data import Interaction
+from solutions.recsys.data import Interaction
 from solutions.recsys.baselines import ItemKNN, MostPopular, top_k_cosine, user_item_matrix
 from solutions.recsys.content import ContentRecommender, HybridRecommender, choose_alpha, recency_weights
 from solutions.recsys.protocol import temporal_split

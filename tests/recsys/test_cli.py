@@ -12,7 +12,7 @@ from tests.conftest import needs_real_data, real_data_root
 
 
 def run_cli(*args, timeout=240):
-    return subprocess.run([sys.executable, "-m", "core.cli", "recsys", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "verticals.cli", "recsys", *args], capture_output=True, text=True,
                           env={**os.environ}, timeout=timeout)
 
 
@@ -55,7 +55,7 @@ def test_evaluate_prints_metrics_for_the_baselines():
 
 @needs_real_data
 def test_movielens_baselines_under_the_protocol():
-    from core.data import load_interactions
+    from solutions.recsys.data import load_interactions
     from solutions.recsys.baselines import ItemKNN, MostPopular
     from solutions.recsys.protocol import evaluate_scores, split_dataset
 

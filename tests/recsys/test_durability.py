@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from core.data import load_interactions
+from solutions.recsys.data import load_interactions
 from core.errors import UserError
 from solutions.recsys import live
 from solutions.recsys.catalog import Catalog, user_histories
@@ -327,7 +327,7 @@ def test_writes_acknowledged_over_http_survive_kill_9(index_dir, tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "VERTICALS_API_TOKEN"}
     log = open(tmp_path / "server.log", "wb")
-    command = [sys.executable, "-m", "core.cli", "recsys", "serve", str(index_dir), "--port", str(port)]
+    command = [sys.executable, "-m", "verticals.cli", "recsys", "serve", str(index_dir), "--port", str(port)]
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:

@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.data import Interaction
+from core.contrastive import mnrl, no_duplicate_batches
 from solutions.recsys.content import TextEncoder
-from solutions.recsys.finetune import (FinetuneConfig, co_consumption_pairs, finetune_encoder, save_encoder,
-                                       unique_item_batches)
-from solutions.recsys.loss import InBatchNegativesLoss
+from solutions.recsys.data import Interaction
+from solutions.recsys.finetune import FinetuneConfig, co_consumption_pairs, finetune_encoder, save_encoder
 from solutions.recsys.protocol import temporal_split
 
 
@@ -16,9 +15,9 @@ def test_loss_is_lower_on_true_pairs_than_on_shuffled_pairs():
     gen = torch.Generator().manual_seed(0)
     anchors = torch.nn.functional.normalize(torch.randn(16, 8, generator=gen), dim=-1)
     positives = torch.nn.functional.normalize(anchors + 0.1 * torch.randn(16, 8, generator=gen), dim=-1)
-    loss = InBatchNegativesLoss(encoder=None)
-    true = loss.loss_from_embeddings(anchors, positives)
-    shuffled = loss.loss_from_embeddings(anchors, positives[torch.randperm(16, generator=gen)])
+    loss = mnrl(symmetric=True)
+    true = loss.compute_loss_from_embeddings([anchors, positives], None)
+    shuffled = loss.compute_loss_from_embeddings([anchors, positives[torch.randperm(16, generator=gen)]], None)
     assert true < shuffled
 
 
@@ -26,7 +25,7 @@ def test_loss_of_identical_orthogonal_pairs_by_hand():
     # one-hot pairs: the right logit is scale*1, the B-1 others 0 -> CE = log(1 + (B-1) e^-scale)
     emb = torch.eye(4)
     expected = np.log(1 + 3 * np.exp(-2.0))
-    loss = InBatchNegativesLoss(None, scale=2.0).loss_from_embeddings(emb, emb).item()
+    loss = mnrl(scale=2.0, symmetric=True).compute_loss_from_embeddings([emb, emb], None).item()
     assert loss == pytest.approx(expected, rel=1e-5)
 
 
@@ -39,24 +38,26 @@ def test_pairs_are_consecutive_items_within_the_window_and_gap():
 def test_batches_never_repeat_an_item():
     rng = np.random.default_rng(0)
     pairs = [(f"i{a}", f"i{b}") for a, b in rng.integers(0, 40, (300, 2)) if a != b]
-    batches = unique_item_batches(pairs, batch_size=8, n_batches=50, rng=rng)
+    batches = no_duplicate_batches({"anchor": [a for a, _ in pairs], "positive": [b for _, b in pairs]},
+                                   batch_size=8, n_batches=50, seed=0)
     assert len(batches) == 50
     for batch in batches:
         items = [item for i in batch for item in pairs[i]]
         assert len(items) == len(set(items)) and len(batch) == 8
 
 
-def test_batches_from_too_few_items_are_partial_not_endless():
-    batches = unique_item_batches([("a", "b"), ("b", "c"), ("c", "d")], batch_size=8, n_batches=5,
-                                  rng=np.random.default_rng(0))
-    assert 1 <= len(batches) <= 5 and all(2 <= len(b) <= 8 for b in batches)
+def test_batches_from_too_few_items_end_instead_of_looping():
+    pairs = [("a", "b"), ("b", "c"), ("c", "d")]
+    columns = {"anchor": [a for a, _ in pairs], "positive": [b for _, b in pairs]}
+    assert no_duplicate_batches(columns, batch_size=8, n_batches=5, seed=0) == []  # no full batch exists
+    assert all(len(b) == 2 for b in no_duplicate_batches(columns, batch_size=2, n_batches=5, seed=0))
 
 
 def test_finetune_runs_and_the_saved_encoder_reloads_identically(tmp_path, tiny_backbone_dir):
     encoder = TextEncoder.load("tiny", max_length=32)
     texts = {f"i{n}": f"item {word}" for n, word in enumerate("card transfer order refund pin cash atm fee".split())}
     pairs = [(f"i{a}", f"i{(a + 1) % 8}") for a in range(8)]
-    fit = finetune_encoder(encoder, pairs, texts, FinetuneConfig(steps=2, batch_size=4), np.random.default_rng(0))
+    fit = finetune_encoder(encoder, pairs, texts, FinetuneConfig(steps=2, batch_size=4))
     assert fit["steps"] == 2 and all(np.isfinite(fit["losses"]))
     save_encoder(encoder, tmp_path / "enc")
     assert (tmp_path / "enc" / "model.safetensors").is_file()

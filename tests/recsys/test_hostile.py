@@ -16,7 +16,7 @@ FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=list(Healt
 
 
 def _state(tmp_path):
-    from core.data import load_interactions
+    from solutions.recsys.data import load_interactions
     from solutions.recsys.catalog import Catalog, item_metadata, user_histories
     from solutions.recsys.content import TextEncoder, embed_catalog
     from solutions.recsys.index import ItemIndex

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from core.data import Interaction
+from solutions.recsys.data import Interaction
 from solutions.recsys.protocol import (catalog_coverage, cold_start_split, mrr, ndcg_at_k, rank_items,
                                        ranking_metrics, recall_at_k, temporal_split, validation_split)
 

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from core.data import load_interactions
+from solutions.recsys.data import load_interactions
 from solutions.recsys.catalog import Catalog, item_metadata, user_histories
 from solutions.recsys.content import TextEncoder, embed_catalog
 from solutions.recsys.index import ItemIndex

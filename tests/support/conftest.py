@@ -8,7 +8,7 @@ def support_run(tmp_path_factory):
     """A tiny-backbone intent run (LoRA, calibrated, with a kNN out-of-scope scorer)."""
     from core.config import load_recipe_file
     from core.recipes import run_classification
-    from solutions import RECIPES
+    from verticals.registry import RECIPES
 
     folder = tmp_path_factory.mktemp("support-data")
     rows = [(t, "card") for t in CARD] + [(t, "transfer") for t in TRANSFER]

@@ -1,15 +1,10 @@
+"""Classification config: flat override aliases, the rules declared on the fields, file options.
+(Dotted paths, the generic builder and every recipe YAML: test_config_build.py.)"""
+
 import pytest
 
-from core.config import build_recipe, load_recipe_file, parse_overrides
+from core.config import build_recipe, parse_overrides
 from core.errors import UserError
-from solutions import RECIPES
-
-
-@pytest.mark.parametrize("name", sorted(RECIPES))
-def test_every_recipe_yaml_loads_and_validates(name):
-    cfg = load_recipe_file(RECIPES[name], name=name)
-    assert cfg.name == name and cfg.description
-    assert cfg.model.peft in ("none", "lora", "frozen") and cfg.train.lr > 0
 
 
 def test_flat_overrides_land_in_their_sections():
@@ -21,8 +16,15 @@ def test_flat_overrides_land_in_their_sections():
 
 
 def test_unknown_override_key_lists_the_valid_keys():
-    with pytest.raises(UserError, match=r"unknown key 'learning_rate'; valid keys: .*batch_size.*\blr\b"):
+    with pytest.raises(UserError, match=r"unknown key 'learning_rate'; valid keys: .*train\.batch_size.*train\.lr\b"):
         build_recipe({}, {"learning_rate": "1e-4"})
+
+
+def test_unknown_key_suggests_the_closest_one():
+    with pytest.raises(UserError, match=r"unknown key 'epoch'.*Did you mean 'epochs'\?"):
+        build_recipe({}, {"epoch": "2"})
+    with pytest.raises(UserError, match=r"unknown key 'train.lrr'.*Did you mean 'train.lr'\?"):
+        build_recipe({}, {"train.lrr": "1"})
 
 
 @pytest.mark.parametrize("key,value,message", [
@@ -33,6 +35,12 @@ def test_unknown_override_key_lists_the_valid_keys():
     ("peft", "adapter", "choose one of none, lora"),
     ("class_weights", "sometimes", "choose one of none, balanced"),
     ("encoding", "klingon", "not a text encoding Python knows"),
+    ("train_fraction", "1.5", r"at most 1 \(a share of the training set\)"),
+    ("ema_decay", "1", r"below 1 \(e.g. 0.99\)"),
+    ("mode", "distill", "choose one of probe, finetune, fewshot, zeroshot"),
+    ("zeroshot.temperature", "0", "greater than 0"),
+    ("ood_scorer", "lof", "choose one of knn_energy"),
+    ("label_names", "maybe", "not a valid bool"),
 ])
 def test_bad_values_are_rejected_with_the_reason(key, value, message):
     with pytest.raises(UserError, match=message):

@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 
-from core.data import (LabelMap, Split, data_root, load_card, load_classification, parse_phrasebank,
-                       read_records, records_to_split, stratified_split, verified_file)
+import core.data
+from core.data import (READERS, LabelMap, Split, card_reader, data_root, load_card, load_card_csv,
+                       load_classification, read_records, records_to_split, stratified_split, verified_file)
 from core.errors import UserError
-from tests.conftest import needs_real_data, real_data_root, write_csv
+from tests.conftest import REPO, needs_real_data, real_data_root, write_csv
 
 
 def test_stratified_split_holds_out_fraction_of_each_label_and_keeps_input():
@@ -22,13 +23,6 @@ def test_stratified_split_is_seeded_and_never_holds_out_a_singleton():
     two = stratified_split(split, 0.5, np.random.default_rng(7))
     assert one == two
     assert "solo" in one[0].labels and "solo" not in one[1].labels
-
-
-def test_parse_phrasebank_drops_duplicates_and_conflicting_sentences():
-    text = "Profit rose .@positive\nProfit rose .@positive\nSales flat .@neutral\nSales flat .@negative\nA@b@neutral\n"
-    pairs, dropped = parse_phrasebank(text)
-    assert pairs == [("Profit rose .", "positive"), ("A@b", "neutral")]
-    assert dropped == {"duplicates_removed": 1, "conflicting_sentences_dropped": 1}
 
 
 def test_label_map_rejects_labels_never_seen_in_training():
@@ -116,11 +110,42 @@ def test_banking77_split_sizes():
     assert set(data.validation.texts).isdisjoint(data.train.texts)
 
 
-@needs_real_data
-def test_phrasebank_split_is_deduplicated_and_allagree_is_inside_test():
-    data = load_classification("financial_phrasebank", root=real_data_root())
-    # 4,846 lines - 6 exact duplicates - 2 sentences x 2 conflicting labels
-    assert len(data.train) + len(data.validation) + len(data.test) == 4846 - 6 - 2 * 2
-    assert set(data.train.texts).isdisjoint(data.test.texts)
-    assert set(data.extra["test_allagree"].texts) <= set(data.test.texts)
-    assert data.labels == ["negative", "neutral", "positive"]
+def test_a_card_is_read_by_the_reader_of_its_format_type(monkeypatch, tmp_path):
+    seen = []
+
+    def reader(card, config, root):
+        seen.append((card["name"], config, root))
+        return "read"
+
+    monkeypatch.setitem(READERS, "lines", reader)
+    card = {"name": "mine", "task": "text-classification", "format": {"type": "lines"}}
+    assert card_reader(card)(card, "v2", tmp_path) == "read"
+    assert seen == [("mine", "v2", tmp_path)]
+
+
+def test_unknown_format_type_names_the_type_the_card_and_the_known_types(monkeypatch):
+    monkeypatch.setattr(core.data, "READERS", {"csv": load_card_csv})  # core alone: no solution installed
+    with pytest.raises(UserError, match=r"'financial_phrasebank' \(datasets/financial_phrasebank/card.yaml\) "
+                                        r"has format type 'phrasebank'.*Known format types: csv.*import verticals"):
+        load_classification("financial_phrasebank")
+
+
+def test_a_recommendation_card_is_not_read_as_classification():
+    with pytest.raises(UserError, match="'demo_catalog' is a 'recommendation' dataset.*not text classification"):
+        load_classification("demo_catalog")
+
+
+def test_a_config_on_a_card_without_configs_is_an_error():
+    with pytest.raises(UserError, match=r"'demo_support' has no configs; use data=demo_support \(without ':v2'\)"):
+        load_classification("demo_support:v2")
+
+
+def test_core_alone_reads_only_its_own_formats_and_loads_no_solution():
+    import subprocess
+    import sys
+
+    code = ("import sys, core.data; print(sorted(core.data.READERS), "
+            "sorted(m for m in sys.modules if m.split('.')[0] in ('solutions', 'verticals')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=REPO).stdout
+    assert out.strip() == "['csv'] []"

@@ -4,8 +4,8 @@ import torch
 
 from core.backbones import load_backbone
 from core.data import Split
-from core.fewshot import (ContrastiveSettings, MultipleNegativesRankingLoss, fit_contrastive, pair_batches,
-                          sample_per_class)
+from core.contrastive import mnrl, no_duplicate_batches
+from core.fewshot import ContrastiveSettings, class_pairs, fit_contrastive, sample_per_class
 from core.model import build_classifier
 from tests.conftest import CARD, TRANSFER
 
@@ -17,21 +17,28 @@ def test_sample_per_class_keeps_k_of_each_label_and_is_seeded():
     assert one == sample_per_class(split, 2, np.random.default_rng(3))
 
 
-def test_pair_batches_never_repeat_a_class_in_a_batch():
+def test_class_pairs_batched_without_duplicates_never_repeat_a_class_in_a_batch():
     labels = ["a"] * 3 + ["b"] * 3 + ["c"] * 3 + ["solo"]
-    for batch in pair_batches(labels, batch_size=8, steps=20, rng=np.random.default_rng(0)):
-        classes = [labels[a] for a, _ in batch]
-        assert len(batch) == 3 and len(set(classes)) == 3 and "solo" not in classes
-        assert all(labels[a] == labels[p] and a != p for a, p in batch)
+    anchors, positives = class_pairs(labels, 60, np.random.default_rng(0))
+    assert all(labels[a] == labels[p] and a != p and labels[a] != "solo" for a, p in zip(anchors, positives))
+    batches = no_duplicate_batches({"anchor": [f"t{a}" for a in anchors], "positive": [f"t{p}" for p in positives],
+                                    "class": [labels[a] for a in anchors]}, batch_size=3, n_batches=20, seed=0)
+    assert len(batches) == 20
+    for batch in batches:
+        classes = [labels[anchors[i]] for i in batch]
+        assert len(batch) == 3 and len(set(classes)) == 3
 
 
 def test_mnrl_loss_is_lower_on_true_pairs_than_shuffled():
-    loss = MultipleNegativesRankingLoss(scale=1.0)
+    loss = mnrl(scale=1.0)
     anchors = torch.eye(4)
-    assert loss.loss_from_embeddings(anchors, anchors) < loss.loss_from_embeddings(anchors, anchors[[1, 2, 3, 0]])
+    true = loss.compute_loss_from_embeddings([anchors, anchors], None)
+    assert true < loss.compute_loss_from_embeddings([anchors, anchors[[1, 2, 3, 0]]], None)
     # orthogonal unit vectors, scale 1: each row is -log(e^1 / (e^1 + 3 e^0))
     expected = -np.log(np.e / (np.e + 3))
-    assert loss.loss_from_embeddings(anchors, anchors).item() == pytest.approx(expected, rel=1e-5)
+    assert true.item() == pytest.approx(expected, rel=1e-5)
+    symmetric = mnrl(scale=1.0, symmetric=True).compute_loss_from_embeddings([anchors, anchors], None)
+    assert symmetric.item() == pytest.approx(expected, rel=1e-5)  # same both ways for identical sides
 
 
 def test_contrastive_phase_pulls_same_class_texts_together():

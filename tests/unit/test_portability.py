@@ -11,7 +11,7 @@ from core.config import load_recipe_file
 from core.errors import UserError
 from core.model import load_classifier
 from core.recipes import run_classification
-from solutions import RECIPES
+from verticals.registry import RECIPES
 
 TEXTS = ["my card was declined", "transfer to another bank", "hello"]
 

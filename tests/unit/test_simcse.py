@@ -5,7 +5,8 @@ import torch
 
 from core.backbones import build_tiny_backbone, load_backbone, write_sentence_transformers_files
 from core.errors import UserError
-from core.simcse import SimCSEConfig, _mnrl_class, sentence_model, simcse_adapt, two_view_loss
+from core.contrastive import mnrl
+from core.simcse import SimCSEConfig, simcse_adapt, simcse_step
 
 TEXTS = ["my card was declined at the shop", "where is my order it has not arrived",
          "how do i reset my password", "my transfer is pending", "i want to cancel my order",
@@ -76,7 +77,7 @@ def test_batch_of_one_is_a_user_error(tmp_path):
 
 def test_loss_is_lower_on_identical_pairs_than_on_shuffled_pairs():
     """Hand-made embeddings: one-hot anchors; positives identical vs rotated by one row."""
-    loss_fn = _mnrl_class()(model=None, scale=20.0)
+    loss_fn = mnrl(scale=20.0)
     anchors = torch.eye(4)
     shuffled = anchors.roll(1, dims=0)
     identical = float(loss_fn.compute_loss_from_embeddings([anchors, anchors.clone()], None))
@@ -86,26 +87,29 @@ def test_loss_is_lower_on_identical_pairs_than_on_shuffled_pairs():
     assert wrong == pytest.approx(20 + math.log(1 + 3 * math.exp(-20)), abs=1e-4)
 
 
+def _features(backbone, texts):
+    return dict(backbone.tokenizer(texts, padding=True, return_tensors="pt"))
+
+
 def test_model_loss_is_lower_for_own_positives_than_for_shuffled_ones():
-    model = sentence_model(load_backbone("tiny"), max_length=64).eval()
-    loss_fn = _mnrl_class()(model, scale=20.0)
-    texts = TEXTS[:4]
+    backbone = load_backbone("tiny")
+    step = simcse_step(backbone).eval()
+    features = _features(backbone, TEXTS[:4])
+    shuffled = {k: v.roll(1, dims=0) for k, v in features.items()}
     with torch.no_grad():
-        own, _ = two_view_loss(model, loss_fn, texts)
-        emb = model.encode(texts, convert_to_tensor=True)
-        shuffled = loss_fn.compute_loss_from_embeddings([emb, emb.roll(1, dims=0)], None)
-    assert float(own) < float(shuffled)
+        assert float(step((features, features))) < float(step((features, shuffled)))
 
 
 def test_two_views_differ_only_in_train_mode():
-    model = sentence_model(load_backbone("tiny"), max_length=64)
-    features = model.preprocess(TEXTS[:2])
+    backbone = load_backbone("tiny")
+    step = simcse_step(backbone)
+    features = _features(backbone, TEXTS[:2])
 
     def embed():
-        return model(dict(features))["sentence_embedding"]
+        return step._embed(**features)
 
     with torch.no_grad():
-        model.train()
+        step.train()
         assert not torch.allclose(embed(), embed())
-        model.eval()
+        step.eval()
         assert torch.allclose(embed(), embed())

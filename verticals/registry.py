@@ -1,0 +1,64 @@
+"""The app layer's lists: recipes, solution subcommands, tasks and data readers, as plain dicts.
+
+Everything a name in a YAML or on the command line can pick is listed here, explicitly (no module
+scanning, no register-on-import): RECIPES (recipe name -> YAML file), SOLUTION_CLIS (modules whose
+`register(subparsers)` adds a solution's subcommands), TASKS (a YAML's `task:` -> its config
+schema and the runner that trains it) and SOLUTION_READERS (data card format types the solutions
+read), which `install()` adds to core.data.READERS. core/ never imports this module: the CLI and
+the API pass these dicts down.
+Leaves out: the commands themselves (core.cli, the solutions' cli modules) and the recipes' code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import core.data
+import solutions
+from core.config import RecipeConfig
+from core.recipes import run_recipe
+from solutions.finance import cli as finance_cli
+from solutions.finance.data import READERS as FINANCE_READERS
+from solutions.recsys import cli as recsys_cli
+from solutions.recsys.recipe import ItemEncoderRecipe, train_item_encoder
+from solutions.support import cli as support_cli
+
+SOLUTIONS_DIR = Path(solutions.__file__).resolve().parent
+
+
+def _recipe(solution: str, name: str) -> Path:
+    return SOLUTIONS_DIR / solution / "recipes" / f"{name}.yaml"
+
+
+RECIPES: dict[str, Path] = {
+    "support/intent-full": _recipe("support", "intent-full"),
+    "support/intent-lora": _recipe("support", "intent-lora"),
+    "support/intent-demo": _recipe("support", "intent-demo"),
+    "support/intent-probe": _recipe("support", "intent-probe"),
+    "support/intent-fewshot": _recipe("support", "intent-fewshot"),
+    "support/intent-probe-mpnet": _recipe("support", "intent-probe-mpnet"),
+    "support/intent-zeroshot": _recipe("support", "intent-zeroshot"),
+    "finance/sentiment-full": _recipe("finance", "sentiment-full"),
+    "finance/sentiment-lora": _recipe("finance", "sentiment-lora"),
+    "recsys/item-encoder": _recipe("recsys", "item-encoder"),
+}
+
+# Each module's `register(subparsers)` adds its subcommands; they import only argparse and
+# core.errors at load time (heavy imports stay inside the command functions).
+SOLUTION_CLIS = (support_cli, finance_cli, recsys_cli)
+
+# A YAML's `task:` (default classification) -> (config schema, runner). A runner is
+# `runner(cfg, run_dir, *, data_dir, resume, overwrite, progress) -> report dict`.
+TASKS: dict[str, tuple[type, object]] = {
+    "classification": (RecipeConfig, run_recipe),
+    "recsys-item-encoder": (ItemEncoderRecipe, train_item_encoder),
+}
+
+# Data card `format.type` -> reader, for the formats a solution reads (core reads csv itself).
+SOLUTION_READERS = (FINANCE_READERS,)
+
+
+def install() -> None:
+    """Let core's loaders read the solutions' card formats (idempotent)."""
+    for readers in SOLUTION_READERS:
+        core.data.READERS.update(readers)
