@@ -11,7 +11,8 @@ Question: training samples/s of a full fine-tune on BANKING77 (MiniLM, batch 32,
 
 Every system does the same extra work inside its timed call: one validation pass on the same 256
 validation rows and one checkpoint at the end of the epoch. Each run is a fresh process (no warm
-caches), the systems interleaved over `--rounds` rounds; samples/s = training examples / wall time
+caches), the systems interleaved over `--rounds` rounds (after the first, only `engine`, `trainer`
+and `trainer-grouped`); samples/s = training examples / wall time
 of the `fit()` / `trainer.train()` call; the load average is recorded beside every timing.
 
     python -m benchmarks.engine_speed --data-dir ../shared/datasets [--rounds 2]
@@ -177,8 +178,8 @@ def main() -> None:
         try:
             for round_ in range(args.rounds):
                 for system in systems:
-                    if round_ and system in ("engine-random-batches", "trainer-grouped"):
-                        continue  # one round is enough for the variants
+                    if round_ and system in ("engine-random-batches", "previous-fit"):
+                        continue  # one round is enough for these (previous-fit = engine-random-batches' batches)
                     row = {"system": system, "round": round_, **_subprocess(system, args.data_dir, worktree)}
                     print(json.dumps(row), flush=True)
                     rows.append(row)

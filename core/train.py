@@ -115,11 +115,11 @@ class ClassificationStep(nn.Module):
 def epoch_order(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, group_by_length: bool) -> np.ndarray:
     """The order of one epoch: a seeded permutation; with `group_by_length`, cut into megabatches
     of up to MEGABATCH batches, each sorted by length (longest first), so batches pad little.
-    A megabatch is at most 1/8 of the epoch, so a small training set still gets batches of new
+    A megabatch is at most half the epoch, so a small training set still gets batches of new
     composition every epoch (sorting a whole epoch by length would give the same batches each
-    time, single-class ones where classes differ in length); under 16 batches: no grouping."""
+    time, single-class ones where classes differ in length); under 4 batches: no grouping."""
     perm = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).numpy()
-    per_group = min(MEGABATCH, math.ceil(len(lengths) / batch_size) // 8)
+    per_group = min(MEGABATCH, math.ceil(len(lengths) / batch_size) // 2)
     if not group_by_length or per_group < 2:
         return perm
     size = batch_size * per_group

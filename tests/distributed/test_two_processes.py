@@ -96,3 +96,15 @@ def test_verticals_train_with_nproc_2_writes_one_complete_run(tmp_path, tiny_bac
     assert report["fit"]["steps"] == 4
     model = load_classifier(out / "model")
     assert model.predict_proba(["my card was declined"]).shape == (1, len(model.labels))
+
+
+def test_recsys_item_encoder_recipe_with_nproc_2(tmp_path, tiny_backbone_dir):
+    out = tmp_path / "shop"
+    _run([sys.executable, "-m", "verticals.cli", "train", "recsys/item-encoder", "data=demo_catalog", "backbone=tiny",
+          "train.steps=2", "train.batch_size=4", "train.min_support=1", "--out", str(out), "--nproc", "2", "--quiet"],
+         tmp_path)
+    from core.report import read_report
+
+    report = read_report(out)
+    assert report["fit"]["steps"] == 2 and report["fit"]["processes"] == 2
+    assert (out / "encoder" / "model.safetensors").is_file()
