@@ -42,6 +42,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,9 +146,9 @@ def shard(indices, rank: int | None = None, world: int | None = None):
 
 
 def batch_count(batch: Any) -> tuple[int, int]:
-    """(samples, non-padding tokens) of a micro-batch: dicts of tensors with `attention_mask`,
-    or a list/tuple of such dicts (pairs); the first tensor's length otherwise."""
-    if isinstance(batch, dict):
+    """(samples, non-padding tokens) of a micro-batch: mappings of tensors with `attention_mask`
+    (dicts, a tokenizer's BatchEncoding), or a list/tuple of such (pairs); the first tensor's length otherwise."""
+    if isinstance(batch, Mapping):
         mask = batch.get("attention_mask")
         if mask is not None:
             return int(mask.shape[0]), int(mask.sum())
@@ -162,7 +163,7 @@ def batch_count(batch: Any) -> tuple[int, int]:
 def to_device(batch: Any, device) -> Any:
     if torch.is_tensor(batch):
         return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):  # dicts and a tokenizer's BatchEncoding (a UserDict, not a dict)
         return {k: to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(v, device) for v in batch)

@@ -1,0 +1,39 @@
+"""The engine's pieces that a trainer relies on, checked by hand."""
+
+import torch
+
+from core.engine import batch_count, decay_groups, shard, to_device
+
+
+def test_batch_count_reads_samples_and_real_tokens_of_dicts_pairs_and_batch_encodings():
+    from transformers import BatchEncoding
+
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    single = {"input_ids": torch.zeros(2, 3, dtype=torch.long), "attention_mask": mask}
+    assert batch_count(single) == (2, 3)
+    assert batch_count(BatchEncoding(single)) == (2, 3)  # a UserDict, not a dict
+    assert batch_count((single, BatchEncoding(single))) == (2, 6)  # pairs: samples once, tokens of both sides
+
+
+def test_to_device_turns_batch_encodings_into_dicts_of_tensors():
+    from transformers import BatchEncoding
+
+    moved = to_device((BatchEncoding({"input_ids": torch.ones(1, 2)}), [torch.zeros(1)]), "cpu")
+    assert isinstance(moved[0], dict) and torch.equal(moved[0]["input_ids"], torch.ones(1, 2))
+
+
+def test_shard_gives_each_process_an_interleaved_equal_slice():
+    idx = list(range(8))
+    assert shard(idx, rank=0, world=2) == [0, 2, 4, 6] and shard(idx, rank=1, world=2) == [1, 3, 5, 7]
+    assert shard(idx, rank=0, world=1) == idx
+
+
+def test_decay_groups_skip_biases_layernorms_and_frozen_weights():
+    layer = torch.nn.Linear(2, 2)
+    norm = torch.nn.LayerNorm(2)
+    frozen = torch.nn.Linear(2, 2).requires_grad_(False)
+    named = [("dense.weight", layer.weight), ("dense.bias", layer.bias), ("LayerNorm.weight", norm.weight),
+             ("frozen.weight", frozen.weight)]
+    decay, no_decay = decay_groups(named, lr=0.1, weight_decay=0.01)
+    assert decay["params"] == [layer.weight] and decay["weight_decay"] == 0.01
+    assert no_decay["params"] == [layer.bias, norm.weight] and no_decay["weight_decay"] == 0.0
