@@ -81,9 +81,8 @@ def run_trainer(data_dir: str, group: bool) -> dict:
 
     labels, train, val = _data(data_dir)
     index = {label: i for i, label in enumerate(labels)}
-    path = load_backbone("minilm").path
-    backbone = load_backbone("minilm")
-    tokenizer = backbone.tokenizer
+    backbone = load_backbone("minilm")  # loaded once: its directory and its tokenizer
+    path, tokenizer = backbone.path, backbone.tokenizer
 
     class Rows(Dataset):
         def __init__(self, rows):
