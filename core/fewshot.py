@@ -73,7 +73,7 @@ def fit_contrastive(model, train: Split, settings: ContrastiveSettings, *, devic
 
     rng = np.random.default_rng(settings.seed)
     anchors, positives = class_pairs(train.labels, settings.steps * settings.batch_size, rng)
-    classes = len({label for label in train.labels})
+    classes = len(set(train.labels))
     batches = no_duplicate_batches({"anchor": [train.texts[i] for i in anchors],
                                     "positive": [train.texts[i] for i in positives],
                                     "class": [train.labels[i] for i in anchors]},
