@@ -161,10 +161,10 @@ def main(argv=None) -> None:
     parser.add_argument("--reuse", action="store_true",
                         help="for recipe systems, read report.json of a finished run in --out-root instead of training")
     args = parser.parse_args(argv)
-    from core.cli import _quiet_libraries
+    from core.quiet import quiet_libraries
     from core.train import seed_everything
 
-    _quiet_libraries()
+    quiet_libraries()
     seed_everything(args.seed)
     data = load_classification("banking77", root=args.data_dir)
     label_map = LabelMap(data.labels)

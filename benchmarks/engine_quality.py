@@ -102,9 +102,9 @@ def main() -> None:
     parser.add_argument("--out-root", default="benchmarks/runs")
     args = parser.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",")]
-    from core.cli import _quiet_libraries
+    from core.quiet import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     path = RESULTS / "engine_quality.json"
     kept = json.loads(path.read_text())["rows"] if path.is_file() else []
     for part in args.parts.split(","):

@@ -135,11 +135,11 @@ def main(argv=None) -> None:
     parser.add_argument("--model", default="benchmarks/runs/finance-sentiment-full-seed0")
     parser.add_argument("--seeds", default="0,1,2")
     args = parser.parse_args(argv)
-    from core.cli import _quiet_libraries
+    from core.quiet import quiet_libraries
     from core.data import builtin_datasets_dir
     from solutions.finance.monitor.loop import load_scorer
 
-    _quiet_libraries()
+    quiet_libraries()
     model = load_scorer(args.model)
     seeds = [int(s) for s in args.seeds.split(",")]
     runs = []

@@ -208,10 +208,10 @@ def main(argv=None) -> None:
                         help="cap the fine-tune after adaptation (0 = the recipe's epochs)")
     parser.add_argument("--out-root", default="benchmarks/runs")
     args = parser.parse_args(argv)
-    from core.cli import _quiet_libraries
+    from core.quiet import quiet_libraries
     from core.train import seed_everything
 
-    _quiet_libraries()
+    quiet_libraries()
     seed_everything(args.seed)
     data = load_classification("financial_phrasebank", root=args.data_dir)
     rows = {}

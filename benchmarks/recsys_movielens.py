@@ -65,10 +65,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     import torch
 
-    from core.cli import _quiet_libraries
+    from core.quiet import quiet_libraries
     from core.train import seed_everything
 
-    _quiet_libraries()
+    quiet_libraries()
     seed_everything(args.seed)
     log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: E731
     data = load_interactions(args.dataset, root=args.data_dir)

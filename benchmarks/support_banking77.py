@@ -361,9 +361,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.oos_overrides = {"epochs": args.oos_epochs} if args.oos_epochs else {}
-    from core.cli import _quiet_libraries
+    from core.quiet import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     data = load_classification("banking77", root=args.data_dir)
     path = RESULTS / "support_banking77.json"
     record = json.loads(path.read_text()) if path.is_file() else {}

@@ -298,10 +298,10 @@ def main(argv=None) -> None:
                 print(write(domain, load_runs(domain)))
         return
     import verticals  # noqa: F401  installs the solutions' data readers (the phrasebank card format)
-    from core.cli import _quiet_libraries
+    from core.quiet import quiet_libraries
     from core.data import load_classification
 
-    _quiet_libraries()
+    quiet_libraries()
     data = load_classification(DOMAINS[args.domain]["dataset"], root=args.data_dir)
     runs = {(r["method"], r["seed"]): r for r in load_runs(args.domain)}
     for seed in [int(s) for s in args.seeds.split(",")]:  # seed-major: every method gets seed 0 first

@@ -97,8 +97,10 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: in
                      if count)) if n else 0.0
 
 
-def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, n_bins: int = 15) -> Path:
-    """One reliability curve per name (e.g. before / after temperature scaling), ECE in the legend."""
+def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, n_bins: int = 15,
+                     title: str | None = None, split: str = "test") -> Path:
+    """One reliability curve per name (e.g. before / after temperature scaling), ECE in the legend;
+    the default title names `split` and its row count (the rows of the first curve)."""
     from core.evaluate import _pyplot
 
     plt = _pyplot()
@@ -110,7 +112,9 @@ def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Pat
         ax.plot([b[4] for b in bins], [b[3] for b in bins], "o-", label=f"{name} (ECE {ece:.3f})")
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
-    ax.set_title("Reliability diagram")
+    n = len(next(iter(curves.values()))[1]) if curves else 0
+    ax.set_title(title or f"Reliability diagram, {split} split ({n:,} rows)\n{n_bins} equal-width confidence bins",
+                 fontsize=10)
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

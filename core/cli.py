@@ -17,29 +17,10 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
+from core.config import recipe_path  # noqa: F401 - re-exported
 from core.errors import UserError
-from core.text import check_text
-
-
-def _quiet_libraries() -> None:
-    import warnings
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-
-
-def recipe_path(recipe: str, recipes: Mapping[str, Path]) -> Path:
-    """A recipe name from `recipes`, or a YAML file: a user's own recipe or a run's config.yaml."""
-    if recipe.endswith((".yaml", ".yml")) or Path(recipe).is_file():
-        return Path(recipe)
-    if recipe not in recipes:
-        raise UserError(f"unknown recipe '{recipe}'. Available recipes: {', '.join(sorted(recipes))} "
-                        f"(see `verticals recipes`), or give a path to a recipe YAML file")
-    return Path(recipes[recipe])
+from core.quiet import quiet_libraries as _quiet_libraries
+from core.text import texts_from_args, texts_from_jsonl
 
 
 def cmd_recipes(args, *, recipes: Mapping[str, Path]) -> int:
@@ -100,18 +81,10 @@ def default_out(name: str) -> Path:
 
 
 def train_config(args, recipes: Mapping[str, Path], tasks: Mapping[str, tuple]):
-    """The validated config of `args.recipe` + `args.overrides` and the runner of its task: the
-    YAML's `task:` (default classification) picks the schema and runner from `tasks`."""
-    from core.config import build_config, parse_overrides, read_recipe
+    """The validated config of `args.recipe` + `args.overrides` and the runner of its task."""
+    from core.config import parse_overrides, resolve_recipe
 
-    path = recipe_path(args.recipe, recipes)
-    raw = read_recipe(path)
-    task = str(raw.get("task") or "classification")
-    if task not in tasks:
-        raise UserError(f"unknown task '{task}' in recipe {path}; known tasks: {', '.join(sorted(tasks))}")
-    schema, runner = tasks[task]
-    name = args.recipe if args.recipe in recipes else path.stem
-    return build_config(schema, raw, parse_overrides(args.overrides), name), runner
+    return resolve_recipe(args.recipe, parse_overrides(args.overrides), recipes, tasks)
 
 
 def cmd_train(args, *, recipes: Mapping[str, Path], tasks: Mapping[str, tuple]) -> int:
@@ -148,7 +121,8 @@ def cmd_eval(args) -> int:
     _quiet_libraries()
     from core.recipes import evaluate_run
 
-    result = evaluate_run(Path(args.run_dir), args.data, data_dir=args.data_dir, split=args.split, columns=columns)
+    result = evaluate_run(Path(args.run_dir), args.data, data_dir=args.data_dir, split=args.split, columns=columns,
+                          runtime=args.runtime)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -162,63 +136,46 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def texts_from_jsonl(lines, source: str) -> list[str]:
-    """Texts from JSONL lines ({"text": ...} objects or bare JSON strings); blank lines skipped."""
-    texts = []
-    n = 0
-    try:
-        for n, line in enumerate(lines, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                obj = json.loads(line)
-            except (json.JSONDecodeError, RecursionError):
-                raise UserError(f"{source} line {n} is not JSON; send one {{\"text\": ...}} object per line") from None
-            except ValueError as exc:  # e.g. an integer past Python's int-string conversion limit
-                raise UserError(f"{source} line {n} is not usable JSON: {str(exc)[:200]}") from None
-            text = obj.get("text") if isinstance(obj, dict) else obj
-            if not isinstance(text, str) or not text.strip():
-                raise UserError(f"{source} line {n}: needs a non-empty string field 'text'")
-            texts.append(check_text(text, f"{source} line {n}"))
-    except UnicodeDecodeError:
-        raise UserError(f"{source} is not valid UTF-8 (after {n} readable lines); send UTF-8 JSONL") from None
-    return texts
-
-
-def texts_from_args(texts: list[str]) -> list[str]:
-    """Texts given as arguments, each checked (argv bytes that are not UTF-8 arrive as surrogates)."""
-    return [check_text(t, f"text argument {i + 1}") for i, t in enumerate(texts)]
-
-
 def cmd_predict(args) -> int:
     texts = texts_from_args(args.texts) or texts_from_jsonl(sys.stdin, "stdin")
     if not texts:
         raise UserError("no texts to predict: pass them as arguments or as JSONL on stdin")
     _quiet_libraries()
-    from core.model import load_classifier
+    from core.predictor import load_run
     from core.recipes import predict_texts
 
-    run = Path(args.run_dir)
-    model = load_classifier(run / "model" if (run / "model").is_dir() else run)
+    model = load_run(args.run_dir, args.runtime)
     for row in predict_texts(model, texts, top_k=args.top_k):
         print(json.dumps(row))
     return 0
 
 
 def cmd_export(args) -> int:
+    """`export onnx RUN [--int8]` (beside the model, for --runtime onnx) or `export hf RUN OUT` (a
+    directory plain transformers loads, optionally pushed to a hub repo)."""
     _quiet_libraries()
-    from core.export import INT8_FILE, ONNX_FILE, export_onnx, quantize_int8
+    if args.format == "hf":
+        from core.hub import MODELING_FILE, export_hf, push_to_hub
+
+        out = export_hf(Path(args.run_dir), Path(args.out), overwrite=args.overwrite)
+        how = (f"transformers.pipeline(\"text-classification\", model=\"{out}\", trust_remote_code=True)"
+               if (out / MODELING_FILE).is_file() else f"sentence_transformers.SentenceTransformer(\"{out}\")")
+        print(f"wrote {out} (model card: {out / 'README.md'}); load it with {how}")
+        if args.push:
+            print(f"pushed to {push_to_hub(out, args.push)}")
+        return 0
+    from core.export import INT8_FILE, ONNX_FILE, export_onnx, onnx_size, quantize_int8
     from core.model import load_classifier
 
     run = Path(args.run_dir)
     model_dir = run / "model" if (run / "model").is_dir() else run
     model = load_classifier(model_dir)
     path = export_onnx(model, model_dir / ONNX_FILE)
-    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB); serve it with --runtime onnx")
+    # the size of graph + external weights (model.onnx.data): the graph file alone is a fraction of it
+    print(f"wrote {path} ({onnx_size(path) / 2**20:.1f} MB with its weights); serve it with --runtime onnx")
     if args.int8:
         path = quantize_int8(path, model_dir / INT8_FILE)
-        print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB); serve it with --runtime onnx-int8")
+        print(f"wrote {path} ({onnx_size(path) / 2**20:.1f} MB with its weights); serve it with --runtime onnx-int8")
     return 0
 
 
@@ -254,6 +211,13 @@ def nproc_count(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes (1 or more)")
     return n
+
+
+def runtime_arg(p: argparse.ArgumentParser) -> None:
+    from core.predictor import RUNTIMES
+
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                   help="how to run the model: torch, or ONNX Runtime fp32 / int8 (after `verticals export onnx RUN [--int8]`)")
 
 
 def build_parser(*, recipes: Mapping[str, Path], tasks: Mapping[str, tuple],
@@ -306,18 +270,29 @@ def build_parser(*, recipes: Mapping[str, Path], tasks: Mapping[str, tuple],
                         "as the run split its data")
     p.add_argument("--data-dir")
     p.add_argument("--json", action="store_true", help="print the full metrics as JSON")
+    runtime_arg(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="classify texts (arguments, or JSONL {\"text\": ...} on stdin)")
     p.add_argument("run_dir")
     p.add_argument("texts", nargs="*")
     p.add_argument("--top-k", type=int, default=3)
+    runtime_arg(p)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("export", help="export a trained classifier for faster CPU inference")
-    p.add_argument("format", choices=["onnx"])
+    p = sub.add_parser("export", help="export a run: ONNX for faster CPU inference, or a transformers directory")
+    export_sub = p.add_subparsers(dest="format", required=True)
+    p = export_sub.add_parser("onnx", help="model.onnx (+ model.onnx.data) beside the run's model, for --runtime onnx")
     p.add_argument("run_dir")
     p.add_argument("--int8", action="store_true", help="also write a dynamically int8-quantised model (faster on CPU)")
+    p.set_defaults(func=cmd_export)
+    p = export_sub.add_parser("hf", help="a directory transformers.pipeline(..., trust_remote_code=True) loads, "
+                                         "with a model card")
+    p.add_argument("run_dir")
+    p.add_argument("out", help="the directory to write (new or empty; --overwrite replaces a previous export)")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous `verticals export hf` in OUT")
+    p.add_argument("--push", metavar="REPO_ID", help="also upload OUT to this hub model repo (created if missing; "
+                                                    "needs network access and a token)")
     p.set_defaults(func=cmd_export)
 
     for module in solution_clis:

@@ -17,7 +17,7 @@ import codecs
 import dataclasses
 import difflib
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -153,11 +153,27 @@ class ZeroShotConfig:
     temperature: float = setting(0.05, positive=True)  # softmax temperature over cosine similarities
 
 
+def tracking_installed(value: str) -> str:
+    from core.tracking import missing_extra
+
+    return missing_extra(value)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where a run is also tracked (core.tracking); `tracking=mlflow` on the command line sets `backend`."""
+
+    backend: str = setting("none", choices=("none", "mlflow", "tensorboard"), check=tracking_installed)
+    uri: str = ""  # mlflow: tracking URI or a folder for a SQLite store; tensorboard: log root; "" = beside the run
+    experiment: str = ""  # mlflow experiment; "" = the recipe's name
+
+
 @dataclass(frozen=True)
 class RecipeConfig:
     """A text-classification run (`task: classification`); `mode` picks the recipe function."""
 
-    ALIASES: ClassVar[dict[str, str]] = {"data": "data.source"}  # `data=banking77` sets data.source
+    # `data=banking77` sets data.source; `tracking=mlflow` sets tracking.backend
+    ALIASES: ClassVar[dict[str, str]] = {"data": "data.source", "tracking": "tracking.backend"}
 
     name: str = ""
     description: str = ""
@@ -169,6 +185,7 @@ class RecipeConfig:
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 # ---------------------------------------------------------------- schema walking
@@ -398,3 +415,29 @@ def load_recipe_file(path: Path, overrides: dict[str, str] | None = None, name: 
 def to_dict(cfg) -> dict:
     """Nested plain dict (what a run saves as config.yaml); `build_config` reads it back unchanged."""
     return dataclasses.asdict(cfg)
+
+
+def recipe_path(recipe: str | Path, recipes: Mapping[str, Path]) -> Path:
+    """A recipe name from `recipes`, or a YAML file: a user's own recipe or a run's config.yaml."""
+    recipe = str(recipe)
+    if recipe.endswith((".yaml", ".yml")) or Path(recipe).is_file():
+        return Path(recipe)
+    if recipe not in recipes:
+        raise UserError(f"unknown recipe '{recipe}'. Available recipes: {', '.join(sorted(recipes))} "
+                        f"(see `verticals recipes`), or give a path to a recipe YAML file")
+    return Path(recipes[recipe])
+
+
+def resolve_recipe(recipe: str | Path, overrides: dict | None, recipes: Mapping[str, Path],
+                   tasks: Mapping[str, tuple]):
+    """(validated config, runner) of a recipe name or YAML file plus `overrides` ({key: value}, keys
+    as on the command line: `train.lr`, `lr`, `data`): the YAML's `task:` (default classification)
+    picks the schema and the runner from `tasks` (the app layer's registry)."""
+    path = recipe_path(recipe, recipes)
+    raw = read_recipe(path)
+    task = str(raw.get("task") or "classification")
+    if task not in tasks:
+        raise UserError(f"unknown task '{task}' in recipe {path}; known tasks: {', '.join(sorted(tasks))}")
+    schema, runner = tasks[task]
+    name = str(recipe) if str(recipe) in recipes else path.stem
+    return build_config(schema, raw, overrides, name), runner

@@ -201,13 +201,16 @@ class Engine:
             keep: Callable[[], dict[str, torch.Tensor]] | None = None,
             restore: Callable[[dict[str, torch.Tensor]], None] | None = None,
             checkpoint_dir: Path | None = None, resume: bool = False, metrics_path: Path | None = None,
-            callbacks: tuple[Callable[[dict], None], ...] = (), progress: bool = True) -> LoopResult:
+            callbacks: tuple[Callable[[dict], None], ...] = (), progress: bool = True,
+            metric_sinks: tuple[Callable[[dict], None], ...] = ()) -> LoopResult:
         """Optimise `step` (forward(batch) -> scalar loss) over `settings.steps` optimizer steps.
 
         `micro_batch(m)`: this process's share of global micro-batch m (deterministic in m, so a
         resumed run continues with the batch it would have seen). `keep`/`restore`: read and write
         the weights that validation picks (default: every trainable parameter of `step`).
-        Checkpoints (safetensors) go to `checkpoint_dir` after each validation pass."""
+        Checkpoints (safetensors) go to `checkpoint_dir` after each validation pass. `metric_sinks`
+        get, on the main process, each metrics row as it is written (the rows of metrics.jsonl,
+        with or without `metrics_path`): an experiment tracker's live feed (core.tracking)."""
         from tqdm.auto import tqdm
         from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
@@ -233,6 +236,7 @@ class Engine:
         if resume and checkpoint_dir is not None and has_checkpoint(checkpoint_dir):
             state, best = load_checkpoint(checkpoint_dir, restore, optimizer, scheduler, hooks)
         log = MetricsLog(metrics_path, keep_until_step=state["step"] if resume else None) if metrics_path else None
+        sinks = ((log.write,) if log is not None else ()) + tuple(metric_sinks)
         world = acc.num_processes
 
         wrapped.train()
@@ -279,9 +283,10 @@ class Engine:
             running, running_n = running + step_loss, running_n + 1
             bar.update(1)
             if n % settings.log_every == 0 or n == settings.steps:
-                if log is not None and acc.is_main_process:
+                if sinks and acc.is_main_process:
                     epoch = {"epoch": round(n / settings.steps_per_epoch, 3)} if settings.steps_per_epoch else {}
-                    log.write({"step": n, **epoch, "train_loss": running / running_n, "lr": scheduler.get_last_lr()[0]})
+                    for sink in sinks:
+                        sink({"step": n, **epoch, "train_loss": running / running_n, "lr": scheduler.get_last_lr()[0]})
                 bar.set_postfix(loss=f"{running / running_n:.4f}")
                 running, running_n = 0.0, 0
             if validation is not None and (n % validation.every == 0 or n == settings.steps):
@@ -294,8 +299,9 @@ class Engine:
                     if improved:
                         best = keep()
                 wrapped.train()
-                if log is not None and acc.is_main_process:
-                    log.write({"step": n, **{f"validation_{k}": v for k, v in scores.items()}})
+                if sinks and acc.is_main_process:
+                    for sink in sinks:
+                        sink({"step": n, **{f"validation_{k}": v for k, v in scores.items()}})
                 if improved:
                     state.update(best_metric=scores[validation.metric], best_step=n, bad_evals=0)
                 else:

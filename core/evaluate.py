@@ -89,10 +89,16 @@ def _pyplot():
     return plt
 
 
-def plot_loss_curve(rows: list[dict], path: Path, metric: str = "accuracy") -> Path:
-    """Training loss per logged step, and the validation metric on a second axis."""
+def _rows_text(n: int | None) -> str:
+    return f", {n:,} rows" if n is not None else ""
+
+
+def plot_loss_curve(rows: list[dict], path: Path, metric: str = "accuracy", title: str | None = None, *,
+                    train_rows: int | None = None, validation_rows: int | None = None) -> Path:
+    """Training loss per logged step, and the validation metric on a second axis. The default
+    title names both and, when given, the rows of the training data and the validation split."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.3))
     train = [r for r in rows if "train_loss" in r]
     ax.plot([r["step"] for r in train], [r["train_loss"] for r in train], label="train loss", color="tab:blue")
     ax.set_xlabel("optimizer step")
@@ -105,34 +111,58 @@ def plot_loss_curve(rows: list[dict], path: Path, metric: str = "accuracy") -> P
         ax2.set_ylabel(f"validation {metric}")
         ax2.legend(loc="center right")
     ax.legend(loc="upper right")
-    ax.set_title("Training curve")
+    if title is None:
+        shown = [f"training loss: training data{_rows_text(train_rows)}"]
+        if evals:
+            shown.append(f"validation {metric}: validation split{_rows_text(validation_rows)}")
+        title = f"Training curve by step\n{'; '.join(shown)}"
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
 
 
-def plot_confusion_matrix(matrix, labels: list[str], path: Path, title: str = "Confusion matrix (row-normalised)") -> Path:
+COUNTS_IN_CELLS_MAX = 20  # more classes: the counts no longer fit in the cells
+NAMED_TICKS_MAX = 40  # more classes: names would overlap, so ticks are class indices (order of `labels`)
+
+
+def plot_confusion_matrix(matrix, labels: list[str], path: Path, title: str | None = None, split: str = "test") -> Path:
+    """Row-normalised confusion matrix of `split` ([true, predicted] counts; its total is the
+    split's row count, named in the default title). Up to COUNTS_IN_CELLS_MAX classes the cells
+    show their counts; up to NAMED_TICKS_MAX the ticks are class names. Beyond, the ticks are class
+    indices and the colour scale is square-root, so the few-percent confusions of a 150-class
+    matrix stay visible beside its diagonal (report.md lists the most-confused pairs by name)."""
+    from matplotlib.colors import Normalize, PowerNorm
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     m = np.asarray(matrix, dtype=float)
+    k, many = len(labels), len(labels) > NAMED_TICKS_MAX
     norm = m / np.clip(m.sum(axis=1, keepdims=True), 1, None)
-    size = min(4 + 0.18 * len(labels), 18)
+    size = 10.0 if many else min(4 + 0.18 * k, 12)
     fig, ax = plt.subplots(figsize=(size, size))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ticks = np.arange(len(labels))
-    fontsize = 9 if len(labels) <= 20 else 5
-    ax.set_xticks(ticks, labels, rotation=90, fontsize=fontsize)
-    ax.set_yticks(ticks, labels, fontsize=fontsize)
-    if len(labels) <= 20:
-        for i in range(len(labels)):
-            for j in range(len(labels)):
-                if m[i, j]:
-                    ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    scale = PowerNorm(gamma=0.5, vmin=0, vmax=1) if many else Normalize(vmin=0, vmax=1)
+    im = ax.imshow(norm, cmap="Blues", norm=scale)
+    if many:
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(MaxNLocator(10, integer=True))
+        ax.set_xlabel("predicted class (index in the run's labels)")
+        ax.set_ylabel("true class (index in the run's labels)")
+    else:
+        ticks, fontsize = np.arange(k), 9 if k <= COUNTS_IN_CELLS_MAX else 6
+        ax.set_xticks(ticks, labels, rotation=90, fontsize=fontsize)
+        ax.set_yticks(ticks, labels, fontsize=fontsize)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+    if k <= COUNTS_IN_CELLS_MAX:
+        for i, j in zip(*np.nonzero(m)):
+            ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title(title or f"Confusion matrix, {split} split ({int(m.sum()):,} rows), {k} classes\n"
+                          f"each row normalised by its true class' rows", fontsize=10)
+    bar = fig.colorbar(im, ax=ax, fraction=0.046)
+    bar.set_label("share of the true class' rows" + (" (square-root colour scale)" if many else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -43,13 +43,27 @@ def export_onnx(model, path: Path) -> Path:
     model.eval()
     sample = model.tokenize(["an example sentence for export", "hi"])
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
-    torch.onnx.export(_Graph(model), (sample["input_ids"], sample["attention_mask"]), str(path),
+    torch.onnx.export(_Graph(model).eval(), (sample["input_ids"], sample["attention_mask"]), str(path),
                       input_names=["input_ids", "attention_mask"],
                       output_names=["logits", "sentence_embedding"],
                       dynamic_shapes={"input_ids": {0: batch, 1: length},
                                       "attention_mask": {0: batch, 1: length}},
                       dynamo=True)
     return Path(path)
+
+
+def onnx_size(path: Path) -> int:
+    """Bytes of an exported model on disk: the graph file plus every external-data file it
+    references (the dynamo exporter writes the weights to `model.onnx.data` beside the graph, so
+    the graph's own size can be a small fraction of the model)."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    path = Path(path)
+    graph = onnx.load(str(path), load_external_data=False).graph  # weights are initializers
+    locations = {entry.value for tensor in graph.initializer if uses_external_data(tensor)
+                 for entry in tensor.external_data if entry.key == "location"}
+    return path.stat().st_size + sum((path.parent / name).stat().st_size for name in sorted(locations))
 
 
 def quantize_int8(onnx_path: Path, out_path: Path) -> Path:
@@ -69,8 +83,9 @@ def quantize_int8(onnx_path: Path, out_path: Path) -> Path:
 
 
 class OnnxClassifier:
-    """Runs an exported classifier with ONNX Runtime; same `.labels`, `.temperature`, `.ood`,
-    `predict_all`, `predict_logits`, `predict_proba`, `encode` as core.model.TextClassifier."""
+    """Runs an exported classifier with ONNX Runtime: a core.predictor.Predictor like
+    core.model.TextClassifier (`.labels`, `.temperature`, `.ood` (an OutOfScopeDetector or None),
+    `predict_all`, `predict_logits`, `predict_proba`, `encode`)."""
 
     def __init__(self, path: Path, tokenizer, labels: list[str], *, max_length: int, temperature: float = 1.0,
                  ood=None, threads: int | None = None):
@@ -86,6 +101,10 @@ class OnnxClassifier:
     def predict_all(self, texts: list[str], batch_size: int = 64, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
         from core.encoder import token_batches
 
+        if not texts:
+            dim = self.session.get_outputs()[1].shape[-1]
+            return (np.zeros((0, len(self.labels)), dtype=np.float32),
+                    np.zeros((0, dim if isinstance(dim, int) else 0), dtype=np.float32))
         logits, embeddings = [None] * len(texts), [None] * len(texts)
         for idx, ids, mask in token_batches(self.tokenizer, texts, self.max_length, batch_size):
             out_logits, out_emb = self.session.run(None, {"input_ids": ids, "attention_mask": mask})

@@ -75,7 +75,7 @@ class TextClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.config.hidden_size, len(labels))
         self.temperature = 1.0  # set by calibration (core.calibrate); divides logits in predict_proba
-        self.ood = None  # (scorer, threshold, target recall) set by core.recipes.fit_confidence
+        self.ood = None  # a core.ood.OutOfScopeDetector, set by core.recipes.fit_confidence
 
     @property
     def sentence_encoder(self) -> SentenceEncoder:
@@ -212,10 +212,7 @@ def save_classifier(model: TextClassifier, directory: Path) -> Path:
     if model.peft in ADAPTERS or model.peft == "frozen":  # the saved files need the base encoder
         meta |= save_backbone_record(model.backbone, directory)
     if model.ood is not None:
-        scorer, threshold, target = model.ood
-        meta["ood"] = {"scorer": scorer.name, "threshold": threshold, "target_in_scope_recall": target}
-        state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in scorer.state().items()}
-        save_file(state or {"empty": torch.zeros(1)}, directory / "ood.safetensors")
+        meta["ood"] = model.ood.save(directory)
     if model.peft in ADAPTERS:
         # adapter weights only; the vocabulary is never resized, so no embedding layers (peft's "auto"
         # would look the backbone's name up on the Hub to compare vocabularies)
@@ -315,16 +312,10 @@ def load_base_encoder(directory: Path, meta: dict) -> tuple[nn.Module, BackboneR
 
 
 def load_ood(directory: Path, meta: dict):
-    """(scorer, threshold, target recall) saved beside a model, or None."""
-    if not meta.get("ood"):
-        return None
-    from safetensors.torch import load_file
+    """The core.ood.OutOfScopeDetector saved beside a model, or None."""
+    from core.ood import OutOfScopeDetector
 
-    from core.ood import scorer_from_state
-
-    state = {k: v.numpy() for k, v in load_file(Path(directory) / "ood.safetensors").items()}
-    return (scorer_from_state(meta["ood"]["scorer"], state), float(meta["ood"]["threshold"]),
-            float(meta["ood"]["target_in_scope_recall"]))
+    return OutOfScopeDetector.load(directory, meta.get("ood"))
 
 
 def save_merged_encoder(model: TextClassifier, directory: Path) -> Path:

@@ -164,11 +164,13 @@ def no_steps():
                      tokens_seen=0, train_seconds=0.0)
 
 
-def finish(cfg, run_dir: Path, run: RunData, model, result, cost, device: str, sections: dict | None = None) -> dict:
+def finish(cfg, run_dir: Path, run: RunData, model, result, cost, device: str, sections: dict | None = None,
+           tracker=None) -> dict:
     """Main process: calibrate and fit the OOS scorer on validation, save the model, evaluate,
-    plot, write the report, drop the checkpoint, and return the report. Other processes wait for
-    it and return only which process they were (on another machine they may not see the run
-    directory at all, and before the engine starts the process group nothing makes them wait)."""
+    plot, write the report, send it to the run's `tracker` (core.tracking), drop the checkpoint,
+    and return the report. Other processes wait for it and return only which process they were
+    (on another machine they may not see the run directory at all, and before the engine starts
+    the process group nothing makes them wait)."""
     from core.data import source_fingerprint
     from core.evaluate import plot_loss_curve
     from core.model import save_classifier
@@ -196,10 +198,14 @@ def finish(cfg, run_dir: Path, run: RunData, model, result, cost, device: str, s
                       "train_seconds": round(result.train_seconds, 2)},
               "cost": cost.to_dict(),
               **(sections or {}),
+              **({"tracking": tracker.describe()} if tracker is not None and tracker.describe() else {}),
               "environment": environment() | {"device": device}}
     if result.steps:
-        plot_loss_curve(MetricsLog.read(run_dir / "metrics.jsonl"), run_dir / "loss_curve.png", metric=cfg.train.metric)
+        plot_loss_curve(MetricsLog.read(run_dir / "metrics.jsonl"), run_dir / "loss_curve.png", metric=cfg.train.metric,
+                        train_rows=len(train), validation_rows=len(data.validation))
     write_report(run_dir, report)
+    if tracker is not None:
+        tracker.finish(report, run_dir, step=result.steps)
     shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)  # the model is saved; free the space
     barrier()
     return report
@@ -213,15 +219,19 @@ def train_probe(cfg, run_dir: Path, *, data_dir: str | None = None, resume: bool
     """Frozen encoder + logistic-regression head (C chosen on validation with probe_c_search).
     No gradient steps: the `train:` section is not used and there is no checkpoint to resume."""
     from core.cost import CostLedger
+    from core.tracking import open_tracker
 
     run_dir = Path(run_dir)
-    _, device = claim_run(cfg, run_dir, resume=resume, overwrite=overwrite)
+    tracker = open_tracker(cfg, run_dir)  # before the claim: a missing extra fails before --overwrite clears
+    resuming, device = claim_run(cfg, run_dir, resume=resume, overwrite=overwrite)
+    tracker.start(cfg, run_dir, resume=resuming)
     run = prepare_data(cfg, data_dir)
     model = build_model(cfg, run.data.labels, peft="frozen")
     save_config(cfg, run_dir)
     with CostLedger() as ledger:
         probe = init_head(model, run, cfg, device, search_c=cfg.model.probe_c_search)
-    return finish(cfg, run_dir, run, model, no_steps(), ledger.cost, device, {"probe": probe} if probe else {})
+    return finish(cfg, run_dir, run, model, no_steps(), ledger.cost, device, {"probe": probe} if probe else {},
+                  tracker=tracker)
 
 
 def train_finetune(cfg, run_dir: Path, *, data_dir: str | None = None, resume: bool = False,
@@ -229,10 +239,13 @@ def train_finetune(cfg, run_dir: Path, *, data_dir: str | None = None, resume: b
     """A head (from a probe unless head_init=random), then `fit` on the encoder or its adapters;
     resumes from the run's checkpoint (which holds the head, so no probe is fitted again)."""
     from core.cost import CostLedger
+    from core.tracking import open_tracker
     from core.train import fit
 
     run_dir = Path(run_dir)
+    tracker = open_tracker(cfg, run_dir)  # before the claim: a missing extra fails before --overwrite clears
     resuming, device = claim_run(cfg, run_dir, resume=resume, overwrite=overwrite)
+    tracker.start(cfg, run_dir, resume=resuming)
     run = prepare_data(cfg, data_dir)
     model = build_model(cfg, run.data.labels)
     save_config(cfg, run_dir)
@@ -241,8 +254,9 @@ def train_finetune(cfg, run_dir: Path, *, data_dir: str | None = None, resume: b
         if cfg.model.head_init == "probe" and not resuming:
             probe = init_head(model, run, cfg, device, search_c=cfg.model.probe_c_search)
         result = fit(model, run.train, run.data.validation, cfg.train, device=device, run_dir=run_dir,
-                     resume=resuming, progress=progress)
-    return finish(cfg, run_dir, run, model, result, ledger.cost, device, {"probe": probe} if probe else {})
+                     resume=resuming, progress=progress, metric_sinks=(tracker.log_row,))
+    return finish(cfg, run_dir, run, model, result, ledger.cost, device, {"probe": probe} if probe else {},
+                  tracker=tracker)
 
 
 def train_fewshot(cfg, run_dir: Path, *, data_dir: str | None = None, resume: bool = False,
@@ -252,10 +266,13 @@ def train_fewshot(cfg, run_dir: Path, *, data_dir: str | None = None, resume: bo
     A resumed run skips both first phases: its checkpoint holds the encoder and head past them."""
     from core.cost import CostLedger
     from core.fewshot import ContrastiveSettings, fit_contrastive
+    from core.tracking import open_tracker
     from core.train import fit
 
     run_dir = Path(run_dir)
+    tracker = open_tracker(cfg, run_dir)  # before the claim: a missing extra fails before --overwrite clears
     resuming, device = claim_run(cfg, run_dir, resume=resume, overwrite=overwrite)
+    tracker.start(cfg, run_dir, resume=resuming)
     run = prepare_data(cfg, data_dir)
     model = build_model(cfg, run.data.labels)
     save_config(cfg, run_dir)
@@ -271,8 +288,9 @@ def train_fewshot(cfg, run_dir: Path, *, data_dir: str | None = None, resume: bo
         result = no_steps()
         if takes_steps(cfg.train):
             result = fit(model, run.train, run.data.validation, cfg.train, device=device, run_dir=run_dir,
-                         resume=resuming, progress=progress)
-    return finish(cfg, run_dir, run, model, result, ledger.cost, device, {"probe": probe} if probe else {})
+                         resume=resuming, progress=progress, metric_sinks=(tracker.log_row,))
+    return finish(cfg, run_dir, run, model, result, ledger.cost, device, {"probe": probe} if probe else {},
+                  tracker=tracker)
 
 
 def train_zeroshot(cfg, run_dir: Path, *, data_dir: str | None = None, resume: bool = False,
@@ -296,10 +314,13 @@ def train_zeroshot(cfg, run_dir: Path, *, data_dir: str | None = None, resume: b
 
     from core.cost import CostLedger
     from core.data import Split
+    from core.tracking import open_tracker
     from core.zeroshot import prototypes
 
     run_dir = Path(run_dir)
-    _, device = claim_run(cfg, run_dir, resume=resume, overwrite=overwrite)
+    tracker = open_tracker(cfg, run_dir)  # before the claim: a missing extra fails before --overwrite clears
+    resuming, device = claim_run(cfg, run_dir, resume=resume, overwrite=overwrite)
+    tracker.start(cfg, run_dir, resume=resuming)
     data, set_aside = load_run_data(cfg.data, data_dir)
     settings = cfg.zeroshot
     descriptions = label_descriptions(settings.descriptions, data.labels)
@@ -324,7 +345,7 @@ def train_zeroshot(cfg, run_dir: Path, *, data_dir: str | None = None, resume: b
                {label: len(descriptions[label]) for label in model.labels}, "temperature": settings.temperature,
                "probabilities": "softmax(cos(text, prototype) / (zeroshot.temperature * confidence.temperature))",
                "labelled_data_used": labelled}
-    return finish(cfg, run_dir, run, model, no_steps(), ledger.cost, device, {"zeroshot": section})
+    return finish(cfg, run_dir, run, model, no_steps(), ledger.cost, device, {"zeroshot": section}, tracker=tracker)
 
 
 def label_descriptions(path: str, labels: list[str]) -> dict[str, list[str]]:
@@ -380,7 +401,7 @@ def fit_confidence(model, train, validation, cfg, device: str) -> dict:
     of in-scope validation queries (skipped, with a note, when there is no validation split)."""
     from core.calibrate import fit_temperature
     from core.data import LabelMap
-    from core.ood import SCORERS, fit_scorer, in_scope_scores, threshold_for_recall
+    from core.ood import SCORERS, OutOfScopeDetector
 
     labels = LabelMap(model.labels)
     logits, embeddings = model.predict_all(validation.texts, device=device)
@@ -398,10 +419,8 @@ def fit_confidence(model, train, validation, cfg, device: str) -> dict:
         return out | {"ood_note": f"no out-of-scope scorer: ood_scorer={name} needs validation rows to set its threshold"}
     if name != "none":
         train_emb = None if SCORERS[name].needs == "logits" else model.encode(train.texts, device=device)
-        scorer = fit_scorer(name, train_emb, labels.encode(train.labels), logits, embeddings, model.temperature)
-        val_scores = in_scope_scores(scorer, logits, embeddings, model.temperature)
-        threshold = threshold_for_recall(val_scores, cfg.model.ood_target_recall)
-        model.ood = (scorer, threshold, cfg.model.ood_target_recall)
-        out |= {"ood_scorer": scorer.name, "ood_threshold": threshold,
-                "ood_target_in_scope_recall": cfg.model.ood_target_recall}
+        model.ood = OutOfScopeDetector.fit(name, train_emb, labels.encode(train.labels), logits, embeddings,
+                                           temperature=model.temperature, target_recall=cfg.model.ood_target_recall)
+        out |= {"ood_scorer": model.ood.name, "ood_threshold": model.ood.threshold,
+                "ood_target_in_scope_recall": model.ood.target_recall}
     return out

@@ -46,10 +46,11 @@ def environment() -> dict:
 
 
 # What a run writes: `--overwrite` removes these and nothing else (a user's --out may hold other files).
-RUN_FILES = ("config.yaml", "metrics.jsonl", REPORT_FILE, "report.md", "loss_curve.png", "confusion_matrix.png",
-             "reliability.png")
-RUN_DIRS = ("model", "checkpoint", "checkpoint.old")
-RESUMABLE_CHANGES = {"device"}  # settings a resumed run may change (where it runs, not what it learns)
+RUN_FILES = ("config.yaml", "metrics.jsonl", REPORT_FILE, "report.md", "README.md", "loss_curve.png",
+             "confusion_matrix.png", "reliability.png")
+RUN_DIRS = ("model", "checkpoint", "checkpoint.old", "tensorboard")
+# settings a resumed run may change: where it runs and where it is tracked, not what it learns
+RESUMABLE_CHANGES = {"device", "backend", "uri", "experiment"}
 
 
 def _flat(config: dict, prefix: str = "") -> dict:
@@ -124,9 +125,16 @@ def write_config(run_dir: Path, config: dict) -> Path:
 
 
 def write_report(run_dir: Path, report: dict) -> Path:
+    """report.json, report.md and README.md (the model card: core.card) of a finished run."""
+    from core.card import model_card
+
+    from datetime import datetime, timezone
+
     run_dir = Path(run_dir)
+    report.setdefault("finished_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     (run_dir / REPORT_FILE).write_text(json.dumps(report, indent=2))
     (run_dir / "report.md").write_text(render_markdown(report))
+    (run_dir / "README.md").write_text(model_card(report), encoding="utf-8")
     return run_dir / REPORT_FILE
 
 
@@ -138,52 +146,11 @@ def read_report(run_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _pct(x) -> str:
-    return f"{100 * x:.2f}%" if isinstance(x, (int, float)) else "-"
-
-
 def render_markdown(report: dict) -> str:
-    cfg = report.get("config", {})
-    cost = report.get("cost", {})
-    lines = [f"# Run report: {cfg.get('name', '')}", "",
-             f"- backbone: `{cfg.get('model', {}).get('backbone')}`, peft: `{cfg.get('model', {}).get('peft')}`",
-             f"- data: `{report.get('data', {}).get('name')}` ({report.get('data', {})})", ""]
-    lines += ["## Metrics", "", "| split | n | accuracy | macro-F1 |", "|---|---|---|---|"]
-    for split, m in report.get("metrics", {}).items():
-        lines.append(f"| {split} | {m.get('n', '-')} | {_pct(m.get('accuracy'))} | {_pct(m.get('macro_f1'))} |")
-    fit = report.get("fit", {})
-    if fit:
-        lines += ["", f"Best validation {fit.get('metric')}: {_pct(fit.get('best_metric'))} at step "
-                  f"{fit.get('best_step')} of {fit.get('steps')}{' (stopped early)' if fit.get('stopped_early') else ''}."]
-    conf = report.get("confidence", {})
-    if conf:
-        fitted_on = f"fitted on {conf['temperature_fitted_on']} validation rows" if "temperature_fitted_on" in conf \
-            else "fitted on validation"
-        lines += ["", "## Confidence", "",
-                  f"- temperature {conf.get('temperature', 1.0):.3f} ({fitted_on}); test ECE "
-                  f"{conf.get('test_ece_before', float('nan')):.4f} before, {conf.get('test_ece_after', float('nan')):.4f} after"]
-        if conf.get("temperature_note"):
-            lines.append(f"- note: {conf['temperature_note']}")
-        if "ood_scorer" in conf:
-            lines.append(f"- out-of-scope scorer `{conf['ood_scorer']}`, threshold {conf['ood_threshold']:.4f} "
-                         f"(keeps {100 * conf['ood_target_in_scope_recall']:.0f}% of in-scope validation queries)")
-        for key, value in conf.items():
-            if key.startswith("out_of_scope_"):
-                lines.append(f"- {key[len('out_of_scope_'):]} set: AUROC {value['auroc']:.4f}, out-of-scope recall "
-                             f"{100 * value['out_of_scope_recall']:.1f}%, in-scope recall {100 * value['in_scope_recall']:.1f}%")
-        lines += ["", "![reliability diagram](reliability.png)"]
-    lines += ["", "## Cost", "", "| item | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in cost.items()]
-    zeroshot = report.get("zeroshot")
-    if zeroshot:
-        lines += ["", "## Zero-shot", "",
-                  (f"- descriptions: {zeroshot['descriptions']}; starting temperature {zeroshot['temperature']} "
-                   f"(probabilities: {zeroshot['probabilities']})"),
-                  f"- labelled data used: {zeroshot['labelled_data_used']}"]
-    if fit.get("steps"):
-        lines += ["", "![training curve](loss_curve.png)"]
-    lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
-    return "\n".join(lines)
+    """report.md for a report dict: the sections, tables and plot captions are in core.report_markdown."""
+    from core.report_markdown import render_markdown as render
+
+    return render(report)
 
 
 # ---------------------------------------------------------------- evaluating a model into / from a run
@@ -234,11 +201,11 @@ def calibration_on_test(logits: np.ndarray, y: np.ndarray, temperature: float, p
 def out_of_scope_metrics(model, in_scope_outputs: tuple[np.ndarray, np.ndarray], out_scope, device: str) -> dict:
     """AUROC and recalls at the model's threshold; `in_scope_outputs` = (logits, embeddings) of the
     in-scope test split, already computed by the caller."""
-    from core.ood import auroc, in_scope_scores
+    from core.ood import auroc
 
-    scorer, threshold, _ = model.ood
-    in_scores = in_scope_scores(scorer, *in_scope_outputs, model.temperature)
-    out_scores = in_scope_scores(scorer, *model.predict_all(out_scope.texts, device=device), model.temperature)
+    detector, threshold = model.ood, model.ood.threshold
+    in_scores = detector.scores(*in_scope_outputs, model.temperature)
+    out_scores = detector.scores(*model.predict_all(out_scope.texts, device=device), model.temperature)
     return {"n_in_scope": len(in_scores), "n_out_of_scope": len(out_scores),
             "auroc": auroc(in_scores, out_scores),
             "in_scope_recall": float((in_scores >= threshold).mean()),
@@ -321,16 +288,18 @@ def evaluation_sets(report: dict, labels: list[str], data_spec: str | None = Non
 
 
 def evaluate_run(run_dir: Path, data_spec: str | None = None, *, data_dir: str | None = None,
-                 split: str | None = None, columns: dict[str, str] | None = None) -> dict:
+                 split: str | None = None, columns: dict[str, str] | None = None, runtime: str = "torch",
+                 model=None) -> dict:
     """Metrics of a saved run on the rows `evaluation_sets` picks (by default its own test split),
-    with out-of-scope AUROC and recalls for the out-of-scope sets beside them."""
+    with out-of-scope AUROC and recalls for the out-of-scope sets beside them. The run's model is
+    loaded in `runtime` (core.predictor.load_run) unless `model` (a Predictor of it) is given."""
     from core.data import LabelMap
     from core.evaluate import labelled_metrics
-    from core.model import load_classifier
+    from core.predictor import load_run
 
     run_dir = Path(run_dir)
     report = read_report(run_dir)
-    model = load_classifier(run_dir / "model")
+    model = load_run(run_dir, runtime) if model is None else model
     sets = evaluation_sets(report, model.labels, data_spec, split=split, data_dir=data_dir, columns=columns)
     if not len(sets.in_scope):
         raise UserError(f"{sets.description}: no in-scope rows to classify; give in-scope rows too, to measure "

@@ -193,9 +193,10 @@ def method_hooks(model, cfg: TrainConfig) -> tuple:
 
 def fit(model, train: Split, validation: Split, cfg: TrainConfig, *, device: str = "cpu",
         run_dir: Path, resume: bool = False, callbacks: tuple[Callable[[dict], None], ...] = (),
-        progress: bool = True) -> FitResult:
+        progress: bool = True, metric_sinks: tuple[Callable[[dict], None], ...] = ()) -> FitResult:
     """Train `model` (a core.model.TextClassifier) in place and leave it at its best validation
-    checkpoint. `callbacks` are called after every optimizer step with the loop state.
+    checkpoint. `callbacks` are called after every optimizer step with the loop state;
+    `metric_sinks` with each row of metrics.jsonl as it is written (core.tracking).
     `cfg.batch_size` is the global batch (split across processes when launched as several)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -233,7 +234,8 @@ def fit(model, train: Split, validation: Split, cfg: TrainConfig, *, device: str
         result = engine.run(step, _param_groups(model, cfg), micro_batch, settings, validation=check, hooks=hooks,
                             keep=lambda: trainable_state(model), restore=lambda s: load_trainable(model, s),
                             checkpoint_dir=run_dir / "checkpoint", resume=resume,
-                            metrics_path=run_dir / "metrics.jsonl", callbacks=callbacks, progress=progress)
+                            metrics_path=run_dir / "metrics.jsonl", callbacks=callbacks, progress=progress,
+                            metric_sinks=metric_sinks)
     finally:
         for hook in hooks:
             hook.close()

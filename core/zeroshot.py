@@ -61,6 +61,19 @@ class ZeroShotClassifier:
         self.labels = list(descriptions)
         self.temperature, self.device, self.batch_size = temperature, device, batch_size
         self.label_prototypes = prototypes([self.encode(list(descriptions[label])) for label in self.labels])
+        self.ood = None  # no training data to fit an out-of-scope detector on
+
+    def predict_all(self, texts: list[str], batch_size: int | None = None,
+                    device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(cosine similarities to the label prototypes, embeddings): the logits of the Predictor
+        contract, so softmax(logits / temperature) is `predict_proba`."""
+        embeddings = self.encode(texts, batch_size, device) if texts else \
+            np.zeros((0, self.label_prototypes.shape[1]), dtype=np.float32)
+        unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        return (unit @ self.label_prototypes.T).astype(np.float32), embeddings
+
+    def predict_logits(self, texts: list[str], batch_size: int | None = None, device: str | None = None) -> np.ndarray:
+        return self.predict_all(texts, batch_size, device)[0]
 
     def encode(self, texts: list[str], batch_size: int | None = None, device: str | None = None) -> np.ndarray:
         """Pooled (and, if the backbone does, normalised) embeddings in input order."""

@@ -1,14 +1,34 @@
 """verticals: domain NLP solutions (support, finance, recsys) on one shared fine-tuning core.
 
-The app layer above `core` (the engine) and `solutions` (the domains): the console entry
-(verticals.cli) and the registry of recipes, tasks, solution commands and data readers
-(verticals.registry). Importing it installs the solutions' data readers into core's loaders, so
-`load_classification("financial_phrasebank")` works after `import verticals`.
-Leaves out: the Python API (train/load/predict objects), which comes with the app-layer issue.
+The app layer above `core` (the engine, which knows no domain) and `solutions` (the domains):
+the Python API (verticals.api), the console entry (verticals.cli) and the registry of recipes,
+tasks, solution commands and data readers (verticals.registry). Importing it installs the
+solutions' data readers into core's loaders.
+
+    import verticals
+    run = verticals.train("support/intent-demo", out="runs/demo")
+    run.predict(["I lost my card"])
+    verticals.load("runs/demo").evaluate()
+
+Public API: train, load, Run, EncoderRun, index, monitor, Monitor, recipes, RECIPES, and the
+trained-model contract (Predictor, OutOfScopeDetector, load_run) from core.
 """
 
+from core.errors import UserError
+from core.ood import OutOfScopeDetector
+from core.predictor import Predictor, load_run
+from verticals.api import EncoderRun, Monitor, Run, index, load, monitor, train
 from verticals.registry import RECIPES, TASKS, install
 
 install()
 
-__all__ = ["RECIPES", "TASKS", "install"]
+
+def recipes() -> dict[str, str]:
+    """{recipe name: description} of the packaged recipes."""
+    from core.config import read_recipe
+
+    return {name: str(read_recipe(path).get("description", "")) for name, path in sorted(RECIPES.items())}
+
+
+__all__ = ["RECIPES", "TASKS", "EncoderRun", "Monitor", "OutOfScopeDetector", "Predictor", "Run", "UserError",
+           "index", "install", "load", "load_run", "monitor", "recipes", "train"]

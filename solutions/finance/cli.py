@@ -10,12 +10,12 @@ def cmd_monitor(args) -> int:
     import sys
     from pathlib import Path
 
-    from core.cli import _quiet_libraries
+    from core.quiet import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     from solutions.finance.monitor.loop import MonitorConfig, run_monitor
 
-    cfg = MonitorConfig(inputs=tuple(args.inputs), db=Path(args.db), model=args.model,
+    cfg = MonitorConfig(inputs=tuple(args.inputs), db=Path(args.db), model=args.model, runtime=args.runtime,
                         watchlist=Path(args.watchlist) if args.watchlist else None,
                         rules=Path(args.rules) if args.rules else None, window=args.window,
                         sinks=tuple(args.sink or ["stdout"]), follow=args.follow, batch_size=args.batch_size,
@@ -59,6 +59,8 @@ def register(subparsers) -> None:
     p.add_argument("--db", required=True, help="SQLite database (created if missing; re-runs resume)")
     p.add_argument("--model", required=True,
                    help="a run trained by finance/sentiment-full or -lora (run dir or its model/), or 'zeroshot'")
+    p.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8"], default="torch",
+                   help="how to run a trained model (onnx: `verticals export onnx RUN [--int8]` first)")
     p.add_argument("--watchlist", help="YAML: TICKER: [company name, alias, ...]")
     p.add_argument("--rules", help="alert rules YAML (see solutions/finance/monitor/rules.py for keys)")
     p.add_argument("--window", help="aggregation window, e.g. 15m, 1h (default: the rules file's, else 1h)")

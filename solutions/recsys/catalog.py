@@ -78,3 +78,21 @@ def item_metadata(spec: str, columns: list[str], *, root: str | None = None, ite
     for row in rows:
         out[str(row[item_column])] = {c: str(row[c]).split(separator) if separator else row[c] for c in columns}
     return out
+
+
+def build_index(data: InteractionData, encoder_path: str, out: Path, *, data_spec: str, factory: str = "Flat",
+                metadata_columns: tuple[str, ...] = (), half_life: float = 5.0, threshold: float | None = None,
+                data_dir: str | None = None, items: str | None = None):
+    """Embed every item of `data` with the encoder at `encoder_path` (a run's encoder/ or a
+    backbone name), save the FAISS index and the catalog (user histories) into `out`, and return
+    the ItemIndex. `verticals recsys index` and `verticals.index(...)` both call this."""
+    from solutions.recsys.content import TextEncoder, embed_catalog
+    from solutions.recsys.index import ItemIndex
+
+    encoder = TextEncoder.load(encoder_path)
+    ids = sorted(data.items)
+    metadata = item_metadata(data_spec, list(metadata_columns), root=data_dir, items=items)
+    index = ItemIndex.build(ids, embed_catalog(encoder, ids, data.items), factory, metadata)
+    index.save(out)
+    Catalog(encoder_path, encoder.max_length, half_life, user_histories(data, threshold)).save(out)
+    return index

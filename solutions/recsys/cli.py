@@ -24,14 +24,14 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from core.cli import _quiet_libraries
+    from core.quiet import quiet_libraries
     from core.data import list_cards
     from solutions.recsys.data import load_interactions
 
     if args.data not in list_cards() and not Path(args.data).expanduser().is_file():
         raise UserError(f"unknown dataset '{args.data}': not a catalog name ({', '.join(list_cards())}) "
                         f"and no such file. Give a catalog name or your interactions CSV with --items ITEMS.csv")
-    _quiet_libraries()
+    quiet_libraries()
     return load_interactions(args.data, root=args.data_dir, items=args.items,
                              item_text_columns=tuple(args.text_columns.split(",")))
 
@@ -51,11 +51,11 @@ def _filter(pairs: list[str] | None) -> dict | None:
 def cmd_train(args) -> int:
     """The item-encoder recipe (solutions.recsys.recipe) with these flags as its settings; the same
     run as `verticals train recsys/item-encoder data=... --out ...`."""
-    from core.cli import _quiet_libraries
+    from core.quiet import quiet_libraries
     from core.config import build_config
     from solutions.recsys.recipe import ItemEncoderRecipe, train_item_encoder
 
-    _quiet_libraries()
+    quiet_libraries()
     raw = {"name": "recsys/item-encoder", "task": "recsys-item-encoder",
            "data": {"source": args.data, "items": args.items or "", "text_columns": args.text_columns,
                     "threshold": -1.0 if args.threshold is None else args.threshold},
@@ -79,29 +79,22 @@ def _encoder_path(model: str) -> str:
 
 
 def cmd_index(args) -> int:
-    from solutions.recsys.catalog import Catalog, item_metadata, user_histories
-    from solutions.recsys.content import TextEncoder, embed_catalog
-    from solutions.recsys.index import ItemIndex
+    from solutions.recsys.catalog import build_index
 
     data = _load(args)
-    encoder_name = _encoder_path(args.model)
-    encoder = TextEncoder.load(encoder_name)
-    items = sorted(data.items)
-    metadata = item_metadata(args.data, [c for c in args.metadata_columns.split(",") if c] if args.metadata_columns else [],
-                             root=args.data_dir, items=args.items)
-    index = ItemIndex.build(items, embed_catalog(encoder, items, data.items), args.factory, metadata)
     out = Path(args.out)
-    index.save(out)
-    Catalog(encoder_name, encoder.max_length, args.half_life, user_histories(data, args.threshold)).save(out)
+    index = build_index(data, _encoder_path(args.model), out, data_spec=args.data, factory=args.factory,
+                        metadata_columns=tuple(c for c in args.metadata_columns.split(",") if c),
+                        half_life=args.half_life, threshold=args.threshold, data_dir=args.data_dir, items=args.items)
     print(f"indexed {len(index)} items ({index.factory}, dim {index.dim}) into {out}")
     return 0
 
 
 def _recommender(directory: str):
-    from core.cli import _quiet_libraries
+    from core.quiet import quiet_libraries
     from solutions.recsys.live import Recommender
 
-    _quiet_libraries()
+    quiet_libraries()
     return Recommender.load(directory)
 
 

@@ -62,11 +62,13 @@ def co_consumption_pairs(split: RankingSplit, window: int, max_gap_seconds: floa
 
 
 def finetune_encoder(encoder: TextEncoder, pairs: list[tuple[str, str]], texts: dict[str, str],
-                     cfg: FinetuneConfig, rng=None, *, device: str = "cpu", progress: bool = False) -> dict:
+                     cfg: FinetuneConfig, rng=None, *, device: str = "cpu", progress: bool = False,
+                     metric_sinks: tuple = ()) -> dict:
     """Train `encoder` in place on the shared engine (core.engine): AdamW + linear warm-up/decay,
     clipping 1.0, symmetric in-batch negatives (sentence-transformers' MultipleNegativesRankingLoss
     through core.contrastive), batches in which no item appears twice (its NoDuplicatesBatchSampler
     over the pair's item ids), seeded by `cfg.seed` (`rng` is accepted for older callers, unused).
+    `metric_sinks` get the engine's metrics rows as they come (core.tracking).
     Returns {"losses": [...], "steps": n, "pairs": len(pairs), "samples": m, "stopped_by_time": bool}."""
     from core.contrastive import PairStep, no_duplicate_batches, pair_micro_batches
     from core.engine import Engine, LoopSettings, decay_groups
@@ -88,7 +90,7 @@ def finetune_encoder(encoder: TextEncoder, pairs: list[tuple[str, str]], texts: 
         pair_micro_batches([texts.get(a) or a for a, _ in pairs], [texts.get(b) or b for _, b in pairs], batches,
                            encoder.tokenize),
         LoopSettings(steps=len(batches), warmup=cfg.warmup_fraction, max_seconds=cfg.max_seconds, desc="item encoder"),
-        progress=progress)
+        progress=progress, metric_sinks=metric_sinks)
     return {"losses": result.losses, "steps": result.steps, "pairs": len(pairs), "samples": result.samples_seen,
             "stopped_by_time": result.stopped_by_time}
 

@@ -276,7 +276,9 @@ class Recommender:
         with self._encode_lock:
             return self.encoder.encode(texts)
 
-    def recommend(self, history: list[str], k: int, where: dict | None, exclude_seen: bool) -> list[tuple[str, float]]:
+    def recommend(self, history: list[str], k: int = 10, where: dict | None = None,
+                  exclude_seen: bool = True) -> list[tuple[str, float]]:
+        """(item id, score) for a history of item ids, oldest first (recent items weigh more)."""
         known = [item for item in history if item in self.index]
         if not known:
             raise UserError("none of the history items is in the index")
@@ -284,14 +286,20 @@ class Recommender:
         query = recency_weights(len(known), self.catalog.half_life) @ vectors
         return self.index.search(query, k, exclude=set(history) if exclude_seen else None, where=where).row(0)
 
-    def similar_to_item(self, item_id: str, k: int, where: dict | None) -> list[tuple[str, float]]:
+    def recommend_for_user(self, user: str, k: int = 10, where: dict | None = None) -> list[tuple[str, float]]:
+        """Recommendations from a known user's indexed history (UserError for an unknown user)."""
+        if user not in self.catalog.histories:
+            raise UserError(f"unknown user '{user}'; give recent item ids to `recommend(history)` instead")
+        return self.recommend(self.catalog.histories[user], k, where)
+
+    def similar_to_item(self, item_id: str, k: int = 10, where: dict | None = None) -> list[tuple[str, float]]:
         return self.index.search(self.index.vector(item_id), k, exclude={item_id}, where=where).row(0)
 
-    def similar_to_text(self, text: str, k: int, where: dict | None) -> list[tuple[str, float]]:
+    def similar_to_text(self, text: str, k: int = 10, where: dict | None = None) -> list[tuple[str, float]]:
         return self.index.search(self.embed([text]), k, where=where).row(0)
 
     # ------------------------------------------------------------ writes
-    def add_item(self, item_id: str, text: str, metadata: dict | None) -> int:
+    def add_item(self, item_id: str, text: str, metadata: dict | None = None) -> int:
         """Embed and add; returns the number of items. DuplicateItem if the id exists."""
         vector = self.embed([text])
         with self._write_lock:
@@ -300,7 +308,7 @@ class Recommender:
             return self._commit({"op": "add", "id": item_id, "vector": encode_vector(vector),
                                  "metadata": metadata or None})
 
-    def update_item(self, item_id: str, text: str, metadata: dict | None) -> int:
+    def update_item(self, item_id: str, text: str, metadata: dict | None = None) -> int:
         """Re-embed and replace (metadata None keeps the old metadata). UnknownItem if absent."""
         self._require(item_id)  # before the slow embedding; checked again under the lock
         vector = self.embed([text])

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from core.config import setting
+from core.config import TrackingConfig, setting
 from core.errors import UserError
 
 
@@ -51,7 +51,7 @@ class ItemEncoderTrain:
 
 @dataclass(frozen=True)
 class ItemEncoderRecipe:
-    ALIASES: ClassVar[dict[str, str]] = {"data": "data.source"}
+    ALIASES: ClassVar[dict[str, str]] = {"data": "data.source", "tracking": "tracking.backend"}
 
     name: str = ""
     description: str = ""
@@ -60,6 +60,7 @@ class ItemEncoderRecipe:
     data: ItemEncoderData = field(default_factory=ItemEncoderData)
     model: ItemEncoderModel = field(default_factory=ItemEncoderModel)
     train: ItemEncoderTrain = field(default_factory=ItemEncoderTrain)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # core.tracking: mlflow | tensorboard
 
 
 def finetune_config(cfg: ItemEncoderRecipe):
@@ -93,6 +94,7 @@ def train_item_encoder(cfg: ItemEncoderRecipe, run_dir: Path, *, data_dir: str |
     from core.evaluate import plot_loss_curve
     from core.recipes import resolve_device
     from core.report import claim_run_dir, environment, read_report, write_config, write_report
+    from core.tracking import open_tracker
     from core.train import seed_everything
     from solutions.recsys.content import TextEncoder
     from solutions.recsys.finetune import co_consumption_pairs, finetune_encoder, save_encoder
@@ -101,9 +103,11 @@ def train_item_encoder(cfg: ItemEncoderRecipe, run_dir: Path, *, data_dir: str |
     if resume:
         raise UserError("recsys item-encoder runs do not resume (a run is minutes); start again with --overwrite")
     run_dir = Path(run_dir)
+    tracker = open_tracker(cfg, run_dir)  # before the claim: a missing extra fails before --overwrite clears
     if distributed.is_main():
         claim_run_dir(run_dir, to_dict(cfg), resume=False, overwrite=overwrite, has_checkpoint=False)
     distributed.barrier()
+    tracker.start(cfg, run_dir)
     device = resolve_device(cfg.device)
     seed_everything(cfg.train.seed)
     data = load_data(cfg, data_dir)
@@ -117,7 +121,8 @@ def train_item_encoder(cfg: ItemEncoderRecipe, run_dir: Path, *, data_dir: str |
                         f"try train.min_support=1")
     encoder = TextEncoder(load_backbone(cfg.model.backbone), ft.max_length)
     with CostLedger() as ledger:
-        fit = finetune_encoder(encoder, pairs, data.items, ft, device=device, progress=progress)
+        fit = finetune_encoder(encoder, pairs, data.items, ft, device=device, progress=progress,
+                               metric_sinks=(tracker.log_row,))
     if not distributed.is_main():
         distributed.barrier()
         return read_report(run_dir)
@@ -128,12 +133,15 @@ def train_item_encoder(cfg: ItemEncoderRecipe, run_dir: Path, *, data_dir: str |
     cost.train_samples = fit["samples"]
     cost.trainable_params = cost.total_params = sum(p.numel() for p in encoder.backbone.encoder.parameters())
     losses = fit["losses"]
-    plot_loss_curve([{"step": i + 1, "train_loss": x} for i, x in enumerate(losses)], run_dir / "loss_curve.png")
+    plot_loss_curve([{"step": i + 1, "train_loss": x} for i, x in enumerate(losses)], run_dir / "loss_curve.png",
+                    train_rows=fit["pairs"])
     report = {"config": to_dict(cfg), "data": data.summary(),
               "fit": {"steps": fit["steps"], "pairs": fit["pairs"], "samples": fit["samples"],
                       "stopped_by_time": fit["stopped_by_time"], "loss_first": losses[:3], "loss_last": losses[-3:],
                       "processes": distributed.world_size()},
-              "cost": cost.to_dict(), "environment": environment() | {"device": device}}
+              "cost": cost.to_dict(), **({"tracking": tracker.describe()} if tracker.describe() else {}),
+              "environment": environment() | {"device": device}}
     write_report(run_dir, report)
+    tracker.finish(report, run_dir, step=fit["steps"])
     distributed.barrier()
     return report

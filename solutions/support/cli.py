@@ -17,7 +17,7 @@ def _settings(args):
 
 
 def _texts(args) -> list[str]:
-    from core.cli import texts_from_args, texts_from_jsonl
+    from core.text import texts_from_args, texts_from_jsonl
 
     if args.texts:
         return texts_from_args(args.texts)
@@ -36,9 +36,9 @@ def _texts(args) -> list[str]:
 
 def cmd_route(args) -> int:
     texts = _texts(args)
-    from core.cli import _quiet_libraries
+    from core.quiet import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     from solutions.support.router import IntentRouter
 
     router = IntentRouter.from_run(Path(args.run_dir), args.routes and Path(args.routes), _settings(args), args.runtime, args.threads)
@@ -49,9 +49,9 @@ def cmd_route(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from core.cli import _quiet_libraries
+    from core.quiet import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     from core.server import serve
     from core.serving import Access
     from solutions.support.router import IntentRouter

@@ -83,6 +83,8 @@ def fallback_reason(probs: np.ndarray, in_scope_score: float | None, ood_thresho
 
 
 class IntentRouter:
+    """Routes texts with any core.predictor.Predictor (PyTorch, ONNX fp32/int8, zero-shot)."""
+
     def __init__(self, model, table: RoutingTable | None = None, settings: RouterSettings = RouterSettings()):
         self.model, self.table, self.settings = model, table or RoutingTable(), settings
 
@@ -91,16 +93,9 @@ class IntentRouter:
                  runtime: str = "torch", threads: int | None = None):
         """`runtime`: torch (LoRA merged), onnx or onnx-int8 (ONNX Runtime; needs `verticals export
         onnx [--int8]` first). `threads`: ONNX Runtime intra-op threads (None = all cores)."""
-        from core.model import load_classifier
+        from core.predictor import load_run
 
-        run = Path(run_dir)
-        model_dir = run / "model" if (run / "model").is_dir() else run
-        if runtime in ("onnx", "onnx-int8"):
-            from core.export import load_onnx_classifier
-
-            model = load_onnx_classifier(model_dir, threads, int8=runtime == "onnx-int8")
-        else:
-            model = load_classifier(model_dir)
+        model = load_run(run_dir, runtime, threads=threads)
         table = RoutingTable.from_yaml(table_path, model.labels) if table_path else None
         return cls(model, table, settings)
 
@@ -111,10 +106,8 @@ class IntentRouter:
         probs = softmax(logits, self.model.temperature)
         scores, threshold = [None] * len(texts), None
         if self.model.ood is not None:
-            from core.ood import in_scope_scores
-
-            scorer, threshold, _ = self.model.ood
-            scores = in_scope_scores(scorer, logits, embeddings, self.model.temperature)
+            threshold = self.model.ood.threshold
+            scores = self.model.ood.scores(logits, embeddings, self.model.temperature)
         out = []
         for text, p, score in zip(texts, probs, scores):
             order = np.argsort(-p)[: self.settings.top_k]
@@ -137,7 +130,6 @@ class IntentRouter:
     def describe(self) -> dict:
         ood = self.model.ood
         return {"labels": len(self.model.labels), "temperature": self.model.temperature,
-                "out_of_scope": None if ood is None else {"scorer": ood[0].name, "threshold": ood[1],
-                                                          "target_in_scope_recall": ood[2]},
+                "out_of_scope": None if ood is None else ood.describe(),
                 "settings": asdict(self.settings), "default_queue": self.table.default_queue,
                 "fallback_queue": self.table.fallback_queue}

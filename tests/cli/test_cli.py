@@ -37,7 +37,7 @@ def test_recipes_lists_the_support_recipes():
     (("train", "support/intent-lora", "--nproc", "0"), "not a number of processes"),
     (("train", "support/intent-lora", "epochs=many"), "bad value for 'epochs'"),
     (("eval", "/nonexistent/run"), "not a finished run directory"),
-    (("predict", "/nonexistent/run", "hello"), "not a saved verticals model"),
+    (("predict", "/nonexistent/run", "hello"), "does not exist; give a run directory"),
 ])
 def test_user_errors_exit_nonzero_with_a_message_and_no_traceback(args, message):
     out = run_cli(*args)

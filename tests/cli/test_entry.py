@@ -135,3 +135,30 @@ def _imported_modules(path: Path) -> set[str]:
 def test_core_imports_nothing_from_the_solutions_or_the_app_layer(path):
     bad = {m for m in _imported_modules(path) if m.split(".")[0] in ("solutions", "verticals")}
     assert not bad, f"core/{path.name} imports {sorted(bad)}"
+
+
+def _dynamic_imports(path: Path) -> set[str]:
+    """Module names given as string constants to importlib.import_module / __import__."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in ("import_module", "__import__") and isinstance(node.args[0].value, str):
+                names.add(node.args[0].value)
+    return names
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "core").glob("*.py")), ids=lambda p: p.name)
+def test_core_loads_nothing_from_the_solutions_or_the_app_layer_dynamically(path):
+    bad = {m for m in _dynamic_imports(path) if m.split(".")[0] in ("solutions", "verticals")}
+    assert not bad, f"core/{path.name} loads {sorted(bad)}"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "solutions").rglob("*.py")), ids=lambda p: str(p.relative_to(REPO)))
+def test_solutions_import_neither_the_app_layer_nor_the_command_line(path):
+    """The solutions sit between core and the app layer: they never import verticals, and never
+    reach into core.cli (its helpers live in core.text and core.quiet)."""
+    names = _imported_modules(path) | _dynamic_imports(path)
+    bad = {m for m in names if m.split(".")[0] == "verticals" or m == "core.cli"}
+    assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"

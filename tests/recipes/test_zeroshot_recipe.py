@@ -82,7 +82,7 @@ def test_label_names_become_a_saved_classifier_with_cosine_prototype_probabiliti
     assert report["zeroshot"]["labelled_data_used"] == ("none for the head; 24 labelled validation rows only "
                                                         "calibrate the temperature and set the out-of-scope threshold")
     assert report["metrics"]["test"]["n"] == 12 and report["confidence"]["ood_scorer"] == "energy"
-    assert {p.name for p in run.iterdir()} == {"config.yaml", "model", "report.json", "report.md",
+    assert {p.name for p in run.iterdir()} == {"config.yaml", "model", "report.json", "report.md", "README.md",
                                                "confusion_matrix.png", "reliability.png"}
     markdown = (run / "report.md").read_text()
     assert "## Zero-shot" in markdown and "loss_curve.png" not in markdown  # no steps, no training curve

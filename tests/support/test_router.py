@@ -53,7 +53,7 @@ def test_out_of_scope_scorer_separates_gibberish(support_run):
 def test_onnx_export_routes_like_torch_and_int8_stays_close(support_run, tmp_path):
     import shutil
 
-    from core.export import INT8_FILE, export_onnx, quantize_int8
+    from core.export import INT8_FILE, export_onnx, onnx_size, quantize_int8
     from core.model import load_classifier
 
     run = tmp_path / "run"
@@ -61,6 +61,8 @@ def test_onnx_export_routes_like_torch_and_int8_stays_close(support_run, tmp_pat
     with pytest.raises(UserError, match="export onnx"):
         IntentRouter.from_run(run, runtime="onnx-int8")
     onnx_file = export_onnx(load_classifier(run / "model"), run / "model" / "model.onnx")
+    weights = run / "model" / "model.onnx.data"  # the dynamo exporter keeps the weights beside the graph
+    assert onnx_size(onnx_file) == onnx_file.stat().st_size + weights.stat().st_size
     texts = ["my card was declined", "a much longer message about a transfer to another bank account", "zzz"]
     torch_routes = IntentRouter.from_run(run).route_batch(texts)
     onnx_routes = IntentRouter.from_run(run, runtime="onnx").route_batch(texts)

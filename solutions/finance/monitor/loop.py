@@ -52,6 +52,7 @@ class MonitorConfig:
     inputs: tuple[str, ...]  # JSONL files, directories, or "-" for stdin
     db: Path
     model: str  # a run directory (or its model/), or "zeroshot"
+    runtime: str = "torch"  # torch | onnx | onnx-int8 (core.predictor.load_run)
     watchlist: Path | None = None
     rules: Path | None = None
     window: str | None = None  # overrides the rules file's window
@@ -79,22 +80,23 @@ class RunStats:
         return self.lines / self.seconds if self.seconds else 0.0
 
 
-def load_scorer(spec: str):
-    """A sentiment classifier: a trained run (default of the recipes) or the zero-shot fallback."""
+def load_scorer(spec: str, runtime: str = "torch"):
+    """A sentiment classifier (a core.predictor.Predictor): a trained run, loaded in `runtime`
+    (torch, onnx, onnx-int8), or the zero-shot fallback."""
     from solutions.finance.sentiment import ZERO_SHOT_DESCRIPTIONS, sentiment_columns
 
     if spec == "zeroshot":
         from core.zeroshot import ZeroShotClassifier
 
         return ZeroShotClassifier("minilm", ZERO_SHOT_DESCRIPTIONS)
-    from core.model import load_classifier
+    from core.predictor import load_run
 
     path = Path(spec).expanduser()
     if not path.exists():
         raise UserError(f"model not found: {path}. Train one with `verticals train finance/sentiment-full "
                         f"--out runs/finance-sentiment` and pass --model runs/finance-sentiment, or use "
                         f"--model zeroshot.")
-    model = load_classifier(path / "model" if (path / "model").is_dir() else path)
+    model = load_run(path, runtime)
     sentiment_columns(model.labels)
     return model
 
@@ -206,7 +208,7 @@ def run_monitor(cfg: MonitorConfig, *, model=None, stop: Callable[[], bool] = la
     if sum(spec == "-" for spec in cfg.inputs) > 1:
         raise UserError("stdin ('-') can be given once")
     store = Store(cfg.db, rules.window, rules.lateness)
-    model = model if model is not None else load_scorer(cfg.model)
+    model = model if model is not None else load_scorer(cfg.model, cfg.runtime)
     backoff = Backoff(base=cfg.retry_base_seconds)
     stats, started = RunStats(), time.perf_counter()
 
