@@ -4,9 +4,12 @@ service and CLI read back: item texts, filterable metadata, user histories and t
 Layout of an index directory:
   index.faiss, index.json   the ItemIndex (vectors, id map, metadata)
   catalog.json              encoder (path or backbone name), max_length, half_life,
-                            histories (user -> latest item ids, oldest first, at most 200)
-  journal.log               item changes made through the API since the index was last saved
-                            (solutions.recsys.live; created at the first change)
+                            histories (user -> latest item ids, oldest first, at most 200),
+                            threshold (positives), journal_seq (events folded into histories)
+  titles.json               item id -> the item's text, for the CLI to show beside ids
+  journal.log               item changes and interaction events made through the API since
+                            the index was last saved (solutions.recsys.live; created at the first change)
+  events.log                interaction events already folded into catalog.json (solutions.recsys.events)
 Leaves out: the index itself (index), ranking (content, protocol) and live changes (live).
 """
 
@@ -23,7 +26,9 @@ from solutions.recsys.durable import atomic_write
 from solutions.recsys.protocol import MOVIELENS_THRESHOLD, is_positive
 
 CATALOG_FILE = "catalog.json"
+TITLES_FILE = "titles.json"
 MAX_HISTORY = 200
+EMBED_CHUNK = 1024  # items per progress step while indexing
 
 
 @dataclass
@@ -32,6 +37,8 @@ class Catalog:
     max_length: int
     half_life: float
     histories: dict[str, list[str]] = field(default_factory=dict)
+    threshold: float | None = None  # ratings >= this are positives (None: every event is one)
+    journal_seq: int = 0  # the last journal record whose events `histories` hold (solutions.recsys.events)
 
     def save(self, directory: Path) -> None:
         atomic_write(Path(directory) / CATALOG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(self.__dict__)))
@@ -56,21 +63,22 @@ def user_histories(data: InteractionData, threshold: float | None = None) -> dic
 
 
 def item_metadata(spec: str, columns: list[str], *, root: str | None = None, items: str | None = None,
-                  item_column: str = "item_id") -> dict[str, dict]:
-    """{item id: {column: value}} from the items file; list-valued columns (the card's
+                  item_column: str = "item_id", rows: list[dict] | None = None) -> dict[str, dict]:
+    """{item id: {column: value}} from the items file (`rows`: its rows, already read by
+    load_interactions, so the file is read once); list-valued columns (the card's
     `list_separator`, e.g. MovieLens genres) become lists. Empty `columns` -> {}."""
     if not columns:
         return {}
     separator = None
     if spec in list_cards():
         card = load_card(spec)
-        path = verified_file(card, card["items"], data_root(root))
+        path = card["items"] if rows is not None else verified_file(card, card["items"], data_root(root))
         item_column, separator = card["format"]["item_id_column"], card["format"].get("list_separator")
     elif items:
         path = Path(items).expanduser()
     else:
         raise UserError("metadata columns need the items file: pass --items ITEMS.csv")
-    rows = read_records(path)
+    rows = read_records(path) if rows is None else rows
     missing = [c for c in columns if c not in rows[0]]
     if missing:
         raise UserError(f"{path} has no column '{missing[0]}' for metadata; its columns are {', '.join(rows[0])}")
@@ -80,19 +88,45 @@ def item_metadata(spec: str, columns: list[str], *, root: str | None = None, ite
     return out
 
 
+def save_titles(directory: Path, titles: dict[str, str]) -> None:
+    atomic_write(Path(directory) / TITLES_FILE, lambda tmp: Path(tmp).write_text(json.dumps(titles)))
+
+
+def load_titles(directory: Path) -> dict[str, str]:
+    """{item id: text} saved at index time ({} for an index built before titles were kept;
+    items added through the API have none: their text is not kept)."""
+    path = Path(directory) / TITLES_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def build_index(data: InteractionData, encoder_path: str, out: Path, *, data_spec: str, factory: str = "Flat",
                 metadata_columns: tuple[str, ...] = (), half_life: float = 5.0, threshold: float | None = None,
-                data_dir: str | None = None, items: str | None = None):
+                data_dir: str | None = None, items: str | None = None, progress: bool = False):
     """Embed every item of `data` with the encoder at `encoder_path` (a run's encoder/ or a
-    backbone name), save the FAISS index and the catalog (user histories) into `out`, and return
-    the ItemIndex. `verticals recsys index` and `verticals.index(...)` both call this."""
+    backbone name), save the FAISS index, the catalog (user histories) and the item texts
+    (titles) into `out`, and return the ItemIndex. `progress`: a bar over embedding batches on
+    stderr. `verticals recsys index` and `verticals.index(...)` both call this."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
     from solutions.recsys.content import TextEncoder, embed_catalog
     from solutions.recsys.index import ItemIndex
 
     encoder = TextEncoder.load(encoder_path)
     ids = sorted(data.items)
-    metadata = item_metadata(data_spec, list(metadata_columns), root=data_dir, items=items)
-    index = ItemIndex.build(ids, embed_catalog(encoder, ids, data.items), factory, metadata)
+    metadata = item_metadata(data_spec, list(metadata_columns), root=data_dir, items=items,
+                             rows=data.item_rows)
+    chunks = [ids[start:start + EMBED_CHUNK] for start in range(0, len(ids), EMBED_CHUNK)]
+    with tqdm(total=len(ids), desc="embedding items", unit="item", disable=not progress) as bar:
+        vectors = []
+        for chunk in chunks:
+            vectors.append(embed_catalog(encoder, chunk, data.items))
+            bar.update(len(chunk))
+    index = ItemIndex.build(ids, np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), np.float32),
+                            factory, metadata)
     index.save(out)
-    Catalog(encoder_path, encoder.max_length, half_life, user_histories(data, threshold)).save(out)
+    if threshold is None and data.name.startswith("movielens"):
+        threshold = MOVIELENS_THRESHOLD
+    save_titles(out, {item: data.items[item] for item in ids})
+    Catalog(encoder_path, encoder.max_length, half_life, user_histories(data, threshold), threshold).save(out)
     return index

@@ -1,8 +1,11 @@
-"""`verticals recsys train|index|recommend|similar|evaluate|serve`.
+"""`verticals recsys train|index|recommend|similar|events|evaluate|serve`.
 
 Only argparse at import time (the CLI's --help stays instant); each command imports what it needs.
 DATA is a catalog name (`movielens_latest_small`, `demo_catalog`) or your own interactions CSV
 (columns user_id,item_id,timestamp[,rating]) with `--items ITEMS.csv` (item_id + text columns).
+`train` and `index` draw a progress bar on stderr (`--quiet`: none); `recommend` and `similar`
+print each item's title (its catalog text, kept in the index directory) beside its id; `events`
+writes the interactions a served index took (POST /v1/events) as a CSV for the next retrain.
 """
 
 from __future__ import annotations
@@ -85,7 +88,8 @@ def cmd_index(args) -> int:
     out = Path(args.out)
     index = build_index(data, _encoder_path(args.model), out, data_spec=args.data, factory=args.factory,
                         metadata_columns=tuple(c for c in args.metadata_columns.split(",") if c),
-                        half_life=args.half_life, threshold=args.threshold, data_dir=args.data_dir, items=args.items)
+                        half_life=args.half_life, threshold=args.threshold, data_dir=args.data_dir, items=args.items,
+                        progress=not args.quiet)
     print(f"indexed {len(index)} items ({index.factory}, dim {index.dim}) into {out}")
     return 0
 
@@ -98,15 +102,25 @@ def _recommender(directory: str):
     return Recommender.load(directory)
 
 
-def _print_hits(rows, as_json: bool) -> None:
+TITLE_CHARS = 70
+
+
+def _print_hits(rows, as_json: bool, titles: dict[str, str]) -> None:
+    """Ranked hits with each item's title (its catalog text) beside the id, where the index has one."""
     if as_json:
-        print(json.dumps([{"id": i, "score": round(s, 6)} for i, s in rows]))
+        print(json.dumps([{"id": i, "score": round(s, 6), **({"title": titles[i]} if i in titles else {})}
+                          for i, s in rows]))
         return
+    width = max((len(item_id) for item_id, _ in rows), default=0)
     for rank, (item_id, score) in enumerate(rows, 1):
-        print(f"{rank:3d}. {item_id}  {score:.4f}")
+        title = titles.get(item_id, "")
+        title = title if len(title) <= TITLE_CHARS else title[:TITLE_CHARS - 1] + "…"
+        print(f"{rank:3d}. {item_id:<{width}}  {score:.4f}  {title}".rstrip())
 
 
 def cmd_recommend(args) -> int:
+    from solutions.recsys.catalog import load_titles
+
     if bool(args.user) == bool(args.items):
         raise UserError("give exactly one of --user USER or --items ID,ID,...")
     rec = _recommender(args.index_dir)
@@ -119,11 +133,14 @@ def cmd_recommend(args) -> int:
         unknown = [i for i in history if i not in rec.index]
         if unknown:
             raise UserError(f"unknown item id(s): {', '.join(unknown[:5])}")
-    _print_hits(rec.recommend(history, args.k, _filter(args.filter), exclude_seen=True), args.json)
+    _print_hits(rec.recommend(history, args.k, _filter(args.filter), exclude_seen=True), args.json,
+                load_titles(args.index_dir))
     return 0
 
 
 def cmd_similar(args) -> int:
+    from solutions.recsys.catalog import load_titles
+
     if bool(args.item) == bool(args.text):
         raise UserError("give exactly one of --item ID or --text TEXT")
     rec = _recommender(args.index_dir)
@@ -134,8 +151,35 @@ def cmd_similar(args) -> int:
         rows = rec.similar_to_item(args.item, args.k, where)
     else:
         rows = rec.similar_to_text(args.text, args.k, where)
-    _print_hits(rows, args.json)
+    _print_hits(rows, args.json, load_titles(args.index_dir))
     return 0
+
+
+def cmd_events(args) -> int:
+    """Export the interaction events an index directory took (POST /v1/events) as a CSV."""
+    from solutions.recsys.events import logged_events, write_events_csv
+
+    events = logged_events(args.index_dir)
+    write_events_csv(events, args.out)
+    print(f"wrote {len(events)} events to {args.out} (user_id,item_id,timestamp,rating); add them to your "
+          f"interactions file and run `verticals recsys train` / `index` on it to refit")
+    return 0
+
+
+EVALUATE_SYSTEMS = ("popular", "itemknn", "ease", "als", "bpr", "content", "hybrid")
+
+
+def _tuned(name: str, split, seed: int):
+    """EASE, ALS or BPR with its hyper-parameters chosen on the validation cut (never the test windows)."""
+    from solutions.recsys.baselines import EASE, choose_on_validation
+    from solutions.recsys.factorization import ALS, BPR
+
+    if name == "ease":
+        best, _ = choose_on_validation(EASE, [{"l2": v} for v in EASE.LAMBDAS], split)
+        return EASE(**best), best
+    cls = {"als": ALS, "bpr": BPR}[name]
+    best, _ = choose_on_validation(lambda **p: cls(**p, seed=seed), cls.GRID, split)
+    return cls(**best, seed=seed), best
 
 
 def cmd_evaluate(args) -> int:
@@ -143,34 +187,43 @@ def cmd_evaluate(args) -> int:
     from solutions.recsys.content import ContentRecommender, HybridRecommender, TextEncoder, choose_alpha, embed_catalog
     from solutions.recsys.protocol import evaluate_scores, split_dataset
 
+    systems = [s for s in args.systems.split(",") if s]
+    unknown = sorted(set(systems) - set(EVALUATE_SYSTEMS))
+    if unknown or not systems:
+        raise UserError(f"unknown system(s) {', '.join(unknown) or '(none given)'}; choose from "
+                        f"{','.join(EVALUATE_SYSTEMS)}")
     data = _load(args)
     split = split_dataset(data, threshold=args.threshold)
     if not split.eval_users():
         raise UserError(f"{args.data}: no user has both a training positive and a later test positive")
     results = {}
-    systems = args.systems.split(",")
-    unknown = sorted(set(systems) - {"popular", "itemknn", "content", "hybrid"})
-    if unknown:
-        raise UserError(f"unknown system(s) {', '.join(unknown)}; choose from popular,itemknn,content,hybrid")
     vectors = None
     if {"content", "hybrid"} & set(systems):
         vectors = embed_catalog(TextEncoder.load(_encoder_path(args.model)), split.items, data.items)
     for name in systems:
+        chosen = {}
         if name == "hybrid":
             model = HybridRecommender(ItemKNN(), ContentRecommender(vectors, split.items))
-            choose_alpha(model, split)
+            chosen = {"alpha": choose_alpha(model, split)[0]}
+        elif name in ("ease", "als", "bpr"):
+            model, chosen = _tuned(name, split, args.seed)
+        elif name == "content":
+            model = ContentRecommender(vectors, split.items)
         else:
-            model = {"popular": MostPopular, "itemknn": ItemKNN}.get(name, lambda: ContentRecommender(vectors, split.items))()
+            model = {"popular": MostPopular, "itemknn": ItemKNN}[name]()
         model.fit(split)
         results[name] = evaluate_scores(lambda users: model.score([split.history(u) for u in users]), split)
-        if name == "hybrid":
-            results[name]["alpha"] = model.alpha
+        if chosen:
+            results[name]["chosen_on_validation"] = chosen
     if args.json:
         print(json.dumps(results, indent=2))
     else:
+        print(f"{'system':10s} {'users':>5s} {'recall@10':>9s} {'recall@20':>9s} {'ndcg@10':>8s} {'mrr':>7s} "
+              f"{'cov@10':>7s}  chosen on validation")
         for name, m in results.items():
-            print(f"{name:10s} users={m['users']} recall@10={m['recall@10']:.4f} recall@20={m['recall@20']:.4f} "
-                  f"ndcg@10={m['ndcg@10']:.4f} mrr={m['mrr']:.4f} coverage@10={m['coverage@10']:.4f}")
+            chosen = " ".join(f"{k}={v}" for k, v in m.get("chosen_on_validation", {}).items())
+            print(f"{name:10s} {m['users']:5d} {m['recall@10']:9.4f} {m['recall@20']:9.4f} {m['ndcg@10']:8.4f} "
+                  f"{m['mrr']:7.4f} {m['coverage@10']:7.4f}  {chosen}")
     return 0
 
 
@@ -215,6 +268,7 @@ def register(subparsers) -> None:
     p.add_argument("--factory", default="Flat", help="FAISS factory: Flat, HNSW32, IVF1024,PQ32 (or flat/hnsw/ivfpq)")
     p.add_argument("--metadata-columns", default="", help="item columns to filter on, e.g. genres or category")
     p.add_argument("--half-life", type=float, default=5.0, help="recency half-life of a user's history, in items")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_index)
 
     for name, helptext in (("recommend", "items for a user, or for a list of recent items"),
@@ -232,14 +286,22 @@ def register(subparsers) -> None:
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=cmd_recommend if name == "recommend" else cmd_similar)
 
+    p = sub.add_parser("events", help="export the interaction events a served index took, as an interactions CSV")
+    p.add_argument("index_dir")
+    p.add_argument("--out", required=True, help="CSV to write (user_id,item_id,timestamp,rating)")
+    p.set_defaults(func=cmd_events)
+
     p = sub.add_parser("evaluate", help="ranking metrics under the temporal protocol")
     _data_args(p)
     p.add_argument("--model", default="minilm", help="encoder for content/hybrid: run directory or backbone")
-    p.add_argument("--systems", default="popular,itemknn,content,hybrid")
+    p.add_argument("--systems", default="popular,itemknn,ease,als,bpr,content,hybrid",
+                   help="comma-separated: popular, itemknn, ease, als, bpr, content, hybrid (ease/als/bpr and the "
+                        "hybrid's alpha are tuned on a validation cut of the training histories)")
+    p.add_argument("--seed", type=int, default=0, help="seed of ALS/BPR")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("serve", help="HTTP API over a saved index (/v1/recommend, /v1/similar, /v1/items)")
+    p = sub.add_parser("serve", help="HTTP API over a saved index (/v1/recommend, /v1/similar, /v1/items, /v1/events)")
     p.add_argument("index_dir")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

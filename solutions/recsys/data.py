@@ -34,6 +34,7 @@ class InteractionData:
     items: dict[str, str]  # item id -> text used to embed it
     interactions: list[Interaction]  # in file order
     card: dict | None = None
+    item_rows: list[dict] | None = None  # the items file's rows as read (metadata comes from here: read once)
 
     def summary(self) -> dict:
         return {"name": self.name, "items": len(self.items), "interactions": len(self.interactions),
@@ -114,7 +115,7 @@ def _load_card_interactions(card: dict, root: Path) -> InteractionData:
                           fmt.get("list_separator"), tags)
     events = interactions_from_rows(rows, path, fmt["user_id_column"], fmt["item_id_column"],
                                     fmt["timestamp_column"], fmt.get("rating_column"))
-    return InteractionData(card["name"], item_map, events, card)
+    return InteractionData(card["name"], item_map, events, card, item_rows)
 
 
 def load_interactions(spec: str, *, root: str | os.PathLike | None = None, items: str | None = None,
@@ -134,11 +135,12 @@ def load_interactions(spec: str, *, root: str | os.PathLike | None = None, items
         raise UserError("your own interactions need an items file too: pass items=<items.csv> with an "
                         "id column and text columns (item_text_columns=...)")
     item_path = Path(items).expanduser()
-    item_map = item_texts(read_records(item_path, encoding), item_path, item_column, list(item_text_columns))
+    item_rows = read_records(item_path, encoding)
+    item_map = item_texts(item_rows, item_path, item_column, list(item_text_columns))
     events = interactions_from_rows(read_records(path, encoding), path, user_column, item_column,
                                     timestamp_column, rating_column)
     unknown = sorted({e.item for e in events} - set(item_map))
     if unknown:
         raise UserError(f"{path}: {len(unknown)} item id(s) are not in {item_path}, e.g. "
                         f"{', '.join(unknown[:5])}. Add them to the items file or drop those rows.")
-    return InteractionData(path.stem, item_map, events)
+    return InteractionData(path.stem, item_map, events, item_rows=item_rows)

@@ -38,8 +38,10 @@ is in the directory's journal and fsync'd, so it survives `kill -9` (and a power
   either failure is a UserError, since writing from a stale copy would lose the other writes.
 - A Recommender built in memory (`Recommender(index, encoder, catalog)`, no journal) takes
   writes too, and keeps them only as long as the process lives.
-Leaves out: HTTP (service), the user histories (catalog; the API does not change them), and
-embedding (content).
+- Interaction events (`add_events`) take the same path: one journal record per batch (op
+  `events`), then folded into `catalog.histories`; replay on load folds the events newer than
+  the saved catalog's `journal_seq`, and compaction archives them first (solutions.recsys.events).
+Leaves out: HTTP (service), the event archive and export (events), and embedding (content).
 """
 
 from __future__ import annotations
@@ -58,7 +60,9 @@ import numpy as np
 from core.errors import UserError
 from solutions.recsys.catalog import Catalog
 from solutions.recsys.content import TextEncoder, recency_weights
+from solutions.recsys.data import Interaction
 from solutions.recsys.durable import fsync_path
+from solutions.recsys.events import archive_events, event_record, fold_events, record_events
 from solutions.recsys.index import ItemIndex
 
 JOURNAL_FILE = "journal.log"
@@ -233,6 +237,15 @@ def _apply(index: ItemIndex, record: dict) -> None:
         raise UserError(f"unknown op '{op}'")
 
 
+def _replay(index: ItemIndex, catalog: Catalog, record: dict) -> None:
+    """Apply one journal record on load: events to the histories (unless the saved catalog
+    already holds them), item changes to the index."""
+    if record["op"] != "events":
+        _apply(index, record)
+    elif record["seq"] > catalog.journal_seq:
+        fold_events(catalog, record_events(record))
+
+
 class Recommender:
     """The live state behind the router: index + encoder + user histories, and the journal that
     makes writes durable (None: in memory only)."""
@@ -246,6 +259,9 @@ class Recommender:
         self._write_lock = threading.Lock()  # journal append + apply + compaction, one at a time
         self._compaction_paused_until = 0  # journal records; set after a failed compaction
         self._closed = False
+        self._unarchived: list[dict] = []  # event records in the journal, not yet in the archive
+
+    user_model = None  # a solutions.recsys.sequential model when the index holds its item vectors (load)
 
     @classmethod
     def load(cls, directory: str | Path, *, compact_every: int = COMPACT_EVERY,
@@ -263,13 +279,19 @@ class Recommender:
                     raise
         for record in pending:
             try:
-                _apply(index, record)
+                _replay(index, catalog, record)
             except UserError as exc:
                 raise UserError(f"{journal.path}: record {record['seq']} ({record['op']} '{record['id']}') does "
                                 f"not apply to the saved index: {exc}") from None
             index.journal_seq = record["seq"]
-        return cls(index, TextEncoder.load(catalog.encoder, catalog.max_length), catalog, journal=journal,
-                   compact_every=compact_every, compact_bytes=compact_bytes)
+        rec = cls(index, TextEncoder.load(catalog.encoder, catalog.max_length), catalog, journal=journal,
+                  compact_every=compact_every, compact_bytes=compact_bytes)
+        rec._unarchived = [r for r in pending if r["op"] == "events" and r["seq"] > catalog.journal_seq]
+        from solutions.recsys.sequential import has_served_model, load_served_model
+
+        if has_served_model(directory):  # the index of a sequential model: its user vector queries it
+            rec.user_model, rec.encoder = load_served_model(directory, rec.encoder)
+        return rec
 
     # ------------------------------------------------------------ reads
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -278,7 +300,11 @@ class Recommender:
 
     def recommend(self, history: list[str], k: int = 10, where: dict | None = None,
                   exclude_seen: bool = True) -> list[tuple[str, float]]:
-        """(item id, score) for a history of item ids, oldest first (recent items weigh more)."""
+        """(item id, score) for a history of item ids, oldest first (recent items weigh more).
+        With a sequential model: one search with the model's user vector for the history."""
+        query = self.user_model.query_vector(history) if self.user_model is not None else None
+        if query is not None:
+            return self.index.search(query, k, exclude=set(history) if exclude_seen else None, where=where).row(0)
         known = [item for item in history if item in self.index]
         if not known:
             raise UserError("none of the history items is in the index")
@@ -321,6 +347,24 @@ class Recommender:
             self._require(item_id)
             return self._commit({"op": "remove", "id": item_id})
 
+    def add_events(self, events: list[Interaction]) -> list[str | None]:
+        """Journal (one record, fsync'd) and fold into the users' histories the events whose item
+        is in the index; returns, per event, None (taken) or why it was refused."""
+        with self._write_lock:
+            problems = [None if e.item in self.index else f"unknown item id '{e.item[:100]}'" for e in events]
+            taken = [e for e, problem in zip(events, problems) if problem is None]
+            if taken:
+                self._commit(event_record(taken))
+        return problems
+
+    def _apply_record(self, record: dict) -> None:
+        if record["op"] == "events":
+            fold_events(self.catalog, record_events(record))
+            if self.journal is not None:
+                self._unarchived.append(record)
+        else:
+            _apply(self.index, record)
+
     def _require(self, item_id: str) -> None:
         if item_id not in self.index:
             raise UnknownItem(f"unknown item id '{item_id}'")
@@ -330,14 +374,14 @@ class Recommender:
         if self._closed:
             raise UserError("this recommender is closed; load the directory again to change it")
         if self.journal is None:
-            _apply(self.index, record)
+            self._apply_record(record)
             return len(self.index)
         if not self.journal.is_open:
             self.journal.open()
         size_before = self.journal.size
         seq = self.journal.append(record)
         try:
-            _apply(self.index, record)
+            self._apply_record({"seq": seq, **record})  # as replay will see it (the archive keeps the seq)
         except BaseException:
             self.journal.drop_last(size_before)  # not applied, so not acknowledged: replay must not apply it
             raise
@@ -349,8 +393,14 @@ class Recommender:
         return len(self.index)
 
     def _compact(self) -> None:
-        """Fold the journal into the saved index (see the module docstring); under the write lock."""
+        """Fold the journal into the saved index (see the module docstring); under the write lock.
+        Events go first: archive, then the catalog that holds them (solutions.recsys.events)."""
         try:
+            if self._unarchived:
+                archive_events(self.journal.path.parent, self._unarchived)
+                self.catalog.journal_seq = self.journal.last_seq
+                self.catalog.save(self.journal.path.parent)
+                self._unarchived = []
             self.index.save(self.journal.path.parent)
         except OSError as exc:
             self._compaction_paused_until = self.journal.records + self.compact_every

@@ -5,6 +5,13 @@
   POST   /v1/items        {"id", "text", "metadata"}: embed and add (409 if the id exists)
   PUT    /v1/items/{id}   {"text", "metadata"}: re-embed and replace (404 if unknown)
   DELETE /v1/items/{id}   remove (404 if unknown)
+  POST   /v1/events       {"user", "item", "timestamp"?, "rating"?} or a list of them: interactions
+                          folded into the users' histories (the next /v1/recommend for the user sees
+                          them; a new user gets a history). Timestamp: Unix seconds or ISO 8601
+                          (default: now). Each event is checked alone: a list is answered with one
+                          result per event (`status` 200 or the 4xx and its `error`), 200 if any
+                          was taken, else the first refusal's status; a single event is a plain
+                          200 or 4xx. Taken events are journaled (fsync) before the answer.
   GET    /healthz, /readyz, /metrics, /docs: core.serving
 
 Access (bearer token, every route but health/readiness), body and text limits, JSON checks and
@@ -19,13 +26,19 @@ Leaves out: building the index (cli `recsys index`) and starting the server (cli
 from __future__ import annotations
 
 import asyncio
+import math
+import time
+from typing import Any
 
-from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from fastapi import APIRouter, Body, HTTPException
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from core.errors import UserError
 from core.serving import Access, ServiceLimits, check_texts, create_service
 from core.text import has_visible_text
+from solutions.recsys.data import Interaction, parse_timestamp
+from solutions.recsys.events import timestamp_problem
 from solutions.recsys.live import DuplicateItem, Recommender, UnknownItem
 
 __all__ = ["Recommender", "create_app", "recsys_router"]
@@ -63,6 +76,19 @@ class NewItem(ItemPayload):
     id: StrictStr
 
 
+class Event(_Strict):
+    user: StrictStr
+    item: StrictStr
+    timestamp: StrictInt | StrictFloat | StrictStr | None = None
+    rating: StrictInt | StrictFloat | None = None
+
+
+class EventRefused(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
 def _hits(rows: list[tuple[str, float]]) -> dict:
     return {"items": [{"id": item_id, "score": round(score, 6)} for item_id, score in rows]}
 
@@ -70,12 +96,44 @@ def _hits(rows: list[tuple[str, float]]) -> dict:
 def recsys_router(state: Recommender, limits: ServiceLimits = ServiceLimits()) -> APIRouter:
     router = APIRouter()
 
-    def check_id(item_id: str, name: str = "id") -> str:
+    def id_problem(item_id: str, name: str) -> str | None:
         if not 1 <= len(item_id) <= limits.max_id_chars:
-            raise HTTPException(422, f"{name}: {len(item_id)} characters; give 1 to {limits.max_id_chars}")
+            return f"{name}: {len(item_id)} characters; give 1 to {limits.max_id_chars}"
         if not has_visible_text(item_id) or any(ord(ch) < 32 for ch in item_id):
-            raise HTTPException(422, f"{name}: must be visible text without control characters")
+            return f"{name}: must be visible text without control characters"
+        return None
+
+    def check_id(item_id: str, name: str = "id") -> str:
+        problem = id_problem(item_id, name)
+        if problem:
+            raise HTTPException(422, problem)
         return item_id
+
+    def parse_event(raw: Any, name: str) -> Interaction:
+        """One event of a request as an Interaction, or EventRefused with the status and reason."""
+        try:
+            event = Event.model_validate(raw)
+        except ValidationError as exc:
+            fields = "; ".join(".".join([name, *map(str, e["loc"])]) + f": {e['msg']}" for e in exc.errors()[:3])
+            raise EventRefused(422, f"{fields} (send user, item and optionally timestamp, rating)") from None
+        for value, key in ((event.user, "user"), (event.item, "item")):
+            problem = id_problem(value, f"{name}.{key}")
+            if problem:
+                raise EventRefused(422, problem)
+        if isinstance(event.timestamp, str) and len(event.timestamp) > 64:
+            raise EventRefused(422, f"{name}.timestamp: {len(event.timestamp)} characters; send Unix seconds or ISO 8601")
+        try:
+            stamp = time.time() if event.timestamp is None else parse_timestamp(event.timestamp, f"{name}.timestamp")
+        except (UserError, OverflowError) as exc:
+            raise EventRefused(422, str(exc)) from None
+        problem = timestamp_problem(stamp)
+        if problem:
+            raise EventRefused(422, f"{name}.{problem}")
+        if event.rating is not None and not math.isfinite(float(event.rating)):
+            raise EventRefused(422, f"{name}.rating: send a finite number")
+        if event.item not in state.index:
+            raise EventRefused(404, f"{name}: unknown item id '{event.item[:100]}'; add it with POST /v1/items first")
+        return Interaction(event.user, event.item, stamp, None if event.rating is None else float(event.rating))
 
     def check_filter(where: dict | None) -> dict | None:
         if where and len(where) > MAX_METADATA_KEYS:
@@ -155,6 +213,39 @@ def recsys_router(state: Recommender, limits: ServiceLimits = ServiceLimits()) -
         except UnknownItem as exc:
             raise HTTPException(404, str(exc)) from None
         return {"id": item_id, "items": count}
+
+    @router.post("/v1/events")
+    def add_events(body: Any = Body(..., examples=[{"user": "u01", "item": "i001", "rating": 4.5}])):
+        if not isinstance(body, (dict, list)):
+            raise HTTPException(422, "the body must be one event {\"user\", \"item\", \"timestamp\"?, \"rating\"?} "
+                                     "or a list of them")
+        single = isinstance(body, dict)
+        raws = [body] if single else body
+        if not raws:
+            raise HTTPException(422, "give at least one event: {\"user\", \"item\"} or a list of them")
+        if len(raws) > limits.max_batch:
+            raise HTTPException(413, f"{len(raws)} events; at most {limits.max_batch} per request")
+        results: list[dict] = [{} for _ in raws]
+        parsed = {}
+        for i, raw in enumerate(raws):
+            try:
+                parsed[i] = parse_event(raw, "event" if single else f"events[{i}]")
+            except EventRefused as exc:
+                results[i] = {"status": exc.status, "error": str(exc)}
+        problems = state.add_events(list(parsed.values())) if parsed else []
+        for i, problem in zip(parsed, problems):  # an item removed since the check: refused under the lock
+            results[i] = {"status": 404, "error": f"{problem}"} if problem else {"status": 200}
+        if single:
+            if results[0]["status"] != 200:
+                raise HTTPException(results[0]["status"], results[0]["error"])
+            return {"accepted": 1, "rejected": 0}
+        accepted = sum(r["status"] == 200 for r in results)
+        content = {"accepted": accepted, "rejected": len(results) - accepted,
+                   "results": [{"index": i, **r} for i, r in enumerate(results)]}
+        if accepted:
+            return content
+        first = results[0]
+        return JSONResponse(status_code=first["status"], content={"error": first["error"], **content})
 
     @router.delete("/v1/items/{item_id:path}")
     def delete_item(item_id: str) -> dict:
