@@ -167,14 +167,21 @@ def _sequential(ctx, params, seed):
     return SequentialRecommender(cfg, ctx.vectors("pretrained")[0])
 
 
-def _blend_tune(ctx):
-    from solutions.recsys.blend import ColdStartBlend, choose_blend
+def _blend_tune_within(max_metric_loss: float):
+    """The blend's (alpha, cold_boost) on the validation cut: the best NDCG@10, or (max_metric_loss
+    > 0) the largest cold boost within that share of the best: what showing new items costs."""
+    def tune(ctx):
+        from solutions.recsys.blend import ColdStartBlend, choose_blend
 
-    l2 = _ease_tune(ctx)[0]["l2"]
-    vectors, half, _, _ = ctx.vectors("finetuned")
-    (alpha, boost), searched = choose_blend(ColdStartBlend(EASE(l2), ContentRecommender(vectors, ctx.split.items, half)),
-                                            ctx.split)
-    return {"l2": l2, "alpha": alpha, "cold_boost": boost}, {f"{a},{b}": v for (a, b), v in searched.items()}
+        l2 = _ease_tune(ctx)[0]["l2"]
+        vectors, half, _, _ = ctx.vectors("finetuned")
+        blend = ColdStartBlend(EASE(l2), ContentRecommender(vectors, ctx.split.items, half))
+        (alpha, boost), searched = choose_blend(blend, ctx.split, max_metric_loss=max_metric_loss)
+        return {"l2": l2, "alpha": alpha, "cold_boost": boost}, {f"{a},{b}": v for (a, b), v in searched.items()}
+    return tune
+
+
+_blend_tune = _blend_tune_within(0.0)
 
 
 def _blend(ctx, params, seed):
@@ -221,6 +228,9 @@ OPTIONAL = {
     "blend": ("solutions.recsys.blend",
               System("cold-start blend: EASE + fine-tuned content (cold items by text)", _blend_tune, _blend, False,
                      "finetuned")),
+    "blend_exposure": ("solutions.recsys.blend",
+                       System("cold-start blend, cold boost within 5% of its best validation NDCG@10",
+                              _blend_tune_within(0.05), _blend, False, "finetuned")),
 }
 
 
