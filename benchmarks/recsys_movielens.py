@@ -396,13 +396,15 @@ def main(argv=None) -> None:
     load = f"{load_before[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end (1-min, 2 CPU cores)"
     from importlib.metadata import version
 
+    data_dir = os.path.relpath(args.data_dir, RESULTS.parent.parent) if args.data_dir else None  # no machine paths
+    argv = [data_dir if args.data_dir and a == args.data_dir else a for a in sys.argv[1:]]
     record = {
-        "protocol": __doc__.split("Systems:")[0].strip(), "command": " ".join(["python -m benchmarks.recsys_movielens",
-                                                                               *sys.argv[1:]]),
+        "protocol": __doc__.split("Systems:")[0].strip(),
+        "command": " ".join(["python -m benchmarks.recsys_movielens", *argv]),
         "data": {**data.summary(), "eval_users": len(split.eval_users()), "cold_items": len(held),
                  "cold_eval_users": len(cold.eval_users()), "threshold": split.threshold},
         "seeds": list(SEEDS), "systems": rows, "cold_start": cold_rows,
-        "config": {"args": vars(args), "torch_threads": torch.get_num_threads(), "load_average_1min": load,
+        "config": {"args": vars(args) | {"data_dir": data_dir}, "torch_threads": torch.get_num_threads(), "load_average_1min": load,
                    "grids": {"ease_l2": list(EASE.LAMBDAS), "als": ALS.GRID, "bpr": BPR.GRID, "half_life": HALF_LIVES},
                    "packages": {p: version(p) for p in ("implicit", "scipy", "faiss-cpu")}},
     }

@@ -123,8 +123,9 @@ def _pct(value) -> str:
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows)]
+    from core.report_markdown import markdown_table
+
+    return markdown_table(header, [[_fmt(v) for v in row] for row in rows])
 
 
 def metrics_section(report: dict) -> list[str]:

@@ -164,18 +164,11 @@ def cmd_export(args) -> int:
         if args.push:
             print(f"pushed to {push_to_hub(out, args.push)}")
         return 0
-    from core.export import INT8_FILE, ONNX_FILE, export_onnx, onnx_size, quantize_int8
-    from core.model import load_classifier
+    from core.export import export_run_onnx, onnx_size
 
-    run = Path(args.run_dir)
-    model_dir = run / "model" if (run / "model").is_dir() else run
-    model = load_classifier(model_dir)
-    path = export_onnx(model, model_dir / ONNX_FILE)
-    # the size of graph + external weights (model.onnx.data): the graph file alone is a fraction of it
-    print(f"wrote {path} ({onnx_size(path) / 2**20:.1f} MB with its weights); serve it with --runtime onnx")
-    if args.int8:
-        path = quantize_int8(path, model_dir / INT8_FILE)
-        print(f"wrote {path} ({onnx_size(path) / 2**20:.1f} MB with its weights); serve it with --runtime onnx-int8")
+    for path, runtime in zip(export_run_onnx(Path(args.run_dir), int8=args.int8), ("onnx", "onnx-int8")):
+        # the size of graph + external weights (model.onnx.data): the graph file alone is a fraction of it
+        print(f"wrote {path} ({onnx_size(path) / 2**20:.1f} MB with its weights); serve it with --runtime {runtime}")
     return 0
 
 

@@ -82,6 +82,19 @@ def quantize_int8(onnx_path: Path, out_path: Path) -> Path:
     return Path(out_path)
 
 
+def export_run_onnx(path: Path, *, int8: bool = False) -> list[Path]:
+    """Export the classifier of a run (or its model/ folder) beside its weights: model.onnx, and
+    with `int8` also model.int8.onnx; returns the files written, fp32 first."""
+    from core.model import load_classifier
+    from core.predictor import model_dir
+
+    directory = model_dir(path)
+    written = [export_onnx(load_classifier(directory), directory / ONNX_FILE)]
+    if int8:
+        written.append(quantize_int8(written[0], directory / INT8_FILE))
+    return written
+
+
 class OnnxClassifier:
     """Runs an exported classifier with ONNX Runtime: a core.predictor.Predictor like
     core.model.TextClassifier (`.labels`, `.temperature`, `.ood` (an OutOfScopeDetector or None),

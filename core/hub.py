@@ -79,7 +79,9 @@ def export_hf(run_dir: Path, out_dir: Path, *, overwrite: bool = False) -> Path:
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         if is_classification(report):
-            write_classifier(run_dir / "model", work, run_name=report.get("config", {}).get("name", ""))
+            from core.predictor import model_dir
+
+            write_classifier(model_dir(run_dir), work, run_name=report.get("config", {}).get("name", ""))
         else:
             write_item_encoder(run_dir, work)
         (work / "README.md").write_text(model_card(report, exported=True), encoding="utf-8")

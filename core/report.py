@@ -53,11 +53,12 @@ RUN_DIRS = ("model", "checkpoint", "checkpoint.old", "tensorboard")
 RESUMABLE_CHANGES = {"device", "backend", "uri", "experiment"}
 
 
-def _flat(config: dict, prefix: str = "") -> dict:
+def flat_config(config: dict, prefix: str = "") -> dict:
+    """{"train": {"lr": 1e-4}} -> {"train.lr": 1e-4}: a config as its dotted keys."""
     out = {}
     for key, value in config.items():
         if isinstance(value, dict):
-            out |= _flat(value, f"{prefix}{key}.")
+            out |= flat_config(value, f"{prefix}{key}.")
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -65,7 +66,7 @@ def _flat(config: dict, prefix: str = "") -> dict:
 
 def config_changes(saved: dict, new: dict) -> list[str]:
     """'section.key: old -> new' for every setting that differs (a key only one side has included)."""
-    a, b = _flat(saved), _flat(new)
+    a, b = flat_config(saved), flat_config(new)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k) and k.rpartition(".")[2] not in RESUMABLE_CHANGES]
 

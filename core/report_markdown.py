@@ -64,9 +64,11 @@ def _count_short(n: int) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1_000_000 else f"{n:,}"
 
 
-def _table(header: list[str], rows: list[list]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list]) -> list[str]:
+    """The lines of a markdown table; cells as str() gives them (format them first)."""
     return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
 
 
 # ---------------------------------------------------------------- sections
@@ -151,11 +153,11 @@ def _data_section(report: dict) -> list[str]:
         for name, n in data.items():
             if name not in CORE_DATA_KEYS and isinstance(n, int):
                 rows.append([name, f"{n:,}", "-", _split_notes(name, report)])
-        lines += _table(["split", "rows", "classes", "note"], rows)
+        lines += markdown_table(["split", "rows", "classes", "note"], rows)
         if data.get("num_labels"):
             lines += ["", f"The classifier predicts {data['num_labels']} classes (the training split's labels)."]
     else:  # another task's data summary (e.g. recsys: items, interactions, users)
-        lines += _table(["quantity", "count"], [[k, _num(v)] for k, v in data.items()
+        lines += markdown_table(["quantity", "count"], [[k, _num(v)] for k, v in data.items()
                                                 if k != "name" and isinstance(v, (int, float))])
     card_lines = [f"- {key}: {str(card[key]).strip()}" for key in ("license", "citation", "url") if card.get(key)]
     if card_lines:
@@ -177,7 +179,7 @@ def _metrics_section(report: dict) -> list[str]:
         return []
     rows = [[split, _num(m.get("n")), *(_pct(m.get(k)) if k in PERCENT_METRICS else _num(m.get(k)) for k in names)]
             for split, m in metrics.items()]
-    lines = ["## Metrics", "", *_table(["split", "rows", *(PERCENT_METRICS.get(k, k) for k in names)], rows)]
+    lines = ["## Metrics", "", *markdown_table(["split", "rows", *(PERCENT_METRICS.get(k, k) for k in names)], rows)]
     fit = report.get("fit") or {}
     if fit.get("metric") and isinstance(fit.get("best_metric"), (int, float)):
         best = (f"Best validation {fit['metric']}: {_pct(fit['best_metric'])} at step {fit.get('best_step')} "
@@ -208,7 +210,7 @@ def _errors_section(report: dict) -> list[str]:
     if matrix and labels and len(matrix) == len(labels):
         pairs = most_confused_pairs(matrix, labels)
         lines += ["", f"Most confused pairs (true class -> predicted class, top {MOST_CONFUSED}):", ""]
-        lines += _table(["true", "predicted", "count", "share of the true class' rows"],
+        lines += markdown_table(["true", "predicted", "count", "share of the true class' rows"],
                         [[f"`{t}`", f"`{p}`", c, _pct(s, 1)] for t, p, c, s in pairs]) if pairs else \
             ["No test row was misclassified."]
     scored = [(lab, c) for lab, c in per_class.items() if c.get("support")]  # a class absent from test has no F1
@@ -217,7 +219,7 @@ def _errors_section(report: dict) -> list[str]:
         worst = sorted(imperfect, key=lambda lc: (lc[1].get("f1", 0.0), -lc[1]["support"], lc[0]))
         worst = worst[:min(WORST_CLASSES, max(1, len(scored) // 2))]
         lines += ["", f"Worst classes by F1 (the {len(worst)} lowest of {len(scored)} classes):", ""]
-        lines += _table(["class", "F1", "precision", "recall", "test rows"],
+        lines += markdown_table(["class", "F1", "precision", "recall", "test rows"],
                         [[f"`{lab}`", _pct(c.get("f1"), 1), _pct(c.get("precision"), 1), _pct(c.get("recall"), 1),
                           c["support"]] for lab, c in worst])
     if matrix or (report.get("config") or {}).get("task") == "classification":
@@ -256,7 +258,7 @@ def _confidence_section(report: dict) -> list[str]:
     if sets:
         lines += ["", ("Out-of-scope detection at that threshold, on each out-of-scope set against the in-scope "
                        "test rows:"), ""]
-        lines += _table(["out-of-scope set", "out-of-scope rows", "in-scope test rows", "AUROC",
+        lines += markdown_table(["out-of-scope set", "out-of-scope rows", "in-scope test rows", "AUROC",
                          "out-of-scope recall (handed over)", "in-scope recall (kept)"],
                         [[f"`{name}`", _num(v.get("n_out_of_scope")), _num(v.get("n_in_scope")), _num(v.get("auroc")),
                           _pct(v.get("out_of_scope_recall"), 1), _pct(v.get("in_scope_recall"), 1)]
@@ -337,4 +339,4 @@ def _cost_section(report: dict) -> list[str]:
         rows.insert(3, ["trainable parameters", params])
     known = set(COST_ROWS) | {"total_params", "trainable_params", "train_samples_per_second", "trainable_fraction"}
     rows += [[key, _num(value)] for key, value in cost.items() if key not in known]
-    return ["## Cost", "", *_table(["item", "value"], rows)]
+    return ["## Cost", "", *markdown_table(["item", "value"], rows)]

@@ -77,15 +77,11 @@ def _require(backend: str, modules: Iterable[str], why: str = "") -> None:
                             f"{install_hint(backend)} (or set tracking=none)") from None
 
 
-def flat_params(config: dict, prefix: str = "") -> dict[str, Scalar]:
-    """{"train": {"lr": 1e-4}} -> {"train.lr": 1e-4}: a run's parameters, as its dotted keys."""
-    out: dict[str, Scalar] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out |= flat_params(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = "" if value is None else value
-    return out
+def flat_params(config: dict) -> dict[str, Scalar]:
+    """{"train": {"lr": 1e-4}} -> {"train.lr": 1e-4}: a run's parameters, as its dotted keys (None -> "")."""
+    from core.report import flat_config
+
+    return {key: "" if value is None else value for key, value in flat_config(config).items()}
 
 
 def final_metrics(report: dict) -> dict[str, float]:

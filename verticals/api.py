@@ -26,6 +26,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +54,6 @@ def _settings(overrides: Mapping | None, settings: dict) -> dict:
     return {k: str(v) if isinstance(v, Path) else v for k, v in merged.items()}
 
 
-def _default_out(name: str) -> Path:
-    return Path("runs") / f"{name.replace('/', '-') or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def train(recipe: str | os.PathLike, overrides: Mapping | None = None, *, out: str | os.PathLike | None = None,
           data_dir: str | None = None, resume: bool = False, overwrite: bool = False, progress: bool = False,
           verbose: bool = False, **settings) -> "Run | EncoderRun":
@@ -68,13 +65,14 @@ def train(recipe: str | os.PathLike, overrides: Mapping | None = None, *, out: s
     `overrides` by dotted path (`{"train.lr": 1e-4}`). An existing run in `out` is refused unless
     `overwrite=True`; `resume=True` continues an interrupted one. `progress=True` shows the
     training progress bar; `verbose=True` lets the libraries' warnings through."""
+    from core.cli import default_out
     from core.config import resolve_recipe
 
     with quieted(not verbose):
         cfg, runner = resolve_recipe(recipe, _settings(overrides, settings), RECIPES, TASKS)
         if resume and out is None:
             raise UserError("resume=True needs out=RUN_DIR: the directory of the interrupted run to continue")
-        out = Path(out) if out is not None else _default_out(cfg.name)
+        out = Path(out) if out is not None else default_out(cfg.name)
         runner(cfg, out, data_dir=data_dir, resume=resume, overwrite=overwrite, progress=progress)
     return load(out)
 
@@ -121,7 +119,7 @@ class Run:
         return f"Run({str(self.path)!r}, {len(self.labels)} labels{score}, runtime={self.runtime!r})"
 
     # ------------------------------------------------------------ what the run says
-    @property
+    @cached_property
     def report(self) -> dict:
         """report.json (config, data, metrics, confidence, cost, environment); {} for a bare model/ folder."""
         path = self.model_dir.parent / "report.json"
@@ -140,7 +138,7 @@ class Run:
     def cost(self) -> dict:
         return self.report.get("cost", {})
 
-    @property
+    @cached_property
     def labels(self) -> list[str]:
         return list(json.loads((self.model_dir / "classifier.json").read_text())["labels"])
 
@@ -216,12 +214,10 @@ class Run:
 
     def export_onnx(self, int8: bool = False) -> Path:
         """Write model/model.onnx (and model.int8.onnx) for `runtime="onnx"` / `"onnx-int8"`."""
-        from core.export import INT8_FILE, ONNX_FILE, export_onnx, quantize_int8
-        from core.model import load_classifier
+        from core.export import export_run_onnx
 
         with quieted():
-            path = export_onnx(load_classifier(self.model_dir), self.model_dir / ONNX_FILE)
-            return quantize_int8(path, self.model_dir / INT8_FILE) if int8 else path
+            return export_run_onnx(self.model_dir, int8=int8)[-1]
 
     def export_hf(self, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """A directory `transformers.pipeline("text-classification", model=out, trust_remote_code=True)`
@@ -248,7 +244,7 @@ class EncoderRun:
     def __repr__(self) -> str:
         return f"EncoderRun({str(self.path)!r})"
 
-    @property
+    @cached_property
     def report(self) -> dict:
         return json.loads((self.path / "report.json").read_text())
 
@@ -342,13 +338,10 @@ class Monitor:
         lines = [doc if isinstance(doc, str) else json.dumps(doc, ensure_ascii=False) for doc in documents]
         if any("\n" in line for line in lines):
             raise UserError("a document given as a string must be one JSON line (no newlines)")
+        from solutions.recsys.durable import atomic_write
+
         path = inbox / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.jsonl"
-        temp = path.with_suffix(".part")
-        with open(temp, "w", encoding="utf-8") as handle:
-            handle.write("".join(line + "\n" for line in lines))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
+        atomic_write(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in lines), encoding="utf-8"))
         return self.run(path)
 
     def _store(self):

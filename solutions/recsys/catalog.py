@@ -125,8 +125,17 @@ def build_index(data: InteractionData, encoder_path: str, out: Path, *, data_spe
     index = ItemIndex.build(ids, np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), np.float32),
                             factory, metadata)
     index.save(out)
+    save_catalog(data, out, encoder_path, encoder.max_length, half_life=half_life, threshold=threshold)
+    return index
+
+
+def save_catalog(data: InteractionData, out: Path, encoder_path: str, max_length: int, *, half_life: float = 5.0,
+                 threshold: float | None = None) -> Catalog:
+    """What an index directory holds beside the index: the catalog (user histories, the encoder
+    new items' texts go through, the positive threshold events are folded with) and the titles."""
     if threshold is None and data.name.startswith("movielens"):
         threshold = MOVIELENS_THRESHOLD
-    save_titles(out, {item: data.items[item] for item in ids})
-    Catalog(encoder_path, encoder.max_length, half_life, user_histories(data, threshold), threshold).save(out)
-    return index
+    save_titles(out, {item: data.items[item] for item in sorted(data.items)})
+    catalog = Catalog(str(encoder_path), max_length, half_life, user_histories(data, threshold), threshold)
+    catalog.save(out)
+    return catalog

@@ -384,7 +384,7 @@ def build_sequential_index(model: SequentialRecommender, data, out: str | Path, 
     """Write a servable index dir: the item vectors (cosine-mapped, see the module docstring) in an
     ItemIndex, the catalog (user histories; `encoder` = the text encoder name or path the model's
     text vectors came from, for new items) and the model. Returns the ItemIndex."""
-    from solutions.recsys.catalog import Catalog, user_histories
+    from solutions.recsys.catalog import save_catalog
     from solutions.recsys.index import ItemIndex
 
     vectors = model.item_vectors()
@@ -393,7 +393,7 @@ def build_sequential_index(model: SequentialRecommender, data, out: str | Path, 
     out = Path(out)
     index.save(out)
     model.save(out, extra={"max_norm": max_norm})
-    Catalog(str(encoder), max_length, 5.0, user_histories(data, threshold)).save(out)
+    save_catalog(data, out, encoder, max_length, threshold=threshold)
     return index
 
 

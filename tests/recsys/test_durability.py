@@ -20,21 +20,12 @@ import httpx
 import numpy as np
 import pytest
 
-from solutions.recsys.data import load_interactions
 from core.errors import UserError
 from solutions.recsys import live
 from solutions.recsys.catalog import Catalog, user_histories
-from solutions.recsys.content import TextEncoder, embed_catalog
 from solutions.recsys.index import ItemIndex
 from solutions.recsys.live import JOURNAL_FILE, DuplicateItem, Recommender, UnknownItem
-
-
-@pytest.fixture(scope="module")
-def catalog_vectors(tiny_backbone_dir):
-    data = load_interactions("demo_catalog")
-    items = sorted(data.items)
-    encoder = TextEncoder.load("tiny")
-    return data, items, embed_catalog(encoder, items, data.items), encoder.max_length
+from tests.recsys.conftest import crash
 
 
 @pytest.fixture
@@ -45,12 +36,6 @@ def index_dir(tmp_path, catalog_vectors):
     ItemIndex.build(items, vectors, "HNSW32", {i: {"category": "demo"} for i in items}).save(directory)
     Catalog("tiny", max_length, 20.0, user_histories(data)).save(directory)
     return directory
-
-
-def crash(rec: Recommender) -> None:
-    if rec.journal.is_open:
-        os.close(rec.journal._fd)
-        rec.journal._fd = None
 
 
 def state(rec: Recommender) -> dict:

@@ -13,12 +13,12 @@ import pytest
 
 from core.serving import ServiceLimits
 from solutions.recsys.catalog import MAX_HISTORY, Catalog, user_histories
-from solutions.recsys.content import TextEncoder, embed_catalog
 from solutions.recsys.data import Interaction, load_interactions
 from solutions.recsys.events import EVENTS_FILE, fold_events, logged_events
 from solutions.recsys.index import ItemIndex
 from solutions.recsys.live import JOURNAL_FILE, Recommender
 from tests.http_helpers import running
+from tests.recsys.conftest import crash
 
 LIMITS = ServiceLimits(max_batch=8, max_id_chars=64)
 
@@ -34,14 +34,6 @@ def test_fold_makes_the_item_the_latest_and_skips_negatives():
     assert len(catalog.histories["u1"]) == MAX_HISTORY and catalog.histories["u1"][-1] == f"x{MAX_HISTORY - 1}"
 
 
-@pytest.fixture(scope="module")
-def catalog_vectors(tiny_backbone_dir):
-    data = load_interactions("demo_catalog")
-    items = sorted(data.items)
-    encoder = TextEncoder.load("tiny")
-    return data, items, embed_catalog(encoder, items, data.items), encoder.max_length
-
-
 @pytest.fixture
 def index_dir(tmp_path, catalog_vectors):
     data, items, vectors, max_length = catalog_vectors
@@ -49,13 +41,6 @@ def index_dir(tmp_path, catalog_vectors):
     ItemIndex.build(items, vectors, "Flat", {i: {"category": "demo"} for i in items}).save(directory)
     Catalog("tiny", max_length, 5.0, user_histories(data)).save(directory)
     return directory
-
-
-def crash(rec: Recommender) -> None:
-    """What the kernel does when the process dies: the journal's descriptor (and lock) go away."""
-    if rec.journal.is_open:
-        os.close(rec.journal._fd)
-        rec.journal._fd = None
 
 
 def events_for(user: str, items: list[str]) -> list[Interaction]:
