@@ -1,4 +1,4 @@
-"""The generic `verticals` commands: train, demo, eval, predict, export, recipes, datasets.
+"""The generic `verticals` commands: train, demo, eval, predict, export, plan, recipes, datasets.
 
 The app layer (verticals.cli) builds the parser with its lists (recipes, tasks, solution
 subcommands) and is the console entry; this module imports nothing from the solutions. Heavy
@@ -63,6 +63,10 @@ def _print_summary(report: dict, run_dir: Path) -> None:
               f"{cost['peak_rss_mb']:.0f} MB, {cost['trainable_params']:,} of {cost['total_params']:,} params "
               f"trained ({100 * cost['trainable_fraction']:.2f}%), {cost['train_samples_per_second']:.1f} samples/s, "
               f"{cost['tokens_seen']:,} tokens")
+    if "usd" in cost:
+        prices = cost.get("usd_prices") or {}
+        print(f"  money: {cost['core_hours']:.4f} core-hours, {cost['gpu_hours']:.4f} GPU-hours = ${cost['usd']:.4f} at "
+              f"${prices.get('usd_per_core_hour')}/core-hour, ${prices.get('usd_per_gpu_hour')}/GPU-hour (assumed prices)")
     conf = report.get("confidence", {})
     if conf:
         print(f"  calibration: temperature {conf['temperature']:.2f}, test ECE {conf['test_ece_before']:.4f} -> "
@@ -172,6 +176,34 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    """`plan data=FILE target=0.9 [budget=30m] [latency=5ms] [--run]`: predict every recipe's
+    accuracy, time and cost here and recommend the cheapest that meets the target (core.plan)."""
+    from core.config import parse_overrides
+    from core.plan import plan_config
+
+    cfg = plan_config(parse_overrides(args.settings))
+    _quiet_libraries()
+    from core.plan import format_plan, make_plan, plot_plan, recipe_for
+    from core.recipes import run_recipe
+
+    out = Path(args.out) if args.out else default_out("plan")
+    result = make_plan(cfg, data_dir=args.data_dir, progress=not args.quiet)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "plan.json").write_text(json.dumps(result, indent=2))
+    print("\n" + format_plan(result))
+    print(f"\nplan: {out / 'plan.json'}  plot: {plot_plan(result, out / 'plan.png')}")
+    if args.run:
+        if not result["recommended_recipe"]:
+            raise UserError("--run: no recipe is predicted to meet the target and constraints; lower target=, "
+                            "raise budget= or add labels (see above)")
+        run_dir = out / f"run-{result['recommended_recipe']}"
+        report = run_recipe(recipe_for(result["recommended_recipe"], cfg), run_dir, data_dir=args.data_dir,
+                            progress=not args.quiet)
+        _print_summary(report, run_dir)
+    return 0
+
+
 class Parser(argparse.ArgumentParser):
     """Positional arguments may come after options (`predict RUN --top-k 1 "hello"`, `train R --out D
     epochs=2`): a command without subcommands parses intermixed. Plain argparse binds an empty
@@ -214,9 +246,10 @@ def runtime_arg(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser(*, recipes: Mapping[str, Path], tasks: Mapping[str, tuple],
-                 solution_clis: Sequence = ()) -> argparse.ArgumentParser:
+                 solution_clis: Sequence = (), read_feedback: Callable | None = None) -> argparse.ArgumentParser:
     """The generic commands over the app layer's lists: `recipes` (name -> YAML), `tasks` (a YAML's
-    task -> (schema, runner)); each of `solution_clis` adds its subcommands via `register(sub)`."""
+    task -> (schema, runner)); each of `solution_clis` adds its subcommands via `register(sub)`;
+    `read_feedback` (path -> feedback examples) enables `retrain` (core.cli_retrain)."""
     parser = Parser(prog="verticals", description="Domain NLP solutions on one fine-tuning core.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -288,6 +321,19 @@ def build_parser(*, recipes: Mapping[str, Path], tasks: Mapping[str, tuple],
                                                     "needs network access and a token)")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("plan", help="predict each recipe's accuracy, time and cost on your data here; recommend "
+                                    "the cheapest that meets a target")
+    p.add_argument("settings", nargs="*", help="data=FILE target=0.90 [budget=30m] [latency=5ms] [backbone=minilm] "
+                                               "[text_column= label_column= epochs= systems=tfidf,probe,lora,...]")
+    p.add_argument("--data-dir", help="data root for catalog names (default: env VERTICALS_DATA)")
+    p.add_argument("--out", help="where plan.json, plan.png (and the --run run) go (default: runs/plan-<time>)")
+    p.add_argument("--run", action="store_true", help="then train the recommended recipe")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_plan)
+
+    from core.cli_retrain import register as register_retrain
+
+    register_retrain(sub, read_feedback=read_feedback)
     for module in solution_clis:
         module.register(sub)
     return parser

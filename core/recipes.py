@@ -166,12 +166,14 @@ def no_steps():
 
 def finish(cfg, run_dir: Path, run: RunData, model, result, cost, device: str, sections: dict | None = None,
            tracker=None) -> dict:
-    """Main process: calibrate and fit the OOS scorer on validation, save the model, evaluate,
+    """Main process: calibrate and fit the OOS scorer on validation, save the model and its drift
+    baseline (core.drift.DriftBaseline, from the same validation outputs), evaluate,
     plot, write the report, send it to the run's `tracker` (core.tracking), drop the checkpoint,
     and return the report. Other processes wait for it and return only which process they were
     (on another machine they may not see the run directory at all, and before the engine starts
     the process group nothing makes them wait)."""
     from core.data import source_fingerprint
+    from core.drift import save_drift_baseline
     from core.evaluate import plot_loss_curve
     from core.model import save_classifier
     from core.report import environment, write_report
@@ -183,8 +185,10 @@ def finish(cfg, run_dir: Path, run: RunData, model, result, cost, device: str, s
     cost.trainable_params, cost.total_params = model.trainable_parameters(), model.total_parameters()
     cost.train_samples, cost.tokens_seen = result.samples_seen, result.tokens_seen
     bank = run.train if run.scorer_bank is None else run.scorer_bank
-    confidence = fit_confidence(model, bank, run.data.validation, cfg, device)
+    outputs = model.predict_all(run.data.validation.texts, device=device)  # calibration and the drift baseline
+    confidence = fit_confidence(model, bank, run.data.validation, cfg, device, outputs=outputs)
     save_classifier(model, run_dir / "model")
+    drift = save_drift_baseline(model, *outputs, run_dir / "model", model_version=run_dir.name, seed=cfg.train.seed)
     data, train = run.data, run.train
     fingerprint = source_fingerprint(cfg.data.source)  # lets `verticals eval --data COPY` know its own data
     report = {"config": to_dict(cfg),
@@ -193,6 +197,7 @@ def finish(cfg, run_dir: Path, run: RunData, model, result, cost, device: str, s
               | ({"source_sha256": fingerprint} if fingerprint else {}),
               "data_card": {k: (data.card or {}).get(k) for k in ("name", "license", "citation", "url")},
               **evaluate_trained(model, data, confidence, run_dir, device),
+              "drift_baseline": drift,
               "fit": {"steps": result.steps, "best_step": result.best_step, "best_metric": result.best_metric,
                       "metric": cfg.train.metric, "stopped_early": result.stopped_early,
                       "train_seconds": round(result.train_seconds, 2)},
@@ -218,7 +223,7 @@ def train_probe(cfg, run_dir: Path, *, data_dir: str | None = None, resume: bool
                 overwrite: bool = False, progress: bool = True) -> dict:
     """Frozen encoder + logistic-regression head (C chosen on validation with probe_c_search).
     No gradient steps: the `train:` section is not used and there is no checkpoint to resume."""
-    from core.cost import CostLedger
+    from core.cost import CostLedger, gpus_held
     from core.tracking import open_tracker
 
     run_dir = Path(run_dir)
@@ -228,7 +233,7 @@ def train_probe(cfg, run_dir: Path, *, data_dir: str | None = None, resume: bool
     run = prepare_data(cfg, data_dir)
     model = build_model(cfg, run.data.labels, peft="frozen")
     save_config(cfg, run_dir)
-    with CostLedger() as ledger:
+    with CostLedger(gpus=gpus_held(device, world_size())) as ledger:
         probe = init_head(model, run, cfg, device, search_c=cfg.model.probe_c_search)
     return finish(cfg, run_dir, run, model, no_steps(), ledger.cost, device, {"probe": probe} if probe else {},
                   tracker=tracker)
@@ -238,7 +243,7 @@ def train_finetune(cfg, run_dir: Path, *, data_dir: str | None = None, resume: b
                    overwrite: bool = False, progress: bool = True) -> dict:
     """A head (from a probe unless head_init=random), then `fit` on the encoder or its adapters;
     resumes from the run's checkpoint (which holds the head, so no probe is fitted again)."""
-    from core.cost import CostLedger
+    from core.cost import CostLedger, gpus_held
     from core.tracking import open_tracker
     from core.train import fit
 
@@ -249,7 +254,7 @@ def train_finetune(cfg, run_dir: Path, *, data_dir: str | None = None, resume: b
     run = prepare_data(cfg, data_dir)
     model = build_model(cfg, run.data.labels)
     save_config(cfg, run_dir)
-    with CostLedger() as ledger:
+    with CostLedger(gpus=gpus_held(device, world_size())) as ledger:
         probe = {}
         if cfg.model.head_init == "probe" and not resuming:
             probe = init_head(model, run, cfg, device, search_c=cfg.model.probe_c_search)
@@ -264,7 +269,7 @@ def train_fewshot(cfg, run_dir: Path, *, data_dir: str | None = None, resume: bo
     """SetFit-style: the contrastive phase pulls same-label texts together in the encoder, then
     the head (from a probe unless head_init=random), then a fine-tune when `train:` takes steps.
     A resumed run skips both first phases: its checkpoint holds the encoder and head past them."""
-    from core.cost import CostLedger
+    from core.cost import CostLedger, gpus_held
     from core.fewshot import ContrastiveSettings, fit_contrastive
     from core.tracking import open_tracker
     from core.train import fit
@@ -279,7 +284,7 @@ def train_fewshot(cfg, run_dir: Path, *, data_dir: str | None = None, resume: bo
     c = cfg.contrastive
     settings = ContrastiveSettings(steps=c.contrastive_steps, batch_size=c.contrastive_batch_size,
                                    lr=c.contrastive_lr, scale=c.contrastive_scale, seed=cfg.train.seed)
-    with CostLedger() as ledger:
+    with CostLedger(gpus=gpus_held(device, world_size())) as ledger:
         probe = {}
         if not resuming:
             fit_contrastive(model, run.train, settings, device=device, progress=progress)
@@ -312,7 +317,7 @@ def train_zeroshot(cfg, run_dir: Path, *, data_dir: str | None = None, resume: b
     """
     import torch
 
-    from core.cost import CostLedger
+    from core.cost import CostLedger, gpus_held
     from core.data import Split
     from core.tracking import open_tracker
     from core.zeroshot import prototypes
@@ -327,7 +332,7 @@ def train_zeroshot(cfg, run_dir: Path, *, data_dir: str | None = None, resume: b
     model = build_model(cfg, data.labels, peft="frozen")
     model.normalize = True  # cosines whatever the backbone does (see above)
     save_config(cfg, run_dir)
-    with CostLedger() as ledger:
+    with CostLedger(gpus=gpus_held(device, world_size())) as ledger:
         protos = prototypes([model.encode(descriptions[label], device=device) for label in model.labels])
         with torch.no_grad():
             model.head.weight.copy_(torch.from_numpy(protos / settings.temperature))
@@ -394,17 +399,18 @@ run_classification = run_recipe  # the old name, until the CLI, benchmarks and t
 # ---------------------------------------------------------------- after training (main process)
 
 
-def fit_confidence(model, train, validation, cfg, device: str) -> dict:
+def fit_confidence(model, train, validation, cfg, device: str, *, outputs=None) -> dict:
     """Temperature scaling on validation logits (bounded and shrunk toward 1, with a note when the
     validation split is too small or error-free to say more: core.calibrate.fit_temperature), then
     the out-of-scope scorer: fitted on `train` embeddings, thresholded to keep `ood_target_recall`
-    of in-scope validation queries (skipped, with a note, when there is no validation split)."""
+    of in-scope validation queries (skipped, with a note, when there is no validation split).
+    `outputs`: the validation (logits, embeddings) when the caller already has them."""
     from core.calibrate import fit_temperature
     from core.data import LabelMap
     from core.ood import SCORERS, OutOfScopeDetector
 
     labels = LabelMap(model.labels)
-    logits, embeddings = model.predict_all(validation.texts, device=device)
+    logits, embeddings = outputs if outputs is not None else model.predict_all(validation.texts, device=device)
     y_val = np.asarray(labels.encode(validation.labels))
     if cfg.model.calibrate:
         fitted = fit_temperature(logits, y_val)

@@ -10,7 +10,17 @@ from pathlib import Path
 
 import pytest
 
-import verticals  # noqa: F401  (installs the solutions' data readers into core.data.READERS)
+# One math-library thread per test process, set before torch loads: under `pytest -n auto`
+# (pytest-xdist) every worker has its own core, the CLI tests' subprocesses inherit it, and the tiny
+# test models gain nothing from more threads (two workers x two threads each oversubscribe 2 cores).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+import verticals  # noqa: E402,F401  (installs the solutions' data readers into core.data.READERS)
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO = Path(__file__).resolve().parent.parent
 

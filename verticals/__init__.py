@@ -10,14 +10,14 @@ solutions' data readers into core's loaders.
     run.predict(["I lost my card"])
     verticals.load("runs/demo").evaluate()
 
-Public API: train, load, Run, EncoderRun, index, monitor, Monitor, recipes, RECIPES, and the
+Public API: train, load, plan, retrain, open_registry, Run, EncoderRun, index, monitor, Monitor, recipes, RECIPES, and the
 trained-model contract (Predictor, OutOfScopeDetector, load_run) from core.
 """
 
 from core.errors import UserError
 from core.ood import OutOfScopeDetector
 from core.predictor import Predictor, load_run
-from verticals.api import EncoderRun, Monitor, Run, index, load, monitor, train
+from verticals.api import EncoderRun, Monitor, Run, index, load, monitor, open_registry, plan, retrain, train
 from verticals.registry import RECIPES, TASKS, install
 
 install()
@@ -31,4 +31,4 @@ def recipes() -> dict[str, str]:
 
 
 __all__ = ["RECIPES", "TASKS", "EncoderRun", "Monitor", "OutOfScopeDetector", "Predictor", "Run", "UserError",
-           "index", "install", "load", "load_run", "monitor", "recipes", "train"]
+           "index", "install", "load", "load_run", "monitor", "plan", "open_registry", "recipes", "retrain", "train"]

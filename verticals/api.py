@@ -194,23 +194,40 @@ class Run:
         return rows[0] if single else rows
 
     def app(self, routes: str | os.PathLike | None = None, *, token: str | None = None,
-            public: Iterable[str] = (), **settings):
-        """The FastAPI app `serve` runs (POST /v1/route, /healthz, /readyz, /metrics, /docs), to
-        mount in your own server or test with a client. `token`: bearer token for every route but
-        health/readiness and `public` ones (docs, metrics)."""
+            public: Iterable[str] = (), log: str | os.PathLike | None = None, log_text: bool = False, **settings):
+        """The FastAPI app `serve` runs (POST /v1/route, /v1/feedback, GET /v1/drift, /healthz,
+        /readyz, /metrics, /docs), to mount in your own server or test with a client. `token`:
+        bearer token for every route but health/readiness and `public` ones (docs, metrics).
+        `log`: a prediction log (SQLite, app.state.prediction_log) for feedback and drift reports
+        (default: none, and no /v1/feedback); `log_text` keeps the texts, not only their hash."""
         from core.serving import Access
+        from solutions.support.deployment import ServedModel, load_baseline, model_version
         from solutions.support.service import create_app
 
         router = self.router(routes, **settings)
-        return create_app(router.route_batch, info=router.describe(),
-                          access=Access.from_settings(token, ",".join(public)))
+        served = ServedModel(router, model_version(self.model_dir), load_baseline(self.model_dir, router.settings),
+                             str(self.path))
+        prediction_log = None
+        if log is not None:
+            from core.feedback import PredictionLog
+
+            prediction_log = PredictionLog(Path(log), store_text=log_text)
+        app = create_app(served, access=Access.from_settings(token, ",".join(public)), prediction_log=prediction_log)
+        app.state.prediction_log = prediction_log
+        return app
 
     def serve(self, port: int = 8000, host: str = "127.0.0.1", routes: str | os.PathLike | None = None, *,
-              token: str | None = None, public: Iterable[str] = (), **settings) -> None:
-        """Serve the router over HTTP until interrupted (as `verticals serve RUN`)."""
+              token: str | None = None, public: Iterable[str] = (), log: str | os.PathLike | None = None,
+              log_text: bool = False, **settings) -> None:
+        """Serve the router over HTTP until interrupted (as `verticals serve RUN`; `log`: see `app`)."""
         from core.server import serve
 
-        serve(self.app(routes, token=token, public=public, **settings), host, port)
+        app = self.app(routes, token=token, public=public, log=log, log_text=log_text, **settings)
+        try:
+            serve(app, host, port)
+        finally:
+            if app.state.prediction_log is not None:
+                app.state.prediction_log.close()
 
     def export_onnx(self, int8: bool = False) -> Path:
         """Write model/model.onnx (and model.int8.onnx) for `runtime="onnx"` / `"onnx-int8"`."""
@@ -283,8 +300,10 @@ def index(data: str, out: str | os.PathLike, *, model: "str | os.PathLike | Enco
 
 def monitor(model, db: str | os.PathLike, **options) -> "Monitor":
     """A finance risk monitor: `model` is a sentiment Run, its path, a Predictor, or "zeroshot";
-    `db` the SQLite database (created; re-runs resume). Options: watchlist (YAML path), rules
-    (YAML path), window ("1h"), sinks (("jsonl:alerts.jsonl", "webhook:URL")), runtime, batch_size."""
+    `db` the SQLite database (created; re-runs resume) or a `postgresql://` URL shared by several
+    workers. Options: watchlist (YAML path), rules (YAML path), window ("1h"), sinks
+    (("jsonl:alerts.jsonl", "webhook:URL")), runtime, batch_size, inbox (the folder `ingest` writes to;
+    default `<db>.inbox/` beside a SQLite file, required with PostgreSQL)."""
     return Monitor(model, db, **options)
 
 
@@ -296,10 +315,12 @@ class Monitor:
 
     def __init__(self, model, db: str | os.PathLike, *, watchlist: str | os.PathLike | None = None,
                  rules: str | os.PathLike | None = None, window: str | None = None, sinks: Iterable[str] = (),
-                 runtime: str = "torch", batch_size: int = 64):
+                 runtime: str = "torch", batch_size: int = 64, inbox: str | os.PathLike | None = None):
         from solutions.finance.monitor.loop import MonitorConfig
 
-        self.db = Path(db)
+        shared = str(db).startswith(("postgresql://", "postgres://"))
+        self.db = str(db) if shared else Path(db)
+        self.inbox = Path(inbox) if inbox else None if shared else self.db.with_name(self.db.name + ".inbox")
         spec = model if isinstance(model, (str, os.PathLike)) else "python object"
         self._model = model.model if isinstance(model, Run) else None if isinstance(model, (str, os.PathLike)) else model
         self.config = MonitorConfig(inputs=(), db=self.db, model=str(spec), runtime=runtime,
@@ -333,23 +354,26 @@ class Monitor:
     def ingest(self, documents: Iterable[dict | str]):
         """Append `documents` ({"id", "text", "ts", "tickers"?, ...} or JSON lines) to a new file in
         `<db>.inbox/` (written and fsynced before anything is scored), then `run` it."""
-        inbox = self.db.with_name(self.db.name + ".inbox")
+        if self.inbox is None:
+            raise UserError("with a PostgreSQL database, give Monitor(..., inbox=FOLDER): ingest writes the documents "
+                            "there durably before scoring them")
+        inbox = self.inbox
         inbox.mkdir(parents=True, exist_ok=True)
         lines = [doc if isinstance(doc, str) else json.dumps(doc, ensure_ascii=False) for doc in documents]
         if any("\n" in line for line in lines):
             raise UserError("a document given as a string must be one JSON line (no newlines)")
-        from solutions.recsys.durable import atomic_write
+        from core.durable import atomic_write
 
         path = inbox / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.jsonl"
         atomic_write(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in lines), encoding="utf-8"))
         return self.run(path)
 
     def _store(self):
+        from solutions.finance.monitor.loop import open_store
         from solutions.finance.monitor.rules import load_rules
-        from solutions.finance.monitor.store import Store
 
         rules = load_rules(self.config.rules, self.config.window)
-        return Store(self.db, rules.window, rules.lateness)
+        return open_store(self.db, rules.window, rules.lateness)
 
     def alerts(self) -> list[dict]:
         """Every alert raised so far, oldest window first."""
@@ -380,4 +404,78 @@ class Monitor:
         """The self-contained HTML report (timelines and alerts per company)."""
         from solutions.finance.monitor.report import render_report
 
+        if not isinstance(self.db, Path):
+            raise UserError("the HTML report reads a SQLite monitor database; a PostgreSQL one is not supported yet")
         return render_report(self.db, Path(out), max_entities=max_entities)
+
+
+def plan(data: str | os.PathLike, target: float = 0.9, *, budget: str = "", latency: str = "",
+         out: str | os.PathLike | None = None, run: bool = False, data_dir: str | None = None,
+         progress: bool = False, **settings) -> dict:
+    """Predict each recipe's accuracy, training time and cost, and inference latency and cost, on
+    `data` (your CSV/JSONL, a folder or a catalog name) on this machine, and recommend the cheapest
+    that meets `target` within `budget` (e.g. "30m") and `latency` (single-query p50, e.g. "5ms").
+    Other settings are core.plan.PlanConfig's (backbone="tiny", epochs=2, systems="tfidf,probe").
+    Returns the plan (`recommendation`, `predictions`, `learning_curve`, `more_labels`); with
+    `out`, writes plan.json and plan.png there; `run=True` also trains the recommended recipe
+    into out/run-<recipe> and adds its path as `run`."""
+    from core.plan import make_plan, plan_config, plot_plan, recipe_for
+    from core.recipes import run_recipe
+
+    with quieted(True):
+        cfg = plan_config(_settings(settings, {"data": data, "target": target, "budget": budget,
+                                               "latency": latency}))
+        result = make_plan(cfg, data_dir=data_dir, progress=progress)
+        if out is not None:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            (Path(out) / "plan.json").write_text(json.dumps(result, indent=2))
+            plot_plan(result, Path(out) / "plan.png")
+        if run:
+            if not result["recommended_recipe"]:
+                raise UserError("run=True: no recipe is predicted to meet the target and constraints")
+            run_dir = Path(out or ".") / f"run-{result['recommended_recipe']}"
+            run_recipe(recipe_for(result["recommended_recipe"], cfg), run_dir, data_dir=data_dir, progress=progress)
+            result["run"] = str(run_dir)
+    return result
+
+
+def retrain(run: "str | os.PathLike | Run", feedback, *, out: str | os.PathLike | None = None,
+            registry: str | os.PathLike | None = None, promote: str = "auto", by: str | None = None,
+            data_dir: str | None = None, overwrite: bool = False, progress: bool = False, verbose: bool = False,
+            **settings) -> dict:
+    """A challenger from a deployed run (`run`: a Run, its path, or a registry directory, whose
+    champion is taken) and `feedback` (a feedback database path, as `verticals retrain --feedback`
+    reads, or a list of core.feedback.FeedbackExample), written to `out` (default
+    runs/retrain-<time>). With `registry` it is registered (and promoted iff the gate says so, unless
+    promote="never"). `settings`: core.retrain.RetrainSettings fields (holdout_fraction, replay_ratio,
+    min_examples_new_label, margin, steps, seed, validation_fraction). Returns the challenger's
+    report: report["retrain"] holds champion / challenger scores, the gate and the cost; with a
+    registry, report["registry"] the version and its status."""
+    from core.cli import default_out
+    from core.retrain import RetrainSettings, retrain as retrain_run, retrain_and_register
+    from verticals.feedback_sources import read_feedback
+
+    path = Path(run.path if isinstance(run, Run) else run).expanduser()
+    if (path / "registry.json").is_file():
+        reg = open_registry(path)
+        if reg.champion() is None:
+            raise UserError(f"the registry {path} has no champion to retrain")
+        registry, path = registry or path, reg.champion_path()
+    examples = read_feedback(feedback) if isinstance(feedback, (str, os.PathLike)) else list(feedback)
+    config = RetrainSettings.from_overrides(settings)
+    out = Path(out) if out is not None else default_out("retrain")
+    with quieted(not verbose):
+        if registry is not None:
+            return retrain_and_register(path, examples, registry=registry, out=out, promote=promote, by=by,
+                                        data_dir=data_dir, settings=config, progress=progress, overwrite=overwrite)
+        return retrain_run(path, examples, out=out, data_dir=data_dir, settings=config, progress=progress,
+                           overwrite=overwrite)
+
+
+def open_registry(path: str | os.PathLike):
+    """The model registry in `path` (core.registry.ModelRegistry; created if missing): versions,
+    champion_path(), promote(version, by=, reason=), rollback(by=)."""
+    from core.registry import ModelRegistry
+
+    return ModelRegistry(path)
+

@@ -18,13 +18,14 @@ from pathlib import Path
 
 from core.cli import build_parser, default_out, run_command, train_config
 from core.errors import UserError
+from verticals.feedback_sources import read_feedback
 from verticals.registry import RECIPES, SOLUTION_CLIS, TASKS, install
 
 ENTRY_MODULE = "verticals.cli"
 
 
 def parser():
-    return build_parser(recipes=RECIPES, tasks=TASKS, solution_clis=SOLUTION_CLIS)
+    return build_parser(recipes=RECIPES, tasks=TASKS, solution_clis=SOLUTION_CLIS, read_feedback=read_feedback)
 
 
 def _is_nproc_option(token: str) -> bool:

@@ -1,4 +1,5 @@
-"""`verticals finance monitor ...` and `verticals finance report ...`. Argparse only at import time."""
+"""`verticals finance monitor ...`, `verticals finance report ...` and `verticals finance dashboard DB`.
+Argparse only at import time."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ def cmd_monitor(args) -> int:
     quiet_libraries()
     from solutions.finance.monitor.loop import MonitorConfig, run_monitor
 
-    cfg = MonitorConfig(inputs=tuple(args.inputs), db=Path(args.db), model=args.model, runtime=args.runtime,
+    db = args.db if args.db.startswith(("postgresql://", "postgres://")) else Path(args.db)
+    cfg = MonitorConfig(inputs=tuple(args.inputs), db=db, model=args.model, runtime=args.runtime,
                         watchlist=Path(args.watchlist) if args.watchlist else None,
                         rules=Path(args.rules) if args.rules else None, window=args.window,
                         sinks=tuple(args.sink or ["stdout"]), follow=args.follow, batch_size=args.batch_size,
@@ -49,14 +51,35 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_dashboard(args) -> int:
+    import os
+    from pathlib import Path
+
+    from core.server import serve
+    from solutions.finance.dashboard import DashboardAccess, create_app
+
+    token = args.token or os.environ.get("VERTICALS_API_TOKEN") or None
+    public = args.public if args.public is not None else os.environ.get("VERTICALS_PUBLIC")
+    access = DashboardAccess.from_settings(token, public)
+    app = create_app(Path(args.db), access=access, poll_seconds=args.poll_seconds)
+    print(f"dashboard of {args.db} on http://{args.host}:{args.port}/ "
+          + ("(the page asks for the token; or open the address with #token=<token> after it)" if token else
+             "without auth (give --token or set VERTICALS_API_TOKEN before opening it beyond this machine)"),
+          flush=True)
+    serve(app, args.host, args.port)
+    return 0
+
+
 def register(subparsers) -> None:
-    finance = subparsers.add_parser("finance", help="finance: sentiment risk monitor and its report")
+    finance = subparsers.add_parser("finance", help="finance: sentiment risk monitor, its report and dashboard")
     sub = finance.add_subparsers(dest="finance_command", required=True)
 
     p = sub.add_parser("monitor", help="score a stream of news/posts per company and raise alerts",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("inputs", nargs="+", help="JSONL file(s), director(ies) of *.jsonl, or - for stdin")
-    p.add_argument("--db", required=True, help="SQLite database (created if missing; re-runs resume)")
+    p.add_argument("inputs", nargs="+", help="JSONL file(s), director(ies) of *.jsonl, - for stdin, or a Redis "
+                                             "stream: redis://HOST:PORT/STREAM?group=G&consumer=C&min_idle=MS")
+    p.add_argument("--db", required=True, help="SQLite database (created if missing; re-runs resume), or "
+                                               "postgresql://USER@HOST:PORT/DB shared by several workers")
     p.add_argument("--model", required=True,
                    help="a run trained by finance/sentiment-full or -lora (run dir or its model/), or 'zeroshot'")
     p.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8"], default="torch",
@@ -81,3 +104,15 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="e.g. report.html")
     p.add_argument("--max-entities", type=int, default=40)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("dashboard", help="live analyst page over a monitor database: incidents, drill-down, labelling",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("db", help="the monitor's SQLite database (--db of `verticals finance monitor`)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8050)
+    p.add_argument("--token", default=None,
+                   help="bearer token for the API (default: env VERTICALS_API_TOKEN; the env keeps it out of `ps`)")
+    p.add_argument("--public", default=None,
+                   help="with a token, also open these without it: docs, metrics (comma-separated)")
+    p.add_argument("--poll-seconds", type=float, default=5.0, help="how often the page checks for new data")
+    p.set_defaults(func=cmd_dashboard)

@@ -1,42 +1,15 @@
-"""Files that survive a crash: fsync, atomic replace, and checksummed FAISS reads.
-
-Used by the index's save/load (solutions.recsys.index), the catalog and the write journal
-(solutions.recsys.live). Plain os/zlib: the standard library has the pieces but no atomic,
-durable "replace this file" in one call.
-"""
+"""Files that survive a crash: checksummed FAISS reads, and core.durable's fsync and atomic
+replace re-exported for the index's save/load (solutions.recsys.index), the catalog and the write
+journal (solutions.recsys.live)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-
-def fsync_path(path: Path) -> None:
-    """Flush a file's (or a directory's: the names in it) contents to the disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write) -> None:
-    """`write(tmp)` a temp file next to `path`, fsync it, rename it over `path`, fsync the
-    directory: after a crash `path` holds the old contents or the new, durably."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        fsync_path(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_path(path.parent)
+from core.durable import atomic_write, fsync_path  # noqa: F401 - re-exported
 
 
 def file_crc(path: Path) -> int:

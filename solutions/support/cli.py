@@ -48,33 +48,97 @@ def cmd_route(args) -> int:
     return 0
 
 
+def _prediction_log(args):
+    if args.no_log:
+        return None
+    from core.feedback import PredictionLog
+
+    return PredictionLog(Path(args.log), store_text=args.log_text)
+
+
 def cmd_serve(args) -> int:
     from core.quiet import quiet_libraries
 
     quiet_libraries()
     from core.server import serve
     from core.serving import Access
+    from solutions.support.deployment import Deployment, RegistryWatcher, load_served
     from solutions.support.router import IntentRouter
     from solutions.support.service import create_app
 
+    if (args.run_dir is None) == (args.registry is None):
+        raise UserError("give a run directory to serve, or --registry DIR to serve (and follow) its champion")
+    if args.reload_interval <= 0:
+        raise UserError(f"--reload-interval must be positive seconds, got {args.reload_interval}")
     access = Access.from_env(args.public)
-    router = IntentRouter.from_run(Path(args.run_dir), args.routes and Path(args.routes), _settings(args), args.runtime, args.threads)
-    app = create_app(router.route_batch, info=router.describe(), access=access)
+    settings = _settings(args)
+
+    def make_router(path: Path):
+        return IntentRouter.from_run(path, args.routes and Path(args.routes), settings, args.runtime, args.threads)
+
+    watcher = None
+    if args.registry:
+        from core.registry import REGISTRY_FILE, ModelRegistry
+
+        if not (Path(args.registry) / REGISTRY_FILE).is_file():
+            raise UserError(f"{args.registry} is not a model registry (no {REGISTRY_FILE}); create one with "
+                            f"`verticals retrain ... --registry DIR` or `verticals registry`")
+        registry = ModelRegistry(args.registry)
+        version = registry.champion()
+        if version is None:
+            raise UserError(f"{args.registry} has no champion yet; promote a version: `verticals registry promote`")
+        deployment = Deployment(load_served(registry.version_path(version), make_router, version))
+        watcher = RegistryWatcher(registry, deployment, lambda path, v: load_served(path, make_router, v),
+                                  args.reload_interval)
+    else:
+        deployment = Deployment(load_served(Path(args.run_dir), make_router))
+    prediction_log = _prediction_log(args)
+    app = create_app(deployment, access=access, prediction_log=prediction_log, watcher=watcher)
     opened = f"; public without the token: health, readiness{''.join(', ' + p for p in sorted(access.public))}"
-    print(f"serving {args.run_dir} on http://{args.host}:{args.port} (docs: /docs)"
+    source = f"registry {args.registry} (champion {deployment.current.version}, polled every {args.reload_interval:g} s)" \
+        if args.registry else f"{args.run_dir} (model {deployment.current.version})"
+    logged = "not logged" if prediction_log is None else \
+        f"logged to {args.log} ({'with texts' if args.log_text else 'text hashes only'})"
+    print(f"serving {source} on http://{args.host}:{args.port} (docs: /docs); predictions {logged}"
           f"{' with bearer-token auth' + opened if access.token else ' without auth (set VERTICALS_API_TOKEN)'}",
           flush=True)
-    serve(app, args.host, args.port)
+    try:
+        serve(app, args.host, args.port)
+    finally:
+        if prediction_log is not None:
+            prediction_log.close()
     return 0
 
 
-def _router_args(p) -> None:
-    p.add_argument("run_dir", help="a run directory from `verticals train support/...`")
-    p.add_argument("--routes", help="routing table YAML: routes: {intent: {queue, priority, reply}}")
+def cmd_drift(args) -> int:
+    from core.quiet import quiet_libraries
+
+    quiet_libraries()
+    from solutions.support.drift_report import write_drift_report
+
+    result = write_drift_report(Path(args.db), Path(args.run), args.out and Path(args.out),
+                                model_version=args.model_version, since_hours=args.since_hours, settings=_settings(args))
+    alerts = ", ".join(result["alerts"]) or "none"
+    print(f"model {result['model_version']}: {result['n']} logged predictions; psi_confidence "
+          f"{result['psi_confidence'] if result['psi_confidence'] is None else round(result['psi_confidence'], 3)}, "
+          f"label_shift {result['label_shift'] if result['label_shift'] is None else round(result['label_shift'], 3)}; "
+          f"alerts: {alerts}")
+    print(f"wrote {result['out']}/drift.md, drift.json, drift.png")
+    return 0
+
+
+def _router_settings_args(p) -> None:
     p.add_argument("--min-confidence", type=float, default=0.5, help="hand over below this calibrated confidence")
     p.add_argument("--min-margin", type=float, default=0.1, help="hand over when top-2 are closer than this")
     p.add_argument("--no-out-of-scope", action="store_true", help="do not hand over out-of-scope queries")
     p.add_argument("--top-k", type=int, default=3)
+
+
+def _router_args(p, run_required: bool = True) -> None:
+    p.add_argument("run_dir", help="a run directory from `verticals train support/...`",
+                   **({} if run_required else {"nargs": "?", "default": None}))
+    p.add_argument("--routes", help="routing table YAML: routes: {intent: {queue, priority, reply}}")
+    _router_settings_args(p)
     p.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8"], default="torch",
                    help="onnx / onnx-int8: ONNX Runtime (run `verticals export onnx RUN_DIR [--int8]` first)")
     p.add_argument("--threads", type=int, default=None,
@@ -90,8 +154,27 @@ def register(sub) -> None:
     p.add_argument("--input", help="JSONL file of {\"text\": ...} (- for stdin)")
     p.set_defaults(func=cmd_route)
 
-    p = sub.add_parser("serve", help="HTTP intent-routing service (POST /v1/route, /healthz, /readyz, /metrics, /docs)")
-    _router_args(p)
+    p = support_sub.add_parser("drift", help="drift report (markdown + png) of a prediction log against a run's baseline")
+    p.add_argument("db", help="the prediction log `verticals serve` wrote (--log, default predictions.db)")
+    p.add_argument("--run", required=True, help="the served run directory (its drift baseline; a registry's runs/VERSION)")
+    p.add_argument("--out", help="output folder (default: drift-<model version>/ beside DB)")
+    p.add_argument("--model-version", help="the logged model version to report (default: the one --run is served as)")
+    p.add_argument("--since-hours", type=float, help="only predictions of the last H hours (default: all)")
+    _router_settings_args(p)
+    p.set_defaults(func=cmd_drift)
+
+    p = sub.add_parser("serve", help="HTTP intent-routing service (POST /v1/route, /v1/feedback, GET /v1/drift, "
+                                     "/healthz, /readyz, /metrics, /docs)")
+    _router_args(p, run_required=False)
+    p.add_argument("--registry", help="serve this model registry's champion instead of RUN_DIR, and hot-swap to a "
+                                      "new champion (promote / rollback) without a restart")
+    p.add_argument("--reload-interval", type=float, default=5.0,
+                   help="with --registry: seconds between checks for a new champion (default 5)")
+    p.add_argument("--log", default="predictions.db",
+                   help="prediction log (SQLite) for feedback and drift reports (default: predictions.db here)")
+    p.add_argument("--no-log", action="store_true", help="log nothing (then no POST /v1/feedback)")
+    p.add_argument("--log-text", action="store_true",
+                   help="keep routed texts in the log (default: only their sha256; feedback must then send the text)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--public", default=None,

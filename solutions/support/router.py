@@ -100,6 +100,11 @@ class IntentRouter:
         return cls(model, table, settings)
 
     def route_batch(self, texts: list[str]) -> list[dict]:
+        return self.route_all(texts)[0]
+
+    def route_all(self, texts: list[str]) -> tuple[list[dict], np.ndarray]:
+        """(routes, pooled embeddings [n, dim]) from one pass: the service feeds the embeddings
+        to its drift window (core.drift) without encoding twice."""
         from core.calibrate import softmax
 
         logits, embeddings = self.model.predict_all(texts)
@@ -122,7 +127,7 @@ class IntentRouter:
                 "in_scope_score": None if score is None else round(float(score), 4),
                 "top_k": [{"intent": self.model.labels[i], "confidence": round(float(p[i]), 4)} for i in order],
             })
-        return out
+        return out, embeddings
 
     def route(self, text: str) -> dict:
         return self.route_batch([text])[0]

@@ -1,13 +1,21 @@
 """HTTP service for the intent router, on the shared serving skeleton (core.serving).
 
-POST /v1/route  {"text": "..."} or {"texts": ["...", ...]}   -> route(s)
+POST /v1/route     {"text": "..."} or {"texts": ["...", ...]}   -> route(s), each with request_id and model_version
+POST /v1/feedback  {"request_id", "intent", "text"?}  -> {"request_id", "label", ...}  (only with a prediction log)
+GET  /v1/drift     the drift report of the served model (solutions.support.monitoring)
 GET  /healthz, /readyz, /metrics, /docs, /openapi.json: see core.serving (with a token set, only
-health and readiness are public unless the operator opens docs/metrics).
+health and readiness are public unless the operator opens docs/metrics; feedback and drift need
+the token like routing).
 The model loads once. Requests go through a micro-batcher: while one batch runs on the CPU,
 new requests queue up and run together as the next batch (no added wait for a lone request), on
 a single inference thread so torch's own threads are not oversubscribed. Text is checked at the
 door (core.serving.check_texts); should a merged batch still fail, each request in it is re-run
 alone, so one bad request never fails another.
+Each batch reads the served model once (solutions.support.deployment.Deployment, which a
+registry watcher may swap between batches), then, on the same thread, logs its rows to the
+prediction log (core.feedback.PredictionLog: one transaction per batch) and hands them to the
+drift monitor's queue. A logging failure never fails the request: it answers with fresh request
+ids (feedback on those gets a 404), logs a warning and counts in verticals_prediction_log_failures_total.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -22,16 +31,32 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, StrictStr
 
+from core.errors import UserError
+from core.feedback import MAX_LABEL_CHARS, UnknownRequestId
 from core.serving import Access, ServiceLimits, check_texts, create_service
+from core.text import text_problem
+from solutions.support.deployment import Deployment, FunctionRouter, RegistryWatcher, ServedModel
+from solutions.support.monitoring import DriftMonitor, MonitorSettings
 
 log = logging.getLogger("verticals.support.service")
-__all__ = ["Access", "MicroBatcher", "RouteRequest", "ServiceLimits", "create_app"]
+__all__ = ["Access", "FeedbackRequest", "MicroBatcher", "MonitorSettings", "RouteRequest", "ServiceLimits",
+           "create_app"]
 
 
 class RouteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: StrictStr | None = None
     texts: list[StrictStr] | None = None
+
+
+class FeedbackRequest(BaseModel):
+    """The right answer for a routed request: a known intent, "out_of_scope", or a new intent name.
+    `text`: the routed text, needed when the log keeps only its hash (it must match)."""
+
+    model_config = ConfigDict(extra="forbid")
+    request_id: StrictStr
+    intent: StrictStr
+    text: StrictStr | None = None
 
 
 class MicroBatcher:
@@ -98,22 +123,72 @@ class MicroBatcher:
             future.set_result(result)
 
 
-def create_app(route_batch: Callable[[list[str]], list[dict]], *, info: dict | None = None,
-               token: str | None = None, access: Access | None = None,
-               limits: ServiceLimits = ServiceLimits(), extra_routers: tuple = ()):
-    """`route_batch` is e.g. IntentRouter.route_batch; `info` is shown by an authorised /readyz;
-    `access` (or just `token`) says who may call what; `extra_routers` are APIRouters to mount."""
-    from prometheus_client import Counter, Histogram
+def _served(model, model_version: str | None, info: dict | None) -> Deployment:
+    if isinstance(model, Deployment):
+        return model
+    if isinstance(model, ServedModel):
+        return Deployment(model)
+    return Deployment(ServedModel(FunctionRouter(model, info), model_version or "unversioned"))
+
+
+class Inference:
+    """What the micro-batcher runs on its thread: route on the current model, stamp ids and the
+    model version, log the batch, feed the drift monitor."""
+
+    def __init__(self, deployment: Deployment, prediction_log, monitor: DriftMonitor, failures):
+        self.deployment, self.prediction_log, self.monitor, self.failures = deployment, prediction_log, monitor, failures
+
+    def __call__(self, texts: list[str]) -> list[dict]:
+        served = self.deployment.current  # once per batch: a swap lands between batches
+        rows, embeddings = served.route(texts)
+        ids = self._log(rows, served.version)
+        for row, request_id in zip(rows, ids):
+            row["request_id"], row["model_version"] = request_id, served.version
+        self.monitor.offer(served, embeddings, rows)
+        return rows
+
+    def _log(self, rows: list[dict], version: str) -> list[str]:
+        if self.prediction_log is not None:
+            try:
+                return self.prediction_log.log(rows, version)
+            except Exception as exc:  # the disk is full, the file went away...: answer anyway
+                self.failures.inc()
+                log.warning("could not log %d routed texts to the prediction log (%s: %s); answering without",
+                            len(rows), type(exc).__name__, exc)
+        return [uuid.uuid4().hex for _ in rows]
+
+
+def _check_feedback(body: FeedbackRequest, limits: ServiceLimits) -> None:
+    if not body.request_id or len(body.request_id) > limits.max_id_chars:
+        raise HTTPException(422, f"request_id: give the id a /v1/route answer carried (at most {limits.max_id_chars} characters)")
+    if len(body.intent) > MAX_LABEL_CHARS:
+        raise HTTPException(422, f"intent: {len(body.intent)} characters; at most {MAX_LABEL_CHARS}")
+    problem = text_problem(body.intent) or (None if body.intent == body.intent.strip() else
+                                            "has leading or trailing whitespace")
+    if problem or any(ch in body.intent for ch in "\n\r\t"):
+        raise HTTPException(422, f"intent: {problem or 'holds a line break or tab'}; send the intent name")
+    if body.text is not None:
+        check_texts([body.text], limits, "text")
+
+
+def create_app(model: Callable[[list[str]], list[dict]] | ServedModel | Deployment, *, info: dict | None = None,
+               token: str | None = None, access: Access | None = None, limits: ServiceLimits = ServiceLimits(),
+               extra_routers: tuple = (), model_version: str | None = None, prediction_log=None,
+               monitoring: MonitorSettings = MonitorSettings(), watcher: RegistryWatcher | None = None):
+    """`model`: a ServedModel (router + version + drift baseline; see solutions.support.deployment),
+    a Deployment to swap, or a bare `route_batch(texts) -> rows` function (e.g.
+    IntentRouter.route_batch; results carry `model_version`, default "unversioned").
+    `info` is shown by an authorised /readyz (default: the served model's describe());
+    `access` (or just `token`) says who may call what; `extra_routers` are APIRouters to mount;
+    `prediction_log`: a core.feedback.PredictionLog (None: nothing logged, no /v1/feedback);
+    `monitoring`: how often drift is computed; `watcher`: a RegistryWatcher following a registry
+    (started and stopped with the app)."""
+    from prometheus_client import Counter, Gauge, Histogram
 
     access = access or Access(token=token)
-    batcher = MicroBatcher(route_batch, limits.batch_size)
-
-    async def start():
-        batcher.start()
-        await batcher.submit(["warm up"])  # first call pays one-off costs, not the first user
-
+    deployment = _served(model, model_version, info)
+    app_metrics: dict = {}
     router = APIRouter()
-    metrics = {}
 
     @router.post("/v1/route")
     async def route(body: RouteRequest):
@@ -123,17 +198,87 @@ def create_app(route_batch: Callable[[list[str]], list[dict]], *, info: dict | N
                             "text" if body.text is not None else "texts")
         start_time = time.perf_counter()
         results = await batcher.submit(texts)
-        metrics["latency"].observe(time.perf_counter() - start_time)
+        app_metrics["latency"].observe(time.perf_counter() - start_time)
         for r in results:
-            metrics["routes"].labels(r.get("fallback_reason") or "routed").inc()
+            app_metrics["routes"].labels(r.get("fallback_reason") or "routed").inc()
         # plain dicts of str/float/bool/None: JSONResponse directly, skipping jsonable_encoder
         return JSONResponse(results[0] if body.text is not None else {"routes": results})
 
+    @router.get("/v1/drift")
+    async def drift():
+        return JSONResponse(monitor.latest)
+
+    if prediction_log is not None:
+        feedback_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedback")
+
+        @router.post("/v1/feedback")
+        async def feedback(body: FeedbackRequest):
+            _check_feedback(body, limits)
+            loop = asyncio.get_running_loop()
+            try:
+                row = await loop.run_in_executor(feedback_executor, lambda: prediction_log.record_feedback(
+                    body.request_id, body.intent, body.text))
+            except UnknownRequestId as exc:
+                app_metrics["feedback"].labels("unknown_request").inc()
+                raise HTTPException(404, str(exc)) from None
+            except UserError as exc:
+                app_metrics["feedback"].labels("refused").inc()
+                raise HTTPException(422, str(exc)) from None
+            app_metrics["feedback"].labels("recorded").inc()
+            return JSONResponse(row)
+
+    async def start():
+        loop = asyncio.get_running_loop()
+        batcher.start()
+        monitor.start()
+        # first call pays one-off costs, not the first user (not logged: no one asked)
+        await loop.run_in_executor(batcher.executor, deployment.current.route, ["warm up"])
+        app_metrics["model"].labels(deployment.current.version).set(1)
+        if watcher is not None:
+            watcher.start()
+
+    async def stop():
+        if watcher is not None:
+            await asyncio.get_running_loop().run_in_executor(None, watcher.stop)
+        await batcher.stop()
+        monitor.stop()
+        if prediction_log is not None:
+            feedback_executor.shutdown(wait=True)
+
+    def describe() -> dict:
+        shown = dict(info) if info else deployment.current.describe()
+        return {**shown, "model_version": deployment.current.version,
+                "prediction_log": prediction_log is not None, "follows_registry": watcher is not None}
+
     app = create_service("verticals intent router", (router, *extra_routers), access=access, limits=limits,
-                         info=(lambda: info) if info else None, on_start=start, on_stop=batcher.stop,
+                         info=describe, on_start=start, on_stop=stop,
                          request_hint='send {"text": "..."} or {"texts": ["...", ...]}')
     registry = app.state.registry
-    metrics["routes"] = Counter("verticals_routes_total", "Routed texts by outcome", ["outcome"], registry=registry)
-    metrics["latency"] = Histogram("verticals_route_latency_seconds", "Latency of /v1/route", registry=registry,
-                                   buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+    app_metrics["routes"] = Counter("verticals_routes_total", "Routed texts by outcome", ["outcome"], registry=registry)
+    app_metrics["latency"] = Histogram("verticals_route_latency_seconds", "Latency of /v1/route", registry=registry,
+                                       buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+    app_metrics["feedback"] = Counter("verticals_feedback_total", "Feedback requests by outcome", ["outcome"],
+                                      registry=registry)
+    app_metrics["model"] = Gauge("verticals_model_served", "1 for the model version being served", ["model_version"],
+                                 registry=registry)
+    log_failures = Counter("verticals_prediction_log_failures_total",
+                           "Routed batches the prediction log could not store (answered anyway)", registry=registry)
+    reloads = Counter("verticals_model_reloads_total", "Registry champion changes by outcome", ["outcome"],
+                      registry=registry)
+    monitor = DriftMonitor(registry, monitoring)
+    batcher = MicroBatcher(Inference(deployment, prediction_log, monitor, log_failures), limits.batch_size)
+
+    def swapped(old: ServedModel, new: ServedModel) -> None:
+        app_metrics["model"].labels(new.version).set(1)
+        if old.version == new.version:
+            return
+        try:
+            app_metrics["model"].remove(old.version)
+        except KeyError:
+            pass
+
+    deployment.on_swap.append(swapped)
+    if watcher is not None:
+        watcher.on_reload = lambda outcome: reloads.labels(outcome).inc()
+    app.state.deployment, app.state.drift = deployment, monitor
     return app

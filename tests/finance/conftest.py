@@ -59,3 +59,37 @@ def demo_stream_dir() -> Path:
     from core.data import builtin_datasets_dir
 
     return builtin_datasets_dir() / "demo_finance_stream"
+
+
+class VersionedKeywordModel(KeywordModel):
+    """The keyword stub with a model version, as a registry-loaded model would carry."""
+
+    model_version = "keyword-stub@test"
+
+
+HOSTILE_TEXT = 'Acme Corp <img src=x onerror="window.__xss=1"> update <script>window.__xss=2</script>'
+
+
+@pytest.fixture(scope="session")
+def dashboard_db(tmp_path_factory) -> Path:
+    """The demo stream plus planted incidents (a HALO negative burst, an ORBT volume spike) and a
+    document whose text is HTML, run through the monitor with the keyword stub: a real monitor DB."""
+    import json
+
+    from solutions.finance.monitor.loop import MonitorConfig, run_monitor
+
+    root = tmp_path_factory.mktemp("dashboard")
+    rows = [json.loads(line) for line in (demo_stream_dir() / "stream.jsonl").read_text().splitlines() if line]
+    rows += [{"id": f"halo{i}", "ts": f"2026-03-05T10:{5 * i:02d}:00Z", "source": "forum",
+              "text": f"Halo Semiconductors shares plunge as chip orders cut, post {i}"} for i in range(7)]
+    rows += [{"id": f"orbt{i}", "ts": f"2026-03-06T15:{6 * i:02d}:00Z", "source": "newswire",
+              "text": f"Orbit Logistics schedules investor call number {i}"} for i in range(9)]
+    rows.append({"id": "html1", "ts": "2026-03-04T09:30:00Z", "source": "forum", "text": HOSTILE_TEXT})
+    rows.sort(key=lambda r: r["ts"])
+    stream = root / "stream.jsonl"
+    stream.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = MonitorConfig(inputs=(str(stream),), db=root / "monitor.db", model="unused",
+                        watchlist=demo_stream_dir() / "watchlist.yaml", sinks=(f"jsonl:{root / 'alerts.jsonl'}",),
+                        drain_seconds=0)
+    run_monitor(cfg, model=VersionedKeywordModel())
+    return root / "monitor.db"

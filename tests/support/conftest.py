@@ -21,3 +21,26 @@ def support_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("support-run")
     run_classification(cfg, run, progress=False)
     return run
+
+
+# In-distribution texts for a drift baseline big enough for the embedding measures (>= 20 rows).
+BASELINE_TEXTS = [f"{t} {suffix}" for t in CARD + TRANSFER for suffix in ("", "please", "today", "again", "now")]
+
+
+@pytest.fixture(scope="session")
+def served_run(support_run, tmp_path_factory):
+    """A copy of `support_run` with a drift baseline of BASELINE_TEXTS (made here when the recipe
+    saved none, so these tests do not depend on the training-time baseline's size)."""
+    import shutil
+
+    from core.drift import load_drift_baseline, save_drift_baseline
+    from core.predictor import load_run
+
+    run = tmp_path_factory.mktemp("served") / "run"
+    shutil.copytree(support_run, run)
+    baseline = load_drift_baseline(run)
+    if baseline is None or len(baseline.confidence) < len(BASELINE_TEXTS):
+        model = load_run(run)
+        logits, embeddings = model.predict_all(BASELINE_TEXTS)
+        save_drift_baseline(model, logits, embeddings, run / "model", model_version="test")
+    return run

@@ -24,11 +24,17 @@ threshold) and late documents (those whose window was already closed when they a
 stored, scored and charted but never change an alert. A run without `follow` takes its input
 as complete: lines appended afterwards to a window it closed are late for the next run (watch a
 growing file with `follow` instead).
-Leaves out: parallel scoring workers (one process saturates 2 cores with the encoder).
+Every score row names the model version that made it (`model_version`: the run directory's
+name and a hash of its weights, or `zeroshot`), so an analyst's correction is tied to the model
+it corrects and a retrained model's scores are told apart from the old one's.
+Several workers: `redis://` inputs (a consumer group) and a `postgresql://` --db let N processes
+share one stream and one store (redis_source.py, store_postgres.py say how nothing is lost or
+counted twice). Leaves out: parallel scoring threads in one process (it saturates its cores).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -50,7 +56,7 @@ MAX_FUTURE_SECONDS = 86400  # a document dated further ahead of the clock is qua
 @dataclass(frozen=True)
 class MonitorConfig:
     inputs: tuple[str, ...]  # JSONL files, directories, or "-" for stdin
-    db: Path
+    db: Path | str  # a SQLite file, or a postgresql:// URL (store_postgres.py)
     model: str  # a run directory (or its model/), or "zeroshot"
     runtime: str = "torch"  # torch | onnx | onnx-int8 (core.predictor.load_run)
     watchlist: Path | None = None
@@ -101,7 +107,33 @@ def load_scorer(spec: str, runtime: str = "torch"):
     return model
 
 
-def ingest_batch(store: Store, lines: list[Line], *, matcher: EntityMatcher, model, batch_size: int) -> dict:
+def model_version(spec: str, model, runtime: str = "torch") -> str:
+    """What scored a document: the model's own `model_version` if it has one; `zeroshot`; else the
+    run directory's name @ the first 12 hex of a sha256 over its model files (configs and weights,
+    not exports), plus the runtime when it is not torch (int8 weights score differently)."""
+    own = getattr(model, "model_version", None)
+    if isinstance(own, str) and own:
+        return own
+    if spec == "zeroshot":
+        return "zeroshot"
+    from core.predictor import model_dir
+
+    try:
+        directory = model_dir(spec)
+    except UserError:  # a model handed in by a caller, not loaded from `spec`
+        return Path(spec).name or "unknown"
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.suffix in (".json", ".safetensors") and p.is_file()):
+        digest.update(str(path.relative_to(directory)).encode() + b"\0")
+        with open(path, "rb") as handle:  # in chunks: weights can be hundreds of MB
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    name = directory.parent.name if directory.name == "model" else directory.name
+    return f"{name}@{digest.hexdigest()[:12]}" + ("" if runtime == "torch" else f"/{runtime}")
+
+
+def ingest_batch(store: Store, lines: list[Line], *, matcher: EntityMatcher, model, batch_size: int,
+                 version: str | None = None) -> dict:
     """Parse, de-duplicate, extract, score and commit one batch of lines from one source; a line
     that fails any step is quarantined with the reason, never the batch."""
     docs, quarantined, seen = [], [], set()
@@ -131,7 +163,7 @@ def ingest_batch(store: Store, lines: list[Line], *, matcher: EntityMatcher, mod
             continue
         records.append(Record({"id": doc.id, "ts": doc.ts, "ts_text": doc.ts_text, "text": doc.text,
                                "source": doc.source, "origin": lines[0].source_key},
-                              {"doc_id": doc.id, **score}, entities, line.start, line.raw))
+                              {"doc_id": doc.id, **score, "model": version}, entities, line.start, line.raw))
     refused = store.commit_batch(source_key=lines[0].source_key, offset=lines[-1].end, records=records,
                                  quarantined=quarantined)
     return {"lines": len(lines), "new": len(records) - refused, "seen": len(docs) - len(new),
@@ -199,6 +231,16 @@ def raise_alerts(store: Store, rules: RuleSet, sink_specs: list[str]) -> list[in
     return store.commit_alerts(evaluated, alerts, sink_specs) if evaluated else []
 
 
+def open_store(db, window: int, lateness: int = 0):
+    """`postgresql://...` -> the shared PostgreSQL store (store_postgres.py, for several workers);
+    anything else is a SQLite file (the default)."""
+    if str(db).startswith(("postgresql://", "postgres://")):
+        from solutions.finance.monitor.store_postgres import PostgresStore
+
+        return PostgresStore(str(db), window, lateness)
+    return Store(Path(db), window, lateness)
+
+
 def run_monitor(cfg: MonitorConfig, *, model=None, stop: Callable[[], bool] = lambda: False,
                 log: Callable[[str], None] = lambda _: None) -> RunStats:
     rules = load_rules(cfg.rules, cfg.window)
@@ -207,8 +249,9 @@ def run_monitor(cfg: MonitorConfig, *, model=None, stop: Callable[[], bool] = la
     sources = [open_source(spec, cfg.follow, cfg.max_line_bytes) for spec in cfg.inputs]
     if sum(spec == "-" for spec in cfg.inputs) > 1:
         raise UserError("stdin ('-') can be given once")
-    store = Store(cfg.db, rules.window, rules.lateness)
+    store = open_store(cfg.db, rules.window, rules.lateness)
     model = model if model is not None else load_scorer(cfg.model, cfg.runtime)
+    version = model_version(cfg.model, model, cfg.runtime)
     backoff = Backoff(base=cfg.retry_base_seconds)
     stats, started = RunStats(), time.perf_counter()
 
@@ -223,7 +266,9 @@ def run_monitor(cfg: MonitorConfig, *, model=None, stop: Callable[[], bool] = la
             got = 0
             for source in sources:
                 for batch in source.batches(store.offset, cfg.batch_size):
-                    done = ingest_batch(store, batch, matcher=matcher, model=model, batch_size=cfg.batch_size)
+                    done = ingest_batch(store, batch, matcher=matcher, model=model, batch_size=cfg.batch_size,
+                                        version=version)
+                    source.acknowledge(batch)  # after the commit: a broker may now forget these messages
                     got += done["lines"]
                     stats.lines += done["lines"]
                     stats.new_documents += done["new"]

@@ -15,7 +15,9 @@ JSON that Python refuses (an integer of thousands of digits, nesting deep enough
 strings that cannot be encoded as UTF-8 (a JSON escape of a lone surrogate, "\ud800") or are over
 their size bound are Malformed too, so that whatever reaches the store is storable, and so is a
 timestamp more than a day ahead of the machine's clock (it would close every window at once).
-Leaves out: network sources (Kafka, HTTP); put them behind the same `batches()` shape.
+A source has `batches(offsets, batch_size)` and `acknowledge(lines)`, which the loop calls after
+the batch's transaction committed; `redis://` inputs are Redis Streams read through a consumer
+group (redis_source.py). Leaves out: other network sources (Kafka, HTTP); same two methods.
 """
 
 from __future__ import annotations
@@ -210,6 +212,9 @@ class FileSource:
     def files(self) -> list[Path]:
         return [self.path]
 
+    def acknowledge(self, lines: list[Line]) -> None:
+        """Nothing to do: the offset after `lines` was committed with them (a broker source acks here)."""
+
     def batches(self, offsets, batch_size: int) -> Iterator[list[Line]]:
         """Batches of new lines across this source's files; `offsets(key) -> int` gives the
         committed offset, asked again before every batch (the caller commits in between)."""
@@ -273,6 +278,9 @@ class StdinSource:
             if batch:
                 yield batch
 
+    def acknowledge(self, lines: list[Line]) -> None:
+        """Nothing to do: stdin cannot be read again."""
+
 
 def _readable(stream, timeout: float) -> bool:
     try:
@@ -282,6 +290,10 @@ def _readable(stream, timeout: float) -> bool:
 
 
 def open_source(spec: str, follow: bool = False, max_line_bytes: int = MAX_LINE_BYTES):
+    if str(spec).startswith("redis://"):  # a stream read through a consumer group (redis_source.py)
+        from solutions.finance.monitor.redis_source import RedisStreamSource
+
+        return RedisStreamSource(spec, follow, max_line_bytes)
     if spec == "-":
         return StdinSource(max_line_bytes=max_line_bytes)
     path = Path(spec).expanduser()

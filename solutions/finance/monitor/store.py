@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.durable import open_sqlite, transaction
 from core.errors import UserError
 from solutions.finance.monitor.aggregate import StreamClock, WindowStats, window_start
 from solutions.finance.monitor.sources import printable
@@ -78,7 +79,7 @@ class Record:
     """One scored document ready to store, with the line it came from (to quarantine it if refused)."""
 
     document: dict  # id, ts, ts_text, text, source, origin
-    score: dict  # doc_id, p_negative, p_neutral, p_positive, score, label
+    score: dict  # doc_id, p_negative, p_neutral, p_positive, score, label, model (optional: its version)
     entities: tuple[str, ...]
     line_start: int
     line: str
@@ -88,12 +89,12 @@ class Store:
     def __init__(self, path: Path, window: int, lateness: int = 0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # explicit BEGIN/COMMIT
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
+        self.db = open_sqlite(self.path)  # explicit BEGIN/COMMIT, WAL, synchronous=FULL
         self.db.executescript(SCHEMA)
         if "late" not in {row[1] for row in self.db.execute("PRAGMA table_info(documents)")}:
             self.db.execute("ALTER TABLE documents ADD COLUMN late INTEGER NOT NULL DEFAULT 0")  # an older database
+        if "model" not in {row[1] for row in self.db.execute("PRAGMA table_info(scores)")}:
+            self.db.execute("ALTER TABLE scores ADD COLUMN model TEXT")  # the model version that scored (NULL: older)
         stored = self.db.execute("SELECT value FROM meta WHERE key='window'").fetchone()
         if stored is None:
             self.db.execute("INSERT INTO meta VALUES ('window', ?)", (str(window),))
@@ -164,8 +165,9 @@ class Store:
         self.db.executemany("INSERT OR IGNORE INTO documents (id, ts, ts_text, text, source, origin, ingested_at, "
                             "late) VALUES (:id, :ts, :ts_text, :text, :source, :origin, :ingested_at, :late)",
                             documents)
-        self.db.executemany("INSERT OR IGNORE INTO scores VALUES (:doc_id, :p_negative, :p_neutral, :p_positive, "
-                            ":score, :label)", [r.score for r in records])
+        self.db.executemany("INSERT OR IGNORE INTO scores (doc_id, p_negative, p_neutral, p_positive, score, label, "
+                            "model) VALUES (:doc_id, :p_negative, :p_neutral, :p_positive, :score, :label, :model)",
+                            [{"model": None} | r.score for r in records])
         self.db.executemany("INSERT OR IGNORE INTO mentions VALUES (?, ?, ?)", mentions)
         self.db.executemany("INSERT OR IGNORE INTO dirty VALUES (?, ?)", {(e, w) for _, e, w in mentions})
         self.db.executemany("INSERT OR IGNORE INTO pending VALUES (?, ?)", sorted(pending))
@@ -316,19 +318,5 @@ class Store:
         return counts
 
     def _transaction(self):
-        return _Transaction(self.db)
+        return transaction(self.db)
 
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
-
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
-
-    def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
-
-    def __exit__(self, exc_type, *_):
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-        return False

@@ -1,0 +1,271 @@
+"""The cost-accuracy frontier per domain, generated from the benchmark records (never typed).
+
+Reads benchmarks/results/*.json: banking77 and support_banking77 (support: TF-IDF, probe, full,
+LoRA, zero-shot, few-shot and the mpnet probe at k shots), finance_phrasebank (finance),
+training_methods_{support,finance} (10% of the labels: full fine-tune variants, IA3, LoRA ranks),
+and inference_cost (written by `--measure`: TF-IDF, MiniLM and mpnet texts/s on each domain's test
+texts, here) plus the ONNX rows of support_banking77's latency table. For every system: test
+accuracy, training cost (core-hours = the ledger's cpu_seconds / 3600 where the record has it,
+else wall seconds x the machine's cores, marked *), dollars at core.cost.Prices (assumed
+defaults unless VERTICALS_USD_PER_* are set), and inference dollars per 1e6 predictions on its
+runtime. Pareto points (nothing cheaper is at least as accurate) are marked per axis. Writes
+results/frontier.{json,md}, results/frontier_<domain>.png, the README block, and the planner's
+priors (core/plan_priors.json: the share of the probe's error that full fine-tunes and LoRA closed,
+and IA3's offset to the full fine-tune).
+
+    python -m benchmarks.frontier [--measure [--data-dir D]]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from benchmarks.record import RESULTS, write_record
+from core.cost import Prices, usd_per_million
+from core.plan import PRIORS_FILE, pareto
+
+DOMAINS = {"support": "banking77", "finance": "financial_phrasebank"}
+
+
+def _read(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _runtime(system: str) -> str | None:
+    if system.startswith("TF-IDF"):
+        return "tfidf"
+    if "mpnet" in system:
+        return "mpnet-torch"
+    return None if system.startswith("majority") else "minilm-torch"
+
+
+def _point(domain, system, source, labels, accuracy, *, cpu_seconds=None, wall_seconds=None, cores=2) -> dict:
+    basis = "cpu" if cpu_seconds is not None else "wall x cores"
+    core_seconds = cpu_seconds if cpu_seconds is not None else (wall_seconds or 0.0) * cores
+    return {"domain": domain, "system": system, "source": source, "labels": labels, "accuracy": accuracy,
+            "train_core_hours": core_seconds / 3600, "train_basis": basis, "runtime": _runtime(system)}
+
+
+def support_points() -> list[dict]:
+    out = []
+    if (r := _read("banking77")):
+        for s in r["systems"]:
+            out.append(_point("support", s["system"], "banking77", r["data"]["train"],
+                              s["accuracy"], cpu_seconds=s["cost"]["cpu_seconds"]))
+    if (r := _read("support_banking77")):
+        cores = r["environment"]["cpus"]
+        z = r["zeroshot"]
+        out.append(_point("support", "MiniLM zero-shot, intent names", "support_banking77", 0, z["accuracy"],
+                          cpu_seconds=z["cost"]["cpu_seconds"]))
+        for key, f in r.get("fewshot", {}).items():
+            out.append(_point("support", f"{f['recipe']} ({f['shots']} per class)", "support_banking77",
+                              f["shots"] * r["data"]["num_labels"], f["mean"], wall_seconds=f["mean_wall_seconds"],
+                              cores=cores))
+    return out + methods_points("support")
+
+
+def finance_points() -> list[dict]:
+    out = []
+    if (r := _read("finance_phrasebank")):
+        for s in r["systems"]:
+            out.append(_point("finance", s["system"], "finance_phrasebank", 0 if s["key"] == "zeroshot" else r["data"]["train"],
+                              s["test"]["accuracy"], cpu_seconds=s["cost"]["cpu_seconds"]))
+    return out + methods_points("finance")
+
+
+def methods_points(domain: str) -> list[dict]:
+    r = _read(f"training_methods_{domain}")
+    if not r:
+        return []
+    used = {run["method"]: run["train_used"] for run in r["runs"]}
+    return [_point(domain, f"{s['description']} ({round(100 * r['fraction'])}% labels)", f"training_methods_{domain}",
+                   used.get(s["method"], 0), s["test_accuracy_mean"],
+                   wall_seconds=s["train_wall_seconds_mean"] + s.get("adaptation_wall_seconds", 0.0),
+                   cores=r["environment"]["cpus"]) for s in r["summary"]]
+
+
+def runtime_rows(prices: Prices) -> list[dict]:
+    """Inference cost per runtime: our own measurements (--measure) + support_banking77's ONNX rows."""
+    rows = []
+    if (m := _read("inference_cost")):
+        for row in m["runtimes"]:
+            rows.append({**row, "usd_per_million": usd_per_million(row["texts_per_second"], cores=row["busy_cores"],
+                                                                   prices=prices)})
+    if (r := _read("support_banking77")):
+        for name, lat in r.get("latency", {}).items():
+            if "ONNX" not in name:
+                continue
+            threads = 1 if "1 thread" in name else r["environment"]["cpus"]
+            rows.append({"domain": "support", "runtime": name.replace("router ", "MiniLM router "),
+                         "texts_per_second": lat["batch64_texts_per_second"], "busy_cores": threads,
+                         "p50_ms": lat["p50_ms"], "cores_basis": "threads",
+                         "usd_per_million": usd_per_million(lat["batch64_texts_per_second"], cores=threads, prices=prices)})
+    return rows
+
+
+def measure_inference(data_dir: str | None) -> None:
+    """TF-IDF, MiniLM and mpnet (encoder + linear head) texts/s on each domain's test texts."""
+    from sklearn.linear_model import LogisticRegression
+
+    from core.backbones import load_backbone
+    from core.cost import measure_throughput
+    from core.data import load_classification
+    from core.plan_measure import measure_tfidf
+    from verticals.registry import install
+
+    install()  # the finance reader (financial_phrasebank's card format)
+    rows = []
+    for domain, name in DOMAINS.items():
+        data = load_classification(name, root=data_dir)
+        texts = data.test.texts[:1024]
+        t = measure_tfidf(data, Prices())
+        rows.append({"domain": domain, "runtime": "tfidf", **t["speed"]})
+        print(f"  {domain} tfidf: {t['speed']['texts_per_second']:.0f} texts/s", flush=True)
+        for backbone in ("minilm", "mpnet"):
+            try:
+                bb = load_backbone(backbone)
+            except Exception as exc:  # mpnet is optional
+                print(f"  {backbone}: skipped ({exc})")
+                continue
+            from core.model import build_classifier
+
+            model = build_classifier(bb, data.labels, peft="frozen")
+            head = LogisticRegression(max_iter=200).fit(model.encode(data.validation.texts), data.validation.labels)
+            speed = measure_throughput(lambda b: head.predict(model.encode(b)), texts, min_seconds=3.0)
+            rows.append({"domain": domain, "runtime": f"{backbone}-torch", **speed})
+            print(f"  {domain} {backbone}: {speed['texts_per_second']:.0f} texts/s, p50 {speed['p50_ms']:.1f} ms", flush=True)
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    write_record("inference_cost", {"protocol": "batch 64 cycled over the first 1024 test texts for >= 3 s after a "
+                                                "warm-up batch (TF-IDF >= 0.5 s); busy cores = CPU s / wall s; "
+                                                "single-query p50 over 30 calls",
+                                    "load_average_after": [float(x) for x in load], "runtimes": rows},
+                 "| domain | runtime | texts/s | busy cores | p50 ms |\n|---|---|---|---|---|\n" + "".join(
+                     f"| {r['domain']} | {r['runtime']} | {r['texts_per_second']:.0f} | {r['busy_cores']:.2f} | "
+                     f"{r['p50_ms']:.2f} |\n" for r in rows))
+
+
+def priors(points: list[dict]) -> dict:
+    """Share of the probe's error closed by the full fine-tune and LoRA (full labels, test), and
+    IA3's accuracy minus the full fine-tune's (training_methods, same labels)."""
+    closure: dict[str, dict[str, float]] = {"full": {}, "lora": {}}
+    for name in ("banking77", "finance_phrasebank"):
+        r = _read(name)
+        if not r:
+            continue
+        acc = {s["key"]: s["accuracy"] if "accuracy" in s else s["test"]["accuracy"] for s in r["systems"]}
+        for k in closure:
+            if "probe" in acc and k in acc:
+                closure[k][name] = (acc[k] - acc["probe"]) / (1 - acc["probe"])
+    offsets = {}
+    for domain in DOMAINS:
+        r = _read(f"training_methods_{domain}")
+        by = {s["method"]: s["test_accuracy_mean"] for s in (r or {}).get("summary", [])}
+        if "ia3" in by and "baseline" in by:
+            offsets[f"training_methods_{domain}"] = by["ia3"] - by["baseline"]
+
+    def stats(values: dict) -> dict:
+        v = list(values.values())
+        return {"values": values, "mean": sum(v) / len(v), "min": min(v), "max": max(v)}
+
+    return {"generated_by": "python -m benchmarks.frontier", "date": time.strftime("%Y-%m-%d"),
+            "source": "benchmarks/results: banking77, finance_phrasebank (gap closure, full labels, test); "
+                      "training_methods_* (IA3 - full fine-tune, 10% labels)",
+            "gap_closure": {k: stats(v) for k, v in closure.items() if v},
+            "offset_vs_full": {"ia3": stats(offsets)} if offsets else {}}
+
+
+def plot(domain: str, rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax, key, label in ((axes[0], "train_usd", "training cost, $ (log)"),
+                           (axes[1], "usd_per_million", "inference, $ per 1M predictions (log)")):
+        pts = [r for r in rows if r.get(key)]
+        flags = pareto([(r[key], r["accuracy"]) for r in pts])
+        for r, on in zip(pts, flags):
+            ax.scatter(r[key], 100 * r["accuracy"], s=40 if on else 18, c="tab:red" if on else "tab:gray", zorder=3)
+            ax.annotate(r["system"][:38], (r[key], 100 * r["accuracy"]), fontsize=6, xytext=(3, 2),
+                        textcoords="offset points")
+        front = sorted((r[key], 100 * r["accuracy"]) for r, on in zip(pts, flags) if on)
+        if front:
+            ax.step(*zip(*front), where="post", color="tab:red", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy, %")
+    fig.suptitle(f"{domain} ({DOMAINS[domain]}): cost vs accuracy, Pareto points in red")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def table(rows: list[dict], runtimes: list[dict], prices: Prices, pareto_only: bool = False) -> str:
+    out = [f"Prices (assumed defaults, core.cost.Prices): ${prices.usd_per_core_hour}/core-hour, "
+           f"${prices.usd_per_gpu_hour}/GPU-hour. * = core-hours from wall seconds x the record machine's cores "
+           "(the record has no CPU time). P = on the Pareto frontier (training cost / inference cost). Labels = "
+           "labelled training examples used. Inference: each system on its PyTorch runtime (`--measure`).", ""]
+    for domain in DOMAINS:
+        out += [f"**{domain}** ({DOMAINS[domain]}): ![frontier](benchmarks/results/frontier_{domain}.png)", "",
+                "| system | labels | test acc | train core-h | train $ | $/1M predictions | P train | P infer |",
+                "|---|---|---|---|---|---|---|---|"]
+        mine = [r for r in rows if r["domain"] == domain and (not pareto_only or r["pareto_train"] or r["pareto_inference"])]
+        for r in sorted(mine, key=lambda r: r["train_usd"]):
+            inf = f"{r['usd_per_million']:.3f} ({r['runtime']})" if r.get("usd_per_million") else "-"
+            out.append(f"| {r['system']} | {r['labels']:,} | {100 * r['accuracy']:.2f}% | {r['train_core_hours']:.4f}"
+                       f"{'*' if r['train_basis'] != 'cpu' else ''} | {r['train_usd']:.5f} | {inf} | "
+                       f"{'P' if r['pareto_train'] else ''} | {'P' if r['pareto_inference'] else ''} |")
+        out.append("")
+    if runtimes:
+        out += ["| domain | runtime | texts/s (batch 64) | busy cores | single-query p50 ms | $/1M predictions |",
+                "|---|---|---|---|---|---|"]
+        out += [f"| {r['domain']} | {r['runtime']} | {r['texts_per_second']:.0f} | {r['busy_cores']:.2f} | "
+                f"{r['p50_ms']:.2f} | {r['usd_per_million']:.3f} |" for r in runtimes]
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--measure", action="store_true", help="first measure inference speed (results/inference_cost.json)")
+    parser.add_argument("--data-dir")
+    args = parser.parse_args(argv)
+    if args.measure:
+        from core.quiet import quiet_libraries
+
+        quiet_libraries()
+        measure_inference(args.data_dir)
+    prices = Prices.from_env()
+    runtimes = runtime_rows(prices)
+    speed = {(r["domain"], r["runtime"]): r for r in runtimes}
+    rows = support_points() + finance_points()
+    for r in rows:
+        r["train_usd"] = prices.usd(r["train_core_hours"])
+        rt = speed.get((r["domain"], r["runtime"]))
+        r["usd_per_million"] = rt["usd_per_million"] if rt else None
+    for domain in DOMAINS:
+        mine = [r for r in rows if r["domain"] == domain]
+        for key, flag in (("train_usd", "pareto_train"), ("usd_per_million", "pareto_inference")):
+            pts = [r for r in mine if r.get(key)]  # the majority class costs $0: no frontier point
+            for r, on in zip(pts, pareto([(r[key], r["accuracy"]) for r in pts])):
+                r[flag] = on
+            for r in mine:
+                r.setdefault(flag, False)
+        plot(domain, mine, RESULTS / f"frontier_{domain}.png")
+    PRIORS_FILE.write_text(json.dumps(priors(rows), indent=2) + "\n")
+    md = table(rows, runtimes, prices)
+    (RESULTS / "frontier_all.md").write_text(md)
+    md = (table(rows, runtimes, prices, pareto_only=True)
+          + "\nPareto rows only; every system: benchmarks/results/frontier_all.md.\n")
+    write_record("frontier", {"protocol": __doc__.split("\n\n")[1], "prices": asdict(prices), "points": rows, "runtimes": runtimes}, md)
+    print(md)
+    print(f"wrote {PRIORS_FILE}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""`verticals support drift DB --run RUN`: a drift report of logged traffic against a run's baseline.
+
+Reads the prediction log (core.feedback.PredictionLog.window_stats) of one model version and
+compares it with the run's training baseline (core.drift.DriftBaseline, from its validation split):
+PSI of the top-class confidence, label shift (total variation of the predicted-label mix) and the
+fallback rate's increase, against core.drift.DriftThresholds. Writes drift.md, drift.json and
+drift.png (confidence distributions and label mix, baseline vs logged traffic).
+The log keeps no embeddings (too big per request), so this report has no embedding drift (domain
+AUC, MMD): the running service computes those on its in-memory window (GET /v1/drift, /metrics).
+Leaves out: the live monitor (solutions.support.monitoring) and the metric maths (core.drift).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import UserError
+
+TOP_LABELS = 12
+
+
+def compare(baseline, stats: dict, thresholds) -> dict:
+    """core.drift.drift_report of logged `stats` (PredictionLog.window_stats) against `baseline`,
+    without embeddings; counts only when the run has no baseline."""
+    from core.drift import drift_report
+
+    if baseline is None:
+        return {"n": stats["n"], "fallback_rate": stats["fallback_rate"], "out_of_scope_rate": stats["out_of_scope_rate"],
+                "psi_confidence": None, "label_shift": None, "alerts": [], "drifted": None}
+    return drift_report(baseline, embeddings=None, confidence=stats["confidence"], labels=stats["labels"],
+                        fallback_rate=stats["fallback_rate"], out_of_scope_rate=stats["out_of_scope_rate"],
+                        thresholds=thresholds)
+
+
+def _label_rows(baseline_share: dict, recent: dict[str, int]) -> list[tuple[str, float, float]]:
+    total = max(sum(recent.values()), 1)
+    shares = {k: v / total for k, v in recent.items()}
+    names = sorted(set(baseline_share) | set(shares), key=lambda k: -max(baseline_share.get(k, 0), shares.get(k, 0)))
+    rows = [(k, float(baseline_share.get(k, 0)), shares.get(k, 0.0)) for k in names[:TOP_LABELS]]
+    rest = names[TOP_LABELS:]
+    if rest:
+        rows.append((f"({len(rest)} others)", float(sum(baseline_share.get(k, 0) for k in rest)),
+                     sum(shares.get(k, 0) for k in rest)))
+    return rows
+
+
+def plot(baseline, stats: dict, version: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    bins = np.linspace(0, 1, 21)
+    if baseline is not None:
+        left.hist(np.asarray(baseline.confidence), bins=bins, density=True, histtype="step", linewidth=2,
+                  label=f"baseline (validation, n={len(baseline.confidence)})")
+    left.hist(np.asarray(stats["confidence"]), bins=bins, density=True, histtype="step", linewidth=2,
+              label=f"logged traffic (n={stats['n']})")
+    left.set(xlabel="top-class confidence (calibrated)", ylabel="density", title="confidence distribution")
+    left.legend(loc="upper left", fontsize=8)
+    rows = _label_rows(dict(baseline.label_share) if baseline is not None else {}, stats["labels"])
+    y = np.arange(len(rows))
+    right.barh(y - 0.2, [r[1] for r in rows], height=0.4, label="baseline")
+    right.barh(y + 0.2, [r[2] for r in rows], height=0.4, label="logged traffic")
+    right.set_yticks(y, [r[0][:28] for r in rows], fontsize=8)
+    right.invert_yaxis()
+    right.set(xlabel="share of predictions", title="predicted-label mix")
+    right.legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"drift of model {version}: baseline vs logged traffic")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+ROWS = (("psi_confidence", "psi_confidence", "psi_confidence"), ("label_shift", "label_shift", "label_shift"),
+        ("fallback rate", "fallback_rate", "fallback_rate_increase"),
+        ("out-of-scope rate", "out_of_scope_rate", "out_of_scope_rate_increase"))
+
+
+def markdown(result: dict, version: str, run: Path, db: Path, thresholds, baseline) -> str:
+    lines = [f"# Drift report: model {version}", "",
+             f"Prediction log `{db.name}`: {result['n']} logged predictions of model `{version}`, compared with the "
+             f"validation baseline of run `{run.name}`" + ("" if baseline is not None else " (none: the run was trained "
+                                                          "before drift baselines were saved; counts only)") + ".", "",
+             "| measure | logged traffic | baseline | alert above | alert |", "|---|---|---|---|---|"]
+    for shown, key, limit in ROWS:
+        base = result.get(f"{key}_baseline")
+        above = getattr(thresholds, limit)
+        lines.append(f"| {shown} | {_fmt(result.get(key))} | {_fmt(base) if key.endswith('rate') else '-'} | "
+                     f"{'+' if key.endswith('rate') else ''}{above} | {'**yes**' if key in result['alerts'] else 'no'} |")
+    lines += ["", "![confidence and label mix](drift.png)", "",
+              "The prediction log keeps no embeddings, so this report has no embedding drift (domain-classifier AUC, "
+              "MMD): the running service computes those on its recent window (`GET /v1/drift`, `/metrics`). "
+              "The baseline's fallback rate is what a router with the given --min-confidence / --min-margin would "
+              "have handed over on the validation rows.", ""]
+    return "\n".join(lines)
+
+
+def write_drift_report(db: Path, run: Path, out: Path | None = None, *, model_version: str | None = None,
+                       since_hours: float | None = None, settings=None) -> dict:
+    """Write drift.md / drift.json / drift.png into `out` (default: drift-<version>/ beside `db`);
+    returns the result with the paths. `settings`: the RouterSettings the service ran with (default
+    RouterSettings()), for the baseline's fallback rate."""
+    from core.drift import DriftThresholds
+    from core.feedback import PredictionLog
+    from solutions.support.deployment import load_baseline
+    from solutions.support.deployment import model_version as version_of
+    from solutions.support.router import RouterSettings
+
+    if not Path(db).is_file():
+        raise UserError(f"{db} does not exist; give the prediction log a `verticals serve` wrote (--log DB)")
+    version = model_version or version_of(run)
+    since = None if since_hours is None else time.time() - since_hours * 3600
+    # open without retention limits: a report must not prune what the service keeps
+    with PredictionLog(db, max_rows=sys.maxsize, max_age_days=None) as prediction_log:
+        stats = prediction_log.window_stats(model_version=version, since=since)
+        if stats["n"] == 0:
+            logged = prediction_log.model_versions()
+            raise UserError(f"no logged predictions of model {version}{' in that window' if since else ''}; the log holds "
+                            f"{', '.join(f'{v} ({n})' for v, n in logged.items()) or 'none'}: pass --model-version")
+    baseline, thresholds = load_baseline(run, settings or RouterSettings()), DriftThresholds()
+    result = compare(baseline, stats, thresholds) | {"model_version": version, "run": str(run), "since": since}
+    out = Path(out) if out else Path(db).resolve().parent / f"drift-{version}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "drift.json").write_text(json.dumps(result, indent=2))
+    plot(baseline, stats, version, out / "drift.png")
+    (out / "drift.md").write_text(markdown(result, version, Path(run), Path(db), thresholds, baseline))
+    return result | {"out": str(out)}

@@ -1,0 +1,132 @@
+"""core.plan: the pure parts by hand-checkable values, then one planner run on a toy file with
+the tiny backbone (module-scoped, shared by the API and CLI checks)."""
+
+import json
+import math
+
+import pytest
+
+from core.errors import UserError
+from core.plan import (Prediction, cheapest, curve_accuracy, fit_learning_curve, finetune_accuracy,
+                       finetune_seconds, labels_for, load_priors, meets, pareto, parse_duration, plan_config,
+                       predicted_accuracy)
+from tests.conftest import CARD, TRANSFER, write_csv
+
+
+def test_durations():
+    assert parse_duration("30m") == 1800 and parse_duration("2h") == 7200 and parse_duration("1.5") == 1.5
+    assert parse_duration("5ms") == pytest.approx(0.005) and parse_duration("90s") == 90
+    with pytest.raises(UserError, match="not a duration"):
+        parse_duration("fast")
+
+
+def test_power_law_is_recovered_and_inverted():
+    n = [100, 200, 400, 800]
+    curve = fit_learning_curve(n, [0.95 - 2 * x ** -0.5 for x in n])
+    assert curve["kind"] == "power"
+    assert curve["params"] == pytest.approx([0.95, 2.0, 0.5], abs=1e-3)
+    assert curve_accuracy(curve, 1600) == pytest.approx(0.95 - 2 / 40, abs=1e-3)
+    assert labels_for(curve, 0.90) == pytest.approx(1600, rel=1e-2)
+    assert labels_for(curve, 0.96) is None  # above the ceiling
+
+
+def test_two_points_give_a_line_in_log_n():
+    curve = fit_learning_curve([10, 100], [0.5, 0.7])
+    assert curve["kind"] == "log"
+    assert curve_accuracy(curve, 1000) == pytest.approx(0.9)
+    assert labels_for(curve, 0.8) == pytest.approx(10 ** 2.5)
+
+
+def test_finetune_prior_closes_a_share_of_the_probe_error():
+    assert finetune_accuracy(0.9, 0.25) == pytest.approx(0.9 + 0.25 * 0.1)
+    priors = {"gap_closure": {"full": {"mean": 0.2, "min": 0.1, "max": 0.3}},
+              "offset_vs_full": {"ia3": {"mean": -0.02, "min": -0.03, "max": -0.01}}}
+    assert predicted_accuracy("full", 0.8, priors) == pytest.approx((0.84, 0.82, 0.86))
+    assert predicted_accuracy("ia3", 0.8, priors) == pytest.approx((0.82, 0.79, 0.85))
+    with pytest.raises(UserError, match="no prior"):
+        predicted_accuracy("lora", 0.8, priors)
+
+
+def test_finetune_time_adds_encoding_steps_and_evaluations():
+    seconds = finetune_seconds(encode_train_s=10, probe_fit_s=2, train_tokens=1000, tokens_per_second=100,
+                               epochs=3, eval_s=4)
+    assert seconds == 10 + 2 + 3 * 1000 / 100 + 3 * 4
+
+
+def _p(system, acc, usd, seconds=1.0, p50=1.0, per_million=1.0):
+    return Prediction(system, "measured", acc, acc, acc, seconds, 0.0, usd, 0.0, p50, per_million)
+
+
+def test_cheapest_meeting_target_and_constraints():
+    preds = [_p("tfidf", 0.85, 0.0), _p("probe", 0.91, 0.01, p50=8), _p("full", 0.93, 0.5, seconds=4000, p50=8)]
+    assert cheapest(preds, 0.9).system == "probe"
+    assert cheapest(preds, 0.92).system == "full"
+    assert cheapest(preds, 0.92, budget_s=1800) is None
+    assert cheapest(preds, 0.9, latency_s=0.005) is None
+    assert meets(preds[2], 0.92, 1800, 0.005) == ["training 4000 s > budget 1800 s", "p50 8.0 ms > 5 ms"]
+
+
+def test_pareto_points():
+    assert pareto([(1, 0.5), (2, 0.7), (3, 0.6), (0.5, 0.5)]) == [False, True, False, True]
+
+
+def test_bad_settings_and_priors_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="unknown key"):
+        plan_config({"data": "x.csv", "taget": "0.9"})
+    with pytest.raises(UserError, match="duration"):
+        plan_config({"data": "x.csv", "budget": "soon"})
+    with pytest.raises(UserError, match="unknown system"):
+        plan_config({"data": "x.csv", "systems": "probe,gpt"})
+    (tmp_path / "p.json").write_text("{}")
+    with pytest.raises(UserError, match="regenerate"):
+        load_priors(tmp_path / "p.json")
+    assert load_priors()["gap_closure"]["full"]["mean"] > 0  # the packaged priors load
+
+
+@pytest.fixture(scope="module")
+def toy_csv(tmp_path_factory):
+    rows = [(t, "card") for t in CARD] + [(t, "transfer") for t in TRANSFER]
+    return write_csv(tmp_path_factory.mktemp("plan") / "tickets.csv", rows * 5)
+
+
+@pytest.fixture(scope="module")
+def planned(toy_csv, tmp_path_factory):
+    import verticals
+
+    out = tmp_path_factory.mktemp("plan_out")
+    return out, verticals.plan(toy_csv, target=0.5, out=out, backbone="tiny", calibration_steps=4,
+                                timing_seconds=0.2)
+
+
+def test_plan_predicts_every_system_and_recommends_the_cheapest(planned):
+    out, result = planned
+    preds = {p["system"]: p for p in result["predictions"]}
+    assert list(preds) == ["tfidf", "zeroshot", "probe", "ia3", "lora", "full"]
+    for p in preds.values():
+        assert 0 <= p["accuracy_low"] <= p["accuracy"] <= p["accuracy_high"] <= 1
+        assert p["train_seconds"] > 0 and p["p50_ms"] > 0 and math.isfinite(p["usd_per_million"])
+    assert {preds[s]["how"] for s in ("ia3", "lora", "full")} == {"prior"}
+    ok = [p for p in preds.values() if p["accuracy"] >= 0.5]
+    assert result["recommendation"] == min(ok, key=lambda p: (p["train_usd"], p["usd_per_million"]))["system"]
+    assert len(result["learning_curve"]["points"]) == 4 and result["calibration"]["full"]["tokens_per_second"] > 0
+    assert json.loads((out / "plan.json").read_text())["recommendation"] == result["recommendation"]
+    assert (out / "plan.png").stat().st_size > 0
+
+
+def test_cli_plan_runs_the_recommended_recipe(toy_csv, tmp_path, capsys):
+    from verticals.cli import main
+
+    out = tmp_path / "p"
+    code = main(["plan", f"data={toy_csv}", "backbone=tiny", "target=0.3", "systems=tfidf,probe", "timing_seconds=0.2", "--out", str(out),
+                 "--run", "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "recommendation:" in printed and "fine-tune accuracies are priors" in printed
+    assert (out / "run-probe" / "report.json").is_file()  # tfidf is no run: --run trains the cheapest recipe
+
+
+def test_cli_plan_run_refuses_when_nothing_meets_the_target(toy_csv, tmp_path, capsys):
+    from verticals.cli import main
+
+    code = main(["plan", f"data={toy_csv}", "backbone=tiny", "target=0.3", "systems=zeroshot", "latency=0.001ms", "timing_seconds=0.2",
+                 "--out", str(tmp_path / "p"), "--run", "--quiet"])
+    assert code == 2 and "no recipe is predicted to meet" in capsys.readouterr().err

@@ -1,0 +1,54 @@
+"""Where labelled feedback comes from: a database file -> core.feedback.FeedbackExample rows.
+
+`read_feedback(path)` looks at the SQLite file's tables (opened read-only first, so a wrong path
+never creates a database): a support prediction log (tables `predictions` + `feedback`, written
+by the support service) -> core.feedback.PredictionLog.labelled(); a finance monitor database
+(table `document_labels`, written by the analyst's page) ->
+solutions.finance.monitor.feedback.labelled_documents. Anything else is a UserError naming what
+was expected. Lives in the app layer because it knows the solutions' databases; core.retrain
+takes the examples.
+Leaves out: retraining (core.retrain) and the registry (core.registry).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from pathlib import Path
+
+from core.errors import UserError
+
+EXPECTED = ("a support prediction log (tables predictions + feedback, from `verticals serve`) or a finance "
+            "monitor database (table document_labels, from `verticals finance dashboard`)")
+
+
+def database_tables(path: Path) -> set[str]:
+    """The table names of the SQLite file at `path`, opened read-only; UserError when it is none."""
+    if not path.is_file():
+        raise UserError(f"feedback database not found: {path}; give {EXPECTED}")
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"{path} is not an SQLite database ({exc}); give {EXPECTED}") from None
+
+
+def read_feedback(path) -> list:
+    """Every labelled text in the feedback database at `path` (see the module docstring)."""
+    path = Path(path).expanduser()
+    tables = database_tables(path)
+    if {"predictions", "feedback"} <= tables:
+        from core.feedback import PredictionLog
+
+        # no retention while reading: opening with the service's limits would prune rows
+        with PredictionLog(path, max_rows=sys.maxsize, max_age_days=None) as log:
+            return log.labelled()
+    if "document_labels" in tables:
+        from solutions.finance.monitor.feedback import labelled_documents
+
+        return labelled_documents(path)
+    shown = ", ".join(sorted(tables)) or "none"
+    raise UserError(f"{path} holds no feedback this version reads (its tables: {shown}); give {EXPECTED}")
