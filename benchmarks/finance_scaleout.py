@@ -15,7 +15,7 @@ scoring, over the window's worker-seconds (measured in the worker by wrapping th
 two signals the driver sends at the window's start and end); and the CPU-seconds of redis-server and
 of every PostgreSQL process over the window, beside the workers'.
 
-    flock /tmp/notes/cpu.lock python -m benchmarks.finance_scaleout [--runs minilm:1:1,minilm:2:1]
+    python -m benchmarks.finance_scaleout [--runs minilm:1:1,minilm:2:1]
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def environment() -> dict:
 
 # What a run writes: `--overwrite` removes these and nothing else (a user's --out may hold other files).
 RUN_FILES = ("config.yaml", "metrics.jsonl", REPORT_FILE, "report.md", "README.md", "loss_curve.png",
-             "confusion_matrix.png", "reliability.png")
+             "confusion_matrix.png", "reliability.png", "feedback_trained.json")
 RUN_DIRS = ("model", "checkpoint", "checkpoint.old", "tensorboard")
 # settings a resumed run may change: where it runs and where it is tracked, not what it learns
 RESUMABLE_CHANGES = {"device", "backend", "uri", "experiment"}

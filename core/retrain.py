@@ -6,7 +6,11 @@
    "out_of_scope" rows set aside (below), new labels kept when they have `min_examples_new_label`
    examples (the rest dropped and counted), then a seeded stratified split: `holdout_fraction`
    held out (never trained on, never used for early stopping), and of the rest
-   `validation_fraction` for early stopping only.
+   `validation_fraction` for early stopping only. Texts the champion's lineage already trained or
+   early-stopped on (`feedback_trained.json` in every retrained run: their sha256, no text) go to
+   train and never to the holdout: a fresh split of the grown feedback would otherwise hold out
+   rows the champion learnt, and the gate would favour it (the first BANKING77 benchmark run
+   kept a challenger that was better on the test split for that reason).
 2. Both models are scored before anything trains: the champion (the deployed run's weights) and,
    after training, the challenger, on the original test split (rebuilt from the run's config as
    training built it: core.recipes.prepare_data, so `data_dir` must reach its data) and on the
@@ -108,11 +112,34 @@ def _concat(*parts: Split) -> Split:
     return _split([t for p in parts for t in p.texts], [lab for p in parts for lab in p.labels])
 
 
-def plan_feedback(feedback, known_labels: list[str], test_texts: list[str], settings: RetrainSettings) -> FeedbackPlan:
+TRAINED_FILE = "feedback_trained.json"  # in a retrained run: sha256 of every feedback text its lineage learnt from
+
+
+def trained_feedback(run_dir: Path) -> frozenset[str]:
+    """The sha256 of the feedback texts `run_dir` and its ancestors trained or early-stopped on."""
+    import json
+
+    path = Path(run_dir) / TRAINED_FILE
+    return frozenset(json.loads(path.read_text())["sha256"]) if path.is_file() else frozenset()
+
+
+def write_trained_feedback(out: Path, inherited: frozenset[str], plan: "FeedbackPlan") -> None:
+    import json
+
+    from core.feedback import text_sha256
+
+    used = set(inherited) | {text_sha256(t.strip()) for t in plan.train.texts + plan.validation.texts}
+    (Path(out) / TRAINED_FILE).write_text(json.dumps({"sha256": sorted(used)}))
+
+
+def plan_feedback(feedback, known_labels: list[str], test_texts: list[str], settings: RetrainSettings,
+                  trained: frozenset[str] = frozenset()) -> FeedbackPlan:
     """Deduplicate, drop test texts, set out-of-scope rows aside, keep new labels with enough
-    examples, and split (seeded, stratified) into train / validation / holdout. See the module docstring."""
+    examples, and split (seeded, stratified) into train / validation / holdout; texts in `trained`
+    (sha256, what the champion's lineage already learnt from) always go to train, never to the
+    holdout. See the module docstring."""
     from core.data import stratified_split
-    from core.feedback import LABEL_OUT_OF_SCOPE
+    from core.feedback import LABEL_OUT_OF_SCOPE, text_sha256
 
     latest: dict[str, object] = {}
     invalid = 0
@@ -136,15 +163,18 @@ def plan_feedback(feedback, known_labels: list[str], test_texts: list[str], sett
     new = sorted(lab for lab, n in by_label.items() if lab not in known and n >= settings.min_examples_new_label)
     dropped = {lab: n for lab, n in sorted(by_label.items()) if lab not in known and lab not in new}
     usable = [e for e in in_scope if e.label not in dropped]
+    seen = [e for e in usable if text_sha256(e.text.strip()) in trained]
+    fresh = [e for e in usable if text_sha256(e.text.strip()) not in trained]
     rng = np.random.default_rng(settings.seed)
-    rest, holdout = stratified_split(_split([e.text for e in usable], [e.label for e in usable]),
+    rest, holdout = stratified_split(_split([e.text for e in fresh], [e.label for e in fresh]),
                                      settings.holdout_fraction, rng)
     train, validation = (stratified_split(rest, settings.validation_fraction, rng) if settings.validation_fraction
                          else (rest, _split([], [])))
+    train = _concat(train, _split([e.text for e in seen], [e.label for e in seen]))
     counts = {"total": len(feedback), "invalid": invalid, "duplicates": valid - len(latest),
               "in_original_test": len(latest) - len(kept), "out_of_scope": len(oos),
               "dropped_too_few": sum(dropped.values()), "train": len(train), "validation": len(validation),
-              "holdout": len(holdout), "by_label": dict(sorted(by_label.items()))}
+              "holdout": len(holdout), "already_learnt": len(seen), "by_label": dict(sorted(by_label.items()))}
     return FeedbackPlan(train, validation, holdout, _split([e.text for e in oos], [e.label for e in oos]),
                         new, dropped, counts)
 
@@ -329,7 +359,8 @@ def retrain(run_dir, feedback, *, out, data_dir: str | None = None, settings: Re
     seed_everything(settings.seed)
     original = prepare_data(cfg, data_dir)
     model = load_classifier(model_dir(run_dir), merge=False)
-    plan = plan_feedback(feedback, model.labels, original.data.test.texts, settings)
+    inherited = trained_feedback(run_dir)
+    plan = plan_feedback(feedback, model.labels, original.data.test.texts, settings, trained=inherited)
     c = plan.counts
     _say(progress, f"{c['total']} feedback rows: {c['train']} train, {c['validation']} early-stopping, "
                    f"{c['holdout']} held out, {c['out_of_scope']} out-of-scope (evaluated only), "
@@ -388,6 +419,7 @@ def retrain(run_dir, feedback, *, out, data_dir: str | None = None, settings: Re
     section["cost"] = {"train_seconds": round(result.train_seconds, 2), "cpu_seconds": ledger.cost.cpu_seconds,
                        "wall_seconds": ledger.cost.wall_seconds, "total_wall_seconds": round(time.perf_counter() - start, 2)}
     write_report(out, report)
+    write_trained_feedback(out, inherited, plan)
     _say(progress, f"gate: {'promote' if verdict['promote'] else 'keep the champion'} ({'; '.join(verdict['reasons'])})")
     return report
 

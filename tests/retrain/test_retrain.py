@@ -199,3 +199,19 @@ def test_bad_feedback_sources_are_user_errors(champion, tmp_path, capsys):
     capsys.readouterr()
     assert main(["registry", "list", str(tmp_path / "nowhere")]) == 2
     assert "not a model registry" in capsys.readouterr().err and not (tmp_path / "nowhere").exists()
+
+
+def test_texts_the_champions_lineage_learnt_from_are_never_held_out():
+    """A later retrain splits grown feedback afresh; rows an earlier challenger (today's champion)
+    trained on must stay out of the holdout, or the gate judges the champion on its training rows."""
+    from core.feedback import FeedbackExample, text_sha256
+    from core.retrain import RetrainSettings, plan_feedback
+
+    feedback = [FeedbackExample(id=str(i), text=f"row {i}", label="x" if i % 2 else "y", ts=float(i), source="t")
+                for i in range(40)]
+    learnt = frozenset(text_sha256(f"row {i}") for i in range(20))
+    plan = plan_feedback(feedback, ["x", "y"], [], RetrainSettings(), trained=learnt)
+    held = set(plan.holdout.texts)
+    assert held and not held & {f"row {i}" for i in range(20)}
+    assert {f"row {i}" for i in range(20)} <= set(plan.train.texts)
+    assert plan.counts["already_learnt"] == 20
