@@ -418,9 +418,8 @@ def plan(data: str | os.PathLike, target: float = 0.9, *, budget: str = "", late
     Other settings are core.plan.PlanConfig's (backbone="tiny", epochs=2, systems="tfidf,probe").
     Returns the plan (`recommendation`, `predictions`, `learning_curve`, `more_labels`); with
     `out`, writes plan.json and plan.png there; `run=True` also trains the recommended recipe
-    into out/run-<recipe> and adds its path as `run`."""
-    from core.plan import make_plan, plan_config, plot_plan, recipe_for
-    from core.recipes import run_recipe
+    into out/run-<recipe> and adds its path as `run` and predicted vs actual as `outcome`."""
+    from core.plan import make_plan, plan_config, plot_plan, run_recommended
 
     with quieted(True):
         cfg = plan_config(_settings(settings, {"data": data, "target": target, "budget": budget,
@@ -431,11 +430,7 @@ def plan(data: str | os.PathLike, target: float = 0.9, *, budget: str = "", late
             (Path(out) / "plan.json").write_text(json.dumps(result, indent=2))
             plot_plan(result, Path(out) / "plan.png")
         if run:
-            if not result["recommended_recipe"]:
-                raise UserError("run=True: no recipe is predicted to meet the target and constraints")
-            run_dir = Path(out or ".") / f"run-{result['recommended_recipe']}"
-            run_recipe(recipe_for(result["recommended_recipe"], cfg), run_dir, data_dir=data_dir, progress=progress)
-            result["run"] = str(run_dir)
+            run_recommended(result, cfg, Path(out or "."), data_dir=data_dir, progress=progress)
     return result
 
 

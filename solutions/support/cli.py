@@ -114,7 +114,7 @@ def cmd_drift(args) -> int:
     from core.quiet import quiet_libraries
 
     quiet_libraries()
-    from solutions.support.drift_report import write_drift_report
+    from solutions.support.drift_report import MIN_ROWS, write_drift_report
 
     result = write_drift_report(Path(args.db), Path(args.run), args.out and Path(args.out),
                                 model_version=args.model_version, since_hours=args.since_hours, settings=_settings(args))
@@ -122,7 +122,7 @@ def cmd_drift(args) -> int:
     print(f"model {result['model_version']}: {result['n']} logged predictions; psi_confidence "
           f"{result['psi_confidence'] if result['psi_confidence'] is None else round(result['psi_confidence'], 3)}, "
           f"label_shift {result['label_shift'] if result['label_shift'] is None else round(result['label_shift'], 3)}; "
-          f"alerts: {alerts}")
+          f"alerts: {alerts}{' (few predictions: mostly noise)' if result['n'] < MIN_ROWS else ''}")
     print(f"wrote {result['out']}/drift.md, drift.json, drift.png")
     return 0
 

@@ -138,7 +138,7 @@ class RegistryWatcher:
                  interval: float = 5.0, on_reload: Callable[[str], None] | None = None):
         self.registry, self.deployment, self.load, self.interval = registry, deployment, load, interval
         self.on_reload = on_reload or (lambda outcome: None)
-        self.token = registry.state_token()
+        self.token = None  # the first check compares the champion with the served version
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

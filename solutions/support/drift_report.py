@@ -22,6 +22,7 @@ import numpy as np
 from core.errors import UserError
 
 TOP_LABELS = 12
+MIN_ROWS = 200  # as solutions.support.monitoring.MonitorSettings.min_rows
 
 
 def compare(baseline, stats: dict, thresholds) -> dict:
@@ -94,6 +95,9 @@ def markdown(result: dict, version: str, run: Path, db: Path, thresholds, baseli
              f"validation baseline of run `{run.name}`" + ("" if baseline is not None else " (none: the run was trained "
                                                           "before drift baselines were saved; counts only)") + ".", "",
              "| measure | logged traffic | baseline | alert above | alert |", "|---|---|---|---|---|"]
+    if result["n"] < MIN_ROWS:
+        lines[4:4] = [f"**Only {result['n']} predictions: under {MIN_ROWS} these scores are mostly sampling noise "
+                      f"(the live monitor waits for {MIN_ROWS}).**", ""]
     for shown, key, limit in ROWS:
         base = result.get(f"{key}_baseline")
         above = getattr(thresholds, limit)

@@ -123,12 +123,12 @@ class MicroBatcher:
             future.set_result(result)
 
 
-def _served(model, model_version: str | None, info: dict | None) -> Deployment:
+def _served(model, info: dict | None) -> Deployment:
     if isinstance(model, Deployment):
         return model
     if isinstance(model, ServedModel):
         return Deployment(model)
-    return Deployment(ServedModel(FunctionRouter(model, info), model_version or "unversioned"))
+    return Deployment(ServedModel(FunctionRouter(model, info), "unversioned"))
 
 
 class Inference:
@@ -173,11 +173,11 @@ def _check_feedback(body: FeedbackRequest, limits: ServiceLimits) -> None:
 
 def create_app(model: Callable[[list[str]], list[dict]] | ServedModel | Deployment, *, info: dict | None = None,
                token: str | None = None, access: Access | None = None, limits: ServiceLimits = ServiceLimits(),
-               extra_routers: tuple = (), model_version: str | None = None, prediction_log=None,
+               extra_routers: tuple = (), prediction_log=None,
                monitoring: MonitorSettings = MonitorSettings(), watcher: RegistryWatcher | None = None):
     """`model`: a ServedModel (router + version + drift baseline; see solutions.support.deployment),
     a Deployment to swap, or a bare `route_batch(texts) -> rows` function (e.g.
-    IntentRouter.route_batch; results carry `model_version`, default "unversioned").
+    IntentRouter.route_batch; results then carry model_version "unversioned").
     `info` is shown by an authorised /readyz (default: the served model's describe());
     `access` (or just `token`) says who may call what; `extra_routers` are APIRouters to mount;
     `prediction_log`: a core.feedback.PredictionLog (None: nothing logged, no /v1/feedback);
@@ -186,7 +186,7 @@ def create_app(model: Callable[[list[str]], list[dict]] | ServedModel | Deployme
     from prometheus_client import Counter, Gauge, Histogram
 
     access = access or Access(token=token)
-    deployment = _served(model, model_version, info)
+    deployment = _served(model, info)
     app_metrics: dict = {}
     router = APIRouter()
 

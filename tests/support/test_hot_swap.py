@@ -96,6 +96,7 @@ def test_a_promotion_and_a_rollback_under_load_fail_no_request(registry, tmp_pat
 
 def test_a_champion_that_fails_to_load_keeps_the_old_model(registry, caplog):
     deployment, watcher = _follow(registry)
+    assert watcher.check() is False  # the champion is the served model: nothing to load
     outcomes = []
     watcher.on_reload = outcomes.append
     broken = registry.register(registry.version_path("v0002"), reason="will break")

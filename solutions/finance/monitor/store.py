@@ -85,7 +85,51 @@ class Record:
     line: str
 
 
-class Store:
+class StoreReads:
+    """The read queries the SQLite and the PostgreSQL store share (window scores, aggregates, the
+    last EWMA, evidence), written with `?` placeholders; `_sql` turns them into the driver's style."""
+
+    def _sql(self, query: str) -> str:
+        return query
+
+    def window_scores(self, entity: str, since: int, until: int = 2**62, *,
+                      on_time: bool = False) -> dict[int, tuple[list[float], list[str]]]:
+        """window start -> (scores, labels) of the entity's scored documents in windows in [since, until);
+        `on_time`: only documents that arrived before their window closed (what the alert rules see)."""
+        out: dict[int, tuple[list[float], list[str]]] = {}
+        late = "AND d.late=0" if on_time else ""
+        rows = self.db.execute(self._sql(f"SELECT m.window_start, s.score, s.label FROM mentions m JOIN scores s ON "
+                               f"s.doc_id = m.doc_id JOIN documents d ON d.id = m.doc_id WHERE m.entity=? AND "
+                               f"m.window_start>=? AND m.window_start<? {late} ORDER BY m.window_start, m.doc_id"),
+                               (entity, since, until))
+        for start, score, label in rows:
+            out.setdefault(start, ([], []))
+            out[start][0].append(score)
+            out[start][1].append(label)
+        return out
+
+    def aggregates(self, entity: str, since: int = -2**62, until: int = 2**62) -> list[WindowStats]:
+        rows = self.db.execute(self._sql("SELECT window_start, window_size, count, negative_count, score_sum, ewma FROM "
+                               "aggregates WHERE entity=? AND window_start>=? AND window_start<? ORDER BY "
+                               "window_start"), (entity, since, until))
+        return [WindowStats(entity, *row) for row in rows]
+
+    def last_ewma(self, entity: str, before: int) -> float | None:
+        row = self.db.execute(self._sql("SELECT ewma FROM aggregates WHERE entity=? AND window_start<? ORDER BY window_start "
+                              "DESC LIMIT 1"), (entity, before)).fetchone()
+        return row[0] if row else None
+
+    def evidence(self, entity: str, start: int, kind: str) -> list[str]:
+        """The on-time documents of a window that show an alert, best first (ties by id)."""
+        order = {"negative": "s.p_negative DESC", "lowest": "s.score ASC", "all": "d.ts ASC"}[kind]
+        where = "AND s.label='negative'" if kind == "negative" else ""
+        rows = self.db.execute(self._sql(f"SELECT m.doc_id FROM mentions m JOIN scores s ON s.doc_id=m.doc_id JOIN documents d "
+                               f"ON d.id=m.doc_id WHERE m.entity=? AND m.window_start=? AND d.late=0 {where} "
+                               f"ORDER BY {order}, m.doc_id LIMIT ?"), (entity, start, EVIDENCE_LIMIT))
+        return [r[0] for r in rows]
+
+
+class Store(StoreReads):
     def __init__(self, path: Path, window: int, lateness: int = 0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,42 +233,6 @@ class Store:
     def dirty_from(self) -> dict[str, int]:
         """entity -> earliest dirty window start."""
         return dict(self.db.execute("SELECT entity, MIN(window_start) FROM dirty GROUP BY entity"))
-
-    def window_scores(self, entity: str, since: int, until: int = 2**62, *,
-                      on_time: bool = False) -> dict[int, tuple[list[float], list[str]]]:
-        """window start -> (scores, labels) of the entity's scored documents in windows in [since, until);
-        `on_time`: only documents that arrived before their window closed (what the alert rules see)."""
-        out: dict[int, tuple[list[float], list[str]]] = {}
-        late = "AND d.late=0" if on_time else ""
-        rows = self.db.execute(f"SELECT m.window_start, s.score, s.label FROM mentions m JOIN scores s ON "
-                               f"s.doc_id = m.doc_id JOIN documents d ON d.id = m.doc_id WHERE m.entity=? AND "
-                               f"m.window_start>=? AND m.window_start<? {late} ORDER BY m.window_start, m.doc_id",
-                               (entity, since, until))
-        for start, score, label in rows:
-            out.setdefault(start, ([], []))
-            out[start][0].append(score)
-            out[start][1].append(label)
-        return out
-
-    def aggregates(self, entity: str, since: int = -2**62, until: int = 2**62) -> list[WindowStats]:
-        rows = self.db.execute("SELECT window_start, window_size, count, negative_count, score_sum, ewma FROM "
-                               "aggregates WHERE entity=? AND window_start>=? AND window_start<? ORDER BY "
-                               "window_start", (entity, since, until))
-        return [WindowStats(entity, *row) for row in rows]
-
-    def last_ewma(self, entity: str, before: int) -> float | None:
-        row = self.db.execute("SELECT ewma FROM aggregates WHERE entity=? AND window_start<? ORDER BY window_start "
-                              "DESC LIMIT 1", (entity, before)).fetchone()
-        return row[0] if row else None
-
-    def evidence(self, entity: str, start: int, kind: str) -> list[str]:
-        """The on-time documents of a window that show an alert, best first (ties by id)."""
-        order = {"negative": "s.p_negative DESC", "lowest": "s.score ASC", "all": "d.ts ASC"}[kind]
-        where = "AND s.label='negative'" if kind == "negative" else ""
-        rows = self.db.execute(f"SELECT m.doc_id FROM mentions m JOIN scores s ON s.doc_id=m.doc_id JOIN documents d "
-                               f"ON d.id=m.doc_id WHERE m.entity=? AND m.window_start=? AND d.late=0 {where} "
-                               f"ORDER BY {order}, m.doc_id LIMIT ?", (entity, start, EVIDENCE_LIMIT))
-        return [r[0] for r in rows]
 
     def commit_windows(self, entity: str, since: int, windows: list[WindowStats]) -> None:
         """Replace the entity's aggregates from `since` and clear its dirty marks: one transaction."""

@@ -47,7 +47,7 @@ from functools import wraps
 from core.errors import UserError
 from solutions.finance.monitor.aggregate import StreamClock, WindowStats, window_start
 from solutions.finance.monitor.sources import printable
-from solutions.finance.monitor.store import EVIDENCE_LIMIT, QUARANTINE_LINE_CHARS, Record
+from solutions.finance.monitor.store import QUARANTINE_LINE_CHARS, Record, StoreReads
 
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -131,7 +131,7 @@ class _Batch:
         return [getattr(r, part)[key] if part == "document" else r.score.get(key) for r in self.records]
 
 
-class PostgresStore:
+class PostgresStore(StoreReads):
     def __init__(self, dsn: str, window: int, lateness: int = 0):
         import psycopg
 
@@ -296,38 +296,8 @@ class PostgresStore:
         self._versions = {entity: version for entity, _, version in rows}
         return {entity: since for entity, since, _ in rows}
 
-    def window_scores(self, entity: str, since: int, until: int = 2**62, *,
-                      on_time: bool = False) -> dict[int, tuple[list[float], list[str]]]:
-        out: dict[int, tuple[list[float], list[str]]] = {}
-        late = "AND d.late = 0" if on_time else ""
-        rows = self.db.execute(f"SELECT m.window_start, s.score, s.label FROM mentions m JOIN scores s ON "
-                               f"s.doc_id = m.doc_id JOIN documents d ON d.id = m.doc_id WHERE m.entity=%s AND "
-                               f"m.window_start>=%s AND m.window_start<%s {late} ORDER BY m.window_start, m.doc_id",
-                               (entity, since, until))
-        for start, score, label in rows:
-            out.setdefault(start, ([], []))
-            out[start][0].append(score)
-            out[start][1].append(label)
-        return out
-
-    def aggregates(self, entity: str, since: int = -2**62, until: int = 2**62) -> list[WindowStats]:
-        rows = self.db.execute("SELECT window_start, window_size, count, negative_count, score_sum, ewma FROM "
-                               "aggregates WHERE entity=%s AND window_start>=%s AND window_start<%s ORDER BY "
-                               "window_start", (entity, since, until))
-        return [WindowStats(entity, *row) for row in rows]
-
-    def last_ewma(self, entity: str, before: int) -> float | None:
-        row = self.db.execute("SELECT ewma FROM aggregates WHERE entity=%s AND window_start<%s ORDER BY window_start "
-                              "DESC LIMIT 1", (entity, before)).fetchone()
-        return row[0] if row else None
-
-    def evidence(self, entity: str, start: int, kind: str) -> list[str]:
-        order = {"negative": "s.p_negative DESC", "lowest": "s.score ASC", "all": "d.ts ASC"}[kind]
-        where = "AND s.label='negative'" if kind == "negative" else ""
-        rows = self.db.execute(f"SELECT m.doc_id FROM mentions m JOIN scores s ON s.doc_id=m.doc_id JOIN documents d "
-                               f"ON d.id=m.doc_id WHERE m.entity=%s AND m.window_start=%s AND d.late=0 {where} "
-                               f"ORDER BY {order}, m.doc_id LIMIT %s", (entity, start, EVIDENCE_LIMIT))
-        return [r[0] for r in rows]
+    def _sql(self, query: str) -> str:
+        return query.replace("?", "%s")  # psycopg's placeholders (StoreReads writes SQLite's)
 
     @_retried
     def commit_windows(self, entity: str, since: int, windows: list[WindowStats]) -> None:
