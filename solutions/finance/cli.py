@@ -1,4 +1,4 @@
-"""`verticals finance monitor ...`, `verticals finance report ...` and `verticals finance dashboard DB`.
+"""`verticals finance monitor ...`, `finance report ...`, `finance dashboard DB` and `finance drift DB --run RUN`.
 Argparse only at import time."""
 
 from __future__ import annotations
@@ -70,6 +70,20 @@ def cmd_dashboard(args) -> int:
     return 0
 
 
+def cmd_drift(args) -> int:
+    from pathlib import Path
+
+    from solutions.finance.monitor.health import write_monitor_drift
+
+    result = write_monitor_drift(Path(args.db), Path(args.run), args.out and Path(args.out),
+                                 model_version=args.model_version, since_hours=args.since_hours)
+    alerts = ", ".join(result["alerts"]) or "none"
+    print(f"model {result['model_version']}: {result['n']} documents, psi_confidence "
+          f"{result.get('psi_confidence')}, label_shift {result.get('label_shift')}; alerts: {alerts}")
+    print(f"wrote {result['out']}/drift.md, drift.json, drift.png")
+    return 0
+
+
 def register(subparsers) -> None:
     finance = subparsers.add_parser("finance", help="finance: sentiment risk monitor, its report and dashboard")
     sub = finance.add_subparsers(dest="finance_command", required=True)
@@ -116,3 +130,12 @@ def register(subparsers) -> None:
                    help="with a token, also open these without it: docs, metrics (comma-separated)")
     p.add_argument("--poll-seconds", type=float, default=5.0, help="how often the page checks for new data")
     p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("drift", help="drift of the monitor's scores against the sentiment run's validation baseline "
+                                     "(markdown + png)")
+    p.add_argument("db", help="the monitor's SQLite database")
+    p.add_argument("--run", required=True, help="the sentiment run the monitor scores with (its drift baseline)")
+    p.add_argument("--out", help="output folder (default: drift-<model version>/ beside DB)")
+    p.add_argument("--model-version", help="the scores.model to report on (default: the one that scored the most)")
+    p.add_argument("--since-hours", type=float, help="only documents within this many hours of the newest one")
+    p.set_defaults(func=cmd_drift)

@@ -17,71 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
+from core.drift_report import MIN_ROWS, compare, fmt, plot
 from core.errors import UserError
-
-TOP_LABELS = 12
-MIN_ROWS = 200  # as solutions.support.monitoring.MonitorSettings.min_rows
-
-
-def compare(baseline, stats: dict, thresholds) -> dict:
-    """core.drift.drift_report of logged `stats` (PredictionLog.window_stats) against `baseline`,
-    without embeddings; counts only when the run has no baseline."""
-    from core.drift import drift_report
-
-    if baseline is None:
-        return {"n": stats["n"], "fallback_rate": stats["fallback_rate"], "out_of_scope_rate": stats["out_of_scope_rate"],
-                "psi_confidence": None, "label_shift": None, "alerts": [], "drifted": None}
-    return drift_report(baseline, embeddings=None, confidence=stats["confidence"], labels=stats["labels"],
-                        fallback_rate=stats["fallback_rate"], out_of_scope_rate=stats["out_of_scope_rate"],
-                        thresholds=thresholds)
-
-
-def _label_rows(baseline_share: dict, recent: dict[str, int]) -> list[tuple[str, float, float]]:
-    total = max(sum(recent.values()), 1)
-    shares = {k: v / total for k, v in recent.items()}
-    names = sorted(set(baseline_share) | set(shares), key=lambda k: -max(baseline_share.get(k, 0), shares.get(k, 0)))
-    rows = [(k, float(baseline_share.get(k, 0)), shares.get(k, 0.0)) for k in names[:TOP_LABELS]]
-    rest = names[TOP_LABELS:]
-    if rest:
-        rows.append((f"({len(rest)} others)", float(sum(baseline_share.get(k, 0) for k in rest)),
-                     sum(shares.get(k, 0) for k in rest)))
-    return rows
-
-
-def plot(baseline, stats: dict, version: str, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    bins = np.linspace(0, 1, 21)
-    if baseline is not None:
-        left.hist(np.asarray(baseline.confidence), bins=bins, density=True, histtype="step", linewidth=2,
-                  label=f"baseline (validation, n={len(baseline.confidence)})")
-    left.hist(np.asarray(stats["confidence"]), bins=bins, density=True, histtype="step", linewidth=2,
-              label=f"logged traffic (n={stats['n']})")
-    left.set(xlabel="top-class confidence (calibrated)", ylabel="density", title="confidence distribution")
-    left.legend(loc="upper left", fontsize=8)
-    rows = _label_rows(dict(baseline.label_share) if baseline is not None else {}, stats["labels"])
-    y = np.arange(len(rows))
-    right.barh(y - 0.2, [r[1] for r in rows], height=0.4, label="baseline")
-    right.barh(y + 0.2, [r[2] for r in rows], height=0.4, label="logged traffic")
-    right.set_yticks(y, [r[0][:28] for r in rows], fontsize=8)
-    right.invert_yaxis()
-    right.set(xlabel="share of predictions", title="predicted-label mix")
-    right.legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"drift of model {version}: baseline vs logged traffic")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _fmt(value, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 ROWS = (("psi_confidence", "psi_confidence", "psi_confidence"), ("label_shift", "label_shift", "label_shift"),
@@ -101,7 +38,7 @@ def markdown(result: dict, version: str, run: Path, db: Path, thresholds, baseli
     for shown, key, limit in ROWS:
         base = result.get(f"{key}_baseline")
         above = getattr(thresholds, limit)
-        lines.append(f"| {shown} | {_fmt(result.get(key))} | {_fmt(base) if key.endswith('rate') else '-'} | "
+        lines.append(f"| {shown} | {fmt(result.get(key))} | {fmt(base) if key.endswith('rate') else '-'} | "
                      f"{'+' if key.endswith('rate') else ''}{above} | {'**yes**' if key in result['alerts'] else 'no'} |")
     lines += ["", "![confidence and label mix](drift.png)", "",
               "The prediction log keeps no embeddings, so this report has no embedding drift (domain-classifier AUC, "
