@@ -184,8 +184,7 @@ def cmd_plan(args) -> int:
 
     cfg = plan_config(parse_overrides(args.settings))
     _quiet_libraries()
-    from core.plan import format_plan, make_plan, plot_plan, recipe_for
-    from core.recipes import run_recipe
+    from core.plan import format_outcome, format_plan, make_plan, plot_plan, run_recommended
 
     out = Path(args.out) if args.out else default_out("plan")
     result = make_plan(cfg, data_dir=args.data_dir, progress=not args.quiet)
@@ -194,13 +193,9 @@ def cmd_plan(args) -> int:
     print("\n" + format_plan(result))
     print(f"\nplan: {out / 'plan.json'}  plot: {plot_plan(result, out / 'plan.png')}")
     if args.run:
-        if not result["recommended_recipe"]:
-            raise UserError("--run: no recipe is predicted to meet the target and constraints; lower target=, "
-                            "raise budget= or add labels (see above)")
-        run_dir = out / f"run-{result['recommended_recipe']}"
-        report = run_recipe(recipe_for(result["recommended_recipe"], cfg), run_dir, data_dir=args.data_dir,
-                            progress=not args.quiet)
+        report, run_dir = run_recommended(result, cfg, out, data_dir=args.data_dir, progress=not args.quiet)
         _print_summary(report, run_dir)
+        print("\n" + format_outcome(result["outcome"]) + f"\n(stored in {out / 'plan.json'} under `outcome`)")
     return 0
 
 

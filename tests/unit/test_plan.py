@@ -4,12 +4,14 @@ the tiny backbone (module-scoped, shared by the API and CLI checks)."""
 import json
 import math
 
+import numpy as np
 import pytest
 
 from core.errors import UserError
 from core.plan import (Prediction, cheapest, curve_accuracy, fit_learning_curve, finetune_accuracy,
-                       finetune_seconds, labels_for, load_priors, meets, pareto, parse_duration, plan_config,
-                       predicted_accuracy)
+                       finetune_seconds, format_outcome, labels_for, load_priors, meets, outcome,
+                       padded_tokens_per_step, pareto, parse_duration, plan_config, predicted_accuracy, run_steps,
+                       step_time_line)
 from tests.conftest import CARD, TRANSFER, write_csv
 
 
@@ -47,10 +49,48 @@ def test_finetune_prior_closes_a_share_of_the_probe_error():
         predicted_accuracy("lora", 0.8, priors)
 
 
-def test_finetune_time_adds_encoding_steps_and_evaluations():
-    seconds = finetune_seconds(encode_train_s=10, probe_fit_s=2, train_tokens=1000, tokens_per_second=100,
-                               epochs=3, eval_s=4)
-    assert seconds == 10 + 2 + 3 * 1000 / 100 + 3 * 4
+def test_finetune_time_adds_fixed_work_steps_and_validations():
+    seconds = finetune_seconds(fixed_s=10, step_line=(0.5, 0.001), step_tokens=[1000, 2000], validations=3,
+                               validation_s=4, checkpoint_s=1)
+    assert seconds == pytest.approx(10 + (0.5 + 1.0) + (0.5 + 2.0) + 3 * (4 + 1))
+
+
+def test_run_steps_count_a_validation_per_epoch_and_at_the_end():
+    assert run_steps(264, 32, 3) == (27, 3)  # 9 steps an epoch
+    assert run_steps(100, 32, 1.5) == (6, 2)  # 4 an epoch: validation at 4 and at the last step, 6
+    assert run_steps(100, 32, 3, eval_every=5) == (12, 3)  # 5, 10, 12
+
+
+def test_padded_tokens_replay_the_training_batches():
+    lengths = [3, 5, 2, 7, 4]
+    # no length grouping under 4 batches: batch 2 of the epoch pads to its longest text
+    tokens = padded_tokens_per_step(lengths, 2, seed=0, steps=4, group_by_length=True)
+    from core.train import epoch_order
+
+    order = epoch_order(np.asarray(lengths), 2, 0, 0, True)
+    assert tokens[0] == 2 * max(lengths[order[0]], lengths[order[1]])
+    assert tokens[2] == 1 * lengths[order[4]]  # the epoch's last, short batch
+    assert tokens.sum() > 0 and len(tokens) == 4
+
+
+def test_step_time_line_ignores_a_slow_step():
+    x = [1000, 2000, 3000, 4000, 5000]
+    t = [0.1 + 0.001 * v for v in x]
+    t[2] += 5.0  # one step held up by a checkpoint write elsewhere
+    a, b = step_time_line(t, x)
+    assert a == pytest.approx(0.1, abs=1e-9) and b == pytest.approx(0.001)
+    assert step_time_line([1.0, 1.2], [100, 100]) == (0.0, pytest.approx(0.011))  # one token count: s/token
+
+
+def test_outcome_sets_predicted_beside_actual():
+    result = {"recommended_recipe": "probe", "predictions": [
+        {"system": "probe", "accuracy": 0.9, "accuracy_low": 0.88, "accuracy_high": 0.92, "train_seconds": 12.0,
+         "run_seconds": 30.0}]}
+    report = {"metrics": {"validation": {"accuracy": 0.91}, "test": {"accuracy": 0.87}}, "cost": {"wall_seconds": 10.0}}
+    o = outcome(result, report, 40.0)
+    assert o["error"]["validation_points"] == pytest.approx(-1.0) and o["error"]["test_points"] == pytest.approx(3.0)
+    assert o["error"]["train_seconds"] == pytest.approx(0.2) and o["error"]["run_seconds"] == pytest.approx(-0.25)
+    assert "test 87.0% (+3.0 points)" in format_outcome(o)
 
 
 def _p(system, acc, usd, seconds=1.0, p50=1.0, per_million=1.0):
@@ -94,7 +134,7 @@ def planned(toy_csv, tmp_path_factory):
     import verticals
 
     out = tmp_path_factory.mktemp("plan_out")
-    return out, verticals.plan(toy_csv, target=0.5, out=out, backbone="tiny", calibration_steps=4,
+    return out, verticals.plan(toy_csv, target=0.5, out=out, backbone="tiny", calibration_steps=6,
                                 timing_seconds=0.2)
 
 
@@ -105,10 +145,14 @@ def test_plan_predicts_every_system_and_recommends_the_cheapest(planned):
     for p in preds.values():
         assert 0 <= p["accuracy_low"] <= p["accuracy"] <= p["accuracy_high"] <= 1
         assert p["train_seconds"] > 0 and p["p50_ms"] > 0 and math.isfinite(p["usd_per_million"])
+        assert p["run_seconds"] >= p["train_seconds"]  # the run adds setup and its final evaluation
+    for name in ("probe", "full"):
+        parts = result["time_parts"][name]
+        assert parts["run_seconds"] == pytest.approx(sum(parts["parts"].values()))
     assert {preds[s]["how"] for s in ("ia3", "lora", "full")} == {"prior"}
     ok = [p for p in preds.values() if p["accuracy"] >= 0.5]
     assert result["recommendation"] == min(ok, key=lambda p: (p["train_usd"], p["usd_per_million"]))["system"]
-    assert len(result["learning_curve"]["points"]) == 4 and result["calibration"]["full"]["tokens_per_second"] > 0
+    assert len(result["learning_curve"]["points"]) == 4 and result["time_parts"]["full"]["steps"] > 0
     assert json.loads((out / "plan.json").read_text())["recommendation"] == result["recommendation"]
     assert (out / "plan.png").stat().st_size > 0
 
@@ -122,6 +166,10 @@ def test_cli_plan_runs_the_recommended_recipe(toy_csv, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert code == 0 and "recommendation:" in printed and "fine-tune accuracies are priors" in printed
     assert (out / "run-probe" / "report.json").is_file()  # tfidf is no run: --run trains the cheapest recipe
+    stored = json.loads((out / "plan.json").read_text())["outcome"]
+    report = json.loads((out / "run-probe" / "report.json").read_text())
+    assert stored["system"] == "probe" and stored["actual"]["test_accuracy"] == report["metrics"]["test"]["accuracy"]
+    assert stored["actual"]["train_seconds"] == report["cost"]["wall_seconds"] and "predicted vs actual for probe" in printed
 
 
 def test_cli_plan_run_refuses_when_nothing_meets_the_target(toy_csv, tmp_path, capsys):
