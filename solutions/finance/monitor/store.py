@@ -87,7 +87,7 @@ class Record:
 
 class StoreReads:
     """The read queries the SQLite and the PostgreSQL store share (window scores, aggregates, the
-    last EWMA, evidence), written with `?` placeholders; `_sql` turns them into the driver's style."""
+    last EWMA, evidence, counts), written with `?` placeholders; `_sql` turns them into the driver's style."""
 
     def _sql(self, query: str) -> str:
         return query
@@ -127,6 +127,32 @@ class StoreReads:
                                f"ON d.id=m.doc_id WHERE m.entity=? AND m.window_start=? AND d.late=0 {where} "
                                f"ORDER BY {order}, m.doc_id LIMIT ?"), (entity, start, EVIDENCE_LIMIT))
         return [r[0] for r in rows]
+
+    def alerts(self) -> list[dict]:
+        ids = self.db.execute("SELECT id FROM alerts ORDER BY window_start, entity, rule").fetchall()
+        return [self.alert(r[0]) for r in ids]
+
+    def pending_deliveries(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM deliveries WHERE delivered_at IS NULL").fetchone()[0]
+
+    def delivery_attempts(self, alert_id: int, sink: str) -> int:
+        return self.db.execute(self._sql("SELECT attempts FROM deliveries WHERE alert_id=? AND sink=?"),
+                               (alert_id, sink)).fetchone()[0]
+
+    def counts(self) -> dict:
+        one = lambda sql: self.db.execute(sql).fetchone()[0]  # noqa: E731
+        return {"documents": one("SELECT COUNT(*) FROM documents"), "scored": one("SELECT COUNT(*) FROM scores"),
+                "mentions": one("SELECT COUNT(*) FROM mentions"), "alerts": one("SELECT COUNT(*) FROM alerts"),
+                "quarantined": one("SELECT COUNT(*) FROM quarantine"),
+                "undelivered": one("SELECT COUNT(*) FROM deliveries WHERE delivered_at IS NULL")}
+
+    def quarantine_reasons(self) -> dict[str, int]:
+        """Quarantine counter per reason kind (the text before the first ':')."""
+        counts: dict[str, int] = {}
+        for (reason,) in self.db.execute("SELECT reason FROM quarantine"):
+            kind = reason.split(":")[0]
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
 
 
 class Store(StoreReads):
@@ -277,25 +303,15 @@ class Store(StoreReads):
         out["evidence"] = json.loads(out["evidence"])
         return out
 
-    def alerts(self) -> list[dict]:
-        return [self.alert(r[0]) for r in self.db.execute("SELECT id FROM alerts ORDER BY window_start, entity, rule")]
-
     def due_deliveries(self, sink: str, now: float) -> list[int]:
         return [r[0] for r in self.db.execute(
             "SELECT alert_id FROM deliveries WHERE sink=? AND delivered_at IS NULL AND next_attempt_at<=? "
             "ORDER BY alert_id", (sink, now))]
 
-    def pending_deliveries(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM deliveries WHERE delivered_at IS NULL").fetchone()[0]
-
     def mark_delivered(self, alert_id: int, sink: str) -> None:
         with self._transaction():
             self.db.execute("UPDATE deliveries SET delivered_at=?, attempts=attempts+1, last_error=NULL "
                             "WHERE alert_id=? AND sink=?", (time.time(), alert_id, sink))
-
-    def delivery_attempts(self, alert_id: int, sink: str) -> int:
-        return self.db.execute("SELECT attempts FROM deliveries WHERE alert_id=? AND sink=?",
-                               (alert_id, sink)).fetchone()[0]
 
     def mark_failed(self, alert_id: int, sink: str, error: str, retry_at: float) -> None:
         with self._transaction():
@@ -307,23 +323,6 @@ class Store(StoreReads):
         with self._transaction():
             self.db.executemany("UPDATE deliveries SET next_attempt_at=?, last_error=? WHERE alert_id=? AND sink=?",
                                 [(retry_at, printable(error, 500), a, sink) for a in alert_ids])
-
-    # ------------------------------------------------------------ counts
-
-    def counts(self) -> dict:
-        one = lambda sql: self.db.execute(sql).fetchone()[0]  # noqa: E731
-        return {"documents": one("SELECT COUNT(*) FROM documents"), "scored": one("SELECT COUNT(*) FROM scores"),
-                "mentions": one("SELECT COUNT(*) FROM mentions"), "alerts": one("SELECT COUNT(*) FROM alerts"),
-                "quarantined": one("SELECT COUNT(*) FROM quarantine"),
-                "undelivered": one("SELECT COUNT(*) FROM deliveries WHERE delivered_at IS NULL")}
-
-    def quarantine_reasons(self) -> dict[str, int]:
-        """Quarantine counter per reason kind (the text before the first ':')."""
-        counts: dict[str, int] = {}
-        for (reason,) in self.db.execute("SELECT reason FROM quarantine"):
-            kind = reason.split(":")[0]
-            counts[kind] = counts.get(kind, 0) + 1
-        return counts
 
     def _transaction(self):
         return transaction(self.db)

@@ -354,10 +354,6 @@ class PostgresStore(StoreReads):
         out["evidence"] = json.loads(out["evidence"])
         return out
 
-    def alerts(self) -> list[dict]:
-        ids = self.db.execute("SELECT id FROM alerts ORDER BY window_start, entity, rule").fetchall()
-        return [self.alert(r[0]) for r in ids]
-
     def due_deliveries(self, sink: str, now: float) -> list[int]:
         """Due deliveries of `sink`, claimed for DELIVERY_LEASE_SECONDS so another worker skips them."""
         rows = self.db.execute(
@@ -366,16 +362,9 @@ class PostgresStore(StoreReads):
             "RETURNING alert_id", (now + DELIVERY_LEASE_SECONDS, sink, now)).fetchall()
         return sorted(r[0] for r in rows)
 
-    def pending_deliveries(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM deliveries WHERE delivered_at IS NULL").fetchone()[0]
-
     def mark_delivered(self, alert_id: int, sink: str) -> None:
         self.db.execute("UPDATE deliveries SET delivered_at=%s, attempts=attempts+1, last_error=NULL "
                         "WHERE alert_id=%s AND sink=%s", (time.time(), alert_id, sink))
-
-    def delivery_attempts(self, alert_id: int, sink: str) -> int:
-        return self.db.execute("SELECT attempts FROM deliveries WHERE alert_id=%s AND sink=%s",
-                               (alert_id, sink)).fetchone()[0]
 
     def mark_failed(self, alert_id: int, sink: str, error: str, retry_at: float) -> None:
         self.db.execute("UPDATE deliveries SET attempts=attempts+1, next_attempt_at=%s, last_error=%s "
@@ -385,18 +374,3 @@ class PostgresStore(StoreReads):
         self.db.execute("UPDATE deliveries SET next_attempt_at=%s, last_error=%s WHERE alert_id = ANY(%s) AND sink=%s",
                         (retry_at, _storable(error, 500), list(alert_ids), sink))
 
-    # ------------------------------------------------------------ counts
-
-    def counts(self) -> dict:
-        one = lambda sql: self.db.execute(sql).fetchone()[0]  # noqa: E731
-        return {"documents": one("SELECT COUNT(*) FROM documents"), "scored": one("SELECT COUNT(*) FROM scores"),
-                "mentions": one("SELECT COUNT(*) FROM mentions"), "alerts": one("SELECT COUNT(*) FROM alerts"),
-                "quarantined": one("SELECT COUNT(*) FROM quarantine"),
-                "undelivered": one("SELECT COUNT(*) FROM deliveries WHERE delivered_at IS NULL")}
-
-    def quarantine_reasons(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for (reason,) in self.db.execute("SELECT reason FROM quarantine"):
-            kind = reason.split(":")[0]
-            counts[kind] = counts.get(kind, 0) + 1
-        return counts
