@@ -58,14 +58,19 @@ def write_csv(path: Path, rows: list[tuple[str, str]], header=("text", "label"))
     return path
 
 
+def write_toy_splits(folder: Path) -> Path:
+    """train/validation/test CSVs of the two intents (CARD, TRANSFER) in `folder`."""
+    rows = [(t, "card") for t in CARD] + [(t, "transfer") for t in TRANSFER]
+    write_csv(folder / "train.csv", rows * 3)
+    write_csv(folder / "validation.csv", rows)
+    write_csv(folder / "test.csv", rows)
+    return folder
+
+
 @pytest.fixture
 def toy_dir(tmp_path) -> Path:
     """A bring-your-own folder with train/validation/test CSVs of two intents."""
-    rows = [(t, "card") for t in CARD] + [(t, "transfer") for t in TRANSFER]
-    write_csv(tmp_path / "train.csv", rows * 3)
-    write_csv(tmp_path / "validation.csv", rows)
-    write_csv(tmp_path / "test.csv", rows)
-    return tmp_path
+    return write_toy_splits(tmp_path)
 
 
 @pytest.fixture(scope="session")

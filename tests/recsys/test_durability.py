@@ -22,20 +22,15 @@ import pytest
 
 from core.errors import UserError
 from solutions.recsys import live
-from solutions.recsys.catalog import Catalog, user_histories
 from solutions.recsys.index import ItemIndex
 from solutions.recsys.live import JOURNAL_FILE, DuplicateItem, Recommender, UnknownItem
-from tests.recsys.conftest import crash
+from tests.recsys.conftest import crash, save_demo_index
 
 
 @pytest.fixture
 def index_dir(tmp_path, catalog_vectors):
     """A saved HNSW index of the demo catalog (HNSW: removals are tombstones, the harder case)."""
-    data, items, vectors, max_length = catalog_vectors
-    directory = tmp_path / "idx"
-    ItemIndex.build(items, vectors, "HNSW32", {i: {"category": "demo"} for i in items}).save(directory)
-    Catalog("tiny", max_length, 20.0, user_histories(data)).save(directory)
-    return directory
+    return save_demo_index(tmp_path / "idx", catalog_vectors, "HNSW32", half_life=20.0)
 
 
 def state(rec: Recommender) -> dict:

@@ -12,13 +12,13 @@ import httpx
 import pytest
 
 from core.serving import ServiceLimits
-from solutions.recsys.catalog import MAX_HISTORY, Catalog, user_histories
+from solutions.recsys.catalog import MAX_HISTORY, Catalog
 from solutions.recsys.data import Interaction, load_interactions
 from solutions.recsys.events import EVENTS_FILE, fold_events, logged_events
 from solutions.recsys.index import ItemIndex
 from solutions.recsys.live import JOURNAL_FILE, Recommender
 from tests.http_helpers import running
-from tests.recsys.conftest import crash
+from tests.recsys.conftest import crash, save_demo_index
 
 LIMITS = ServiceLimits(max_batch=8, max_id_chars=64)
 
@@ -36,11 +36,7 @@ def test_fold_makes_the_item_the_latest_and_skips_negatives():
 
 @pytest.fixture
 def index_dir(tmp_path, catalog_vectors):
-    data, items, vectors, max_length = catalog_vectors
-    directory = tmp_path / "idx"
-    ItemIndex.build(items, vectors, "Flat", {i: {"category": "demo"} for i in items}).save(directory)
-    Catalog("tiny", max_length, 5.0, user_histories(data)).save(directory)
-    return directory
+    return save_demo_index(tmp_path / "idx", catalog_vectors, "Flat", half_life=5.0)
 
 
 def events_for(user: str, items: list[str]) -> list[Interaction]:

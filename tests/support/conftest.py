@@ -1,6 +1,6 @@
 import pytest
 
-from tests.conftest import CARD, TRANSFER, write_csv
+from tests.conftest import CARD, TRANSFER, write_toy_splits
 
 
 @pytest.fixture(scope="session")
@@ -11,10 +11,7 @@ def support_run(tmp_path_factory):
     from verticals.registry import RECIPES
 
     folder = tmp_path_factory.mktemp("support-data")
-    rows = [(t, "card") for t in CARD] + [(t, "transfer") for t in TRANSFER]
-    write_csv(folder / "train.csv", rows * 3)
-    write_csv(folder / "validation.csv", rows)
-    write_csv(folder / "test.csv", rows)
+    write_toy_splits(folder)
     cfg = load_recipe_file(RECIPES["support/intent-lora"], {
         "backbone": "tiny", "data": str(folder), "max_steps": "20", "lr": "5e-3", "head_lr": "5e-2",
         "batch_size": "8", "probe_c": "100"})

@@ -13,7 +13,7 @@ import pytest
 from core.drift import (BASELINE_FILE, BASELINE_META, DriftBaseline, DriftThresholds, DriftWindow, domain_auc,
                         drift_report, label_shift, load_drift_baseline, mmd_rbf, psi)
 from core.errors import UserError
-from tests.conftest import CARD, TRANSFER, write_csv
+from tests.conftest import CARD, TRANSFER, write_toy_splits
 
 RNG = np.random.default_rng(0)
 
@@ -164,10 +164,8 @@ def probe_run(tmp_path_factory):
     from verticals.registry import RECIPES
 
     folder = tmp_path_factory.mktemp("drift-data")
-    rows = [(t, "card") for t in CARD] + [(t, "transfer") for t in TRANSFER]
-    write_csv(folder / "train.csv", rows * 3)
-    write_csv(folder / "validation.csv", rows)
-    write_csv(folder / "test.csv", rows)
+    write_toy_splits(folder)
+    rows = [(t, "card") for t in CARD] + [(t, "transfer") for t in TRANSFER]  # the validation split
     cfg = load_recipe_file(RECIPES["support/intent-probe"], {"backbone": "tiny", "data": str(folder)})
     run = tmp_path_factory.mktemp("drift-run") / "probe-run"
     return run, run_classification(cfg, run, progress=False), rows
