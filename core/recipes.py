@@ -196,7 +196,7 @@ def finish(cfg, run_dir: Path, run: RunData, model, result, cost, device: str, s
               | ({"out_of_scope_rows_set_aside": run.set_aside} if run.set_aside else {})
               | ({"source_sha256": fingerprint} if fingerprint else {}),
               "data_card": {k: (data.card or {}).get(k) for k in ("name", "license", "citation", "url")},
-              **evaluate_trained(model, data, confidence, run_dir, device),
+              **evaluate_trained(model, data, confidence, run_dir, device, validation_logits=outputs[0]),
               "drift_baseline": drift,
               "fit": {"steps": result.steps, "best_step": result.best_step, "best_metric": result.best_metric,
                       "metric": cfg.train.metric, "stopped_early": result.stopped_early,

@@ -161,14 +161,20 @@ def is_out_of_scope_set(split, labels: list[str]) -> bool:
     return not set(split.labels) & set(labels)
 
 
-def evaluate_trained(model, data, confidence: dict, run_dir: Path, device: str) -> dict:
+def evaluate_trained(model, data, confidence: dict, run_dir: Path, device: str,
+                     validation_logits: np.ndarray | None = None) -> dict:
     """Metrics on validation, test and extra sets (out-of-scope sets get OOS metrics), calibration
-    on test, and the confusion-matrix and reliability plots. The test split is encoded once."""
+    on test, and the confusion-matrix and reliability plots. The test split is encoded once, the
+    validation split not at all when the caller gives its logits (finish() has them already)."""
     from core.data import LabelMap
     from core.evaluate import (ClassificationEvaluator, confusion, labelled_metrics, per_class_report,
                                plot_confusion_matrix)
 
-    metrics = {"validation": ClassificationEvaluator(data.validation.texts, data.validation.labels)(model, device)}
+    if validation_logits is None:
+        metrics = {"validation": ClassificationEvaluator(data.validation.texts, data.validation.labels)(model, device)}
+    else:  # the argmax of the logits is the argmax of the calibrated probabilities
+        y_val = np.asarray(LabelMap(model.labels).encode(data.validation.labels))
+        metrics = {"validation": labelled_metrics(y_val, np.asarray(validation_logits).argmax(axis=1), model.labels)}
     logits, embeddings = model.predict_all(data.test.texts, device=device)
     y_test = np.asarray(LabelMap(model.labels).encode(data.test.labels))
     y_pred = logits.argmax(axis=1)  # temperature scaling never changes the argmax
