@@ -29,7 +29,6 @@ Protocol (seeded, nothing here tuned on the test split):
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -40,13 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.record import RESULTS, write_record
-
-
-def _write_split(path: Path, rows: list[tuple[str, str]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        writer.writerows(rows)
+from core.data import write_labelled_csv
 
 
 def _train(recipe: str, overrides: dict, out: Path) -> dict:
@@ -188,8 +181,8 @@ def main(argv=None) -> None:
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     (out / "data").mkdir(parents=True)
-    _write_split(out / "data" / "train.csv", train_rows)
-    _write_split(out / "data" / "test.csv", list(zip(*test_known)))
+    write_labelled_csv(out / "data" / "train.csv", train_rows)
+    write_labelled_csv(out / "data" / "test.csv", list(zip(*test_known)))
     common = {"backbone": args.backbone, "epochs": args.epochs, "seed": args.seed}
     if args.quick:
         common |= {"max_steps": 6, "epochs": 0}
@@ -236,8 +229,8 @@ def main(argv=None) -> None:
 
         scratch_dir = out / f"round{number}-scratch"
         (scratch_dir / "data").mkdir(parents=True)
-        _write_split(scratch_dir / "data" / "train.csv", train_rows + fed_back)
-        _write_split(scratch_dir / "data" / "test.csv", list(zip(*test_known)))
+        write_labelled_csv(scratch_dir / "data" / "train.csv", train_rows + fed_back)
+        write_labelled_csv(scratch_dir / "data" / "test.csv", list(zip(*test_known)))
         scratch_report = _train(args.recipe, {"data": str(scratch_dir / "data")} | common, scratch_dir / "run")
         scratch = _scores(scratch_dir / "run", test_all, test_known) | {"train_seconds": scratch_report["cost"]["wall_seconds"]}
 

@@ -28,7 +28,6 @@ shared 2-core CPU.
 from __future__ import annotations
 
 import argparse
-import csv
 import tempfile
 import time
 from pathlib import Path
@@ -45,11 +44,10 @@ MIN_STEP = 0.01  # step targets only between predicted-frontier neighbours at le
 
 def _write(folder: Path, splits: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
+    from core.data import write_labelled_csv
+
     for name, split in splits.items():
-        with open(folder / f"{name}.csv", "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(("text", "label"))
-            writer.writerows(zip(split.texts, split.labels))
+        write_labelled_csv(folder / f"{name}.csv", zip(split.texts, split.labels))
     return folder
 
 

@@ -86,12 +86,9 @@ def part_zeroshot(data, args) -> dict:
 
 
 def _write_split(folder: Path, split, keep: set[str]) -> None:
-    import csv
+    from core.data import write_labelled_csv
 
-    with open(folder, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        writer.writerows((t, lab) for t, lab in zip(split.texts, split.labels) if lab in keep)
+    write_labelled_csv(folder, ((t, lab) for t, lab in zip(split.texts, split.labels) if lab in keep))
 
 
 def part_oos(data, args) -> dict:

@@ -273,6 +273,16 @@ SPLIT_NAMES = ("train", "validation", "test")
 Reader = Callable[[dict, str, Path], ClassificationData]
 
 
+def write_labelled_csv(path: Path, rows) -> Path:
+    """A bring-your-own split file: `text,label` header, then (text, label) `rows`; the reader of
+    folders (train.csv / validation.csv / test.csv) reads it back with the default columns."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(("text", "label"))
+        writer.writerows(rows)
+    return Path(path)
+
+
 def load_classification(spec: str, *, root: str | os.PathLike | None = None,
                         text_column: str = "text", label_column: str = "label",
                         encoding: str = "utf-8") -> ClassificationData:
