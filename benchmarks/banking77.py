@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.record import RESULTS, write_record
-from core.cost import CostLedger
-from core.data import LabelMap, load_classification
-from core.evaluate import classification_metrics
+from core.foundation.cost import CostLedger
+from core.data.splits import LabelMap
+from core.data.catalog import load_classification
+from core.evaluation.metrics import classification_metrics
 
 PUBLISHED = [  # Casanueva et al. 2020, arXiv:2003.04807, Table 3 (full training data)
     {"system": "BERT-large fine-tuned (published)", "accuracy": 0.9366},
@@ -60,8 +61,8 @@ def tfidf_svm(data, y_train, y_test, **_):
 def linear_probe(data, y_train, y_test, **_):
     from sklearn.linear_model import LogisticRegression
 
-    from core.backbones import load_backbone
-    from core.model import build_classifier
+    from core.models.backbones import load_backbone
+    from core.models.classifier import build_classifier
 
     backbone = load_backbone("minilm")
     model = build_classifier(backbone, data.labels)
@@ -85,9 +86,9 @@ def linear_probe(data, y_train, y_test, **_):
 
 def recipe(name):
     def run(data, y_train, y_test, *, data_dir, seed, out_root, reuse=False, **_):
-        from core.config import load_recipe_file
-        from core.recipes import run_classification
-        from core.report import read_report
+        from core.classify.config import load_recipe_file
+        from core.classify.recipes import run_recipe
+        from core.runs.rundir import read_report
         from verticals.registry import RECIPES
 
         run_dir = out_root / f"{name.replace('/', '-')}-seed{seed}"
@@ -95,7 +96,7 @@ def recipe(name):
             report = read_report(run_dir)
         else:
             cfg = load_recipe_file(RECIPES[name], {"seed": str(seed)}, name=name)
-            report = run_classification(cfg, run_dir, data_dir=data_dir, overwrite=True)
+            report = run_recipe(cfg, run_dir, data_dir=data_dir, overwrite=True)
         return {"metrics": report["metrics"]["test"], "cost": report["cost"],
                 "config": {"recipe": name, **report["config"]["model"], **report["config"]["train"],
                            "best_step": report["fit"]["best_step"], "steps": report["fit"]["steps"],
@@ -115,12 +116,13 @@ SYSTEMS = {
 def train_speed(data, steps: int = 40) -> list[dict]:
     """Training throughput alone: `steps` optimizer steps of batch 32 on BANKING77 texts, no probe,
     a 10-example validation pass at the end; samples/s = samples seen / train seconds."""
-    from core.backbones import load_backbone
-    from core.config import TrainConfig
-    from core.cost import CostLedger
-    from core.data import Split
-    from core.model import build_classifier
-    from core.train import fit, seed_everything
+    from core.models.backbones import load_backbone
+    from core.classify.config import TrainConfig
+    from core.foundation.cost import CostLedger
+    from core.data.splits import Split
+    from core.models.classifier import build_classifier
+    from core.classify.train import fit
+    from core.foundation.device import seed_everything
 
     rows = []
     tiny_val = Split(data.validation.texts[:10], data.validation.labels[:10])
@@ -161,8 +163,8 @@ def main(argv=None) -> None:
     parser.add_argument("--reuse", action="store_true",
                         help="for recipe systems, read report.json of a finished run in --out-root instead of training")
     args = parser.parse_args(argv)
-    from core.quiet import quiet_libraries
-    from core.train import seed_everything
+    from core.foundation.quiet import quiet_libraries
+    from core.foundation.device import seed_everything
 
     quiet_libraries()
     seed_everything(args.seed)

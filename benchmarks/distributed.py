@@ -1,7 +1,7 @@
 """What do 2 processes buy on this machine, and do they train the same model as 1?
 
 Question: a BANKING77 full fine-tune (MiniLM, 1,536 training examples, global batch 32, max length
-64, one epoch, dropout off so that runs can be compared weight for weight) trained by core.train.fit
+64, one epoch, dropout off so that runs can be compared weight for weight) trained by core.classify.train.fit
 on the engine as (a) 1 process with 2 threads, (b) 1 process with 1 thread, (c) 2 processes x 1
 thread (`torch.distributed.run --nproc_per_node 2`, gloo). Recorded: samples/s of the fit() call
 (rank 0's clock; one validation pass and a checkpoint inside, as in benchmarks/engine_speed.py), the
@@ -35,12 +35,12 @@ def worker(data_dir: str, out: Path) -> None:
     from safetensors.torch import save_file
 
     from benchmarks.engine_speed import BATCH, MAX_LENGTH, _data
-    from core import distributed
-    from core.backbones import load_backbone
-    from core.config import TrainConfig
-    from core.data import Split
-    from core.model import build_classifier
-    from core.train import fit
+    from core.foundation import distributed
+    from core.models.backbones import load_backbone
+    from core.classify.config import TrainConfig
+    from core.data.splits import Split
+    from core.models.classifier import build_classifier
+    from core.classify.train import fit
 
     labels, train, val = _data(data_dir)
     torch.manual_seed(0)

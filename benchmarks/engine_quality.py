@@ -1,4 +1,4 @@
-"""Did moving every trainer onto core.engine change what the recipes reach?
+"""Did moving every trainer onto core.engine.loop change what the recipes reach?
 
 Question: the benchmark rows recorded before the engine (benchmarks/results/*.json at commit
 BASE_COMMIT), trained again through the same recipes, data, splits and seeds on the engine:
@@ -40,8 +40,8 @@ def _before(name: str) -> dict:
 
 def _run(recipe: str, overrides: dict, out: Path, data_dir: str) -> tuple[dict, float]:
     import verticals  # noqa: F401  (the solutions' data readers: PhraseBank)
-    from core.config import load_recipe_file
-    from core.recipes import run_recipe
+    from core.classify.config import load_recipe_file
+    from core.classify.recipes import run_recipe
     from verticals.registry import RECIPES
 
     cfg = load_recipe_file(RECIPES[recipe], {k: str(v) for k, v in overrides.items()}, name=recipe)
@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--out-root", default="benchmarks/runs")
     args = parser.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",")]
-    from core.quiet import quiet_libraries
+    from core.foundation.quiet import quiet_libraries
 
     quiet_libraries()
     path = RESULTS / "engine_quality.json"

@@ -3,7 +3,7 @@
 Question: training samples/s of a full fine-tune on BANKING77 (MiniLM, batch 32, max length 64,
 1,536 training examples, one epoch), the same model, data and batch for every system:
 
-- `engine`: core.train.fit on core.engine (length-grouped batches, the default);
+- `engine`: core.classify.train.fit on core.engine.loop (length-grouped batches, the default);
 - `engine-random-batches`: the same with group_by_length=false (batches padded to their longest text);
 - `previous-fit`: the loop before the engine (git commit BASE_COMMIT, run from a temporary worktree);
 - `trainer`: transformers' Trainer on AutoModelForSequenceClassification (its defaults: random batches);
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BASE_COMMIT = "b0aaacd"  # the last commit before the engine: its core.train.fit is "previous-fit"
+BASE_COMMIT = "b0aaacd"  # the last commit before the engine: its core.classify.train.fit is "previous-fit"
 N_TRAIN, N_VAL, BATCH, MAX_LENGTH = 1536, 256, 32, 64
 SYSTEMS = ("engine", "previous-fit", "trainer", "engine-random-batches", "trainer-grouped")
 
@@ -38,7 +38,8 @@ SYSTEMS = ("engine", "previous-fit", "trainer", "engine-random-batches", "traine
 def _data(data_dir: str):
     import numpy as np
 
-    from core.data import load_classification, set_aside_out_of_scope
+    from core.data.catalog import load_classification
+    from core.data.splits import set_aside_out_of_scope
 
     data, _ = set_aside_out_of_scope(load_classification("banking77", root=data_dir), "oos")
     order = np.random.default_rng(0).permutation(len(data.train))[:N_TRAIN]
@@ -50,11 +51,11 @@ def _data(data_dir: str):
 def run_ours(data_dir: str, group: bool, previous: bool) -> dict:
     import torch
 
-    from core.backbones import load_backbone
-    from core.config import TrainConfig
-    from core.data import Split
-    from core.model import build_classifier
-    from core.train import fit
+    from core.models.backbones import load_backbone
+    from core.classify.config import TrainConfig
+    from core.data.splits import Split
+    from core.models.classifier import build_classifier
+    from core.classify.train import fit
 
     labels, train, val = _data(data_dir)
     torch.manual_seed(0)
@@ -77,7 +78,7 @@ def run_trainer(data_dir: str, group: bool) -> dict:
     from transformers import (AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer,
                               TrainingArguments)
 
-    from core.backbones import load_backbone
+    from core.models.backbones import load_backbone
 
     labels, train, val = _data(data_dir)
     index = {label: i for i, label in enumerate(labels)}

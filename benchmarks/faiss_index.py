@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from benchmarks.record import write_record
-from core.cost import CostLedger
+from core.foundation.cost import CostLedger
 from solutions.recsys.index import ItemIndex
 
 DIM, K = 384, 10

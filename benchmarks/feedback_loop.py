@@ -8,9 +8,9 @@ Protocol (seeded, nothing here tuned on the test split):
 - Traffic: the BANKING77 training rows not used for training, all 77 intents, shuffled, cut into
   `--rounds` rounds of `--traffic` queries. Each round the champion routes the round's traffic
   (core router defaults: out-of-scope score, confidence 0.5, margin 0.1), every route is written to
-  a core.feedback.PredictionLog, and a `--feedback-share` of the round's routes (seeded) gets
+  a core.mlops.feedback.PredictionLog, and a `--feedback-share` of the round's routes (seeded) gets
   its true intent back as feedback (the absent intents under their own names).
-- Then `core.retrain.retrain` builds a challenger from the champion and all feedback so far (it
+- Then `core.mlops.retrain.retrain` builds a challenger from the champion and all feedback so far (it
   holds out part of the feedback for the gate and replays original training rows), and the gate
   decides. The champion is replaced only when the gate promotes.
 - Scratch baseline: the same recipe from the base backbone on the original rows plus ALL feedback
@@ -18,7 +18,7 @@ Protocol (seeded, nothing here tuned on the test split):
 - Per round: accuracy on the full 77-intent test split (the absent intents count as errors for a
   model that does not know them) and on the original 67-intent test split; the handover rate and
   the absent intents' handover rate on the round's traffic; drift of the round's traffic against
-  the champion's training baseline (core.drift); labels spent; retraining cost from the ledger;
+  the champion's training baseline (core.evaluation.drift); labels spent; retraining cost from the ledger;
   the gate's decision and whether it was right (right = promoted iff the challenger is better on
   the full test split, which the gate never sees).
 
@@ -39,16 +39,16 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.record import RESULTS, write_record
-from core.data import write_labelled_csv
+from core.data.catalog import write_labelled_csv
 
 
 def _train(recipe: str, overrides: dict, out: Path) -> dict:
-    from core.config import load_recipe_file
-    from core.recipes import run_classification
+    from core.classify.config import load_recipe_file
+    from core.classify.recipes import run_recipe
     from verticals.registry import RECIPES
 
     cfg = load_recipe_file(RECIPES[recipe], {k: str(v) for k, v in overrides.items()}, name=recipe)
-    return run_classification(cfg, out, progress=False, overwrite=True)
+    return run_recipe(cfg, out, progress=False, overwrite=True)
 
 
 def _accuracy(model, texts: list[str], labels: list[str]) -> float:
@@ -62,7 +62,7 @@ _SCORED: dict[Path, dict] = {}
 
 def _scores(run_dir: Path, test_all, test_known) -> dict:
     """Accuracy of a run on the full and the original test split (computed once per run)."""
-    from core.predictor import load_run
+    from core.models.predictor import load_run
 
     if run_dir not in _SCORED:
         model = load_run(run_dir)
@@ -144,15 +144,15 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/runs/feedback-loop")
     args = parser.parse_args(argv)
-    from core.quiet import quiet_libraries
+    from core.foundation.quiet import quiet_libraries
 
     quiet_libraries()
 
-    from core.data import load_classification
-    from core.drift import drift_report, load_drift_baseline
-    from core.feedback import PredictionLog
-    from core.predictor import load_run
-    from core.retrain import RetrainSettings, retrain
+    from core.data.catalog import load_classification
+    from core.evaluation.drift import drift_report, load_drift_baseline
+    from core.mlops.feedback import PredictionLog
+    from core.models.predictor import load_run
+    from core.mlops.retrain import RetrainSettings, retrain
     from solutions.support.router import IntentRouter
 
     if args.quick:

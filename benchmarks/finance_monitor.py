@@ -135,8 +135,8 @@ def main(argv=None) -> None:
     parser.add_argument("--model", default="benchmarks/runs/finance-sentiment-full-seed0")
     parser.add_argument("--seeds", default="0,1,2")
     args = parser.parse_args(argv)
-    from core.quiet import quiet_libraries
-    from core.data import builtin_datasets_dir
+    from core.foundation.quiet import quiet_libraries
+    from core.data.catalog import builtin_datasets_dir
     from solutions.finance.monitor.loop import load_scorer
 
     quiet_libraries()

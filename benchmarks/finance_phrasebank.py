@@ -6,7 +6,7 @@ test = its 10% test part, test_allagree = the test sentences that are also in th
 picks the probe's C, the zero-shot temperature is irrelevant to accuracy, and each fine-tune's
 best checkpoint is chosen on validation accuracy. Systems: majority class, TF-IDF + linear SVM,
 frozen MiniLM + logistic regression (probe), zero-shot with label descriptions, full fine-tune
-(finance/sentiment-full), LoRA (finance/sentiment-lora), and MLM domain adaptation (core.adapt on
+(finance/sentiment-full), LoRA (finance/sentiment-lora), and MLM domain adaptation (core.adapt.mlm on
 the training sentences' text, no labels, plus the demo stream's texts) followed by the full
 fine-tune. FinBERT's published numbers (10-fold CV on the authors' split) sit beside them: the
 protocols differ.
@@ -25,9 +25,10 @@ import numpy as np
 
 import verticals  # noqa: F401  installs the solutions' data readers (the phrasebank card format)
 from benchmarks.record import RESULTS, write_record
-from core.cost import CostLedger
-from core.data import LabelMap, builtin_datasets_dir, load_classification
-from core.evaluate import classification_metrics
+from core.foundation.cost import CostLedger
+from core.data.splits import LabelMap
+from core.data.catalog import builtin_datasets_dir, load_classification
+from core.evaluation.metrics import classification_metrics
 
 PUBLISHED = [  # Araci 2019, arXiv:1908.10063, Table 2 (10-fold CV on the authors' split; ../shared/ANCHORS.md)
     {"system": "FinBERT, 110M params (published)", "test": {"accuracy": 0.86, "macro_f1": 0.84},
@@ -84,8 +85,8 @@ def tfidf_svm(data, **_):
 def linear_probe(data, **_):
     from sklearn.linear_model import LogisticRegression
 
-    from core.backbones import load_backbone
-    from core.model import build_classifier
+    from core.models.backbones import load_backbone
+    from core.models.classifier import build_classifier
 
     model = build_classifier(load_backbone("minilm"), data.labels)
     label_map = LabelMap(data.labels)
@@ -107,7 +108,7 @@ def linear_probe(data, **_):
 
 
 def zero_shot(data, **_):
-    from core.zeroshot import ZeroShotClassifier
+    from core.models.zeroshot import ZeroShotClassifier
     from solutions.finance.sentiment import ZERO_SHOT_DESCRIPTIONS
 
     with CostLedger() as ledger:
@@ -122,12 +123,12 @@ def zero_shot(data, **_):
 
 
 def _run_recipe(name: str, overrides: dict, run_dir: Path, data_dir) -> dict:
-    from core.config import load_recipe_file
-    from core.recipes import run_classification
+    from core.classify.config import load_recipe_file
+    from core.classify.recipes import run_recipe
     from verticals.registry import RECIPES
 
     cfg = load_recipe_file(RECIPES[name], overrides, name=name)
-    report = run_classification(cfg, run_dir, data_dir=data_dir, overwrite=True)
+    report = run_recipe(cfg, run_dir, data_dir=data_dir, overwrite=True)
     return report
 
 
@@ -151,7 +152,7 @@ def stream_texts() -> list[str]:
 
 
 def adapted_full(data, *, data_dir, seed, out_root, adapt_steps=300, adapt_head_steps=50, finetune_steps=0, **_):
-    from core.adapt import AdaptConfig, adapt_backbone
+    from core.adapt.mlm import AdaptConfig, adapt_backbone
 
     texts = list(data.train.texts) + stream_texts()  # unlabelled: training sentences + demo stream
     adapt_cfg = AdaptConfig(max_steps=adapt_steps, head_warmup_steps=adapt_head_steps, seed=seed)
@@ -208,8 +209,8 @@ def main(argv=None) -> None:
                         help="cap the fine-tune after adaptation (0 = the recipe's epochs)")
     parser.add_argument("--out-root", default="benchmarks/runs")
     args = parser.parse_args(argv)
-    from core.quiet import quiet_libraries
-    from core.train import seed_everything
+    from core.foundation.quiet import quiet_libraries
+    from core.foundation.device import seed_everything
 
     quiet_libraries()
     seed_everything(args.seed)

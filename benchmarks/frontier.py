@@ -6,11 +6,11 @@ training_methods_{support,finance} (10% of the labels: full fine-tune variants, 
 and inference_cost (written by `--measure`: TF-IDF, MiniLM and mpnet texts/s on each domain's test
 texts, here) plus the ONNX rows of support_banking77's latency table. For every system: test
 accuracy, training cost (core-hours = the ledger's cpu_seconds / 3600 where the record has it,
-else wall seconds x the machine's cores, marked *), dollars at core.cost.Prices (assumed
+else wall seconds x the machine's cores, marked *), dollars at core.foundation.cost.Prices (assumed
 defaults unless VERTICALS_USD_PER_* are set), and inference dollars per 1e6 predictions on its
 runtime. Pareto points (nothing cheaper is at least as accurate) are marked per axis. Writes
 results/frontier.{json,md}, results/frontier_<domain>.png, the README block, and the planner's
-priors (core/plan_priors.json: the share of the probe's error that full fine-tunes and LoRA closed,
+priors (core/plan/priors.json: the share of the probe's error that full fine-tunes and LoRA closed,
 and IA3's offset to the full fine-tune).
 
     python -m benchmarks.frontier [--measure [--data-dir D]]
@@ -25,8 +25,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks.record import RESULTS, write_record
-from core.cost import Prices, usd_per_million
-from core.plan import PRIORS_FILE, pareto
+from core.foundation.cost import Prices, usd_per_million
+from core.plan.planner import PRIORS_FILE, pareto
 
 DOMAINS = {"support": "banking77", "finance": "financial_phrasebank"}
 
@@ -112,10 +112,10 @@ def measure_inference(data_dir: str | None) -> None:
     """TF-IDF, MiniLM and mpnet (encoder + linear head) texts/s on each domain's test texts."""
     from sklearn.linear_model import LogisticRegression
 
-    from core.backbones import load_backbone
-    from core.cost import measure_throughput
-    from core.data import load_classification
-    from core.plan_measure import measure_tfidf
+    from core.models.backbones import load_backbone
+    from core.foundation.cost import measure_throughput
+    from core.data.catalog import load_classification
+    from core.plan.measure import measure_tfidf
     from verticals.registry import install
 
     install()  # the finance reader (financial_phrasebank's card format)
@@ -132,7 +132,7 @@ def measure_inference(data_dir: str | None) -> None:
             except Exception as exc:  # mpnet is optional
                 print(f"  {backbone}: skipped ({exc})")
                 continue
-            from core.model import build_classifier
+            from core.models.classifier import build_classifier
 
             model = build_classifier(bb, data.labels, peft="frozen")
             head = LogisticRegression(max_iter=200).fit(model.encode(data.validation.texts), data.validation.labels)
@@ -207,7 +207,7 @@ def plot(domain: str, rows: list[dict], path: Path) -> None:
 
 
 def table(rows: list[dict], runtimes: list[dict], prices: Prices, pareto_only: bool = False) -> str:
-    out = [f"Prices (assumed defaults, core.cost.Prices): ${prices.usd_per_core_hour}/core-hour, "
+    out = [f"Prices (assumed defaults, core.foundation.cost.Prices): ${prices.usd_per_core_hour}/core-hour, "
            f"${prices.usd_per_gpu_hour}/GPU-hour. * = core-hours from wall seconds x the record machine's cores "
            "(the record has no CPU time). P = on the Pareto frontier (training cost / inference cost). Labels = "
            "labelled training examples used. Inference: each system on its PyTorch runtime (`--measure`).", ""]
@@ -236,7 +236,7 @@ def main(argv=None) -> None:
     parser.add_argument("--data-dir")
     args = parser.parse_args(argv)
     if args.measure:
-        from core.quiet import quiet_libraries
+        from core.foundation.quiet import quiet_libraries
 
         quiet_libraries()
         measure_inference(args.data_dir)

@@ -1,10 +1,10 @@
 """Is `verticals plan` right? Predicted vs actual accuracy and time for the recipes it ranks, and
 whether its pick is the cheapest system that actually meets the target.
 
-Protocol: for each data set, `core.plan.make_plan` (MiniLM, validation split only, 12 calibration
+Protocol: for each data set, `core.plan.planner.make_plan` (MiniLM, validation split only, 12 calibration
 steps) predicts TF-IDF, zero-shot, the probe, LoRA and the full fine-tune (IA3 is left out of
 these plans because it is not trained here: CPU budget); then each is trained for real (TF-IDF +
-SVM the planner's way; the others through core.recipes with core.plan.recipe_for, i.e. the exact
+SVM the planner's way; the others through core.classify.recipes with core.plan.planner.recipe_for, i.e. the exact
 recipe priced) and scored on the TEST split, which the planner never saw. Times: the run's
 ledger wall seconds (`train s`, what the planner prices) and the whole run_recipe wall (`run s`,
 with setup and the final evaluation), each against its prediction.
@@ -19,7 +19,7 @@ meets the target; "none" agrees with none).
 Data sets (derived in a temporary folder, never written to the repo; seed 0): the demo support
 set; PhraseBank 50%-agree with 600 training labels (stratified; 1200 with --sets phrasebank1200); BANKING77 with 20
 intents (the first 20 by name) and 25 training labels each, the same with 10 each, and the same
-with noisy text (core.perturb "mixed", 30% of words edited, in every split). One seed (0); on a
+with noisy text (core.data.perturb "mixed", 30% of words edited, in every split). One seed (0); on a
 shared 2-core CPU.
 
     python -m benchmarks.plan_validation [--data-dir D] [--sets demo,phrasebank,...]
@@ -44,7 +44,7 @@ MIN_STEP = 0.01  # step targets only between predicted-frontier neighbours at le
 
 def _write(folder: Path, splits: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    from core.data import write_labelled_csv
+    from core.data.catalog import write_labelled_csv
 
     for name, split in splits.items():
         write_labelled_csv(folder / f"{name}.csv", zip(split.texts, split.labels))
@@ -52,7 +52,7 @@ def _write(folder: Path, splits: dict) -> Path:
 
 
 def _subset(split, keep_labels=None, per_label=None, total=None, rng=None):
-    from core.data import Split
+    from core.data.splits import Split
 
     idx = [i for i, label in enumerate(split.labels) if keep_labels is None or label in keep_labels]
     if per_label:
@@ -61,7 +61,7 @@ def _subset(split, keep_labels=None, per_label=None, total=None, rng=None):
             by.setdefault(split.labels[i], []).append(i)
         idx = sorted(j for v in by.values() for j in rng.permutation(v)[:per_label])
     if total and total < len(idx):
-        from core.data import stratified_split
+        from core.data.splits import stratified_split
 
         part = Split([split.texts[i] for i in idx], [split.labels[i] for i in idx])
         return stratified_split(part, total / len(idx), rng)[1]
@@ -69,14 +69,14 @@ def _subset(split, keep_labels=None, per_label=None, total=None, rng=None):
 
 
 def _noisy(split, rng):
-    from core.data import Split
-    from core.perturb import perturb_texts
+    from core.data.splits import Split
+    from core.data.perturb import perturb_texts
 
     return Split(perturb_texts(split.texts, "mixed", 0.3, rng), list(split.labels))
 
 
 def build_sets(names: list[str], root: Path, data_dir: str | None) -> dict[str, Path]:
-    from core.data import load_classification
+    from core.data.catalog import load_classification
 
     out = {}
     for name in names:
@@ -104,15 +104,15 @@ def build_sets(names: list[str], root: Path, data_dir: str | None) -> dict[str, 
 
 def actual(system: str, cfg, folder: Path, out: Path) -> dict:
     """Train `system` for real: test accuracy, ledger wall seconds, run wall seconds, dollars."""
-    from core.cost import Prices
-    from core.data import load_classification
+    from core.foundation.cost import Prices
+    from core.data.catalog import load_classification
 
     if system == "tfidf":
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.pipeline import make_pipeline, make_union
         from sklearn.svm import LinearSVC
 
-        from core.plan_measure import measure_tfidf
+        from core.plan.measure import measure_tfidf
 
         data = load_classification(str(folder))
         t = measure_tfidf(data, Prices(), min_seconds=0.1)
@@ -122,8 +122,8 @@ def actual(system: str, cfg, folder: Path, out: Path) -> dict:
         acc = float(np.mean(model.predict(data.test.texts) == np.asarray(data.test.labels)))
         seconds = t["cost"].wall_seconds
         return {"accuracy": acc, "seconds": seconds, "run_seconds": seconds, "usd": t["cost"].usd(Prices())}
-    from core.plan import recipe_for
-    from core.recipes import run_recipe
+    from core.plan.planner import recipe_for
+    from core.classify.recipes import run_recipe
 
     t0 = time.perf_counter()
     report = run_recipe(recipe_for(system, cfg), out / system, overwrite=True, progress=False)
@@ -143,8 +143,8 @@ def step_targets(predictions: list[dict]) -> list[float]:
 
 
 def judge(target: float, kind: str, plan: dict, rows: list[dict]) -> dict:
-    """The pick for `target` (core.plan.cheapest on the plan's predictions) against the actuals."""
-    from core.plan import Prediction, cheapest
+    """The pick for `target` (core.plan.planner.cheapest on the plan's predictions) against the actuals."""
+    from core.plan.planner import Prediction, cheapest
 
     pick = cheapest([Prediction(**p) for p in plan["predictions"]], target)
     pick = pick.system if pick else None
@@ -161,7 +161,7 @@ def judge(target: float, kind: str, plan: dict, rows: list[dict]) -> dict:
 
 
 def validate(name: str, folder: Path, out: Path, backbone: str = "minilm") -> dict:
-    from core.plan import make_plan, plan_config
+    from core.plan.planner import make_plan, plan_config
 
     cfg = plan_config({"data": str(folder), "target": str(TARGETS[name]), "calibration_steps": "12",
                        "backbone": backbone, "systems": ",".join(TRAINED)})
@@ -239,7 +239,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out-root", default="benchmarks/runs/plan_validation")
     parser.add_argument("--backbone", default="minilm", help="tiny: a smoke run of the script, not a result")
     args = parser.parse_args(argv)
-    from core.quiet import quiet_libraries
+    from core.foundation.quiet import quiet_libraries
     from verticals.registry import install
 
     quiet_libraries()

@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from core.report import environment
+from core.runs.rundir import environment
 
 RESULTS = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parent.parent / "README.md"

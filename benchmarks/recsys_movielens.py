@@ -15,7 +15,7 @@ Each system is refitted on that split with the settings chosen above (first seed
 fine-tuned encoder is trained on the cold-start split's validation-training part (held-out movies
 and every user's validation and test windows never seen) and used in both tables.
 
-Cost: fit CPU seconds and peak RSS from core.cost.CostLedger around `fit` (plus, for systems that
+Cost: fit CPU seconds and peak RSS from core.foundation.cost.CostLedger around `fit` (plus, for systems that
 read item text, the catalog embedding / encoder fine-tuning they need: shown apart in the JSON);
 the tuning search is recorded apart. Serving latency per user: one history scored and its top 10
 ranked (median over 50 users); for systems with a user vector and item vectors, also a FAISS flat
@@ -51,7 +51,7 @@ from typing import Callable
 import numpy as np
 
 from benchmarks.record import RESULTS, write_record
-from core.cost import CostLedger
+from core.foundation.cost import CostLedger
 from solutions.recsys.baselines import EASE, ItemKNN, MostPopular, choose_on_validation
 from solutions.recsys.content import (ContentRecommender, HybridRecommender, TextEncoder, choose_alpha,
                                       embed_catalog)
@@ -374,8 +374,8 @@ def main(argv=None) -> None:
         parser.error(f"unknown or unavailable system(s) {', '.join(unknown)}; available: {', '.join(systems)}")
     import torch
 
-    from core.quiet import quiet_libraries
-    from core.train import seed_everything
+    from core.foundation.quiet import quiet_libraries
+    from core.foundation.device import seed_everything
 
     quiet_libraries()
     seed_everything(SEEDS[0])
@@ -413,7 +413,7 @@ def main(argv=None) -> None:
     if args.quick or chosen != list(systems):
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        from core.report import environment
+        from core.runs.rundir import environment
 
         record = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "environment": environment(), **record}
         (out / f"{name}.json").write_text(json.dumps(_jsonable(record), indent=2))

@@ -5,7 +5,7 @@ Parts (`--parts`, comma-separated):
   frozen probe, the few-shot recipe: contrastive phase + probe-initialised head fine-tuned, the
   mpnet probe); official test split; mean and std. Wall seconds are the training phase's.
 - zeroshot: no labelled data; intent names turned into descriptions ("card arrival", "a
-  customer asks about card arrival"); core.zeroshot with the packaged MiniLM.
+  customer asks about card arrival"); core.models.zeroshot with the packaged MiniLM.
 - oos: 10 intents (seeded) held out as out-of-scope; the LoRA recipe trains on the other 67;
   each out-of-scope scorer is fitted on training embeddings and thresholded on validation for
   95% in-scope recall; AUROC and recalls on the test split (in-scope) vs the held-out intents'
@@ -30,21 +30,21 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.record import RESULTS, write_record
-from core.data import load_classification
+from core.data.catalog import load_classification
 
 HELD_OUT = 10
 
 
 def _recipe_run(name: str, overrides: dict, out: Path, data_dir, reuse: bool = False) -> dict:
     """Run a recipe into `out`; with `reuse` (--reuse), read the report of a finished run instead."""
-    from core.config import load_recipe_file
-    from core.recipes import run_classification
+    from core.classify.config import load_recipe_file
+    from core.classify.recipes import run_recipe
     from verticals.registry import RECIPES
 
     if reuse and (out / "report.json").is_file():
         return json.loads((out / "report.json").read_text())
     cfg = load_recipe_file(RECIPES[name], {k: str(v) for k, v in overrides.items()}, name=name)
-    return run_classification(cfg, out, data_dir=data_dir, progress=False, overwrite=True)
+    return run_recipe(cfg, out, data_dir=data_dir, progress=False, overwrite=True)
 
 
 def part_fewshot(data, args) -> dict:
@@ -72,10 +72,10 @@ def intent_descriptions(labels: list[str]) -> dict[str, list[str]]:
 
 
 def part_zeroshot(data, args) -> dict:
-    from core.cost import CostLedger
-    from core.data import LabelMap
-    from core.evaluate import classification_metrics
-    from core.zeroshot import ZeroShotClassifier
+    from core.foundation.cost import CostLedger
+    from core.data.splits import LabelMap
+    from core.evaluation.metrics import classification_metrics
+    from core.models.zeroshot import ZeroShotClassifier
 
     with CostLedger() as ledger:
         clf = ZeroShotClassifier("minilm", intent_descriptions(data.labels))
@@ -86,15 +86,15 @@ def part_zeroshot(data, args) -> dict:
 
 
 def _write_split(folder: Path, split, keep: set[str]) -> None:
-    from core.data import write_labelled_csv
+    from core.data.catalog import write_labelled_csv
 
     write_labelled_csv(folder, ((t, lab) for t, lab in zip(split.texts, split.labels) if lab in keep))
 
 
 def part_oos(data, args) -> dict:
-    from core.data import LabelMap
-    from core.model import load_classifier
-    from core.ood import SCORERS, auroc, fit_scorer, in_scope_scores, threshold_for_recall
+    from core.data.splits import LabelMap
+    from core.models.classifier import load_classifier
+    from core.confidence.ood import SCORERS, auroc, fit_scorer, in_scope_scores, threshold_for_recall
 
     rng = np.random.default_rng(0)
     held = sorted(rng.choice(data.labels, size=HELD_OUT, replace=False).tolist())
@@ -168,9 +168,10 @@ def part_latency(data, args) -> dict:
     import torch
     from transformers import pipeline
 
-    from core.data import LabelMap
-    from core.export import INT8_FILE, ONNX_FILE, export_onnx, quantize_int8
-    from core.model import load_classifier
+    from core.data.splits import LabelMap
+    from core.export.onnx import INT8_FILE, export_onnx, quantize_int8
+    from core.models.onnx_runtime import ONNX_FILE
+    from core.models.classifier import load_classifier
     from solutions.support.router import IntentRouter
 
     run = Path(args.latency_run)
@@ -358,7 +359,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.oos_overrides = {"epochs": args.oos_epochs} if args.oos_epochs else {}
-    from core.quiet import quiet_libraries
+    from core.foundation.quiet import quiet_libraries
 
     quiet_libraries()
     data = load_classification("banking77", root=args.data_dir)

@@ -14,10 +14,10 @@ Protocol.
   on validation accuracy; nothing is tuned on test. Seeds 0, 1, 2: seed s draws the same label
   subset and the same initial head for every method, so differences are paired; the table gives
   mean ± std over seeds and the mean paired difference to the baseline.
-- Domain adaptation: MLM (core.adapt) and SimCSE (core.simcse) on the unlabelled text of the
+- Domain adaptation: MLM (core.adapt.mlm) and SimCSE (core.adapt.simcse) on the unlabelled text of the
   whole train split (finance: plus the demo stream's headlines), once (seed 0), then the base
   fine-tune on the 10% labels. Their cost row adds the adaptation's wall time.
-- Robustness: test accuracy on perturbed copies of the test texts (core.perturb: typo, drop,
+- Robustness: test accuracy on perturbed copies of the test texts (core.data.perturb: typo, drop,
   swap, case, whitespace, mixed; 20% of words, seed 0; banking77 uses a fixed 500-text
   subset of test for these), clean accuracy on the full test split.
 - Cost from the ledger: training wall seconds (2 CPU cores shared by the two domains' processes),
@@ -84,11 +84,11 @@ def adapted_backbone(method: str, domain: str, data, out_root: Path, steps: int,
         return str(out), json.loads(record_file.read_text())
     texts = unlabelled_texts(domain, data)
     if method == "mlm":
-        from core.adapt import AdaptConfig, adapt_backbone
+        from core.adapt.mlm import AdaptConfig, adapt_backbone
 
         result = adapt_backbone(backbone, texts, out, AdaptConfig(max_steps=steps, head_warmup_steps=50, max_length=64))
     else:
-        from core.simcse import SimCSEConfig, simcse_adapt
+        from core.adapt.simcse import SimCSEConfig, simcse_adapt
 
         result = simcse_adapt(backbone, texts, out, SimCSEConfig(max_steps=steps, max_length=64))
     record = {"method": method, "texts": len(texts), "steps": steps, "wall_seconds": result.cost["wall_seconds"],
@@ -99,8 +99,8 @@ def adapted_backbone(method: str, domain: str, data, out_root: Path, steps: int,
 
 def robustness(model, test, seed: int = 0) -> dict[str, float]:
     """Accuracy on perturbed copies of (a fixed subset of) the test texts, per perturbation kind."""
-    from core.data import LabelMap
-    from core.perturb import PERTURBATIONS, perturb_texts
+    from core.data.splits import LabelMap
+    from core.data.perturb import PERTURBATIONS, perturb_texts
 
     idx = np.random.default_rng(seed).permutation(len(test))[:ROBUST_SUBSET]
     texts, labels = [test.texts[i] for i in idx], [test.labels[i] for i in idx]
@@ -113,9 +113,10 @@ def robustness(model, test, seed: int = 0) -> dict[str, float]:
 
 
 def run_one(domain: str, method: str, seed: int, data, args) -> dict:
-    from core.config import load_recipe_file, parse_overrides
-    from core.model import load_classifier
-    from core.recipes import run_classification
+    from core.classify.config import load_recipe_file
+    from core.foundation.settings import parse_overrides
+    from core.models.classifier import load_classifier
+    from core.classify.recipes import run_recipe
     from verticals.registry import RECIPES
 
     spec = DOMAINS[domain]
@@ -127,7 +128,7 @@ def run_one(domain: str, method: str, seed: int, data, args) -> dict:
                                                              args.adapt_steps, args.backbone)
     cfg = load_recipe_file(RECIPES[spec["recipe"]], overrides, name=spec["recipe"])
     run_dir = Path(args.out_root) / f"{domain}-{method}-seed{seed}"
-    report = run_classification(cfg, run_dir, data_dir=args.data_dir, progress=False, overwrite=True)
+    report = run_recipe(cfg, run_dir, data_dir=args.data_dir, progress=False, overwrite=True)
     model = load_classifier(run_dir / "model")
     cost = report["cost"]
     return {"domain": domain, "method": method, "seed": seed, "overrides": overrides,
@@ -298,8 +299,8 @@ def main(argv=None) -> None:
                 print(write(domain, load_runs(domain)))
         return
     import verticals  # noqa: F401  installs the solutions' data readers (the phrasebank card format)
-    from core.quiet import quiet_libraries
-    from core.data import load_classification
+    from core.foundation.quiet import quiet_libraries
+    from core.data.catalog import load_classification
 
     quiet_libraries()
     data = load_classification(DOMAINS[args.domain]["dataset"], root=args.data_dir)

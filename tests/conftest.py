@@ -18,7 +18,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-import verticals  # noqa: E402,F401  (installs the solutions' data readers into core.data.READERS)
+import verticals  # noqa: E402,F401  (installs the solutions' data readers into core.data.catalog.READERS)
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
@@ -75,6 +75,6 @@ def toy_dir(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_backbone_dir():
-    from core.backbones import build_tiny_backbone
+    from core.models.backbones import build_tiny_backbone
 
     return build_tiny_backbone()

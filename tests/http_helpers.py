@@ -19,8 +19,8 @@ def running(app, limits=None):
     """The app under uvicorn with the serving skeleton's protocol, in a thread; yields the base URL."""
     import uvicorn
 
-    from core.server import uvicorn_config
-    from core.serving import ServiceLimits
+    from core.serving.server import uvicorn_config
+    from core.serving.app import ServiceLimits
 
     port = free_port()
     server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, limits or ServiceLimits()))

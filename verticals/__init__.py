@@ -14,9 +14,9 @@ Public API: train, load, plan, retrain, open_registry, Run, EncoderRun, index, m
 trained-model contract (Predictor, OutOfScopeDetector, load_run) from core.
 """
 
-from core.errors import UserError
-from core.ood import OutOfScopeDetector
-from core.predictor import Predictor, load_run
+from core.foundation.errors import UserError
+from core.confidence.ood import OutOfScopeDetector
+from core.models.predictor import Predictor, load_run
 from verticals.api import EncoderRun, Monitor, Run, index, load, monitor, open_registry, plan, retrain, train
 from verticals.registry import RECIPES, TASKS, install
 
@@ -25,7 +25,7 @@ install()
 
 def recipes() -> dict[str, str]:
     """{recipe name: description} of the packaged recipes."""
-    from core.config import read_recipe
+    from core.foundation.settings import read_recipe
 
     return {name: str(read_recipe(path).get("description", "")) for name, path in sorted(RECIPES.items())}
 

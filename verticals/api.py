@@ -11,9 +11,9 @@
     rec = verticals.index("demo_catalog", out="index/")    # or model="runs/items" (an item-encoder run)
     rec.recommend(["i1", "i2"], k=10)
 
-Each function is a thin layer over what the CLI runs (core.recipes through the registry's TASKS,
-core.predictor.load_run, solutions.support.router, solutions.finance.monitor,
-solutions.recsys): the same run directories, the same validation and errors (core.errors.UserError).
+Each function is a thin layer over what the CLI runs (core.classify.recipes through the registry's TASKS,
+core.models.predictor.load_run, solutions.support.router, solutions.finance.monitor,
+solutions.recsys): the same run directories, the same validation and errors (core.foundation.errors.UserError).
 Library code stays quiet: no progress bars and no Hugging Face warnings unless `progress=True` /
 `verbose=True` is asked for; the console keeps its own (verticals.cli).
 Leaves out: the command line (verticals.cli) and what each call runs.
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import UserError
-from core.quiet import quieted
-from core.text import check_text
+from core.foundation.errors import UserError
+from core.foundation.quiet import quieted
+from core.foundation.text import check_text
 from verticals.registry import RECIPES, TASKS
 
 RECSYS_TASK = "recsys-item-encoder"
@@ -65,8 +65,8 @@ def train(recipe: str | os.PathLike, overrides: Mapping | None = None, *, out: s
     `overrides` by dotted path (`{"train.lr": 1e-4}`). An existing run in `out` is refused unless
     `overwrite=True`; `resume=True` continues an interrupted one. `progress=True` shows the
     training progress bar; `verbose=True` lets the libraries' warnings through."""
-    from core.cli import default_out
-    from core.config import resolve_recipe
+    from core.runs.rundir import default_out
+    from verticals.recipe_files import resolve_recipe
 
     with quieted(not verbose):
         cfg, runner = resolve_recipe(recipe, _settings(overrides, settings), RECIPES, TASKS)
@@ -81,7 +81,7 @@ def load(path: str | os.PathLike, *, runtime: str = "torch", threads: int | None
     """What a directory holds: a classification run (or its model/ folder) -> Run; a recommender
     item-encoder run -> EncoderRun; an index from `verticals.index` / `verticals recsys index` ->
     the live Recommender. `runtime` (torch, onnx, onnx-int8) and `threads` apply to classifiers."""
-    from core.predictor import MODEL_FILE
+    from core.models.predictor import MODEL_FILE
 
     path = Path(path).expanduser()
     if (path / "catalog.json").is_file():
@@ -94,18 +94,18 @@ def load(path: str | os.PathLike, *, runtime: str = "torch", threads: int | None
         return EncoderRun(path)
     if (path / "model" / MODEL_FILE).is_file() or (path / MODEL_FILE).is_file():
         return Run(path, runtime=runtime, threads=threads)
-    from core.predictor import model_dir
+    from core.models.predictor import model_dir
 
     model_dir(path)  # raises the UserError that says what `path` is missing
     raise UserError(f"{path} is not a verticals run or index")
 
 
 class Run:
-    """A trained classifier's run directory: its report, its model (a core.predictor.Predictor,
+    """A trained classifier's run directory: its report, its model (a core.models.predictor.Predictor,
     loaded on first use in `runtime`) and what to do with it."""
 
     def __init__(self, path: str | os.PathLike, *, runtime: str = "torch", threads: int | None = None):
-        from core.predictor import RUNTIMES, model_dir
+        from core.models.predictor import RUNTIMES, model_dir
 
         if runtime not in RUNTIMES:
             raise UserError(f"unknown runtime '{runtime}'; choose one of {', '.join(RUNTIMES)}")
@@ -146,7 +146,7 @@ class Run:
     def model(self):
         """The Predictor (PyTorch TextClassifier or ONNX Runtime twin), loaded once."""
         if self._model is None:
-            from core.predictor import load_run
+            from core.models.predictor import load_run
 
             with quieted():
                 self._model = load_run(self.model_dir, self.runtime, threads=self.threads)
@@ -156,7 +156,7 @@ class Run:
     def predict(self, texts: str | Iterable[str], top_k: int = 3):
         """{"text", "label", "confidence", "top_k"} per text (a list, or one dict for one string);
         confidences are calibrated probabilities, as `verticals predict` prints them."""
-        from core.report import predict_texts
+        from core.classify.scoring import predict_texts
 
         items, single = _texts(texts)
         rows = predict_texts(self.model, items, top_k=top_k) if items else []
@@ -171,7 +171,7 @@ class Run:
                  text_column: str | None = None, label_column: str | None = None, encoding: str | None = None) -> dict:
         """Metrics on the run's own test split (default), another split (`split="validation"`), or
         every row of another labelled file / dataset (`data=`), as `verticals eval` computes them."""
-        from core.report import evaluate_run
+        from core.classify.scoring import evaluate_run
 
         columns = {k: v for k, v in (("text_column", text_column), ("label_column", label_column),
                                      ("encoding", encoding)) if v is not None}
@@ -200,7 +200,7 @@ class Run:
         bearer token for every route but health/readiness and `public` ones (docs, metrics).
         `log`: a prediction log (SQLite, app.state.prediction_log) for feedback and drift reports
         (default: none, and no /v1/feedback); `log_text` keeps the texts, not only their hash."""
-        from core.serving import Access
+        from core.serving.app import Access
         from solutions.support.deployment import ServedModel, load_baseline, model_version
         from solutions.support.service import create_app
 
@@ -209,7 +209,7 @@ class Run:
                              str(self.path))
         prediction_log = None
         if log is not None:
-            from core.feedback import PredictionLog
+            from core.mlops.feedback import PredictionLog
 
             prediction_log = PredictionLog(Path(log), store_text=log_text)
         app = create_app(served, access=Access.from_settings(token, ",".join(public)), prediction_log=prediction_log)
@@ -220,7 +220,7 @@ class Run:
               token: str | None = None, public: Iterable[str] = (), log: str | os.PathLike | None = None,
               log_text: bool = False, **settings) -> None:
         """Serve the router over HTTP until interrupted (as `verticals serve RUN`; `log`: see `app`)."""
-        from core.server import serve
+        from core.serving.server import serve
 
         app = self.app(routes, token=token, public=public, log=log, log_text=log_text, **settings)
         try:
@@ -231,15 +231,15 @@ class Run:
 
     def export_onnx(self, int8: bool = False) -> Path:
         """Write model/model.onnx (and model.int8.onnx) for `runtime="onnx"` / `"onnx-int8"`."""
-        from core.export import export_run_onnx
+        from core.export.onnx import export_run_onnx
 
         with quieted():
             return export_run_onnx(self.model_dir, int8=int8)[-1]
 
     def export_hf(self, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """A directory `transformers.pipeline("text-classification", model=out, trust_remote_code=True)`
-        loads with these labels and predictions, with a model card (core.hub)."""
-        from core.hub import export_hf
+        loads with these labels and predictions, with a model card (core.export.hub)."""
+        from core.export.hub import export_hf
 
         with quieted():
             return export_hf(self.model_dir.parent, Path(out), overwrite=overwrite)
@@ -362,7 +362,7 @@ class Monitor:
         lines = [doc if isinstance(doc, str) else json.dumps(doc, ensure_ascii=False) for doc in documents]
         if any("\n" in line for line in lines):
             raise UserError("a document given as a string must be one JSON line (no newlines)")
-        from core.durable import atomic_write
+        from core.foundation.durable import atomic_write
 
         path = inbox / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.jsonl"
         atomic_write(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in lines), encoding="utf-8"))
@@ -415,11 +415,11 @@ def plan(data: str | os.PathLike, target: float = 0.9, *, budget: str = "", late
     """Predict each recipe's accuracy, training time and cost, and inference latency and cost, on
     `data` (your CSV/JSONL, a folder or a catalog name) on this machine, and recommend the cheapest
     that meets `target` within `budget` (e.g. "30m") and `latency` (single-query p50, e.g. "5ms").
-    Other settings are core.plan.PlanConfig's (backbone="tiny", epochs=2, systems="tfidf,probe").
+    Other settings are core.plan.planner.PlanConfig's (backbone="tiny", epochs=2, systems="tfidf,probe").
     Returns the plan (`recommendation`, `predictions`, `learning_curve`, `more_labels`); with
     `out`, writes plan.json and plan.png there; `run=True` also trains the recommended recipe
     into out/run-<recipe> and adds its path as `run` and predicted vs actual as `outcome`."""
-    from core.plan import make_plan, plan_config, plot_plan, run_recommended
+    from core.plan.planner import make_plan, plan_config, plot_plan, run_recommended
 
     with quieted(True):
         cfg = plan_config(_settings(settings, {"data": data, "target": target, "budget": budget,
@@ -440,14 +440,14 @@ def retrain(run: "str | os.PathLike | Run", feedback, *, out: str | os.PathLike 
             **settings) -> dict:
     """A challenger from a deployed run (`run`: a Run, its path, or a registry directory, whose
     champion is taken) and `feedback` (a feedback database path, as `verticals retrain --feedback`
-    reads, or a list of core.feedback.FeedbackExample), written to `out` (default
+    reads, or a list of core.mlops.feedback.FeedbackExample), written to `out` (default
     runs/retrain-<time>). With `registry` it is registered (and promoted iff the gate says so, unless
-    promote="never"). `settings`: core.retrain.RetrainSettings fields (holdout_fraction, replay_ratio,
+    promote="never"). `settings`: core.mlops.retrain.RetrainSettings fields (holdout_fraction, replay_ratio,
     min_examples_new_label, margin, steps, seed, validation_fraction). Returns the challenger's
     report: report["retrain"] holds champion / challenger scores, the gate and the cost; with a
     registry, report["registry"] the version and its status."""
-    from core.cli import default_out
-    from core.retrain import RetrainSettings, retrain as retrain_run, retrain_and_register
+    from core.runs.rundir import default_out
+    from core.mlops.retrain import RetrainSettings, retrain as retrain_run, retrain_and_register
     from verticals.feedback_sources import read_feedback
 
     path = Path(run.path if isinstance(run, Run) else run).expanduser()
@@ -468,9 +468,9 @@ def retrain(run: "str | os.PathLike | Run", feedback, *, out: str | os.PathLike 
 
 
 def open_registry(path: str | os.PathLike):
-    """The model registry in `path` (core.registry.ModelRegistry; created if missing): versions,
+    """The model registry in `path` (core.mlops.registry.ModelRegistry; created if missing): versions,
     champion_path(), promote(version, by=, reason=), rollback(by=)."""
-    from core.registry import ModelRegistry
+    from core.mlops.registry import ModelRegistry
 
     return ModelRegistry(path)
 

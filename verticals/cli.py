@@ -4,7 +4,7 @@ Builds core's generic command line over the registry (recipes, tasks, the soluti
 subcommands) and runs the chosen command. `verticals train RECIPE ... --nproc N` re-executes the
 same train command under torchrun (N processes on this machine) after validating the config
 once here; under a launcher that already set WORLD_SIZE, `--nproc` is ignored.
-Leaves out: the commands (core.cli, solutions/*/cli.py) and what each process does when
+Leaves out: the commands (verticals.commands, solutions/*/cli.py) and what each process does when
 distributed (the engine, through accelerate).
 """
 
@@ -16,8 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.cli import build_parser, default_out, run_command, train_config
-from core.errors import UserError
+from verticals.commands import build_parser, run_command, train_config
+from core.runs.rundir import default_out
+from core.foundation.errors import UserError
 from verticals.feedback_sources import read_feedback
 from verticals.registry import RECIPES, SOLUTION_CLIS, TASKS, install
 

@@ -1,13 +1,13 @@
-"""Where labelled feedback comes from: a database file -> core.feedback.FeedbackExample rows.
+"""Where labelled feedback comes from: a database file -> core.mlops.feedback.FeedbackExample rows.
 
 `read_feedback(path)` looks at the SQLite file's tables (opened read-only first, so a wrong path
 never creates a database): a support prediction log (tables `predictions` + `feedback`, written
-by the support service) -> core.feedback.PredictionLog.labelled(); a finance monitor database
+by the support service) -> core.mlops.feedback.PredictionLog.labelled(); a finance monitor database
 (table `document_labels`, written by the analyst's page) ->
 solutions.finance.monitor.feedback.labelled_documents. Anything else is a UserError naming what
-was expected. Lives in the app layer because it knows the solutions' databases; core.retrain
+was expected. Lives in the app layer because it knows the solutions' databases; core.mlops.retrain
 takes the examples.
-Leaves out: retraining (core.retrain) and the registry (core.registry).
+Leaves out: retraining (core.mlops.retrain) and the registry (core.mlops.registry).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 
 EXPECTED = ("a support prediction log (tables predictions + feedback, from `verticals serve`) or a finance "
             "monitor database (table document_labels, from `verticals finance dashboard`)")
@@ -41,7 +41,7 @@ def read_feedback(path) -> list:
     path = Path(path).expanduser()
     tables = database_tables(path)
     if {"predictions", "feedback"} <= tables:
-        from core.feedback import PredictionLog
+        from core.mlops.feedback import PredictionLog
 
         # no retention while reading: opening with the service's limits would prune rows
         with PredictionLog(path, max_rows=sys.maxsize, max_age_days=None) as log:

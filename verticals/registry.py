@@ -4,19 +4,19 @@ Everything a name in a YAML or on the command line can pick is listed here, expl
 scanning, no register-on-import): RECIPES (recipe name -> YAML file), SOLUTION_CLIS (modules whose
 `register(subparsers)` adds a solution's subcommands), TASKS (a YAML's `task:` -> its config
 schema and the runner that trains it) and SOLUTION_READERS (data card format types the solutions
-read), which `install()` adds to core.data.READERS. core/ never imports this module: the CLI and
+read), which `install()` adds to core.data.catalog.READERS. core/ never imports this module: the CLI and
 the API pass these dicts down.
-Leaves out: the commands themselves (core.cli, the solutions' cli modules) and the recipes' code.
+Leaves out: the commands themselves (verticals.commands, the solutions' cli modules) and the recipes' code.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import core.data
+import core.data.catalog
 import solutions
-from core.config import RecipeConfig
-from core.recipes import run_recipe
+from core.classify.config import RecipeConfig
+from core.classify.recipes import run_recipe
 from solutions.finance import cli as finance_cli
 from solutions.finance.data import READERS as FINANCE_READERS
 from solutions.recsys import cli as recsys_cli
@@ -44,7 +44,7 @@ RECIPES: dict[str, Path] = {
 }
 
 # Each module's `register(subparsers)` adds its subcommands; they import only argparse and
-# core.errors at load time (heavy imports stay inside the command functions).
+# core.foundation.errors at load time (heavy imports stay inside the command functions).
 SOLUTION_CLIS = (support_cli, finance_cli, recsys_cli)
 
 # A YAML's `task:` (default classification) -> (config schema, runner). A runner is
@@ -61,4 +61,4 @@ SOLUTION_READERS = (FINANCE_READERS,)
 def install() -> None:
     """Let core's loaders read the solutions' card formats (idempotent)."""
     for readers in SOLUTION_READERS:
-        core.data.READERS.update(readers)
+        core.data.catalog.READERS.update(readers)

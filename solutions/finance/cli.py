@@ -11,7 +11,7 @@ def cmd_monitor(args) -> int:
     import sys
     from pathlib import Path
 
-    from core.quiet import quiet_libraries
+    from core.foundation.quiet import quiet_libraries
 
     quiet_libraries()
     from solutions.finance.monitor.loop import MonitorConfig, run_monitor
@@ -55,7 +55,7 @@ def cmd_dashboard(args) -> int:
     import os
     from pathlib import Path
 
-    from core.server import serve
+    from core.serving.server import serve
     from solutions.finance.dashboard import DashboardAccess, create_app
 
     token = args.token or os.environ.get("VERTICALS_API_TOKEN") or None

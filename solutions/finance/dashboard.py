@@ -1,6 +1,6 @@
 """`verticals finance dashboard DB`: the analyst's live page over a monitor database.
 
-One FastAPI app on core.serving.create_service (bearer token, body limits and JSON checks, 4xx
+One FastAPI app on core.serving.app.create_service (bearer token, body limits and JSON checks, 4xx
 for bad input, /healthz, /readyz, /metrics) serving one self-contained HTML page
 (dashboard.html: vanilla JavaScript that draws its own SVG charts; no CDN, no build step) and a
 JSON API the page polls every `poll_seconds`:
@@ -46,8 +46,8 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from core.errors import UserError
-from core.serving import Access, ServiceLimits, create_service
+from core.foundation.errors import UserError
+from core.serving.app import Access, ServiceLimits, create_service
 from solutions.finance.monitor.feedback import (MAX_ANALYST_CHARS, MAX_DOC_ID_CHARS, MAX_NOTE_CHARS, MonitorFeedback,
                                                 UnknownId, has_model_column)
 from solutions.finance.monitor.incidents import SEVERITIES, group_incidents

@@ -7,9 +7,9 @@ duplicate lines removed, sentences that carry two different labels dropped, then
 stratified train/validation/test `split:` (80/10/10, seed 0). Test sentences that also appear
 in the all-agree file form the extra evaluation set `test_allagree`.
 
-READERS maps the card format type to its reader; `import verticals` adds it to core.data.READERS
+READERS maps the card format type to its reader; `import verticals` adds it to core.data.catalog.READERS
 so that `load_classification("financial_phrasebank")` finds it.
-Leaves out: catalog cards, checksums, CSV/JSONL files and stratified splitting (core.data).
+Leaves out: catalog cards, checksums, CSV/JSONL files and stratified splitting (core.data.catalog).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data import ClassificationData, Reader, Split, classification_data, read_text, stratified_split, verified_file
-from core.errors import UserError
+from core.data.splits import ClassificationData, Split, classification_data, stratified_split
+from core.data.catalog import Reader, read_text, verified_file
+from core.foundation.errors import UserError
 
 ALL_AGREE = "allagree"  # the config whose sentences define `test_allagree`
 

@@ -1,7 +1,7 @@
 """Financial sentiment from a loaded classifier: P(negative), P(neutral), P(positive) and the
 score P(pos) - P(neg) in [-1, 1] (FinBERT's convention). Works with any model that has `.labels`
-and `.predict_proba(texts, batch_size=...)`: a trained run (core.model.load_classifier, its ONNX twin
-core.export) or core.zeroshot, all of them batching texts by length through core.encoder.
+and `.predict_proba(texts, batch_size=...)`: a trained run (core.models.classifier.load_classifier, its ONNX twin
+core.export.onnx) or core.models.zeroshot, all of them batching texts by length through core.models.encoder.
 Leaves out: training (the finance/sentiment-* recipes) and aggregation (solutions.finance.monitor)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
 

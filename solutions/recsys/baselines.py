@@ -23,7 +23,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 from solutions.recsys.protocol import RankingSplit, evaluate_scores, validation_split
 
 History = list[tuple[str, float]]

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 from solutions.recsys.baselines import History, user_item_matrix
 from solutions.recsys.protocol import (
     RankingSplit,

@@ -19,8 +19,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.data import data_root, list_cards, load_card, read_records, verified_file
-from core.errors import UserError
+from core.data.catalog import data_root, list_cards, load_card, read_records, verified_file
+from core.foundation.errors import UserError
 from solutions.recsys.data import InteractionData
 from solutions.recsys.durable import atomic_write
 from solutions.recsys.protocol import MOVIELENS_THRESHOLD, is_positive

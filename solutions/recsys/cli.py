@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -27,8 +27,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from core.quiet import quiet_libraries
-    from core.data import list_cards
+    from core.foundation.quiet import quiet_libraries
+    from core.data.catalog import list_cards
     from solutions.recsys.data import load_interactions
 
     if args.data not in list_cards() and not Path(args.data).expanduser().is_file():
@@ -54,8 +54,8 @@ def _filter(pairs: list[str] | None) -> dict | None:
 def cmd_train(args) -> int:
     """The item-encoder recipe (solutions.recsys.recipe) with these flags as its settings; the same
     run as `verticals train recsys/item-encoder data=... --out ...`."""
-    from core.quiet import quiet_libraries
-    from core.config import build_config
+    from core.foundation.quiet import quiet_libraries
+    from core.foundation.settings import build_config
     from solutions.recsys.recipe import ItemEncoderRecipe, train_item_encoder
 
     quiet_libraries()
@@ -95,7 +95,7 @@ def cmd_index(args) -> int:
 
 
 def _recommender(directory: str):
-    from core.quiet import quiet_libraries
+    from core.foundation.quiet import quiet_libraries
     from solutions.recsys.live import Recommender
 
     quiet_libraries()
@@ -228,8 +228,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from core.server import serve
-    from core.serving import Access
+    from core.serving.server import serve
+    from core.serving.app import Access
     from solutions.recsys.service import create_app
 
     access = Access.from_env(args.public)

@@ -1,7 +1,7 @@
 """Content-based recommendation: item text -> encoder embedding; user = recency-weighted items.
 
 - `TextEncoder` wraps a core backbone (pretrained `minilm`, `tiny`, or a fine-tuned directory
-  from `finetune`) in core.encoder.SentenceEncoder (the backbone's own pooling, length-bucketed
+  from `finetune`) in core.models.encoder.SentenceEncoder (the backbone's own pooling, length-bucketed
   batches) and always L2-normalises, so a dot product is a cosine.
 - `ContentRecommender`: a user vector is the normalised weighted mean of the embeddings of the
   user's history, weight 0.5 ** (age / half_life) where age is how many items ago it was
@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.backbones import Backbone, load_backbone
-from core.encoder import SentenceEncoder
+from core.models.backbones import Backbone, load_backbone
+from core.models.encoder import SentenceEncoder
 from solutions.recsys.baselines import History, ItemKNN
 from solutions.recsys.protocol import RankingSplit, evaluate_scores, validation_split
 
 
 class TextEncoder:
-    """Texts -> L2-normalised embeddings: a core.encoder.SentenceEncoder over a backbone's encoder
+    """Texts -> L2-normalised embeddings: a core.models.encoder.SentenceEncoder over a backbone's encoder
     and pooling, with normalisation always on (dot product = cosine) and max length capped."""
 
     def __init__(self, backbone: Backbone, max_length: int = 64):

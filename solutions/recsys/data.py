@@ -4,7 +4,7 @@ A catalog card with `task: recommendation` names an interactions file (user, ite
 [, rating]), an items file whose text columns describe each item, and optionally a tags file
 whose most common tags per item join the item's text (MovieLens). The card's `format:` names the
 columns. Your own data: an interactions CSV/JSONL plus an items file (`items=`).
-Leaves out: catalog cards, checksums and CSV/JSONL parsing (core.data); temporal splits and
+Leaves out: catalog cards, checksums and CSV/JSONL parsing (core.data.catalog); temporal splits and
 positives (solutions.recsys.protocol); the served catalog (solutions.recsys.catalog).
 """
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from core.data import data_root, list_cards, load_card, read_records, verified_file
-from core.errors import UserError
+from core.data.catalog import data_root, list_cards, load_card, read_records, verified_file
+from core.foundation.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Files that survive a crash: checksummed FAISS reads, and core.durable's fsync and atomic
+"""Files that survive a crash: checksummed FAISS reads, and core.foundation.durable's fsync and atomic
 replace re-exported for the index's save/load (solutions.recsys.index), the catalog and the write
 journal (solutions.recsys.live)."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.durable import atomic_write, fsync_path  # noqa: F401 - re-exported
+from core.foundation.durable import atomic_write, fsync_path  # noqa: F401 - re-exported
 
 
 def file_crc(path: Path) -> int:

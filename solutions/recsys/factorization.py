@@ -32,7 +32,7 @@ from scipy.optimize import minimize
 from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 from solutions.recsys.baselines import History, rank_cold_last, user_item_matrix
 from solutions.recsys.protocol import RankingSplit
 

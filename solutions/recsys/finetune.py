@@ -5,7 +5,7 @@ Pairs (`co_consumption_pairs`): for each user's training positives (oldest first
 paired with each of the next `window` items consumed within `max_gap_seconds` of it; by default
 only pairs that at least `min_support` (2) users share are kept, once each: a single user's
 session mixes unrelated films, and on MovieLens the unfiltered pairs left the loss at chance.
-Training is core's: the shared engine and core.contrastive (batches that never hold the same item
+Training is core's: the shared engine and core.engine.contrastive (batches that never hold the same item
 twice, as anchor or positive, since a duplicate would be its own in-batch negative; symmetric
 MultipleNegativesRankingLoss), with a hard step cap and a wall-clock cap. The saved directory is a
 standard transformers + sentence-transformers model (safetensors), loadable by
@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from core.backbones import write_sentence_transformers_files
+from core.models.backbones import write_sentence_transformers_files
 from solutions.recsys.content import TextEncoder
 from solutions.recsys.protocol import RankingSplit
 
@@ -64,14 +64,14 @@ def co_consumption_pairs(split: RankingSplit, window: int, max_gap_seconds: floa
 def finetune_encoder(encoder: TextEncoder, pairs: list[tuple[str, str]], texts: dict[str, str],
                      cfg: FinetuneConfig, rng=None, *, device: str = "cpu", progress: bool = False,
                      metric_sinks: tuple = ()) -> dict:
-    """Train `encoder` in place on the shared engine (core.engine): AdamW + linear warm-up/decay,
+    """Train `encoder` in place on the shared engine (core.engine.loop): AdamW + linear warm-up/decay,
     clipping 1.0, symmetric in-batch negatives (sentence-transformers' MultipleNegativesRankingLoss
-    through core.contrastive), batches in which no item appears twice (its NoDuplicatesBatchSampler
+    through core.engine.contrastive), batches in which no item appears twice (its NoDuplicatesBatchSampler
     over the pair's item ids), seeded by `cfg.seed` (`rng` is accepted for older callers, unused).
-    `metric_sinks` get the engine's metrics rows as they come (core.tracking).
+    `metric_sinks` get the engine's metrics rows as they come (core.runs.tracking).
     Returns {"losses": [...], "steps": n, "pairs": len(pairs), "samples": m, "stopped_by_time": bool}."""
-    from core.contrastive import PairStep, no_duplicate_batches, pair_micro_batches
-    from core.engine import Engine, LoopSettings, decay_groups
+    from core.engine.contrastive import PairStep, no_duplicate_batches, pair_micro_batches
+    from core.engine.loop import Engine, LoopSettings, decay_groups
 
     empty = {"losses": [], "steps": 0, "pairs": len(pairs), "samples": 0, "stopped_by_time": False}
     if not pairs:

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 from solutions.recsys.durable import atomic_write, file_crc, fsync_path, read_faiss
 from solutions.recsys.locks import ReadWriteLock
 

@@ -57,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 from solutions.recsys.catalog import Catalog
 from solutions.recsys.content import TextEncoder, recency_weights
 from solutions.recsys.data import Interaction

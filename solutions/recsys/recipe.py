@@ -1,7 +1,7 @@
 """The recsys item-encoder recipe: `verticals train recsys/item-encoder` (task: recsys-item-encoder).
 
 Reads top to bottom like the classification recipes: config -> interactions -> co-consumption
-pairs -> backbone -> fine-tune on the shared engine (solutions.recsys.finetune, core.engine) ->
+pairs -> backbone -> fine-tune on the shared engine (solutions.recsys.finetune, core.engine.loop) ->
 a run directory. The run holds `encoder/` (a transformers + sentence-transformers directory,
 safetensors) that `verticals recsys index --model RUN` embeds the catalog with, its resolved
 `config.yaml` (feed it back to `verticals train` to re-run), `report.json`/`report.md` and the
@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from core.config import TrackingConfig, setting
-from core.errors import UserError
+from core.runs.tracking import TrackingConfig
+from core.foundation.settings import setting
+from core.foundation.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class ItemEncoderRecipe:
     data: ItemEncoderData = field(default_factory=ItemEncoderData)
     model: ItemEncoderModel = field(default_factory=ItemEncoderModel)
     train: ItemEncoderTrain = field(default_factory=ItemEncoderTrain)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # core.tracking: mlflow | tensorboard
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # core.runs.tracking: mlflow | tensorboard
 
 
 def finetune_config(cfg: ItemEncoderRecipe):
@@ -73,7 +74,7 @@ def finetune_config(cfg: ItemEncoderRecipe):
 
 
 def load_data(cfg: ItemEncoderRecipe, data_dir: str | None):
-    from core.data import list_cards
+    from core.data.catalog import list_cards
     from solutions.recsys.data import load_interactions
 
     source = cfg.data.source
@@ -87,15 +88,15 @@ def load_data(cfg: ItemEncoderRecipe, data_dir: str | None):
 def train_item_encoder(cfg: ItemEncoderRecipe, run_dir: Path, *, data_dir: str | None = None, resume: bool = False,
                        overwrite: bool = False, progress: bool = True) -> dict:
     """Fine-tune the item text encoder of `cfg` into `run_dir`; returns the report."""
-    from core import distributed
-    from core.backbones import load_backbone
-    from core.config import to_dict
-    from core.cost import CostLedger
-    from core.evaluate import plot_loss_curve
-    from core.recipes import resolve_device
-    from core.report import claim_run_dir, environment, read_report, write_config, write_report
-    from core.tracking import open_tracker
-    from core.train import seed_everything
+    from core.foundation import distributed
+    from core.models.backbones import load_backbone
+    from core.foundation.settings import to_dict
+    from core.foundation.cost import CostLedger
+    from core.evaluation.metrics import plot_loss_curve
+    from core.foundation.device import resolve_device
+    from core.runs.rundir import claim_run_dir, environment, read_report, write_config, write_report
+    from core.runs.tracking import open_tracker
+    from core.foundation.device import seed_everything
     from solutions.recsys.content import TextEncoder
     from solutions.recsys.finetune import co_consumption_pairs, finetune_encoder, save_encoder
     from solutions.recsys.protocol import split_dataset

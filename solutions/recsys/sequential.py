@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 from solutions.recsys.baselines import History
 from solutions.recsys.protocol import RankingSplit, evaluate_scores, validation_split
 
@@ -219,7 +219,7 @@ class SequentialRecommender:
         return SASRec(len(self.items), self.cfg, has_id, text)
 
     def _train(self, model: SASRec, split: RankingSplit, steps: int, validation=None, warmup: float | None = None):
-        from core.engine import Engine, LoopSettings, decay_groups
+        from core.engine.loop import Engine, LoopSettings, decay_groups
 
         cfg = self.cfg
         sequences = self._sequences(split)
@@ -241,7 +241,7 @@ class SequentialRecommender:
         return result, [r for r in rows if "validation_ndcg@10" in r]
 
     def fit(self, split: RankingSplit) -> SequentialRecommender:
-        from core.engine import Validation
+        from core.engine.loop import Validation
 
         self.items = list(split.items)
         self.item_index = split.item_index

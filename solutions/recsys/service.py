@@ -12,10 +12,10 @@
                           result per event (`status` 200 or the 4xx and its `error`), 200 if any
                           was taken, else the first refusal's status; a single event is a plain
                           200 or 4xx. Taken events are journaled (fsync) before the answer.
-  GET    /healthz, /readyz, /metrics, /docs: core.serving
+  GET    /healthz, /readyz, /metrics, /docs: core.serving.app
 
 Access (bearer token, every route but health/readiness), body and text limits, JSON checks and
-metrics come from core.serving, the same skeleton as the support router. Writes go through
+metrics come from core.serving.app, the same skeleton as the support router. Writes go through
 `Recommender` (solutions.recsys.live): a 2xx means the change is in the journal on disk, so it
 survives kill -9. Ids are 1..`max_id_chars` characters of visible text and may hold `/`
 (the item routes take the rest of the path). Metadata is a flat object of strings, numbers and
@@ -34,9 +34,9 @@ from fastapi import APIRouter, Body, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
-from core.errors import UserError
-from core.serving import Access, ServiceLimits, check_texts, create_service
-from core.text import has_visible_text
+from core.foundation.errors import UserError
+from core.serving.app import Access, ServiceLimits, check_texts, create_service
+from core.foundation.text import has_visible_text
 from solutions.recsys.data import Interaction, parse_timestamp
 from solutions.recsys.events import timestamp_problem
 from solutions.recsys.live import DuplicateItem, Recommender, UnknownItem

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 
 
 def _settings(args):
@@ -17,7 +17,7 @@ def _settings(args):
 
 
 def _texts(args) -> list[str]:
-    from core.text import texts_from_args, texts_from_jsonl
+    from core.foundation.text import texts_from_args, texts_from_jsonl
 
     if args.texts:
         return texts_from_args(args.texts)
@@ -36,7 +36,7 @@ def _texts(args) -> list[str]:
 
 def cmd_route(args) -> int:
     texts = _texts(args)
-    from core.quiet import quiet_libraries
+    from core.foundation.quiet import quiet_libraries
 
     quiet_libraries()
     from solutions.support.router import IntentRouter
@@ -51,17 +51,17 @@ def cmd_route(args) -> int:
 def _prediction_log(args):
     if args.no_log:
         return None
-    from core.feedback import PredictionLog
+    from core.mlops.feedback import PredictionLog
 
     return PredictionLog(Path(args.log), store_text=args.log_text)
 
 
 def cmd_serve(args) -> int:
-    from core.quiet import quiet_libraries
+    from core.foundation.quiet import quiet_libraries
 
     quiet_libraries()
-    from core.server import serve
-    from core.serving import Access
+    from core.serving.server import serve
+    from core.serving.app import Access
     from solutions.support.deployment import Deployment, RegistryWatcher, load_served
     from solutions.support.router import IntentRouter
     from solutions.support.service import create_app
@@ -78,7 +78,7 @@ def cmd_serve(args) -> int:
 
     watcher = None
     if args.registry:
-        from core.registry import REGISTRY_FILE, ModelRegistry
+        from core.mlops.registry import REGISTRY_FILE, ModelRegistry
 
         if not (Path(args.registry) / REGISTRY_FILE).is_file():
             raise UserError(f"{args.registry} is not a model registry (no {REGISTRY_FILE}); create one with "
@@ -111,7 +111,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_drift(args) -> int:
-    from core.quiet import quiet_libraries
+    from core.foundation.quiet import quiet_libraries
 
     quiet_libraries()
     from solutions.support.drift_report import MIN_ROWS, write_drift_report

@@ -13,7 +13,7 @@
   change it loads the champion on its own thread (router, baseline, one warm-up call), then swaps.
   A failed load keeps the served model, logs why, and is not retried until the token changes
   again (promote another version, or roll back).
-Leaves out: the HTTP layer (solutions.support.service) and the registry itself (core.registry).
+Leaves out: the HTTP layer (solutions.support.service) and the registry itself (core.mlops.registry).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ VERSION_FILES = ("model/classifier.json", "model/head.safetensors", "model/ood.s
 @dataclass(frozen=True)
 class ServedModel:
     """`router`: an IntentRouter (or anything with `route_all(texts) -> (rows, embeddings)`, or at
-    least `route_batch(texts) -> rows`); `baseline`: core.drift.DriftBaseline of its run, or None."""
+    least `route_batch(texts) -> rows`); `baseline`: core.evaluation.drift.DriftBaseline of its run, or None."""
 
     router: Any
     version: str
@@ -80,7 +80,7 @@ class Deployment:
 
 def _registry_version(run_dir: Path) -> str | None:
     """The registry version of `run_dir` when it lies in a registry's runs/ folder, else None."""
-    from core.registry import REGISTRY_FILE, ModelRegistry
+    from core.mlops.registry import REGISTRY_FILE, ModelRegistry
 
     root = run_dir.resolve().parent.parent
     if run_dir.resolve().parent.name != "runs" or not (root / REGISTRY_FILE).is_file():
@@ -104,12 +104,12 @@ def model_version(run_dir: str | Path) -> str:
 
 
 def load_baseline(run_dir: str | Path, settings=None):
-    """core.drift.DriftBaseline of a run, or None (runs trained before baselines were saved: the
+    """core.evaluation.drift.DriftBaseline of a run, or None (runs trained before baselines were saved: the
     monitor then reports counts only). `settings` (RouterSettings): sets the baseline's fallback
     rate to what this router would have handed over on the validation rows."""
     from dataclasses import replace
 
-    from core.drift import load_drift_baseline
+    from core.evaluation.drift import load_drift_baseline
 
     baseline = load_drift_baseline(run_dir)
     if baseline is not None and settings is not None:
@@ -131,7 +131,7 @@ def load_served(run_dir: str | Path, make_router: Callable[[Path], Any], version
 
 
 class RegistryWatcher:
-    """Follows a core.registry.ModelRegistry's champion (see the module docstring).
+    """Follows a core.mlops.registry.ModelRegistry's champion (see the module docstring).
     `load(path, version) -> ServedModel` builds the new model (e.g. `load_served`)."""
 
     def __init__(self, registry, deployment: Deployment, load: Callable[[Path, str], ServedModel],

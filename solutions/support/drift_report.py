@@ -1,13 +1,13 @@
 """`verticals support drift DB --run RUN`: a drift report of logged traffic against a run's baseline.
 
-Reads the prediction log (core.feedback.PredictionLog.window_stats) of one model version and
-compares it with the run's training baseline (core.drift.DriftBaseline, from its validation split):
+Reads the prediction log (core.mlops.feedback.PredictionLog.window_stats) of one model version and
+compares it with the run's training baseline (core.evaluation.drift.DriftBaseline, from its validation split):
 PSI of the top-class confidence, label shift (total variation of the predicted-label mix) and the
-fallback rate's increase, against core.drift.DriftThresholds. Writes drift.md, drift.json and
+fallback rate's increase, against core.evaluation.drift.DriftThresholds. Writes drift.md, drift.json and
 drift.png (confidence distributions and label mix, baseline vs logged traffic).
 The log keeps no embeddings (too big per request), so this report has no embedding drift (domain
 AUC, MMD): the running service computes those on its in-memory window (GET /v1/drift, /metrics).
-Leaves out: the live monitor (solutions.support.monitoring) and the metric maths (core.drift).
+Leaves out: the live monitor (solutions.support.monitoring) and the metric maths (core.evaluation.drift).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from core.drift_report import MIN_ROWS, compare, fmt, plot
-from core.errors import UserError
+from core.evaluation.drift_report import MIN_ROWS, compare, fmt, plot
+from core.foundation.errors import UserError
 
 
 ROWS = (("psi_confidence", "psi_confidence", "psi_confidence"), ("label_shift", "label_shift", "label_shift"),
@@ -53,8 +53,8 @@ def write_drift_report(db: Path, run: Path, out: Path | None = None, *, model_ve
     """Write drift.md / drift.json / drift.png into `out` (default: drift-<version>/ beside `db`);
     returns the result with the paths. `settings`: the RouterSettings the service ran with (default
     RouterSettings()), for the baseline's fallback rate."""
-    from core.drift import DriftThresholds
-    from core.feedback import PredictionLog
+    from core.evaluation.drift import DriftThresholds
+    from core.mlops.feedback import PredictionLog
     from solutions.support.deployment import load_baseline
     from solutions.support.deployment import model_version as version_of
     from solutions.support.router import RouterSettings

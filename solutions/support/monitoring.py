@@ -2,11 +2,11 @@
 
 The inference thread hands each routed batch (model, embeddings, routes) to `DriftMonitor.offer`,
 which only puts it on a bounded queue (a full queue drops the batch and counts it: monitoring
-never slows routing). The monitor's own thread drains the queue into a core.drift.DriftWindow
+never slows routing). The monitor's own thread drains the queue into a core.evaluation.drift.DriftWindow
 (one per model version: a swap starts a fresh window) and, `interval_s` after its last report when
 rows arrived (sooner after `every_rows` new rows, but never within `min_interval_s`: a report fits
 a classifier, CPU taken from routing), compares the window with the served run's DriftBaseline
-(core.drift: PSI of confidence, domain-classifier AUC and MMD on embeddings, label shift,
+(core.evaluation.drift: PSI of confidence, domain-classifier AUC and MMD on embeddings, label shift,
 fallback rate). The result feeds the Prometheus gauges below (labelled by model_version) and
 `GET /v1/drift`; a warning is logged when an alert starts (and an info line when it clears).
 
@@ -19,7 +19,7 @@ The fallback rate (since the version started serving, then over the window once 
 minimum rows) and the window size are set for every version; the drift scores once the window
 holds its minimum rows and the run has a baseline (runs trained before baselines were saved
 report counts only).
-Leaves out: the metric maths (core.drift) and the offline report from the prediction log
+Leaves out: the metric maths (core.evaluation.drift) and the offline report from the prediction log
 (solutions.support.drift_report).
 """
 
@@ -59,7 +59,7 @@ class MonitorSettings:
     min_interval_s: float = 5.0  # but never more often (a report fits a classifier: CPU taken from routing)
     queue_batches: int = 1000  # batches waiting for the monitor thread before new ones are dropped
     window_rows: int = 2000  # recent routed texts compared with the baseline
-    min_rows: int = 200  # fewer: no drift scores yet (sampling noise; see core.drift)
+    min_rows: int = 200  # fewer: no drift scores yet (sampling noise; see core.evaluation.drift)
 
 
 class DriftMonitor:
@@ -68,7 +68,7 @@ class DriftMonitor:
     def __init__(self, registry, settings: MonitorSettings = MonitorSettings(), thresholds=None):
         from prometheus_client import Counter, Gauge
 
-        from core.drift import DriftThresholds
+        from core.evaluation.drift import DriftThresholds
 
         self.settings, self.thresholds = settings, thresholds or DriftThresholds()
         self.gauges = {key: Gauge(name, doc, ["model_version"], registry=registry) for key, (name, doc) in GAUGES.items()}
@@ -121,7 +121,7 @@ class DriftMonitor:
                 log.exception("drift monitor: unexpected error; monitoring continues with the next batch")
 
     def _add(self, served, embeddings, rows: list[dict]) -> None:
-        from core.drift import DriftWindow
+        from core.evaluation.drift import DriftWindow
 
         if self._served is None or served.version != self._served.version:
             if self._served is not None:

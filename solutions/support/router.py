@@ -2,7 +2,7 @@
 hand over to a human when the model should not decide.
 
 Fallback reasons, checked in this order:
-- `out_of_scope`: the out-of-scope score (fitted at training time, see core.ood) is below the
+- `out_of_scope`: the out-of-scope score (fitted at training time, see core.confidence.ood) is below the
   threshold chosen on validation for the target in-scope recall.
 - `low_confidence`: the calibrated top probability is below `min_confidence`.
 - `ambiguous`: the top two probabilities are closer than `min_margin`.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 
 FALLBACK_REASONS = ("out_of_scope", "low_confidence", "ambiguous")
 
@@ -47,7 +47,7 @@ class RoutingTable:
 
     @classmethod
     def from_yaml(cls, path: Path, known_intents: list[str]) -> "RoutingTable":
-        from core.config import read_yaml_mapping
+        from core.foundation.settings import read_yaml_mapping
 
         raw = read_yaml_mapping(path, "routing table", "with routes: {intent: {queue, priority, reply}}")
         allowed = {"routes", "default_queue", "fallback_queue"}
@@ -83,7 +83,7 @@ def fallback_reason(probs: np.ndarray, in_scope_score: float | None, ood_thresho
 
 
 class IntentRouter:
-    """Routes texts with any core.predictor.Predictor (PyTorch, ONNX fp32/int8, zero-shot)."""
+    """Routes texts with any core.models.predictor.Predictor (PyTorch, ONNX fp32/int8, zero-shot)."""
 
     def __init__(self, model, table: RoutingTable | None = None, settings: RouterSettings = RouterSettings()):
         self.model, self.table, self.settings = model, table or RoutingTable(), settings
@@ -93,7 +93,7 @@ class IntentRouter:
                  runtime: str = "torch", threads: int | None = None):
         """`runtime`: torch (LoRA merged), onnx or onnx-int8 (ONNX Runtime; needs `verticals export
         onnx [--int8]` first). `threads`: ONNX Runtime intra-op threads (None = all cores)."""
-        from core.predictor import load_run
+        from core.models.predictor import load_run
 
         model = load_run(run_dir, runtime, threads=threads)
         table = RoutingTable.from_yaml(table_path, model.labels) if table_path else None
@@ -104,8 +104,8 @@ class IntentRouter:
 
     def route_all(self, texts: list[str]) -> tuple[list[dict], np.ndarray]:
         """(routes, pooled embeddings [n, dim]) from one pass: the service feeds the embeddings
-        to its drift window (core.drift) without encoding twice."""
-        from core.calibrate import softmax
+        to its drift window (core.evaluation.drift) without encoding twice."""
+        from core.confidence.calibrate import softmax
 
         logits, embeddings = self.model.predict_all(texts)
         probs = softmax(logits, self.model.temperature)

@@ -1,19 +1,19 @@
-"""HTTP service for the intent router, on the shared serving skeleton (core.serving).
+"""HTTP service for the intent router, on the shared serving skeleton (core.serving.app).
 
 POST /v1/route     {"text": "..."} or {"texts": ["...", ...]}   -> route(s), each with request_id and model_version
 POST /v1/feedback  {"request_id", "intent", "text"?}  -> {"request_id", "label", ...}  (only with a prediction log)
 GET  /v1/drift     the drift report of the served model (solutions.support.monitoring)
-GET  /healthz, /readyz, /metrics, /docs, /openapi.json: see core.serving (with a token set, only
+GET  /healthz, /readyz, /metrics, /docs, /openapi.json: see core.serving.app (with a token set, only
 health and readiness are public unless the operator opens docs/metrics; feedback and drift need
 the token like routing).
 The model loads once. Requests go through a micro-batcher: while one batch runs on the CPU,
 new requests queue up and run together as the next batch (no added wait for a lone request), on
 a single inference thread so torch's own threads are not oversubscribed. Text is checked at the
-door (core.serving.check_texts); should a merged batch still fail, each request in it is re-run
+door (core.serving.app.check_texts); should a merged batch still fail, each request in it is re-run
 alone, so one bad request never fails another.
 Each batch reads the served model once (solutions.support.deployment.Deployment, which a
 registry watcher may swap between batches), then, on the same thread, logs its rows to the
-prediction log (core.feedback.PredictionLog: one transaction per batch) and hands them to the
+prediction log (core.mlops.feedback.PredictionLog: one transaction per batch) and hands them to the
 drift monitor's queue. A logging failure never fails the request: it answers with fresh request
 ids (feedback on those gets a 404), logs a warning and counts in verticals_prediction_log_failures_total.
 """
@@ -31,10 +31,10 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, StrictStr
 
-from core.errors import UserError
-from core.feedback import MAX_LABEL_CHARS, UnknownRequestId
-from core.serving import Access, ServiceLimits, check_texts, create_service
-from core.text import text_problem
+from core.foundation.errors import UserError
+from core.mlops.feedback import MAX_LABEL_CHARS, UnknownRequestId
+from core.serving.app import Access, ServiceLimits, check_texts, create_service
+from core.foundation.text import text_problem
 from solutions.support.deployment import Deployment, FunctionRouter, RegistryWatcher, ServedModel
 from solutions.support.monitoring import DriftMonitor, MonitorSettings
 
@@ -180,7 +180,7 @@ def create_app(model: Callable[[list[str]], list[dict]] | ServedModel | Deployme
     IntentRouter.route_batch; results then carry model_version "unversioned").
     `info` is shown by an authorised /readyz (default: the served model's describe());
     `access` (or just `token`) says who may call what; `extra_routers` are APIRouters to mount;
-    `prediction_log`: a core.feedback.PredictionLog (None: nothing logged, no /v1/feedback);
+    `prediction_log`: a core.mlops.feedback.PredictionLog (None: nothing logged, no /v1/feedback);
     `monitoring`: how often drift is computed; `watcher`: a RegistryWatcher following a registry
     (started and stopped with the app)."""
     from prometheus_client import Counter, Gauge, Histogram

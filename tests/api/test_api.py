@@ -1,6 +1,6 @@
 """The Python API (verticals.api): train -> predict / evaluate / route / app, load anywhere, the
 monitor and the recommender, all quiet unless asked, and the trained-model contract it rests on
-(core.predictor: Predictor, load_run; core.ood.OutOfScopeDetector)."""
+(core.models.predictor: Predictor, load_run; core.confidence.ood.OutOfScopeDetector)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import verticals
-from core.errors import UserError
-from core.predictor import Predictor, load_run
+from core.foundation.errors import UserError
+from core.models.predictor import Predictor, load_run
 from tests.finance.conftest import KeywordModel, demo_stream_dir
 
 
@@ -86,7 +86,7 @@ def test_every_runtime_is_a_predictor_with_an_out_of_scope_detector(demo_run):
 
 
 def test_the_detector_saves_and_loads_with_the_same_scores(tmp_path):
-    from core.ood import OutOfScopeDetector
+    from core.confidence.ood import OutOfScopeDetector
 
     rng = np.random.default_rng(0)
     train = rng.normal(size=(40, 8)).astype(np.float32)

@@ -18,8 +18,8 @@ TRAIN_ARGS = ["train", "support/intent-lora", "backbone=tiny", "max_steps=2", "-
 
 @pytest.fixture(scope="module")
 def one_file_run(tmp_path_factory):
-    from core.config import load_recipe_file
-    from core.recipes import run_recipe
+    from core.classify.config import load_recipe_file
+    from core.classify.recipes import run_recipe
     from verticals.registry import RECIPES
 
     root = tmp_path_factory.mktemp("one-file")
@@ -37,9 +37,9 @@ def _cli(capsys, *args):
 
 
 def test_eval_scores_the_runs_own_test_split_not_its_training_rows(one_file_run, capsys):
-    from core.data import load_classification
-    from core.recipes import evaluation_sets
-    from core.report import read_report
+    from core.data.catalog import load_classification
+    from core.classify.scoring import evaluation_sets
+    from core.runs.rundir import read_report
 
     run, data = one_file_run
     splits = load_classification(str(data))

@@ -37,7 +37,7 @@ def exported(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def demo_texts():
-    from core.data import load_classification
+    from core.data.catalog import load_classification
 
     long_text = "my parcel has not arrived and " * 60  # past max_length: truncated alike
     return [*load_classification("demo_support").test.texts, long_text]
@@ -73,8 +73,8 @@ def test_lora_is_merged_into_plain_encoder_weights(exported):
 def test_pipeline_predicts_what_verticals_predicts(exported, demo_texts):
     from transformers import pipeline
 
-    from core.model import load_classifier
-    from core.report import predict_texts
+    from core.models.classifier import load_classifier
+    from core.classify.scoring import predict_texts
 
     run, out = exported
     model = load_classifier(run / "model")
@@ -152,7 +152,7 @@ def test_push_offline_fails_with_a_message_after_exporting(exported, tmp_path, c
 def test_recsys_run_exports_a_sentence_transformers_directory(tmp_path, tiny_backbone_dir):
     from sentence_transformers import SentenceTransformer
 
-    from core.config import build_config
+    from core.foundation.settings import build_config
     from solutions.recsys.recipe import ItemEncoderRecipe, train_item_encoder
 
     cfg = build_config(ItemEncoderRecipe, {"name": "recsys/item-encoder", "data": {"source": "demo_catalog"},

@@ -89,8 +89,8 @@ def test_verticals_train_with_nproc_2_writes_one_complete_run(tmp_path, tiny_bac
     out = tmp_path / "run"
     _run([sys.executable, "-m", "verticals.cli", "train", "support/intent-demo", "backbone=tiny", "max_steps=4",
           "eval_every=2", "--out", str(out), "--nproc", "2", "--quiet"], tmp_path)
-    from core.model import load_classifier
-    from core.report import read_report
+    from core.models.classifier import load_classifier
+    from core.runs.rundir import read_report
 
     report = read_report(out)
     assert report["fit"]["steps"] == 4
@@ -103,7 +103,7 @@ def test_recsys_item_encoder_recipe_with_nproc_2(tmp_path, tiny_backbone_dir):
     _run([sys.executable, "-m", "verticals.cli", "train", "recsys/item-encoder", "data=demo_catalog", "backbone=tiny",
           "train.steps=2", "train.batch_size=4", "train.min_support=1", "--out", str(out), "--nproc", "2", "--quiet"],
          tmp_path)
-    from core.report import read_report
+    from core.runs.rundir import read_report
 
     report = read_report(out)
     assert report["fit"]["steps"] == 2 and report["fit"]["processes"] == 2

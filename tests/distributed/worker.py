@@ -20,12 +20,12 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # run as a script by the launcher: the tests package must import
 
 import verticals  # noqa: E402,F401
-from core import distributed  # noqa: E402
-from core.backbones import load_backbone  # noqa: E402
-from core.config import TrainConfig  # noqa: E402
-from core.data import Split  # noqa: E402
-from core.model import build_classifier  # noqa: E402
-from core.train import fit  # noqa: E402
+from core.foundation import distributed  # noqa: E402
+from core.models.backbones import load_backbone  # noqa: E402
+from core.classify.config import TrainConfig  # noqa: E402
+from core.data.splits import Split  # noqa: E402
+from core.models.classifier import build_classifier  # noqa: E402
+from core.classify.train import fit  # noqa: E402
 from tests.conftest import CARD, TRANSFER  # noqa: E402
 
 TRAIN = Split(CARD + TRANSFER, ["card"] * len(CARD) + ["transfer"] * len(TRANSFER))
@@ -81,7 +81,7 @@ def main(out: Path) -> None:
     save_file(weights(model), out / f"resumed-{tag}.safetensors")
 
     # the contrastive few-shot phase (sentence-transformers' loss, gathered across processes)
-    from core.fewshot import ContrastiveSettings, fit_contrastive
+    from core.classify.fewshot import ContrastiveSettings, fit_contrastive
 
     model = classifier()
     fit_contrastive(model, TRAIN, ContrastiveSettings(steps=4, batch_size=2, lr=1e-3), progress=False)
@@ -100,8 +100,8 @@ def main(out: Path) -> None:
     save_file(weights(encoder.backbone.encoder), out / f"item-encoder-{tag}.safetensors")
 
     # self-supervised adaptation: SimCSE and MLM (their outputs are backbone directories)
-    from core.adapt import AdaptConfig, adapt_backbone
-    from core.simcse import SimCSEConfig, simcse_adapt
+    from core.adapt.mlm import AdaptConfig, adapt_backbone
+    from core.adapt.simcse import SimCSEConfig, simcse_adapt
 
     texts = CARD + TRANSFER
     simcse_adapt("tiny", texts, out / "simcse", SimCSEConfig(max_steps=2, batch_size=4), progress=False)

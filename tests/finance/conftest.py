@@ -40,8 +40,8 @@ def keyword_model():
 @pytest.fixture(scope="session")
 def tiny_sentiment_run(tmp_path_factory) -> Path:
     """finance/sentiment-full trained 2 steps on the tiny backbone: a real, loadable run dir."""
-    from core.config import load_recipe_file
-    from core.recipes import run_classification
+    from core.classify.config import load_recipe_file
+    from core.classify.recipes import run_recipe
     from verticals.registry import RECIPES
 
     root = tmp_path_factory.mktemp("sentiment-run")
@@ -51,12 +51,12 @@ def tiny_sentiment_run(tmp_path_factory) -> Path:
     cfg = load_recipe_file(RECIPES["finance/sentiment-full"], {"backbone": "tiny", "data": str(data),
                                                                "max_steps": "2", "eval_every": "1"},
                            name="finance/sentiment-full")
-    run_classification(cfg, root / "run", progress=False)
+    run_recipe(cfg, root / "run", progress=False)
     return root / "run"
 
 
 def demo_stream_dir() -> Path:
-    from core.data import builtin_datasets_dir
+    from core.data.catalog import builtin_datasets_dir
 
     return builtin_datasets_dir() / "demo_finance_stream"
 

@@ -1,4 +1,4 @@
-"""core.adapt on the tiny backbone: MLM loss goes down, the output is a loadable, changed backbone."""
+"""core.adapt.mlm on the tiny backbone: MLM loss goes down, the output is a loadable, changed backbone."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from core.adapt import AdaptConfig, adapt_backbone
-from core.backbones import load_backbone
-from core.errors import UserError
+from core.adapt.mlm import AdaptConfig, adapt_backbone
+from core.models.backbones import load_backbone
+from core.foundation.errors import UserError
 
 CORPUS = ["the company reported strong quarterly earnings and raised its guidance",
           "shares fell sharply after the bank disclosed losses",

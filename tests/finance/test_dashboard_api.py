@@ -10,7 +10,7 @@ import sqlite3
 
 import pytest
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 from solutions.finance.monitor.incidents import alert_severity, group_incidents, incident_severity, magnitude
 from tests.finance.conftest import HOSTILE_TEXT, demo_stream_dir
 

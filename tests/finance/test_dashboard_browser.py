@@ -39,7 +39,7 @@ class Served:
     def __init__(self, db: Path, token: str | None = None):
         import uvicorn
 
-        from core.server import uvicorn_config
+        from core.serving.server import uvicorn_config
         from solutions.finance.dashboard import DashboardAccess, create_app
 
         self.port = _free_port()

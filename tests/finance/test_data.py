@@ -6,9 +6,9 @@ import hashlib
 
 import pytest
 
-import core.data
-from core.data import load_card, load_classification
-from core.errors import UserError
+import core.data.catalog
+from core.data.catalog import load_card, load_classification
+from core.foundation.errors import UserError
 from solutions.finance import data as finance_data
 from solutions.finance.data import load_phrasebank, parse_phrasebank
 from tests.conftest import REPO, real_data_root
@@ -18,7 +18,7 @@ from tests.conftest import REPO, real_data_root
 def finance_readers(monkeypatch):
     """What `import verticals` does at start-up: core's READERS plus finance's."""
     for kind, reader in finance_data.READERS.items():
-        monkeypatch.setitem(core.data.READERS, kind, reader)
+        monkeypatch.setitem(core.data.catalog.READERS, kind, reader)
 
 
 def test_parse_phrasebank_drops_duplicates_and_conflicting_sentences():
@@ -81,7 +81,7 @@ def _digest(split) -> str:
     return hashlib.sha256(rows.encode()).hexdigest()[:16]
 
 
-# Recorded with core.data's PhraseBank reader just before it moved here: per split,
+# Recorded with core.data.catalog's PhraseBank reader just before it moved here: per split,
 # (rows, first row's text prefix, first row's label, sha256 prefix of every "text\tlabel" row).
 BEFORE_THE_MOVE = {
     "50agree": {"train": (3870, "According to Gran , the company has no p", "neutral", "056a4f0cc7352944"),

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 from solutions.finance.monitor.health import score_stats, write_monitor_drift
 from tests.finance.conftest import demo_stream_dir
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 from solutions.finance.monitor.entities import EntityMatcher, load_watchlist
 
 WATCH = {"ORBT": ["Orbit Logistics", "Orbit"], "ACME": ["Acme Corp", "Acme"]}

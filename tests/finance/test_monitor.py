@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 from solutions.finance.monitor.loop import MonitorConfig, run_monitor
 from solutions.finance.monitor.report import render_report
 from tests.finance.conftest import demo_stream_dir

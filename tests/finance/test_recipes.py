@@ -4,9 +4,9 @@ model scores sentiment the same after reload (the full recipe runs in the `tiny_
 import numpy as np
 import pytest
 
-from core.config import load_recipe_file
-from core.model import load_classifier
-from core.recipes import run_classification
+from core.classify.config import load_recipe_file
+from core.models.classifier import load_classifier
+from core.classify.recipes import run_recipe
 from verticals.registry import RECIPES
 from solutions.finance.sentiment import score_texts
 from tests.conftest import write_csv
@@ -26,7 +26,7 @@ def test_lora_recipe_trains_and_reloads_to_the_same_scores(tmp_path):
     overrides = {"backbone": "tiny", "data": str(write_csv(tmp_path / "s.csv", rows)), "max_steps": "2",
                  "eval_every": "1"}
     cfg = load_recipe_file(RECIPES["finance/sentiment-lora"], overrides, name="finance/sentiment-lora")
-    report = run_classification(cfg, tmp_path / "run", progress=False)
+    report = run_recipe(cfg, tmp_path / "run", progress=False)
     assert report["labels"] == ["negative", "neutral", "positive"]
     texts = ["profit rose", "shares fell"]
     first = score_texts(load_classifier(tmp_path / "run" / "model"), texts).score

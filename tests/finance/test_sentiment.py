@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 from solutions.finance.sentiment import score_texts, sentiment_from_probs
 
 
@@ -30,7 +30,7 @@ def test_score_texts_uses_the_models_probabilities():
 
 
 def test_score_texts_passes_the_batch_size_to_every_kind_of_classifier(tiny_backbone_dir):
-    from core.zeroshot import ZeroShotClassifier
+    from core.models.zeroshot import ZeroShotClassifier
     from solutions.finance.sentiment import ZERO_SHOT_DESCRIPTIONS
 
     seen = []

@@ -86,7 +86,7 @@ def test_undelivered_alerts_are_kept_and_sent_by_the_next_run(tmp_path, keyword_
 
 @pytest.mark.parametrize("spec", ["webhook:ftp://x", "carrier-pigeon", "jsonl:"])
 def test_bad_sink_spec_is_a_user_error(spec):
-    from core.errors import UserError
+    from core.foundation.errors import UserError
     from solutions.finance.monitor.sinks import build_sink
 
     with pytest.raises(UserError, match="sink|webhook"):

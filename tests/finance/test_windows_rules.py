@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 from solutions.finance.monitor.aggregate import StreamClock, WindowStats, parse_duration, window_start, window_stats
 from solutions.finance.monitor.rules import (Baseline, NegativeShareSpike, SentimentDrop, VolumeSpike,
                                              load_rules)

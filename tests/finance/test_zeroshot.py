@@ -1,4 +1,4 @@
-"""core.zeroshot: the pure maths by hand, then the classifier on the tiny backbone."""
+"""core.models.zeroshot: the pure maths by hand, then the classifier on the tiny backbone."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from core.errors import UserError
-from core.zeroshot import ZeroShotClassifier, prototypes, zero_shot_probs
+from core.foundation.errors import UserError
+from core.models.zeroshot import ZeroShotClassifier, prototypes, zero_shot_probs
 
 
 def test_prototype_is_normalised_mean_of_normalised_descriptions():

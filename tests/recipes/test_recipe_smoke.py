@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from core.config import load_recipe_file
-from core.model import PROBE_C_GRID, load_classifier
-from core.recipes import run_classification
+from core.classify.config import load_recipe_file
+from core.models.classifier import PROBE_C_GRID, load_classifier
+from core.classify.recipes import run_recipe
 from verticals.registry import RECIPES
 
 COST_KEYS = {"wall_seconds", "cpu_seconds", "peak_rss_mb", "trainable_params", "total_params",
@@ -19,7 +19,7 @@ def test_recipe_runs_on_tiny_backbone_and_writes_a_complete_run_dir(name, toy_di
     overrides = {"backbone": "tiny", "data": str(toy_dir), "max_steps": "2", "eval_every": "1", "log_every": "1"}
     cfg = load_recipe_file(RECIPES[name], overrides, name=name)
     run = tmp_path / "run"
-    report = run_classification(cfg, run, progress=False)
+    report = run_recipe(cfg, run, progress=False)
 
     for f in ("config.yaml", "metrics.jsonl", "report.json", "report.md", "loss_curve.png", "confusion_matrix.png"):
         assert (run / f).is_file(), f
@@ -45,7 +45,7 @@ def test_probe_and_fewshot_recipes_on_tiny_backbone(name, toy_dir, tmp_path):
         overrides |= {"shots": "3", "contrastive_steps": "2", "contrastive_batch_size": "2", "max_steps": "2"}
     if name.endswith("mpnet"):
         overrides |= {"shots": "3"}
-    report = run_classification(load_recipe_file(RECIPES[name], overrides, name=name), tmp_path / "run", progress=False)
+    report = run_recipe(load_recipe_file(RECIPES[name], overrides, name=name), tmp_path / "run", progress=False)
     if "probe" in name:
         assert report["fit"]["steps"] == 0 and report["fit"]["best_metric"] is None
         assert report["cost"]["trainable_params"] == 32 * 2 + 2  # the head only
@@ -60,7 +60,7 @@ def test_probe_and_fewshot_recipes_on_tiny_backbone(name, toy_dir, tmp_path):
 def test_train_limit_uses_a_fixed_subset(toy_dir, tmp_path):
     cfg = load_recipe_file(RECIPES["support/intent-lora"],
                            {"backbone": "tiny", "data": str(toy_dir), "max_steps": "1", "train_limit": "10"})
-    report = run_classification(cfg, tmp_path / "run", progress=False)
+    report = run_recipe(cfg, tmp_path / "run", progress=False)
     assert report["data"]["train_used"] == 10 and report["cost"]["train_samples"] == 10
 
 
@@ -75,7 +75,7 @@ def test_rows_labelled_oos_are_never_a_class_and_are_evaluated_as_out_of_scope(t
     write_csv(tmp_path / "data" / "test.csv", rows + oos[:2])
     cfg = load_recipe_file(RECIPES["support/intent-lora"],
                            {"backbone": "tiny", "data": str(tmp_path / "data"), "max_steps": "2"})
-    report = run_classification(cfg, tmp_path / "run", progress=False)
+    report = run_recipe(cfg, tmp_path / "run", progress=False)
     assert report["labels"] == ["card", "transfer"]
     assert report["data"]["out_of_scope_rows_set_aside"] == {"train": 3, "validation": 3, "test": 2}
     assert report["metrics"]["test"]["n"] == len(rows)
@@ -83,7 +83,7 @@ def test_rows_labelled_oos_are_never_a_class_and_are_evaluated_as_out_of_scope(t
     assert test_oos["n_out_of_scope"] == 2 and 0.0 <= test_oos["auroc"] <= 1.0
     assert report["confidence"]["out_of_scope_oos_validation"]["n_out_of_scope"] == 3
 
-    from core.recipes import evaluate_run
+    from core.classify.scoring import evaluate_run
 
     result = evaluate_run(tmp_path / "run", str(tmp_path / "data" / "test.csv"))  # a file: every row
     assert result["n"] == len(rows) and result["out_of_scope"]["oos"]["n_out_of_scope"] == 2

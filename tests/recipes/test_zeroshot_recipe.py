@@ -11,10 +11,10 @@ import pytest
 import torch
 import yaml
 
-from core.config import load_recipe_file
-from core.errors import UserError
-from core.model import load_classifier
-from core.recipes import label_descriptions, run_recipe
+from core.classify.config import load_recipe_file
+from core.foundation.errors import UserError
+from core.models.classifier import load_classifier
+from core.classify.recipes import label_descriptions, run_recipe
 from tests.conftest import CARD, TRANSFER, write_csv
 from verticals.registry import RECIPES
 
@@ -33,8 +33,8 @@ def intents_dir(tmp_path):
 
 
 def _embed(texts: list[str]) -> np.ndarray:
-    """Mean-pooled, L2-normalised tiny-backbone embeddings, computed outside core.encoder."""
-    from core.backbones import load_backbone
+    """Mean-pooled, L2-normalised tiny-backbone embeddings, computed outside core.models.encoder."""
+    from core.models.backbones import load_backbone
 
     backbone = load_backbone("tiny")
     out = []
@@ -89,7 +89,7 @@ def test_label_names_become_a_saved_classifier_with_cosine_prototype_probabiliti
 
 
 def test_descriptions_file_prototypes_average_each_labels_sentences(intents_dir, tmp_path):
-    from core.zeroshot import ZeroShotClassifier
+    from core.models.zeroshot import ZeroShotClassifier
 
     descriptions = {"card_declined": ["my card payment was refused", "the card does not work"],
                     "transfer_pending": "a bank transfer has not arrived yet"}

@@ -4,7 +4,7 @@ where a new item that item-kNN cannot score reaches the right users' lists throu
 import numpy as np
 import pytest
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 from solutions.recsys.baselines import ItemKNN
 from solutions.recsys.blend import (
     ColdStartBlend,

@@ -1,11 +1,11 @@
-"""solutions.recsys.content.TextEncoder: a thin wrapper over core.encoder.SentenceEncoder that always normalises."""
+"""solutions.recsys.content.TextEncoder: a thin wrapper over core.models.encoder.SentenceEncoder that always normalises."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from core.encoder import SentenceEncoder
+from core.models.encoder import SentenceEncoder
 from solutions.recsys.content import TextEncoder
 
 ITEMS = ["Toy Story (1995) Adventure|Animation|Children|Comedy|Fantasy", "Heat (1995) Action|Crime|Thriller",

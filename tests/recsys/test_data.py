@@ -5,7 +5,7 @@ import hashlib
 
 import pytest
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 from solutions.recsys.data import item_texts, load_interactions, parse_timestamp, top_tags
 from tests.conftest import REPO, real_data_root, write_csv
 
@@ -76,7 +76,7 @@ def test_demo_catalog_is_the_same_as_before_the_move():
     data = load_interactions("demo_catalog")
     assert data.summary() == {"name": "demo_catalog", "items": 120, "interactions": 1300, "users": 60}
     assert len(set(data.items) - {e.item for e in data.interactions}) == 10  # cold-start items
-    assert _digests(data) == ("603b484f190c4fb7", "4f5e87b7e9bdefa2")  # recorded with core.data's reader
+    assert _digests(data) == ("603b484f190c4fb7", "4f5e87b7e9bdefa2")  # recorded with core.data.catalog's reader
 
 
 def _movielens_root():
@@ -90,4 +90,4 @@ def test_movielens_items_carry_title_genres_and_tags_as_before_the_move():
     data = load_interactions("movielens_latest_small", root=_movielens_root())
     assert data.summary() == {"name": "movielens_latest_small", "items": 9742, "interactions": 100836, "users": 610}
     assert data.items["1"] == "Toy Story (1995). Adventure, Animation, Children, Comedy, Fantasy. pixar. fun"
-    assert _digests(data) == ("1f3807e0c41c8309", "f94b17456c969065")  # recorded with core.data's reader
+    assert _digests(data) == ("1f3807e0c41c8309", "f94b17456c969065")  # recorded with core.data.catalog's reader

@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 from solutions.recsys import live
 from solutions.recsys.index import ItemIndex
 from solutions.recsys.live import JOURNAL_FILE, DuplicateItem, Recommender, UnknownItem

@@ -11,7 +11,7 @@ import threading
 import httpx
 import pytest
 
-from core.serving import ServiceLimits
+from core.serving.app import ServiceLimits
 from solutions.recsys.catalog import MAX_HISTORY, Catalog
 from solutions.recsys.data import Interaction, load_interactions
 from solutions.recsys.events import EVENTS_FILE, fold_events, logged_events

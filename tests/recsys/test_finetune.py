@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.contrastive import mnrl, no_duplicate_batches
+from core.engine.contrastive import mnrl, no_duplicate_batches
 from solutions.recsys.content import TextEncoder
 from solutions.recsys.data import Interaction
 from solutions.recsys.finetune import FinetuneConfig, co_consumption_pairs, finetune_encoder, save_encoder

@@ -6,7 +6,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from core.serving import Access, ServiceLimits
+from core.serving.app import Access, ServiceLimits
 from tests.http_helpers import running
 
 TOKEN = "s3cret"

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 from solutions.recsys.index import ItemIndex
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.config import build_config, load_config_file
-from core.errors import UserError
+from core.foundation.settings import build_config, load_config_file
+from core.foundation.errors import UserError
 from solutions.recsys.recipe import ItemEncoderRecipe, finetune_config, train_item_encoder
 from verticals.registry import RECIPES, TASKS
 
@@ -30,8 +30,8 @@ def test_bad_settings_are_refused_by_name(override, message):
 
 
 def test_recipe_trains_a_run_whose_encoder_reloads(tmp_path, tiny_backbone_dir):
-    from core.config import read_recipe
-    from core.report import read_report
+    from core.foundation.settings import read_recipe
+    from core.runs.rundir import read_report
     from solutions.recsys.content import TextEncoder
 
     cfg = build_config(ItemEncoderRecipe, {"data": {"source": "demo_catalog"}, "model": {"backbone": "tiny"},

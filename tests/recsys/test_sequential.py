@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 from solutions.recsys.data import Interaction, InteractionData
 from solutions.recsys.protocol import evaluate_scores, temporal_split
 from solutions.recsys.sequential import (

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 from solutions.recsys.baselines import EASE, choose_on_validation, ease_weights, user_item_matrix
 from solutions.recsys.data import Interaction
 from solutions.recsys.factorization import ALS, BPR

@@ -1,4 +1,4 @@
-"""Safe retraining (core.retrain) end to end on the tiny backbone and the demo support set: a probe
+"""Safe retraining (core.mlops.retrain) end to end on the tiny backbone and the demo support set: a probe
 champion trained without one intent, feedback that teaches it (through a real prediction log and
 `verticals retrain --registry`), feedback that contradicts it (refused by the gate), a LoRA warm
 start, and the pure parts (plan_feedback, gate, imprinted_rows) on hand-made inputs."""
@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 import verticals
-from core.errors import UserError
-from core.feedback import FeedbackExample, PredictionLog
-from core.predictor import load_run
-from core.retrain import RetrainSettings, gate, imprinted_rows, plan_feedback
+from core.foundation.errors import UserError
+from core.mlops.feedback import FeedbackExample, PredictionLog
+from core.models.predictor import load_run
+from core.mlops.retrain import RetrainSettings, gate, imprinted_rows, plan_feedback
 from tests.conftest import REPO, write_csv
 
 DEMO = REPO / "datasets" / "demo_support"
@@ -204,8 +204,8 @@ def test_bad_feedback_sources_are_user_errors(champion, tmp_path, capsys):
 def test_texts_the_champions_lineage_learnt_from_are_never_held_out():
     """A later retrain splits grown feedback afresh; rows an earlier challenger (today's champion)
     trained on must stay out of the holdout, or the gate judges the champion on its training rows."""
-    from core.feedback import FeedbackExample, text_sha256
-    from core.retrain import RetrainSettings, plan_feedback
+    from core.mlops.feedback import FeedbackExample, text_sha256
+    from core.mlops.retrain import RetrainSettings, plan_feedback
 
     feedback = [FeedbackExample(id=str(i), text=f"row {i}", label="x" if i % 2 else "y", ts=float(i), source="t")
                 for i in range(40)]

@@ -1,4 +1,4 @@
-"""The serving skeleton (core.serving) over real HTTP on loopback, with a stub service: what a
+"""The serving skeleton (core.serving.app) over real HTTP on loopback, with a stub service: what a
 hostile or broken client can send, and what it gets back."""
 
 import socket
@@ -9,7 +9,7 @@ import pytest
 from fastapi import APIRouter
 from pydantic import BaseModel, StrictStr
 
-from core.serving import Access, ServiceLimits, check_texts, create_service, json_body_problem
+from core.serving.app import Access, ServiceLimits, check_texts, create_service, json_body_problem
 from tests.http_helpers import raw_exchange, running, status_of
 
 LIMITS = ServiceLimits(max_chars=100, max_body_bytes=10_000, request_timeout_s=1.0, max_header_bytes=4_000)

@@ -6,8 +6,8 @@ from tests.conftest import CARD, TRANSFER, write_toy_splits
 @pytest.fixture(scope="session")
 def support_run(tmp_path_factory):
     """A tiny-backbone intent run (LoRA, calibrated, with a kNN out-of-scope scorer)."""
-    from core.config import load_recipe_file
-    from core.recipes import run_classification
+    from core.classify.config import load_recipe_file
+    from core.classify.recipes import run_recipe
     from verticals.registry import RECIPES
 
     folder = tmp_path_factory.mktemp("support-data")
@@ -16,7 +16,7 @@ def support_run(tmp_path_factory):
         "backbone": "tiny", "data": str(folder), "max_steps": "20", "lr": "5e-3", "head_lr": "5e-2",
         "batch_size": "8", "probe_c": "100"})
     run = tmp_path_factory.mktemp("support-run")
-    run_classification(cfg, run, progress=False)
+    run_recipe(cfg, run, progress=False)
     return run
 
 
@@ -30,8 +30,8 @@ def served_run(support_run, tmp_path_factory):
     saved none, so these tests do not depend on the training-time baseline's size)."""
     import shutil
 
-    from core.drift import load_drift_baseline, save_drift_baseline
-    from core.predictor import load_run
+    from core.evaluation.drift import load_drift_baseline, save_drift_baseline
+    from core.models.predictor import load_run
 
     run = tmp_path_factory.mktemp("served") / "run"
     shutil.copytree(support_run, run)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from core.feedback import PredictionLog
+from core.mlops.feedback import PredictionLog
 from solutions.support.deployment import Deployment, ServedModel, load_baseline, model_version
 from solutions.support.monitoring import MonitorSettings
 from solutions.support.router import IntentRouter

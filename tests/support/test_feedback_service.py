@@ -5,8 +5,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.feedback import PredictionLog
-from core.serving import ServiceLimits
+from core.mlops.feedback import PredictionLog
+from core.serving.app import ServiceLimits
 from solutions.support.deployment import ServedModel, load_baseline, model_version
 from solutions.support.router import IntentRouter
 from solutions.support.service import create_app

@@ -11,7 +11,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.serving import ServiceLimits
+from core.serving.app import ServiceLimits
 from solutions.support.service import MicroBatcher, create_app
 from tests.http_helpers import running
 

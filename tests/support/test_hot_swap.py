@@ -8,9 +8,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from core.feedback import PredictionLog
-from core.registry import ModelRegistry
-from core.serving import ServiceLimits
+from core.mlops.feedback import PredictionLog
+from core.mlops.registry import ModelRegistry
+from core.serving.app import ServiceLimits
 from solutions.support.deployment import Deployment, RegistryWatcher, load_served, model_version
 from solutions.support.router import IntentRouter
 from solutions.support.service import create_app
@@ -126,7 +126,7 @@ def test_model_version_is_the_registry_version_or_a_stable_hash(registry, served
 
 
 def test_the_cli_serves_a_registry_champion_and_logs(registry, tmp_path, monkeypatch, capsys):
-    import core.server
+    import core.serving.server
     from verticals.cli import main
 
     seen = {}
@@ -136,7 +136,7 @@ def test_the_cli_serves_a_registry_champion_and_logs(registry, tmp_path, monkeyp
             seen["route"] = client.post("/v1/route", json={"text": "card declined"}).json()
             seen["ready"] = client.get("/readyz").json()
 
-    monkeypatch.setattr(core.server, "serve", serve)
+    monkeypatch.setattr(core.serving.server, "serve", serve)
     log = tmp_path / "log.db"
     assert main(["serve", "--registry", str(registry.path), "--log", str(log), "--reload-interval", "0.1"]) == 0
     assert "champion v0001" in capsys.readouterr().out

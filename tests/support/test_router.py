@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 from solutions.support.router import IntentRouter, RouterSettings, RoutingTable, fallback_reason
 
 
@@ -53,8 +53,8 @@ def test_out_of_scope_scorer_separates_gibberish(support_run):
 def test_onnx_export_routes_like_torch_and_int8_stays_close(support_run, tmp_path):
     import shutil
 
-    from core.export import INT8_FILE, export_onnx, onnx_size, quantize_int8
-    from core.model import load_classifier
+    from core.export.onnx import INT8_FILE, export_onnx, onnx_size, quantize_int8
+    from core.models.classifier import load_classifier
 
     run = tmp_path / "run"
     shutil.copytree(support_run, run)

@@ -19,7 +19,7 @@ def server(support_run):
     import uvicorn
 
     from solutions.support.router import IntentRouter
-    from core.server import uvicorn_config
+    from core.serving.server import uvicorn_config
     from solutions.support.service import ServiceLimits, create_app
 
     router = IntentRouter.from_run(support_run)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from core.backbones import build_tiny_backbone, load_backbone, read_pooling, resolve_backbone
-from core.errors import UserError
+from core.models.backbones import build_tiny_backbone, load_backbone, read_pooling, resolve_backbone
+from core.foundation.errors import UserError
 
 
 def test_tiny_backbone_builds_offline_deterministically_without_touching_global_rng(tmp_path):
@@ -39,7 +39,7 @@ def test_missing_backbone_directory_is_a_user_error(tmp_path):
 def test_split_zip_parts_join_and_unpack_once(tmp_path):
     import zipfile
 
-    from core.backbones import join_zip_parts
+    from core.models.backbones import join_zip_parts
 
     archive = tmp_path / "model.zip"
     with zipfile.ZipFile(archive, "w") as z:
@@ -63,7 +63,7 @@ def test_split_zip_parts_join_and_unpack_once(tmp_path):
 def test_mpnet_without_its_packages_says_how_to_install(monkeypatch):
     from importlib import metadata
 
-    import core.backbones as backbones
+    import core.models.backbones as backbones
 
     def missing(name):
         raise metadata.PackageNotFoundError(name)

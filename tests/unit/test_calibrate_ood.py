@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from core.calibrate import expected_calibration_error, fit_temperature, negative_log_likelihood, softmax
-from core.ood import Centroid, Energy, KNearest, MaxProbability, auroc, threshold_for_recall
+from core.confidence.calibrate import expected_calibration_error, fit_temperature, negative_log_likelihood, softmax
+from core.confidence.ood import Centroid, Energy, KNearest, MaxProbability, auroc, threshold_for_recall
 
 
 def test_ece_by_hand():
@@ -53,7 +53,7 @@ def test_temperature_stays_at_one_on_a_tiny_validation_split_and_says_why():
 
 
 def test_temperature_prior_shrinks_a_small_sample_toward_one_and_bounds_hold():
-    from core.calibrate import T_MAX, T_MIN
+    from core.confidence.calibrate import T_MAX, T_MIN
 
     rng = np.random.default_rng(2)
     labels = rng.integers(0, 3, 30)
@@ -95,7 +95,7 @@ def test_scorers_rank_in_scope_above_out_of_scope():
 
 
 def test_min_mahalanobis_by_hand():
-    from core.ood import _min_mahalanobis
+    from core.confidence.ood import _min_mahalanobis
 
     means = np.array([[0.0, 0.0], [2.0, 0.0]])
     # identity precision: squared Euclidean distance to the nearest mean
@@ -107,7 +107,7 @@ def test_min_mahalanobis_by_hand():
 
 @pytest.mark.parametrize("name", ["mahalanobis", "relative_mahalanobis"])
 def test_mahalanobis_scorers_rank_far_points_lower_and_survive_a_round_trip(name):
-    from core.ood import SCORERS, scorer_from_state
+    from core.confidence.ood import SCORERS, scorer_from_state
 
     rng = np.random.default_rng(0)
     centres = np.array([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
@@ -122,7 +122,7 @@ def test_mahalanobis_scorers_rank_far_points_lower_and_survive_a_round_trip(name
 
 
 def test_knn_energy_standardises_each_part_on_validation_and_round_trips():
-    from core.ood import Energy, KNearest, KnnEnergy, in_scope_scores, scorer_from_state
+    from core.confidence.ood import Energy, KNearest, KnnEnergy, in_scope_scores, scorer_from_state
 
     rng = np.random.default_rng(0)
     train = rng.normal(size=(40, 8)).astype(np.float32)

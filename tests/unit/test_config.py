@@ -3,8 +3,9 @@
 
 import pytest
 
-from core.config import build_recipe, parse_overrides
-from core.errors import UserError
+from core.classify.config import build_recipe
+from core.foundation.settings import parse_overrides
+from core.foundation.errors import UserError
 
 
 def test_flat_overrides_land_in_their_sections():
@@ -58,7 +59,7 @@ def test_unknown_key_inside_a_recipe_file_is_rejected():
 
 
 def test_eval_file_options_take_only_the_keys_that_say_how_to_read_a_file():
-    from core.config import parse_file_options
+    from core.classify.config import parse_file_options
 
     assert parse_file_options(["text_column=body", "encoding=latin-1"]) == {"text_column": "body", "encoding": "latin-1"}
     with pytest.raises(UserError, match="unknown key 'lr' for eval; it takes text_column=, label_column=, encoding="):

@@ -6,18 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.config import (
-    RecipeConfig,
-    build_config,
-    build_recipe,
-    leaf_fields,
-    override_keys,
-    read_recipe,
-    rule_of,
-    setting,
-    to_dict,
-)
-from core.errors import UserError
+from core.classify.config import RecipeConfig, build_recipe
+from core.foundation.settings import build_config, leaf_fields, override_keys, read_recipe, rule_of, setting, to_dict
+from core.foundation.errors import UserError
 from verticals.registry import RECIPES, TASKS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,9 +64,9 @@ def test_rules_declared_on_the_fields_apply_in_any_schema():
 
 def test_every_check_lives_on_its_field():
     """The choices and bounds of RecipeConfig are field metadata, not side tables in the module."""
-    import core.config
+    import core.foundation.settings
 
-    assert not {"CHOICES", "POSITIVE", "NON_NEGATIVE", "BELOW_ONE"} & set(vars(core.config))
+    assert not {"CHOICES", "POSITIVE", "NON_NEGATIVE", "BELOW_ONE"} & set(vars(core.foundation.settings))
     rules = {path: rule_of(f) for path, (_, f) in leaf_fields(RecipeConfig).items()}
     assert rules["train.lr"].positive and rules["train.ema_decay"].below == 1
     assert rules["model.peft"].choices == ("none", "lora", "ia3", "frozen")
@@ -139,7 +130,7 @@ def test_every_recipe_yaml_is_in_the_registry_and_every_registered_recipe_exists
 
 @pytest.mark.parametrize("path", RECIPE_FILES, ids=lambda p: f"{p.parent.parent.name}/{p.stem}")
 def test_every_recipe_yaml_validates_and_its_resolved_config_round_trips(path, tmp_path):
-    from core.report import write_config
+    from core.runs.rundir import write_config
 
     schema, raw = _schema_of(path)
     assert "mode" in raw or schema is not RecipeConfig, f"{path} does not state its mode"

@@ -2,7 +2,7 @@ import time
 
 import numpy as np
 
-from core.cost import Cost, CostLedger
+from core.foundation.cost import Cost, CostLedger
 
 
 def test_ledger_measures_wall_cpu_and_peak_memory():
@@ -25,7 +25,7 @@ def test_cost_rates_and_fraction():
 
 
 def test_money_from_core_hours_and_gpu_hours():
-    from core.cost import Prices
+    from core.foundation.cost import Prices
 
     cost = Cost(cpu_seconds=7200, gpu_seconds=1800)
     prices = Prices(usd_per_core_hour=0.05, usd_per_gpu_hour=2.0)
@@ -39,8 +39,8 @@ def test_money_from_core_hours_and_gpu_hours():
 def test_prices_come_from_the_environment_and_bad_ones_are_refused():
     import pytest
 
-    from core.cost import DEFAULT_USD_PER_GPU_HOUR, Prices
-    from core.errors import UserError
+    from core.foundation.cost import DEFAULT_USD_PER_GPU_HOUR, Prices
+    from core.foundation.errors import UserError
 
     prices = Prices.from_env({"VERTICALS_USD_PER_CORE_HOUR": "0.1"})
     assert prices.usd_per_core_hour == 0.1 and prices.usd_per_gpu_hour == DEFAULT_USD_PER_GPU_HOUR
@@ -50,7 +50,7 @@ def test_prices_come_from_the_environment_and_bad_ones_are_refused():
 
 
 def test_usd_per_million_predictions():
-    from core.cost import Prices, usd_per_million
+    from core.foundation.cost import Prices, usd_per_million
 
     # 1e6 / 1000 texts/s = 1000 s = 1/3.6 h, on 2 cores at $0.036 -> 2 * 0.036 / 3.6 = $0.02
     assert abs(usd_per_million(1000, cores=2, prices=Prices(0.036, 1.0)) - 0.02) < 1e-12
@@ -58,7 +58,7 @@ def test_usd_per_million_predictions():
 
 
 def test_gpu_seconds_follow_the_gpus_held():
-    from core.cost import gpus_held
+    from core.foundation.cost import gpus_held
 
     assert gpus_held("cuda", 2) == 2 and gpus_held("cuda:0") == 1 and gpus_held("cpu", 4) == 0
     with CostLedger(interval=0.01, gpus=2) as ledger:
@@ -67,7 +67,7 @@ def test_gpu_seconds_follow_the_gpus_held():
 
 
 def test_throughput_of_a_predictor_that_sleeps():
-    from core.cost import measure_throughput
+    from core.foundation.cost import measure_throughput
 
     speed = measure_throughput(lambda batch: time.sleep(0.002 * len(batch)), ["a"] * 40, batch_size=10,
                                min_seconds=0.2, single_queries=5)

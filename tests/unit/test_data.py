@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-import core.data
-from core.data import (READERS, LabelMap, Split, card_reader, data_root, load_card, load_card_csv,
-                       load_classification, read_records, records_to_split, stratified_split, verified_file)
-from core.errors import UserError
+import core.data.catalog
+from core.data.catalog import READERS, card_reader, data_root, load_card, load_card_csv, load_classification, read_records, records_to_split, verified_file
+from core.data.splits import LabelMap, Split, stratified_split
+from core.foundation.errors import UserError
 from tests.conftest import REPO, needs_real_data, real_data_root, write_csv
 
 
@@ -124,7 +124,7 @@ def test_a_card_is_read_by_the_reader_of_its_format_type(monkeypatch, tmp_path):
 
 
 def test_unknown_format_type_names_the_type_the_card_and_the_known_types(monkeypatch):
-    monkeypatch.setattr(core.data, "READERS", {"csv": load_card_csv})  # core alone: no solution installed
+    monkeypatch.setattr(core.data.catalog, "READERS", {"csv": load_card_csv})  # core alone: no solution installed
     with pytest.raises(UserError, match=r"'financial_phrasebank' \(datasets/financial_phrasebank/card.yaml\) "
                                         r"has format type 'phrasebank'.*Known format types: csv.*import verticals"):
         load_classification("financial_phrasebank")
@@ -144,7 +144,7 @@ def test_core_alone_reads_only_its_own_formats_and_loads_no_solution():
     import subprocess
     import sys
 
-    code = ("import sys, core.data; print(sorted(core.data.READERS), "
+    code = ("import sys, core.data.catalog; print(sorted(core.data.catalog.READERS), "
             "sorted(m for m in sys.modules if m.split('.')[0] in ('solutions', 'verticals')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=REPO).stdout

@@ -1,4 +1,4 @@
-"""core.drift: pure metrics on hand-made arrays, the baseline file, the window, and the baseline a
+"""core.evaluation.drift: pure metrics on hand-made arrays, the baseline file, the window, and the baseline a
 tiny training run saves."""
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from core.drift import (BASELINE_FILE, BASELINE_META, DriftBaseline, DriftThresholds, DriftWindow, domain_auc,
-                        drift_report, label_shift, load_drift_baseline, mmd_rbf, psi)
-from core.errors import UserError
+from core.evaluation.drift import BASELINE_FILE, BASELINE_META, DriftBaseline, DriftThresholds, DriftWindow, domain_auc, drift_report, label_shift, load_drift_baseline, mmd_rbf, psi
+from core.foundation.errors import UserError
 from tests.conftest import CARD, TRANSFER, write_toy_splits
 
 RNG = np.random.default_rng(0)
@@ -159,8 +158,8 @@ def test_window_reports_only_past_min_rows_and_keeps_the_latest_rows():
 @pytest.fixture(scope="module")
 def probe_run(tmp_path_factory):
     """A tiny-backbone probe run (no gradient steps: the fastest classification run)."""
-    from core.config import load_recipe_file
-    from core.recipes import run_classification
+    from core.classify.config import load_recipe_file
+    from core.classify.recipes import run_recipe
     from verticals.registry import RECIPES
 
     folder = tmp_path_factory.mktemp("drift-data")
@@ -168,13 +167,13 @@ def probe_run(tmp_path_factory):
     rows = [(t, "card") for t in CARD] + [(t, "transfer") for t in TRANSFER]  # the validation split
     cfg = load_recipe_file(RECIPES["support/intent-probe"], {"backbone": "tiny", "data": str(folder)})
     run = tmp_path_factory.mktemp("drift-run") / "probe-run"
-    return run, run_classification(cfg, run, progress=False), rows
+    return run, run_recipe(cfg, run, progress=False), rows
 
 
 def test_a_training_run_saves_its_validation_baseline(probe_run, tmp_path):
     import shutil
 
-    from core.predictor import load_run
+    from core.models.predictor import load_run
 
     run, report, rows = probe_run
     base = load_drift_baseline(run)

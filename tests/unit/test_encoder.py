@@ -1,4 +1,4 @@
-"""core.encoder: pooling by hand, then SentenceEncoder on the tiny backbone against a one-text-at-a-time
+"""core.models.encoder: pooling by hand, then SentenceEncoder on the tiny backbone against a one-text-at-a-time
 reference (no padding at all), its batching, its modes, and TextClassifier's inference through it."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.backbones import load_backbone
-from core.encoder import SentenceEncoder, pool
-from core.errors import UserError
-from core.model import build_classifier
+from core.models.backbones import load_backbone
+from core.models.encoder import SentenceEncoder, pool
+from core.foundation.errors import UserError
+from core.models.classifier import build_classifier
 
 # short and long texts interleaved, so fixed slices of the input order mix lengths in every batch
 MIXED = ["card", "a much longer sentence about a card payment that was declined twice at the shop today",
@@ -48,12 +48,6 @@ def test_pool_modes_by_hand_ignore_padding():
     np.testing.assert_allclose(pool(hidden, mask, "mean").numpy(),
                                [[(1 + 3) / 2, (2 + 4) / 2], [(5 - 1 + 2) / 3, (0 + 6 + 2) / 3]], rtol=1e-6)
     assert pool(hidden, mask, "max").tolist() == [[3.0, 4.0], [5.0, 6.0]]
-
-
-def test_pool_is_reexported_from_core_model():
-    from core import model
-
-    assert model.pool is pool
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean", "max"])
@@ -168,6 +162,6 @@ def test_classifier_sees_an_encoder_swapped_in_after_construction(backbone):
     with torch.no_grad():
         for p in other.parameters():
             p.mul_(0.5)
-    model.encoder = other  # what core.export does with a merged LoRA encoder
+    model.encoder = other  # what core.export.onnx does with a merged LoRA encoder
     assert model.sentence_encoder.encoder is other
     assert not np.allclose(model.encode(MIXED[:3]), one_by_one(backbone, MIXED[:3]), atol=1e-3)

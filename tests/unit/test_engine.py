@@ -2,7 +2,7 @@
 
 import torch
 
-from core.engine import batch_count, decay_groups, shard, to_device
+from core.engine.loop import batch_count, decay_groups, shard, to_device
 
 
 def test_batch_count_reads_samples_and_real_tokens_of_dicts_pairs_and_batch_encodings():

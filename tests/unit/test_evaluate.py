@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from core.evaluate import accuracy, classification_metrics, confusion, macro_f1, per_class_report
+from core.evaluation.metrics import accuracy, classification_metrics, confusion, macro_f1, per_class_report
 
 
 def test_accuracy_by_hand():
@@ -29,7 +29,7 @@ def test_per_class_report_and_metric_keys():
 def test_labelled_metrics_adds_details_only_when_asked():
     import numpy as np
 
-    from core.evaluate import labelled_metrics
+    from core.evaluation.metrics import labelled_metrics
 
     y_true, y_pred = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])
     plain = labelled_metrics(y_true, y_pred, ["a", "b"])

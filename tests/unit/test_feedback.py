@@ -1,4 +1,4 @@
-"""core.feedback: the prediction log and feedback, in a real SQLite file."""
+"""core.mlops.feedback: the prediction log and feedback, in a real SQLite file."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import threading
 
 import pytest
 
-from core.errors import UserError
-from core.feedback import (LABEL_OUT_OF_SCOPE, MAX_LABEL_CHARS, MAX_TEXT_CHARS, FeedbackExample, PredictionLog,
-                           UnknownRequestId)
+from core.foundation.errors import UserError
+from core.mlops.feedback import LABEL_OUT_OF_SCOPE, MAX_LABEL_CHARS, MAX_TEXT_CHARS, FeedbackExample, PredictionLog, UnknownRequestId
 
 
 def route(text, intent="card", confidence=0.9, reason=None, score=0.7):

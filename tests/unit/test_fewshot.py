@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.backbones import load_backbone
-from core.data import Split
-from core.contrastive import mnrl, no_duplicate_batches
-from core.fewshot import ContrastiveSettings, class_pairs, fit_contrastive, sample_per_class
-from core.model import build_classifier
+from core.models.backbones import load_backbone
+from core.data.splits import Split
+from core.engine.contrastive import mnrl, no_duplicate_batches
+from core.classify.fewshot import ContrastiveSettings, class_pairs, fit_contrastive, sample_per_class
+from core.models.classifier import build_classifier
 from tests.conftest import CARD, TRANSFER
 
 
@@ -59,7 +59,7 @@ def test_contrastive_phase_pulls_same_class_texts_together():
 
 
 def test_label_names_become_one_extra_example_each():
-    from core.fewshot import with_label_name_examples
+    from core.classify.fewshot import with_label_name_examples
 
     split = Split(["where is my card", "send money"], ["card_arrival", "transfer-money"])
     out = with_label_name_examples(split, ["card_arrival", "transfer-money", "top__up"])

@@ -1,5 +1,5 @@
-"""Model cards (core.card) on hand-made reports of both shapes, the export guards of core.hub that
-need no model, and core.export.onnx_size on a hand-built ONNX file with external weights."""
+"""Model cards (core.runs.card) on hand-made reports of both shapes, the export guards of core.export.hub that
+need no model, and core.export.onnx.onnx_size on a hand-built ONNX file with external weights."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import json
 import pytest
 import yaml
 
-from core.card import base_model, hub_license, model_card
-from core.errors import UserError
-from core.hub import export_hf, is_export, push_to_hub
+from core.runs.card import base_model, hub_license, model_card
+from core.foundation.errors import UserError
+from core.export.hub import export_hf, is_export, push_to_hub
 
 LABELS = ["card", "transfer"]
 
@@ -166,7 +166,7 @@ def test_onnx_size_counts_the_external_weights(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from core.export import onnx_size
+    from core.export.onnx import onnx_size
 
     weight = numpy_helper.from_array(np.ones((64, 64), dtype=np.float32), "weight")
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "weight"], ["y"])], "g",

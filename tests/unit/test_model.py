@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.backbones import load_backbone
-from core.model import (LoraSettings, build_classifier, choose_probe_c, init_head_from_probe, length_batches, load_classifier, pool,
-                        save_classifier, save_merged_encoder, token_batches)
+from core.models.backbones import load_backbone
+from core.models.classifier import LoraSettings, build_classifier, choose_probe_c, init_head_from_probe, load_classifier, save_classifier, save_merged_encoder
+from core.models.encoder import length_batches, pool, token_batches
 from tests.conftest import CARD, TRANSFER
 
 TEXTS = CARD + TRANSFER

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from core.errors import UserError
-from core.perturb import PERTURBATIONS, QWERTY_NEIGHBOURS, perturb, perturb_texts
+from core.foundation.errors import UserError
+from core.data.perturb import PERTURBATIONS, QWERTY_NEIGHBOURS, perturb, perturb_texts
 
 TEXT = "the card was declined"  # four words of length >= 3
 

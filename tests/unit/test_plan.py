@@ -1,4 +1,4 @@
-"""core.plan: the pure parts by hand-checkable values, then one planner run on a toy file with
+"""core.plan.planner: the pure parts by hand-checkable values, then one planner run on a toy file with
 the tiny backbone (module-scoped, shared by the API and CLI checks)."""
 
 import json
@@ -7,11 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from core.errors import UserError
-from core.plan import (Prediction, cheapest, curve_accuracy, fit_learning_curve, finetune_accuracy,
-                       finetune_seconds, format_outcome, labels_for, load_priors, meets, outcome,
-                       padded_tokens_per_step, pareto, parse_duration, plan_config, predicted_accuracy, run_steps,
-                       step_time_line)
+from core.foundation.errors import UserError
+from core.plan.planner import Prediction, cheapest, curve_accuracy, fit_learning_curve, finetune_accuracy, finetune_seconds, format_outcome, labels_for, load_priors, meets, outcome, padded_tokens_per_step, pareto, parse_duration, plan_config, predicted_accuracy, run_steps, step_time_line
 from tests.conftest import CARD, TRANSFER, write_csv
 
 
@@ -65,7 +62,7 @@ def test_padded_tokens_replay_the_training_batches():
     lengths = [3, 5, 2, 7, 4]
     # no length grouping under 4 batches: batch 2 of the epoch pads to its longest text
     tokens = padded_tokens_per_step(lengths, 2, seed=0, steps=4, group_by_length=True)
-    from core.train import epoch_order
+    from core.classify.train import epoch_order
 
     order = epoch_order(np.asarray(lengths), 2, 0, 0, True)
     assert tokens[0] == 2 * max(lengths[order[0]], lengths[order[1]])

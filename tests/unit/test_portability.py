@@ -7,10 +7,10 @@ import shutil
 import numpy as np
 import pytest
 
-from core.config import load_recipe_file
-from core.errors import UserError
-from core.model import load_classifier
-from core.recipes import run_classification
+from core.classify.config import load_recipe_file
+from core.foundation.errors import UserError
+from core.models.classifier import load_classifier
+from core.classify.recipes import run_recipe
 from verticals.registry import RECIPES
 
 TEXTS = ["my card was declined", "transfer to another bank", "hello"]
@@ -18,7 +18,7 @@ TEXTS = ["my card was declined", "transfer to another bank", "hello"]
 
 def _train(recipe: str, toy_dir, out, **overrides):
     values = {"backbone": "tiny", "data": str(toy_dir), "max_steps": "2", **overrides}
-    run_classification(load_recipe_file(RECIPES[recipe], values, name=recipe), out, progress=False)
+    run_recipe(load_recipe_file(RECIPES[recipe], values, name=recipe), out, progress=False)
     return out
 
 
@@ -53,7 +53,7 @@ def test_adapter_and_probe_runs_load_after_the_backbone_moves(recipe, toy_dir, t
 def test_a_backbone_with_other_weights_is_refused_by_checksum(toy_dir, tmp_path, monkeypatch):
     from safetensors.torch import load_file, save_file
 
-    from core.backbones import build_tiny_backbone
+    from core.models.backbones import build_tiny_backbone
 
     run = _train("support/intent-lora", toy_dir, tmp_path / "run")
     monkeypatch.setenv("VERTICALS_CACHE", str(tmp_path / "other-cache"))

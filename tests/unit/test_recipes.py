@@ -1,6 +1,6 @@
-"""core.recipes: run_recipe dispatches on cfg.mode; under a launcher, only rank 0 writes the run dir.
+"""core.classify.recipes: run_recipe dispatches on cfg.mode; under a launcher, only rank 0 writes the run dir.
 
-The rank tests set RANK=1 / WORLD_SIZE=2 without a process group (core.distributed.barrier is a
+The rank tests set RANK=1 / WORLD_SIZE=2 without a process group (core.foundation.distributed.barrier is a
 no-op then), so the call runs alone: whatever it leaves in the run directory, it wrote itself.
 """
 
@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from core import recipes
-from core.config import build_recipe, load_recipe_file
-from core.errors import UserError
-from core.recipes import MODES, run_classification, run_recipe
+from core.classify import recipes
+from core.classify.config import build_recipe, load_recipe_file
+from core.foundation.errors import UserError
+from core.classify.recipes import MODES, run_recipe
 from verticals.registry import RECIPES
 
 TINY = {"backbone": "tiny", "max_steps": "1", "log_every": "1"}
@@ -23,14 +23,14 @@ def test_run_recipe_calls_the_function_its_mode_names(mode, monkeypatch, tmp_pat
     for name in MODES:
         monkeypatch.setitem(MODES, name, lambda cfg, run_dir, _name=name, **kw: calls.append((_name, run_dir, kw)) or {})
     cfg = build_recipe({"mode": mode, "data": {"source": "d.csv"}})
-    run_classification(cfg, str(tmp_path / "run"), data_dir="root", resume=True)  # the old name, same function
+    run_recipe(cfg, str(tmp_path / "run"), data_dir="root", resume=True)  # the old name, same function
     assert calls == [(mode, tmp_path / "run", {"data_dir": "root", "resume": True, "overwrite": False,
                                                "progress": True})]
 
 
 def test_every_mode_has_a_recipe_function():
     assert set(MODES) == {"probe", "finetune", "fewshot", "zeroshot"}
-    assert run_classification is run_recipe
+    assert run_recipe is run_recipe
 
 
 def _second_rank(monkeypatch):
@@ -41,12 +41,10 @@ def _second_rank(monkeypatch):
 @pytest.fixture
 def fit_writes_nothing(monkeypatch):
     """fit's own files (metrics, checkpoints) are the engine's rank business; the recipe's are tested here."""
-    import core.train
-
     def fake_fit(model, train, validation, cfg, *, device, run_dir, resume=False, progress=True, **_):
         return recipes.no_steps()
 
-    monkeypatch.setattr(core.train, "fit", fake_fit)
+    monkeypatch.setattr(recipes, "fit", fake_fit)
 
 
 @pytest.mark.parametrize("name,overrides", [
@@ -80,8 +78,8 @@ def test_rank_1_refuses_a_finished_run_as_rank_0_does_and_leaves_overwriting_to_
 
 
 def test_claiming_without_clearing_checks_the_same_and_removes_nothing(tmp_path):
-    from core.config import to_dict
-    from core.report import claim_run_dir
+    from core.foundation.settings import to_dict
+    from core.runs.rundir import claim_run_dir
 
     run = tmp_path / "run"
     run.mkdir()

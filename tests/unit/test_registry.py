@@ -1,4 +1,4 @@
-"""core.registry: versions, lineage, status transitions, promote / rollback, the state token, the lock."""
+"""core.mlops.registry: versions, lineage, status transitions, promote / rollback, the state token, the lock."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from core.errors import UserError
-from core.registry import ModelRegistry
+from core.foundation.errors import UserError
+from core.mlops.registry import ModelRegistry
 
 
 def fake_run(path, accuracy: float):

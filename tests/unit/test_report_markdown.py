@@ -1,10 +1,10 @@
-"""report.md rendering (core.report_markdown) and the split / row count the plot titles name."""
+"""report.md rendering (core.runs.markdown) and the split / row count the plot titles name."""
 
 import numpy as np
 import pytest
 
-from core.report import render_markdown
-from core.report_markdown import most_confused_pairs
+from core.runs.rundir import render_markdown
+from core.runs.markdown import most_confused_pairs
 
 LABELS = ["card_lost", "refund", "transfer"]
 # true rows: card_lost 10, refund 10, transfer 10 (30 test rows)
@@ -191,7 +191,7 @@ def saved_figures(monkeypatch):
 
 
 def test_confusion_matrix_title_names_split_and_rows(saved_figures, tmp_path):
-    from core.evaluate import plot_confusion_matrix
+    from core.evaluation.metrics import plot_confusion_matrix
 
     plot_confusion_matrix(MATRIX, LABELS, tmp_path / "cm.png")
     plot_confusion_matrix(MATRIX, LABELS, tmp_path / "cm_val.png", split="validation")
@@ -202,7 +202,7 @@ def test_confusion_matrix_title_names_split_and_rows(saved_figures, tmp_path):
 
 
 def test_a_150_class_confusion_matrix_has_index_ticks_not_names(saved_figures, tmp_path):
-    from core.evaluate import plot_confusion_matrix
+    from core.evaluation.metrics import plot_confusion_matrix
 
     k = 150
     matrix = np.eye(k, dtype=int) * 3
@@ -214,8 +214,8 @@ def test_a_150_class_confusion_matrix_has_index_ticks_not_names(saved_figures, t
 
 
 def test_reliability_and_training_curve_titles_name_their_data(saved_figures, tmp_path):
-    from core.calibrate import plot_reliability, softmax
-    from core.evaluate import plot_loss_curve
+    from core.confidence.calibrate import plot_reliability, softmax
+    from core.evaluation.metrics import plot_loss_curve
 
     logits, y = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0]]), np.array([0, 1, 1])
     plot_reliability({"before": (softmax(logits), y)}, tmp_path / "rel.png")

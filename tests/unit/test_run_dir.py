@@ -3,9 +3,10 @@
 import pytest
 import yaml
 
-from core.config import build_recipe, to_dict
-from core.errors import UserError
-from core.report import claim_run_dir, config_changes
+from core.classify.config import build_recipe
+from core.foundation.settings import to_dict
+from core.foundation.errors import UserError
+from core.runs.rundir import claim_run_dir, config_changes
 
 CONFIG = to_dict(build_recipe({"data": {"source": "d.csv"}}, {"lr": "1e-4"}, name="r"))
 

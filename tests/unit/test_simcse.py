@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
-from core.backbones import build_tiny_backbone, load_backbone, write_sentence_transformers_files
-from core.errors import UserError
-from core.contrastive import mnrl
-from core.simcse import SimCSEConfig, simcse_adapt, simcse_step
+from core.models.backbones import build_tiny_backbone, load_backbone, write_sentence_transformers_files
+from core.foundation.errors import UserError
+from core.engine.contrastive import mnrl
+from core.adapt.simcse import SimCSEConfig, simcse_adapt, simcse_step
 
 TEXTS = ["my card was declined at the shop", "where is my order it has not arrived",
          "how do i reset my password", "my transfer is pending", "i want to cancel my order",

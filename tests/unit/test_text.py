@@ -1,12 +1,12 @@
-"""core.text: the checks every entry point applies to user text, and the CLI's readers of it."""
+"""core.foundation.text: the checks every entry point applies to user text, and the CLI's readers of it."""
 
 import io
 
 import pytest
 
-from core.cli import texts_from_args, texts_from_jsonl
-from core.errors import UserError
-from core.text import check_text, encodable, has_visible_text, text_problem
+from verticals.commands import texts_from_args, texts_from_jsonl
+from core.foundation.errors import UserError
+from core.foundation.text import check_text, encodable, has_visible_text, text_problem
 
 
 @pytest.mark.parametrize("text,visible", [

@@ -1,4 +1,4 @@
-"""Experiment tracking (core.tracking): the demo recipe (tiny backbone, 4 steps, validation every 2)
+"""Experiment tracking (core.runs.tracking): the demo recipe (tiny backbone, 4 steps, validation every 2)
 trained with `tracking=mlflow` into a local SQLite store and with `tracking=tensorboard`, then read
 back with MLflow's client and TensorBoard's event reader; a backend that fails mid-run keeps the
 run; a missing extra and an unknown backend are refused before anything trains."""
@@ -11,17 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from core.config import DataConfig, RecipeConfig, TrackingConfig, build_config, build_recipe
-from core.errors import UserError
-from core.tracking import (
-    MlflowTracker,
-    RunTracking,
-    TensorBoardTracker,
-    final_metrics,
-    flat_params,
-    mlflow_uri,
-    open_tracker,
-)
+from core.classify.config import DataConfig, RecipeConfig, build_recipe
+from core.runs.tracking import TrackingConfig
+from core.foundation.settings import build_config
+from core.foundation.errors import UserError
+from core.runs.tracking import MlflowTracker, RunTracking, TensorBoardTracker, final_metrics, flat_params, mlflow_uri, open_tracker
 from verticals.cli import main
 
 DEMO = ["train", "support/intent-demo", "backbone=tiny", "max_steps=4", "eval_every=2"]

@@ -3,11 +3,11 @@ import json
 import pytest
 import torch
 
-from core.backbones import load_backbone
-from core.config import TrainConfig
-from core.data import Split
-from core.model import LoraSettings, build_classifier
-from core.train import class_weight_tensor, fit, has_checkpoint
+from core.models.backbones import load_backbone
+from core.classify.config import TrainConfig
+from core.data.splits import Split
+from core.models.classifier import LoraSettings, build_classifier
+from core.classify.train import class_weight_tensor, fit, has_checkpoint
 from tests.conftest import CARD, TRANSFER
 
 TRAIN = Split((CARD + TRANSFER) * 2, (["card"] * len(CARD) + ["transfer"] * len(TRANSFER)) * 2)
@@ -104,7 +104,7 @@ def test_checkpoints_are_safetensors_only(tmp_path):
 
 
 def test_validation_label_unknown_to_the_model_fails_before_training(tmp_path):
-    from core.errors import UserError
+    from core.foundation.errors import UserError
 
     bad = Split(["hello"], ["refund"])
     with pytest.raises(UserError, match="never seen in training"):

@@ -3,15 +3,15 @@
 import pytest
 import torch
 
-from core.adversarial import FGM, PGD, build_adversary, project_l2
-from core.backbones import load_backbone
-from core.config import TrainConfig, build_recipe
-from core.data import LabelMap
-from core.ema import EMA
-from core.errors import UserError
-from core.layerwise import GradualUnfreezing, layer_index, lr_scale
-from core.model import LoraSettings, build_classifier, load_classifier, save_classifier
-from core.train import _param_groups, fit
+from core.engine.adversarial import FGM, PGD, build_adversary, project_l2
+from core.models.backbones import load_backbone
+from core.classify.config import TrainConfig, build_recipe
+from core.data.splits import LabelMap
+from core.engine.ema import EMA
+from core.foundation.errors import UserError
+from core.engine.layerwise import GradualUnfreezing, layer_index, lr_scale
+from core.models.classifier import LoraSettings, build_classifier, load_classifier, save_classifier
+from core.classify.train import _param_groups, fit
 from tests.unit.test_train import TRAIN, VAL, _weights
 
 

@@ -20,7 +20,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

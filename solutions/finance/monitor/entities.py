@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 
 CASHTAG = re.compile(r"(?<![\w$])\$([A-Za-z]{1,6}(?:\.[A-Za-z]{1,2})?)\b")
 
@@ -24,7 +24,7 @@ def load_watchlist(path: Path | None) -> dict[str, list[str]]:
     """TICKER -> names, from YAML; UserError on anything else."""
     if path is None:
         return {}
-    from core.config import read_yaml_mapping
+    from core.foundation.settings import read_yaml_mapping
 
     raw = read_yaml_mapping(path, "watchlist", "TICKER: [name, alias, ...]")
     out = {}

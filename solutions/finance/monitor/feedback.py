@@ -18,7 +18,7 @@ label one of the sentiment model's labels, the verdict one of VERDICTS, the anal
 visible characters and the note at most MAX_NOTE_CHARS (newlines and tabs allowed, no other
 control characters, no lone surrogates).
 
-`labelled_documents(db_path)` turns the labels into `core.feedback.FeedbackExample`s (text from
+`labelled_documents(db_path)` turns the labels into `core.mlops.feedback.FeedbackExample`s (text from
 the documents table) for `verticals retrain`; it opens the file read-only.
 Leaves out: who the analyst is (the dashboard has one shared token; the name is what they typed),
 label history beyond the previous label, and alert verdicts as training data (a false alarm says
@@ -32,9 +32,9 @@ import threading
 import time
 from pathlib import Path
 
-from core.durable import open_sqlite, transaction
-from core.errors import UserError
-from core.text import encodable, has_visible_text
+from core.foundation.durable import open_sqlite, transaction
+from core.foundation.errors import UserError
+from core.foundation.text import encodable, has_visible_text
 from solutions.finance.sentiment import SENTIMENT_LABELS
 
 SCHEMA = """
@@ -147,9 +147,9 @@ class MonitorFeedback:
 
 
 def labelled_documents(db_path: str | Path, *, since: float | None = None) -> list:
-    """Every analyst-labelled document as a core.feedback.FeedbackExample (source="finance"),
+    """Every analyst-labelled document as a core.mlops.feedback.FeedbackExample (source="finance"),
     oldest label first; `since`: only labels given at or after this Unix time."""
-    from core.feedback import FeedbackExample
+    from core.mlops.feedback import FeedbackExample
 
     path = Path(db_path)
     if not path.is_file():

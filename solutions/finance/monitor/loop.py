@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 from solutions.finance.monitor.aggregate import WindowStats, window_stats
 from solutions.finance.monitor.entities import EntityMatcher, load_watchlist
 from solutions.finance.monitor.rules import RuleSet, load_rules
@@ -58,7 +58,7 @@ class MonitorConfig:
     inputs: tuple[str, ...]  # JSONL files, directories, or "-" for stdin
     db: Path | str  # a SQLite file, or a postgresql:// URL (store_postgres.py)
     model: str  # a run directory (or its model/), or "zeroshot"
-    runtime: str = "torch"  # torch | onnx | onnx-int8 (core.predictor.load_run)
+    runtime: str = "torch"  # torch | onnx | onnx-int8 (core.models.predictor.load_run)
     watchlist: Path | None = None
     rules: Path | None = None
     window: str | None = None  # overrides the rules file's window
@@ -87,15 +87,15 @@ class RunStats:
 
 
 def load_scorer(spec: str, runtime: str = "torch"):
-    """A sentiment classifier (a core.predictor.Predictor): a trained run, loaded in `runtime`
+    """A sentiment classifier (a core.models.predictor.Predictor): a trained run, loaded in `runtime`
     (torch, onnx, onnx-int8), or the zero-shot fallback."""
     from solutions.finance.sentiment import ZERO_SHOT_DESCRIPTIONS, sentiment_columns
 
     if spec == "zeroshot":
-        from core.zeroshot import ZeroShotClassifier
+        from core.models.zeroshot import ZeroShotClassifier
 
         return ZeroShotClassifier("minilm", ZERO_SHOT_DESCRIPTIONS)
-    from core.predictor import load_run
+    from core.models.predictor import load_run
 
     path = Path(spec).expanduser()
     if not path.exists():
@@ -116,7 +116,7 @@ def model_version(spec: str, model, runtime: str = "torch") -> str:
         return own
     if spec == "zeroshot":
         return "zeroshot"
-    from core.predictor import model_dir
+    from core.models.predictor import model_dir
 
     try:
         directory = model_dir(spec)

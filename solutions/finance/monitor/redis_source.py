@@ -43,7 +43,7 @@ import time
 from typing import Iterator
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 from solutions.finance.monitor.sources import MAX_LINE_BYTES, QUARANTINE_HEAD_BYTES, Line, printable
 
 SEQ_BITS = 20

@@ -14,7 +14,7 @@ import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 
 WIDTH, HEIGHT, PAD = 920, 170, 40
 

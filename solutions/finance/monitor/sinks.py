@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 
 
 def alert_payload(alert: dict) -> dict:

@@ -31,8 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from core.errors import UserError
-from core.text import has_visible_text
+from core.foundation.errors import UserError
+from core.foundation.text import has_visible_text
 
 MAX_LINE_BYTES = 1_000_000  # a longer line is quarantined without being held in memory
 MAX_ID_CHARS = 512

@@ -28,8 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.durable import open_sqlite, transaction
-from core.errors import UserError
+from core.foundation.durable import open_sqlite, transaction
+from core.foundation.errors import UserError
 from solutions.finance.monitor.aggregate import StreamClock, WindowStats, window_start
 from solutions.finance.monitor.sources import printable
 

@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass
 from functools import wraps
 
-from core.errors import UserError
+from core.foundation.errors import UserError
 from solutions.finance.monitor.aggregate import StreamClock, WindowStats, window_start
 from solutions.finance.monitor.sources import printable
 from solutions.finance.monitor.store import QUARANTINE_LINE_CHARS, Record, StoreReads

@@ -1,0 +1,121 @@
+"""Training checkpoints of the engine: trainable weights, optimizer, scheduler and RNG states.
+
+`save_checkpoint` writes checkpoint/ (weights and optimizer tensors as safetensors, the rest as
+JSON) next to the previous one and swaps them, so a crash mid-write leaves a whole checkpoint;
+`load_checkpoint` restores what `Engine.run` needs to resume the exact step. Only trainable
+tensors are saved (LoRA runs checkpoint their adapters, not the frozen encoder).
+Leaves out: the loop that calls them (core.engine.loop) and the final model (core.models.classifier).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from core.foundation import distributed
+
+
+# ---------------------------------------------------------------- checkpoints (safetensors only)
+
+def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone().contiguous() for n, p in module.named_parameters() if p.requires_grad}
+
+
+def load_trainable(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = dict(module.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+
+
+def _optimizer_tensors(optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    sd = optimizer.state_dict()
+    tensors = {f"{idx}.{key}": (v if torch.is_tensor(v) else torch.tensor(v)).contiguous().cpu()
+               for idx, st in sd["state"].items() for key, v in st.items()}
+    return tensors, sd["param_groups"]
+
+
+def _restore_optimizer(optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _rng_states() -> list[torch.Tensor]:
+    """Every process's torch CPU RNG state (dropout masks), gathered so rank 0 can save them all."""
+    mine = torch.get_rng_state()
+    if not distributed.is_distributed():
+        return [mine]
+    import torch.distributed as dist
+
+    states = [None] * distributed.world_size()
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def save_checkpoint(directory: Path, weights: dict[str, torch.Tensor], optimizer, scheduler, state: dict,
+                    best: dict | None, hooks: tuple = ()) -> None:
+    """Rank 0 writes to a temp dir, then swaps it in: a crash mid-write leaves the previous
+    checkpoint. Collective: every process must call it (the RNG states are gathered)."""
+    rngs = _rng_states()
+    if distributed.is_main():
+        directory = Path(directory)
+        tmp = directory.with_name(directory.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file({k: v.cpu() for k, v in weights.items()}, tmp / "trainable.safetensors")
+        opt_tensors, groups = _optimizer_tensors(optimizer)
+        save_file(opt_tensors, tmp / "optimizer.safetensors")
+        save_file({f"rank{r}": s for r, s in enumerate(rngs)}, tmp / "rng.safetensors")
+        if best is not None:
+            save_file({k: v.cpu() for k, v in best.items()}, tmp / "best.safetensors")
+        for hook in hooks:
+            if hook.state():
+                save_file({k: v.cpu().contiguous() for k, v in hook.state().items()}, tmp / f"{hook.name}.safetensors")
+        (tmp / "state.json").write_text(json.dumps(
+            {**state, "param_groups": groups, "scheduler": scheduler.state_dict(),
+             "world_size": distributed.world_size()}, default=float))
+        old = directory.with_name(directory.name + ".old")
+        if directory.exists():
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    distributed.barrier()
+
+
+def _checkpoint_path(directory: Path) -> Path:
+    directory = Path(directory)
+    if not (directory / "state.json").is_file() and (directory.with_name(directory.name + ".old") / "state.json").is_file():
+        return directory.with_name(directory.name + ".old")  # crashed during the swap
+    return directory
+
+
+def has_checkpoint(directory: Path) -> bool:
+    return (_checkpoint_path(directory) / "state.json").is_file()
+
+
+def load_checkpoint(directory: Path, restore, optimizer, scheduler, hooks: tuple = ()) -> tuple[dict, dict | None]:
+    """Every process reads the same checkpoint; each takes back its own RNG state (or rank 0's
+    when the run is resumed on a different number of processes)."""
+    directory = _checkpoint_path(directory)
+    state = json.loads((directory / "state.json").read_text())
+    restore(load_file(directory / "trainable.safetensors"))
+    _restore_optimizer(optimizer, load_file(directory / "optimizer.safetensors"), state.pop("param_groups"))
+    scheduler.load_state_dict(state.pop("scheduler"))
+    state.pop("world_size", None)
+    rngs = load_file(directory / "rng.safetensors")
+    torch.set_rng_state(rngs.get(f"rank{distributed.rank()}", rngs["rank0"]))
+    best = load_file(directory / "best.safetensors") if (directory / "best.safetensors").is_file() else None
+    for hook in hooks:
+        path = directory / f"{hook.name}.safetensors"
+        if path.is_file():
+            hook.load_state(load_file(path))
+    return state, best

@@ -1,0 +1,81 @@
+"""A drift report of recorded predictions against a run's training baseline: the comparison, its
+plot and its table, for any solution that records predictions (the support prediction log, the
+finance monitor's scores).
+
+`stats` is what a solution read from its records: {"n", "confidence": [top-class confidence],
+"labels": {label: count}, "fallback_rate", "out_of_scope_rate"} (the rates may be None). Records
+keep no embeddings (too big per prediction), so these reports have no embedding drift (domain
+AUC, MMD); a live service computes those on its in-memory window (core.evaluation.drift.DriftWindow).
+Leaves out: reading the records (the solutions) and the metric maths (core.evaluation.drift).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+MIN_ROWS = 200  # under this many predictions the scores are mostly sampling noise (as DriftWindow's min_rows)
+TOP_LABELS = 12
+
+
+def compare(baseline, stats: dict, thresholds) -> dict:
+    """core.evaluation.drift.drift_report of logged `stats` (PredictionLog.window_stats) against `baseline`,
+    without embeddings; counts only when the run has no baseline."""
+    from core.evaluation.drift import drift_report
+
+    if baseline is None:
+        return {"n": stats["n"], "fallback_rate": stats["fallback_rate"], "out_of_scope_rate": stats["out_of_scope_rate"],
+                "psi_confidence": None, "label_shift": None, "alerts": [], "drifted": None}
+    return drift_report(baseline, embeddings=None, confidence=stats["confidence"], labels=stats["labels"],
+                        fallback_rate=stats["fallback_rate"], out_of_scope_rate=stats["out_of_scope_rate"],
+                        thresholds=thresholds)
+
+
+def label_rows(baseline_share: dict, recent: dict[str, int]) -> list[tuple[str, float, float]]:
+    total = max(sum(recent.values()), 1)
+    shares = {k: v / total for k, v in recent.items()}
+    names = sorted(set(baseline_share) | set(shares), key=lambda k: -max(baseline_share.get(k, 0), shares.get(k, 0)))
+    rows = [(k, float(baseline_share.get(k, 0)), shares.get(k, 0.0)) for k in names[:TOP_LABELS]]
+    rest = names[TOP_LABELS:]
+    if rest:
+        rows.append((f"({len(rest)} others)", float(sum(baseline_share.get(k, 0) for k in rest)),
+                     sum(shares.get(k, 0) for k in rest)))
+    return rows
+
+
+def plot(baseline, stats: dict, version: str, path: Path, recent: str = "logged traffic") -> Path:
+    """Confidence distributions and the predicted-label mix, baseline vs `recent`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    bins = np.linspace(0, 1, 21)
+    if baseline is not None:
+        left.hist(np.asarray(baseline.confidence), bins=bins, density=True, histtype="step", linewidth=2,
+                  label=f"baseline (validation, n={len(baseline.confidence)})")
+    left.hist(np.asarray(stats["confidence"]), bins=bins, density=True, histtype="step", linewidth=2,
+              label=f"{recent} (n={stats['n']})")
+    left.set(xlabel="top-class confidence (calibrated)", ylabel="density", title="confidence distribution")
+    left.legend(loc="upper left", fontsize=8)
+    rows = label_rows(dict(baseline.label_share) if baseline is not None else {}, stats["labels"])
+    y = np.arange(len(rows))
+    right.barh(y - 0.2, [r[1] for r in rows], height=0.4, label="baseline")
+    right.barh(y + 0.2, [r[2] for r in rows], height=0.4, label=recent)
+    right.set_yticks(y, [r[0][:28] for r in rows], fontsize=8)
+    right.invert_yaxis()
+    right.set(xlabel="share of predictions", title="predicted-label mix")
+    right.legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"drift of model {version}: baseline vs {recent}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+

@@ -1,0 +1,179 @@
+"""`verticals export hf`: a run directory -> a directory other tools load, and its upload to a hub.
+
+A classification run becomes a `transformers` model directory: config.json (our labels in
+id2label / label2id, `auto_map` naming the classes of modeling_verticals.py, a copy of
+core/hf_modeling.py), model.safetensors (the encoder, LoRA/IA3 merged, and the head with the
+calibration temperature folded in: W/T, b/T), the tokenizer with `model_max_length` = the run's
+max_length, and README.md (core.runs.card). `pipeline("text-classification", model=OUT,
+trust_remote_code=True)` then answers the label and calibrated probability `verticals predict`
+does. Without trust_remote_code loading fails: config.json's model_type `verticals` is unknown to
+transformers, so it never falls back to a random head on CLS pooling (what loading
+`RUN/model/encoder` into the pipeline does). The out-of-scope scorer is not part of the exported
+model; config.json records it under `verticals` and the card says only the verticals router
+applies it. A recsys item-encoder run exports its encoder/ (already a sentence-transformers
+directory) with a card.
+The upload uses huggingface_hub (`create_repo(exist_ok=True)` + `upload_folder`); offline or
+without a token it is a UserError naming the fix.
+Leaves out: the card's text (core.runs.card), ONNX export (core.export.onnx), pushing run directories as is.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from core.runs.card import is_classification, model_card
+from core.foundation.errors import UserError
+
+MODELING_FILE = "modeling_verticals.py"
+AUTO_MAP = {"AutoConfig": "modeling_verticals.VerticalsConfig",
+            "AutoModelForSequenceClassification": "modeling_verticals.VerticalsForSequenceClassification"}
+EXPORT_FORMAT = 1  # the `verticals` record in config.json
+
+
+def is_export(directory: Path) -> bool:
+    """Whether `directory` holds a previous `verticals export hf` (its README's front matter tags it)."""
+    readme = Path(directory) / "README.md"
+    if not readme.is_file():
+        return False
+    text = readme.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---\n") or "\n---" not in text[4:]:
+        return False
+    try:
+        meta = yaml.safe_load(text[4:text.index("\n---", 4)]) or {}
+    except yaml.YAMLError:
+        return False
+    return isinstance(meta, dict) and "verticals" in (meta.get("tags") or [])
+
+
+def _check_out_dir(out_dir: Path, run_dir: Path, overwrite: bool) -> None:
+    out, run = out_dir.resolve(), run_dir.resolve()
+    if out == run or run in out.parents or out in run.parents:
+        raise UserError(f"OUT {out_dir} is the run directory {run_dir}, inside it, or holds it: export to a "
+                        f"separate directory, e.g. {run_dir.name}-hf")
+    if out_dir.is_file():
+        raise UserError(f"OUT {out_dir} is a file; give a directory to export into")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise UserError(f"{out_dir} already exists and is not empty; choose another OUT, or add --overwrite "
+                            f"to replace a previous export there")
+        if not is_export(out_dir):
+            raise UserError(f"--overwrite replaces only a previous `verticals export hf` directory, and {out_dir} "
+                            f"is not one (no README.md tagged verticals); choose an empty or new OUT")
+
+
+def export_hf(run_dir: Path, out_dir: Path, *, overwrite: bool = False) -> Path:
+    """Write the transformers (classification) or sentence-transformers (recsys) directory of a
+    finished run into `out_dir`; returns `out_dir`. Written into a sibling temporary directory and
+    renamed into place, so an interrupted export never looks complete."""
+    from core.runs.rundir import read_report
+
+    run_dir, out_dir = Path(run_dir).expanduser(), Path(out_dir).expanduser()
+    report = read_report(run_dir)
+    _check_out_dir(out_dir, run_dir, overwrite)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        if is_classification(report):
+            from core.models.predictor import model_dir
+
+            write_classifier(model_dir(run_dir), work, run_name=report.get("config", {}).get("name", ""))
+        else:
+            write_item_encoder(run_dir, work)
+        (work / "README.md").write_text(model_card(report, exported=True), encoding="utf-8")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        work.rename(out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out_dir
+
+
+def write_item_encoder(run_dir: Path, directory: Path) -> None:
+    encoder = Path(run_dir) / "encoder"
+    if not (encoder / "config.json").is_file():
+        raise UserError(f"{run_dir} has no encoder/ (a recsys item-encoder run writes one); retrain it, or give "
+                        f"a classification run")
+    shutil.copytree(encoder, directory, dirs_exist_ok=True)
+
+
+def verticals_record(meta: dict, run_name: str) -> dict:
+    """config.json's `verticals` entry: where the model came from and what pipeline() does not apply."""
+    ood = meta.get("ood")
+    return {"format_version": EXPORT_FORMAT, "run": run_name, "backbone": meta.get("backbone"),
+            "peft": meta.get("peft"), "max_length": meta.get("max_length"),
+            "temperature_folded_into_classifier": float(meta.get("temperature", 1.0)),
+            "out_of_scope": None if not ood else {
+                "scorer": ood.get("scorer"), "threshold": ood.get("threshold"),
+                "target_in_scope_recall": ood.get("target_in_scope_recall"),
+                "applied_by": "the verticals router (verticals support route / serve), not by pipeline()"}}
+
+
+def hf_classifier(model, meta: dict, run_name: str = ""):
+    """A core.models.hf_modeling.VerticalsForSequenceClassification with the weights of `model` (a
+    core.models.classifier.TextClassifier, adapters already merged) and its temperature folded into the head."""
+    import torch
+
+    from core.models.hf_modeling import VerticalsConfig, VerticalsForSequenceClassification
+
+    encoder = model.encoder
+    if hasattr(encoder, "merge_and_unload"):  # a TextClassifier loaded with merge=False
+        encoder = encoder.merge_and_unload()
+    # the backbone's settings only: no private keys, no path it was loaded from
+    encoder_config = {k: v for k, v in encoder.config.to_dict().items() if not k.startswith("_")}
+    labels = list(model.labels)
+    config = VerticalsConfig(encoder_config=encoder_config, pooling=model.pooling, normalize=model.normalize,
+                             id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
+                             problem_type="single_label_classification", verticals=verticals_record(meta, run_name))
+    config.auto_map = dict(AUTO_MAP)
+    hf = VerticalsForSequenceClassification(config)
+    hf.encoder.load_state_dict(encoder.state_dict())
+    temperature = float(model.temperature)
+    with torch.no_grad():
+        hf.classifier.weight.copy_(model.head.weight / temperature)
+        hf.classifier.bias.copy_(model.head.bias / temperature)
+    return hf.eval()
+
+
+def write_classifier(model_dir: Path, directory: Path, *, run_name: str = "") -> None:
+    from core.models.hf_modeling import __file__ as modeling_source
+    from core.models.classifier import load_classifier
+
+    model_dir = Path(model_dir)
+    model = load_classifier(model_dir)  # LoRA / IA3 merged into the encoder
+    meta = json.loads((model_dir / "classifier.json").read_text())
+    hf_classifier(model, meta, run_name).save_pretrained(directory)
+    tokenizer = model.tokenizer
+    tokenizer.model_max_length = model.max_length  # pipeline(..., truncation=True) then cuts where verticals does
+    tokenizer.save_pretrained(directory)
+    settings_file = Path(directory) / "tokenizer_config.json"
+    settings = json.loads(settings_file.read_text())
+    for machine_only in ("is_local", "local_files_only"):  # how it was loaded here, not how to load it elsewhere
+        settings.pop(machine_only, None)
+    settings_file.write_text(json.dumps(settings, indent=2) + "\n")
+    shutil.copyfile(modeling_source, Path(directory) / MODELING_FILE)
+
+
+def push_to_hub(directory: Path, repo_id: str, *, private: bool = False) -> str:
+    """Upload an export to the hub repository `repo_id` (created if missing); returns its URL."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HTTPError
+
+    if constants.HF_HUB_OFFLINE:
+        raise UserError(f"--push {repo_id}: HF_HUB_OFFLINE is set, so nothing can be uploaded. The export in "
+                        f"{directory} is complete; unset HF_HUB_OFFLINE on a machine with network access and run "
+                        f"`verticals export hf RUN {directory} --overwrite --push {repo_id}` again, or upload the "
+                        f"folder with huggingface_hub")
+    api = HfApi()
+    try:
+        url = api.create_repo(repo_id, exist_ok=True, private=private)
+        api.upload_folder(folder_path=str(directory), repo_id=repo_id, commit_message="verticals export hf")
+    except (OSError, ValueError, HTTPError) as exc:  # offline, no network, no token, bad repo id, denied
+        raise UserError(f"--push {repo_id} failed ({type(exc).__name__}: {str(exc)[:300]}). Check the network and "
+                        f"your token (`hf auth login` or HF_TOKEN) and that the repo id is yours; the export in "
+                        f"{directory} is complete and can be pushed again") from None
+    return str(url)

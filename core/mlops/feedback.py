@@ -1,0 +1,298 @@
+"""The prediction log and the feedback on it: what a deployed classifier said, and what it should have said.
+
+`PredictionLog` is one SQLite file with two tables:
+- predictions(request_id PK, ts, model_version, label, confidence, in_scope_score, fallback_reason,
+  text_sha256, text): one row per routed text, written by `log(rows, model_version)`, where `rows`
+  are router outputs (solutions.support.router: "text", "intent" or "label", "confidence",
+  "in_scope_score", "fallback_reason"; an optional "request_id", else a new uuid4 hex).
+- feedback(request_id PK -> predictions ON DELETE CASCADE, label, ts, text): the correct label for
+  a logged request, written by `record_feedback`; the latest answer for an id wins.
+
+Privacy: by default (`store_text=False`) a text is never stored, only its SHA-256 (of the UTF-8
+bytes, lone surrogates kept with "surrogatepass"). That is pseudonymisation, not anonymity: a short
+text can be found again by hashing guesses. With `store_text=True` texts are kept; a text holding
+lone UTF-16 surrogates (not valid Unicode, so SQLite cannot store it) is kept with each surrogate
+written as a `\\udXXX` escape. Texts longer than MAX_TEXT_CHARS are refused.
+
+Feedback and the text-matching rule: a feedback row is a training example only with its text. When
+the log holds the request's text, `text` is optional; when it does not (the default), the client
+must send the text, and it must hash to the logged `text_sha256` exactly (no trimming or case
+folding), else UserError: a client cannot attach a label to a text other than the one that was
+routed. A text sent that way is stored in the feedback row (the client chose to send it for
+labelling). Labels (predicted or fed back, any name: a known label, LABEL_OUT_OF_SCOPE or a new
+one) and model versions are 1..MAX_LABEL_CHARS characters of valid Unicode, else UserError.
+An unknown request id raises UnknownRequestId (a UserError; HTTP maps it to 404).
+
+Durability: WAL journal, synchronous=FULL, one transaction per `log` batch (all rows or none,
+validated before anything is written) and per feedback. One connection per PredictionLog, shared
+by threads under a lock (the service logs from its inference thread and records feedback from
+request handlers); other processes open their own (busy_timeout waits for a writer).
+
+Retention (checked at open and then every `prune_every` logged rows, inside the writing
+transaction): every prediction older than `max_age_days` goes, with its feedback (None: kept for
+ever); beyond `max_rows` the oldest predictions WITHOUT feedback go, so human labels are not pushed
+out by traffic volume (they still expire with age). The table may exceed max_rows by up to one
+pruning interval. Feedback on a pruned request is an unknown id.
+Leaves out: embeddings (too big to log per request; core.evaluation.drift.DriftWindow keeps a recent window in
+memory), the HTTP endpoint (solutions/support/service.py), finance labels (their monitor database).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.foundation.durable import open_sqlite, transaction
+from core.foundation.errors import UserError
+from core.foundation.text import encodable
+
+LABEL_OUT_OF_SCOPE = "out_of_scope"
+MAX_LABEL_CHARS = 256
+MAX_TEXT_CHARS = 100_000
+MAX_ID_CHARS = 64
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions(
+    request_id TEXT PRIMARY KEY, ts REAL NOT NULL, model_version TEXT NOT NULL, label TEXT NOT NULL,
+    confidence REAL NOT NULL, in_scope_score REAL, fallback_reason TEXT, text_sha256 TEXT NOT NULL, text TEXT);
+CREATE INDEX IF NOT EXISTS predictions_ts ON predictions(ts);
+CREATE INDEX IF NOT EXISTS predictions_version_ts ON predictions(model_version, ts);
+CREATE TABLE IF NOT EXISTS feedback(
+    request_id TEXT PRIMARY KEY REFERENCES predictions(request_id) ON DELETE CASCADE,
+    label TEXT NOT NULL, ts REAL NOT NULL, text TEXT);
+CREATE INDEX IF NOT EXISTS feedback_ts ON feedback(ts);
+"""
+
+
+class UnknownRequestId(UserError):
+    """Feedback for a request id the log does not hold (never logged, or pruned)."""
+
+
+@dataclass(frozen=True)
+class FeedbackExample:
+    """A labelled text fed back from a deployment: what core.mlops.retrain learns from."""
+
+    id: str
+    text: str
+    label: str
+    ts: float
+    source: str  # "support" | "finance" | ...
+
+
+def text_sha256(text: str) -> str:
+    """SHA-256 hex of the text's UTF-8 bytes (lone surrogates kept, so every str has one)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def storable_text(text: str) -> str:
+    """`text`, with lone surrogates written as backslash escapes (SQLite stores only valid UTF-8)."""
+    return text if encodable(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def check_label(value, what: str = "label") -> str:
+    if not isinstance(value, str):
+        raise UserError(f"{what} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise UserError(f"{what} is empty; give a label name")
+    if len(value) > MAX_LABEL_CHARS:
+        raise UserError(f"{what} has {len(value)} characters; at most {MAX_LABEL_CHARS}")
+    if not encodable(value):
+        raise UserError(f"{what} holds a lone UTF-16 surrogate (not valid Unicode); send valid UTF-8")
+    return value
+
+
+def check_text(value, what: str = "text") -> str:
+    if not isinstance(value, str):
+        raise UserError(f"{what} must be a string, got {type(value).__name__}")
+    if len(value) > MAX_TEXT_CHARS:
+        raise UserError(f"{what} has {len(value)} characters; at most {MAX_TEXT_CHARS}")
+    return value
+
+
+def check_request_id(value) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS or not value.isascii() \
+            or not all(c.isalnum() or c in "-_" for c in value):
+        shown = repr(value)[:80]
+        raise UserError(f"request_id {shown} is not an id this log issues (1..{MAX_ID_CHARS} letters, digits, - or _)")
+    return value
+
+
+def _number(value, what: str, *, optional: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        raise UserError(f"{what} must be a finite number, got {repr(value)[:40]}")
+    return float(value)
+
+
+def _prediction_row(row, i: int, ts: float, model_version: str, store_text: bool) -> tuple:
+    if not isinstance(row, Mapping):
+        raise UserError(f"row {i}: a prediction must be a mapping (a router output), got {type(row).__name__}")
+    label = row.get("intent", row.get("label"))
+    if label is None:
+        raise UserError(f"row {i}: no 'intent' (or 'label')")
+    text = check_text(row.get("text"), f"row {i}: text")
+    reason = row.get("fallback_reason")
+    request_id = check_request_id(row["request_id"]) if row.get("request_id") is not None else uuid.uuid4().hex
+    return (request_id, ts, model_version, check_label(label, f"row {i}: label"),
+            _number(row.get("confidence"), f"row {i}: confidence"),
+            _number(row.get("in_scope_score"), f"row {i}: in_scope_score", optional=True),
+            None if reason is None else check_label(reason, f"row {i}: fallback_reason"),
+            text_sha256(text), storable_text(text) if store_text else None)
+
+
+class PredictionLog:
+    """Durable, bounded log of routed predictions and the feedback on them (see the module docstring)."""
+
+    def __init__(self, path, *, store_text: bool = False, max_rows: int = 1_000_000,
+                 max_age_days: float | None = 90, source: str = "prediction_log", prune_every: int | None = None,
+                 clock: Callable[[], float] = time.time):
+        if max_rows < 1:
+            raise UserError(f"max_rows must be at least 1, got {max_rows}")
+        if max_age_days is not None and not max_age_days > 0:
+            raise UserError(f"max_age_days must be positive (or None to keep rows for ever), got {max_age_days}")
+        self.path, self.store_text, self.source, self.clock = Path(path), store_text, source, clock
+        self.max_rows, self.max_age_days = max_rows, max_age_days
+        self.prune_every = prune_every or max(1, min(1000, max_rows // 10))
+        self._since_prune, self._lock = 0, threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = open_sqlite(self.path, check_same_thread=False)
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"{self.path} is not a usable prediction log ({exc}); give a new path or the "
+                            f"file the service wrote") from exc
+        with self._transaction() as db:
+            self._prune(db)
+
+    # ------------------------------------------------------------ writes
+
+    def log(self, rows: list[dict], model_version: str) -> list[str]:
+        """Log one batch of router outputs in one transaction; returns their request ids in order."""
+        model_version = check_label(model_version, "model_version")
+        ts = self.clock()
+        values = [_prediction_row(row, i, ts, model_version, self.store_text) for i, row in enumerate(rows)]
+        if len({v[0] for v in values}) != len(values):
+            raise UserError("the batch gives the same request_id twice")
+        if not values:
+            return []
+        with self._transaction() as db:
+            try:
+                db.executemany("INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?)", values)
+            except sqlite3.IntegrityError as exc:
+                raise UserError(f"a request_id of this batch is already logged ({exc})") from exc
+            self._since_prune += len(values)
+            if self._since_prune >= self.prune_every:
+                self._prune(db)
+        return [v[0] for v in values]
+
+    def record_feedback(self, request_id: str, label: str, text: str | None = None) -> dict:
+        """Store the correct `label` of a logged request (see the text-matching rule above);
+        returns the stored row. Again for the same id: the label is replaced (latest wins)."""
+        request_id, label = check_request_id(request_id), check_label(label)
+        if text is not None:
+            text = check_text(text)
+        with self._transaction() as db:
+            found = db.execute("SELECT text_sha256, text, label, model_version FROM predictions WHERE request_id=?",
+                               (request_id,)).fetchone()
+            if found is None:
+                raise UnknownRequestId(f"unknown request_id {request_id}: not in this log (never logged, or "
+                                       f"older than the log keeps)")
+            sha, logged_text, predicted, version = found
+            if text is None and logged_text is None:
+                previous = db.execute("SELECT text FROM feedback WHERE request_id=?", (request_id,)).fetchone()
+                if previous is None or previous[0] is None:
+                    raise UserError(f"request {request_id}: the log keeps no texts (store_text off), so send "
+                                    f"the request's text with the feedback")
+            if text is not None and text_sha256(text) != sha:
+                raise UserError(f"request {request_id}: the text sent is not the text that was routed "
+                                f"(its SHA-256 differs); send the routed text exactly")
+            keep = storable_text(text) if text is not None and logged_text is None else None
+            ts = self.clock()
+            db.execute("INSERT INTO feedback(request_id, label, ts, text) VALUES (?,?,?,?) ON CONFLICT(request_id) DO "
+                       "UPDATE SET label=excluded.label, ts=excluded.ts, text=COALESCE(excluded.text, feedback.text)",
+                       (request_id, label, ts, keep))
+        return {"request_id": request_id, "label": label, "ts": ts, "predicted_label": predicted,
+                "model_version": version}
+
+    # ------------------------------------------------------------ reads
+
+    def labelled(self, *, since: float | None = None) -> list[FeedbackExample]:
+        """Feedback rows that have a text (logged or sent with the feedback), oldest first."""
+        sql = ("SELECT f.request_id, COALESCE(f.text, p.text), f.label, f.ts FROM feedback f "
+               "JOIN predictions p USING(request_id) WHERE COALESCE(f.text, p.text) IS NOT NULL")
+        args = ()
+        if since is not None:
+            sql, args = sql + " AND f.ts >= ?", (since,)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY f.ts, f.request_id", args).fetchall()
+        return [FeedbackExample(rid, text, label, ts, self.source) for rid, text, label, ts in rows]
+
+    def window_stats(self, *, model_version: str | None = None, since: float | None = None,
+                     until: float | None = None) -> dict:
+        """Predictions in [since, until) (of one model version): {"n", "confidence": [...],
+        "labels": {label: count}, "fallback_rate", "out_of_scope_rate"} (rates None when n == 0)."""
+        where, args = [], []
+        for clause, value in (("model_version = ?", model_version), ("ts >= ?", since), ("ts < ?", until)):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        sql = "SELECT confidence, label, fallback_reason FROM predictions"
+        with self._lock:
+            rows = self._db.execute(sql + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY ts",
+                                    args).fetchall()
+        labels: dict[str, int] = {}
+        for _, label, _ in rows:
+            labels[label] = labels.get(label, 0) + 1
+        n = len(rows)
+        return {"n": n, "confidence": [r[0] for r in rows], "labels": labels,
+                "fallback_rate": sum(r[2] is not None for r in rows) / n if n else None,
+                "out_of_scope_rate": sum(r[2] == LABEL_OUT_OF_SCOPE for r in rows) / n if n else None}
+
+    def model_versions(self) -> dict[str, int]:
+        """model version -> predictions logged for it."""
+        with self._lock:
+            return dict(self._db.execute("SELECT model_version, COUNT(*) FROM predictions GROUP BY model_version"))
+
+    def counts(self) -> dict:
+        with self._lock:
+            (predictions,), (feedback,) = (self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()
+                                           for t in ("predictions", "feedback"))
+        return {"predictions": predictions, "feedback": feedback}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "PredictionLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ internals
+
+    @contextmanager
+    def _transaction(self):
+        """BEGIN IMMEDIATE ... COMMIT under the lock; ROLLBACK on any error (a failed COMMIT too)."""
+        with self._lock, transaction(self._db) as db:
+            yield db
+
+    def _prune(self, db) -> None:
+        self._since_prune = 0
+        if self.max_age_days is not None:
+            db.execute("DELETE FROM predictions WHERE ts < ?", (self.clock() - self.max_age_days * 86400,))
+        (n,) = db.execute("SELECT COUNT(*) FROM predictions").fetchone()
+        if n > self.max_rows:
+            db.execute("DELETE FROM predictions WHERE rowid IN (SELECT p.rowid FROM predictions p LEFT JOIN feedback f "
+                       "USING(request_id) WHERE f.request_id IS NULL ORDER BY p.ts, p.rowid LIMIT ?)",
+                       (n - self.max_rows,))

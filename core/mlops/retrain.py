@@ -1,0 +1,461 @@
+"""Safe retraining: a challenger from the deployed run and the labels fed back, and the gate that decides.
+
+`retrain(run_dir, feedback, out=...)` reads as the recipes do, top to bottom:
+1. `plan_feedback`: the feedback (core.mlops.feedback.FeedbackExample) deduplicated by text (latest
+   label wins), texts of the original test split removed (they would leak into the comparison),
+   "out_of_scope" rows set aside (below), new labels kept when they have `min_examples_new_label`
+   examples (the rest dropped and counted), then a seeded stratified split: `holdout_fraction`
+   held out (never trained on, never used for early stopping), and of the rest
+   `validation_fraction` for early stopping only. Texts the champion's lineage already trained or
+   early-stopped on (`feedback_trained.json` in every retrained run: their sha256, no text) go to
+   train and never to the holdout: a fresh split of the grown feedback would otherwise hold out
+   rows the champion learnt, and the gate would favour it (the first BANKING77 benchmark run
+   kept a challenger that was better on the test split for that reason).
+2. Both models are scored before anything trains: the champion (the deployed run's weights) and,
+   after training, the challenger, on the original test split (rebuilt from the run's config as
+   training built it: core.classify.recipes.prepare_data, so `data_dir` must reach its data) and on the
+   feedback holdout, with the same string-label metrics, so new labels count as errors for the
+   champion that cannot predict them.
+3. The challenger is the champion itself, warm-started: a full fine-tune continues encoder + head,
+   LoRA/IA3 the loaded adapter (made trainable again) + head, with `core.classify.train.fit` on
+   feedback-train + replayed original training rows (`replay_ratio` per feedback row, stratified
+   per label so every old label keeps rows; capped at the training set), early stopping on the
+   original validation split + the feedback validation slice. A frozen encoder (probe runs, and
+   runs that took no gradient steps) refits its head with the logistic-regression probe on the
+   feedback-train + every original training row (a refit from scratch of a convex problem: on a
+   subset it would only forget, and encoding the rows is cheap). New labels get head rows by imprinting (Qi et al. 2018, "Low-shot
+   learning with imprinted weights"): the direction from the mix's mean embedding to the new
+   class's mean, scaled to the mean norm of the existing rows; centred, because sentence
+   embeddings share one dominant direction, so an uncentred class mean would score every text high.
+4. core.classify.recipes.finish makes `out` a full run directory (calibration, OOS scorer, report, card,
+   cost ledger). The OOS scorer's bank is the original training rows + feedback-train.
+   `report["retrain"]` holds the plan's counts, both models' scores, the gate, and the cost.
+
+Out-of-scope feedback: core.confidence.ood's scorers are fitted on in-scope data only (no negatives), so
+"out_of_scope" rows never train; all of them are an out-of-scope evaluation set instead, on which
+both models' handover rate (out_of_scope_recall at the model's threshold) is reported.
+`gate(champion, challenger, margin)` is pure: promote iff the challenger's feedback-holdout
+accuracy is higher and its original-test accuracy is at least the champion's minus `margin`.
+`retrain_and_register` adds the registry (core.mlops.registry): lineage, and promotion when the gate
+says so. Leaves out: reading feedback databases (the app layer), zero-shot runs (no training
+rows to replay), and scheduling retrains.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from core.foundation.settings import setting
+from core.foundation.errors import UserError
+from core.classify.finish import finish
+from core.classify.recipes import no_steps, takes_steps
+from core.classify.run_data import RunData, prepare_data
+from core.classify.train import fit
+from core.data.splits import LabelMap
+from core.models.classifier import init_head_from_probe, load_classifier
+from core.models.predictor import model_dir
+from core.runs.rundir import write_report
+from core.runs.scaffold import RecipeRun
+
+if TYPE_CHECKING:
+    from core.data.splits import Split
+
+
+@dataclass(frozen=True)
+class RetrainSettings:
+    holdout_fraction: float = setting(0.3, positive=True, below=1, hint="a share of the feedback")
+    replay_ratio: float = setting(4.0, minimum=0)  # replayed original rows per feedback row; 0 = none
+    min_examples_new_label: int = setting(8, positive=True)  # a new label with fewer feedback rows is dropped
+    margin: float = setting(0.01, minimum=-1, maximum=1)  # max drop in original test accuracy the gate allows
+    steps: int | None = setting(None, positive=True)  # optimizer steps; None = the recipe's schedule on the mix
+    seed: int = setting(0, minimum=0)
+    validation_fraction: float = setting(0.2, minimum=0, below=1, hint="a share of feedback-train")
+
+    def __post_init__(self):
+        from core.foundation.settings import checked
+
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                kind = int if f.name in ("min_examples_new_label", "steps", "seed") else float
+                object.__setattr__(self, f.name, checked(f.name, value, kind, f))
+
+    @classmethod
+    def from_overrides(cls, overrides: dict) -> "RetrainSettings":
+        """`key=value` settings (strings from the command line, or values); UserError for unknown keys."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise UserError(f"unknown retrain setting '{unknown[0]}'; valid keys: {', '.join(names)}")
+        values = {k: (None if k == "steps" and str(v).lower() in ("", "none", "0") else v) for k, v in overrides.items()}
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class FeedbackPlan:
+    """What the feedback becomes: training rows, an early-stopping slice, the holdout, OOS rows."""
+
+    train: Split
+    validation: Split
+    holdout: Split
+    out_of_scope: Split
+    new_labels: list[str]
+    dropped_labels_too_few: dict[str, int]
+    counts: dict = field(default_factory=dict)
+
+
+def _split(texts, labels) -> Split:
+    from core.data.splits import Split
+
+    return Split(list(texts), list(labels))
+
+
+def _concat(*parts: Split) -> Split:
+    return _split([t for p in parts for t in p.texts], [lab for p in parts for lab in p.labels])
+
+
+TRAINED_FILE = "feedback_trained.json"  # in a retrained run: sha256 of every feedback text its lineage learnt from
+
+
+def trained_feedback(run_dir: Path) -> frozenset[str]:
+    """The sha256 of the feedback texts `run_dir` and its ancestors trained or early-stopped on."""
+    import json
+
+    path = Path(run_dir) / TRAINED_FILE
+    return frozenset(json.loads(path.read_text())["sha256"]) if path.is_file() else frozenset()
+
+
+def write_trained_feedback(out: Path, inherited: frozenset[str], plan: "FeedbackPlan") -> None:
+    import json
+
+    from core.mlops.feedback import text_sha256
+
+    used = set(inherited) | {text_sha256(t.strip()) for t in plan.train.texts + plan.validation.texts}
+    (Path(out) / TRAINED_FILE).write_text(json.dumps({"sha256": sorted(used)}))
+
+
+def plan_feedback(feedback, known_labels: list[str], test_texts: list[str], settings: RetrainSettings,
+                  trained: frozenset[str] = frozenset()) -> FeedbackPlan:
+    """Deduplicate, drop test texts, set out-of-scope rows aside, keep new labels with enough
+    examples, and split (seeded, stratified) into train / validation / holdout; texts in `trained`
+    (sha256, what the champion's lineage already learnt from) always go to train, never to the
+    holdout. See the module docstring."""
+    from core.data.splits import stratified_split
+    from core.mlops.feedback import LABEL_OUT_OF_SCOPE, text_sha256
+
+    latest: dict[str, object] = {}
+    invalid = 0
+    for example in feedback:
+        text, label = getattr(example, "text", None), getattr(example, "label", None)
+        if not isinstance(text, str) or not text.strip() or not isinstance(label, str) or not label.strip():
+            invalid += 1
+            continue
+        key = text.strip()
+        if key not in latest or example.ts >= latest[key].ts:
+            latest[key] = example
+    valid = len(feedback) - invalid
+    test = {t.strip() for t in test_texts}
+    kept = [e for key, e in latest.items() if key not in test]
+    oos = [e for e in kept if e.label == LABEL_OUT_OF_SCOPE]
+    in_scope = [e for e in kept if e.label != LABEL_OUT_OF_SCOPE]
+    by_label: dict[str, int] = {}
+    for e in in_scope:
+        by_label[e.label] = by_label.get(e.label, 0) + 1
+    known = set(known_labels)
+    new = sorted(lab for lab, n in by_label.items() if lab not in known and n >= settings.min_examples_new_label)
+    dropped = {lab: n for lab, n in sorted(by_label.items()) if lab not in known and lab not in new}
+    usable = [e for e in in_scope if e.label not in dropped]
+    seen = [e for e in usable if text_sha256(e.text.strip()) in trained]
+    fresh = [e for e in usable if text_sha256(e.text.strip()) not in trained]
+    rng = np.random.default_rng(settings.seed)
+    rest, holdout = stratified_split(_split([e.text for e in fresh], [e.label for e in fresh]),
+                                     settings.holdout_fraction, rng)
+    train, validation = (stratified_split(rest, settings.validation_fraction, rng) if settings.validation_fraction
+                         else (rest, _split([], [])))
+    train = _concat(train, _split([e.text for e in seen], [e.label for e in seen]))
+    counts = {"total": len(feedback), "invalid": invalid, "duplicates": valid - len(latest),
+              "in_original_test": len(latest) - len(kept), "out_of_scope": len(oos),
+              "dropped_too_few": sum(dropped.values()), "train": len(train), "validation": len(validation),
+              "holdout": len(holdout), "already_learnt": len(seen), "by_label": dict(sorted(by_label.items()))}
+    return FeedbackPlan(train, validation, holdout, _split([e.text for e in oos], [e.label for e in oos]),
+                        new, dropped, counts)
+
+
+def replay_rows(train: Split, n: int, rng: np.random.Generator) -> Split:
+    """About `n` rows of the original training split, stratified by label (every label with 2+ rows
+    keeps at least one), capped at the whole split."""
+    from core.data.splits import stratified_split
+
+    if n <= 0:
+        return _split([], [])
+    if n >= len(train):
+        return train
+    return stratified_split(train, n / len(train), rng)[1]
+
+
+# ---------------------------------------------------------------- the gate and the scores
+
+
+def gate(champion: dict, challenger: dict, margin: float) -> dict:
+    """Promote iff challenger feedback-holdout accuracy > champion's and challenger original-test
+    accuracy >= champion's - margin. `champion` / `challenger`: {"test": {"accuracy"},
+    "feedback_holdout": {"n", "accuracy"}} (as `score_model` returns). Pure."""
+    held_c, held_n = champion.get("feedback_holdout", {}), challenger.get("feedback_holdout", {})
+    test_c, test_n = champion["test"]["accuracy"], challenger["test"]["accuracy"]
+    reasons = []
+    if not held_n.get("n"):
+        wins, gain = False, None
+        reasons.append("no held-out feedback to judge the challenger on")
+    else:
+        gain = held_n["accuracy"] - held_c["accuracy"]
+        wins = gain > 0
+        reasons.append(f"feedback holdout accuracy {held_n['accuracy']:.4f} vs champion {held_c['accuracy']:.4f} "
+                       f"on {held_n['n']} rows: {'better' if wins else 'not better'}")
+    drop = test_c - test_n
+    keeps = drop <= margin + 1e-12  # accuracies are k/n: the epsilon only absorbs float rounding of the margin
+    reasons.append(f"original test accuracy {test_n:.4f} vs champion {test_c:.4f}: drop {drop:+.4f}, "
+                   f"{'within' if keeps else 'beyond'} the margin {margin:g}")
+    return {"promote": bool(wins and keeps), "reasons": reasons, "margin": margin,
+            "feedback_gain": gain, "test_drop": drop}
+
+
+def split_scores(model, split: Split, device: str = "cpu") -> dict:
+    """n, accuracy, macro_f1 and per-label accuracy, comparing label strings (a label the model
+    does not have counts as an error)."""
+    from core.evaluation.metrics import classification_metrics
+
+    if not len(split):
+        return {"n": 0}
+    pred = [model.labels[i] for i in model.predict_logits(split.texts, device=device).argmax(axis=1)]
+    per_label = {}
+    for label in sorted(set(split.labels)):
+        rows = [p == label for p, t in zip(pred, split.labels) if t == label]
+        per_label[label] = sum(rows) / len(rows)
+    return {"n": len(split), **classification_metrics(np.asarray(split.labels), np.asarray(pred)),
+            "per_label_accuracy": per_label}
+
+
+def handover_rate(model, split: Split, device: str = "cpu") -> dict | None:
+    """Share of `split` (out-of-scope feedback) the model's OOS detector hands over; None without one."""
+    if model.ood is None or not len(split):
+        return None
+    logits, embeddings = model.predict_all(split.texts, device=device)
+    flags = model.ood.is_out_of_scope(logits, embeddings, model.temperature)
+    return {"n": len(split), "out_of_scope_recall": float(np.mean(flags))}
+
+
+def score_model(model, test: Split, plan: FeedbackPlan, device: str = "cpu") -> dict:
+    out = {"test": split_scores(model, test, device), "feedback_holdout": split_scores(model, plan.holdout, device)}
+    oos = handover_rate(model, plan.out_of_scope, device)
+    return out | ({"feedback_out_of_scope": oos} if oos else {})
+
+
+# ---------------------------------------------------------------- warm start
+
+
+def imprinted_rows(class_embeddings: list[np.ndarray], background: np.ndarray, scale: float,
+                   bias: float) -> tuple[np.ndarray, np.ndarray]:
+    """Head rows (weight [k, d], bias [k]) for k new classes: w = scale * unit(mean_c - mean_bg),
+    b = bias - w . mean_bg, so a text's logit is scale * cos-direction . (x - mean_bg) + bias."""
+    centre = np.asarray(background, dtype=np.float64).mean(axis=0)
+    weights = []
+    for emb in class_embeddings:
+        direction = np.asarray(emb, dtype=np.float64).mean(axis=0) - centre
+        weights.append(scale * direction / max(np.linalg.norm(direction), 1e-12))
+    w = np.stack(weights) if weights else np.zeros((0, len(centre)))
+    return w.astype(np.float32), (bias - w @ centre).astype(np.float32)
+
+
+def grow_head(model, new_labels: list[str], train: Split, device: str) -> None:
+    """Append head rows for `new_labels`, imprinted from their `train` rows (see imprinted_rows)."""
+    import torch
+    from torch import nn
+
+    if not new_labels:
+        return
+    emb = model.encode(train.texts, device=device)
+    labels = np.asarray(train.labels)
+    old_w, old_b = model.head.weight.detach().cpu().numpy(), model.head.bias.detach().cpu().numpy()
+    w, b = imprinted_rows([emb[labels == lab] for lab in new_labels], emb,
+                          float(np.linalg.norm(old_w, axis=1).mean()), float(np.median(old_b)))
+    head = nn.Linear(old_w.shape[1], len(old_b) + len(new_labels))
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(np.vstack([old_w, w])))
+        head.bias.copy_(torch.from_numpy(np.concatenate([old_b, b])))
+    model.head = head.to(model.head.weight.device)
+    model.labels = list(model.labels) + list(new_labels)
+
+
+def make_trainable(model) -> None:
+    """A loaded LoRA/IA3 adapter is frozen (peft loads for inference): make its weights train again."""
+    from core.models.classifier import ADAPTERS
+
+    if model.peft in ADAPTERS:
+        prefix = model.encoder.base_model.prefix  # "lora_" / "ia3_"
+        for name, p in model.encoder.named_parameters():
+            if prefix in name:
+                p.requires_grad_(True)
+
+
+def train_schedule(train_cfg, settings: RetrainSettings, mix_rows: int, original_rows: int):
+    """The TrainConfig of the challenger: `settings.steps` when given, else the recipe's max_steps
+    scaled by mix / original training rows, else its epochs over the mix."""
+    if settings.steps:
+        return replace(train_cfg, max_steps=settings.steps, seed=settings.seed)
+    if train_cfg.max_steps:
+        steps = max(1, math.ceil(train_cfg.max_steps * mix_rows / max(original_rows, 1)))
+        return replace(train_cfg, max_steps=steps, seed=settings.seed)
+    return replace(train_cfg, seed=settings.seed)
+
+
+# ---------------------------------------------------------------- retrain
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(f"retrain: {message}", file=sys.stderr, flush=True)
+
+
+def run_config(run_dir: Path):
+    """(report, RecipeConfig) of a finished classification run that learnt from labelled rows."""
+    from core.classify.config import build_recipe
+    from core.runs.rundir import read_report
+
+    report = read_report(run_dir)
+    config = report.get("config") or {}
+    if config.get("task", "classification") != "classification":
+        raise UserError(f"{run_dir} is a {config.get('task')!r} run; retrain takes a text classifier run")
+    cfg = build_recipe(config)
+    if cfg.mode == "zeroshot":
+        raise UserError(f"{run_dir} is a zero-shot run: it has no training rows to replay. Train a probe or "
+                        f"fine-tuned run on labelled data first (e.g. `verticals train support/intent-probe`)")
+    return report, cfg
+
+
+def retrain(run_dir, feedback, *, out, data_dir: str | None = None, settings: RetrainSettings = RetrainSettings(),
+            progress: bool = True, parent: str | None = None, overwrite: bool = False) -> dict:
+    """A challenger run in `out`, warm-started from the classifier in `run_dir` and trained on
+    `feedback` (core.mlops.feedback.FeedbackExample) + replay; returns its report, whose "retrain"
+    section holds both models' scores and the gate. `parent`: how the report names the run
+    (default its path). See the module docstring."""
+    start = time.perf_counter()
+    run_dir, out = Path(run_dir), Path(out)
+    if not isinstance(settings, RetrainSettings):
+        raise UserError(f"settings must be a RetrainSettings, not {type(settings).__name__}")
+    feedback = list(feedback)
+    if not feedback:
+        raise UserError("no labelled feedback to retrain on: the feedback source holds no labelled texts yet")
+    report, cfg = run_config(run_dir)
+    if out.resolve() == run_dir.resolve():
+        raise UserError(f"--out {out} is the deployed run itself; give a new directory for the challenger")
+    run = RecipeRun.open(cfg, out, resume=False, overwrite=overwrite, has_checkpoint=False, seed=settings.seed)
+    device = run.device
+    original = prepare_data(cfg, data_dir)
+    model = load_classifier(model_dir(run_dir), merge=False)
+    inherited = trained_feedback(run_dir)
+    plan = plan_feedback(feedback, model.labels, original.data.test.texts, settings, trained=inherited)
+    c = plan.counts
+    _say(progress, f"{c['total']} feedback rows: {c['train']} train, {c['validation']} early-stopping, "
+                   f"{c['holdout']} held out, {c['out_of_scope']} out-of-scope (evaluated only), "
+                   f"{c['duplicates']} duplicates, {c['in_original_test']} in the original test split, "
+                   f"{c['dropped_too_few']} of new labels with too few examples")
+    if not len(plan.train):
+        raise UserError(f"no feedback left to train on after setting aside holdout, out-of-scope and dropped rows "
+                        f"({c}); collect more labelled feedback")
+    _say(progress, f"scoring the champion on the original test split ({len(original.data.test)} rows) "
+                   f"and the feedback holdout")
+    champion = score_model(model, original.data.test, plan, device)
+    frozen = model.peft == "frozen" or not takes_steps(cfg.train)
+    # a head refit is a fresh convex fit, not a warm start: on a subset of the original rows it would
+    # only forget them, and encoding them all costs little, so it replays every one
+    replay = original.train if frozen else replay_rows(original.train, round(settings.replay_ratio * len(plan.train)),
+                                                        np.random.default_rng(settings.seed))
+    mix = _concat(plan.train, replay)
+    labels = list(model.labels) + plan.new_labels
+    extra = dict(original.data.extra) | ({"feedback_holdout": plan.holdout} if len(plan.holdout) else {}) \
+        | ({"feedback_out_of_scope": plan.out_of_scope} if len(plan.out_of_scope) else {})
+    data = replace(original.data, labels=labels, train=mix,
+                   validation=_concat(original.data.validation, plan.validation), extra=extra)
+    from torch import nn
+
+    model.dropout = nn.Dropout(cfg.model.dropout)
+    train_cfg = cfg.train if frozen else train_schedule(cfg.train, settings, len(mix), len(original.train))
+    run = replace(run, cfg=replace(cfg, train=train_cfg))
+    run.save_config()
+    _say(progress, f"{'refitting the head' if frozen else 'training'} on {len(plan.train)} feedback + "
+                   f"{len(replay)} replayed rows; new labels: {', '.join(plan.new_labels) or 'none'}")
+    with run.ledger() as ledger:
+        if frozen:
+            grow_head(model, plan.new_labels, mix, device)
+            c_value = (report.get("probe") or {}).get("c", cfg.model.probe_c)
+            init_head_from_probe(model, mix.texts, LabelMap(labels).encode(mix.labels), c=c_value, device=device)
+            result = no_steps()
+        else:
+            make_trainable(model)
+            grow_head(model, plan.new_labels, mix, device)
+            result = fit(model, mix, data.validation, train_cfg, device=device, run_dir=out, progress=progress)
+    challenger = score_model(model, original.data.test, plan, device)
+    verdict = gate(champion, challenger, settings.margin)
+    section = {"parent": parent or str(run_dir), "feedback": plan.counts, "new_labels": plan.new_labels,
+               "dropped_labels_too_few": plan.dropped_labels_too_few, "replay_rows": len(replay),
+               "warm_start": "head refit (probe)" if frozen else f"fit from the deployed weights (peft={model.peft})",
+               "steps": result.steps, "settings": asdict(settings), "champion": champion, "challenger": challenger,
+               "gate": verdict}
+    run_data = RunData(data, original.set_aside, mix, scorer_bank=_concat(original.train, plan.train))
+    report = finish(run, run_data, model, result, ledger.cost, {"retrain": section})
+    oos = handover_rate(model, plan.out_of_scope, device)  # the OOS detector exists only now (finish fits it)
+    if oos:
+        section["challenger"]["feedback_out_of_scope"] = oos
+    section["cost"] = {"train_seconds": round(result.train_seconds, 2), "cpu_seconds": ledger.cost.cpu_seconds,
+                       "wall_seconds": ledger.cost.wall_seconds, "total_wall_seconds": round(time.perf_counter() - start, 2)}
+    write_report(out, report)
+    write_trained_feedback(out, inherited, plan)
+    _say(progress, f"gate: {'promote' if verdict['promote'] else 'keep the champion'} ({'; '.join(verdict['reasons'])})")
+    return report
+
+
+PROMOTE = ("auto", "never")
+
+
+def retrain_and_register(run_dir, feedback, *, registry, out, promote: str = "auto", by: str | None = None,
+                         data_dir: str | None = None, settings: RetrainSettings = RetrainSettings(),
+                         progress: bool = True, overwrite: bool = False) -> dict:
+    """`retrain`, then register the challenger in `registry` (a core.mlops.registry.ModelRegistry path)
+    with the deployed run as parent: an empty registry first gets the run as v0001 champion. With
+    promote="auto" the challenger becomes champion iff the gate says so (else it is registered as
+    rejected); "never" registers it as a candidate. Returns the report plus "registry": {path,
+    version, status, parent, champion}."""
+    from core.mlops.registry import ModelRegistry, current_user
+
+    if promote not in PROMOTE:
+        raise UserError(f"promote must be one of {', '.join(PROMOTE)}, not {promote!r}")
+    by = by or current_user()
+    reg = ModelRegistry(registry)
+    run_config(Path(run_dir))  # refuse a run retrain cannot take before it enters the registry
+    parent = reg.find(run_dir)
+    if parent is None and reg.versions():
+        raise UserError(f"{run_dir} is not a version of the registry {reg.path} (its champion is {reg.champion()}: "
+                        f"{reg.champion_path()}); retrain the champion, or give another --registry")
+    if parent is None:
+        parent = reg.register(run_dir, status="champion", by=by,
+                              reason="the deployed run, registered before its first retrain")
+        _say(progress, f"registered {run_dir} as {parent} (champion) in {reg.path}")
+    elif promote == "auto" and parent != reg.champion():
+        raise UserError(f"{run_dir} is {parent}, not the champion {reg.champion()}: a challenger is compared with "
+                        f"the champion; retrain {reg.champion_path()}, or pass --promote never")
+    report = retrain(run_dir, feedback, out=out, data_dir=data_dir, settings=settings, progress=progress,
+                     parent=parent, overwrite=overwrite)
+    verdict = report["retrain"]["gate"]
+    status = "candidate" if promote == "never" else "champion" if verdict["promote"] else "rejected"
+    reason = f"gate: {'; '.join(verdict['reasons'])}" + (" (promote=never)" if promote == "never" else "")
+    version = reg.register(out, parent=parent, status=status, gate=verdict, reason=reason, by=by)
+    report["registry"] = {"path": str(reg.path), "version": version, "status": status, "parent": parent,
+                          "champion": reg.champion()}
+    return report

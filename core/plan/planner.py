@@ -1,0 +1,525 @@
+"""`verticals plan`: predict what each recipe would reach and cost on the user's data, here, and
+pick the cheapest one that meets a target accuracy within a training budget and a latency bound.
+
+How each number is obtained (measured = on the user's data on this machine; prior = carried over
+from our benchmark records, so it is an educated guess, not a measurement):
+- TF-IDF + linear SVM, frozen-encoder probe, zero-shot (label names): measured outright. Accuracy
+  is the validation accuracy (the test split is never touched); its range is +-1 binomial standard
+  error, sqrt(p(1-p)/n_validation). Training time, CPU and memory come from the cost ledger.
+- Learning curve: the probe is refitted on stratified shares (1/8, 1/4, 1/2, 1) of the labels;
+  accuracy(n) = a - b * n**-c (a power law with a ceiling a <= 1; scipy curve_fit) is fitted to
+  those points (a straight line in log n when the fit fails) and extrapolated to 2x and 4x the
+  labels, and to the label count that would reach the target, if the ceiling is above it.
+- Fine-tunes (full, LoRA, IA3): accuracy is a PRIOR. A fine-tune is assumed to close a share f of
+  the probe's error: acc = probe + f * (1 - probe); f per recipe is what full fine-tunes and LoRA
+  closed in our records (BANKING77, PhraseBank: core/plan/priors.json, generated from
+  benchmarks/results by `python -m benchmarks.frontier`), the range spanning the record domains;
+  IA3, measured only against the full fine-tune, is full's prediction plus its recorded
+  difference. Fine-tuning gains depend on the task in ways a probe cannot see (sentiment gains
+  far more than intents did), so read these rows as a prior; benchmarks/plan_validation.py
+  measures how far off they are.
+- Time, two numbers per system: `train_seconds` = the run's cost-ledger wall (what the price is
+  for) and `run_seconds` = the whole `verticals train` wall (setup + ledger + the final
+  evaluation). Every part is measured here on its own (core.plan.measure) and the parts are
+  added up, so one slow event is charged once, not per epoch:
+  * probe ledger = first-encode warm-up + encode train + encode validation + C search + head fit
+    (each timed); zero-shot ledger = warm-up + encoding the label names.
+  * fine-tune ledger = warm-up + encode train x r + head fit (the probe-initialised head; r = the
+    recipe's forward seconds per token / the frozen encoder's, 1 for full, > 1 for unmerged
+    adapters) + tokenising + the sum over every optimizer step of the run of (a + b x padded
+    tokens of that step) + validations x (validation pass + checkpoint write). The run's batches
+    are replayed exactly (core.classify.train.epoch_order with the recipe's seed, batch size and length
+    grouping), so the padded tokens of each step are known before training. a, b: a Theil-Sen
+    line (robust to a few slow steps on a shared machine) through the calibration's steady steps
+    (`calibration_steps` real optimizer steps of the exact recipe on the training split, steps 1-2
+    and steps holding a validation left out). Checkpoint write = the median, over the
+    calibration's three validation steps, of that step's interval minus its predicted step time
+    minus the (timed) 8-row validation. Validations = one per epoch plus one at the last step
+    (core.engine.loop); early stopping is not predicted (the prediction is for all `epochs`).
+  * final evaluation (core.classify.recipes.finish, outside the ledger) = two validation passes + one test
+    pass (at the recipe's seconds per token; only the test split's token count is read) + saving
+    the model (timed on the calibrated model) + drift baseline + plots (timed on validation outputs).
+  Busy cores x ledger wall = core-hours; core-hours x price (core.foundation.cost.Prices) = dollars.
+- Inference: one throughput/latency measurement per runtime kind (TF-IDF; the encoder + linear
+  head, which every encoder recipe serves with after LoRA/IA3 merge), priced per 1e6 predictions.
+`--run` (run_recommended) trains the pick and sets its predicted accuracy and times beside the
+run's actual validation/test accuracy, ledger and wall seconds (plan.json `outcome`).
+Leaves out: GPU calibration of CPU-only measurements (run it on the machine you will train on),
+hyper-parameter search, out-of-scope detection quality, and few-shot contrastive recipes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.foundation.settings import build_config, setting
+from core.foundation.errors import UserError
+
+PRIORS_FILE = Path(__file__).with_name("priors.json")
+SHARES = (0.125, 0.25, 0.5, 1.0)
+_FINETUNE = {"mode": "finetune", "train": {"epochs": 3, "head_lr": 1e-3, "batch_size": 32, "warmup": 0.1, "patience": 2}}
+
+# The candidate recipes, domain-free (the same settings as the packaged support/finance recipes).
+# tfidf is a baseline measured beside them; it is not a verticals run.
+RECIPES: dict[str, dict] = {
+    "zeroshot": {"mode": "zeroshot", "model": {"peft": "frozen"}, "train": {"epochs": 0}},
+    "probe": {"mode": "probe", "model": {"peft": "frozen", "probe_c_search": True}, "train": {"epochs": 0}},
+    "ia3": {**_FINETUNE, "model": {"peft": "ia3"}, "train": {**_FINETUNE["train"], "lr": 5e-3}},
+    "lora": {**_FINETUNE, "model": {"peft": "lora", "lora_r": 8, "lora_alpha": 16}, "train": {**_FINETUNE["train"], "lr": 1e-3}},
+    "full": {**_FINETUNE, "model": {"peft": "none"}, "train": {**_FINETUNE["train"], "lr": 1e-4}},
+}
+SYSTEMS = ("tfidf", *RECIPES)
+UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """'30m' -> 1800.0 seconds, '5ms' -> 0.005, '90s', '2h', '1.5' (seconds)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|min|m|h)?\s*", str(text))
+    if not m:
+        raise UserError(f"{text!r} is not a duration: write e.g. 30m, 2h, 90s or 5ms")
+    return float(m.group(1)) * UNITS[m.group(2) or "s"]
+
+
+def _duration_problem(value: str) -> str:
+    try:
+        parse_duration(value)
+    except UserError:
+        return "; write a duration such as 30m, 2h, 90s or 5ms"
+    return ""
+
+
+def _systems_problem(value: str) -> str:
+    bad = [s for s in value.split(",") if s not in SYSTEMS]
+    return f"; unknown system(s) {', '.join(bad)}: choose among {', '.join(SYSTEMS)}" if bad else ""
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    data: str = setting("", required="a CSV/JSONL file, a folder or a catalog name")
+    text_column: str = "text"
+    label_column: str = "label"
+    encoding: str = "utf-8"
+    target: float = setting(0.9, positive=True, maximum=1, hint="an accuracy between 0 and 1")
+    budget: str = setting("", check=_duration_problem)  # training wall-time limit; "" = none
+    latency: str = setting("", check=_duration_problem)  # single-query p50 limit; "" = none
+    backbone: str = "minilm"
+    epochs: float = setting(3.0, positive=True)  # fine-tune epochs the predictions are for
+    calibration_steps: int = setting(12, minimum=6)  # >= 6: warm-up, steady and 3 validation steps
+    timing_seconds: float = setting(1.0, positive=True)  # how long each inference throughput is timed
+    systems: str = setting(",".join(SYSTEMS), check=_systems_problem)
+    seed: int = setting(0, minimum=0)
+    device: str = setting("cpu", choices=("cpu", "cuda", "auto"))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    system: str
+    how: str  # measured | prior
+    accuracy: float
+    accuracy_low: float
+    accuracy_high: float
+    train_seconds: float
+    train_core_hours: float
+    train_usd: float
+    peak_rss_mb: float
+    p50_ms: float
+    usd_per_million: float
+    run_seconds: float = 0.0  # the whole run's wall: setup + ledger + final evaluation
+
+
+# ---------------------------------------------------------------- pure parts (unit-tested)
+
+
+def fit_learning_curve(n: list[float], acc: list[float]) -> dict:
+    """{'kind', 'params'} of accuracy(n) = a - b * n**-c (0 < a <= 1, b >= 0, 0.01 <= c <= 3),
+    or of acc = alpha + beta * ln n when curve_fit fails or there are fewer than 3 points."""
+    from scipy.optimize import curve_fit
+
+    x, y = np.asarray(n, dtype=float), np.asarray(acc, dtype=float)
+    if len(x) >= 3 and np.ptp(y) > 0:
+        try:
+            p, _ = curve_fit(lambda t, a, b, c: a - b * t ** -c, x, y, p0=(min(1.0, y.max() + 0.02), 1.0, 0.5),
+                             bounds=([0.0, 0.0, 0.01], [1.0, np.inf, 3.0]), maxfev=20000)
+            return {"kind": "power", "params": [float(v) for v in p]}
+        except (RuntimeError, ValueError):
+            pass
+    beta, alpha = np.polyfit(np.log(x), y, 1) if len(x) >= 2 else (0.0, float(y.mean()))
+    return {"kind": "log", "params": [float(alpha), float(beta)]}
+
+
+def curve_accuracy(curve: dict, n: float) -> float:
+    if curve["kind"] == "power":
+        a, b, c = curve["params"]
+        return float(min(1.0, max(0.0, a - b * n ** -c)))
+    alpha, beta = curve["params"]
+    return float(min(1.0, max(0.0, alpha + beta * math.log(n))))
+
+
+def labels_for(curve: dict, target: float) -> float | None:
+    """The label count at which the curve reaches `target` (None when it never does)."""
+    if curve["kind"] == "power":
+        a, b, c = curve["params"]
+        return None if a <= target else (b / (a - target)) ** (1 / c) if b > 0 else 1.0
+    alpha, beta = curve["params"]
+    return math.exp((target - alpha) / beta) if beta > 0 and target < 1 else None
+
+
+def finetune_accuracy(probe: float, closure: float) -> float:
+    """A fine-tune that closes `closure` of the probe's error: probe + closure * (1 - probe)."""
+    return probe + closure * (1.0 - probe)
+
+
+def load_priors(path: Path = PRIORS_FILE) -> dict:
+    try:
+        priors = json.loads(Path(path).read_text())
+        for name in ("full", "lora"):
+            priors["gap_closure"][name]["mean"]
+        priors["offset_vs_full"]["ia3"]["mean"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"planner priors {path} are missing or malformed ({exc}); regenerate them with "
+                        f"`python -m benchmarks.frontier`") from None
+    return priors
+
+
+def predicted_accuracy(system: str, probe: float, priors: dict) -> tuple[float, float, float]:
+    """(point, low, high) prior accuracy of a fine-tune `system` given the probe's accuracy."""
+    if system in priors["gap_closure"]:
+        g = priors["gap_closure"][system]
+        return tuple(finetune_accuracy(probe, g[k]) for k in ("mean", "min", "max"))
+    if system in priors["offset_vs_full"]:
+        o = priors["offset_vs_full"][system]
+        full = predicted_accuracy("full", probe, priors)
+        return tuple(min(1.0, max(0.0, f + o[k])) for f, k in zip(full, ("mean", "min", "max")))
+    raise UserError(f"no prior for {system!r}")
+
+
+def padded_tokens_per_step(lengths, batch_size: int, seed: int, steps: int, group_by_length: bool = True) -> np.ndarray:
+    """Batch size x longest sequence of each of the first `steps` optimizer steps of core.classify.train.fit
+    (grad_accum 1), replaying its epoch order (core.classify.train.epoch_order)."""
+    from core.classify.train import epoch_order
+
+    lengths = np.asarray(lengths)
+    per_epoch = math.ceil(len(lengths) / batch_size)
+    out, order, epoch = np.zeros(steps), None, -1
+    for step in range(steps):
+        e, offset = divmod(step, per_epoch)
+        if e != epoch:
+            order, epoch = epoch_order(lengths, batch_size, seed, e, group_by_length), e
+        batch = lengths[order[offset * batch_size:(offset + 1) * batch_size]]
+        out[step] = len(batch) * batch.max()
+    return out
+
+
+def run_steps(n_train: int, batch_size: int, epochs: float, eval_every: int = 0) -> tuple[int, int]:
+    """(optimizer steps, validation passes) of core.classify.train.fit without early stopping: a pass every
+    `eval_every` steps (0 = once per epoch) and one at the last step."""
+    per_epoch = math.ceil(n_train / batch_size)
+    steps = math.ceil(epochs * per_epoch)
+    every = eval_every or max(1, per_epoch)
+    return steps, steps // every + (1 if steps % every else 0)
+
+
+def step_time_line(seconds, padded_tokens) -> tuple[float, float]:
+    """(a, b) of step seconds = a + b x padded tokens: a Theil-Sen line (the median of pairwise
+    slopes, then the median residual; robust to a few slow steps), clipped to a, b >= 0; with one distinct token count, or a
+    negative slope, the median seconds per token through the origin."""
+    from scipy.stats import theilslopes
+
+    t, x = np.asarray(seconds, dtype=float), np.asarray(padded_tokens, dtype=float)
+    if len(t) >= 3 and np.ptp(x) > 0:
+        slope = theilslopes(t, x)[0]
+        intercept = float(np.median(t - slope * x))  # median residual: robust where scipy's median(y) - slope median(x) is not
+        if slope >= 0 and intercept >= 0:
+            return float(intercept), float(slope)
+        if slope > 0:  # the line crosses zero above 0 tokens: keep its slope, no negative overhead
+            return 0.0, float(np.median(t / x))
+    return 0.0, float(np.median(t / x))
+
+
+def finetune_seconds(*, fixed_s: float, step_line: tuple[float, float], step_tokens, validations: int,
+                     validation_s: float, checkpoint_s: float) -> float:
+    """Predicted ledger wall of a fine-tune: fixed work (warm-up, head, tokenising) + each step's
+    a + b x padded tokens + validations x (validation pass + checkpoint)."""
+    a, b = step_line
+    return fixed_s + float(np.sum(a + b * np.asarray(step_tokens, dtype=float))) + validations * (validation_s + checkpoint_s)
+
+
+def meets(p: Prediction, target: float, budget_s: float | None, latency_s: float | None) -> list[str]:
+    """Why `p` fails the target or a constraint ([] when it meets them all)."""
+    why = []
+    if p.accuracy < target:
+        why.append(f"accuracy {100 * p.accuracy:.1f}% < {100 * target:.1f}%")
+    if budget_s is not None and p.train_seconds > budget_s:
+        why.append(f"training {p.train_seconds:.0f} s > budget {budget_s:.0f} s")
+    if latency_s is not None and p.p50_ms > 1000 * latency_s:
+        why.append(f"p50 {p.p50_ms:.1f} ms > {1000 * latency_s:g} ms")
+    return why
+
+
+def cheapest(predictions: list[Prediction], target: float, budget_s: float | None = None,
+             latency_s: float | None = None) -> Prediction | None:
+    """The prediction meeting everything with the lowest training dollars (then $/1e6 predictions)."""
+    ok = [p for p in predictions if not meets(p, target, budget_s, latency_s)]
+    return min(ok, key=lambda p: (p.train_usd, p.usd_per_million)) if ok else None
+
+
+def pareto(points: list[tuple[float, float]]) -> list[bool]:
+    """For (cost, accuracy) points: True where no other point is at most as costly and at least
+    as accurate with one of the two strictly better."""
+    return [not any(c2 <= c and a2 >= a and (c2 < c or a2 > a) for c2, a2 in points) for c, a in points]
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def plan_config(overrides: dict[str, str]) -> PlanConfig:
+    return build_config(PlanConfig, {}, overrides)
+
+
+def _prediction(system, how, acc, low, high, times, cores, rss, speed, per_million, prices) -> Prediction:
+    core_hours = times["train_seconds"] * cores / 3600
+    return Prediction(system, how, acc, max(0.0, low), min(1.0, high), times["train_seconds"], core_hours,
+                      prices.usd(core_hours), rss, speed["p50_ms"], per_million, times["run_seconds"])
+
+
+def frozen_times(system: str, e: dict, load_s: float) -> dict:
+    """Predicted ledger and run seconds of the probe or zero-shot recipe from core.plan.measure's
+    timed steps (module docstring), with each part."""
+    m = e["times"]
+    ledger = m["warmup"] + (m["encode_train"] + m["encode_validation"] + m["c_search"] + m["head_fit"]
+                            if system == "probe" else e["zeroshot_cost"].wall_seconds)
+    test_pass = m["validation_pass"] * e["tokens"]["test"] / max(e["tokens"]["validation"], 1)
+    parts = {"setup": load_s + m["setup"], "ledger": ledger, "validation_passes": 2 * m["validation_pass"],
+             "test_pass": test_pass, "save_drift_plots": m["save"] + m["drift"] + m["plots"]}
+    return {"train_seconds": ledger, "run_seconds": sum(parts.values()), "parts": parts}
+
+
+def finetune_times(cal: dict, e: dict, train_cfg, load_s: float) -> dict:
+    """Predicted ledger and run seconds of a fine-tune recipe from its calibration (module docstring)."""
+    m, c = e["times"], cal["times"]
+    numbers, seconds = np.asarray(cal["step_numbers"]), np.asarray(cal["step_seconds"])
+    tokens, validated = np.asarray(cal["step_padded_tokens"]), np.asarray(cal["validated"])
+    steady = (numbers >= 3) & ~validated
+    line = step_time_line(seconds[steady], tokens[steady])
+    a, b = line
+    checkpoint_s = max(0.0, float(np.median(seconds[validated] - (a + b * tokens[validated]) - cal["tiny_validation_s"])))
+    steps, validations = run_steps(len(e["train_lengths"]), train_cfg.batch_size, train_cfg.epochs, train_cfg.eval_every)
+    step_tokens = padded_tokens_per_step(e["train_lengths"], train_cfg.batch_size, train_cfg.seed, steps,
+                                         train_cfg.group_by_length)
+    per_token, tok = cal["validation_s_per_token"], e["tokens"]
+    ratio = per_token / max(e["encode_s_per_token"], 1e-12)
+    fixed = m["warmup"] + m["encode_train"] * ratio + m["head_fit"] + m["tokenize_train"]
+    validation_s = per_token * tok["validation"]
+    ledger = finetune_seconds(fixed_s=fixed, step_line=line, step_tokens=step_tokens, validations=validations,
+                              validation_s=validation_s, checkpoint_s=checkpoint_s)
+    parts = {"setup": load_s + c["setup"], "head_and_tokenize": fixed,
+             "optimizer_steps": float(np.sum(a + b * step_tokens)), "validations": validations * validation_s,
+             "checkpoints": validations * checkpoint_s, "validation_passes": 2 * validation_s,
+             "test_pass": per_token * tok["test"], "save_drift_plots": c["save"] + m["drift"] + m["plots"] + c["loss_plot"]}
+    return {"train_seconds": ledger, "run_seconds": sum(parts.values()), "parts": parts,
+            "steps": steps, "validations_predicted": validations, "step_line_a_b": [a, b],
+            "checkpoint_s": checkpoint_s, "forward_ratio_vs_frozen": ratio}
+
+
+def make_plan(cfg: PlanConfig, *, data_dir: str | None = None, progress: bool = True, prices=None) -> dict:
+    """Measure, calibrate and predict (see the module docstring); returns the plan as a dict:
+    predictions (one per system), the learning curve, the recommendation and what more labels buy."""
+    from core.foundation.cost import Prices
+    from core.data.catalog import load_classification
+    from core.plan.measure import calibrate_recipe, measure_encoder, measure_tfidf, say, stderr
+
+    from core.foundation.device import resolve_device
+
+    prices, device = prices or Prices.from_env(), resolve_device(cfg.device)
+    priors = load_priors()
+    t0 = time.perf_counter()
+    data = load_classification(cfg.data, root=data_dir, text_column=cfg.text_column, label_column=cfg.label_column,
+                               encoding=cfg.encoding)
+    load_s = time.perf_counter() - t0
+    if len(data.labels) < 2 or not len(data.validation):
+        raise UserError(f"planning needs at least 2 labels and a validation split; {cfg.data} has "
+                        f"{len(data.labels)} label(s) and {len(data.validation)} validation rows")
+    systems, n_val, preds = cfg.systems.split(","), len(data.validation), []
+    if "tfidf" in systems:
+        say(progress, "tfidf: fitting TF-IDF + linear SVM")
+        t = measure_tfidf(data, prices, min_seconds=cfg.timing_seconds)
+        se = stderr(t["accuracy"], n_val)
+        preds.append(_prediction("tfidf", "measured", t["accuracy"], t["accuracy"] - se, t["accuracy"] + se,
+                                 {"train_seconds": t["cost"].wall_seconds, "run_seconds": t["cost"].wall_seconds}, t["cost"].cpu_seconds / max(t["cost"].wall_seconds, 1e-9),
+                                 t["cost"].peak_rss_mb, t["speed"], t["usd_per_million"], prices))
+    e = measure_encoder(data, backbone=cfg.backbone, seed=cfg.seed, shares=SHARES, prices=prices, device=device,
+                        progress=progress, min_seconds=cfg.timing_seconds)
+    curve = fit_learning_curve([n for n, _ in e["curve_points"]], [a for _, a in e["curve_points"]])
+    probe, times = e["probe_accuracy"], {}
+    for name, acc in (("zeroshot", e["zeroshot_accuracy"]), ("probe", probe)):
+        if name in systems:
+            se, cost = stderr(acc, n_val), e["cost"] if name == "probe" else e["zeroshot_cost"]
+            times[name] = frozen_times(name, e, load_s)
+            preds.append(_prediction(name, "measured", acc, acc - se, acc + se, times[name],
+                                     cost.cpu_seconds / max(cost.wall_seconds, 1e-9), cost.peak_rss_mb, e["speed"],
+                                     e["usd_per_million"], prices))
+    calibration = {}
+    for name in (s for s in systems if RECIPES.get(s, {}).get("mode") == "finetune"):
+        say(progress, f"{name}: calibrating {cfg.calibration_steps} optimizer steps")
+        recipe = recipe_for(name, cfg)
+        cal = calibration[name] = calibrate_recipe(recipe, data, steps=cfg.calibration_steps, device=device)
+        times[name] = finetune_times(cal, e, recipe.train, load_s)
+        point, low, high = predicted_accuracy(name, probe, priors)
+        se = stderr(probe, n_val)
+        preds.append(_prediction(name, "prior", point, low - se, high + se, times[name], cal["busy_cores"],
+                                 cal["peak_rss_mb"], e["speed"], e["usd_per_million"], prices))
+    budget_s = parse_duration(cfg.budget) if cfg.budget else None
+    latency_s = parse_duration(cfg.latency) if cfg.latency else None
+    pick = cheapest(preds, cfg.target, budget_s, latency_s)
+    runnable = cheapest([p for p in preds if p.system in RECIPES], cfg.target, budget_s, latency_s)
+    n_train = len(data.train)
+    more = [{"labels": k * n_train, "probe": curve_accuracy(curve, k * n_train),
+             **{p.system: finetune_accuracy(curve_accuracy(curve, k * n_train), priors["gap_closure"][p.system]["mean"])
+                for p in preds if p.system in priors["gap_closure"]}} for k in (2, 4)]
+    needed = labels_for(curve, cfg.target)
+    return {"config": asdict(cfg), "data": data.summary(), "device": device, "prices": asdict(prices),
+            "predictions": [asdict(p) for p in preds],
+            "why_not": {p.system: meets(p, cfg.target, budget_s, latency_s) for p in preds},
+            "recommendation": pick.system if pick else None,
+            "recommended_recipe": runnable.system if runnable else None,  # what --run trains (tfidf is no run)
+            "learning_curve": {"points": e["curve_points"], "fit": curve, "labels_for_target_probe": needed},
+            "more_labels": more, "calibration": calibration, "measurements": {
+                "tfidf_c": t["c"] if "tfidf" in systems else None, "probe_c": e["c"], "tokens": e["tokens"],
+                "data_load_s": load_s, "probe_steps_s": e["times"],
+                "encode_s_per_token": e["encode_s_per_token"]},
+            "time_parts": times,
+            "priors": {"source": priors.get("source"), "gap_closure": priors["gap_closure"],
+                       "offset_vs_full": priors["offset_vs_full"]}}
+
+
+def format_plan(result: dict) -> str:
+    cfg = result["config"]
+    lines = [f"plan for {cfg['data']}: {result['data']['train']} training / {result['data']['validation']} validation "
+             f"rows, {result['data']['num_labels']} labels; target {100 * cfg['target']:.1f}%"
+             + (f", budget {cfg['budget']}" if cfg["budget"] else "") + (f", latency {cfg['latency']}" if cfg["latency"] else ""),
+             f"prices: ${result['prices']['usd_per_core_hour']}/core-hour, ${result['prices']['usd_per_gpu_hour']}/GPU-hour "
+             "(assumed defaults unless VERTICALS_USD_PER_CORE_HOUR / _GPU_HOUR are set)", "",
+             f"{'system':9s} {'how':8s} {'accuracy (range)':20s} {'train s':>8s} {'run s':>7s} {'train $':>9s} {'peak MB':>8s} "
+             f"{'p50 ms':>7s} {'$/1M pred':>9s}  meets"]
+    for p in result["predictions"]:
+        why = result["why_not"][p["system"]]
+        lines.append(f"{p['system']:9s} {p['how']:8s} {100 * p['accuracy']:5.1f}% ({100 * p['accuracy_low']:4.1f}-"
+                     f"{100 * p['accuracy_high']:4.1f})  {p['train_seconds']:8.1f} {p.get('run_seconds', 0):7.1f} {p['train_usd']:9.5f} "
+                     f"{p['peak_rss_mb']:8.0f} {p['p50_ms']:7.2f} {p['usd_per_million']:9.3f}  "
+                     + ("yes" if not why else "no: " + "; ".join(why)))
+    lines.append("")
+    if result["recommendation"]:
+        lines.append(f"recommendation: {result['recommendation']} (the cheapest that meets the target and constraints)")
+        if result["recommended_recipe"] != result["recommendation"]:
+            lines.append(f"  the cheapest verticals recipe that meets them (what --run trains): "
+                         f"{result['recommended_recipe'] or 'none'}")
+    else:
+        lines.append("recommendation: none of the systems is predicted to meet the target and constraints")
+    for row in result["more_labels"]:
+        lines.append(f"  with {row['labels']} labels the learning curve predicts: "
+                     + ", ".join(f"{k} {100 * v:.1f}%" for k, v in row.items() if k != "labels"))
+    need = result["learning_curve"]["labels_for_target_probe"]
+    lines.append(f"  the probe reaches the target at about {need:,.0f} labels (extrapolated)" if need else
+                 "  the probe's learning curve levels off below the target")
+    lines.append("  fine-tune accuracies are priors from our benchmark records, not measurements (see core/plan.py)")
+    lines.append("  train s = the run's cost-ledger seconds (what train $ prices); run s = the whole run, with its final evaluation")
+    return "\n".join(lines)
+
+
+def outcome(result: dict, report: dict, run_wall_s: float) -> dict:
+    """Predicted vs actual for the recipe `--run` trained: accuracy (validation, test), ledger and
+    run seconds, with the errors (predicted - actual; time as a ratio - 1)."""
+    system = result["recommended_recipe"]
+    p = next(p for p in result["predictions"] if p["system"] == system)
+    actual = {"validation_accuracy": report["metrics"]["validation"]["accuracy"],
+              "test_accuracy": report["metrics"]["test"]["accuracy"],
+              "train_seconds": report["cost"]["wall_seconds"], "run_seconds": run_wall_s}
+    return {"system": system, "predicted": {"accuracy": p["accuracy"], "accuracy_low": p["accuracy_low"],
+                                            "accuracy_high": p["accuracy_high"], "train_seconds": p["train_seconds"],
+                                            "run_seconds": p.get("run_seconds", 0.0)},
+            "actual": actual,
+            "error": {"validation_points": 100 * (p["accuracy"] - actual["validation_accuracy"]),
+                      "test_points": 100 * (p["accuracy"] - actual["test_accuracy"]),
+                      "train_seconds": p["train_seconds"] / actual["train_seconds"] - 1 if actual["train_seconds"] > 0 else None,
+                      "run_seconds": p.get("run_seconds", 0.0) / run_wall_s - 1 if run_wall_s > 0 else None}}
+
+
+def format_outcome(o: dict) -> str:
+    p, a, err = o["predicted"], o["actual"], o["error"]
+
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:+.0f}%"
+
+    return "\n".join([
+        f"predicted vs actual for {o['system']}:",
+        f"  accuracy  predicted {100 * p['accuracy']:.1f}% ({100 * p['accuracy_low']:.1f}-{100 * p['accuracy_high']:.1f}); "
+        f"actual validation {100 * a['validation_accuracy']:.1f}% ({err['validation_points']:+.1f} points), "
+        f"test {100 * a['test_accuracy']:.1f}% ({err['test_points']:+.1f} points)",
+        f"  train s   predicted {p['train_seconds']:.1f}; actual {a['train_seconds']:.1f} ({pct(err['train_seconds'])})",
+        f"  run s     predicted {p['run_seconds']:.1f}; actual {a['run_seconds']:.1f} ({pct(err['run_seconds'])})"])
+
+
+def run_recommended(result: dict, cfg: PlanConfig, out: Path, *, data_dir: str | None = None,
+                    progress: bool = True) -> tuple[dict, Path]:
+    """Train the recommended recipe into out/run-<recipe>, put its predicted-vs-actual `outcome` into
+    `result` and out/plan.json; returns (the run's report, its directory)."""
+    from core.classify.recipes import run_recipe
+
+    if not result["recommended_recipe"]:
+        raise UserError("--run (run=True): no recipe is predicted to meet the target and constraints; lower target=, "
+                        "raise budget= or add labels (see above)")
+    run_dir = Path(out) / f"run-{result['recommended_recipe']}"
+    t0 = time.perf_counter()
+    report = run_recipe(recipe_for(result["recommended_recipe"], cfg), run_dir, data_dir=data_dir, progress=progress)
+    result["outcome"] = outcome(result, report, time.perf_counter() - t0)
+    result["run"] = str(run_dir)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "plan.json").write_text(json.dumps(result, indent=2))
+    return report, run_dir
+
+
+def plot_plan(result: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    preds = result["predictions"]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for p in preds:
+        x = max(p["train_usd"], 1e-7)
+        ax.errorbar([x], [100 * p["accuracy"]], yerr=[[100 * (p["accuracy"] - p["accuracy_low"])],
+                                                       [100 * (p["accuracy_high"] - p["accuracy"])]],
+                    fmt="o" if p["how"] == "measured" else "s", capsize=3,
+                    color="tab:green" if p["system"] == result["recommendation"] else "tab:blue")
+        ax.annotate(p["system"], (x, 100 * p["accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.axhline(100 * result["config"]["target"], color="tab:red", ls="--", lw=1, label="target")
+    ax.set_xscale("log")
+    ax.set_xlabel("predicted training cost, $ (log)")
+    ax.set_ylabel("predicted accuracy, % (circle measured, square prior)")
+    ax.set_title(f"verticals plan: {Path(result['config']['data']).name}")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def recipe_for(system: str, cfg: PlanConfig):
+    """The RecipeConfig that trains `system` on the plan's data (for `--run`)."""
+    from core.classify.config import build_recipe
+
+    spec = RECIPES[system]
+    raw = {**spec, "name": f"plan-{system}",
+           "data": {"source": cfg.data, "text_column": cfg.text_column, "label_column": cfg.label_column,
+                    "encoding": cfg.encoding},
+           "model": {**spec["model"], "backbone": cfg.backbone},
+           "train": {**spec["train"], "seed": cfg.seed, **({"epochs": cfg.epochs} if spec["mode"] == "finetune" else {})}}
+    return build_recipe(raw)
