@@ -26,7 +26,8 @@ from pathlib import Path
 
 from benchmarks.record import RESULTS, write_record
 from core.foundation.cost import Prices, usd_per_million
-from core.plan.planner import PRIORS_FILE, pareto
+from core.plan.predict import PRIORS_FILE
+from core.plan.planner import pareto
 
 DOMAINS = {"support": "banking77", "finance": "financial_phrasebank"}
 

@@ -16,11 +16,10 @@ from pathlib import Path
 import core.data.catalog
 import solutions
 from core.classify.config import RecipeConfig
-from core.classify.recipes import run_recipe
 from solutions.finance import cli as finance_cli
 from solutions.finance.data import READERS as FINANCE_READERS
 from solutions.recsys import cli as recsys_cli
-from solutions.recsys.recipe import ItemEncoderRecipe, train_item_encoder
+from solutions.recsys.recipe_config import ItemEncoderRecipe
 from solutions.support import cli as support_cli
 
 SOLUTIONS_DIR = Path(solutions.__file__).resolve().parent
@@ -47,10 +46,24 @@ RECIPES: dict[str, Path] = {
 # core.foundation.errors at load time (heavy imports stay inside the command functions).
 SOLUTION_CLIS = (support_cli, finance_cli, recsys_cli)
 
+def train_classifier(cfg, run_dir: Path, **options) -> dict:
+    """The classification runner (core.classify.recipes.run_recipe)."""
+    from core.classify.recipes import run_recipe  # lazy: loads torch; the console entry imports this module
+
+    return run_recipe(cfg, run_dir, **options)
+
+
+def train_item_encoder(cfg, run_dir: Path, **options) -> dict:
+    """The recsys item-encoder runner (solutions.recsys.recipe.train_item_encoder)."""
+    from solutions.recsys.recipe import train_item_encoder as run  # lazy: loads torch, as above
+
+    return run(cfg, run_dir, **options)
+
+
 # A YAML's `task:` (default classification) -> (config schema, runner). A runner is
 # `runner(cfg, run_dir, *, data_dir, resume, overwrite, progress) -> report dict`.
 TASKS: dict[str, tuple[type, object]] = {
-    "classification": (RecipeConfig, run_recipe),
+    "classification": (RecipeConfig, train_classifier),
     "recsys-item-encoder": (ItemEncoderRecipe, train_item_encoder),
 }
 

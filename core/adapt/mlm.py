@@ -27,7 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.engine.loop import Engine, LoopSettings, decay_groups, shard
+from core.foundation import distributed
+from core.foundation.cost import CostLedger
 from core.foundation.errors import UserError
+from core.models.backbones import load_backbone, write_sentence_transformers_files
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,9 @@ class AdaptResult:
 
 def _masked_lm(backbone):
     """BertForMaskedLM carrying the backbone's encoder weights; True if its MLM head is fresh."""
-    from transformers import BertForMaskedLM
+    from transformers import (
+        BertForMaskedLM,  # lazy: transformers costs seconds of start-up
+    )
 
     if backbone.encoder.config.model_type != "bert":
         raise UserError(f"domain adaptation supports BERT-family backbones; '{backbone.name}' is "
@@ -63,7 +69,9 @@ def _masked_lm(backbone):
     head_state = {}
     weights = Path(backbone.path) / "model.safetensors"
     if weights.is_file():
-        from safetensors.torch import load_file
+        from safetensors.torch import (
+            load_file,  # lazy: safetensors.torch pulls in torch
+        )
 
         head_state = {k: v for k, v in load_file(weights).items() if k.startswith("cls.predictions.")}
     mlm = BertForMaskedLM(backbone.encoder.config)
@@ -88,10 +96,7 @@ def _batches(texts: list[str], batch_size: int, rng: np.random.Generator):
 def adapt_backbone(backbone_name: str, texts: list[str], out_dir: Path, cfg: AdaptConfig = AdaptConfig(),
                    *, device: str = "cpu", progress: bool = True) -> AdaptResult:
     """MLM continued pre-training of `backbone_name` on `texts`; writes a backbone dir to `out_dir`."""
-    import torch
-
-    from core.models.backbones import load_backbone, write_sentence_transformers_files
-    from core.foundation.cost import CostLedger
+    import torch  # lazy: torch costs seconds of start-up
 
     texts = [t.strip() for t in texts if t and t.strip()]
     if len(texts) < 2:
@@ -105,8 +110,6 @@ def adapt_backbone(backbone_name: str, texts: list[str], out_dir: Path, cfg: Ada
         torch.manual_seed(cfg.seed)
         mlm, head_fresh = _masked_lm(backbone)
         losses = _train_mlm(mlm, backbone, texts, cfg, head_fresh=head_fresh, device=device, progress=progress)
-
-    from core.foundation import distributed
 
     out_dir = Path(out_dir)
     if distributed.is_main():  # every process trained the same weights; one writes them
@@ -147,9 +150,9 @@ def _train_mlm(mlm, backbone, texts: list[str], cfg: AdaptConfig, *, head_fresh:
                progress: bool) -> list[float]:
     """Head-only warm-up (if the head is fresh), then the whole model; two runs of the engine
     (core.engine.loop). Returns per-step losses."""
-    from transformers import DataCollatorForLanguageModeling
-
-    from core.engine.loop import Engine, LoopSettings, decay_groups, shard
+    from transformers import (
+        DataCollatorForLanguageModeling,  # lazy: transformers costs seconds of start-up
+    )
 
     tokenizer = backbone.tokenizer
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability, seed=cfg.seed)

@@ -22,7 +22,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core.adapt.mlm import AdaptResult
+from core.engine.contrastive import PairStep, no_duplicate_batches
+from core.engine.loop import Engine, LoopSettings, shard
+from core.foundation import distributed
+from core.foundation.cost import CostLedger
 from core.foundation.errors import UserError
+from core.models.backbones import load_backbone, write_sentence_transformers_files
+from core.models.encoder import pool
 
 
 @dataclass(frozen=True)
@@ -40,9 +46,6 @@ def simcse_step(backbone, scale: float = 20.0):
     """The engine step: a batch of texts, tokenised once and passed twice ((features, features));
     in train mode the two forwards draw different dropout masks, so each text's second view is
     its positive and the batch's other texts are its negatives (core.engine.contrastive.PairStep)."""
-    from core.engine.contrastive import PairStep
-    from core.models.encoder import pool
-
     encoder = backbone.encoder
 
     def embed(input_ids, attention_mask):
@@ -55,10 +58,7 @@ def simcse_step(backbone, scale: float = 20.0):
 def simcse_adapt(backbone_name: str, texts: list[str], out_dir: Path, cfg: SimCSEConfig = SimCSEConfig(),
                  *, device: str = "cpu", progress: bool = True) -> AdaptResult:
     """Unsupervised SimCSE of `backbone_name` on `texts`; writes a backbone dir to `out_dir`."""
-    import torch
-
-    from core.models.backbones import load_backbone, write_sentence_transformers_files
-    from core.foundation.cost import CostLedger
+    import torch  # lazy: torch costs seconds of start-up
 
     texts = [t.strip() for t in texts if t and t.strip()]
     if len(set(texts)) < 2:
@@ -71,8 +71,6 @@ def simcse_adapt(backbone_name: str, texts: list[str], out_dir: Path, cfg: SimCS
     with torch.random.fork_rng(devices=[]), CostLedger() as ledger:
         torch.manual_seed(cfg.seed)
         losses, tokens = _train_simcse(backbone, texts, cfg, device=device, progress=progress)
-
-    from core.foundation import distributed
 
     out_dir = Path(out_dir)
     if distributed.is_main():  # every process trained the same weights; one writes them
@@ -94,9 +92,6 @@ def _train_simcse(backbone, texts: list[str], cfg: SimCSEConfig, *, device: str,
                   progress: bool) -> tuple[list[float], int]:
     """On the engine: AdamW + linear warm-up/decay, clipping 1.0; batches of distinct texts from
     sentence-transformers' NoDuplicatesBatchSampler. Returns per-step losses and tokens seen."""
-    from core.engine.contrastive import no_duplicate_batches
-    from core.engine.loop import Engine, LoopSettings, shard
-
     distinct = list(dict.fromkeys(texts))  # a duplicate in a batch would be a false negative
     batches = no_duplicate_batches({"text": distinct}, min(cfg.batch_size, len(distinct)), cfg.max_steps, cfg.seed)
     max_length = min(cfg.max_length, backbone.max_length)

@@ -14,7 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from core.data.splits import Split
+from core.engine.contrastive import PairStep, no_duplicate_batches, pair_micro_batches
+from core.engine.loop import Engine, LoopSettings, decay_groups
 
 
 def sample_per_class(split: Split, k: int, rng: np.random.Generator) -> Split:
@@ -68,9 +71,6 @@ def fit_contrastive(model, train: Split, settings: ContrastiveSettings, *, devic
     same-class texts embed close together. Returns the loss per step. On the engine
     (core.engine.loop): AdamW at a constant `lr`, clipping 1.0; batches from sentence-transformers'
     NoDuplicatesBatchSampler over (anchor, positive, class) rows, so no class is in a batch twice."""
-    from core.engine.contrastive import PairStep, no_duplicate_batches, pair_micro_batches
-    from core.engine.loop import Engine, LoopSettings, decay_groups
-
     rng = np.random.default_rng(settings.seed)
     anchors, positives = class_pairs(train.labels, settings.steps * settings.batch_size, rng)
     classes = len(set(train.labels))

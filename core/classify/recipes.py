@@ -24,7 +24,11 @@ from pathlib import Path
 
 import torch
 
-from core.classify.fewshot import ContrastiveSettings, fit_contrastive, with_label_name_examples
+from core.classify.fewshot import (
+    ContrastiveSettings,
+    fit_contrastive,
+    with_label_name_examples,
+)
 from core.classify.finish import finish
 from core.classify.run_data import RunData, load_run_data, prepare_data
 from core.classify.train import FitResult, fit, has_checkpoint
@@ -32,7 +36,12 @@ from core.data.splits import LabelMap, Split
 from core.foundation.errors import UserError
 from core.foundation.settings import read_yaml_mapping
 from core.models.backbones import load_backbone
-from core.models.classifier import LoraSettings, build_classifier, choose_probe_c, init_head_from_probe
+from core.models.classifier import (
+    LoraSettings,
+    build_classifier,
+    choose_probe_c,
+    init_head_from_probe,
+)
 from core.models.zeroshot import prototypes
 from core.runs.scaffold import RecipeRun
 

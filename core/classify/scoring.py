@@ -9,14 +9,31 @@ core.confidence.calibrate, core.confidence.ood).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from core.classify.config import DataConfig
+from core.classify.run_data import load_run_data
+from core.confidence.calibrate import (
+    expected_calibration_error,
+    plot_reliability,
+    softmax,
+)
+from core.confidence.ood import auroc
+from core.data.catalog import read_records, records_to_split, source_fingerprint
+from core.data.splits import LabelMap, Split, partition_label
+from core.evaluation.metrics import (
+    ClassificationEvaluator,
+    confusion,
+    labelled_metrics,
+    per_class_report,
+    plot_confusion_matrix,
+)
 from core.foundation.errors import UserError
+from core.models.predictor import load_run
 from core.runs.rundir import read_report
 
 if TYPE_CHECKING:
@@ -35,15 +52,6 @@ def evaluate_trained(model, data, confidence: dict, run_dir: Path, device: str,
     """Metrics on validation, test and extra sets (out-of-scope sets get OOS metrics), calibration
     on test, and the confusion-matrix and reliability plots. The test split is encoded once, the
     validation split not at all when the caller gives its logits (finish() has them already)."""
-    from core.data.splits import LabelMap
-    from core.evaluation.metrics import (
-        ClassificationEvaluator,
-        confusion,
-        labelled_metrics,
-        per_class_report,
-        plot_confusion_matrix,
-    )
-
     if validation_logits is None:
         metrics = {"validation": ClassificationEvaluator(data.validation.texts, data.validation.labels)(model, device)}
     else:  # the argmax of the logits is the argmax of the calibrated probabilities
@@ -71,12 +79,6 @@ def evaluate_trained(model, data, confidence: dict, run_dir: Path, device: str,
 
 
 def calibration_on_test(logits: np.ndarray, y: np.ndarray, temperature: float, plot_path: Path) -> dict:
-    from core.confidence.calibrate import (
-        expected_calibration_error,
-        plot_reliability,
-        softmax,
-    )
-
     before, after = softmax(logits), softmax(logits, temperature)
     plot_reliability({"before (T=1)": (before, y), f"after (T={temperature:.2f})": (after, y)}, plot_path)
     return {"test_ece_before": expected_calibration_error(before, y),
@@ -86,8 +88,6 @@ def calibration_on_test(logits: np.ndarray, y: np.ndarray, temperature: float, p
 def out_of_scope_metrics(model, in_scope_outputs: tuple[np.ndarray, np.ndarray], out_scope, device: str) -> dict:
     """AUROC and recalls at the model's threshold; `in_scope_outputs` = (logits, embeddings) of the
     in-scope test split, already computed by the caller."""
-    from core.confidence.ood import auroc
-
     detector, threshold = model.ood, model.ood.threshold
     in_scores = detector.scores(*in_scope_outputs, model.temperature)
     out_scores = detector.scores(*model.predict_all(out_scope.texts, device=device), model.temperature)
@@ -109,8 +109,6 @@ class EvaluationSets:
 
 def _is_run_data(spec: str, source: str, fingerprint: str | None) -> bool:
     """Whether `spec` names the data the run was trained on (same name, same file, or the same bytes)."""
-    from core.data.catalog import source_fingerprint
-
     if spec == source:
         return True
     given, trained = Path(spec).expanduser(), Path(source).expanduser()
@@ -126,11 +124,6 @@ def evaluation_sets(report: dict, labels: list[str], data_spec: str | None = Non
     split seed and out-of-scope handling), so training rows are never scored as held-out. Another
     file: every row of it (or its `split`, when given, split the same way). `columns`: text_column,
     label_column, encoding for files (default: the run's)."""
-    from dataclasses import fields, replace
-
-    from core.data.catalog import read_records, records_to_split
-    from core.data.splits import Split, partition_label
-
     saved = report["config"]["data"]
     run_cfg = DataConfig(**{f.name: saved[f.name] for f in fields(DataConfig) if f.name in saved})
     spec = data_spec or run_cfg.source
@@ -146,7 +139,6 @@ def evaluation_sets(report: dict, labels: list[str], data_spec: str | None = Non
     if data_spec is None and not path.exists() and ("/" in spec or spec.endswith((".csv", ".jsonl", ".tsv"))):
         raise UserError(f"the run was trained on '{spec}', which is not found from {Path.cwd()}; pass --data "
                         f"with its path (the same file gets the same {split or 'test'} split as in training)")
-    from core.classify.run_data import load_run_data
 
     data, _ = load_run_data(cfg, data_dir)
     chosen = split or "test"
@@ -179,10 +171,6 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None, *, data_dir: str |
     """Metrics of a saved run on the rows `evaluation_sets` picks (by default its own test split),
     with out-of-scope AUROC and recalls for the out-of-scope sets beside them. The run's model is
     loaded in `runtime` (core.models.predictor.load_run) unless `model` (a Predictor of it) is given."""
-    from core.data.splits import LabelMap
-    from core.evaluation.metrics import labelled_metrics
-    from core.models.predictor import load_run
-
     run_dir = Path(run_dir)
     report = read_report(run_dir)
     model = load_run(run_dir, runtime) if model is None else model

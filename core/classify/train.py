@@ -27,14 +27,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.engine.adversarial import build_adversary
 from core.classify.config import TrainConfig
 from core.data.splits import LabelMap, Split
+from core.engine.adversarial import build_adversary
+from core.engine.checkpoint import has_checkpoint as _has_ckpt
+from core.engine.checkpoint import load_trainable, trainable_state
 from core.engine.ema import EMA
+from core.engine.layerwise import GradualUnfreezing, lr_scale
 from core.engine.loop import Engine, LoopSettings, NoOp, Validation, shard
-from core.engine.checkpoint import has_checkpoint as _has_ckpt, load_trainable, trainable_state
 from core.evaluation.metrics import classification_metrics
-from core.engine.layerwise import GradualUnfreezing
 
 MEGABATCH = 50  # batches per length-sorted group (transformers' LengthGroupedSampler uses 50 too)
 
@@ -62,8 +63,6 @@ def class_weight_tensor(label_ids: list[int], num_labels: int) -> torch.Tensor:
 def _param_groups(model, cfg: TrainConfig) -> list[dict]:
     """AdamW groups: encoder weights (decayed), encoder biases/LayerNorms (not decayed), the head
     at head_lr; with layer_decay < 1 one pair of encoder groups per depth (core.engine.layerwise)."""
-    from core.engine.layerwise import lr_scale
-
     num_layers = model.encoder.config.num_hidden_layers
     groups: dict[tuple, dict] = {}
     for name, p in model.named_parameters():

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.foundation.plots import pyplot
+
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64) / temperature
@@ -52,7 +54,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, prior_sd: float =
                     min_rows: int = MIN_CALIBRATION_ROWS) -> TemperatureFit:
     """MAP temperature: argmin over log T of  n * NLL(softmax(logits / T)) + (log T)^2 / (2 prior_sd^2),
     with T in [T_MIN, T_MAX], and T >= 1 when every validation row is classified correctly."""
-    from scipy.optimize import minimize_scalar
+    from scipy.optimize import (
+        minimize_scalar,  # lazy: scipy costs start-up; only when used
+    )
 
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
     n = len(labels)
@@ -101,8 +105,6 @@ def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Pat
                      title: str | None = None, split: str = "test") -> Path:
     """One reliability curve per name (e.g. before / after temperature scaling), ECE in the legend;
     the default title names `split` and its row count (the rows of the first curve)."""
-    from core.foundation.plots import pyplot
-
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")

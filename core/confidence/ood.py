@@ -24,14 +24,18 @@ model carries, saves (safetensors) and the router consults.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from core.confidence.calibrate import softmax
 
 
 def _cosines(x: np.ndarray, unit_rows: np.ndarray) -> np.ndarray:
     """Cosine similarities [n, m] of rows of x with unit rows. The matmul runs in torch on purpose:
     a NumPy (OpenBLAS) matmul between two torch forward passes leaves OpenBLAS threads spinning
     against torch's and made single-query routing 3x slower (measured: 30 ms vs 9 ms)."""
-    import torch
+    import torch  # lazy: torch costs seconds of start-up
 
     return (torch.from_numpy(_unit(x)) @ torch.from_numpy(np.ascontiguousarray(unit_rows, dtype=np.float32)).T).numpy()
 
@@ -49,8 +53,6 @@ class MaxProbability:
         return self
 
     def score(self, logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-        from core.confidence.calibrate import softmax
-
         return softmax(logits, temperature).max(axis=1)
 
     def state(self) -> dict[str, np.ndarray]:
@@ -61,7 +63,9 @@ class Energy(MaxProbability):
     name = "energy"
 
     def score(self, logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-        from scipy.special import logsumexp
+        from scipy.special import (
+            logsumexp,  # lazy: scipy costs start-up; only when used
+        )
 
         return temperature * logsumexp(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
 
@@ -149,7 +153,7 @@ def _precision(centred: np.ndarray, shrinkage: float) -> np.ndarray:
 
 def _min_mahalanobis(x: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
     """min over rows m of means of (x - m)^T P (x - m), expanded into matmuls (in torch, see _cosines)."""
-    import torch
+    import torch  # lazy: torch costs seconds of start-up
 
     xt, mt, pt = (torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in (x, means, precision))
     xp = xt @ pt
@@ -248,7 +252,9 @@ def threshold_for_recall(in_scope_scores: np.ndarray, target_recall: float) -> f
 
 def auroc(in_scope_scores, out_scope_scores) -> float:
     """Area under ROC for separating in-scope (positive) from out-of-scope by score; ties count 1/2."""
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import (
+        roc_auc_score,  # lazy: scikit-learn costs start-up; only when used
+    )
 
     y = np.r_[np.ones(len(in_scope_scores)), np.zeros(len(out_scope_scores))]
     return float(roc_auc_score(y, np.r_[in_scope_scores, out_scope_scores]))
@@ -290,10 +296,10 @@ class OutOfScopeDetector:
 
     def save(self, directory) -> dict:
         """Write the scorer's arrays to `directory/ood.safetensors`; returns the description to keep."""
-        from pathlib import Path
-
-        import torch
-        from safetensors.torch import save_file
+        import torch  # lazy: torch costs seconds of start-up
+        from safetensors.torch import (
+            save_file,  # lazy: safetensors.torch pulls in torch
+        )
 
         state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.scorer.state().items()}
         save_file(state or {"empty": torch.zeros(1)}, Path(directory) / self.FILE)
@@ -304,9 +310,10 @@ class OutOfScopeDetector:
         """The detector saved in `directory` with `description` (classifier.json's "ood"), or None."""
         if not description:
             return None
-        from pathlib import Path
 
-        from safetensors.torch import load_file
+        from safetensors.torch import (
+            load_file,  # lazy: safetensors.torch pulls in torch
+        )
 
         state = {k: v.numpy() for k, v in load_file(Path(directory) / cls.FILE).items()}
         return cls(scorer_from_state(description["scorer"], state), float(description["threshold"]),

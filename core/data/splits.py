@@ -14,7 +14,6 @@ import numpy as np
 
 from core.foundation.errors import UserError
 
-
 # ---------------------------------------------------------------- examples and labels
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from torch import nn
 
 from core.foundation import distributed
 
-
 # ---------------------------------------------------------------- checkpoints (safetensors only)
 
 def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -54,7 +53,7 @@ def _rng_states() -> list[torch.Tensor]:
     mine = torch.get_rng_state()
     if not distributed.is_distributed():
         return [mine]
-    import torch.distributed as dist
+    import torch.distributed as dist  # lazy: torch costs seconds of start-up
 
     states = [None] * distributed.world_size()
     dist.all_gather_object(states, mine)

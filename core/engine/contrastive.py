@@ -25,17 +25,21 @@ from typing import Callable
 import torch
 from torch import nn
 
-from core.foundation import distributed
 from core.engine.loop import shard
+from core.foundation import distributed
 
 
 def mnrl(scale: float = 20.0, symmetric: bool = False):
     """sentence-transformers' MultipleNegativesRankingLoss, used through compute_loss_from_embeddings
     (no SentenceTransformer object needed: the model argument is only read by its forward)."""
     try:
-        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+        from sentence_transformers.sentence_transformer.losses import (
+            MultipleNegativesRankingLoss,  # lazy: sentence-transformers pulls in torch
+        )
     except ImportError:  # sentence-transformers < 6
-        from sentence_transformers.losses import MultipleNegativesRankingLoss
+        from sentence_transformers.losses import (
+            MultipleNegativesRankingLoss,  # lazy: sentence-transformers pulls in torch
+        )
     directions = ("query_to_doc", "doc_to_query") if symmetric else ("query_to_doc",)
     return MultipleNegativesRankingLoss(None, scale=scale, gather_across_devices=distributed.is_distributed(),
                                         directions=directions,
@@ -65,8 +69,13 @@ def no_duplicate_batches(columns: dict[str, list], batch_size: int, n_batches: i
     """`n_batches` batches of row indices in which no value of any column appears twice, by
     sentence-transformers' NoDuplicatesBatchSampler; each pass over the rows is a new seeded
     shuffle (its `set_epoch`). Fewer batches when the rows cannot fill one (too few distinct values)."""
-    from datasets import Dataset
-    from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
+    from sentence_transformers.base.sampler import (
+        NoDuplicatesBatchSampler,  # lazy: sentence-transformers pulls in torch
+    )
+
+    from datasets import (
+        Dataset,  # lazy: Hugging Face datasets costs start-up; only when used
+    )
 
     rows = len(next(iter(columns.values())))
     if rows == 0 or n_batches <= 0:

@@ -177,7 +177,10 @@ def to_device(batch: Any, device) -> Any:
 def accelerator_for(device: str, mixed_precision: str = "auto"):
     """An `accelerate.Accelerator` for `device` (cpu | cuda): on CPU it joins a torchrun/accelerate
     launch as a gloo process group; on a GPU each process takes its LOCAL_RANK's device."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate import (  # lazy: accelerate pulls in torch
+        Accelerator,
+        DistributedDataParallelKwargs,
+    )
 
     cpu = not str(device).startswith("cuda")
     precision = "no"
@@ -215,11 +218,11 @@ class Engine:
         Checkpoints (safetensors) go to `checkpoint_dir` after each validation pass. `metric_sinks`
         get, on the main process, each metrics row as it is written (the rows of metrics.jsonl,
         with or without `metrics_path`): an experiment tracker's live feed (core.runs.tracking)."""
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # lazy: only when progress is drawn
         from transformers import (
             get_constant_schedule_with_warmup,
             get_linear_schedule_with_warmup,
-        )
+        )  # lazy: transformers costs seconds of start-up
 
         acc = self.accelerator
         module = step

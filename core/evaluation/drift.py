@@ -53,7 +53,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.confidence.calibrate import softmax
 from core.foundation.errors import UserError
+from core.models.predictor import model_dir
 
 BASELINE_FILE = "drift_baseline.safetensors"
 BASELINE_META = "drift_baseline.json"
@@ -89,7 +91,10 @@ def mmd_rbf(x: np.ndarray, y: np.ndarray, *, gamma: float | None = None, max_row
     None: 1 / median squared distance of the pooled rows (median heuristic). Each side is
     subsampled to `max_rows` (seeded) to bound the O(n^2) kernels. Near 0 (either sign) when
     x and y come from one distribution."""
-    from sklearn.metrics.pairwise import euclidean_distances, rbf_kernel
+    from sklearn.metrics.pairwise import (  # lazy: scikit-learn costs start-up; only when used
+        euclidean_distances,
+        rbf_kernel,
+    )
     from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(seed)
@@ -117,11 +122,22 @@ def domain_auc(reference: np.ndarray, recent: np.ndarray, *, seed: int = 0, fold
     tell them apart, 1.0 = separable. Each side is subsampled to `max_rows` (seeded). C = 0.1, ten
     times sklearn's default L2: 200 recent rows against 384+ dimensions overfit at C = 1, and on
     Gaussian mean shifts of 0.05 / 0.1 sd C = 0.1 separated more (AUC 0.63 / 0.82 vs 0.62 / 0.80)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.linear_model import (
+        LogisticRegression,  # lazy: scikit-learn costs start-up; only when used
+    )
+    from sklearn.metrics import (
+        roc_auc_score,  # lazy: scikit-learn costs start-up; only when used
+    )
+    from sklearn.model_selection import (  # lazy: scikit-learn costs start-up; only when used
+        StratifiedKFold,
+        cross_val_predict,
+    )
+    from sklearn.pipeline import (
+        make_pipeline,  # lazy: scikit-learn costs start-up; only when used
+    )
+    from sklearn.preprocessing import (
+        StandardScaler,  # lazy: scikit-learn costs start-up; only when used
+    )
     from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(seed)
@@ -171,8 +187,6 @@ class DriftBaseline:
                      seed: int = 0, max_rows: int = BASELINE_ROWS) -> "DriftBaseline | None":
         """The baseline from a trained model's validation outputs (logits, embeddings: one
         predict_all pass), using its temperature and out-of-scope detector; None for no rows."""
-        from core.confidence.calibrate import softmax
-
         if not len(logits):
             return None
         probs = softmax(np.asarray(logits), model.temperature)
@@ -202,7 +216,9 @@ class DriftBaseline:
 
     def save(self, model_dir) -> Path:
         """model_dir/drift_baseline.safetensors (arrays) + drift_baseline.json (scalars, written last)."""
-        from safetensors.numpy import save_file
+        from safetensors.numpy import (
+            save_file,  # lazy: safetensors.torch pulls in torch
+        )
 
         model_dir = Path(model_dir)
         fits = np.abs(self.embeddings).max(initial=0.0) < np.finfo(np.float16).max
@@ -227,8 +243,12 @@ class DriftBaseline:
     def load(cls, model_dir) -> "DriftBaseline | None":
         """The baseline saved in `model_dir`, or None for runs that predate baselines (or have no
         validation split)."""
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
+        from safetensors import (
+            SafetensorError,  # lazy: safetensors.torch pulls in torch
+        )
+        from safetensors.numpy import (
+            load_file,  # lazy: safetensors.torch pulls in torch
+        )
 
         model_dir = Path(model_dir)
         meta_path, path = model_dir / BASELINE_META, model_dir / BASELINE_FILE
@@ -256,8 +276,6 @@ class DriftBaseline:
 
 def load_drift_baseline(run_or_model_dir) -> DriftBaseline | None:
     """The DriftBaseline of a run directory (or its model/ folder), None for runs that predate it."""
-    from core.models.predictor import model_dir
-
     return DriftBaseline.load(model_dir(run_or_model_dir))
 
 

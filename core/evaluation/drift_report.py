@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.evaluation.drift import drift_report
+
 MIN_ROWS = 200  # under this many predictions the scores are mostly sampling noise (as DriftWindow's min_rows)
 TOP_LABELS = 12
 
@@ -22,8 +24,6 @@ TOP_LABELS = 12
 def compare(baseline, stats: dict, thresholds) -> dict:
     """core.evaluation.drift.drift_report of logged `stats` (PredictionLog.window_stats) against `baseline`,
     without embeddings; counts only when the run has no baseline."""
-    from core.evaluation.drift import drift_report
-
     if baseline is None:
         return {"n": stats["n"], "fallback_rate": stats["fallback_rate"], "out_of_scope_rate": stats["out_of_scope_rate"],
                 "psi_confidence": None, "label_shift": None, "alerts": [], "drifted": None}
@@ -46,10 +46,10 @@ def label_rows(baseline_share: dict, recent: dict[str, int]) -> list[tuple[str, 
 
 def plot(baseline, stats: dict, version: str, path: Path, recent: str = "logged traffic") -> Path:
     """Confidence distributions and the predicted-label mix, baseline vs `recent`."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib only when a plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib only when a plot is drawn
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
     bins = np.linspace(0, 1, 21)

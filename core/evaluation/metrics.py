@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.data.splits import LabelMap
 from core.foundation.plots import pyplot
 
 
@@ -20,7 +21,9 @@ def accuracy(y_true, y_pred) -> float:
 
 
 def macro_f1(y_true, y_pred) -> float:
-    from sklearn.metrics import f1_score
+    from sklearn.metrics import (
+        f1_score,  # lazy: scikit-learn costs start-up; only when used
+    )
 
     return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
 
@@ -34,7 +37,9 @@ def confusion(y_true, y_pred, num_labels: int) -> np.ndarray:
 
 def per_class_report(y_true, y_pred, labels: list[str]) -> dict[str, dict[str, float]]:
     """label -> precision, recall, f1, support (scikit-learn's definitions, zero_division=0)."""
-    from sklearn.metrics import precision_recall_fscore_support
+    from sklearn.metrics import (
+        precision_recall_fscore_support,  # lazy: scikit-learn costs start-up; only when used
+    )
 
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=list(range(len(labels))),
                                                  zero_division=0)
@@ -60,8 +65,6 @@ class ClassificationEvaluator:
         self.texts, self.labels, self.name, self.batch_size = texts, labels, name, batch_size
 
     def predictions(self, model, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-        from core.data.splits import LabelMap
-
         y_true = np.asarray(LabelMap(model.labels).encode(self.labels))
         probs = model.predict_proba(self.texts, batch_size=self.batch_size, device=device)
         return y_true, probs
@@ -124,8 +127,13 @@ def plot_confusion_matrix(matrix, labels: list[str], path: Path, title: str | No
     show their counts; up to NAMED_TICKS_MAX the ticks are class names. Beyond, the ticks are class
     indices and the colour scale is square-root, so the few-percent confusions of a 150-class
     matrix stay visible beside its diagonal (report.md lists the most-confused pairs by name)."""
-    from matplotlib.colors import Normalize, PowerNorm
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.colors import (  # lazy: matplotlib only when a plot is drawn
+        Normalize,
+        PowerNorm,
+    )
+    from matplotlib.ticker import (
+        MaxNLocator,  # lazy: matplotlib only when a plot is drawn
+    )
 
     plt = pyplot()
     m = np.asarray(matrix, dtype=float)

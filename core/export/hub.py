@@ -26,8 +26,12 @@ from pathlib import Path
 
 import yaml
 
-from core.runs.card import is_classification, model_card
 from core.foundation.errors import UserError
+from core.models.classifier import load_classifier
+from core.models.hf_modeling import VerticalsConfig, VerticalsForSequenceClassification
+from core.models.predictor import model_dir
+from core.runs.card import is_classification, model_card
+from core.runs.rundir import read_report
 
 MODELING_FILE = "modeling_verticals.py"
 AUTO_MAP = {"AutoConfig": "modeling_verticals.VerticalsConfig",
@@ -70,8 +74,6 @@ def export_hf(run_dir: Path, out_dir: Path, *, overwrite: bool = False) -> Path:
     """Write the transformers (classification) or sentence-transformers (recsys) directory of a
     finished run into `out_dir`; returns `out_dir`. Written into a sibling temporary directory and
     renamed into place, so an interrupted export never looks complete."""
-    from core.runs.rundir import read_report
-
     run_dir, out_dir = Path(run_dir).expanduser(), Path(out_dir).expanduser()
     report = read_report(run_dir)
     _check_out_dir(out_dir, run_dir, overwrite)
@@ -79,8 +81,6 @@ def export_hf(run_dir: Path, out_dir: Path, *, overwrite: bool = False) -> Path:
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         if is_classification(report):
-            from core.models.predictor import model_dir
-
             write_classifier(model_dir(run_dir), work, run_name=report.get("config", {}).get("name", ""))
         else:
             write_item_encoder(run_dir, work)
@@ -116,9 +116,7 @@ def verticals_record(meta: dict, run_name: str) -> dict:
 def hf_classifier(model, meta: dict, run_name: str = ""):
     """A core.models.hf_modeling.VerticalsForSequenceClassification with the weights of `model` (a
     core.models.classifier.TextClassifier, adapters already merged) and its temperature folded into the head."""
-    import torch
-
-    from core.models.hf_modeling import VerticalsConfig, VerticalsForSequenceClassification
+    import torch  # lazy: torch costs seconds of start-up
 
     encoder = model.encoder
     if hasattr(encoder, "merge_and_unload"):  # a TextClassifier loaded with merge=False
@@ -141,7 +139,6 @@ def hf_classifier(model, meta: dict, run_name: str = ""):
 
 def write_classifier(model_dir: Path, directory: Path, *, run_name: str = "") -> None:
     from core.models.hf_modeling import __file__ as modeling_source
-    from core.models.classifier import load_classifier
 
     model_dir = Path(model_dir)
     model = load_classifier(model_dir)  # LoRA / IA3 merged into the encoder
@@ -160,8 +157,8 @@ def write_classifier(model_dir: Path, directory: Path, *, run_name: str = "") ->
 
 def push_to_hub(directory: Path, repo_id: str, *, private: bool = False) -> str:
     """Upload an export to the hub repository `repo_id` (created if missing); returns its URL."""
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import HTTPError
+    from huggingface_hub import HfApi, constants  # lazy: only when a hub is used
+    from huggingface_hub.errors import HTTPError  # lazy: only when a hub is used
 
     if constants.HF_HUB_OFFLINE:
         raise UserError(f"--push {repo_id}: HF_HUB_OFFLINE is set, so nothing can be uploaded. The export in "

@@ -17,11 +17,14 @@ Leaves out: static (calibrated) quantisation, fp16, graph pre-processing.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 
+from core.models.classifier import load_classifier
 from core.models.onnx_runtime import INT8_FILE, ONNX_FILE
+from core.models.predictor import model_dir
 
 
 class _Graph(torch.nn.Module):
@@ -54,8 +57,10 @@ def onnx_size(path: Path) -> int:
     """Bytes of an exported model on disk: the graph file plus every external-data file it
     references (the dynamo exporter writes the weights to `model.onnx.data` beside the graph, so
     the graph's own size can be a small fraction of the model)."""
-    import onnx
-    from onnx.external_data_helper import uses_external_data
+    import onnx  # lazy: an optional extra ([serve])
+    from onnx.external_data_helper import (
+        uses_external_data,  # lazy: an optional extra ([serve])
+    )
 
     path = Path(path)
     graph = onnx.load(str(path), load_external_data=False).graph  # weights are initializers
@@ -66,9 +71,10 @@ def onnx_size(path: Path) -> int:
 
 def quantize_int8(onnx_path: Path, out_path: Path) -> Path:
     """Dynamic int8 quantisation of an exported model (weights int8, activations per batch)."""
-    import logging
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import (  # lazy: an optional extra ([serve])
+        QuantType,
+        quantize_dynamic,
+    )
 
     root = logging.getLogger()
     level = root.level
@@ -83,9 +89,6 @@ def quantize_int8(onnx_path: Path, out_path: Path) -> Path:
 def export_run_onnx(path: Path, *, int8: bool = False) -> list[Path]:
     """Export the classifier of a run (or its model/ folder) beside its weights: model.onnx, and
     with `int8` also model.int8.onnx; returns the files written, fp32 first."""
-    from core.models.classifier import load_classifier
-    from core.models.predictor import model_dir
-
     directory = model_dir(path)
     written = [export_onnx(load_classifier(directory), directory / ONNX_FILE)]
     if int8:

@@ -34,7 +34,7 @@ def is_distributed() -> bool:
 
 def barrier() -> None:
     """Wait until every process gets here (no-op in a single process or before the group exists)."""
-    import torch.distributed as dist
+    import torch.distributed as dist  # lazy: torch costs seconds of start-up
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

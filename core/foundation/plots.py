@@ -10,9 +10,9 @@ from __future__ import annotations
 
 def pyplot():
     """matplotlib.pyplot on the Agg backend (lazy: matplotlib costs start-up time)."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib only when a plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib only when a plot is drawn
 
     return plt

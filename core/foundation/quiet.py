@@ -14,7 +14,6 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-
 CHATTY_LOGGERS = ("mlflow", "alembic")  # experiment tracking: "Creating initial MLflow database tables" at INFO
 
 
@@ -22,7 +21,9 @@ def quiet_libraries() -> None:
     """Process-wide: transformers at error level, no HF progress bars, no FutureWarnings."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", category=FutureWarning)
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import (
+        logging as hf_logging,  # lazy: transformers costs seconds of start-up
+    )
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -39,8 +40,14 @@ def quieted(enabled: bool = True) -> Iterator[None]:
         yield
         return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-    from transformers.utils import logging as hf_logging
+    from huggingface_hub.utils import (  # lazy: only when a hub is used
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+    from transformers.utils import (
+        logging as hf_logging,  # lazy: transformers costs seconds of start-up
+    )
 
     verbosity, bars, hub_bars = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled(),
                                  are_progress_bars_disabled())

@@ -43,6 +43,7 @@ rows to replay), and scheduling retrains.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -52,16 +53,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.foundation.settings import setting
-from core.foundation.errors import UserError
+from core.classify.config import build_recipe
 from core.classify.finish import finish
 from core.classify.recipes import no_steps, takes_steps
 from core.classify.run_data import RunData, prepare_data
 from core.classify.train import fit
-from core.data.splits import LabelMap
-from core.models.classifier import init_head_from_probe, load_classifier
+from core.data.splits import LabelMap, Split, stratified_split
+from core.evaluation.metrics import classification_metrics
+from core.foundation.errors import UserError
+from core.foundation.settings import checked, setting
+from core.mlops.feedback import LABEL_OUT_OF_SCOPE, text_sha256
+from core.mlops.registry import ModelRegistry, current_user
+from core.models.classifier import ADAPTERS, init_head_from_probe, load_classifier
 from core.models.predictor import model_dir
-from core.runs.rundir import write_report
+from core.runs.rundir import read_report, write_report
 from core.runs.scaffold import RecipeRun
 
 if TYPE_CHECKING:
@@ -79,8 +84,6 @@ class RetrainSettings:
     validation_fraction: float = setting(0.2, minimum=0, below=1, hint="a share of feedback-train")
 
     def __post_init__(self):
-        from core.foundation.settings import checked
-
         for f in fields(self):
             value = getattr(self, f.name)
             if value is not None:
@@ -112,8 +115,6 @@ class FeedbackPlan:
 
 
 def _split(texts, labels) -> Split:
-    from core.data.splits import Split
-
     return Split(list(texts), list(labels))
 
 
@@ -126,17 +127,11 @@ TRAINED_FILE = "feedback_trained.json"  # in a retrained run: sha256 of every fe
 
 def trained_feedback(run_dir: Path) -> frozenset[str]:
     """The sha256 of the feedback texts `run_dir` and its ancestors trained or early-stopped on."""
-    import json
-
     path = Path(run_dir) / TRAINED_FILE
     return frozenset(json.loads(path.read_text())["sha256"]) if path.is_file() else frozenset()
 
 
 def write_trained_feedback(out: Path, inherited: frozenset[str], plan: "FeedbackPlan") -> None:
-    import json
-
-    from core.mlops.feedback import text_sha256
-
     used = set(inherited) | {text_sha256(t.strip()) for t in plan.train.texts + plan.validation.texts}
     (Path(out) / TRAINED_FILE).write_text(json.dumps({"sha256": sorted(used)}))
 
@@ -147,9 +142,6 @@ def plan_feedback(feedback, known_labels: list[str], test_texts: list[str], sett
     examples, and split (seeded, stratified) into train / validation / holdout; texts in `trained`
     (sha256, what the champion's lineage already learnt from) always go to train, never to the
     holdout. See the module docstring."""
-    from core.data.splits import stratified_split
-    from core.mlops.feedback import LABEL_OUT_OF_SCOPE, text_sha256
-
     latest: dict[str, object] = {}
     invalid = 0
     for example in feedback:
@@ -191,8 +183,6 @@ def plan_feedback(feedback, known_labels: list[str], test_texts: list[str], sett
 def replay_rows(train: Split, n: int, rng: np.random.Generator) -> Split:
     """About `n` rows of the original training split, stratified by label (every label with 2+ rows
     keeps at least one), capped at the whole split."""
-    from core.data.splits import stratified_split
-
     if n <= 0:
         return _split([], [])
     if n >= len(train):
@@ -229,8 +219,6 @@ def gate(champion: dict, challenger: dict, margin: float) -> dict:
 def split_scores(model, split: Split, device: str = "cpu") -> dict:
     """n, accuracy, macro_f1 and per-label accuracy, comparing label strings (a label the model
     does not have counts as an error)."""
-    from core.evaluation.metrics import classification_metrics
-
     if not len(split):
         return {"n": 0}
     pred = [model.labels[i] for i in model.predict_logits(split.texts, device=device).argmax(axis=1)]
@@ -275,8 +263,8 @@ def imprinted_rows(class_embeddings: list[np.ndarray], background: np.ndarray, s
 
 def grow_head(model, new_labels: list[str], train: Split, device: str) -> None:
     """Append head rows for `new_labels`, imprinted from their `train` rows (see imprinted_rows)."""
-    import torch
-    from torch import nn
+    import torch  # lazy: torch costs seconds of start-up
+    from torch import nn  # lazy: torch costs seconds of start-up
 
     if not new_labels:
         return
@@ -295,8 +283,6 @@ def grow_head(model, new_labels: list[str], train: Split, device: str) -> None:
 
 def make_trainable(model) -> None:
     """A loaded LoRA/IA3 adapter is frozen (peft loads for inference): make its weights train again."""
-    from core.models.classifier import ADAPTERS
-
     if model.peft in ADAPTERS:
         prefix = model.encoder.base_model.prefix  # "lora_" / "ia3_"
         for name, p in model.encoder.named_parameters():
@@ -325,9 +311,6 @@ def _say(progress: bool, message: str) -> None:
 
 def run_config(run_dir: Path):
     """(report, RecipeConfig) of a finished classification run that learnt from labelled rows."""
-    from core.classify.config import build_recipe
-    from core.runs.rundir import read_report
-
     report = read_report(run_dir)
     config = report.get("config") or {}
     if config.get("task", "classification") != "classification":
@@ -383,7 +366,7 @@ def retrain(run_dir, feedback, *, out, data_dir: str | None = None, settings: Re
         | ({"feedback_out_of_scope": plan.out_of_scope} if len(plan.out_of_scope) else {})
     data = replace(original.data, labels=labels, train=mix,
                    validation=_concat(original.data.validation, plan.validation), extra=extra)
-    from torch import nn
+    from torch import nn  # lazy: torch costs seconds of start-up
 
     model.dropout = nn.Dropout(cfg.model.dropout)
     train_cfg = cfg.train if frozen else train_schedule(cfg.train, settings, len(mix), len(original.train))
@@ -432,8 +415,6 @@ def retrain_and_register(run_dir, feedback, *, registry, out, promote: str = "au
     promote="auto" the challenger becomes champion iff the gate says so (else it is registered as
     rejected); "never" registers it as a candidate. Returns the report plus "registry": {path,
     version, status, parent, champion}."""
-    from core.mlops.registry import ModelRegistry, current_user
-
     if promote not in PROMOTE:
         raise UserError(f"promote must be one of {', '.join(PROMOTE)}, not {promote!r}")
     by = by or current_user()

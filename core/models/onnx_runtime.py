@@ -8,9 +8,15 @@ Leaves out: writing the graph (core.export.onnx).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+
+from core.confidence.calibrate import softmax
+from core.foundation.errors import UserError
+from core.models.classifier import load_ood
+from core.models.encoder import token_batches
 
 INT8_FILE = "model.int8.onnx"
 ONNX_FILE = "model.onnx"
@@ -23,7 +29,7 @@ class OnnxClassifier:
 
     def __init__(self, path: Path, tokenizer, labels: list[str], *, max_length: int, temperature: float = 1.0,
                  ood=None, threads: int | None = None):
-        import onnxruntime as ort
+        import onnxruntime as ort  # lazy: an optional extra ([serve])
 
         options = ort.SessionOptions()
         if threads:
@@ -33,8 +39,6 @@ class OnnxClassifier:
         self.temperature, self.ood = temperature, ood
 
     def predict_all(self, texts: list[str], batch_size: int = 64, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-        from core.models.encoder import token_batches
-
         if not texts:
             dim = self.session.get_outputs()[1].shape[-1]
             return (np.zeros((0, len(self.labels)), dtype=np.float32),
@@ -50,8 +54,6 @@ class OnnxClassifier:
         return self.predict_all(texts, batch_size)[0]
 
     def predict_proba(self, texts, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
-        from core.confidence.calibrate import softmax
-
         return softmax(self.predict_logits(texts, batch_size), self.temperature).astype(np.float32)
 
     def encode(self, texts, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
@@ -61,12 +63,9 @@ class OnnxClassifier:
 def load_onnx_classifier(model_dir: Path, threads: int | None = None, *, int8: bool = False) -> OnnxClassifier:
     """The ONNX twin of a saved model directory (after `verticals export onnx`, `--int8` for the
     quantised one)."""
-    import json
-
-    from transformers import AutoTokenizer
-
-    from core.foundation.errors import UserError
-    from core.models.classifier import load_ood
+    from transformers import (
+        AutoTokenizer,  # lazy: transformers costs seconds of start-up
+    )
 
     model_dir = Path(model_dir)
     name = INT8_FILE if int8 else ONNX_FILE

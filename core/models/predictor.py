@@ -23,8 +23,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from core.foundation.errors import UserError
 from core.confidence.ood import OutOfScopeDetector
+from core.foundation.errors import UserError
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 MODEL_FILE = "classifier.json"
@@ -72,9 +72,11 @@ def load_run(path: str | Path, runtime: str = "torch", *, threads: int | None = 
         raise UserError(f"unknown runtime '{runtime}'; choose one of {', '.join(RUNTIMES)}")
     directory = model_dir(path)
     if runtime == "torch":
-        from core.models.classifier import load_classifier
+        from core.models.classifier import (
+            load_classifier,  # lazy: loads torch; `import verticals` must not
+        )
 
         return load_classifier(directory)
-    from core.models.onnx_runtime import load_onnx_classifier
+    from core.models.onnx_runtime import load_onnx_classifier  # lazy: as above
 
     return load_onnx_classifier(directory, threads, int8=runtime == "onnx-int8")

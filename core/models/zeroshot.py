@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.foundation.errors import UserError
+from core.models.backbones import load_backbone
+from core.models.encoder import SentenceEncoder
+
 
 def prototypes(description_embeddings: list[np.ndarray]) -> np.ndarray:
     """[n_labels, dim]: per label, the normalised mean of its normalised description embeddings."""
@@ -42,8 +46,6 @@ class ZeroShotClassifier:
 
     def __init__(self, backbone_name: str, descriptions: dict[str, list[str]], *, temperature: float = 0.05,
                  device: str = "cpu", batch_size: int = 64):
-        from core.foundation.errors import UserError
-
         if len(descriptions) < 2:
             raise UserError(f"zero-shot needs at least 2 labels with descriptions; got {len(descriptions)}")
         empty = [label for label, texts in descriptions.items() if not texts or not all(str(t).strip() for t in texts)]
@@ -52,8 +54,6 @@ class ZeroShotClassifier:
                             f"more non-empty sentences")
         if temperature <= 0:
             raise UserError(f"temperature must be > 0; got {temperature}")
-        from core.models.backbones import load_backbone
-        from core.models.encoder import SentenceEncoder
 
         self.backbone = load_backbone(backbone_name)
         self.backbone.encoder.to(device).eval()

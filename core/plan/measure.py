@@ -20,9 +20,28 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+from core.classify.recipes import build_model, label_descriptions
+from core.classify.train import evaluate_split, fit
+from core.confidence.calibrate import plot_reliability, softmax
+from core.data.splits import LabelMap, Split
+from core.engine.loop import MetricsLog
+from core.evaluation.drift import save_drift_baseline
+from core.evaluation.metrics import confusion, plot_confusion_matrix, plot_loss_curve
+from core.foundation.cost import CostLedger, measure_throughput, usd_per_million
+from core.models.backbones import load_backbone
+from core.models.classifier import (
+    build_classifier,
+    choose_probe_c,
+    init_head_from_probe,
+    save_classifier,
+)
+from core.models.zeroshot import prototypes, zero_shot_probs
+from core.plan.predict import padded_tokens_per_step
 
 
 def say(progress: bool, text: str) -> None:
@@ -70,11 +89,16 @@ def token_lengths(tokenizer, texts: list[str], max_length: int) -> np.ndarray:
 
 
 def measure_tfidf(data, prices, min_seconds: float = 0.5) -> dict:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.pipeline import make_pipeline, make_union
-    from sklearn.svm import LinearSVC
-
-    from core.foundation.cost import CostLedger, measure_throughput, usd_per_million
+    from sklearn.feature_extraction.text import (
+        TfidfVectorizer,  # lazy: scikit-learn costs start-up; only when used
+    )
+    from sklearn.pipeline import (  # lazy: scikit-learn costs start-up; only when used
+        make_pipeline,
+        make_union,
+    )
+    from sklearn.svm import (
+        LinearSVC,  # lazy: scikit-learn costs start-up; only when used
+    )
 
     best = None
     with CostLedger() as ledger:
@@ -92,11 +116,6 @@ def measure_tfidf(data, prices, min_seconds: float = 0.5) -> dict:
 
 def _finish_extras(model, outputs, y_val, watch: Stopwatch) -> None:
     """Time what `finish` does besides its encoder passes, on validation outputs: save, drift, plots."""
-    from core.confidence.calibrate import plot_reliability, softmax
-    from core.evaluation.drift import save_drift_baseline
-    from core.evaluation.metrics import confusion, plot_confusion_matrix
-    from core.models.classifier import save_classifier
-
     logits, embeddings = outputs
     with tempfile.TemporaryDirectory() as tmp:
         with watch("save"):
@@ -113,14 +132,9 @@ def measure_encoder(data, *, backbone: str, seed: int, shares: tuple[float, ...]
                     progress: bool, min_seconds: float = 1.0) -> dict:
     """The probe recipe step by step (see the module docstring), its learning curve, zero-shot,
     encoder speed and the token counts of every split."""
-    from sklearn.linear_model import LogisticRegression
-
-    from core.models.backbones import load_backbone
-    from core.foundation.cost import CostLedger, measure_throughput, usd_per_million
-    from core.data.splits import LabelMap
-    from core.models.classifier import build_classifier, choose_probe_c, init_head_from_probe
-    from core.classify.recipes import label_descriptions
-    from core.models.zeroshot import prototypes, zero_shot_probs
+    from sklearn.linear_model import (
+        LogisticRegression,  # lazy: scikit-learn costs start-up; only when used
+    )
 
     watch = Stopwatch()
     with watch("first_setup"):  # pays one-time imports and a cold file cache
@@ -180,17 +194,6 @@ def calibrate_recipe(recipe, data, *, steps: int, device: str) -> dict:
     validation + checkpoint, and, timed on their own after it: one validation pass on up to 64
     validation rows (scaled to the split by tokens), saving the model and plotting its loss curve;
     setup time, busy cores and peak memory."""
-    from dataclasses import replace
-
-    from core.foundation.cost import CostLedger
-    from core.data.splits import LabelMap, Split
-    from core.evaluation.metrics import plot_loss_curve
-    from core.models.classifier import save_classifier
-    from core.plan.planner import padded_tokens_per_step
-    from core.classify.recipes import build_model
-    from core.classify.train import evaluate_split, fit
-    from core.engine.loop import MetricsLog
-
     watch = Stopwatch()
     with watch("setup"):
         model = build_model(recipe, data.labels)

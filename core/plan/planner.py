@@ -51,19 +51,37 @@ hyper-parameter search, out-of-scope detection quality, and few-shot contrastive
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
-from core.foundation.settings import build_config, setting
+from core.classify.config import build_recipe
+from core.classify.recipes import run_recipe
+from core.data.catalog import load_classification
+from core.foundation.cost import Prices
+from core.foundation.device import resolve_device
 from core.foundation.errors import UserError
+from core.foundation.settings import build_config, setting
+from core.plan.measure import (
+    calibrate_recipe,
+    measure_encoder,
+    measure_tfidf,
+    say,
+    stderr,
+)
+from core.plan.predict import (
+    SHARES,
+    curve_accuracy,
+    finetune_accuracy,
+    finetune_times,
+    fit_learning_curve,
+    frozen_times,
+    labels_for,
+    load_priors,
+    predicted_accuracy,
+)
 
-PRIORS_FILE = Path(__file__).with_name("priors.json")
-SHARES = (0.125, 0.25, 0.5, 1.0)
 _FINETUNE = {"mode": "finetune", "train": {"epochs": 3, "head_lr": 1e-3, "batch_size": 32, "warmup": 0.1, "patience": 2}}
 
 # The candidate recipes, domain-free (the same settings as the packaged support/finance recipes).
@@ -134,123 +152,6 @@ class Prediction:
     run_seconds: float = 0.0  # the whole run's wall: setup + ledger + final evaluation
 
 
-# ---------------------------------------------------------------- pure parts (unit-tested)
-
-
-def fit_learning_curve(n: list[float], acc: list[float]) -> dict:
-    """{'kind', 'params'} of accuracy(n) = a - b * n**-c (0 < a <= 1, b >= 0, 0.01 <= c <= 3),
-    or of acc = alpha + beta * ln n when curve_fit fails or there are fewer than 3 points."""
-    from scipy.optimize import curve_fit
-
-    x, y = np.asarray(n, dtype=float), np.asarray(acc, dtype=float)
-    if len(x) >= 3 and np.ptp(y) > 0:
-        try:
-            p, _ = curve_fit(lambda t, a, b, c: a - b * t ** -c, x, y, p0=(min(1.0, y.max() + 0.02), 1.0, 0.5),
-                             bounds=([0.0, 0.0, 0.01], [1.0, np.inf, 3.0]), maxfev=20000)
-            return {"kind": "power", "params": [float(v) for v in p]}
-        except (RuntimeError, ValueError):
-            pass
-    beta, alpha = np.polyfit(np.log(x), y, 1) if len(x) >= 2 else (0.0, float(y.mean()))
-    return {"kind": "log", "params": [float(alpha), float(beta)]}
-
-
-def curve_accuracy(curve: dict, n: float) -> float:
-    if curve["kind"] == "power":
-        a, b, c = curve["params"]
-        return float(min(1.0, max(0.0, a - b * n ** -c)))
-    alpha, beta = curve["params"]
-    return float(min(1.0, max(0.0, alpha + beta * math.log(n))))
-
-
-def labels_for(curve: dict, target: float) -> float | None:
-    """The label count at which the curve reaches `target` (None when it never does)."""
-    if curve["kind"] == "power":
-        a, b, c = curve["params"]
-        return None if a <= target else (b / (a - target)) ** (1 / c) if b > 0 else 1.0
-    alpha, beta = curve["params"]
-    return math.exp((target - alpha) / beta) if beta > 0 and target < 1 else None
-
-
-def finetune_accuracy(probe: float, closure: float) -> float:
-    """A fine-tune that closes `closure` of the probe's error: probe + closure * (1 - probe)."""
-    return probe + closure * (1.0 - probe)
-
-
-def load_priors(path: Path = PRIORS_FILE) -> dict:
-    try:
-        priors = json.loads(Path(path).read_text())
-        for name in ("full", "lora"):
-            priors["gap_closure"][name]["mean"]
-        priors["offset_vs_full"]["ia3"]["mean"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"planner priors {path} are missing or malformed ({exc}); regenerate them with "
-                        f"`python -m benchmarks.frontier`") from None
-    return priors
-
-
-def predicted_accuracy(system: str, probe: float, priors: dict) -> tuple[float, float, float]:
-    """(point, low, high) prior accuracy of a fine-tune `system` given the probe's accuracy."""
-    if system in priors["gap_closure"]:
-        g = priors["gap_closure"][system]
-        return tuple(finetune_accuracy(probe, g[k]) for k in ("mean", "min", "max"))
-    if system in priors["offset_vs_full"]:
-        o = priors["offset_vs_full"][system]
-        full = predicted_accuracy("full", probe, priors)
-        return tuple(min(1.0, max(0.0, f + o[k])) for f, k in zip(full, ("mean", "min", "max")))
-    raise UserError(f"no prior for {system!r}")
-
-
-def padded_tokens_per_step(lengths, batch_size: int, seed: int, steps: int, group_by_length: bool = True) -> np.ndarray:
-    """Batch size x longest sequence of each of the first `steps` optimizer steps of core.classify.train.fit
-    (grad_accum 1), replaying its epoch order (core.classify.train.epoch_order)."""
-    from core.classify.train import epoch_order
-
-    lengths = np.asarray(lengths)
-    per_epoch = math.ceil(len(lengths) / batch_size)
-    out, order, epoch = np.zeros(steps), None, -1
-    for step in range(steps):
-        e, offset = divmod(step, per_epoch)
-        if e != epoch:
-            order, epoch = epoch_order(lengths, batch_size, seed, e, group_by_length), e
-        batch = lengths[order[offset * batch_size:(offset + 1) * batch_size]]
-        out[step] = len(batch) * batch.max()
-    return out
-
-
-def run_steps(n_train: int, batch_size: int, epochs: float, eval_every: int = 0) -> tuple[int, int]:
-    """(optimizer steps, validation passes) of core.classify.train.fit without early stopping: a pass every
-    `eval_every` steps (0 = once per epoch) and one at the last step."""
-    per_epoch = math.ceil(n_train / batch_size)
-    steps = math.ceil(epochs * per_epoch)
-    every = eval_every or max(1, per_epoch)
-    return steps, steps // every + (1 if steps % every else 0)
-
-
-def step_time_line(seconds, padded_tokens) -> tuple[float, float]:
-    """(a, b) of step seconds = a + b x padded tokens: a Theil-Sen line (the median of pairwise
-    slopes, then the median residual; robust to a few slow steps), clipped to a, b >= 0; with one distinct token count, or a
-    negative slope, the median seconds per token through the origin."""
-    from scipy.stats import theilslopes
-
-    t, x = np.asarray(seconds, dtype=float), np.asarray(padded_tokens, dtype=float)
-    if len(t) >= 3 and np.ptp(x) > 0:
-        slope = theilslopes(t, x)[0]
-        intercept = float(np.median(t - slope * x))  # median residual: robust where scipy's median(y) - slope median(x) is not
-        if slope >= 0 and intercept >= 0:
-            return float(intercept), float(slope)
-        if slope > 0:  # the line crosses zero above 0 tokens: keep its slope, no negative overhead
-            return 0.0, float(np.median(t / x))
-    return 0.0, float(np.median(t / x))
-
-
-def finetune_seconds(*, fixed_s: float, step_line: tuple[float, float], step_tokens, validations: int,
-                     validation_s: float, checkpoint_s: float) -> float:
-    """Predicted ledger wall of a fine-tune: fixed work (warm-up, head, tokenising) + each step's
-    a + b x padded tokens + validations x (validation pass + checkpoint)."""
-    a, b = step_line
-    return fixed_s + float(np.sum(a + b * np.asarray(step_tokens, dtype=float))) + validations * (validation_s + checkpoint_s)
-
-
 def meets(p: Prediction, target: float, budget_s: float | None, latency_s: float | None) -> list[str]:
     """Why `p` fails the target or a constraint ([] when it meets them all)."""
     why = []
@@ -289,54 +190,9 @@ def _prediction(system, how, acc, low, high, times, cores, rss, speed, per_milli
                       prices.usd(core_hours), rss, speed["p50_ms"], per_million, times["run_seconds"])
 
 
-def frozen_times(system: str, e: dict, load_s: float) -> dict:
-    """Predicted ledger and run seconds of the probe or zero-shot recipe from core.plan.measure's
-    timed steps (module docstring), with each part."""
-    m = e["times"]
-    ledger = m["warmup"] + (m["encode_train"] + m["encode_validation"] + m["c_search"] + m["head_fit"]
-                            if system == "probe" else e["zeroshot_cost"].wall_seconds)
-    test_pass = m["validation_pass"] * e["tokens"]["test"] / max(e["tokens"]["validation"], 1)
-    parts = {"setup": load_s + m["setup"], "ledger": ledger, "validation_passes": 2 * m["validation_pass"],
-             "test_pass": test_pass, "save_drift_plots": m["save"] + m["drift"] + m["plots"]}
-    return {"train_seconds": ledger, "run_seconds": sum(parts.values()), "parts": parts}
-
-
-def finetune_times(cal: dict, e: dict, train_cfg, load_s: float) -> dict:
-    """Predicted ledger and run seconds of a fine-tune recipe from its calibration (module docstring)."""
-    m, c = e["times"], cal["times"]
-    numbers, seconds = np.asarray(cal["step_numbers"]), np.asarray(cal["step_seconds"])
-    tokens, validated = np.asarray(cal["step_padded_tokens"]), np.asarray(cal["validated"])
-    steady = (numbers >= 3) & ~validated
-    line = step_time_line(seconds[steady], tokens[steady])
-    a, b = line
-    checkpoint_s = max(0.0, float(np.median(seconds[validated] - (a + b * tokens[validated]) - cal["tiny_validation_s"])))
-    steps, validations = run_steps(len(e["train_lengths"]), train_cfg.batch_size, train_cfg.epochs, train_cfg.eval_every)
-    step_tokens = padded_tokens_per_step(e["train_lengths"], train_cfg.batch_size, train_cfg.seed, steps,
-                                         train_cfg.group_by_length)
-    per_token, tok = cal["validation_s_per_token"], e["tokens"]
-    ratio = per_token / max(e["encode_s_per_token"], 1e-12)
-    fixed = m["warmup"] + m["encode_train"] * ratio + m["head_fit"] + m["tokenize_train"]
-    validation_s = per_token * tok["validation"]
-    ledger = finetune_seconds(fixed_s=fixed, step_line=line, step_tokens=step_tokens, validations=validations,
-                              validation_s=validation_s, checkpoint_s=checkpoint_s)
-    parts = {"setup": load_s + c["setup"], "head_and_tokenize": fixed,
-             "optimizer_steps": float(np.sum(a + b * step_tokens)), "validations": validations * validation_s,
-             "checkpoints": validations * checkpoint_s, "validation_passes": 2 * validation_s,
-             "test_pass": per_token * tok["test"], "save_drift_plots": c["save"] + m["drift"] + m["plots"] + c["loss_plot"]}
-    return {"train_seconds": ledger, "run_seconds": sum(parts.values()), "parts": parts,
-            "steps": steps, "validations_predicted": validations, "step_line_a_b": [a, b],
-            "checkpoint_s": checkpoint_s, "forward_ratio_vs_frozen": ratio}
-
-
 def make_plan(cfg: PlanConfig, *, data_dir: str | None = None, progress: bool = True, prices=None) -> dict:
     """Measure, calibrate and predict (see the module docstring); returns the plan as a dict:
     predictions (one per system), the learning curve, the recommendation and what more labels buy."""
-    from core.foundation.cost import Prices
-    from core.data.catalog import load_classification
-    from core.plan.measure import calibrate_recipe, measure_encoder, measure_tfidf, say, stderr
-
-    from core.foundation.device import resolve_device
-
     prices, device = prices or Prices.from_env(), resolve_device(cfg.device)
     priors = load_priors()
     t0 = time.perf_counter()
@@ -470,8 +326,6 @@ def run_recommended(result: dict, cfg: PlanConfig, out: Path, *, data_dir: str |
                     progress: bool = True) -> tuple[dict, Path]:
     """Train the recommended recipe into out/run-<recipe>, put its predicted-vs-actual `outcome` into
     `result` and out/plan.json; returns (the run's report, its directory)."""
-    from core.classify.recipes import run_recipe
-
     if not result["recommended_recipe"]:
         raise UserError("--run (run=True): no recipe is predicted to meet the target and constraints; lower target=, "
                         "raise budget= or add labels (see above)")
@@ -486,10 +340,10 @@ def run_recommended(result: dict, cfg: PlanConfig, out: Path, *, data_dir: str |
 
 
 def plot_plan(result: dict, path: Path) -> Path:
-    import matplotlib
+    import matplotlib  # lazy: matplotlib only when a plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib only when a plot is drawn
 
     preds = result["predictions"]
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
@@ -514,8 +368,6 @@ def plot_plan(result: dict, path: Path) -> Path:
 
 def recipe_for(system: str, cfg: PlanConfig):
     """The RecipeConfig that trains `system` on the plan's data (for `--run`)."""
-    from core.classify.config import build_recipe
-
     spec = RECIPES[system]
     raw = {**spec, "name": f"plan-{system}",
            "data": {"source": cfg.data, "text_column": cfg.text_column, "label_column": cfg.label_column,

@@ -21,6 +21,10 @@ import re
 
 import yaml
 
+from core.data.catalog import list_cards, load_card
+from core.models.backbones import TINY, is_local_backbone
+from core.runs.markdown import markdown_table
+
 # our backbone aliases -> the hub ids they are copies of (core.models.backbones ships them as packages)
 BASE_MODELS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "mpnet": "sentence-transformers/all-mpnet-base-v2"}
 # license identifiers a hub's `license` field accepts, matched against the start of a data card's text
@@ -35,8 +39,6 @@ def is_classification(report: dict) -> bool:
 
 def base_model(backbone: str | None) -> str | None:
     """The hub id a run's backbone is, or None (tiny, a local directory, nothing recorded)."""
-    from core.models.backbones import TINY, is_local_backbone
-
     if not backbone or backbone == TINY:
         return None
     if backbone in BASE_MODELS:
@@ -62,7 +64,6 @@ def data_card(report: dict) -> dict:
     the catalog's card of the dataset it names, if it is one of ours."""
     if report.get("data_card"):
         return report["data_card"]
-    from core.data.catalog import list_cards, load_card
 
     name = (report.get("data") or {}).get("name")
     if name not in list_cards():
@@ -123,8 +124,6 @@ def _pct(value) -> str:
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
-    from core.runs.markdown import markdown_table
-
     return markdown_table(header, [[_fmt(v) for v in row] for row in rows])
 
 

@@ -13,20 +13,23 @@ plots); `evaluation_sets` / `evaluate_run` / `predict_texts` score and query a s
 from __future__ import annotations
 
 import json
+import os
 import platform
+import shutil
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
 from core.foundation.errors import UserError
+from core.runs.card import model_card
+from core.runs.markdown import render_markdown as render
 
 REPORT_FILE = "report.json"
 
 
 def environment() -> dict:
-    import os
-
     versions = {}
     for pkg in ("torch", "transformers", "peft", "sentence_transformers", "sklearn", "numpy"):
         try:
@@ -80,8 +83,6 @@ def claim_run_dir(run_dir: Path, config: dict, *, resume: bool, overwrite: bool,
     existing = [n for n in RUN_FILES + RUN_DIRS if (run_dir / n).exists()]
     finished = (run_dir / REPORT_FILE).is_file()
     if overwrite:
-        import shutil
-
         for name in existing if clear else ():
             path = run_dir / name
             shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -121,10 +122,6 @@ def write_config(run_dir: Path, config: dict) -> Path:
 
 def write_report(run_dir: Path, report: dict) -> Path:
     """report.json, report.md and README.md (the model card: core.runs.card) of a finished run."""
-    from datetime import datetime, timezone
-
-    from core.runs.card import model_card
-
     run_dir = Path(run_dir)
     report.setdefault("finished_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     (run_dir / REPORT_FILE).write_text(json.dumps(report, indent=2))
@@ -143,8 +140,6 @@ def read_report(run_dir: Path) -> dict:
 
 def render_markdown(report: dict) -> str:
     """report.md for a report dict: the sections, tables and plot captions are in core.runs.markdown."""
-    from core.runs.markdown import render_markdown as render
-
     return render(report)
 
 

@@ -46,8 +46,12 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlparse
 
+import numpy as np
+
+from core.foundation.distributed import is_main
 from core.foundation.errors import UserError
-from core.foundation.settings import setting
+from core.foundation.settings import setting, to_dict
+from core.runs.rundir import flat_config
 
 Scalar = str | int | float | bool
 # what each backend imports (the `verticals[...]` extra that installs it is named like the backend)
@@ -81,8 +85,6 @@ def _require(backend: str, modules: Iterable[str], why: str = "") -> None:
 
 def flat_params(config: dict) -> dict[str, Scalar]:
     """{"train": {"lr": 1e-4}} -> {"train.lr": 1e-4}: a run's parameters, as its dotted keys (None -> "")."""
-    from core.runs.rundir import flat_config
-
     return {key: "" if value is None else value for key, value in flat_config(config).items()}
 
 
@@ -156,14 +158,18 @@ class MlflowTracker:
         _require("mlflow", EXTRA_MODULES["mlflow"])
         if urlparse(uri).scheme.split("+")[0] in SQL_SCHEMES:
             _require("mlflow", SQL_MODULES, f" with the database store {uri}")
-        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+        from mlflow.utils.validation import (
+            MAX_PARAM_VAL_LENGTH,  # lazy: an optional extra ([mlflow])
+        )
 
         self.uri, self.experiment, self.run_dir = uri, experiment, Path(run_dir).resolve()
         self.max_param = MAX_PARAM_VAL_LENGTH
         self.client, self.run_id = None, ""
 
     def _experiment_id(self) -> str:
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import (
+            MlflowException,  # lazy: an optional extra ([mlflow])
+        )
 
         found = self.client.get_experiment_by_name(self.experiment)
         if found is not None and found.lifecycle_stage == "deleted":
@@ -184,8 +190,8 @@ class MlflowTracker:
         return runs[0] if runs and runs[0].info.status != "FINISHED" else None
 
     def start(self, run_name, params, tags, *, resume) -> None:
-        from mlflow.entities import Param
-        from mlflow.tracking import MlflowClient
+        from mlflow.entities import Param  # lazy: an optional extra ([mlflow])
+        from mlflow.tracking import MlflowClient  # lazy: an optional extra ([mlflow])
 
         db = sqlite_file(self.uri)
         if db is not None:
@@ -204,7 +210,7 @@ class MlflowTracker:
                                                    if k not in logged])
 
     def log_metrics(self, metrics, step) -> None:
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric  # lazy: an optional extra ([mlflow])
 
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
@@ -233,7 +239,9 @@ class TensorBoardTracker:
         self.writer, self.params, self.tags = None, {}, set()
 
     def start(self, run_name, params, tags, *, resume) -> None:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import (
+            SummaryWriter,  # lazy: torch costs seconds of start-up
+        )
 
         if not resume and self.own_dir:  # a run started again (--overwrite) drops its old curves
             for stale in self.log_dir.glob("events.out.tfevents.*"):
@@ -253,7 +261,6 @@ class TensorBoardTracker:
 
     def log_artifacts(self, paths) -> None:
         """TensorBoard keeps no files: markdown and YAML become text, PNG plots images."""
-        import numpy as np
         from PIL import Image
 
         files = [f for p in map(Path, paths) for f in (sorted(p.rglob("*")) if p.is_dir() else [p])]
@@ -267,7 +274,9 @@ class TensorBoardTracker:
     def end(self, status: str = "FINISHED") -> None:
         if self.writer is None:
             return
-        from torch.utils.tensorboard.summary import hparams
+        from torch.utils.tensorboard.summary import (
+            hparams,  # lazy: torch costs seconds of start-up
+        )
 
         # HParams: the config beside every scalar's last value (read from the scalars of this run)
         for summary in hparams(self.params, dict.fromkeys(sorted(self.tags), 0.0)):  # values unused: tags
@@ -314,8 +323,6 @@ class RunTracking:
 
     def start(self, cfg, run_dir: Path, *, resume: bool = False) -> None:
         """Start tracking `cfg`'s run into `run_dir` (after the directory is claimed)."""
-        from core.foundation.settings import to_dict
-
         if not self.active:
             return
 
@@ -361,8 +368,6 @@ class RunTracking:
 def open_tracker(cfg, run_dir: Path) -> RunTracking:
     """The tracker `cfg.tracking` asks for (a no-op one on processes other than the main one);
     UserError now, before the run claims its directory, when the backend's extra is missing."""
-    from core.foundation.distributed import is_main
-
     settings = cfg.tracking
     backend = settings.backend
     if backend == "none" or not is_main():
@@ -378,8 +383,6 @@ def open_tracker(cfg, run_dir: Path) -> RunTracking:
 
 
 def tracking_installed(value: str) -> str:
-    from core.runs.tracking import missing_extra
-
     return missing_extra(value)
 
 

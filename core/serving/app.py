@@ -191,7 +191,7 @@ class Guard:
         self.routes = routes  # () -> the app's routes, to label requests by template
 
     def template(self, scope) -> str:
-        from starlette.routing import Match
+        from starlette.routing import Match  # lazy: an optional extra ([serve])
 
         for route in self.routes():
             match, _ = route.matches(scope)
@@ -294,7 +294,12 @@ def create_service(title: str, routers: tuple = (), *, access: Access = Access()
     `info()` -> dict: details for an authorised `/readyz`; `on_start`/`on_stop`: async callables
     run in the lifespan (readiness turns true after `on_start`); `request_hint` is appended to
     validation messages (e.g. the request shape)."""
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+    from prometheus_client import (  # lazy: an optional extra ([serve])
+        CONTENT_TYPE_LATEST,
+        CollectorRegistry,
+        Counter,
+        generate_latest,
+    )
 
     registry = CollectorRegistry()
     counter = Counter("verticals_requests_total", "HTTP responses by route template and status",

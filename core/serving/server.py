@@ -13,12 +13,16 @@ Leaves out: TLS, several worker processes (run several servers behind a proxy).
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 
 from core.serving.app import ServiceLimits
 
+
 def guarded_protocol(limits: ServiceLimits):
     """uvicorn's httptools protocol with a whole-request deadline and a header size limit."""
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.protocols.http.httptools_impl import (
+        HttpToolsProtocol,  # lazy: an optional extra ([serve])
+    )
 
     class GuardedHttpProtocol(HttpToolsProtocol):
         def connection_made(self, transport):
@@ -54,8 +58,6 @@ def guarded_protocol(limits: ServiceLimits):
                 self.transport.close()
 
         def _send_and_close(self, status: int, message: str):
-            from http import HTTPStatus
-
             body = json.dumps({"error": message}).encode()
             head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
                     f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
@@ -117,7 +119,7 @@ def guarded_protocol(limits: ServiceLimits):
 
 
 def uvicorn_config(app, host: str, port: int, limits: ServiceLimits = ServiceLimits(), **kwargs):
-    import uvicorn
+    import uvicorn  # lazy: an optional extra ([serve])
 
     kwargs.setdefault("log_level", "warning")
     return uvicorn.Config(app, host=host, port=port, http=guarded_protocol(limits), limit_concurrency=1000,
@@ -125,6 +127,6 @@ def uvicorn_config(app, host: str, port: int, limits: ServiceLimits = ServiceLim
 
 
 def serve(app, host: str, port: int, limits: ServiceLimits = ServiceLimits()) -> None:
-    import uvicorn
+    import uvicorn  # lazy: an optional extra ([serve])
 
     uvicorn.Server(uvicorn_config(app, host, port, limits)).run()

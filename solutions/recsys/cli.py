@@ -56,7 +56,8 @@ def cmd_train(args) -> int:
     run as `verticals train recsys/item-encoder data=... --out ...`."""
     from core.foundation.quiet import quiet_libraries
     from core.foundation.settings import build_config
-    from solutions.recsys.recipe import ItemEncoderRecipe, train_item_encoder
+    from solutions.recsys.recipe_config import ItemEncoderRecipe
+    from solutions.recsys.recipe import train_item_encoder
 
     quiet_libraries()
     raw = {"name": "recsys/item-encoder", "task": "recsys-item-encoder",

@@ -153,7 +153,8 @@ def test_recsys_run_exports_a_sentence_transformers_directory(tmp_path, tiny_bac
     from sentence_transformers import SentenceTransformer
 
     from core.foundation.settings import build_config
-    from solutions.recsys.recipe import ItemEncoderRecipe, train_item_encoder
+    from solutions.recsys.recipe_config import ItemEncoderRecipe
+    from solutions.recsys.recipe import train_item_encoder
 
     cfg = build_config(ItemEncoderRecipe, {"name": "recsys/item-encoder", "data": {"source": "demo_catalog"},
                                            "model": {"backbone": "tiny"},

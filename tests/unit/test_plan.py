@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from core.foundation.errors import UserError
-from core.plan.planner import Prediction, cheapest, curve_accuracy, fit_learning_curve, finetune_accuracy, finetune_seconds, format_outcome, labels_for, load_priors, meets, outcome, padded_tokens_per_step, pareto, parse_duration, plan_config, predicted_accuracy, run_steps, step_time_line
+from core.plan.planner import Prediction, cheapest, format_outcome, meets, outcome, pareto, parse_duration, plan_config
+from core.plan.predict import curve_accuracy, fit_learning_curve, finetune_accuracy, finetune_seconds, labels_for, load_priors, padded_tokens_per_step, predicted_accuracy, run_steps, step_time_line
 from tests.conftest import CARD, TRANSFER, write_csv
 
 

@@ -153,7 +153,8 @@ def test_tensorboard_under_a_shared_root_keeps_another_run_of_the_same_name(tmp_
 
 
 def test_the_recsys_item_encoder_is_tracked_too(tmp_path, tiny_backbone_dir):
-    from solutions.recsys.recipe import ItemEncoderRecipe, train_item_encoder
+    from solutions.recsys.recipe_config import ItemEncoderRecipe
+    from solutions.recsys.recipe import train_item_encoder
 
     cfg = build_config(ItemEncoderRecipe, {"data": {"source": "demo_catalog"}, "model": {"backbone": "tiny"},
                                            "train": {"steps": 3, "batch_size": 4, "min_support": 1}},

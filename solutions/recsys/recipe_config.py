@@ -1,0 +1,56 @@
+"""The recsys item-encoder recipe's schema (task: recsys-item-encoder): its sections and defaults.
+
+Light on purpose: the app layer's task registry imports it to validate a recipe before anything
+trains (`verticals --help` and `verticals train --help` must not load torch). The runner that
+trains it is solutions.recsys.recipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from core.foundation.settings import setting
+from core.runs.tracking import TrackingConfig
+
+
+@dataclass(frozen=True)
+class ItemEncoderData:
+    source: str = setting("", required="a catalog name (movielens_latest_small, demo_catalog) or an interactions CSV")
+    items: str = ""  # your own interactions: the items CSV (item_id + text columns)
+    text_columns: str = "title"  # your own items CSV: text columns, comma-separated
+    threshold: float = -1.0  # ratings >= this are positives; < 0: the catalog's default (3.5 for MovieLens)
+
+
+@dataclass(frozen=True)
+class ItemEncoderModel:
+    backbone: str = "minilm"
+    max_length: int = setting(32, positive=True)  # item texts (title, genres, tags) are short
+
+
+@dataclass(frozen=True)
+class ItemEncoderTrain:
+    steps: int = setting(200, positive=True)  # hard cap: CPU time grows linearly with it
+    max_seconds: float = setting(600.0, minimum=0)  # wall-clock cap; 0 = none
+    batch_size: int = setting(32, minimum=2)  # every other pair of the batch is a negative
+    lr: float = setting(1e-4, positive=True)  # 3e-5 left the loss at chance after 40 steps on MovieLens
+    warmup: float = setting(0.1, minimum=0, maximum=1)
+    window: int = setting(3, positive=True)  # pair an item with the next `window` items of the same user
+    max_gap_days: float = setting(7.0, positive=True)  # ... consumed within this many days of it
+    min_support: int = setting(2, positive=True)  # keep pairs that this many users share; 1 = all
+    scale: float = setting(20.0, positive=True)  # 1 / temperature of the in-batch softmax
+    seed: int = setting(0, minimum=0)
+
+
+@dataclass(frozen=True)
+class ItemEncoderRecipe:
+    ALIASES: ClassVar[dict[str, str]] = {"data": "data.source", "tracking": "tracking.backend"}
+
+    name: str = ""
+    description: str = ""
+    task: str = setting("recsys-item-encoder", choices=("recsys-item-encoder",))
+    device: str = setting("cpu", choices=("cpu", "cuda", "auto"))
+    data: ItemEncoderData = field(default_factory=ItemEncoderData)
+    model: ItemEncoderModel = field(default_factory=ItemEncoderModel)
+    train: ItemEncoderTrain = field(default_factory=ItemEncoderTrain)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # core.runs.tracking: mlflow | tensorboard
