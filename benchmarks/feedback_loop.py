@@ -152,7 +152,8 @@ def main(argv=None) -> None:
     from core.evaluation.drift import drift_report, load_drift_baseline
     from core.mlops.feedback import PredictionLog
     from core.models.predictor import load_run
-    from core.mlops.retrain import RetrainSettings, retrain
+    from core.mlops.retrain_plan import RetrainSettings
+    from core.mlops.retrain import retrain
     from solutions.support.router import IntentRouter
 
     if args.quick:

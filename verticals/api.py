@@ -442,12 +442,13 @@ def retrain(run: "str | os.PathLike | Run", feedback, *, out: str | os.PathLike 
     champion is taken) and `feedback` (a feedback database path, as `verticals retrain --feedback`
     reads, or a list of core.mlops.feedback.FeedbackExample), written to `out` (default
     runs/retrain-<time>). With `registry` it is registered (and promoted iff the gate says so, unless
-    promote="never"). `settings`: core.mlops.retrain.RetrainSettings fields (holdout_fraction, replay_ratio,
+    promote="never"). `settings`: core.mlops.retrain_plan.RetrainSettings fields (holdout_fraction, replay_ratio,
     min_examples_new_label, margin, steps, seed, validation_fraction). Returns the challenger's
     report: report["retrain"] holds champion / challenger scores, the gate and the cost; with a
     registry, report["registry"] the version and its status."""
     from core.runs.rundir import default_out
-    from core.mlops.retrain import RetrainSettings, retrain as retrain_run, retrain_and_register
+    from core.mlops.retrain_plan import RetrainSettings
+    from core.mlops.retrain import retrain as retrain_run, retrain_and_register
     from verticals.feedback_sources import read_feedback
 
     path = Path(run.path if isinstance(run, Run) else run).expanduser()

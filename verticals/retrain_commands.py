@@ -52,7 +52,8 @@ def comparison_table(section: dict, names: tuple[str, str] = ("champion", "chall
 def cmd_retrain(args, *, read_feedback: Callable[[Path], list]) -> int:
     from core.foundation.settings import parse_overrides
     from core.foundation.quiet import quiet_libraries
-    from core.mlops.retrain import RetrainSettings, retrain, retrain_and_register
+    from core.mlops.retrain_plan import RetrainSettings
+    from core.mlops.retrain import retrain, retrain_and_register
 
     settings = RetrainSettings.from_overrides(parse_overrides(args.settings))
     run, registry = Path(args.run_dir), args.registry

@@ -11,10 +11,10 @@ stay fast: the cost is `steps x batch_size` pairs, not the k^2 x classes^2 pairs
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
+from core.classify.config import ContrastiveConfig
 from core.data.splits import Split
 from core.engine.contrastive import PairStep, no_duplicate_batches, pair_micro_batches
 from core.engine.loop import Engine, LoopSettings, decay_groups
@@ -56,34 +56,26 @@ def class_pairs(labels: list[str], n_pairs: int, rng: np.random.Generator) -> tu
     return anchors, positives
 
 
-@dataclass(frozen=True)
-class ContrastiveSettings:
-    steps: int = 100
-    batch_size: int = 32
-    lr: float = 2e-5
-    scale: float = 20.0
-    seed: int = 0
-
-
-def fit_contrastive(model, train: Split, settings: ContrastiveSettings, *, device: str = "cpu",
+def fit_contrastive(model, train: Split, settings: ContrastiveConfig, *, seed: int = 0, device: str = "cpu",
                     progress: bool = True) -> list[float]:
     """Phase one: tune the encoder (all trainable encoder weights; LoRA adapters if peft) so that
     same-class texts embed close together. Returns the loss per step. On the engine
     (core.engine.loop): AdamW at a constant `lr`, clipping 1.0; batches from sentence-transformers'
     NoDuplicatesBatchSampler over (anchor, positive, class) rows, so no class is in a batch twice."""
-    rng = np.random.default_rng(settings.seed)
-    anchors, positives = class_pairs(train.labels, settings.steps * settings.batch_size, rng)
+    steps, batch_size = settings.contrastive_steps, settings.contrastive_batch_size
+    rng = np.random.default_rng(seed)
+    anchors, positives = class_pairs(train.labels, steps * batch_size, rng)
     classes = len(set(train.labels))
     batches = no_duplicate_batches({"anchor": [train.texts[i] for i in anchors],
                                     "positive": [train.texts[i] for i in positives],
                                     "class": [train.labels[i] for i in anchors]},
-                                   min(settings.batch_size, classes), settings.steps, settings.seed)
+                                   min(batch_size, classes), steps, seed)
     if not batches:
         return []
-    step = PairStep(model, model.embed, scale=settings.scale)
+    step = PairStep(model, model.embed, scale=settings.contrastive_scale)
     encoder_params = [(n, p) for n, p in model.named_parameters() if not n.startswith("head.")]
     result = Engine(device).run(
-        step, decay_groups(encoder_params, settings.lr, 0.01),
+        step, decay_groups(encoder_params, settings.contrastive_lr, 0.01),
         pair_micro_batches([train.texts[i] for i in anchors], [train.texts[i] for i in positives], batches,
                            model.tokenize),
         LoopSettings(steps=len(batches), schedule="constant", max_grad_norm=1.0, desc="contrastive"),

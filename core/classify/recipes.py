@@ -24,11 +24,7 @@ from pathlib import Path
 
 import torch
 
-from core.classify.fewshot import (
-    ContrastiveSettings,
-    fit_contrastive,
-    with_label_name_examples,
-)
+from core.classify.fewshot import fit_contrastive, with_label_name_examples
 from core.classify.finish import finish
 from core.classify.run_data import RunData, load_run_data, prepare_data
 from core.classify.train import FitResult, fit, has_checkpoint
@@ -131,13 +127,10 @@ def train_fewshot(cfg, run_dir: Path, *, data_dir: str | None = None, resume: bo
     data = prepare_data(cfg, data_dir)
     model = build_model(cfg, data.data.labels)
     run.save_config()
-    c = cfg.contrastive
-    settings = ContrastiveSettings(steps=c.contrastive_steps, batch_size=c.contrastive_batch_size,
-                                   lr=c.contrastive_lr, scale=c.contrastive_scale, seed=cfg.train.seed)
     with run.ledger() as ledger:
         probe = {}
         if not run.resuming:
-            fit_contrastive(model, data.train, settings, device=run.device, progress=progress)
+            fit_contrastive(model, data.train, cfg.contrastive, seed=cfg.train.seed, device=run.device, progress=progress)
             if cfg.model.head_init == "probe":
                 probe = init_head(model, data, cfg, run.device, search_c=cfg.model.probe_c_search)
         result = no_steps()

@@ -34,8 +34,9 @@ from core.engine.checkpoint import has_checkpoint as _has_ckpt
 from core.engine.checkpoint import load_trainable, trainable_state
 from core.engine.ema import EMA
 from core.engine.layerwise import GradualUnfreezing, lr_scale
-from core.engine.loop import Engine, LoopSettings, NoOp, Validation, shard
+from core.engine.loop import Engine, LoopSettings, NoOp, Validation, is_decayed, shard
 from core.evaluation.metrics import classification_metrics
+from core.models.encoder import right_pad
 
 MEGABATCH = 50  # batches per length-sorted group (transformers' LengthGroupedSampler uses 50 too)
 
@@ -72,8 +73,8 @@ def _param_groups(model, cfg: TrainConfig) -> list[dict]:
             key, lr, wd = ("head",), cfg.head_lr, 0.0
         else:
             scale = lr_scale(name, num_layers, cfg.layer_decay) if cfg.layer_decay != 1.0 else 1.0
-            no_decay = p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
-            key, lr, wd = ("encoder", scale, no_decay), cfg.lr * scale, 0.0 if no_decay else cfg.weight_decay
+            decayed = is_decayed(name, p)
+            key, lr, wd = ("encoder", scale, not decayed), cfg.lr * scale, cfg.weight_decay if decayed else 0.0
         groups.setdefault(key, {"params": [], "lr": lr, "weight_decay": wd})["params"].append(p)
     return list(groups.values())
 
@@ -118,13 +119,8 @@ def epoch_order(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, gro
 
 def pad_batch(token_ids: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad to the longest sequence of the batch: input_ids and attention_mask [B, T]."""
-    width = max(len(ids) for ids in token_ids)
-    ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(token_ids), width), dtype=torch.long)
-    for row, seq in enumerate(token_ids):
-        ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, :len(seq)] = 1
-    return {"input_ids": ids, "attention_mask": mask}
+    ids, mask = right_pad(token_ids, pad_id)
+    return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
 
 
 class _Adversary(NoOp):

@@ -218,105 +218,49 @@ class Engine:
         Checkpoints (safetensors) go to `checkpoint_dir` after each validation pass. `metric_sinks`
         get, on the main process, each metrics row as it is written (the rows of metrics.jsonl,
         with or without `metrics_path`): an experiment tracker's live feed (core.runs.tracking)."""
-        from tqdm.auto import tqdm  # lazy: only when progress is drawn
-        from transformers import (
-            get_constant_schedule_with_warmup,
-            get_linear_schedule_with_warmup,
-        )  # lazy: transformers costs seconds of start-up
+        from tqdm.auto import tqdm  # lazy: only when a loop runs
 
-        acc = self.accelerator
-        module = step
+        acc, module = self.accelerator, step
         keep = keep or (lambda: trainable_state(module))
         restore = restore or (lambda state: load_trainable(module, state))
-        # fused AdamW (one kernel for all tensors) is about 5x faster per step than the default
-        # on CPU for MiniLM's 22.7M weights; the Trainer uses it too (transformers 5 default)
-        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for g in param_groups for p in g["params"])
-        optimizer = torch.optim.AdamW(param_groups, fused=fused)
-        total = max(settings.steps, 1)
-        warmup_steps = int(settings.warmup * total)
-        scheduler = (get_linear_schedule_with_warmup(optimizer, warmup_steps, total) if settings.schedule == "linear"
-                     else get_constant_schedule_with_warmup(optimizer, warmup_steps))
+        optimizer, scheduler = optimizer_and_schedule(param_groups, settings)
         # The scheduler is stepped by hand, once per optimizer step: `batch_size` is the global batch.
         wrapped, optimizer = acc.prepare(module, optimizer)
         trainable = [p for g in param_groups for p in g["params"]]
-
         state = {"step": 0, "best_metric": -math.inf, "best_step": 0, "bad_evals": 0,
                  "samples_seen": 0, "tokens_seen": 0, "train_seconds": 0.0}
         best = None
         if resume and checkpoint_dir is not None and has_checkpoint(checkpoint_dir):
             state, best = load_checkpoint(checkpoint_dir, restore, optimizer, scheduler, hooks)
         log = MetricsLog(metrics_path, keep_until_step=state["step"] if resume else None) if metrics_path else None
-        sinks = ((log.write,) if log is not None else ()) + tuple(metric_sinks)
-        world = acc.num_processes
+        sinks = (((log.write,) if log is not None else ()) + tuple(metric_sinks)) if acc.is_main_process else ()
 
         wrapped.train()
         bar = tqdm(total=settings.steps, initial=state["step"], desc=settings.desc, unit="step",
                    disable=not progress or not acc.is_main_process)
-        losses, running, running_n = [], 0.0, 0
+        losses, running = [], []
         stopped_early = stopped_by_time = False
         started = time.perf_counter() - state["train_seconds"]
         while state["step"] < settings.steps and not stopped_early:
             if settings.max_seconds and time.perf_counter() - started > settings.max_seconds:
                 stopped_by_time = True
                 break
-            micro0 = state["step"] * settings.grad_accum
-            step_loss = 0.0
-            for micro in range(micro0, micro0 + settings.grad_accum):
-                batch = to_device(micro_batch(micro), acc.device)
-                last = micro == micro0 + settings.grad_accum - 1
-                with acc.no_sync(wrapped) if not last else nullcontext():
-                    loss = wrapped(batch)
-                    acc.backward(loss / settings.grad_accum)
-                    for hook in hooks:  # e.g. adversarial passes; their gradients add up
-                        hook.after_backward(lambda: wrapped(batch) / settings.grad_accum,
-                                            lambda: module(batch) / settings.grad_accum, acc.backward)
-                step_loss += float(loss.detach()) / settings.grad_accum
-                samples, tokens = batch_count(batch)
-                counts = torch.tensor([samples, tokens], dtype=torch.long, device=acc.device)
-                samples, tokens = (acc.reduce(counts, "sum") if world > 1 else counts).tolist()
-                state["samples_seen"] += samples
-                state["tokens_seen"] += tokens
-            for hook in hooks:
-                hook.before_optimizer_step(state["step"])
-            if settings.max_grad_norm:
-                acc.clip_grad_norm_(trainable, settings.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            for hook in hooks:
-                hook.after_optimizer_step(state["step"])
-            state["step"] += 1
+            step_loss = self._accumulate(wrapped, module, micro_batch, settings, hooks, state)
+            self._optimizer_step(optimizer, scheduler, trainable, settings, hooks, state)
             n = state["step"]
-            if world > 1:  # the loss every process saw, for the log
-                step_loss = float(acc.reduce(torch.tensor(step_loss, device=acc.device), "mean"))
             losses.append(step_loss)
-            running, running_n = running + step_loss, running_n + 1
+            running.append(step_loss)
             bar.update(1)
             if n % settings.log_every == 0 or n == settings.steps:
-                if sinks and acc.is_main_process:
-                    epoch = {"epoch": round(n / settings.steps_per_epoch, 3)} if settings.steps_per_epoch else {}
-                    for sink in sinks:
-                        sink({"step": n, **epoch, "train_loss": running / running_n, "lr": scheduler.get_last_lr()[0]})
-                bar.set_postfix(loss=f"{running / running_n:.4f}")
-                running, running_n = 0.0, 0
+                epoch = {"epoch": round(n / settings.steps_per_epoch, 3)} if settings.steps_per_epoch else {}
+                for sink in sinks:
+                    sink({"step": n, **epoch, "train_loss": sum(running) / len(running),
+                          "lr": scheduler.get_last_lr()[0]})
+                bar.set_postfix(loss=f"{sum(running) / len(running):.4f}")
+                running = []
             if validation is not None and (n % validation.every == 0 or n == settings.steps):
-                wrapped.eval()
-                with ExitStack() as stack:
-                    for hook in hooks:
-                        stack.enter_context(hook.evaluation_weights())
-                    scores = validation.evaluate()  # every process evaluates: they must agree on best/stop
-                    improved = scores[validation.metric] > state["best_metric"]
-                    if improved:
-                        best = keep()
-                wrapped.train()
-                if sinks and acc.is_main_process:
-                    for sink in sinks:
-                        sink({"step": n, **{f"validation_{k}": v for k, v in scores.items()}})
-                if improved:
-                    state.update(best_metric=scores[validation.metric], best_step=n, bad_evals=0)
-                else:
-                    state["bad_evals"] += 1
-                    stopped_early = bool(validation.patience) and state["bad_evals"] >= validation.patience
+                picked, stopped_early = self._validate(wrapped, validation, hooks, keep, state, sinks)
+                best = picked if picked is not None else best
                 state["train_seconds"] = time.perf_counter() - started
                 if checkpoint_dir is not None:
                     save_checkpoint(checkpoint_dir, keep(), optimizer, scheduler, state, best, hooks)
@@ -331,18 +275,100 @@ class Engine:
         acc.free_memory()  # drop accelerate's references: a later run wraps the model afresh
         history = [r for r in (log.rows if log else []) if any(k.startswith("validation_") for k in r)]
         return LoopResult(steps=state["step"], best_step=state["best_step"],
-                          best_metric=state["best_metric"] if best is not None else None,
+                          best_metric=None if state["best_metric"] == -math.inf else state["best_metric"],
                           stopped_early=stopped_early, stopped_by_time=stopped_by_time,
                           samples_seen=state["samples_seen"], tokens_seen=state["tokens_seen"],
                           train_seconds=state["train_seconds"], losses=losses, history=history)
 
+    def _accumulate(self, wrapped, module, micro_batch, settings: LoopSettings, hooks: tuple, state: dict) -> float:
+        """Forward and backward over the micro-batches of one optimizer step (gradients synchronised
+        on the last one only); counts the global samples and tokens into `state`; returns the step's
+        loss as every process saw it."""
+        acc, world = self.accelerator, self.accelerator.num_processes
+        micro0 = state["step"] * settings.grad_accum
+        step_loss = 0.0
+        for micro in range(micro0, micro0 + settings.grad_accum):
+            batch = to_device(micro_batch(micro), acc.device)
+            last = micro == micro0 + settings.grad_accum - 1
+            with acc.no_sync(wrapped) if not last else nullcontext():
+                loss = wrapped(batch)
+                acc.backward(loss / settings.grad_accum)
+                for hook in hooks:  # e.g. adversarial passes; their gradients add up
+                    hook.after_backward(lambda: wrapped(batch) / settings.grad_accum,
+                                        lambda: module(batch) / settings.grad_accum, acc.backward)
+            step_loss += float(loss.detach()) / settings.grad_accum
+            samples, tokens = batch_count(batch)
+            counts = torch.tensor([samples, tokens], dtype=torch.long, device=acc.device)
+            samples, tokens = (acc.reduce(counts, "sum") if world > 1 else counts).tolist()
+            state["samples_seen"] += samples
+            state["tokens_seen"] += tokens
+        if world > 1:  # the loss every process saw, for the log
+            step_loss = float(acc.reduce(torch.tensor(step_loss, device=acc.device), "mean"))
+        return step_loss
+
+    def _optimizer_step(self, optimizer, scheduler, trainable: list, settings: LoopSettings, hooks: tuple,
+                        state: dict) -> None:
+        """Clip, step the optimizer and the schedule, clear the gradients; the hooks around it."""
+        for hook in hooks:
+            hook.before_optimizer_step(state["step"])
+        if settings.max_grad_norm:
+            self.accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        for hook in hooks:
+            hook.after_optimizer_step(state["step"])
+        state["step"] += 1
+
+    def _validate(self, wrapped, validation: Validation, hooks: tuple, keep, state: dict,
+                  sinks: tuple) -> tuple[dict | None, bool]:
+        """One validation pass (every process evaluates: they must agree on best and stop), under
+        the hooks' evaluation weights (EMA). Returns (the kept weights when the metric improved,
+        else None; whether patience ran out) and updates best/bad_evals in `state`."""
+        n, picked = state["step"], None
+        wrapped.eval()
+        with ExitStack() as stack:
+            for hook in hooks:
+                stack.enter_context(hook.evaluation_weights())
+            scores = validation.evaluate()
+            if scores[validation.metric] > state["best_metric"]:
+                picked = keep()  # inside the hooks' weights: the EMA shadow is what gets kept
+        wrapped.train()
+        for sink in sinks:
+            sink({"step": n, **{f"validation_{k}": v for k, v in scores.items()}})
+        if picked is not None:
+            state.update(best_metric=scores[validation.metric], best_step=n, bad_evals=0)
+            return picked, False
+        state["bad_evals"] += 1
+        return None, bool(validation.patience) and state["bad_evals"] >= validation.patience
+
+
+def optimizer_and_schedule(param_groups: list[dict], settings: LoopSettings):
+    """AdamW over `param_groups` and its warm-up schedule (linear decay or constant) over settings.steps."""
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup  # lazy: transformers
+
+    # fused AdamW (one kernel for all tensors) is about 5x faster per step than the default
+    # on CPU for MiniLM's 22.7M weights; the Trainer uses it too (transformers 5 default)
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for g in param_groups for p in g["params"])
+    optimizer = torch.optim.AdamW(param_groups, fused=fused)
+    total = max(settings.steps, 1)
+    warmup_steps = int(settings.warmup * total)
+    scheduler = (get_linear_schedule_with_warmup(optimizer, warmup_steps, total) if settings.schedule == "linear"
+                 else get_constant_schedule_with_warmup(optimizer, warmup_steps))
+    return optimizer, scheduler
+
+
+def is_decayed(name: str, parameter: nn.Parameter) -> bool:
+    """Weight decay applies to matrices, not to biases and LayerNorm weights (the BERT convention)."""
+    return parameter.ndim >= 2 and "LayerNorm" not in name and "layer_norm" not in name
+
 
 def decay_groups(named_parameters, lr: float, weight_decay: float) -> list[dict]:
-    """AdamW groups: matrices decayed, biases and LayerNorm weights not (the BERT convention)."""
+    """AdamW groups: the decayed parameters (`is_decayed`) and the others, at one learning rate."""
     decay, no_decay = [], []
     for name, p in named_parameters:
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+            (decay if is_decayed(name, p) else no_decay).append(p)
     return [g for g in ({"params": decay, "lr": lr, "weight_decay": weight_decay},
                         {"params": no_decay, "lr": lr, "weight_decay": 0.0}) if g["params"]]
 

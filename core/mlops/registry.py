@@ -8,7 +8,7 @@
 
 Each version records its run (relative `runs/<version>`, or an absolute path with copy=False),
 its parent version, status (candidate | champion | retired | rejected), the run's metrics and
-cost, the promotion gate's verdict (core.mlops.retrain.gate), and who promoted it, when and why.
+cost, the promotion gate's verdict (core.mlops.gate.gate), and who promoted it, when and why.
 Status moves only along TRANSITIONS; one version is champion at a time. `champion_stack` is the
 order in which versions became champion: `promote` pushes, `rollback` pops (so rolling back twice
 goes two promotions back, never flip-flops between two versions). `generation` counts champion
@@ -22,7 +22,7 @@ file or the new one, never half of either. A run is copied into `runs/.incoming-
 renamed into place, so a crash mid-copy leaves no half version behind.
 Hand-written (no library): MLflow's model registry needs its tracking server or database and
 gives neither file locking nor a champion stack; this is ~200 lines of stdlib.
-Leaves out: deciding whether to promote (core.mlops.retrain.gate) and serving (solutions.support).
+Leaves out: deciding whether to promote (core.mlops.gate.gate) and serving (solutions.support).
 """
 
 from __future__ import annotations

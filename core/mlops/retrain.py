@@ -43,11 +43,10 @@ rows to replay), and scheduling retrains.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,12 +57,18 @@ from core.classify.finish import finish
 from core.classify.recipes import no_steps, takes_steps
 from core.classify.run_data import RunData, prepare_data
 from core.classify.train import fit
-from core.data.splits import LabelMap, Split, stratified_split
-from core.evaluation.metrics import classification_metrics
+from core.data.splits import LabelMap, Split
 from core.foundation.errors import UserError
-from core.foundation.settings import checked, setting
-from core.mlops.feedback import LABEL_OUT_OF_SCOPE, text_sha256
+from core.mlops.gate import gate, handover_rate, score_model
 from core.mlops.registry import ModelRegistry, current_user
+from core.mlops.retrain_plan import (
+    RetrainSettings,
+    concat_splits,
+    plan_feedback,
+    replay_rows,
+    trained_feedback,
+    write_trained_feedback,
+)
 from core.models.classifier import ADAPTERS, init_head_from_probe, load_classifier
 from core.models.predictor import model_dir
 from core.runs.rundir import read_report, write_report
@@ -71,178 +76,6 @@ from core.runs.scaffold import RecipeRun
 
 if TYPE_CHECKING:
     from core.data.splits import Split
-
-
-@dataclass(frozen=True)
-class RetrainSettings:
-    holdout_fraction: float = setting(0.3, positive=True, below=1, hint="a share of the feedback")
-    replay_ratio: float = setting(4.0, minimum=0)  # replayed original rows per feedback row; 0 = none
-    min_examples_new_label: int = setting(8, positive=True)  # a new label with fewer feedback rows is dropped
-    margin: float = setting(0.01, minimum=-1, maximum=1)  # max drop in original test accuracy the gate allows
-    steps: int | None = setting(None, positive=True)  # optimizer steps; None = the recipe's schedule on the mix
-    seed: int = setting(0, minimum=0)
-    validation_fraction: float = setting(0.2, minimum=0, below=1, hint="a share of feedback-train")
-
-    def __post_init__(self):
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is not None:
-                kind = int if f.name in ("min_examples_new_label", "steps", "seed") else float
-                object.__setattr__(self, f.name, checked(f.name, value, kind, f))
-
-    @classmethod
-    def from_overrides(cls, overrides: dict) -> "RetrainSettings":
-        """`key=value` settings (strings from the command line, or values); UserError for unknown keys."""
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(overrides) - set(names))
-        if unknown:
-            raise UserError(f"unknown retrain setting '{unknown[0]}'; valid keys: {', '.join(names)}")
-        values = {k: (None if k == "steps" and str(v).lower() in ("", "none", "0") else v) for k, v in overrides.items()}
-        return cls(**values)
-
-
-@dataclass(frozen=True)
-class FeedbackPlan:
-    """What the feedback becomes: training rows, an early-stopping slice, the holdout, OOS rows."""
-
-    train: Split
-    validation: Split
-    holdout: Split
-    out_of_scope: Split
-    new_labels: list[str]
-    dropped_labels_too_few: dict[str, int]
-    counts: dict = field(default_factory=dict)
-
-
-def _split(texts, labels) -> Split:
-    return Split(list(texts), list(labels))
-
-
-def _concat(*parts: Split) -> Split:
-    return _split([t for p in parts for t in p.texts], [lab for p in parts for lab in p.labels])
-
-
-TRAINED_FILE = "feedback_trained.json"  # in a retrained run: sha256 of every feedback text its lineage learnt from
-
-
-def trained_feedback(run_dir: Path) -> frozenset[str]:
-    """The sha256 of the feedback texts `run_dir` and its ancestors trained or early-stopped on."""
-    path = Path(run_dir) / TRAINED_FILE
-    return frozenset(json.loads(path.read_text())["sha256"]) if path.is_file() else frozenset()
-
-
-def write_trained_feedback(out: Path, inherited: frozenset[str], plan: "FeedbackPlan") -> None:
-    used = set(inherited) | {text_sha256(t.strip()) for t in plan.train.texts + plan.validation.texts}
-    (Path(out) / TRAINED_FILE).write_text(json.dumps({"sha256": sorted(used)}))
-
-
-def plan_feedback(feedback, known_labels: list[str], test_texts: list[str], settings: RetrainSettings,
-                  trained: frozenset[str] = frozenset()) -> FeedbackPlan:
-    """Deduplicate, drop test texts, set out-of-scope rows aside, keep new labels with enough
-    examples, and split (seeded, stratified) into train / validation / holdout; texts in `trained`
-    (sha256, what the champion's lineage already learnt from) always go to train, never to the
-    holdout. See the module docstring."""
-    latest: dict[str, object] = {}
-    invalid = 0
-    for example in feedback:
-        text, label = getattr(example, "text", None), getattr(example, "label", None)
-        if not isinstance(text, str) or not text.strip() or not isinstance(label, str) or not label.strip():
-            invalid += 1
-            continue
-        key = text.strip()
-        if key not in latest or example.ts >= latest[key].ts:
-            latest[key] = example
-    valid = len(feedback) - invalid
-    test = {t.strip() for t in test_texts}
-    kept = [e for key, e in latest.items() if key not in test]
-    oos = [e for e in kept if e.label == LABEL_OUT_OF_SCOPE]
-    in_scope = [e for e in kept if e.label != LABEL_OUT_OF_SCOPE]
-    by_label: dict[str, int] = {}
-    for e in in_scope:
-        by_label[e.label] = by_label.get(e.label, 0) + 1
-    known = set(known_labels)
-    new = sorted(lab for lab, n in by_label.items() if lab not in known and n >= settings.min_examples_new_label)
-    dropped = {lab: n for lab, n in sorted(by_label.items()) if lab not in known and lab not in new}
-    usable = [e for e in in_scope if e.label not in dropped]
-    seen = [e for e in usable if text_sha256(e.text.strip()) in trained]
-    fresh = [e for e in usable if text_sha256(e.text.strip()) not in trained]
-    rng = np.random.default_rng(settings.seed)
-    rest, holdout = stratified_split(_split([e.text for e in fresh], [e.label for e in fresh]),
-                                     settings.holdout_fraction, rng)
-    train, validation = (stratified_split(rest, settings.validation_fraction, rng) if settings.validation_fraction
-                         else (rest, _split([], [])))
-    train = _concat(train, _split([e.text for e in seen], [e.label for e in seen]))
-    counts = {"total": len(feedback), "invalid": invalid, "duplicates": valid - len(latest),
-              "in_original_test": len(latest) - len(kept), "out_of_scope": len(oos),
-              "dropped_too_few": sum(dropped.values()), "train": len(train), "validation": len(validation),
-              "holdout": len(holdout), "already_learnt": len(seen), "by_label": dict(sorted(by_label.items()))}
-    return FeedbackPlan(train, validation, holdout, _split([e.text for e in oos], [e.label for e in oos]),
-                        new, dropped, counts)
-
-
-def replay_rows(train: Split, n: int, rng: np.random.Generator) -> Split:
-    """About `n` rows of the original training split, stratified by label (every label with 2+ rows
-    keeps at least one), capped at the whole split."""
-    if n <= 0:
-        return _split([], [])
-    if n >= len(train):
-        return train
-    return stratified_split(train, n / len(train), rng)[1]
-
-
-# ---------------------------------------------------------------- the gate and the scores
-
-
-def gate(champion: dict, challenger: dict, margin: float) -> dict:
-    """Promote iff challenger feedback-holdout accuracy > champion's and challenger original-test
-    accuracy >= champion's - margin. `champion` / `challenger`: {"test": {"accuracy"},
-    "feedback_holdout": {"n", "accuracy"}} (as `score_model` returns). Pure."""
-    held_c, held_n = champion.get("feedback_holdout", {}), challenger.get("feedback_holdout", {})
-    test_c, test_n = champion["test"]["accuracy"], challenger["test"]["accuracy"]
-    reasons = []
-    if not held_n.get("n"):
-        wins, gain = False, None
-        reasons.append("no held-out feedback to judge the challenger on")
-    else:
-        gain = held_n["accuracy"] - held_c["accuracy"]
-        wins = gain > 0
-        reasons.append(f"feedback holdout accuracy {held_n['accuracy']:.4f} vs champion {held_c['accuracy']:.4f} "
-                       f"on {held_n['n']} rows: {'better' if wins else 'not better'}")
-    drop = test_c - test_n
-    keeps = drop <= margin + 1e-12  # accuracies are k/n: the epsilon only absorbs float rounding of the margin
-    reasons.append(f"original test accuracy {test_n:.4f} vs champion {test_c:.4f}: drop {drop:+.4f}, "
-                   f"{'within' if keeps else 'beyond'} the margin {margin:g}")
-    return {"promote": bool(wins and keeps), "reasons": reasons, "margin": margin,
-            "feedback_gain": gain, "test_drop": drop}
-
-
-def split_scores(model, split: Split, device: str = "cpu") -> dict:
-    """n, accuracy, macro_f1 and per-label accuracy, comparing label strings (a label the model
-    does not have counts as an error)."""
-    if not len(split):
-        return {"n": 0}
-    pred = [model.labels[i] for i in model.predict_logits(split.texts, device=device).argmax(axis=1)]
-    per_label = {}
-    for label in sorted(set(split.labels)):
-        rows = [p == label for p, t in zip(pred, split.labels) if t == label]
-        per_label[label] = sum(rows) / len(rows)
-    return {"n": len(split), **classification_metrics(np.asarray(split.labels), np.asarray(pred)),
-            "per_label_accuracy": per_label}
-
-
-def handover_rate(model, split: Split, device: str = "cpu") -> dict | None:
-    """Share of `split` (out-of-scope feedback) the model's OOS detector hands over; None without one."""
-    if model.ood is None or not len(split):
-        return None
-    logits, embeddings = model.predict_all(split.texts, device=device)
-    flags = model.ood.is_out_of_scope(logits, embeddings, model.temperature)
-    return {"n": len(split), "out_of_scope_recall": float(np.mean(flags))}
-
-
-def score_model(model, test: Split, plan: FeedbackPlan, device: str = "cpu") -> dict:
-    out = {"test": split_scores(model, test, device), "feedback_holdout": split_scores(model, plan.holdout, device)}
-    oos = handover_rate(model, plan.out_of_scope, device)
-    return out | ({"feedback_out_of_scope": oos} if oos else {})
 
 
 # ---------------------------------------------------------------- warm start
@@ -360,12 +193,12 @@ def retrain(run_dir, feedback, *, out, data_dir: str | None = None, settings: Re
     # only forget them, and encoding them all costs little, so it replays every one
     replay = original.train if frozen else replay_rows(original.train, round(settings.replay_ratio * len(plan.train)),
                                                         np.random.default_rng(settings.seed))
-    mix = _concat(plan.train, replay)
+    mix = concat_splits(plan.train, replay)
     labels = list(model.labels) + plan.new_labels
     extra = dict(original.data.extra) | ({"feedback_holdout": plan.holdout} if len(plan.holdout) else {}) \
         | ({"feedback_out_of_scope": plan.out_of_scope} if len(plan.out_of_scope) else {})
     data = replace(original.data, labels=labels, train=mix,
-                   validation=_concat(original.data.validation, plan.validation), extra=extra)
+                   validation=concat_splits(original.data.validation, plan.validation), extra=extra)
     from torch import nn  # lazy: torch costs seconds of start-up
 
     model.dropout = nn.Dropout(cfg.model.dropout)
@@ -391,7 +224,7 @@ def retrain(run_dir, feedback, *, out, data_dir: str | None = None, settings: Re
                "warm_start": "head refit (probe)" if frozen else f"fit from the deployed weights (peft={model.peft})",
                "steps": result.steps, "settings": asdict(settings), "champion": champion, "challenger": challenger,
                "gate": verdict}
-    run_data = RunData(data, original.set_aside, mix, scorer_bank=_concat(original.train, plan.train))
+    run_data = RunData(data, original.set_aside, mix, scorer_bank=concat_splits(original.train, plan.train))
     report = finish(run, run_data, model, result, ledger.cost, {"retrain": section})
     oos = handover_rate(model, plan.out_of_scope, device)  # the OOS detector exists only now (finish fits it)
     if oos:

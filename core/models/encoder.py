@@ -59,6 +59,17 @@ def length_batches(lengths: list[int], batch_size: int, max_padding: float = 0.1
     return batches
 
 
+def right_pad(token_ids: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token id lists to the longest one: (input_ids, attention_mask), int64 [B, T]."""
+    width = max(len(ids) for ids in token_ids)
+    ids = np.full((len(token_ids), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(token_ids), width), dtype=np.int64)
+    for row, seq in enumerate(token_ids):
+        ids[row, :len(seq)] = seq
+        mask[row, :len(seq)] = 1
+    return ids, mask
+
+
 def token_batches(tokenizer, texts: list[str], max_length: int,
                   batch_size: int) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
     """Yield (indices, input_ids, attention_mask) as int64 arrays, right-padded, one batch of
@@ -68,13 +79,7 @@ def token_batches(tokenizer, texts: list[str], max_length: int,
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     pad_id = tokenizer.pad_token_id or 0
     for idx in length_batches([len(ids) for ids in encoded], batch_size):
-        width = max(len(encoded[i]) for i in idx)
-        ids = np.full((len(idx), width), pad_id, dtype=np.int64)
-        mask = np.zeros((len(idx), width), dtype=np.int64)
-        for row, i in enumerate(idx):
-            ids[row, :len(encoded[i])] = encoded[i]
-            mask[row, :len(encoded[i])] = 1
-        yield idx, ids, mask
+        yield idx, *right_pad([encoded[i] for i in idx], pad_id)
 
 
 class SentenceEncoder:

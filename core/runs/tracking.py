@@ -261,7 +261,7 @@ class TensorBoardTracker:
 
     def log_artifacts(self, paths) -> None:
         """TensorBoard keeps no files: markdown and YAML become text, PNG plots images."""
-        from PIL import Image
+        from PIL import Image  # lazy: comes with the [tensorboard] extra
 
         files = [f for p in map(Path, paths) for f in (sorted(p.rglob("*")) if p.is_dir() else [p])]
         for path in files:

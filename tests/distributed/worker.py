@@ -81,10 +81,11 @@ def main(out: Path) -> None:
     save_file(weights(model), out / f"resumed-{tag}.safetensors")
 
     # the contrastive few-shot phase (sentence-transformers' loss, gathered across processes)
-    from core.classify.fewshot import ContrastiveSettings, fit_contrastive
+    from core.classify.config import ContrastiveConfig
+    from core.classify.fewshot import fit_contrastive
 
     model = classifier()
-    fit_contrastive(model, TRAIN, ContrastiveSettings(steps=4, batch_size=2, lr=1e-3), progress=False)
+    fit_contrastive(model, TRAIN, ContrastiveConfig(contrastive_steps=4, contrastive_batch_size=2, contrastive_lr=1e-3), progress=False)
     save_file(weights(model), out / f"contrastive-{tag}.safetensors")
 
     # the recsys item encoder (pairs of items, symmetric in-batch negatives)

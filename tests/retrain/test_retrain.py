@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,10 @@ import pytest
 import verticals
 from core.foundation.errors import UserError
 from core.mlops.feedback import FeedbackExample, PredictionLog
+from core.mlops.gate import gate
+from core.mlops.retrain import imprinted_rows
+from core.mlops.retrain_plan import RetrainSettings, plan_feedback
 from core.models.predictor import load_run
-from core.mlops.retrain import RetrainSettings, gate, imprinted_rows, plan_feedback
 from tests.conftest import REPO, write_csv
 
 DEMO = REPO / "datasets" / "demo_support"
@@ -205,7 +206,7 @@ def test_texts_the_champions_lineage_learnt_from_are_never_held_out():
     """A later retrain splits grown feedback afresh; rows an earlier challenger (today's champion)
     trained on must stay out of the holdout, or the gate judges the champion on its training rows."""
     from core.mlops.feedback import FeedbackExample, text_sha256
-    from core.mlops.retrain import RetrainSettings, plan_feedback
+    from core.mlops.retrain_plan import RetrainSettings, plan_feedback
 
     feedback = [FeedbackExample(id=str(i), text=f"row {i}", label="x" if i % 2 else "y", ts=float(i), source="t")
                 for i in range(40)]

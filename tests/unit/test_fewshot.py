@@ -5,7 +5,8 @@ import torch
 from core.models.backbones import load_backbone
 from core.data.splits import Split
 from core.engine.contrastive import mnrl, no_duplicate_batches
-from core.classify.fewshot import ContrastiveSettings, class_pairs, fit_contrastive, sample_per_class
+from core.classify.config import ContrastiveConfig
+from core.classify.fewshot import class_pairs, fit_contrastive, sample_per_class
 from core.models.classifier import build_classifier
 from tests.conftest import CARD, TRANSFER
 
@@ -54,7 +55,7 @@ def test_contrastive_phase_pulls_same_class_texts_together():
         return sims[same].mean() - sims[~same].mean()
 
     before = separation()
-    losses = fit_contrastive(model, train, ContrastiveSettings(steps=30, batch_size=2, lr=1e-3), progress=False)
+    losses = fit_contrastive(model, train, ContrastiveConfig(contrastive_steps=30, contrastive_batch_size=2, contrastive_lr=1e-3), progress=False)
     assert separation() > before and np.mean(losses[-5:]) < np.mean(losses[:5])
 
 

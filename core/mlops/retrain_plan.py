@@ -1,0 +1,143 @@
+"""What a retrain learns from: its settings, and the plan that turns feedback into training,
+early-stopping, holdout and out-of-scope rows.
+
+`plan_feedback` deduplicates the feedback by text (latest label wins), removes texts of the
+original test split, sets "out_of_scope" rows aside, keeps new labels that have enough examples,
+and splits the rest with a seed; texts the champion's lineage already learnt
+(`feedback_trained.json`: sha256 only) go to train, never to the holdout. `replay_rows` picks
+original training rows per label to replay beside the feedback.
+Leaves out: training and the gate (core.mlops.retrain, core.mlops.gate).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from core.data.splits import Split, stratified_split
+from core.foundation.errors import UserError
+from core.foundation.settings import checked, setting
+from core.mlops.feedback import LABEL_OUT_OF_SCOPE, text_sha256
+
+
+@dataclass(frozen=True)
+class RetrainSettings:
+    holdout_fraction: float = setting(0.3, positive=True, below=1, hint="a share of the feedback")
+    replay_ratio: float = setting(4.0, minimum=0)  # replayed original rows per feedback row; 0 = none
+    min_examples_new_label: int = setting(8, positive=True)  # a new label with fewer feedback rows is dropped
+    margin: float = setting(0.01, minimum=-1, maximum=1)  # max drop in original test accuracy the gate allows
+    steps: int | None = setting(None, positive=True)  # optimizer steps; None = the recipe's schedule on the mix
+    seed: int = setting(0, minimum=0)
+    validation_fraction: float = setting(0.2, minimum=0, below=1, hint="a share of feedback-train")
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                kind = int if f.name in ("min_examples_new_label", "steps", "seed") else float
+                object.__setattr__(self, f.name, checked(f.name, value, kind, f))
+
+    @classmethod
+    def from_overrides(cls, overrides: dict) -> "RetrainSettings":
+        """`key=value` settings (strings from the command line, or values); UserError for unknown keys."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise UserError(f"unknown retrain setting '{unknown[0]}'; valid keys: {', '.join(names)}")
+        values = {k: (None if k == "steps" and str(v).lower() in ("", "none", "0") else v) for k, v in overrides.items()}
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class FeedbackPlan:
+    """What the feedback becomes: training rows, an early-stopping slice, the holdout, OOS rows."""
+
+    train: Split
+    validation: Split
+    holdout: Split
+    out_of_scope: Split
+    new_labels: list[str]
+    dropped_labels_too_few: dict[str, int]
+    counts: dict = field(default_factory=dict)
+
+
+def _split(texts, labels) -> Split:
+    return Split(list(texts), list(labels))
+
+
+def concat_splits(*parts: Split) -> Split:
+    return _split([t for p in parts for t in p.texts], [lab for p in parts for lab in p.labels])
+
+
+TRAINED_FILE = "feedback_trained.json"  # in a retrained run: sha256 of every feedback text its lineage learnt from
+
+
+def trained_feedback(run_dir: Path) -> frozenset[str]:
+    """The sha256 of the feedback texts `run_dir` and its ancestors trained or early-stopped on."""
+    path = Path(run_dir) / TRAINED_FILE
+    return frozenset(json.loads(path.read_text())["sha256"]) if path.is_file() else frozenset()
+
+
+def write_trained_feedback(out: Path, inherited: frozenset[str], plan: "FeedbackPlan") -> None:
+    used = set(inherited) | {text_sha256(t.strip()) for t in plan.train.texts + plan.validation.texts}
+    (Path(out) / TRAINED_FILE).write_text(json.dumps({"sha256": sorted(used)}))
+
+
+def plan_feedback(feedback, known_labels: list[str], test_texts: list[str], settings: RetrainSettings,
+                  trained: frozenset[str] = frozenset()) -> FeedbackPlan:
+    """Deduplicate, drop test texts, set out-of-scope rows aside, keep new labels with enough
+    examples, and split (seeded, stratified) into train / validation / holdout; texts in `trained`
+    (sha256, what the champion's lineage already learnt from) always go to train, never to the
+    holdout. See the module docstring."""
+    latest: dict[str, object] = {}
+    invalid = 0
+    for example in feedback:
+        text, label = getattr(example, "text", None), getattr(example, "label", None)
+        if not isinstance(text, str) or not text.strip() or not isinstance(label, str) or not label.strip():
+            invalid += 1
+            continue
+        key = text.strip()
+        if key not in latest or example.ts >= latest[key].ts:
+            latest[key] = example
+    valid = len(feedback) - invalid
+    test = {t.strip() for t in test_texts}
+    kept = [e for key, e in latest.items() if key not in test]
+    oos = [e for e in kept if e.label == LABEL_OUT_OF_SCOPE]
+    in_scope = [e for e in kept if e.label != LABEL_OUT_OF_SCOPE]
+    by_label: dict[str, int] = {}
+    for e in in_scope:
+        by_label[e.label] = by_label.get(e.label, 0) + 1
+    known = set(known_labels)
+    new = sorted(lab for lab, n in by_label.items() if lab not in known and n >= settings.min_examples_new_label)
+    dropped = {lab: n for lab, n in sorted(by_label.items()) if lab not in known and lab not in new}
+    usable = [e for e in in_scope if e.label not in dropped]
+    seen = [e for e in usable if text_sha256(e.text.strip()) in trained]
+    fresh = [e for e in usable if text_sha256(e.text.strip()) not in trained]
+    rng = np.random.default_rng(settings.seed)
+    rest, holdout = stratified_split(_split([e.text for e in fresh], [e.label for e in fresh]),
+                                     settings.holdout_fraction, rng)
+    train, validation = (stratified_split(rest, settings.validation_fraction, rng) if settings.validation_fraction
+                         else (rest, _split([], [])))
+    train = concat_splits(train, _split([e.text for e in seen], [e.label for e in seen]))
+    counts = {"total": len(feedback), "invalid": invalid, "duplicates": valid - len(latest),
+              "in_original_test": len(latest) - len(kept), "out_of_scope": len(oos),
+              "dropped_too_few": sum(dropped.values()), "train": len(train), "validation": len(validation),
+              "holdout": len(holdout), "already_learnt": len(seen), "by_label": dict(sorted(by_label.items()))}
+    return FeedbackPlan(train, validation, holdout, _split([e.text for e in oos], [e.label for e in oos]),
+                        new, dropped, counts)
+
+
+def replay_rows(train: Split, n: int, rng: np.random.Generator) -> Split:
+    """About `n` rows of the original training split, stratified by label (every label with 2+ rows
+    keeps at least one), capped at the whole split."""
+    if n <= 0:
+        return _split([], [])
+    if n >= len(train):
+        return train
+    return stratified_split(train, n / len(train), rng)[1]
+
+
+
