@@ -12,7 +12,9 @@ from pathlib import Path
 from core.runs.rundir import environment
 
 RESULTS = Path(__file__).resolve().parent / "results"
-README = Path(__file__).resolve().parent.parent / "README.md"
+REPO = Path(__file__).resolve().parent.parent
+# the pages that may hold `<!-- bench:<name> -->` blocks; docs/results links to benchmarks/results
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 
 def git_commit() -> str | None:
@@ -23,18 +25,24 @@ def git_commit() -> str | None:
         return None
 
 
+def page_links(table_md: str) -> str:
+    """The table as a docs page shows it: plots under results/ (`x.png` and `benchmarks/results/x.png`
+    as results/<name>.md and the old README wrote them)."""
+    return re.sub(r"\]\((?:benchmarks/results/)?([\w.-]+\.png)\)", r"](results/\1)", table_md)
+
+
 def write_record(name: str, record: dict, table_md: str) -> Path:
-    """Write results/<name>.json and results/<name>.md, and refresh the README block
-    between `<!-- bench:<name> -->` and `<!-- /bench:<name> -->` if present."""
+    """Write results/<name>.json and results/<name>.md, and refresh the block between
+    `<!-- bench:<name> -->` and `<!-- /bench:<name> -->` in the README or the docs page that holds it."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     record = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "git_commit": git_commit(),
               "environment": environment(), **record}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(record, indent=2))
     (RESULTS / f"{name}.md").write_text(table_md)
-    if README.is_file():
-        text = README.read_text()
-        pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(<!-- /bench:{name} -->)", re.S)
+    pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(<!-- /bench:{name} -->)", re.S)
+    for page in PAGES:
+        text = page.read_text() if page.is_file() else ""
         if pattern.search(text):
-            README.write_text(pattern.sub(lambda m: m.group(1) + table_md + "\n" + m.group(2), text))
+            page.write_text(pattern.sub(lambda m: m.group(1) + page_links(table_md) + "\n" + m.group(2), text))
     return path
