@@ -150,34 +150,42 @@ def measure_inference(data_dir: str | None) -> None:
                      f"{r['p50_ms']:.2f} |\n" for r in rows))
 
 
+GAP_RECORDS = ("banking77", "finance_phrasebank")  # the probe, full fine-tune and LoRA on every label
+DOMAIN_RECORDS = {"support": "banking77", "finance": "finance_phrasebank"}
+
+
+def _regime(name: str, num_labels, train_rows) -> dict:
+    """A prior record's data regime and the benchmark record it comes from."""
+    return {"num_labels": num_labels, "train_rows": train_rows, "record": f"benchmarks/results/{name}.json"}
+
+
 def priors(points: list[dict]) -> dict:
-    """Share of the probe's error closed by the full fine-tune and LoRA (full labels, test), and
-    IA3's accuracy minus the full fine-tune's (training_methods, same labels)."""
-    closure: dict[str, dict[str, float]] = {"full": {}, "lora": {}}
-    for name in ("banking77", "finance_phrasebank"):
+    """The planner's prior records: per benchmark record, the share of the probe's error the full
+    fine-tune and LoRA closed (full labels, test), and IA3's accuracy minus the full fine-tune's
+    (training_methods, same labels), each with its data regime (labels, training rows)."""
+    records = []
+    for name in GAP_RECORDS:
         r = _read(name)
         if not r:
             continue
         acc = {s["key"]: s["accuracy"] if "accuracy" in s else s["test"]["accuracy"] for s in r["systems"]}
-        for k in closure:
-            if "probe" in acc and k in acc:
-                closure[k][name] = (acc[k] - acc["probe"]) / (1 - acc["probe"])
-    offsets = {}
-    for domain in DOMAINS:
+        regime = _regime(name, r["data"]["num_labels"], r["data"]["train"])
+        for system in ("full", "lora"):
+            if "probe" in acc and system in acc:
+                records.append({"system": system, "measure": "gap_closure",
+                                "value": (acc[system] - acc["probe"]) / (1 - acc["probe"]), **regime})
+    for domain, record in DOMAIN_RECORDS.items():
         r = _read(f"training_methods_{domain}")
         by = {s["method"]: s["test_accuracy_mean"] for s in (r or {}).get("summary", [])}
         if "ia3" in by and "baseline" in by:
-            offsets[f"training_methods_{domain}"] = by["ia3"] - by["baseline"]
-
-    def stats(values: dict) -> dict:
-        v = list(values.values())
-        return {"values": values, "mean": sum(v) / len(v), "min": min(v), "max": max(v)}
-
+            num_labels = ((_read(record) or {}).get("data") or {}).get("num_labels")
+            train_rows = r["runs"][0]["train_used"] if r.get("runs") else None
+            records.append({"system": "ia3", "measure": "offset_vs_full", "value": by["ia3"] - by["baseline"],
+                            **_regime(f"training_methods_{domain}", num_labels, train_rows)})
     return {"generated_by": "python -m benchmarks.frontier", "date": time.strftime("%Y-%m-%d"),
-            "source": "benchmarks/results: banking77, finance_phrasebank (gap closure, full labels, test); "
-                      "training_methods_* (IA3 - full fine-tune, 10% labels)",
-            "gap_closure": {k: stats(v) for k, v in closure.items() if v},
-            "offset_vs_full": {"ia3": stats(offsets)} if offsets else {}}
+            "source": "benchmarks/results: gap closure of the full fine-tune and LoRA over the probe (full labels, "
+                      "test); training_methods_* (IA3 - full fine-tune, 10% labels)",
+            "records": records}
 
 
 def plot(domain: str, rows: list[dict], path: Path) -> None:

@@ -24,218 +24,48 @@ sequential model) run with seeds 0, 1, 2: mean ± std.
 
 Systems: most-popular, item-kNN (cosine, 100 neighbours), EASE, implicit ALS, implicit BPR,
 content with pretrained MiniLM, content with MiniLM fine-tuned on co-consumption pairs (one seed:
-the fine-tune is the expensive part), hybrid (item-kNN + fine-tuned content), and, when their
-modules are present, the sequential model (solutions.recsys.sequential, over the pretrained text
-vectors) and the cold-start blend (solutions.recsys.blend: EASE + fine-tuned content).
+the fine-tune is the expensive part), hybrid (item-kNN + fine-tuned content), the sequential
+model (solutions.recsys.sequential, over the pretrained text vectors) and the cold-start blend
+(solutions.recsys.blend: EASE + fine-tuned content); each is defined in benchmarks/recsys_systems.py.
 
     python -m benchmarks.recsys_movielens --data-dir ../shared/datasets [--systems ease,als,bpr]
     python -m benchmarks.recsys_movielens --quick      # demo_catalog smoke run
-Only a run of every available system on MovieLens writes benchmarks/results/ (JSON, markdown, plot)
+Only a run of every system on MovieLens writes benchmarks/results/ (JSON, markdown, plot)
 and the README table; a subset (--systems) or --quick writes the same files under --out.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import importlib.util
 import json
 import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from importlib.metadata import version
 from pathlib import Path
-from typing import Callable
 
+import faiss
 import numpy as np
+import torch
 
 from benchmarks.record import RESULTS, write_record
+from benchmarks.recsys_systems import HALF_LIVES, SYSTEMS, Context, System, evaluate
 from core.foundation.cost import CostLedger
-from solutions.recsys.baselines import EASE, ItemKNN, MostPopular, choose_on_validation
-from solutions.recsys.content import (ContentRecommender, HybridRecommender, TextEncoder, choose_alpha,
-                                      embed_catalog)
+from core.foundation.device import seed_everything
+from core.foundation.plots import pyplot
+from core.foundation.quiet import quiet_libraries
+from core.runs.rundir import environment
+from solutions.recsys.baselines import EASE
 from solutions.recsys.data import load_interactions
 from solutions.recsys.factorization import ALS, BPR
-from solutions.recsys.finetune import FinetuneConfig, co_consumption_pairs, finetune_encoder, save_encoder
-from solutions.recsys.protocol import (RankingSplit, cold_start_split, evaluate_scores, pick_cold_items,
-                                       rank_items, split_dataset, validation_split)
+from solutions.recsys.finetune import FinetuneConfig
+from solutions.recsys.protocol import RankingSplit, cold_start_split, pick_cold_items, rank_items, split_dataset
+from solutions.recsys.recipe_config import ItemEncoderModel
 
 SEEDS = (0, 1, 2)
-HALF_LIVES = (5.0, 20.0, 100.0)
 METRICS = ("ndcg@10", "recall@10", "recall@20", "mrr", "coverage@10")
 LATENCY_USERS = 50
-
-
-def evaluate(model, split: RankingSplit) -> dict:
-    return evaluate_scores(lambda users: model.score([split.history(u) for u in users]), split)
-
-
-@dataclass
-class Context:
-    """What the systems are built from; text vectors are computed on first use and cached."""
-
-    args: argparse.Namespace
-    data: object
-    split: RankingSplit
-    cold: RankingSplit
-    log: Callable[[str], None]
-    text: dict = field(default_factory=dict)  # "pretrained"/"finetuned" -> (vectors, half_life, cost, config)
-    chosen: dict = field(default_factory=dict)  # system -> (params, searched), for systems that share a choice
-
-    def vectors(self, kind: str):
-        if kind not in self.text:
-            self.text[kind] = (self._pretrained if kind == "pretrained" else self._finetuned)()
-        return self.text[kind]
-
-    def _encoder(self) -> TextEncoder:
-        if "encoder" not in self.text:
-            self.text["encoder"] = TextEncoder.load(self.args.backbone, max_length=FinetuneConfig().max_length)
-        return self.text["encoder"]
-
-    def _pretrained(self):
-        with CostLedger() as ledger:
-            vectors = embed_catalog(self._encoder(), self.split.items, self.data.items)
-        half, searched = choose_half_life(vectors, self.split)
-        return vectors, half, ledger.cost.to_dict(), {"half_life": half, "validation_ndcg@10": searched}
-
-    def _finetuned(self):
-        a = self.args
-        cfg = FinetuneConfig(steps=a.steps, max_seconds=a.max_seconds, lr=a.lr, min_support=a.min_support, seed=0)
-        tuned = TextEncoder(copy.deepcopy(self._encoder().backbone), cfg.max_length)
-        pairs = co_consumption_pairs(validation_split(self.cold), cfg.window, cfg.max_gap_seconds, cfg.min_support)
-        self.log(f"fine-tuning the item encoder on {len(pairs)} pairs, up to {cfg.steps} steps / {cfg.max_seconds} s")
-        with CostLedger() as ledger:
-            fit = finetune_encoder(tuned, pairs, self.data.items, cfg, progress=not a.quick)
-            vectors = embed_catalog(tuned, self.split.items, self.data.items)
-        save_encoder(tuned, Path(a.out) / "encoder")
-        half, searched = choose_half_life(vectors, self.split)
-        config = {**cfg.to_dict(), "steps_done": fit["steps"], "pairs": fit["pairs"],
-                  "stopped_by_time": fit["stopped_by_time"], "loss_first": fit["losses"][:5],
-                  "loss_last": fit["losses"][-5:], "half_life": half, "validation_ndcg@10": searched}
-        return vectors, half, ledger.cost.to_dict(), config
-
-
-def choose_half_life(vectors, split) -> tuple[float, dict]:
-    validation = validation_split(split)
-    results = {h: evaluate(ContentRecommender(vectors, split.items, h), validation)["ndcg@10"] for h in HALF_LIVES}
-    return max(HALF_LIVES, key=lambda h: results[h]), results
-
-
-@dataclass(frozen=True)
-class System:
-    """`tune(ctx) -> (params, searched)` on the validation cut; `build(ctx, params, seed)` -> an unfitted model."""
-
-    title: str
-    tune: Callable
-    build: Callable
-    seeds: bool = False  # randomised: run every seed
-    text: str | None = None  # the item vectors it needs ("pretrained" / "finetuned")
-    vectors: Callable | None = None  # model -> (user_vectors(histories), item_vectors) for the index path
-
-
-def _search(build, grid):
-    return lambda ctx: choose_on_validation(build, grid, ctx.split)
-
-
-def _ease_tune(ctx):
-    if "ease" not in ctx.chosen:  # the blend reuses EASE's choice
-        ctx.chosen["ease"] = choose_on_validation(EASE, [{"l2": v} for v in EASE.LAMBDAS], ctx.split)
-    return ctx.chosen["ease"]
-
-
-def _content(kind):
-    def build(ctx, params, seed):
-        vectors, half, _, _ = ctx.vectors(kind)
-        return ContentRecommender(vectors, ctx.split.items, half)
-    return build
-
-
-def _hybrid_tune(ctx):
-    vectors, half, _, _ = ctx.vectors("finetuned")
-    alpha, searched = choose_alpha(HybridRecommender(ItemKNN(), ContentRecommender(vectors, ctx.split.items, half)),
-                                   ctx.split)
-    return {"alpha": alpha}, searched
-
-
-def _sequential(ctx, params, seed):
-    from solutions.recsys.sequential import SequentialConfig, SequentialRecommender
-
-    cfg = SequentialConfig(seed=seed)
-    if ctx.args.quick:
-        cfg = replace(cfg, steps=20, validate_every=10)
-    return SequentialRecommender(cfg, ctx.vectors("pretrained")[0])
-
-
-def _blend_tune_within(max_metric_loss: float):
-    """The blend's (alpha, cold_boost) on the validation cut: the best NDCG@10, or (max_metric_loss
-    > 0) the largest cold boost within that share of the best: what showing new items costs."""
-    def tune(ctx):
-        from solutions.recsys.blend import ColdStartBlend, choose_blend
-
-        l2 = _ease_tune(ctx)[0]["l2"]
-        vectors, half, _, _ = ctx.vectors("finetuned")
-        blend = ColdStartBlend(EASE(l2), ContentRecommender(vectors, ctx.split.items, half))
-        (alpha, boost), searched = choose_blend(blend, ctx.split, max_metric_loss=max_metric_loss)
-        return {"l2": l2, "alpha": alpha, "cold_boost": boost}, {f"{a},{b}": v for (a, b), v in searched.items()}
-    return tune
-
-
-_blend_tune = _blend_tune_within(0.0)
-
-
-def _blend(ctx, params, seed):
-    from solutions.recsys.blend import ColdStartBlend
-
-    vectors, half, _, _ = ctx.vectors("finetuned")
-    return ColdStartBlend(EASE(params["l2"]), ContentRecommender(vectors, ctx.split.items, half),
-                          alpha=params["alpha"], cold_boost=params["cold_boost"])
-
-
-def _nothing(ctx):
-    return {}, {}
-
-
-def _factors(model):
-    return model.user_factors, model.item_factors
-
-
-def _content_vectors(model):
-    return model.user_vectors, model.item_vectors
-
-
-SYSTEMS = {
-    "popular": System("most-popular", _nothing, lambda ctx, p, s: MostPopular()),
-    "itemknn": System("item-kNN (cosine, 100 neighbours)", _nothing, lambda ctx, p, s: ItemKNN()),
-    "ease": System("EASE (Steck 2019)", _ease_tune, lambda ctx, p, s: EASE(**p)),
-    "als": System("ALS (implicit)", _search(lambda **p: ALS(**p, seed=0), ALS.GRID),
-                  lambda ctx, p, s: ALS(**p, seed=s), True, None, _factors),
-    "bpr": System("BPR (implicit, fold-in users)", _search(lambda **p: BPR(**p, seed=0), BPR.GRID),
-                  lambda ctx, p, s: BPR(**p, seed=s), True, None, _factors),
-    "content_pretrained": System("content, MiniLM pretrained", _nothing, _content("pretrained"), False,
-                                 "pretrained", _content_vectors),
-    "content_finetuned": System("content, MiniLM fine-tuned (co-consumption, in-batch negatives)", _nothing,
-                                _content("finetuned"), False, "finetuned", _content_vectors),
-    "hybrid": System("hybrid: item-kNN + fine-tuned content", _hybrid_tune,
-                     lambda ctx, p, s: HybridRecommender(ItemKNN(), _content("finetuned")(ctx, p, s), p["alpha"]),
-                     False, "finetuned"),
-}
-# systems built elsewhere in the same issue: run when their module is there
-OPTIONAL = {
-    "sequential": ("solutions.recsys.sequential",
-                   System("sequential (SASRec-style, interaction-trained, pretrained text vectors)", _nothing,
-                          _sequential, True, "pretrained", lambda m: (m.user_vectors, m.item_vectors()))),
-    "blend": ("solutions.recsys.blend",
-              System("cold-start blend: EASE + fine-tuned content (cold items by text)", _blend_tune, _blend, False,
-                     "finetuned")),
-    "blend_exposure": ("solutions.recsys.blend",
-                       System("cold-start blend, cold boost within 5% of its best validation NDCG@10",
-                              _blend_tune_within(0.05), _blend, False, "finetuned")),
-}
-
-
-def available_systems() -> dict[str, System]:
-    return {**SYSTEMS, **{k: s for k, (module, s) in OPTIONAL.items() if importlib.util.find_spec(module)}}
 
 
 def serving_latency(model, spec: System, split: RankingSplit) -> dict:
@@ -249,8 +79,6 @@ def serving_latency(model, spec: System, split: RankingSplit) -> dict:
         rank_ms.append(1000 * (time.perf_counter() - start))
     out = {"score_rank_ms_p50": float(np.median(rank_ms)), "score_rank_ms_p95": float(np.percentile(rank_ms, 95))}
     if spec.vectors is not None:
-        import faiss
-
         user_vectors, item_vectors = spec.vectors(model)
         flat = faiss.IndexFlatIP(item_vectors.shape[1])
         flat.add(np.ascontiguousarray(item_vectors, dtype=np.float32))
@@ -330,11 +158,7 @@ def table(rows: list[dict], cold_rows: list[dict], users: int, cold_items: int, 
 
 def plot(rows: list[dict], path: Path) -> None:
     """NDCG@10 against fit CPU seconds (log x), one point per system, error bars over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     for r in rows:
         x, y = r["summary"]["fit_cpu_seconds_with_text"], r["summary"]["ndcg@10"]
@@ -354,29 +178,25 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir")
     parser.add_argument("--dataset", default="movielens_latest_small")
-    parser.add_argument("--systems", help="comma-separated keys (default: all available): "
-                                          + ",".join([*SYSTEMS, *OPTIONAL]))
+    parser.add_argument("--systems", help="comma-separated keys (default: all): " + ",".join(SYSTEMS))
     parser.add_argument("--quick", action="store_true", help="smoke run: demo_catalog, 2 fine-tune steps, tiny "
                                                              "backbone, records under --out instead of results/")
-    parser.add_argument("--backbone", default="minilm")
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--max-seconds", type=float, default=600.0)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--min-support", type=int, default=2, help="keep pairs shared by this many users")
+    defaults = FinetuneConfig()  # the item-encoder recipe's settings, but for the step count
+    parser.add_argument("--backbone", default=ItemEncoderModel().backbone)
+    parser.add_argument("--steps", type=int, default=40, help="fine-tuning steps (default 40, which keeps the "
+                                                              f"benchmark to minutes; the recipe's cap is {defaults.steps})")
+    parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--min-support", type=int, default=defaults.min_support,
+                        help="keep pairs shared by this many users")
     parser.add_argument("--out", default="benchmarks/runs/recsys-movielens")
     args = parser.parse_args(argv)
     if args.quick:
         args.dataset, args.steps, args.backbone = "demo_catalog", 2, "tiny"
-    systems = available_systems()
-    chosen = args.systems.split(",") if args.systems else list(systems)
-    unknown = [k for k in chosen if k not in systems]
+    chosen = args.systems.split(",") if args.systems else list(SYSTEMS)
+    unknown = [k for k in chosen if k not in SYSTEMS]
     if unknown:
-        parser.error(f"unknown or unavailable system(s) {', '.join(unknown)}; available: {', '.join(systems)}")
-    import torch
-
-    from core.foundation.quiet import quiet_libraries
-    from core.foundation.device import seed_everything
-
+        parser.error(f"unknown system(s) {', '.join(unknown)}; available: {', '.join(SYSTEMS)}")
     quiet_libraries()
     seed_everything(SEEDS[0])
     log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: E731
@@ -390,12 +210,10 @@ def main(argv=None) -> None:
     load_before = os.getloadavg()
     rows, cold_rows = [], []
     for key in chosen:
-        row, cold_row = run_system(key, systems[key], ctx)
+        row, cold_row = run_system(key, SYSTEMS[key], ctx)
         rows.append(row)
         cold_rows.append(cold_row)
     load = f"{load_before[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end (1-min, 2 CPU cores)"
-    from importlib.metadata import version
-
     data_dir = os.path.relpath(args.data_dir, RESULTS.parent.parent) if args.data_dir else None  # no machine paths
     argv = [data_dir if args.data_dir and a == args.data_dir else a for a in sys.argv[1:]]
     record = {
@@ -410,11 +228,9 @@ def main(argv=None) -> None:
     }
     md = table(rows, cold_rows, len(split.eval_users()), len(held), load)
     name = "recsys_movielens" if args.dataset.startswith("movielens") else f"recsys_{args.dataset}"
-    if args.quick or chosen != list(systems):
+    if args.quick or chosen != list(SYSTEMS):
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        from core.runs.rundir import environment
-
         record = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "environment": environment(), **record}
         (out / f"{name}.json").write_text(json.dumps(_jsonable(record), indent=2))
         (out / f"{name}.md").write_text(md)

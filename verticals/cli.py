@@ -1,6 +1,6 @@
 """The `verticals` console entry (`verticals ...` or `python -m verticals.cli ...`).
 
-Builds core's generic command line over the registry (recipes, tasks, the solutions'
+Builds the generic command line (verticals.commands) over the registry (recipes, the demo, tasks, the solutions'
 subcommands) and runs the chosen command. `verticals train RECIPE ... --nproc N` re-executes the
 same train command under torchrun (N processes on this machine) after validating the config
 once here; under a launcher that already set WORLD_SIZE, `--nproc` is ignored.
@@ -16,17 +16,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from verticals.commands import build_parser, run_command, train_config
-from core.runs.rundir import default_out
 from core.foundation.errors import UserError
+from core.runs.rundir import default_out
+from verticals.commands import build_parser, run_command, train_config
 from verticals.feedback_sources import read_feedback
-from verticals.registry import RECIPES, SOLUTION_CLIS, TASKS, install
+from verticals.registry import DEMO_RECIPE, RECIPES, SOLUTION_CLIS, TASKS, install
 
 ENTRY_MODULE = "verticals.cli"
 
 
 def parser():
-    return build_parser(recipes=RECIPES, tasks=TASKS, solution_clis=SOLUTION_CLIS, read_feedback=read_feedback)
+    return build_parser(recipes=RECIPES, demo_recipe=DEMO_RECIPE, tasks=TASKS, solution_clis=SOLUTION_CLIS,
+                        read_feedback=read_feedback)
 
 
 def _is_nproc_option(token: str) -> bool:

@@ -1,8 +1,8 @@
 """The generic `verticals` commands: train, demo, eval, predict, export, plan, recipes, datasets.
 
-The app layer (verticals.cli) builds the parser with its lists (recipes, tasks, solution
-subcommands) and is the console entry; this module imports nothing from the solutions. Heavy
-imports stay inside the commands so `verticals --help` is instant.
+The app layer (verticals.cli) builds the parser with its lists (recipes, the demo recipe, tasks,
+solution subcommands) and is the console entry; this module imports nothing from the solutions.
+Imports that load torch stay inside the commands so `verticals --help` is instant.
 Leaves out: the console entry and its `--nproc` relaunch (verticals.cli), the recipes' code.
 """
 
@@ -16,19 +16,24 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
+from core.classify.config import parse_file_options
+from core.data.catalog import data_root, dataset_dir, list_cards, load_card, verified_file
+from core.foundation.distributed import is_distributed, is_main
 from core.foundation.errors import UserError
 from core.foundation.quiet import quiet_libraries as _quiet_libraries
+from core.foundation.settings import parse_overrides, read_recipe
 from core.foundation.text import texts_from_args, texts_from_jsonl
+from core.models.predictor import RUNTIMES, load_run
 from core.runs.rundir import default_out
-from verticals.recipe_files import recipe_path  # noqa: F401 - re-exported
+from verticals.recipe_files import resolve_recipe
+from verticals.retrain_commands import register as register_retrain
+from verticals.tasks import Task, run_task
 
 if __name__ == "__main__":
     sys.exit("verticals.commands is not an entry point: run `verticals ...` or `python -m verticals.cli ...`")
 
 
 def cmd_recipes(args, *, recipes: Mapping[str, Path]) -> int:
-    from core.foundation.settings import read_recipe
-
     for name, path in sorted(recipes.items()):
         desc = read_recipe(path).get("description", "") if Path(path).is_file() else f"(file missing: {path})"
         print(f"{name:28s} {desc}")
@@ -36,14 +41,6 @@ def cmd_recipes(args, *, recipes: Mapping[str, Path]) -> int:
 
 
 def cmd_datasets(args) -> int:
-    from core.data.catalog import (
-        data_root,
-        dataset_dir,
-        list_cards,
-        load_card,
-        verified_file,
-    )
-
     root = data_root(args.data_dir)
     print(f"data root: {root}")
     for name in list_cards():
@@ -89,17 +86,12 @@ def _print_summary(report: dict, run_dir: Path) -> None:
         print(f"  report: {run_dir / 'report.md'}")
 
 
-def train_config(args, recipes: Mapping[str, Path], tasks: Mapping[str, tuple]):
+def train_config(args, recipes: Mapping[str, Path], tasks: Mapping[str, Task]):
     """The validated config of `args.recipe` + `args.overrides` and the runner of its task."""
-    from core.foundation.settings import parse_overrides
-    from verticals.recipe_files import resolve_recipe
-
     return resolve_recipe(args.recipe, parse_overrides(args.overrides), recipes, tasks)
 
 
-def cmd_train(args, *, recipes: Mapping[str, Path], tasks: Mapping[str, tuple]) -> int:
-    from core.foundation.distributed import is_distributed, is_main
-
+def cmd_train(args, *, recipes: Mapping[str, Path], tasks: Mapping[str, Task]) -> int:
     cfg, runner = train_config(args, recipes, tasks)
     if args.resume and not args.out:
         raise UserError("--resume needs --out RUN_DIR: the directory of the interrupted run to continue")
@@ -117,19 +109,18 @@ def cmd_train(args, *, recipes: Mapping[str, Path], tasks: Mapping[str, tuple]) 
     return 0
 
 
-def cmd_demo(args, *, recipes: Mapping[str, Path], tasks: Mapping[str, tuple]) -> int:
-    args.recipe, args.resume = "support/intent-demo", False
+def cmd_demo(args, *, recipes: Mapping[str, Path], tasks: Mapping[str, Task], demo_recipe: str) -> int:
+    """Train the app's demo recipe (`demo_recipe`) into --out (default runs/demo-<time>)."""
+    args.recipe, args.resume = demo_recipe, False
     args.out = str(Path(args.out) if args.out else default_out("demo"))
-    print("verticals demo: LoRA intent classifier on the demo support set, packaged all-MiniLM-L6-v2")
+    print(f"verticals demo: {demo_recipe}: {read_recipe(recipes[demo_recipe]).get('description', '')}")
     return cmd_train(args, recipes=recipes, tasks=tasks)
 
 
 def cmd_eval(args) -> int:
-    from core.classify.config import parse_file_options
-
     columns = parse_file_options(args.options)
     _quiet_libraries()
-    from core.classify.scoring import evaluate_run
+    from core.classify.scoring import evaluate_run  # lazy: loads torch; `verticals --help` must not
 
     result = evaluate_run(Path(args.run_dir), args.data, data_dir=args.data_dir, split=args.split, columns=columns,
                           runtime=args.runtime)
@@ -151,8 +142,7 @@ def cmd_predict(args) -> int:
     if not texts:
         raise UserError("no texts to predict: pass them as arguments or as JSONL on stdin")
     _quiet_libraries()
-    from core.classify.scoring import predict_texts
-    from core.models.predictor import load_run
+    from core.classify.scoring import predict_texts  # lazy: loads torch, as above
 
     model = load_run(args.run_dir, args.runtime)
     for row in predict_texts(model, texts, top_k=args.top_k):
@@ -160,21 +150,24 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def cmd_export(args) -> int:
+def cmd_export(args, *, tasks: Mapping[str, Task]) -> int:
     """`export onnx RUN [--int8]` (beside the model, for --runtime onnx) or `export hf RUN OUT` (a
-    directory plain transformers loads, optionally pushed to a hub repo)."""
+    directory plain transformers or sentence-transformers loads, as the run's task writes it,
+    optionally pushed to a hub repo)."""
     _quiet_libraries()
     if args.format == "hf":
-        from core.export.hub import MODELING_FILE, export_hf, push_to_hub
+        from core.export.hub import MODELING_FILE, export_hf, push_to_hub  # lazy: loads torch, as above
 
-        out = export_hf(Path(args.run_dir), Path(args.out), overwrite=args.overwrite)
+        task = run_task(Path(args.run_dir), tasks)
+        out = export_hf(Path(args.run_dir), Path(args.out), write_model=task.export_model, card=task.report.card,
+                        overwrite=args.overwrite)
         how = (f"transformers.pipeline(\"text-classification\", model=\"{out}\", trust_remote_code=True)"
                if (out / MODELING_FILE).is_file() else f"sentence_transformers.SentenceTransformer(\"{out}\")")
         print(f"wrote {out} (model card: {out / 'README.md'}); load it with {how}")
         if args.push:
             print(f"pushed to {push_to_hub(out, args.push)}")
         return 0
-    from core.export.onnx import export_run_onnx, onnx_size
+    from core.export.onnx import export_run_onnx, onnx_size  # lazy: loads torch and onnx
 
     for path, runtime in zip(export_run_onnx(Path(args.run_dir), int8=args.int8), ("onnx", "onnx-int8")):
         # the size of graph + external weights (model.onnx.data): the graph file alone is a fraction of it
@@ -185,19 +178,17 @@ def cmd_export(args) -> int:
 def cmd_plan(args) -> int:
     """`plan data=FILE target=0.9 [budget=30m] [latency=5ms] [--run]`: predict every recipe's
     accuracy, time and cost here and recommend the cheapest that meets the target (core.plan.planner)."""
-    from core.foundation.settings import parse_overrides
-    from core.plan.planner import plan_config
-
-    cfg = plan_config(parse_overrides(args.settings))
     _quiet_libraries()
-    from core.plan.planner import (
+    from core.plan.planner import (  # lazy: loads torch, as above
         format_outcome,
         format_plan,
         make_plan,
+        plan_config,
         plot_plan,
         run_recommended,
     )
 
+    cfg = plan_config(parse_overrides(args.settings))
     out = Path(args.out) if args.out else default_out("plan")
     result = make_plan(cfg, data_dir=args.data_dir, progress=not args.quiet)
     out.mkdir(parents=True, exist_ok=True)
@@ -246,52 +237,51 @@ def nproc_count(text: str) -> int:
 
 
 def runtime_arg(p: argparse.ArgumentParser) -> None:
-    from core.models.predictor import RUNTIMES
-
     p.add_argument("--runtime", choices=RUNTIMES, default="torch",
                    help="how to run the model: torch, or ONNX Runtime fp32 / int8 (after `verticals export onnx RUN [--int8]`)")
 
 
-def build_parser(*, recipes: Mapping[str, Path], tasks: Mapping[str, tuple],
-                 solution_clis: Sequence = (), read_feedback: Callable | None = None) -> argparse.ArgumentParser:
-    """The generic commands over the app layer's lists: `recipes` (name -> YAML), `tasks` (a YAML's
-    task -> (schema, runner)); each of `solution_clis` adds its subcommands via `register(sub)`;
-    `read_feedback` (path -> feedback examples) enables `retrain` (verticals.retrain_commands)."""
-    parser = Parser(prog="verticals", description="Domain NLP solutions on one fine-tuning core.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_catalog_commands(sub, recipes: Mapping[str, Path]) -> None:
+    """`recipes` and `datasets`: what can be trained, on what."""
     p = sub.add_parser("recipes", help="list the recipes")
     p.set_defaults(func=partial(cmd_recipes, recipes=recipes))
-
     p = sub.add_parser("datasets", help="list the data catalog and check files in the data root")
     p.add_argument("--data-dir", help="data root (default: env VERTICALS_DATA or ~/.cache/verticals/datasets)")
     p.set_defaults(func=cmd_datasets)
 
-    def train_args(p, with_recipe=True):
-        if with_recipe:
-            p.add_argument("recipe", help="a recipe name, e.g. support/intent-lora (see `verticals recipes`), or a "
-                                          "YAML file: your own recipe, or a run's config.yaml to run it again")
-        p.add_argument("overrides", nargs="*",
-                       help="key=value by dotted path or by a name unique across sections, e.g. train.lr=1e-4 "
-                            "epochs=2 backbone=tiny data=my.csv")
-        p.add_argument("--data-dir", help="data root (default: env VERTICALS_DATA or ~/.cache/verticals/datasets)")
-        p.add_argument("--out", help="run directory (default: runs/<recipe>-<time>); an existing run there "
-                                     "is refused unless --overwrite (or --resume)")
-        p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
-        p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+def _train_args(p: argparse.ArgumentParser, with_recipe: bool = True) -> None:
+    """The arguments `train` and `demo` share."""
+    if with_recipe:
+        p.add_argument("recipe", help="a recipe name, e.g. support/intent-lora (see `verticals recipes`), or a "
+                                      "YAML file: your own recipe, or a run's config.yaml to run it again")
+    p.add_argument("overrides", nargs="*",
+                   help="key=value by dotted path or by a name unique across sections, e.g. train.lr=1e-4 "
+                        "epochs=2 backbone=tiny data=my.csv")
+    p.add_argument("--data-dir", help="data root (default: env VERTICALS_DATA or ~/.cache/verticals/datasets)")
+    p.add_argument("--out", help="run directory (default: runs/<recipe>-<time>); an existing run there "
+                                 "is refused unless --overwrite (or --resume)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_train_commands(sub, recipes: Mapping[str, Path], tasks: Mapping[str, Task], demo_recipe: str) -> None:
+    """`train` a recipe, and `demo` (the app's demo recipe)."""
     p = sub.add_parser("train", help="train a recipe into a run directory")
-    train_args(p)
+    _train_args(p)
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out from its checkpoint (same recipe and overrides)")
     p.add_argument("--nproc", type=nproc_count, default=1,
                    help="train on N processes of this machine (torchrun: one per GPU, or CPU processes); "
                         "ignored under a launcher that set WORLD_SIZE")
     p.set_defaults(func=partial(cmd_train, recipes=recipes, tasks=tasks))
+    p = sub.add_parser("demo", help=f"train + evaluate the demo recipe, {demo_recipe} (see `verticals recipes`)")
+    _train_args(p, with_recipe=False)
+    p.set_defaults(func=partial(cmd_demo, recipes=recipes, tasks=tasks, demo_recipe=demo_recipe))
 
-    p = sub.add_parser("demo", help="train + evaluate a LoRA intent classifier on the demo support set")
-    train_args(p, with_recipe=False)
-    p.set_defaults(func=partial(cmd_demo, recipes=recipes, tasks=tasks))
+
+def _add_run_commands(sub) -> None:
+    """`eval` and `predict` on a trained classifier run."""
     p = sub.add_parser("eval", help="evaluate a run: its own test split, another split, or a labelled CSV/JSONL file")
     p.add_argument("run_dir")
     p.add_argument("options", nargs="*",
@@ -313,12 +303,16 @@ def build_parser(*, recipes: Mapping[str, Path], tasks: Mapping[str, tuple],
     runtime_arg(p)
     p.set_defaults(func=cmd_predict)
 
+
+def _add_export_command(sub, tasks: Mapping[str, Task]) -> None:
+    """`export onnx` and `export hf`."""
+    export = partial(cmd_export, tasks=tasks)
     p = sub.add_parser("export", help="export a run: ONNX for faster CPU inference, or a transformers directory")
     export_sub = p.add_subparsers(dest="format", required=True)
     p = export_sub.add_parser("onnx", help="model.onnx (+ model.onnx.data) beside the run's model, for --runtime onnx")
     p.add_argument("run_dir")
     p.add_argument("--int8", action="store_true", help="also write a dynamically int8-quantised model (faster on CPU)")
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=export)
     p = export_sub.add_parser("hf", help="a directory transformers.pipeline(..., trust_remote_code=True) loads, "
                                          "with a model card")
     p.add_argument("run_dir")
@@ -326,8 +320,10 @@ def build_parser(*, recipes: Mapping[str, Path], tasks: Mapping[str, tuple],
     p.add_argument("--overwrite", action="store_true", help="replace a previous `verticals export hf` in OUT")
     p.add_argument("--push", metavar="REPO_ID", help="also upload OUT to this hub model repo (created if missing; "
                                                     "needs network access and a token)")
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=export)
 
+
+def _add_plan_command(sub) -> None:
     p = sub.add_parser("plan", help="predict each recipe's accuracy, time and cost on your data here; recommend "
                                     "the cheapest that meets a target")
     p.add_argument("settings", nargs="*", help="data=FILE target=0.90 [budget=30m] [latency=5ms] [backbone=minilm] "
@@ -338,8 +334,20 @@ def build_parser(*, recipes: Mapping[str, Path], tasks: Mapping[str, tuple],
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_plan)
 
-    from verticals.retrain_commands import register as register_retrain
 
+def build_parser(*, recipes: Mapping[str, Path], demo_recipe: str, tasks: Mapping[str, Task],
+                 solution_clis: Sequence = (), read_feedback: Callable | None = None) -> argparse.ArgumentParser:
+    """The generic commands over the app layer's lists: `recipes` (name -> YAML), `demo_recipe` (the
+    one of them `verticals demo` trains), `tasks` (a task name -> verticals.tasks.Task); each of
+    `solution_clis` adds its subcommands via `register(sub)`; `read_feedback` (path -> feedback
+    examples) enables `retrain` (verticals.retrain_commands)."""
+    parser = Parser(prog="verticals", description="Domain NLP solutions on one fine-tuning core.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_catalog_commands(sub, recipes)
+    _add_train_commands(sub, recipes, tasks, demo_recipe)
+    _add_run_commands(sub)
+    _add_export_command(sub, tasks)
+    _add_plan_command(sub)
     register_retrain(sub, read_feedback=read_feedback)
     for module in solution_clis:
         module.register(sub)

@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 
 from core.foundation.errors import UserError
+from core.mlops.feedback import PredictionLog
+from solutions.finance.monitor.feedback import labelled_documents
 
 EXPECTED = ("a support prediction log (tables predictions + feedback, from `verticals serve`) or a finance "
             "monitor database (table document_labels, from `verticals finance dashboard`)")
@@ -41,14 +43,10 @@ def read_feedback(path) -> list:
     path = Path(path).expanduser()
     tables = database_tables(path)
     if {"predictions", "feedback"} <= tables:
-        from core.mlops.feedback import PredictionLog
-
         # no retention while reading: opening with the service's limits would prune rows
         with PredictionLog(path, max_rows=sys.maxsize, max_age_days=None) as log:
             return log.labelled()
     if "document_labels" in tables:
-        from solutions.finance.monitor.feedback import labelled_documents
-
         return labelled_documents(path)
     shown = ", ".join(sorted(tables)) or "none"
     raise UserError(f"{path} holds no feedback this version reads (its tables: {shown}); give {EXPECTED}")

@@ -2,7 +2,8 @@
 
 `recipe_path(recipe, RECIPES)`: a recipe name of the app's list, or a YAML file (a user's own
 recipe, or a run's config.yaml). `resolve_recipe(...)`: the YAML's `task:` (default
-classification) -> that task's schema and runner from TASKS, the config built with the overrides.
+classification) -> that task's schema and runner (verticals.tasks.Task) from TASKS, the config
+built with the overrides.
 Leaves out: the lists themselves (verticals.registry) and the schema machinery (core.foundation.settings).
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from core.foundation.errors import UserError
 from core.foundation.settings import build_config, read_recipe
+from verticals.tasks import DEFAULT_TASK, Task, task_named
 
 
 def recipe_path(recipe: str | Path, recipes: Mapping[str, Path]) -> Path:
@@ -27,15 +29,12 @@ def recipe_path(recipe: str | Path, recipes: Mapping[str, Path]) -> Path:
 
 
 def resolve_recipe(recipe: str | Path, overrides: dict | None, recipes: Mapping[str, Path],
-                   tasks: Mapping[str, tuple]):
+                   tasks: Mapping[str, Task]):
     """(validated config, runner) of a recipe name or YAML file plus `overrides` ({key: value}, keys
     as on the command line: `train.lr`, `lr`, `data`): the YAML's `task:` (default classification)
     picks the schema and the runner from `tasks` (the app layer's registry)."""
     path = recipe_path(recipe, recipes)
     raw = read_recipe(path)
-    task = str(raw.get("task") or "classification")
-    if task not in tasks:
-        raise UserError(f"unknown task '{task}' in recipe {path}; known tasks: {', '.join(sorted(tasks))}")
-    schema, runner = tasks[task]
+    task = task_named(str(raw.get("task") or DEFAULT_TASK), tasks, f"recipe {path}")
     name = str(recipe) if str(recipe) in recipes else path.stem
-    return build_config(schema, raw, overrides, name), runner
+    return build_config(task.schema, raw, overrides, name), task.runner

@@ -1,11 +1,12 @@
-"""The app layer's lists: recipes, solution subcommands, tasks and data readers, as plain dicts.
+"""The app layer's lists: recipes, the demo, solution subcommands, tasks and data readers, as plain dicts.
 
 Everything a name in a YAML or on the command line can pick is listed here, explicitly (no module
-scanning, no register-on-import): RECIPES (recipe name -> YAML file), SOLUTION_CLIS (modules whose
-`register(subparsers)` adds a solution's subcommands), TASKS (a YAML's `task:` -> its config
-schema and the runner that trains it) and SOLUTION_READERS (data card format types the solutions
-read), which `install()` adds to core.data.catalog.READERS. core/ never imports this module: the CLI and
-the API pass these dicts down.
+scanning, no register-on-import): RECIPES (recipe name -> YAML file), DEMO_RECIPE (what `verticals
+demo` trains), SOLUTION_CLIS (modules whose `register(subparsers)` adds a solution's subcommands),
+TASKS (a YAML's `task:`, a report's `config.task` -> verticals.tasks.Task: its config schema,
+runner, report renderer, export and what `verticals.load` opens) and SOLUTION_READERS (data card
+format types the solutions read), which `install()` adds to core.data.catalog.READERS. core/ never
+imports this module: the CLI and the API pass these down.
 Leaves out: the commands themselves (verticals.commands, the solutions' cli modules) and the recipes' code.
 """
 
@@ -16,11 +17,17 @@ from pathlib import Path
 import core.data.catalog
 import solutions
 from core.classify.config import RecipeConfig
+from core.classify.report import CLASSIFICATION_REPORT
 from solutions.finance import cli as finance_cli
 from solutions.finance.data import READERS as FINANCE_READERS
 from solutions.recsys import cli as recsys_cli
+from solutions.recsys.export import write_encoder
 from solutions.recsys.recipe_config import ItemEncoderRecipe
+from solutions.recsys.report import ITEM_ENCODER_REPORT
 from solutions.support import cli as support_cli
+from verticals.recommender import open_encoder_run
+from verticals.run import Run
+from verticals.tasks import Task
 
 SOLUTIONS_DIR = Path(solutions.__file__).resolve().parent
 
@@ -41,10 +48,12 @@ RECIPES: dict[str, Path] = {
     "finance/sentiment-lora": _recipe("finance", "sentiment-lora"),
     "recsys/item-encoder": _recipe("recsys", "item-encoder"),
 }
+DEMO_RECIPE = "support/intent-demo"  # what `verticals demo` trains: the first job a new user runs
 
-# Each module's `register(subparsers)` adds its subcommands; they import only argparse and
-# core.foundation.errors at load time (heavy imports stay inside the command functions).
+# Each module's `register(subparsers)` adds its subcommands; they import only light modules at load
+# time (no torch, no web framework: heavy imports stay inside the command functions, with a reason).
 SOLUTION_CLIS = (support_cli, finance_cli, recsys_cli)
+
 
 def train_classifier(cfg, run_dir: Path, **options) -> dict:
     """The classification runner (core.classify.recipes.run_recipe)."""
@@ -60,11 +69,18 @@ def train_item_encoder(cfg, run_dir: Path, **options) -> dict:
     return run(cfg, run_dir, **options)
 
 
-# A YAML's `task:` (default classification) -> (config schema, runner). A runner is
-# `runner(cfg, run_dir, *, data_dir, resume, overwrite, progress) -> report dict`.
-TASKS: dict[str, tuple[type, object]] = {
-    "classification": (RecipeConfig, train_classifier),
-    "recsys-item-encoder": (ItemEncoderRecipe, train_item_encoder),
+def export_classifier(run_dir: Path, report: dict, directory: Path) -> None:
+    """A classification run's transformers directory (core.export.hub.write_classifier_run)."""
+    from core.export.hub import write_classifier_run  # lazy: loads torch and transformers, as above
+
+    write_classifier_run(run_dir, report, directory)
+
+
+TASKS: dict[str, Task] = {
+    "classification": Task(schema=RecipeConfig, runner=train_classifier, report=CLASSIFICATION_REPORT,
+                           export_model=export_classifier, open_run=Run),
+    "recsys-item-encoder": Task(schema=ItemEncoderRecipe, runner=train_item_encoder, report=ITEM_ENCODER_REPORT,
+                                export_model=write_encoder, open_run=open_encoder_run),
 }
 
 # Data card `format.type` -> reader, for the formats a solution reads (core reads csv itself).

@@ -7,7 +7,7 @@
 
 RUN may also be a registry directory: its champion is retrained and the registry is that one.
 `read_feedback(path) -> list[FeedbackExample]` comes from the app layer (verticals.feedback_sources),
-which knows the solutions' databases; this module imports none of them. Heavy imports stay inside
+which knows the solutions' databases; this module imports none of them. Imports that load torch stay inside
 the commands so `verticals --help` is instant.
 Leaves out: retraining and the gate (core.mlops.retrain), the registry itself (core.mlops.registry).
 """
@@ -20,6 +20,11 @@ from functools import partial
 from pathlib import Path
 
 from core.foundation.errors import UserError
+from core.foundation.quiet import quiet_libraries
+from core.foundation.settings import parse_overrides
+from core.mlops.registry import ModelRegistry, current_user
+from core.mlops.retrain_plan import RetrainSettings
+from core.runs.rundir import default_out
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -50,16 +55,11 @@ def comparison_table(section: dict, names: tuple[str, str] = ("champion", "chall
 
 
 def cmd_retrain(args, *, read_feedback: Callable[[Path], list]) -> int:
-    from core.foundation.settings import parse_overrides
-    from core.foundation.quiet import quiet_libraries
-    from core.mlops.retrain_plan import RetrainSettings
-    from core.mlops.retrain import retrain, retrain_and_register
+    from core.mlops.retrain import retrain, retrain_and_register  # lazy: loads torch; `verticals --help` must not
 
     settings = RetrainSettings.from_overrides(parse_overrides(args.settings))
     run, registry = Path(args.run_dir), args.registry
     if (run / "registry.json").is_file():  # a registry: retrain its champion, register there
-        from core.mlops.registry import ModelRegistry
-
         reg = ModelRegistry(run)
         if reg.champion() is None:
             raise UserError(f"the registry {run} has no champion to retrain")
@@ -68,8 +68,6 @@ def cmd_retrain(args, *, read_feedback: Callable[[Path], list]) -> int:
     if not feedback:
         raise UserError(f"{args.feedback} holds no labelled feedback yet (feedback rows with a text); nothing to "
                         f"retrain on")
-    from core.runs.rundir import default_out
-
     out = Path(args.out) if args.out else default_out("retrain")
     quiet_libraries()
     common = dict(out=out, data_dir=args.data_dir, settings=settings, progress=not args.quiet, overwrite=args.overwrite)
@@ -88,8 +86,6 @@ def cmd_retrain(args, *, read_feedback: Callable[[Path], list]) -> int:
 
 
 def cmd_registry(args) -> int:
-    from core.mlops.registry import ModelRegistry, current_user
-
     if not (Path(args.registry) / "registry.json").is_file():
         raise UserError(f"{args.registry} is not a model registry (no registry.json); `verticals retrain RUN "
                         f"--feedback DB --registry {args.registry}` creates one")

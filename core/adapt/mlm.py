@@ -59,9 +59,7 @@ class AdaptResult:
 
 def _masked_lm(backbone):
     """BertForMaskedLM carrying the backbone's encoder weights; True if its MLM head is fresh."""
-    from transformers import (
-        BertForMaskedLM,  # lazy: transformers costs seconds of start-up
-    )
+    from transformers import BertForMaskedLM  # lazy: transformers costs seconds of start-up
 
     if backbone.encoder.config.model_type != "bert":
         raise UserError(f"domain adaptation supports BERT-family backbones; '{backbone.name}' is "
@@ -69,9 +67,7 @@ def _masked_lm(backbone):
     head_state = {}
     weights = Path(backbone.path) / "model.safetensors"
     if weights.is_file():
-        from safetensors.torch import (
-            load_file,  # lazy: safetensors.torch pulls in torch
-        )
+        from safetensors.torch import load_file  # lazy: safetensors.torch pulls in torch
 
         head_state = {k: v for k, v in load_file(weights).items() if k.startswith("cls.predictions.")}
     mlm = BertForMaskedLM(backbone.encoder.config)
@@ -150,9 +146,7 @@ def _train_mlm(mlm, backbone, texts: list[str], cfg: AdaptConfig, *, head_fresh:
                progress: bool) -> list[float]:
     """Head-only warm-up (if the head is fresh), then the whole model; two runs of the engine
     (core.engine.loop). Returns per-step losses."""
-    from transformers import (
-        DataCollatorForLanguageModeling,  # lazy: transformers costs seconds of start-up
-    )
+    from transformers import DataCollatorForLanguageModeling  # lazy: transformers costs seconds of start-up
 
     tokenizer = backbone.tokenizer
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability, seed=cfg.seed)

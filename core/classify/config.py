@@ -15,14 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from core.foundation.errors import UserError
-from core.foundation.settings import (
-    build_config,
-    checked,
-    load_config_file,
-    parse_overrides,
-    setting,
-    text_encoding,
-)
+from core.foundation.settings import build_config, checked, load_config_file, parse_overrides, setting, text_encoding
 from core.runs.tracking import TrackingConfig
 
 OOD_SCORERS = ("knn_energy", "knn", "centroid", "energy", "max_prob", "mahalanobis", "relative_mahalanobis", "none")

@@ -11,7 +11,6 @@ stay fast: the cost is `steps x batch_size` pairs, not the k^2 x classes^2 pairs
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from core.classify.config import ContrastiveConfig

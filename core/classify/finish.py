@@ -14,6 +14,7 @@ import shutil
 
 import numpy as np
 
+from core.classify.report import CLASSIFICATION_REPORT
 from core.classify.run_data import RunData
 from core.classify.scoring import evaluate_trained
 from core.confidence.calibrate import fit_temperature
@@ -21,7 +22,7 @@ from core.confidence.ood import SCORERS, OutOfScopeDetector
 from core.data.catalog import source_fingerprint
 from core.data.splits import LabelMap
 from core.engine.loop import MetricsLog
-from core.evaluation.drift import save_drift_baseline
+from core.evaluation.drift_baseline import save_drift_baseline
 from core.evaluation.metrics import plot_loss_curve
 from core.foundation.cost import Cost
 from core.models.classifier import save_classifier
@@ -30,7 +31,7 @@ from core.runs.scaffold import RecipeRun
 
 def finish(run: RecipeRun, data: RunData, model, result, cost: Cost, sections: dict | None = None) -> dict:
     """Main process: calibrate and fit the OOS scorer on validation, save the model and its drift
-    baseline (core.evaluation.drift.DriftBaseline, from the same validation outputs), evaluate, plot,
+    baseline (core.evaluation.drift_baseline.DriftBaseline, from the same validation outputs), evaluate, plot,
     write the report, drop the checkpoint, and return the report. Other processes wait for it and
     return only which process they were."""
     if not run.is_main:
@@ -58,7 +59,7 @@ def finish(run: RecipeRun, data: RunData, model, result, cost: Cost, sections: d
     if result.steps:
         plot_loss_curve(MetricsLog.read(run_dir / "metrics.jsonl"), run_dir / "loss_curve.png", metric=cfg.train.metric,
                         train_rows=len(train), validation_rows=len(splits.validation))
-    report = run.write_report(report, cost=cost, steps=result.steps)
+    report = run.write_report(report, cost=cost, steps=result.steps, renderer=CLASSIFICATION_REPORT)
     shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)  # the model is saved; free the space
     return report
 

@@ -32,12 +32,7 @@ from core.data.splits import LabelMap, Split
 from core.foundation.errors import UserError
 from core.foundation.settings import read_yaml_mapping
 from core.models.backbones import load_backbone
-from core.models.classifier import (
-    LoraSettings,
-    build_classifier,
-    choose_probe_c,
-    init_head_from_probe,
-)
+from core.models.classifier import LoraSettings, build_classifier, choose_probe_c, init_head_from_probe
 from core.models.zeroshot import prototypes
 from core.runs.scaffold import RecipeRun
 

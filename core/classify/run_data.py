@@ -16,12 +16,7 @@ import numpy as np
 from core.classify.config import DataConfig
 from core.classify.fewshot import sample_per_class, with_label_name_examples
 from core.data.catalog import load_classification
-from core.data.splits import (
-    ClassificationData,
-    Split,
-    set_aside_out_of_scope,
-    stratified_split,
-)
+from core.data.splits import ClassificationData, Split, set_aside_out_of_scope, stratified_split
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,7 @@ import numpy as np
 
 from core.classify.config import DataConfig
 from core.classify.run_data import load_run_data
-from core.confidence.calibrate import (
-    expected_calibration_error,
-    plot_reliability,
-    softmax,
-)
+from core.confidence.calibrate import expected_calibration_error, plot_reliability, softmax
 from core.confidence.ood import auroc
 from core.data.catalog import read_records, records_to_split, source_fingerprint
 from core.data.splits import LabelMap, Split, partition_label

@@ -54,9 +54,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, prior_sd: float =
                     min_rows: int = MIN_CALIBRATION_ROWS) -> TemperatureFit:
     """MAP temperature: argmin over log T of  n * NLL(softmax(logits / T)) + (log T)^2 / (2 prior_sd^2),
     with T in [T_MIN, T_MAX], and T >= 1 when every validation row is classified correctly."""
-    from scipy.optimize import (
-        minimize_scalar,  # lazy: scipy costs start-up; only when used
-    )
+    from scipy.optimize import minimize_scalar  # lazy: scipy costs start-up; only when used
 
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
     n = len(labels)

@@ -63,9 +63,7 @@ class Energy(MaxProbability):
     name = "energy"
 
     def score(self, logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-        from scipy.special import (
-            logsumexp,  # lazy: scipy costs start-up; only when used
-        )
+        from scipy.special import logsumexp  # lazy: scipy costs start-up; only when used
 
         return temperature * logsumexp(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
 
@@ -252,9 +250,7 @@ def threshold_for_recall(in_scope_scores: np.ndarray, target_recall: float) -> f
 
 def auroc(in_scope_scores, out_scope_scores) -> float:
     """Area under ROC for separating in-scope (positive) from out-of-scope by score; ties count 1/2."""
-    from sklearn.metrics import (
-        roc_auc_score,  # lazy: scikit-learn costs start-up; only when used
-    )
+    from sklearn.metrics import roc_auc_score  # lazy: scikit-learn costs start-up; only when used
 
     y = np.r_[np.ones(len(in_scope_scores)), np.zeros(len(out_scope_scores))]
     return float(roc_auc_score(y, np.r_[in_scope_scores, out_scope_scores]))
@@ -297,9 +293,7 @@ class OutOfScopeDetector:
     def save(self, directory) -> dict:
         """Write the scorer's arrays to `directory/ood.safetensors`; returns the description to keep."""
         import torch  # lazy: torch costs seconds of start-up
-        from safetensors.torch import (
-            save_file,  # lazy: safetensors.torch pulls in torch
-        )
+        from safetensors.torch import save_file  # lazy: safetensors.torch pulls in torch
 
         state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.scorer.state().items()}
         save_file(state or {"empty": torch.zeros(1)}, Path(directory) / self.FILE)
@@ -311,9 +305,7 @@ class OutOfScopeDetector:
         if not description:
             return None
 
-        from safetensors.torch import (
-            load_file,  # lazy: safetensors.torch pulls in torch
-        )
+        from safetensors.torch import load_file  # lazy: safetensors.torch pulls in torch
 
         state = {k: v.numpy() for k, v in load_file(Path(directory) / cls.FILE).items()}
         return cls(scorer_from_state(description["scorer"], state), float(description["threshold"]),

@@ -26,12 +26,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from core.data.splits import (
-    ClassificationData,
-    Split,
-    classification_data,
-    stratified_split,
-)
+from core.data.splits import ClassificationData, Split, classification_data, stratified_split
 from core.foundation.errors import UserError
 
 DATA_ENV = "VERTICALS_DATA"

@@ -73,9 +73,7 @@ def no_duplicate_batches(columns: dict[str, list], batch_size: int, n_batches: i
         NoDuplicatesBatchSampler,  # lazy: sentence-transformers pulls in torch
     )
 
-    from datasets import (
-        Dataset,  # lazy: Hugging Face datasets costs start-up; only when used
-    )
+    from datasets import Dataset  # lazy: Hugging Face datasets costs start-up; only when used
 
     rows = len(next(iter(columns.values())))
     if rows == 0 or n_batches <= 0:

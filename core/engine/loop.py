@@ -49,13 +49,7 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
-from core.engine.checkpoint import (
-    has_checkpoint,
-    load_checkpoint,
-    load_trainable,
-    save_checkpoint,
-    trainable_state,
-)
+from core.engine.checkpoint import has_checkpoint, load_checkpoint, load_trainable, save_checkpoint, trainable_state
 from core.foundation import distributed
 
 
@@ -177,10 +171,7 @@ def to_device(batch: Any, device) -> Any:
 def accelerator_for(device: str, mixed_precision: str = "auto"):
     """An `accelerate.Accelerator` for `device` (cpu | cuda): on CPU it joins a torchrun/accelerate
     launch as a gloo process group; on a GPU each process takes its LOCAL_RANK's device."""
-    from accelerate import (  # lazy: accelerate pulls in torch
-        Accelerator,
-        DistributedDataParallelKwargs,
-    )
+    from accelerate import Accelerator, DistributedDataParallelKwargs  # lazy: accelerate pulls in torch
 
     cpu = not str(device).startswith("cuda")
     precision = "no"

@@ -21,9 +21,7 @@ def accuracy(y_true, y_pred) -> float:
 
 
 def macro_f1(y_true, y_pred) -> float:
-    from sklearn.metrics import (
-        f1_score,  # lazy: scikit-learn costs start-up; only when used
-    )
+    from sklearn.metrics import f1_score  # lazy: scikit-learn costs start-up; only when used
 
     return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
 
@@ -37,9 +35,7 @@ def confusion(y_true, y_pred, num_labels: int) -> np.ndarray:
 
 def per_class_report(y_true, y_pred, labels: list[str]) -> dict[str, dict[str, float]]:
     """label -> precision, recall, f1, support (scikit-learn's definitions, zero_division=0)."""
-    from sklearn.metrics import (
-        precision_recall_fscore_support,  # lazy: scikit-learn costs start-up; only when used
-    )
+    from sklearn.metrics import precision_recall_fscore_support  # lazy: scikit-learn costs start-up; only when used
 
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=list(range(len(labels))),
                                                  zero_division=0)
@@ -127,13 +123,8 @@ def plot_confusion_matrix(matrix, labels: list[str], path: Path, title: str | No
     show their counts; up to NAMED_TICKS_MAX the ticks are class names. Beyond, the ticks are class
     indices and the colour scale is square-root, so the few-percent confusions of a 150-class
     matrix stay visible beside its diagonal (report.md lists the most-confused pairs by name)."""
-    from matplotlib.colors import (  # lazy: matplotlib only when a plot is drawn
-        Normalize,
-        PowerNorm,
-    )
-    from matplotlib.ticker import (
-        MaxNLocator,  # lazy: matplotlib only when a plot is drawn
-    )
+    from matplotlib.colors import Normalize, PowerNorm  # lazy: matplotlib only when a plot is drawn
+    from matplotlib.ticker import MaxNLocator  # lazy: matplotlib only when a plot is drawn
 
     plt = pyplot()
     m = np.asarray(matrix, dtype=float)

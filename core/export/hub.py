@@ -1,20 +1,23 @@
 """`verticals export hf`: a run directory -> a directory other tools load, and its upload to a hub.
 
-A classification run becomes a `transformers` model directory: config.json (our labels in
-id2label / label2id, `auto_map` naming the classes of modeling_verticals.py, a copy of
-core/hf_modeling.py), model.safetensors (the encoder, LoRA/IA3 merged, and the head with the
-calibration temperature folded in: W/T, b/T), the tokenizer with `model_max_length` = the run's
-max_length, and README.md (core.runs.card). `pipeline("text-classification", model=OUT,
-trust_remote_code=True)` then answers the label and calibrated probability `verticals predict`
-does. Without trust_remote_code loading fails: config.json's model_type `verticals` is unknown to
-transformers, so it never falls back to a random head on CLS pooling (what loading
-`RUN/model/encoder` into the pipeline does). The out-of-scope scorer is not part of the exported
-model; config.json records it under `verticals` and the card says only the verticals router
-applies it. A recsys item-encoder run exports its encoder/ (already a sentence-transformers
-directory) with a card.
+`export_hf(run_dir, out_dir, write_model=..., card=...)` checks the output directory, has the
+run's task write its model files (`write_model(run_dir, report, directory)`) and its model card
+(`card(report, exported=True)`) into a sibling temporary directory, and renames it into place.
+The app layer picks both by the report's task (verticals.registry.TASKS). What a classification
+run exports (`write_classifier_run`) is a `transformers` model directory: config.json (our labels
+in id2label / label2id, `auto_map` naming the classes of modeling_verticals.py, a copy of
+core/models/hf_modeling.py), model.safetensors (the encoder, LoRA/IA3 merged, and the head with
+the calibration temperature folded in: W/T, b/T), the tokenizer with `model_max_length` = the
+run's max_length. `pipeline("text-classification", model=OUT, trust_remote_code=True)` then
+answers the label and calibrated probability `verticals predict` does. Without trust_remote_code
+loading fails: config.json's model_type `verticals` is unknown to transformers, so it never falls
+back to a random head on CLS pooling (what loading `RUN/model/encoder` into the pipeline does).
+The out-of-scope scorer is not part of the exported model; config.json records it under
+`verticals` and the card says only the verticals router applies it.
 The upload uses huggingface_hub (`create_repo(exist_ok=True)` + `upload_folder`); offline or
 without a token it is a UserError naming the fix.
-Leaves out: the card's text (core.runs.card), ONNX export (core.export.onnx), pushing run directories as is.
+Leaves out: the cards' text (core.runs.card and the tasks'), other tasks' model files (e.g.
+solutions.recsys.export), ONNX export (core.export.onnx), pushing run directories as is.
 """
 
 from __future__ import annotations
@@ -22,15 +25,17 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
+import torch
 import yaml
 
 from core.foundation.errors import UserError
+from core.models import hf_modeling
 from core.models.classifier import load_classifier
 from core.models.hf_modeling import VerticalsConfig, VerticalsForSequenceClassification
 from core.models.predictor import model_dir
-from core.runs.card import is_classification, model_card
 from core.runs.rundir import read_report
 
 MODELING_FILE = "modeling_verticals.py"
@@ -70,21 +75,20 @@ def _check_out_dir(out_dir: Path, run_dir: Path, overwrite: bool) -> None:
                             f"is not one (no README.md tagged verticals); choose an empty or new OUT")
 
 
-def export_hf(run_dir: Path, out_dir: Path, *, overwrite: bool = False) -> Path:
-    """Write the transformers (classification) or sentence-transformers (recsys) directory of a
-    finished run into `out_dir`; returns `out_dir`. Written into a sibling temporary directory and
-    renamed into place, so an interrupted export never looks complete."""
+def export_hf(run_dir: Path, out_dir: Path, *, write_model: Callable[[Path, dict, Path], None],
+              card: Callable[..., str], overwrite: bool = False) -> Path:
+    """Write a finished run's export into `out_dir`: its task's model files (`write_model(run_dir,
+    report, directory)`) and model card (`card(report, exported=True)`) as README.md; returns
+    `out_dir`. Written into a sibling temporary directory and renamed into place, so an interrupted
+    export never looks complete."""
     run_dir, out_dir = Path(run_dir).expanduser(), Path(out_dir).expanduser()
     report = read_report(run_dir)
     _check_out_dir(out_dir, run_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        if is_classification(report):
-            write_classifier(model_dir(run_dir), work, run_name=report.get("config", {}).get("name", ""))
-        else:
-            write_item_encoder(run_dir, work)
-        (work / "README.md").write_text(model_card(report, exported=True), encoding="utf-8")
+        write_model(run_dir, report, work)
+        (work / "README.md").write_text(card(report, exported=True), encoding="utf-8")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         work.rename(out_dir)
@@ -93,12 +97,9 @@ def export_hf(run_dir: Path, out_dir: Path, *, overwrite: bool = False) -> Path:
     return out_dir
 
 
-def write_item_encoder(run_dir: Path, directory: Path) -> None:
-    encoder = Path(run_dir) / "encoder"
-    if not (encoder / "config.json").is_file():
-        raise UserError(f"{run_dir} has no encoder/ (a recsys item-encoder run writes one); retrain it, or give "
-                        f"a classification run")
-    shutil.copytree(encoder, directory, dirs_exist_ok=True)
+def write_classifier_run(run_dir: Path, report: dict, directory: Path) -> None:
+    """The transformers directory of a classification run (write_classifier on its model/ folder)."""
+    write_classifier(model_dir(run_dir), directory, run_name=report.get("config", {}).get("name", ""))
 
 
 def verticals_record(meta: dict, run_name: str) -> dict:
@@ -116,8 +117,6 @@ def verticals_record(meta: dict, run_name: str) -> dict:
 def hf_classifier(model, meta: dict, run_name: str = ""):
     """A core.models.hf_modeling.VerticalsForSequenceClassification with the weights of `model` (a
     core.models.classifier.TextClassifier, adapters already merged) and its temperature folded into the head."""
-    import torch  # lazy: torch costs seconds of start-up
-
     encoder = model.encoder
     if hasattr(encoder, "merge_and_unload"):  # a TextClassifier loaded with merge=False
         encoder = encoder.merge_and_unload()
@@ -138,8 +137,6 @@ def hf_classifier(model, meta: dict, run_name: str = ""):
 
 
 def write_classifier(model_dir: Path, directory: Path, *, run_name: str = "") -> None:
-    from core.models.hf_modeling import __file__ as modeling_source
-
     model_dir = Path(model_dir)
     model = load_classifier(model_dir)  # LoRA / IA3 merged into the encoder
     meta = json.loads((model_dir / "classifier.json").read_text())
@@ -152,7 +149,7 @@ def write_classifier(model_dir: Path, directory: Path, *, run_name: str = "") ->
     for machine_only in ("is_local", "local_files_only"):  # how it was loaded here, not how to load it elsewhere
         settings.pop(machine_only, None)
     settings_file.write_text(json.dumps(settings, indent=2) + "\n")
-    shutil.copyfile(modeling_source, Path(directory) / MODELING_FILE)
+    shutil.copyfile(hf_modeling.__file__, Path(directory) / MODELING_FILE)
 
 
 def push_to_hub(directory: Path, repo_id: str, *, private: bool = False) -> str:

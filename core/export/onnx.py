@@ -58,9 +58,7 @@ def onnx_size(path: Path) -> int:
     references (the dynamo exporter writes the weights to `model.onnx.data` beside the graph, so
     the graph's own size can be a small fraction of the model)."""
     import onnx  # lazy: an optional extra ([serve])
-    from onnx.external_data_helper import (
-        uses_external_data,  # lazy: an optional extra ([serve])
-    )
+    from onnx.external_data_helper import uses_external_data  # lazy: an optional extra ([serve])
 
     path = Path(path)
     graph = onnx.load(str(path), load_external_data=False).graph  # weights are initializers
@@ -71,10 +69,7 @@ def onnx_size(path: Path) -> int:
 
 def quantize_int8(onnx_path: Path, out_path: Path) -> Path:
     """Dynamic int8 quantisation of an exported model (weights int8, activations per batch)."""
-    from onnxruntime.quantization import (  # lazy: an optional extra ([serve])
-        QuantType,
-        quantize_dynamic,
-    )
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # lazy: an optional extra ([serve])
 
     root = logging.getLogger()
     level = root.level

@@ -21,9 +21,7 @@ def quiet_libraries() -> None:
     """Process-wide: transformers at error level, no HF progress bars, no FutureWarnings."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", category=FutureWarning)
-    from transformers.utils import (
-        logging as hf_logging,  # lazy: transformers costs seconds of start-up
-    )
+    from transformers.utils import logging as hf_logging  # lazy: transformers costs seconds of start-up
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -45,9 +43,7 @@ def quieted(enabled: bool = True) -> Iterator[None]:
         disable_progress_bars,
         enable_progress_bars,
     )
-    from transformers.utils import (
-        logging as hf_logging,  # lazy: transformers costs seconds of start-up
-    )
+    from transformers.utils import logging as hf_logging  # lazy: transformers costs seconds of start-up
 
     verbosity, bars, hub_bars = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled(),
                                  are_progress_bars_disabled())

@@ -2,9 +2,10 @@
 
 `PredictionLog` is one SQLite file with two tables:
 - predictions(request_id PK, ts, model_version, label, confidence, in_scope_score, fallback_reason,
-  text_sha256, text): one row per routed text, written by `log(rows, model_version)`, where `rows`
-  are router outputs (solutions.support.router: "text", "intent" or "label", "confidence",
-  "in_scope_score", "fallback_reason"; an optional "request_id", else a new uuid4 hex).
+  text_sha256, text): one row per routed text, written by `log(rows, model_version, label_key=...)`,
+  where `rows` are a router's outputs ("text", the predicted label under `label_key` (default
+  "label"; a router that names it otherwise passes its key), "confidence", "in_scope_score",
+  "fallback_reason"; an optional "request_id", else a new uuid4 hex).
 - feedback(request_id PK -> predictions ON DELETE CASCADE, label, ts, text): the correct label for
   a logged request, written by `record_feedback`; the latest answer for an id wins.
 
@@ -133,12 +134,12 @@ def _number(value, what: str, *, optional: bool = False) -> float | None:
     return float(value)
 
 
-def _prediction_row(row, i: int, ts: float, model_version: str, store_text: bool) -> tuple:
+def _prediction_row(row, i: int, ts: float, model_version: str, store_text: bool, label_key: str) -> tuple:
     if not isinstance(row, Mapping):
         raise UserError(f"row {i}: a prediction must be a mapping (a router output), got {type(row).__name__}")
-    label = row.get("intent", row.get("label"))
+    label = row.get(label_key)
     if label is None:
-        raise UserError(f"row {i}: no 'intent' (or 'label')")
+        raise UserError(f"row {i}: no '{label_key}' (the predicted label)")
     text = check_text(row.get("text"), f"row {i}: text")
     reason = row.get("fallback_reason")
     request_id = check_request_id(row["request_id"]) if row.get("request_id") is not None else uuid.uuid4().hex
@@ -176,11 +177,12 @@ class PredictionLog:
 
     # ------------------------------------------------------------ writes
 
-    def log(self, rows: list[dict], model_version: str) -> list[str]:
-        """Log one batch of router outputs in one transaction; returns their request ids in order."""
+    def log(self, rows: list[dict], model_version: str, *, label_key: str = "label") -> list[str]:
+        """Log one batch of router outputs, whose predicted label is `row[label_key]`, in one
+        transaction; returns their request ids in order."""
         model_version = check_label(model_version, "model_version")
         ts = self.clock()
-        values = [_prediction_row(row, i, ts, model_version, self.store_text) for i, row in enumerate(rows)]
+        values = [_prediction_row(row, i, ts, model_version, self.store_text, label_key) for i, row in enumerate(rows)]
         if len({v[0] for v in values}) != len(values):
             raise UserError("the batch gives the same request_id twice")
         if not values:

@@ -55,6 +55,7 @@ import numpy as np
 from core.classify.config import build_recipe
 from core.classify.finish import finish
 from core.classify.recipes import no_steps, takes_steps
+from core.classify.report import CLASSIFICATION_REPORT
 from core.classify.run_data import RunData, prepare_data
 from core.classify.train import fit
 from core.data.splits import LabelMap, Split
@@ -151,7 +152,7 @@ def run_config(run_dir: Path):
     cfg = build_recipe(config)
     if cfg.mode == "zeroshot":
         raise UserError(f"{run_dir} is a zero-shot run: it has no training rows to replay. Train a probe or "
-                        f"fine-tuned run on labelled data first (e.g. `verticals train support/intent-probe`)")
+                        f"fine-tuned run on labelled data first (a recipe with mode=probe or mode=finetune)")
     return report, cfg
 
 
@@ -231,7 +232,7 @@ def retrain(run_dir, feedback, *, out, data_dir: str | None = None, settings: Re
         section["challenger"]["feedback_out_of_scope"] = oos
     section["cost"] = {"train_seconds": round(result.train_seconds, 2), "cpu_seconds": ledger.cost.cpu_seconds,
                        "wall_seconds": ledger.cost.wall_seconds, "total_wall_seconds": round(time.perf_counter() - start, 2)}
-    write_report(out, report)
+    write_report(out, report, CLASSIFICATION_REPORT)
     write_trained_feedback(out, inherited, plan)
     _say(progress, f"gate: {'promote' if verdict['promote'] else 'keep the champion'} ({'; '.join(verdict['reasons'])})")
     return report

@@ -151,9 +151,7 @@ def weights_sha256(path: str) -> str | None:
     directory = Path(path)
     if not directory.is_dir():
         try:
-            from huggingface_hub import (
-                snapshot_download,  # lazy: only when a hub is used
-            )
+            from huggingface_hub import snapshot_download  # lazy: only when a hub is used
 
             directory = Path(snapshot_download(path, local_files_only=True))
         except Exception:  # not cached (or not a hub id): there is nothing local to hash
@@ -219,10 +217,7 @@ def read_pooling(path: str) -> tuple[str, bool, int | None]:
 
 def load_backbone(name: str, max_length: int | None = None) -> Backbone:
     """Load tokenizer + encoder for `name` (see module docstring); raises UserError if it can't."""
-    from transformers import (  # lazy: transformers costs seconds of start-up
-        AutoModel,
-        AutoTokenizer,
-    )
+    from transformers import AutoModel, AutoTokenizer  # lazy: transformers costs seconds of start-up
 
     path = resolve_backbone(name)
     try:
@@ -271,13 +266,7 @@ def build_tiny_backbone(directory: Path | None = None) -> Path:
     if (target / "model.safetensors").is_file():
         return target
     import torch  # lazy: torch costs seconds of start-up
-    from tokenizers import (  # lazy: comes with transformers
-        Tokenizer,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-    )
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors  # lazy: comes with transformers
     from transformers import (  # lazy: transformers costs seconds of start-up
         BertConfig,
         BertModel,

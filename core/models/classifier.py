@@ -141,19 +141,13 @@ def build_classifier(backbone: Backbone, labels: list[str], *, peft: str = "none
                      lora: LoraSettings = LoraSettings(), dropout: float = 0.1) -> TextClassifier:
     encoder = backbone.encoder
     if peft == "lora":
-        from peft import (  # lazy: peft pulls in torch and transformers
-            LoraConfig,
-            get_peft_model,
-        )
+        from peft import LoraConfig, get_peft_model  # lazy: peft pulls in torch and transformers
 
         cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                          target_modules=list(lora.target_modules), bias="none")
         encoder = get_peft_model(encoder, cfg)  # freezes the base weights
     elif peft == "ia3":
-        from peft import (  # lazy: peft pulls in torch and transformers
-            IA3Config,
-            get_peft_model,
-        )
+        from peft import IA3Config, get_peft_model  # lazy: peft pulls in torch and transformers
 
         cfg = IA3Config(target_modules=list(IA3_TARGETS), feedforward_modules=list(IA3_FEEDFORWARD))
         encoder = get_peft_model(encoder, cfg)
@@ -175,9 +169,7 @@ def choose_probe_c(x: np.ndarray, label_ids: list[int], x_val: np.ndarray, val_i
                    grid: tuple[float, ...] = PROBE_C_GRID) -> tuple[float, dict[float, float]]:
     """The probe's C with the best validation accuracy on frozen embeddings `x` / `x_val` (the
     smallest C, i.e. the strongest regularisation, among ties), and the accuracy of every C tried."""
-    from sklearn.linear_model import (
-        LogisticRegression,  # lazy: scikit-learn costs start-up; only when used
-    )
+    from sklearn.linear_model import LogisticRegression  # lazy: scikit-learn costs start-up; only when used
 
     scores = {c: float(LogisticRegression(C=c, max_iter=2000).fit(x, label_ids).score(x_val, val_ids)) for c in sorted(grid)}
     best = max(scores.values())
@@ -193,9 +185,7 @@ def init_head_from_probe(model: TextClassifier, texts: list[str], label_ids: lis
     Returns the probe's training accuracy. Starting from the probe means fine-tuning begins where a
     frozen encoder already is, instead of from a random head that first drags the encoder around.
     """
-    from sklearn.linear_model import (
-        LogisticRegression,  # lazy: scikit-learn costs start-up; only when used
-    )
+    from sklearn.linear_model import LogisticRegression  # lazy: scikit-learn costs start-up; only when used
 
     x = model.encode(texts, batch_size=batch_size, device=device) if embeddings is None else embeddings
     y = np.asarray(label_ids)
@@ -251,10 +241,7 @@ def load_classifier(directory: Path, *, merge: bool = True) -> TextClassifier:
     """Reload a saved classifier with its head. LoRA adapters are merged into the base weights
     by default (plain BERT at inference, no adapter overhead); `merge=False` keeps them separate."""
     from safetensors.torch import load_file  # lazy: safetensors.torch pulls in torch
-    from transformers import (  # lazy: transformers costs seconds of start-up
-        AutoModel,
-        AutoTokenizer,
-    )
+    from transformers import AutoModel, AutoTokenizer  # lazy: transformers costs seconds of start-up
 
     directory = Path(directory)
     meta_file = directory / "classifier.json"
@@ -308,9 +295,7 @@ def load_base_encoder(directory: Path, meta: dict) -> tuple[nn.Module, BackboneR
     A format-1 run recorded an absolute path instead: it still loads while that path exists."""
     directory = Path(directory)
     if meta.get("backbone_in_run"):
-        from transformers import (
-            AutoModel,  # lazy: transformers costs seconds of start-up
-        )
+        from transformers import AutoModel  # lazy: transformers costs seconds of start-up
 
         path = directory / meta["backbone_in_run"]
         if not path.is_dir() or weights_sha256(str(path)) != meta.get("backbone_sha256"):

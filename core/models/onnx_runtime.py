@@ -63,9 +63,7 @@ class OnnxClassifier:
 def load_onnx_classifier(model_dir: Path, threads: int | None = None, *, int8: bool = False) -> OnnxClassifier:
     """The ONNX twin of a saved model directory (after `verticals export onnx`, `--int8` for the
     quantised one)."""
-    from transformers import (
-        AutoTokenizer,  # lazy: transformers costs seconds of start-up
-    )
+    from transformers import AutoTokenizer  # lazy: transformers costs seconds of start-up
 
     model_dir = Path(model_dir)
     name = INT8_FILE if int8 else ONNX_FILE

@@ -18,6 +18,7 @@ Leaves out: training (core.classify.recipes), the Python API around a run (verti
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -57,9 +58,10 @@ def model_dir(path: str | Path) -> Path:
             return candidate
     if not path.exists():
         raise UserError(f"{path} does not exist; give a run directory made by `verticals train` (or its model/ folder)")
-    if (path / "encoder").is_dir() and (path / "report.json").is_file():
-        raise UserError(f"{path} is a recommender item-encoder run, not a classifier: index it with "
-                        f"`verticals recsys index DATA --model {path} --out INDEX_DIR`")
+    if (path / "report.json").is_file():  # a finished run of another task (or its model/ was removed)
+        task = (json.loads((path / "report.json").read_text()).get("config") or {}).get("task", "classification")
+        raise UserError(f"{path} is a finished {task} run without a classifier (no model/{MODEL_FILE}): its README.md "
+                        f"says how to use what it holds, and `verticals.load` opens it")
     raise UserError(f"{path} is not a trained classifier (no model/{MODEL_FILE} or {MODEL_FILE}); give a run "
                     f"directory made by `verticals train` (an unfinished run has no model yet: --resume it)")
 
@@ -72,9 +74,7 @@ def load_run(path: str | Path, runtime: str = "torch", *, threads: int | None = 
         raise UserError(f"unknown runtime '{runtime}'; choose one of {', '.join(RUNTIMES)}")
     directory = model_dir(path)
     if runtime == "torch":
-        from core.models.classifier import (
-            load_classifier,  # lazy: loads torch; `import verticals` must not
-        )
+        from core.models.classifier import load_classifier  # lazy: loads torch; `import verticals` must not
 
         return load_classifier(directory)
     from core.models.onnx_runtime import load_onnx_classifier  # lazy: as above

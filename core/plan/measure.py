@@ -30,16 +30,11 @@ from core.classify.train import evaluate_split, fit
 from core.confidence.calibrate import plot_reliability, softmax
 from core.data.splits import LabelMap, Split
 from core.engine.loop import MetricsLog
-from core.evaluation.drift import save_drift_baseline
+from core.evaluation.drift_baseline import save_drift_baseline
 from core.evaluation.metrics import confusion, plot_confusion_matrix, plot_loss_curve
 from core.foundation.cost import CostLedger, measure_throughput, usd_per_million
 from core.models.backbones import load_backbone
-from core.models.classifier import (
-    build_classifier,
-    choose_probe_c,
-    init_head_from_probe,
-    save_classifier,
-)
+from core.models.classifier import build_classifier, choose_probe_c, init_head_from_probe, save_classifier
 from core.models.zeroshot import prototypes, zero_shot_probs
 from core.plan.predict import padded_tokens_per_step
 
@@ -89,16 +84,9 @@ def token_lengths(tokenizer, texts: list[str], max_length: int) -> np.ndarray:
 
 
 def measure_tfidf(data, prices, min_seconds: float = 0.5) -> dict:
-    from sklearn.feature_extraction.text import (
-        TfidfVectorizer,  # lazy: scikit-learn costs start-up; only when used
-    )
-    from sklearn.pipeline import (  # lazy: scikit-learn costs start-up; only when used
-        make_pipeline,
-        make_union,
-    )
-    from sklearn.svm import (
-        LinearSVC,  # lazy: scikit-learn costs start-up; only when used
-    )
+    from sklearn.feature_extraction.text import TfidfVectorizer  # lazy: scikit-learn costs start-up; only when used
+    from sklearn.pipeline import make_pipeline, make_union  # lazy: scikit-learn costs start-up; only when used
+    from sklearn.svm import LinearSVC  # lazy: scikit-learn costs start-up; only when used
 
     best = None
     with CostLedger() as ledger:
@@ -132,9 +120,7 @@ def measure_encoder(data, *, backbone: str, seed: int, shares: tuple[float, ...]
                     progress: bool, min_seconds: float = 1.0) -> dict:
     """The probe recipe step by step (see the module docstring), its learning curve, zero-shot,
     encoder speed and the token counts of every split."""
-    from sklearn.linear_model import (
-        LogisticRegression,  # lazy: scikit-learn costs start-up; only when used
-    )
+    from sklearn.linear_model import LogisticRegression  # lazy: scikit-learn costs start-up; only when used
 
     watch = Stopwatch()
     with watch("first_setup"):  # pays one-time imports and a cold file cache

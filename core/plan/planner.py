@@ -12,10 +12,10 @@ from our benchmark records, so it is an educated guess, not a measurement):
   labels, and to the label count that would reach the target, if the ceiling is above it.
 - Fine-tunes (full, LoRA, IA3): accuracy is a PRIOR. A fine-tune is assumed to close a share f of
   the probe's error: acc = probe + f * (1 - probe); f per recipe is what full fine-tunes and LoRA
-  closed in our records (BANKING77, PhraseBank: core/plan/priors.json, generated from
-  benchmarks/results by `python -m benchmarks.frontier`), the range spanning the record domains;
-  IA3, measured only against the full fine-tune, is full's prediction plus its recorded
-  difference. Fine-tuning gains depend on the task in ways a probe cannot see (sentiment gains
+  closed in our records (core/plan/priors.json: one record per benchmark with its label count and
+  training rows, generated from benchmarks/results by `python -m benchmarks.frontier`), the range
+  spanning the records; IA3, measured only against the full fine-tune, is full's prediction plus
+  its recorded difference. Fine-tuning gains depend on the task in ways a probe cannot see (sentiment gains
   far more than intents did), so read these rows as a prior; benchmarks/plan_validation.py
   measures how far off they are.
 - Time, two numbers per system: `train_seconds` = the run's cost-ledger wall (what the price is
@@ -63,13 +63,7 @@ from core.foundation.cost import Prices
 from core.foundation.device import resolve_device
 from core.foundation.errors import UserError
 from core.foundation.settings import build_config, setting
-from core.plan.measure import (
-    calibrate_recipe,
-    measure_encoder,
-    measure_tfidf,
-    say,
-    stderr,
-)
+from core.plan.measure import calibrate_recipe, measure_encoder, measure_tfidf, say, stderr
 from core.plan.predict import (
     SHARES,
     curve_accuracy,
@@ -251,8 +245,8 @@ def make_plan(cfg: PlanConfig, *, data_dir: str | None = None, progress: bool = 
                 "data_load_s": load_s, "probe_steps_s": e["times"],
                 "encode_s_per_token": e["encode_s_per_token"]},
             "time_parts": times,
-            "priors": {"source": priors.get("source"), "gap_closure": priors["gap_closure"],
-                       "offset_vs_full": priors["offset_vs_full"]}}
+            "priors": {"source": priors["source"], "gap_closure": priors["gap_closure"],
+                       "offset_vs_full": priors["offset_vs_full"], "records": priors["records"]}}
 
 
 def format_plan(result: dict) -> str:

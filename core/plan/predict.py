@@ -3,9 +3,10 @@ time from per-step measurements replayed over the run's own batches.
 
 Accuracy: the frozen probe's learning curve (fit_learning_curve, curve_accuracy) extrapolated to the
 full training set, and for fine-tunes the share of the probe's error they closed in our benchmark
-records (priors.json: `load_priors`, `finetune_accuracy`). Time: a robust line of step seconds
-against padded tokens (`step_time_line`), summed over the exact padded batches core.classify.train.fit
-would take (`padded_tokens_per_step`, `run_steps`), plus the validation and checkpoint terms
+records (priors.json: one record per system and data regime, summarised by `load_priors`;
+`finetune_accuracy`). Time: a robust line of step seconds against padded tokens
+(`step_time_line`), summed over the exact padded batches core.classify.train.fit would take
+(`padded_tokens_per_step`, `run_steps`), plus the validation and checkpoint terms
 (`finetune_seconds`, `finetune_times`). Pure functions over the measurements of core.plan.measure.
 Leaves out: measuring (core.plan.measure) and choosing (core.plan.planner).
 """
@@ -22,6 +23,8 @@ from core.classify.train import epoch_order
 from core.foundation.errors import UserError
 
 PRIORS_FILE = Path(__file__).with_name("priors.json")
+# what a prior record measures: the share of the probe's error a fine-tune closed, or its accuracy minus the full fine-tune's
+PRIOR_MEASURES = ("gap_closure", "offset_vs_full")
 SHARES = (0.125, 0.25, 0.5, 1.0)
 
 
@@ -67,16 +70,28 @@ def finetune_accuracy(probe: float, closure: float) -> float:
     return probe + closure * (1.0 - probe)
 
 
+def spread(values: list[float]) -> dict:
+    """{"mean", "min", "max", "n"} of the values one prior is recorded with."""
+    return {"mean": sum(values) / len(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
 def load_priors(path: Path = PRIORS_FILE) -> dict:
+    """The planner's priors from priors.json's records (one measured value per system, measure and
+    data regime: its label count and training rows, and the benchmark record it comes from):
+    {"source", "records", "gap_closure": {system: spread}, "offset_vs_full": {system: spread}}."""
     try:
-        priors = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text())
+        values: dict[str, dict[str, list[float]]] = {measure: {} for measure in PRIOR_MEASURES}
+        for record in data["records"]:
+            values[record["measure"]].setdefault(record["system"], []).append(float(record["value"]))
+        priors = {measure: {system: spread(v) for system, v in by.items()} for measure, by in values.items()}
         for name in ("full", "lora"):
             priors["gap_closure"][name]["mean"]
         priors["offset_vs_full"]["ia3"]["mean"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"planner priors {path} are missing or malformed ({exc}); regenerate them with "
                         f"`python -m benchmarks.frontier`") from None
-    return priors
+    return {"source": data.get("source"), "records": data["records"], **priors}
 
 
 def predicted_accuracy(system: str, probe: float, priors: dict) -> tuple[float, float, float]:

@@ -1,13 +1,13 @@
-"""Run directory writer/reader, and the evaluations a run directory holds.
+"""Run directory writer/reader: claiming a directory, its config, its report and where runs go.
 
 A run directory holds: config.yaml (resolved), metrics.jsonl and loss_curve.png (runs that take
-gradient steps), model/, report.json, report.md, confusion_matrix.png, reliability.png
-(+ checkpoint/ while training). `claim_run_dir` decides, before any work, whether a training job
-may write into a directory: it never silently replaces a finished run, resumes one, or resumes
-with other settings. `evaluate_trained` scores a just-trained model for its report (metrics and
-plots); `evaluation_sets` / `evaluate_run` / `predict_texts` score and query a saved run
-(`verticals eval`, `verticals predict`). Leaves out: training (core.classify.recipes) and metric maths
-(core.evaluation.metrics, core.confidence.calibrate, core.confidence.ood).
+gradient steps), the model, report.json, report.md, README.md (the model card) and the task's
+plots (+ checkpoint/ while training). `claim_run_dir` decides, before any work, whether a training
+job may write into a directory: it never silently replaces a finished run, resumes one, or
+resumes with other settings. `write_report` writes report.json and renders report.md and the card
+with the task's renderer (core.runs.tasks.ReportRenderer); `default_out` names a new run.
+Leaves out: what a task trains and evaluates (core.classify, the solutions' recipes) and the
+evaluations a classification run holds (core.classify.scoring).
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from pathlib import Path
 import yaml
 
 from core.foundation.errors import UserError
-from core.runs.card import model_card
-from core.runs.markdown import render_markdown as render
+from core.runs.tasks import ReportRenderer
 
 REPORT_FILE = "report.json"
 
@@ -120,13 +119,14 @@ def write_config(run_dir: Path, config: dict) -> Path:
     return path
 
 
-def write_report(run_dir: Path, report: dict) -> Path:
-    """report.json, report.md and README.md (the model card: core.runs.card) of a finished run."""
+def write_report(run_dir: Path, report: dict, renderer: ReportRenderer) -> Path:
+    """report.json of a finished run, and its report.md and README.md (the model card) as its task's
+    `renderer` writes them."""
     run_dir = Path(run_dir)
     report.setdefault("finished_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     (run_dir / REPORT_FILE).write_text(json.dumps(report, indent=2))
-    (run_dir / "report.md").write_text(render_markdown(report))
-    (run_dir / "README.md").write_text(model_card(report), encoding="utf-8")
+    (run_dir / "report.md").write_text(renderer.markdown(report))
+    (run_dir / "README.md").write_text(renderer.card(report), encoding="utf-8")
     return run_dir / REPORT_FILE
 
 
@@ -136,11 +136,6 @@ def read_report(run_dir: Path) -> dict:
         raise UserError(f"{run_dir} is not a finished run directory (no {REPORT_FILE}); "
                         f"train one with `verticals train <recipe> --out DIR`.")
     return json.loads(path.read_text())
-
-
-def render_markdown(report: dict) -> str:
-    """report.md for a report dict: the sections, tables and plot captions are in core.runs.markdown."""
-    return render(report)
 
 
 def default_out(name: str) -> Path:

@@ -8,15 +8,16 @@
     if not run.is_main:
         return run.wait_for_main()
     ... save the model, evaluate
-    return run.write_report({...task sections...}, cost=ledger.cost, steps=n)
+    return run.write_report({...task sections...}, cost=ledger.cost, steps=n, renderer=TASK_REPORT)
 
 `open` opens the tracker first (a missing extra fails before --overwrite clears anything), claims
 the run directory (core.runs.rundir.claim_run_dir: never silently replaces or resumes with other
 settings; only the main process clears it), waits for the other processes, resolves the device,
 seeds every generator with `cfg.train.seed` and starts the tracker. `write_report` adds the sections
-every run has (config, cost, tracking, environment), writes report.json / report.md / README.md
-and ends the tracker. Classification (core.classify.recipes), the recsys item encoder and safe
-retraining (core.mlops.retrain) all run through it.
+every run has (config, cost, tracking, environment), writes report.json and, with the task's
+renderer (core.runs.tasks.ReportRenderer), report.md / README.md, and ends the tracker.
+Classification (core.classify.recipes), the recsys item encoder and safe retraining
+(core.mlops.retrain) all run through it.
 Leaves out: what a task trains and evaluates, and its report sections.
 """
 
@@ -30,6 +31,7 @@ from core.foundation.device import resolve_device, seed_everything
 from core.foundation.distributed import barrier, is_main, rank, world_size
 from core.foundation.settings import to_dict
 from core.runs.rundir import claim_run_dir, environment, write_config, write_report
+from core.runs.tasks import ReportRenderer
 from core.runs.tracking import RunTracking, open_tracker
 
 
@@ -78,15 +80,15 @@ class RecipeRun:
         barrier()
         return {"rank": rank(), "world_size": world_size(), "run_dir": str(self.run_dir), "written_by_rank": 0}
 
-    def write_report(self, sections: dict, *, cost: Cost, steps: int) -> dict:
+    def write_report(self, sections: dict, *, cost: Cost, steps: int, renderer: ReportRenderer) -> dict:
         """Main process: the report of the run (config, the task's `sections`, cost, tracking,
-        environment) into report.json / report.md / README.md, sent to the tracker; then release the
-        other processes. Returns the report."""
+        environment) into report.json and, as the task's `renderer` writes them, report.md / README.md;
+        sent to the tracker; then release the other processes. Returns the report."""
         tracking = self.tracker.describe()
         report = {"config": to_dict(self.cfg), **sections, "cost": cost.to_dict(),
                   **({"tracking": tracking} if tracking else {}),
                   "environment": environment() | {"device": self.device}}
-        write_report(self.run_dir, report)
+        write_report(self.run_dir, report, renderer)
         self.tracker.finish(report, self.run_dir, step=steps)
         barrier()
         return report

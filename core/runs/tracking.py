@@ -158,18 +158,14 @@ class MlflowTracker:
         _require("mlflow", EXTRA_MODULES["mlflow"])
         if urlparse(uri).scheme.split("+")[0] in SQL_SCHEMES:
             _require("mlflow", SQL_MODULES, f" with the database store {uri}")
-        from mlflow.utils.validation import (
-            MAX_PARAM_VAL_LENGTH,  # lazy: an optional extra ([mlflow])
-        )
+        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH  # lazy: an optional extra ([mlflow])
 
         self.uri, self.experiment, self.run_dir = uri, experiment, Path(run_dir).resolve()
         self.max_param = MAX_PARAM_VAL_LENGTH
         self.client, self.run_id = None, ""
 
     def _experiment_id(self) -> str:
-        from mlflow.exceptions import (
-            MlflowException,  # lazy: an optional extra ([mlflow])
-        )
+        from mlflow.exceptions import MlflowException  # lazy: an optional extra ([mlflow])
 
         found = self.client.get_experiment_by_name(self.experiment)
         if found is not None and found.lifecycle_stage == "deleted":
@@ -239,9 +235,7 @@ class TensorBoardTracker:
         self.writer, self.params, self.tags = None, {}, set()
 
     def start(self, run_name, params, tags, *, resume) -> None:
-        from torch.utils.tensorboard import (
-            SummaryWriter,  # lazy: torch costs seconds of start-up
-        )
+        from torch.utils.tensorboard import SummaryWriter  # lazy: torch costs seconds of start-up
 
         if not resume and self.own_dir:  # a run started again (--overwrite) drops its old curves
             for stale in self.log_dir.glob("events.out.tfevents.*"):
@@ -274,9 +268,7 @@ class TensorBoardTracker:
     def end(self, status: str = "FINISHED") -> None:
         if self.writer is None:
             return
-        from torch.utils.tensorboard.summary import (
-            hparams,  # lazy: torch costs seconds of start-up
-        )
+        from torch.utils.tensorboard.summary import hparams  # lazy: torch costs seconds of start-up
 
         # HParams: the config beside every scalar's last value (read from the scalars of this run)
         for summary in hparams(self.params, dict.fromkeys(sorted(self.tags), 0.0)):  # values unused: tags

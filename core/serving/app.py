@@ -45,6 +45,7 @@ from fastapi.responses import JSONResponse, Response
 
 from core.foundation.errors import UserError
 from core.foundation.text import encodable, text_problem
+from core.serving.flags import ServeFlags
 
 log = logging.getLogger("verticals.serving")
 
@@ -82,10 +83,16 @@ class Access:
         return cls(token=token or None, public=names)
 
     @classmethod
-    def from_env(cls, public: str | None = None) -> "Access":
-        """Token from VERTICALS_API_TOKEN; public groups from `public` or VERTICALS_PUBLIC."""
-        return cls.from_settings(os.environ.get("VERTICALS_API_TOKEN"),
-                                 public if public is not None else os.environ.get("VERTICALS_PUBLIC"))
+    def from_flags(cls, flags: ServeFlags) -> "Access":
+        """Token from VERTICALS_API_TOKEN; public groups from --public (else VERTICALS_PUBLIC: ServeFlags)."""
+        return cls.from_settings(os.environ.get("VERTICALS_API_TOKEN"), flags.public)
+
+    def describe(self) -> str:
+        """Who may call what, for the line a server prints when it starts."""
+        if self.token is None:
+            return "without auth (set VERTICALS_API_TOKEN)"
+        opened = "".join(", " + name for name in sorted(self.public))
+        return f"with bearer-token auth; public without the token: health, readiness{opened}"
 
     def is_public(self, path: str) -> bool:
         if self.token is None or path in ALWAYS_PUBLIC:

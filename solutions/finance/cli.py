@@ -1,20 +1,26 @@
 """`verticals finance monitor ...`, `finance report ...`, `finance dashboard DB` and `finance drift DB --run RUN`.
-Argparse only at import time."""
+Light imports only at import time: the monitor loop and the dashboard (web framework) are imported by
+the command that runs them."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from core.foundation.quiet import quiet_libraries
+from core.serving.flags import add_serve_flags, serve_flags
+from solutions.finance.monitor.health import write_monitor_drift
+from solutions.finance.monitor.lines import MAX_LINE_BYTES
+from solutions.finance.monitor.report import render_report
 
 
 def cmd_monitor(args) -> int:
-    import signal
-    import sys
-    from pathlib import Path
-
-    from core.foundation.quiet import quiet_libraries
+    from solutions.finance.monitor.loop import MonitorConfig, run_monitor  # lazy: ~70 ms of monitor modules
 
     quiet_libraries()
-    from solutions.finance.monitor.loop import MonitorConfig, run_monitor
 
     db = args.db if args.db.startswith(("postgresql://", "postgres://")) else Path(args.db)
     cfg = MonitorConfig(inputs=tuple(args.inputs), db=db, model=args.model, runtime=args.runtime,
@@ -42,39 +48,28 @@ def cmd_monitor(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from pathlib import Path
-
-    from solutions.finance.monitor.report import render_report
-
     out = render_report(Path(args.db), Path(args.out), max_entities=args.max_entities)
     print(f"report: {out}")
     return 0
 
 
 def cmd_dashboard(args) -> int:
-    import os
-    from pathlib import Path
+    from core.serving.server import serve  # lazy: loads the web framework (the [serve] extra)
+    from solutions.finance.dashboard import DashboardAccess, create_app  # lazy: as above
 
-    from core.serving.server import serve
-    from solutions.finance.dashboard import DashboardAccess, create_app
-
+    flags = serve_flags(args)
     token = args.token or os.environ.get("VERTICALS_API_TOKEN") or None
-    public = args.public if args.public is not None else os.environ.get("VERTICALS_PUBLIC")
-    access = DashboardAccess.from_settings(token, public)
+    access = DashboardAccess.from_settings(token, flags.public)
     app = create_app(Path(args.db), access=access, poll_seconds=args.poll_seconds)
-    print(f"dashboard of {args.db} on http://{args.host}:{args.port}/ "
+    print(f"dashboard of {args.db} on {flags.url}/ "
           + ("(the page asks for the token; or open the address with #token=<token> after it)" if token else
              "without auth (give --token or set VERTICALS_API_TOKEN before opening it beyond this machine)"),
           flush=True)
-    serve(app, args.host, args.port)
+    serve(app, flags.host, flags.port)
     return 0
 
 
 def cmd_drift(args) -> int:
-    from pathlib import Path
-
-    from solutions.finance.monitor.health import write_monitor_drift
-
     result = write_monitor_drift(Path(args.db), Path(args.run), args.out and Path(args.out),
                                  model_version=args.model_version, since_hours=args.since_hours)
     alerts = ", ".join(result["alerts"]) or "none"
@@ -109,7 +104,7 @@ def register(subparsers) -> None:
     p.add_argument("--retry-base-seconds", type=float, default=1.0, help="first delivery retry delay (doubles)")
     p.add_argument("--drain-seconds", type=float, default=10.0,
                    help="without --follow: how long to keep retrying undelivered alerts before exiting")
-    p.add_argument("--max-line-bytes", type=int, default=1_000_000,
+    p.add_argument("--max-line-bytes", type=int, default=MAX_LINE_BYTES,
                    help="a longer input line is quarantined (skipped without being held in memory)")
     p.set_defaults(func=cmd_monitor)
 
@@ -119,16 +114,13 @@ def register(subparsers) -> None:
     p.add_argument("--max-entities", type=int, default=40)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("dashboard", help="live analyst page over a monitor database: incidents, drill-down, labelling",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("dashboard", help="live analyst page over a monitor database: incidents, drill-down, labelling")
     p.add_argument("db", help="the monitor's SQLite database (--db of `verticals finance monitor`)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8050)
+    add_serve_flags(p, default_port=8050)
     p.add_argument("--token", default=None,
                    help="bearer token for the API (default: env VERTICALS_API_TOKEN; the env keeps it out of `ps`)")
-    p.add_argument("--public", default=None,
-                   help="with a token, also open these without it: docs, metrics (comma-separated)")
-    p.add_argument("--poll-seconds", type=float, default=5.0, help="how often the page checks for new data")
+    p.add_argument("--poll-seconds", type=float, default=5.0,
+                   help="how often the page checks for new data (default: %(default)s)")
     p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("drift", help="drift of the monitor's scores against the sentiment run's validation baseline "

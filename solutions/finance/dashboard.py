@@ -48,8 +48,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from core.foundation.errors import UserError
 from core.serving.app import Access, ServiceLimits, create_service
-from solutions.finance.monitor.feedback import (MAX_ANALYST_CHARS, MAX_DOC_ID_CHARS, MAX_NOTE_CHARS, MonitorFeedback,
-                                                UnknownId, has_model_column)
+from solutions.finance.monitor.feedback import (
+    MAX_ANALYST_CHARS,
+    MAX_DOC_ID_CHARS,
+    MAX_NOTE_CHARS,
+    MonitorFeedback,
+    UnknownId,
+    has_model_column,
+)
 from solutions.finance.monitor.incidents import SEVERITIES, group_incidents
 
 PAGE = Path(__file__).with_name("dashboard.html")

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.splits import ClassificationData, Split, classification_data, stratified_split
 from core.data.catalog import Reader, read_text, verified_file
+from core.data.splits import ClassificationData, Split, classification_data, stratified_split
 from core.foundation.errors import UserError
 
 ALL_AGREE = "allagree"  # the config whose sentences define `test_allagree`

@@ -37,13 +37,7 @@ import numpy as np
 
 from core.foundation.errors import UserError
 from solutions.recsys.baselines import History, user_item_matrix
-from solutions.recsys.protocol import (
-    RankingSplit,
-    cold_start_split,
-    evaluate_scores,
-    pick_cold_items,
-    validation_split,
-)
+from solutions.recsys.protocol import RankingSplit, cold_start_split, evaluate_scores, pick_cold_items, validation_split
 
 ALPHAS = (1.0, 0.9, 0.8, 0.6)
 # log-spaced and mostly below 1: where much of the catalog is cold (half of ml-latest-small's

@@ -19,10 +19,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from tqdm.auto import tqdm
+
 from core.data.catalog import data_root, list_cards, load_card, read_records, verified_file
+from core.foundation.durable import atomic_write
 from core.foundation.errors import UserError
 from solutions.recsys.data import InteractionData
-from solutions.recsys.durable import atomic_write
+from solutions.recsys.index import ItemIndex
 from solutions.recsys.protocol import MOVIELENS_THRESHOLD, is_positive
 
 CATALOG_FILE = "catalog.json"
@@ -106,11 +110,7 @@ def build_index(data: InteractionData, encoder_path: str, out: Path, *, data_spe
     backbone name), save the FAISS index, the catalog (user histories) and the item texts
     (titles) into `out`, and return the ItemIndex. `progress`: a bar over embedding batches on
     stderr. `verticals recsys index` and `verticals.index(...)` both call this."""
-    import numpy as np
-    from tqdm.auto import tqdm
-
-    from solutions.recsys.content import TextEncoder, embed_catalog
-    from solutions.recsys.index import ItemIndex
+    from solutions.recsys.content import TextEncoder, embed_catalog  # lazy: loads torch; readers need no model
 
     encoder = TextEncoder.load(encoder_path)
     ids = sorted(data.items)

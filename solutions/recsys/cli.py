@@ -1,6 +1,7 @@
 """`verticals recsys train|index|recommend|similar|events|evaluate|serve`.
 
-Only argparse at import time (the CLI's --help stays instant); each command imports what it needs.
+Light imports only at import time (the CLI's --help stays instant): each command imports the
+modules that load torch, scipy, FAISS or the web framework when it runs.
 DATA is a catalog name (`movielens_latest_small`, `demo_catalog`) or your own interactions CSV
 (columns user_id,item_id,timestamp[,rating]) with `--items ITEMS.csv` (item_id + text columns).
 `train` and `index` draw a progress bar on stderr (`--quiet`: none); `recommend` and `similar`
@@ -14,7 +15,16 @@ import argparse
 import json
 from pathlib import Path
 
+from core.data.catalog import list_cards
 from core.foundation.errors import UserError
+from core.foundation.quiet import quiet_libraries
+from core.foundation.settings import build_config
+from core.serving.flags import add_serve_flags, serve_flags
+from solutions.recsys.data import load_interactions
+from solutions.recsys.protocol import evaluate_scores, split_dataset
+from solutions.recsys.recipe_config import ItemEncoderModel, ItemEncoderRecipe, ItemEncoderTrain
+
+MODEL, TRAIN = ItemEncoderModel(), ItemEncoderTrain()  # the recipe's defaults, which `recsys train` shares
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -27,10 +37,6 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from core.foundation.quiet import quiet_libraries
-    from core.data.catalog import list_cards
-    from solutions.recsys.data import load_interactions
-
     if args.data not in list_cards() and not Path(args.data).expanduser().is_file():
         raise UserError(f"unknown dataset '{args.data}': not a catalog name ({', '.join(list_cards())}) "
                         f"and no such file. Give a catalog name or your interactions CSV with --items ITEMS.csv")
@@ -54,10 +60,7 @@ def _filter(pairs: list[str] | None) -> dict | None:
 def cmd_train(args) -> int:
     """The item-encoder recipe (solutions.recsys.recipe) with these flags as its settings; the same
     run as `verticals train recsys/item-encoder data=... --out ...`."""
-    from core.foundation.quiet import quiet_libraries
-    from core.foundation.settings import build_config
-    from solutions.recsys.recipe_config import ItemEncoderRecipe
-    from solutions.recsys.recipe import train_item_encoder
+    from solutions.recsys.recipe import train_item_encoder  # lazy: loads torch
 
     quiet_libraries()
     raw = {"name": "recsys/item-encoder", "task": "recsys-item-encoder",
@@ -83,7 +86,7 @@ def _encoder_path(model: str) -> str:
 
 
 def cmd_index(args) -> int:
-    from solutions.recsys.catalog import build_index
+    from solutions.recsys.catalog import build_index  # lazy: loads tqdm and the FAISS index wrapper
 
     data = _load(args)
     out = Path(args.out)
@@ -96,8 +99,7 @@ def cmd_index(args) -> int:
 
 
 def _recommender(directory: str):
-    from core.foundation.quiet import quiet_libraries
-    from solutions.recsys.live import Recommender
+    from solutions.recsys.live import Recommender  # lazy: loads torch
 
     quiet_libraries()
     return Recommender.load(directory)
@@ -120,7 +122,7 @@ def _print_hits(rows, as_json: bool, titles: dict[str, str]) -> None:
 
 
 def cmd_recommend(args) -> int:
-    from solutions.recsys.catalog import load_titles
+    from solutions.recsys.catalog import load_titles  # lazy: loads tqdm and the FAISS index wrapper
 
     if bool(args.user) == bool(args.items):
         raise UserError("give exactly one of --user USER or --items ID,ID,...")
@@ -140,7 +142,7 @@ def cmd_recommend(args) -> int:
 
 
 def cmd_similar(args) -> int:
-    from solutions.recsys.catalog import load_titles
+    from solutions.recsys.catalog import load_titles  # lazy: loads tqdm and the FAISS index wrapper
 
     if bool(args.item) == bool(args.text):
         raise UserError("give exactly one of --item ID or --text TEXT")
@@ -158,7 +160,7 @@ def cmd_similar(args) -> int:
 
 def cmd_events(args) -> int:
     """Export the interaction events an index directory took (POST /v1/events) as a CSV."""
-    from solutions.recsys.events import logged_events, write_events_csv
+    from solutions.recsys.events import logged_events, write_events_csv  # lazy: loads the catalog (tqdm)
 
     events = logged_events(args.index_dir)
     write_events_csv(events, args.out)
@@ -172,8 +174,8 @@ EVALUATE_SYSTEMS = ("popular", "itemknn", "ease", "als", "bpr", "content", "hybr
 
 def _tuned(name: str, split, seed: int):
     """EASE, ALS or BPR with its hyper-parameters chosen on the validation cut (never the test windows)."""
-    from solutions.recsys.baselines import EASE, choose_on_validation
-    from solutions.recsys.factorization import ALS, BPR
+    from solutions.recsys.baselines import EASE, choose_on_validation  # lazy: loads scipy
+    from solutions.recsys.factorization import ALS, BPR  # lazy: loads scipy
 
     if name == "ease":
         best, _ = choose_on_validation(EASE, [{"l2": v} for v in EASE.LAMBDAS], split)
@@ -184,9 +186,14 @@ def _tuned(name: str, split, seed: int):
 
 
 def cmd_evaluate(args) -> int:
-    from solutions.recsys.baselines import ItemKNN, MostPopular
-    from solutions.recsys.content import ContentRecommender, HybridRecommender, TextEncoder, choose_alpha, embed_catalog
-    from solutions.recsys.protocol import evaluate_scores, split_dataset
+    from solutions.recsys.baselines import ItemKNN, MostPopular  # lazy: loads scipy
+    from solutions.recsys.content import (  # lazy: loads torch
+        ContentRecommender,
+        HybridRecommender,
+        TextEncoder,
+        choose_alpha,
+        embed_catalog,
+    )
 
     systems = [s for s in args.systems.split(",") if s]
     unknown = sorted(set(systems) - set(EVALUATE_SYSTEMS))
@@ -229,18 +236,16 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from core.serving.server import serve
-    from core.serving.app import Access
-    from solutions.recsys.service import create_app
+    from core.serving.app import Access  # lazy: loads the web framework (the [serve] extra)
+    from core.serving.server import serve  # lazy: as above
+    from solutions.recsys.service import create_app  # lazy: as above
 
-    access = Access.from_env(args.public)
+    flags = serve_flags(args)
+    access = Access.from_flags(flags)
     state = _recommender(args.index_dir)
-    opened = f"; public without the token: health, readiness{''.join(', ' + p for p in sorted(access.public))}"
-    print(f"serving {len(state.index)} items from {args.index_dir} on http://{args.host}:{args.port} (docs: /docs); "
-          f"writes are journaled in the index directory"
-          f"{' with bearer-token auth' + opened if access.token else ' without auth (set VERTICALS_API_TOKEN)'}",
-          flush=True)
-    serve(create_app(state, access=access), args.host, args.port)
+    print(f"serving {len(state.index)} items from {args.index_dir} on {flags.url} (docs: /docs); "
+          f"writes are journaled in the index directory {access.describe()}", flush=True)
+    serve(create_app(state, access=access), flags.host, flags.port)
     return 0
 
 
@@ -251,20 +256,21 @@ def register(subparsers) -> None:
     p = sub.add_parser("train", help="fine-tune the item text encoder on co-consumption pairs")
     _data_args(p)
     p.add_argument("--out", required=True, help="run directory (encoder/ + train.json)")
-    p.add_argument("--backbone", default="minilm", help="minilm, tiny, or a local directory")
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--max-seconds", type=float, default=600.0)
-    p.add_argument("--min-support", type=int, default=2, help="keep only item pairs shared by this many users (1: all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backbone", default=MODEL.backbone, help="minilm, tiny, or a local directory")
+    p.add_argument("--steps", type=int, default=TRAIN.steps)
+    p.add_argument("--batch-size", type=int, default=TRAIN.batch_size)
+    p.add_argument("--lr", type=float, default=TRAIN.lr)
+    p.add_argument("--max-seconds", type=float, default=TRAIN.max_seconds)
+    p.add_argument("--min-support", type=int, default=TRAIN.min_support,
+                   help="keep only item pairs shared by this many users (1: all)")
+    p.add_argument("--seed", type=int, default=TRAIN.seed)
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("index", help="embed the catalog and build a saved item index")
     _data_args(p)
-    p.add_argument("--model", default="minilm", help="a `recsys train` run directory, or a backbone")
+    p.add_argument("--model", default=MODEL.backbone, help="a `recsys train` run directory, or a backbone")
     p.add_argument("--out", required=True, help="index directory")
     p.add_argument("--factory", default="Flat", help="FAISS factory: Flat, HNSW32, IVF1024,PQ32 (or flat/hnsw/ivfpq)")
     p.add_argument("--metadata-columns", default="", help="item columns to filter on, e.g. genres or category")
@@ -294,7 +300,7 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("evaluate", help="ranking metrics under the temporal protocol")
     _data_args(p)
-    p.add_argument("--model", default="minilm", help="encoder for content/hybrid: run directory or backbone")
+    p.add_argument("--model", default=MODEL.backbone, help="encoder for content/hybrid: run directory or backbone")
     p.add_argument("--systems", default="popular,itemknn,ease,als,bpr,content,hybrid",
                    help="comma-separated: popular, itemknn, ease, als, bpr, content, hybrid (ease/als/bpr and the "
                         "hybrid's alpha are tuned on a validation cut of the training histories)")
@@ -304,9 +310,5 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("serve", help="HTTP API over a saved index (/v1/recommend, /v1/similar, /v1/items, /v1/events)")
     p.add_argument("index_dir")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--public", default=None,
-                   help="with VERTICALS_API_TOKEN set, also open these without the token: docs, metrics "
-                        "(comma-separated; default: env VERTICALS_PUBLIC, else none)")
+    add_serve_flags(p, default_port=8000)
     p.set_defaults(func=cmd_serve)

@@ -25,17 +25,19 @@ from core.models.encoder import SentenceEncoder
 from solutions.recsys.baselines import History, ItemKNN
 from solutions.recsys.protocol import RankingSplit, evaluate_scores, validation_split
 
+MAX_LENGTH = 64  # tokens of item text an encoder reads unless told otherwise (indexing, serving)
+
 
 class TextEncoder:
     """Texts -> L2-normalised embeddings: a core.models.encoder.SentenceEncoder over a backbone's encoder
     and pooling, with normalisation always on (dot product = cosine) and max length capped."""
 
-    def __init__(self, backbone: Backbone, max_length: int = 64):
+    def __init__(self, backbone: Backbone, max_length: int = MAX_LENGTH):
         self.backbone = backbone
         self.max_length = min(max_length, backbone.max_length)
 
     @classmethod
-    def load(cls, name: str | Path, max_length: int = 64) -> "TextEncoder":
+    def load(cls, name: str | Path, max_length: int = MAX_LENGTH) -> "TextEncoder":
         return cls(load_backbone(str(name)), max_length)
 
     @property

@@ -9,8 +9,8 @@ archive, and the export a retrain reads.
   `catalog.MAX_HISTORY` kept); a new user gets a history. The event's timestamp is kept in the
   log but not used for the order: histories hold ids only, so an event counts as the newest.
   Lists are replaced, never changed in place, so a reader that holds a history sees it whole.
-- Archive (`events.log` in the index directory, the journal's line format): when the live
-  recommender compacts its journal it first appends the journal's events here (fsync), then
+- Archive (`events.log` in the index directory, in the journal's line format: solutions.recsys.journal):
+  when the live recommender compacts its journal it first appends the journal's events here (fsync), then
   saves the catalog (whose `journal_seq` says which events its histories hold), then the
   index, and only then empties the journal. A crash between those steps can leave an event in
   both the archive and the journal, or twice in the archive; `logged_events` keeps one copy per
@@ -18,7 +18,7 @@ archive, and the export a retrain reads.
 - Export (`logged_events`, `write_events_csv`; CLI `verticals recsys events INDEX_DIR --out
   events.csv`): every event the directory took, oldest first, as an interactions CSV
   (user_id,item_id,timestamp,rating), the own-data format of `recsys train` and `recsys index`.
-Leaves out: HTTP validation (service), the journal itself (live), training (recipe).
+Leaves out: HTTP validation (service), the journal itself (journal, live), training (recipe).
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ import math
 import os
 from pathlib import Path
 
+from core.foundation.durable import fsync_path
 from solutions.recsys.catalog import MAX_HISTORY, Catalog
 from solutions.recsys.data import Interaction
-from solutions.recsys.durable import fsync_path
+from solutions.recsys.journal import JOURNAL_FILE, frame, unframe
 from solutions.recsys.protocol import is_positive
 
 EVENTS_FILE = "events.log"
@@ -68,8 +69,6 @@ def fold_events(catalog: Catalog, events: list[Interaction]) -> None:
 
 def archive_events(directory: Path, records: list[dict]) -> None:
     """Append journal event records to the directory's archive and fsync it."""
-    from solutions.recsys.live import frame
-
     path = Path(directory) / EVENTS_FILE
     created = not path.exists()
     with open(path, "ab") as handle:
@@ -82,8 +81,6 @@ def archive_events(directory: Path, records: list[dict]) -> None:
 
 def _framed_records(path: Path) -> list[dict]:
     """Good records of a file in the journal's line format; damaged lines (a torn tail) skipped."""
-    from solutions.recsys.live import unframe
-
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -93,8 +90,6 @@ def _framed_records(path: Path) -> list[dict]:
 
 def logged_events(directory: str | os.PathLike) -> list[Interaction]:
     """Every event the index directory took (archive, then the journal), once each, oldest first."""
-    from solutions.recsys.live import JOURNAL_FILE
-
     directory = Path(directory)
     Catalog.load(directory)  # a UserError naming the fix if this is no index directory
     by_seq = {}

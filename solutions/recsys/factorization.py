@@ -66,7 +66,7 @@ class ALS:
         self.seed, self.num_threads = seed, num_threads
 
     def fit(self, split: RankingSplit) -> "ALS":
-        from implicit.cpu.als import AlternatingLeastSquares
+        from implicit.cpu.als import AlternatingLeastSquares  # lazy: native extension (~0.5 s), for fits only
 
         self.items, self.item_index = split.items, split.item_index
         matrix = user_item_matrix([split.history(u) for u in split.train], self.item_index, len(self.items))
@@ -111,7 +111,7 @@ class BPR:
         self.seed, self.num_threads, self.negatives, self.max_pairs = seed, num_threads, negatives, max_pairs
 
     def fit(self, split: RankingSplit) -> "BPR":
-        from implicit.cpu.bpr import BayesianPersonalizedRanking
+        from implicit.cpu.bpr import BayesianPersonalizedRanking  # lazy: as for ALS
 
         self.items, self.item_index = split.items, split.item_index
         matrix = user_item_matrix([split.history(u) for u in split.train], self.item_index, len(self.items))

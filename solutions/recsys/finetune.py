@@ -3,8 +3,8 @@ should embed close together.
 
 Pairs (`co_consumption_pairs`): for each user's training positives (oldest first), item i is
 paired with each of the next `window` items consumed within `max_gap_seconds` of it; by default
-only pairs that at least `min_support` (2) users share are kept, once each: a single user's
-session mixes unrelated films, and on MovieLens the unfiltered pairs left the loss at chance.
+only pairs that at least `min_support` users share are kept, once each: a single user's session
+mixes unrelated films, and on MovieLens the unfiltered pairs left the loss at chance.
 Training is core's: the shared engine and core.engine.contrastive (batches that never hold the same item
 twice, as anchor or positive, since a duplicate would be its own in-batch negative; symmetric
 MultipleNegativesRankingLoss), with a hard step cap and a wall-clock cap. The saved directory is a
@@ -19,24 +19,32 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from core.engine.contrastive import PairStep, no_duplicate_batches, pair_micro_batches
+from core.engine.loop import Engine, LoopSettings, decay_groups
 from core.models.backbones import write_sentence_transformers_files
 from solutions.recsys.content import TextEncoder
 from solutions.recsys.protocol import RankingSplit
+from solutions.recsys.recipe_config import ItemEncoderModel, ItemEncoderTrain
+
+RECIPE_TRAIN, RECIPE_MODEL = ItemEncoderTrain(), ItemEncoderModel()  # where every default (and its reason) is set
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    steps: int = 200  # hard cap: CPU time grows linearly with it
-    max_seconds: float = 600.0  # and a wall-clock cap: stop early on a slow or busy machine
-    batch_size: int = 32
-    lr: float = 1e-4  # 3e-5 left the loss at chance level after 40 steps on MovieLens
-    warmup_fraction: float = 0.1
-    window: int = 3
-    max_gap_seconds: float = 7 * 24 * 3600.0
-    min_support: int = 2  # keep only pairs that this many users share (denoises, deduplicates); 1 = all
-    scale: float = 20.0
-    max_length: int = 32  # item texts (title, genres, tags) are short
-    seed: int = 0
+    """The item-encoder recipe's training settings (solutions.recsys.recipe_config) in the units the
+    fine-tuning takes: the gap in seconds, and the model section's max_length beside them."""
+
+    steps: int = RECIPE_TRAIN.steps
+    max_seconds: float = RECIPE_TRAIN.max_seconds
+    batch_size: int = RECIPE_TRAIN.batch_size
+    lr: float = RECIPE_TRAIN.lr
+    warmup_fraction: float = RECIPE_TRAIN.warmup
+    window: int = RECIPE_TRAIN.window
+    max_gap_seconds: float = RECIPE_TRAIN.max_gap_days * 86400.0
+    min_support: int = RECIPE_TRAIN.min_support
+    scale: float = RECIPE_TRAIN.scale
+    max_length: int = RECIPE_MODEL.max_length
+    seed: int = RECIPE_TRAIN.seed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,9 +78,6 @@ def finetune_encoder(encoder: TextEncoder, pairs: list[tuple[str, str]], texts: 
     over the pair's item ids), seeded by `cfg.seed` (`rng` is accepted for older callers, unused).
     `metric_sinks` get the engine's metrics rows as they come (core.runs.tracking).
     Returns {"losses": [...], "steps": n, "pairs": len(pairs), "samples": m, "stopped_by_time": bool}."""
-    from core.engine.contrastive import PairStep, no_duplicate_batches, pair_micro_batches
-    from core.engine.loop import Engine, LoopSettings, decay_groups
-
     empty = {"losses": [], "steps": 0, "pairs": len(pairs), "samples": 0, "stopped_by_time": False}
     if not pairs:
         return empty

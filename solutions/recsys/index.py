@@ -20,14 +20,8 @@
 - Concurrency: searches run in parallel (FAISS releases the GIL); add/remove/update/rebuild
   take a write lock that waits for running searches and blocks new ones (faiss issue 1504: a
   search concurrent with an add is unsafe). The write lock is re-entrant (update = remove + add).
-- Persistence: `save(dir)` writes `index.faiss` (faiss.write_index) and `index.json` (config, id
-  map, tombstones, metadata, `journal_seq`, and the CRC-32 of the FAISS file it belongs to).
-  Two files cannot be replaced in one atomic step, so the FAISS file is first written (temp
-  file, fsync, rename) as `index.faiss.pending`, then `index.json` is replaced, then the pending
-  file is renamed to `index.faiss`. `load` takes whichever of the two FAISS files matches the
-  JSON's CRC, so a crash at any point leaves either the old save or the new one, never a mix.
-  Saves from before the CRC existed load by the old rule: the id map must have `ntotal` labels.
-  Every file and the directory are fsync'd. A save takes the read lock: searches go on, writes wait.
+- Persistence: `save(dir)` / `load(dir)` through solutions.recsys.durable (two files, replaced so
+  that a crash leaves the old save or the new). A save takes the read lock: searches go on, writes wait.
 - `journal_seq` is the last journal record folded into this index; the index never changes it
   itself: the owner of a journal (solutions.recsys.live) sets it before a save.
 Leaves out: embedding (solutions.recsys.content) and ranking policy (what counts as seen).
@@ -35,59 +29,29 @@ Leaves out: embedding (solutions.recsys.content) and ranking policy (what counts
 
 from __future__ import annotations
 
-import json
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from core.foundation.errors import UserError
-from solutions.recsys.durable import atomic_write, file_crc, fsync_path, read_faiss
+from solutions.recsys.durable import read_index_files, write_index_files
+from solutions.recsys.hits import Hits, matches, padded_hits
 from solutions.recsys.locks import ReadWriteLock
 
 FORMAT_VERSION = 1
-INDEX_FILE, MAP_FILE = "index.faiss", "index.json"
-PENDING_FILE = INDEX_FILE + ".pending"  # a new FAISS file whose index.json may already be in place
 FACTORIES = {"flat": "Flat", "hnsw": "HNSW32", "ivfpq": "IVF1024,PQ32"}  # CLI shorthands
-
-
-@dataclass(frozen=True)
-class Hits:
-    """Search results, one row per query: `ids` (object array, None past the last hit) and
-    `scores` (float32, cosine for normalised vectors; -inf past the last hit)."""
-
-    ids: np.ndarray
-    scores: np.ndarray
-
-    def row(self, i: int) -> list[tuple[str, float]]:
-        return [(str(d), float(s)) for d, s in zip(self.ids[i], self.scores[i]) if d is not None]
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
     """Row-wise L2 normalisation into a new float32 C-contiguous array (a 1-d vector -> 1 row)."""
-    import faiss
+    import faiss  # lazy: native code (OpenMP), loaded at the first index operation
 
     x = np.array(vectors, dtype=np.float32, order="C", ndmin=2)  # always a copy: inputs stay untouched
     if x.ndim == 2 and x.shape[1]:
         faiss.normalize_L2(x)  # in place, in C: 1 us for one query against 4.5 us for NumPy (zero rows stay zero)
     return x
-
-
-def matches(meta: dict | None, where: dict | None) -> bool:
-    """A metadata filter: every key must equal the item's value, or be contained in it if the
-    item's value is a list (genres). Comparison is case-insensitive for strings."""
-    if not where:
-        return True
-    meta = meta or {}
-    for key, wanted in where.items():
-        have = meta.get(key)
-        values = have if isinstance(have, (list, tuple, set)) else [have]
-        norm = {str(v).lower() for v in values if v is not None}
-        if str(wanted).lower() not in norm:
-            return False
-    return True
 
 
 class ItemIndex:
@@ -118,12 +82,12 @@ class ItemIndex:
 
     @property
     def _native_ids(self) -> bool:
-        import faiss
+        import faiss  # lazy: as in normalize
 
         return faiss.try_extract_index_ivf(self.index) is not None
 
     def _new_faiss_index(self):
-        import faiss
+        import faiss  # lazy: as in normalize
 
         try:
             base = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
@@ -137,7 +101,7 @@ class ItemIndex:
         return base
 
     def _apply_search_params(self, index) -> None:
-        import faiss
+        import faiss  # lazy: as in normalize
 
         params = faiss.ParameterSpace()
         if "HNSW" in self.factory.upper():
@@ -319,14 +283,14 @@ class ItemIndex:
             ntotal, lookup = self.index.ntotal, self._label_lookup()
             if not self._tombstones and per_query is None and where is None:
                 scores, labels = self._faiss_search(q, min(k, max(ntotal, 1)))
-                return self._pad(lookup[np.where(labels < 0, len(lookup) - 1, labels)], scores, k)
+                return padded_hits(lookup[np.where(labels < 0, len(lookup) - 1, labels)], scores, k)
             return self._search_filtered(q, k, per_query, where, lookup, ntotal)
 
     def _raw_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """FAISS's search_c on our own float32 C-contiguous copy of the queries: the Python
         `index.search` re-checks and re-copies what `normalize` already guarantees, which was a
         third of the wrapper's cost per single query."""
-        import faiss
+        import faiss  # lazy: as in normalize
 
         scores = np.empty((len(q), k), dtype=np.float32)
         found = np.empty((len(q), k), dtype=np.int64)
@@ -366,74 +330,27 @@ class ItemIndex:
             todo, fetch = np.asarray(unfinished, dtype=np.int64), min(ntotal, fetch * 4)
         return Hits(ids, out)
 
-    @staticmethod
-    def _pad(ids: np.ndarray, scores: np.ndarray, k: int) -> Hits:
-        if ids.shape[1] < k:
-            pad = k - ids.shape[1]
-            ids = np.concatenate([ids, np.full((len(ids), pad), None, dtype=object)], axis=1)
-            scores = np.concatenate([scores, np.full((len(scores), pad), -np.inf, dtype=np.float32)], axis=1)
-        return Hits(ids, np.where(ids == None, -np.inf, scores).astype(np.float32))  # noqa: E711
-
     # ------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> Path:
-        import faiss
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         # a save only reads the index: searches go on, writes wait; saves run one at a time
         # (they share the pending file name)
         with self._save_lock, self._lock.read():
-            atomic_write(directory / PENDING_FILE, lambda tmp: faiss.write_index(self.index, tmp))
-            crc = file_crc(directory / PENDING_FILE)
             state = {"format_version": FORMAT_VERSION, "dim": self.dim, "factory": self.factory,
                      "metric": "cosine", "ef_search": self.ef_search, "nprobe": self.nprobe,
                      "rebuild_fraction": self.rebuild_fraction, "next_label": self._next_label,
-                     "ntotal": int(self.index.ntotal), "faiss_crc32": crc, "journal_seq": self.journal_seq,
+                     "ntotal": int(self.index.ntotal), "journal_seq": self.journal_seq,
                      # [label, id] pairs; for Flat/HNSW in FAISS row order
                      "labels": [[int(label), self._id_of[int(label)]] for label in
                                 (self._rows if self._rows is not None else self._id_of)],
                      "tombstones": sorted(self._tombstones), "metadata": self.metadata}
-            atomic_write(directory / MAP_FILE, lambda tmp: Path(tmp).write_text(json.dumps(state)))
-            os.replace(directory / PENDING_FILE, directory / INDEX_FILE)
-            fsync_path(directory)
+            write_index_files(directory, self.index, state)
         return directory
-
-    @staticmethod
-    def saved_journal_seq(directory: str | os.PathLike) -> int:
-        """The `journal_seq` of the index saved in `directory` (0 if it has none), without loading it."""
-        return json.loads((Path(directory) / MAP_FILE).read_text()).get("journal_seq", 0)
-
-    @staticmethod
-    def _read_saved(directory: Path) -> tuple[dict, object]:
-        """index.json and the FAISS index that belongs to it (see the module docstring). Another
-        process may be saving into the directory meanwhile: a CRC that matches neither file means
-        the JSON was replaced under us, so read it again (twice at most)."""
-        for _ in range(3):
-            state = json.loads((directory / MAP_FILE).read_text())
-            crc = state.get("faiss_crc32")
-            # index.faiss, else a pending file the crashed (or running) save had not renamed yet,
-            # else index.faiss again: the rename may have happened between the two reads
-            for name in (INDEX_FILE, PENDING_FILE, INDEX_FILE):
-                raw = read_faiss(directory / name, crc)
-                if raw is not None:
-                    return state, raw
-            if crc is None:
-                break
-        raise UserError(f"{directory}: no FAISS file matches {MAP_FILE} (checksum {crc}); the files come from "
-                        f"different saves or were damaged. Rebuild the index with `verticals recsys index`.")
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "ItemIndex":
-        directory = Path(directory)
-        has_faiss = any((directory / name).is_file() for name in (INDEX_FILE, PENDING_FILE))
-        if not (directory / MAP_FILE).is_file() or not has_faiss:
-            raise UserError(f"{directory} is not a saved item index (needs {INDEX_FILE} and {MAP_FILE}); "
-                            f"build one with `verticals recsys index`.")
-        state, raw = cls._read_saved(directory)
-        if len(state["labels"]) != raw.ntotal:
-            raise UserError(f"{directory}: the id map has {len(state['labels'])} ids but the FAISS index "
-                            f"holds {raw.ntotal} vectors; the save was interrupted or the files come "
-                            f"from different saves. Rebuild the index.")
+        state, raw = read_index_files(Path(directory))
         index = cls(state["dim"], state["factory"], ef_search=state["ef_search"], nprobe=state["nprobe"],
                     rebuild_fraction=state["rebuild_fraction"])
         index.index = raw

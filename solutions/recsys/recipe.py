@@ -26,6 +26,7 @@ from solutions.recsys.data import load_interactions
 from solutions.recsys.finetune import FinetuneConfig, co_consumption_pairs, finetune_encoder, save_encoder
 from solutions.recsys.protocol import split_dataset
 from solutions.recsys.recipe_config import ItemEncoderRecipe
+from solutions.recsys.report import ITEM_ENCODER_REPORT
 
 
 def finetune_config(cfg: ItemEncoderRecipe):
@@ -76,4 +77,5 @@ def train_item_encoder(cfg: ItemEncoderRecipe, run_dir: Path, *, data_dir: str |
     fit_section = {"steps": fit["steps"], "pairs": fit["pairs"], "samples": fit["samples"],
                    "stopped_by_time": fit["stopped_by_time"], "loss_first": losses[:3], "loss_last": losses[-3:],
                    "processes": world_size()}
-    return run.write_report({"data": data.summary(), "fit": fit_section}, cost=cost, steps=fit["steps"])
+    return run.write_report({"data": data.summary(), "fit": fit_section}, cost=cost, steps=fit["steps"],
+                            renderer=ITEM_ENCODER_REPORT)

@@ -1,5 +1,9 @@
 """The recsys item-encoder recipe's schema (task: recsys-item-encoder): its sections and defaults.
 
+The one place the item encoder's defaults are set: the recipe YAML names only what it chooses
+(the data), and `finetune.FinetuneConfig`, the `recsys train` flags and the MovieLens benchmark
+read the rest from here.
+
 Light on purpose: the app layer's task registry imports it to validate a recipe before anything
 trains (`verticals --help` and `verticals train --help` must not load torch). The runner that
 trains it is solutions.recsys.recipe.

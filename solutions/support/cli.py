@@ -1,4 +1,5 @@
-"""`verticals support route` and `verticals serve`. Only argparse at import time."""
+"""`verticals support route` and `verticals serve`. Light imports only at import time: the modules
+that load torch or the web framework are imported by the command that runs."""
 
 from __future__ import annotations
 
@@ -7,18 +8,21 @@ import sys
 from pathlib import Path
 
 from core.foundation.errors import UserError
+from core.foundation.quiet import quiet_libraries
+from core.foundation.text import texts_from_args, texts_from_jsonl
+from core.mlops.feedback import PredictionLog
+from core.mlops.registry import REGISTRY_FILE, ModelRegistry
+from core.serving.flags import add_serve_flags, serve_flags
+from solutions.support.deployment import Deployment, RegistryWatcher, load_served
+from solutions.support.router import IntentRouter, RouterSettings
 
 
 def _settings(args):
-    from solutions.support.router import RouterSettings
-
     return RouterSettings(min_confidence=args.min_confidence, min_margin=args.min_margin,
                           use_out_of_scope=not args.no_out_of_scope, top_k=args.top_k)
 
 
 def _texts(args) -> list[str]:
-    from core.foundation.text import texts_from_args, texts_from_jsonl
-
     if args.texts:
         return texts_from_args(args.texts)
     if args.input and args.input != "-":
@@ -36,11 +40,7 @@ def _texts(args) -> list[str]:
 
 def cmd_route(args) -> int:
     texts = _texts(args)
-    from core.foundation.quiet import quiet_libraries
-
     quiet_libraries()
-    from solutions.support.router import IntentRouter
-
     router = IntentRouter.from_run(Path(args.run_dir), args.routes and Path(args.routes), _settings(args), args.runtime, args.threads)
     for start in range(0, len(texts), 256):
         for row in router.route_batch(texts[start:start + 256]):
@@ -51,26 +51,21 @@ def cmd_route(args) -> int:
 def _prediction_log(args):
     if args.no_log:
         return None
-    from core.mlops.feedback import PredictionLog
-
     return PredictionLog(Path(args.log), store_text=args.log_text)
 
 
 def cmd_serve(args) -> int:
-    from core.foundation.quiet import quiet_libraries
+    from core.serving.app import Access  # lazy: loads the web framework (the [serve] extra)
+    from core.serving.server import serve  # lazy: as above
+    from solutions.support.service import create_app  # lazy: as above
 
     quiet_libraries()
-    from core.serving.server import serve
-    from core.serving.app import Access
-    from solutions.support.deployment import Deployment, RegistryWatcher, load_served
-    from solutions.support.router import IntentRouter
-    from solutions.support.service import create_app
-
     if (args.run_dir is None) == (args.registry is None):
         raise UserError("give a run directory to serve, or --registry DIR to serve (and follow) its champion")
     if args.reload_interval <= 0:
         raise UserError(f"--reload-interval must be positive seconds, got {args.reload_interval}")
-    access = Access.from_env(args.public)
+    flags = serve_flags(args)
+    access = Access.from_flags(flags)
     settings = _settings(args)
 
     def make_router(path: Path):
@@ -78,8 +73,6 @@ def cmd_serve(args) -> int:
 
     watcher = None
     if args.registry:
-        from core.mlops.registry import REGISTRY_FILE, ModelRegistry
-
         if not (Path(args.registry) / REGISTRY_FILE).is_file():
             raise UserError(f"{args.registry} is not a model registry (no {REGISTRY_FILE}); create one with "
                             f"`verticals retrain ... --registry DIR` or `verticals registry`")
@@ -94,16 +87,13 @@ def cmd_serve(args) -> int:
         deployment = Deployment(load_served(Path(args.run_dir), make_router))
     prediction_log = _prediction_log(args)
     app = create_app(deployment, access=access, prediction_log=prediction_log, watcher=watcher)
-    opened = f"; public without the token: health, readiness{''.join(', ' + p for p in sorted(access.public))}"
     source = f"registry {args.registry} (champion {deployment.current.version}, polled every {args.reload_interval:g} s)" \
         if args.registry else f"{args.run_dir} (model {deployment.current.version})"
     logged = "not logged" if prediction_log is None else \
         f"logged to {args.log} ({'with texts' if args.log_text else 'text hashes only'})"
-    print(f"serving {source} on http://{args.host}:{args.port} (docs: /docs); predictions {logged}"
-          f"{' with bearer-token auth' + opened if access.token else ' without auth (set VERTICALS_API_TOKEN)'}",
-          flush=True)
+    print(f"serving {source} on {flags.url} (docs: /docs); predictions {logged} {access.describe()}", flush=True)
     try:
-        serve(app, args.host, args.port)
+        serve(app, flags.host, flags.port)
     finally:
         if prediction_log is not None:
             prediction_log.close()
@@ -111,10 +101,9 @@ def cmd_serve(args) -> int:
 
 
 def cmd_drift(args) -> int:
-    from core.foundation.quiet import quiet_libraries
+    from solutions.support.drift_report import MIN_ROWS, write_drift_report  # lazy: ~50 ms of report modules
 
     quiet_libraries()
-    from solutions.support.drift_report import MIN_ROWS, write_drift_report
 
     result = write_drift_report(Path(args.db), Path(args.run), args.out and Path(args.out),
                                 model_version=args.model_version, since_hours=args.since_hours, settings=_settings(args))
@@ -175,9 +164,5 @@ def register(sub) -> None:
     p.add_argument("--no-log", action="store_true", help="log nothing (then no POST /v1/feedback)")
     p.add_argument("--log-text", action="store_true",
                    help="keep routed texts in the log (default: only their sha256; feedback must then send the text)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--public", default=None,
-                   help="with VERTICALS_API_TOKEN set, also open these without the token: docs, metrics "
-                        "(comma-separated; default: env VERTICALS_PUBLIC, else none)")
+    add_serve_flags(p, default_port=8000)
     p.set_defaults(func=cmd_serve)

@@ -21,9 +21,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
+
+from core.evaluation.drift_baseline import load_drift_baseline
+from core.mlops.registry import REGISTRY_FILE, ModelRegistry
 
 log = logging.getLogger("verticals.support.deployment")
 
@@ -34,7 +37,7 @@ VERSION_FILES = ("model/classifier.json", "model/head.safetensors", "model/ood.s
 @dataclass(frozen=True)
 class ServedModel:
     """`router`: an IntentRouter (or anything with `route_all(texts) -> (rows, embeddings)`, or at
-    least `route_batch(texts) -> rows`); `baseline`: core.evaluation.drift.DriftBaseline of its run, or None."""
+    least `route_batch(texts) -> rows`); `baseline`: core.evaluation.drift_baseline.DriftBaseline of its run, or None."""
 
     router: Any
     version: str
@@ -80,8 +83,6 @@ class Deployment:
 
 def _registry_version(run_dir: Path) -> str | None:
     """The registry version of `run_dir` when it lies in a registry's runs/ folder, else None."""
-    from core.mlops.registry import REGISTRY_FILE, ModelRegistry
-
     root = run_dir.resolve().parent.parent
     if run_dir.resolve().parent.name != "runs" or not (root / REGISTRY_FILE).is_file():
         return None
@@ -104,13 +105,9 @@ def model_version(run_dir: str | Path) -> str:
 
 
 def load_baseline(run_dir: str | Path, settings=None):
-    """core.evaluation.drift.DriftBaseline of a run, or None (runs trained before baselines were saved: the
+    """core.evaluation.drift_baseline.DriftBaseline of a run, or None (runs trained before baselines were saved: the
     monitor then reports counts only). `settings` (RouterSettings): sets the baseline's fallback
     rate to what this router would have handed over on the validation rows."""
-    from dataclasses import replace
-
-    from core.evaluation.drift import load_drift_baseline
-
     baseline = load_drift_baseline(run_dir)
     if baseline is not None and settings is not None:
         rate = baseline.fallback_rate_under(settings.min_confidence, settings.min_margin, settings.use_out_of_scope)

@@ -1,7 +1,7 @@
 """`verticals support drift DB --run RUN`: a drift report of logged traffic against a run's baseline.
 
 Reads the prediction log (core.mlops.feedback.PredictionLog.window_stats) of one model version and
-compares it with the run's training baseline (core.evaluation.drift.DriftBaseline, from its validation split):
+compares it with the run's training baseline (core.evaluation.drift_baseline.DriftBaseline, from its validation split):
 PSI of the top-class confidence, label shift (total variation of the predicted-label mix) and the
 fallback rate's increase, against core.evaluation.drift.DriftThresholds. Writes drift.md, drift.json and
 drift.png (confidence distributions and label mix, baseline vs logged traffic).
@@ -17,9 +17,13 @@ import sys
 import time
 from pathlib import Path
 
+from core.evaluation.drift import DriftThresholds
 from core.evaluation.drift_report import MIN_ROWS, compare, fmt, plot
 from core.foundation.errors import UserError
-
+from core.mlops.feedback import PredictionLog
+from solutions.support.deployment import load_baseline
+from solutions.support.deployment import model_version as version_of  # the report's parameter takes the name
+from solutions.support.router import RouterSettings
 
 ROWS = (("psi_confidence", "psi_confidence", "psi_confidence"), ("label_shift", "label_shift", "label_shift"),
         ("fallback rate", "fallback_rate", "fallback_rate_increase"),
@@ -53,12 +57,6 @@ def write_drift_report(db: Path, run: Path, out: Path | None = None, *, model_ve
     """Write drift.md / drift.json / drift.png into `out` (default: drift-<version>/ beside `db`);
     returns the result with the paths. `settings`: the RouterSettings the service ran with (default
     RouterSettings()), for the baseline's fallback rate."""
-    from core.evaluation.drift import DriftThresholds
-    from core.mlops.feedback import PredictionLog
-    from solutions.support.deployment import load_baseline
-    from solutions.support.deployment import model_version as version_of
-    from solutions.support.router import RouterSettings
-
     if not Path(db).is_file():
         raise UserError(f"{db} does not exist; give the prediction log a `verticals serve` wrote (--log DB)")
     version = model_version or version_of(run)

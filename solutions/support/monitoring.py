@@ -32,6 +32,11 @@ import threading
 import time
 from dataclasses import dataclass
 
+from prometheus_client import Counter, Gauge
+
+from core.evaluation.drift import DriftThresholds, DriftWindow
+from solutions.support.router import LABEL_KEY
+
 log = logging.getLogger("verticals.support.drift")
 
 GAUGES = {  # key in the drift report -> (metric name, help)
@@ -66,10 +71,6 @@ class DriftMonitor:
     """See the module docstring. `registry`: the app's prometheus CollectorRegistry."""
 
     def __init__(self, registry, settings: MonitorSettings = MonitorSettings(), thresholds=None):
-        from prometheus_client import Counter, Gauge
-
-        from core.evaluation.drift import DriftThresholds
-
         self.settings, self.thresholds = settings, thresholds or DriftThresholds()
         self.gauges = {key: Gauge(name, doc, ["model_version"], registry=registry) for key, (name, doc) in GAUGES.items()}
         self.dropped = Counter("verticals_drift_dropped_batches_total", "Routed batches the drift monitor had no room for",
@@ -121,8 +122,6 @@ class DriftMonitor:
                 log.exception("drift monitor: unexpected error; monitoring continues with the next batch")
 
     def _add(self, served, embeddings, rows: list[dict]) -> None:
-        from core.evaluation.drift import DriftWindow
-
         if self._served is None or served.version != self._served.version:
             if self._served is not None:
                 for gauge in self.gauges.values():
@@ -135,7 +134,7 @@ class DriftMonitor:
             self._fallbacks = self._rows = self._since_report = 0
             self._last_report = 0.0
         if all("confidence" in r for r in rows):  # a custom route function may return other rows
-            self._window.add(embeddings, rows)
+            self._window.add(embeddings, rows, label_key=LABEL_KEY)
         self._rows += len(rows)
         self._since_report += len(rows)
         self._fallbacks += sum(1 for r in rows if r.get("fallback_reason"))

@@ -17,9 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from core.confidence.calibrate import softmax
 from core.foundation.errors import UserError
+from core.foundation.settings import read_yaml_mapping
+from core.models.predictor import load_run
 
 FALLBACK_REASONS = ("out_of_scope", "low_confidence", "ambiguous")
+LABEL_KEY = "intent"  # a route row's predicted label, as the prediction log and the drift window are told
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,6 @@ class RoutingTable:
 
     @classmethod
     def from_yaml(cls, path: Path, known_intents: list[str]) -> "RoutingTable":
-        from core.foundation.settings import read_yaml_mapping
-
         raw = read_yaml_mapping(path, "routing table", "with routes: {intent: {queue, priority, reply}}")
         allowed = {"routes", "default_queue", "fallback_queue"}
         if set(raw) - allowed:
@@ -93,8 +95,6 @@ class IntentRouter:
                  runtime: str = "torch", threads: int | None = None):
         """`runtime`: torch (LoRA merged), onnx or onnx-int8 (ONNX Runtime; needs `verticals export
         onnx [--int8]` first). `threads`: ONNX Runtime intra-op threads (None = all cores)."""
-        from core.models.predictor import load_run
-
         model = load_run(run_dir, runtime, threads=threads)
         table = RoutingTable.from_yaml(table_path, model.labels) if table_path else None
         return cls(model, table, settings)
@@ -105,8 +105,6 @@ class IntentRouter:
     def route_all(self, texts: list[str]) -> tuple[list[dict], np.ndarray]:
         """(routes, pooled embeddings [n, dim]) from one pass: the service feeds the embeddings
         to its drift window (core.evaluation.drift) without encoding twice."""
-        from core.confidence.calibrate import softmax
-
         logits, embeddings = self.model.predict_all(texts)
         probs = softmax(logits, self.model.temperature)
         scores, threshold = [None] * len(texts), None

@@ -25,22 +25,24 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Callable
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
+from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel, ConfigDict, StrictStr
 
 from core.foundation.errors import UserError
+from core.foundation.text import text_problem
 from core.mlops.feedback import MAX_LABEL_CHARS, UnknownRequestId
 from core.serving.app import Access, ServiceLimits, check_texts, create_service
-from core.foundation.text import text_problem
 from solutions.support.deployment import Deployment, FunctionRouter, RegistryWatcher, ServedModel
 from solutions.support.monitoring import DriftMonitor, MonitorSettings
+from solutions.support.router import LABEL_KEY
 
 log = logging.getLogger("verticals.support.service")
-__all__ = ["Access", "FeedbackRequest", "MicroBatcher", "MonitorSettings", "RouteRequest", "ServiceLimits",
-           "create_app"]
+__all__ = ["FeedbackRequest", "MicroBatcher", "RouteRequest", "RouterService", "create_app"]
 
 
 class RouteRequest(BaseModel):
@@ -150,7 +152,7 @@ class Inference:
     def _log(self, rows: list[dict], version: str) -> list[str]:
         if self.prediction_log is not None:
             try:
-                return self.prediction_log.log(rows, version)
+                return self.prediction_log.log(rows, version, label_key=LABEL_KEY)
             except Exception as exc:  # the disk is full, the file went away...: answer anyway
                 self.failures.inc()
                 log.warning("could not log %d routed texts to the prediction log (%s: %s); answering without",
@@ -171,6 +173,131 @@ def _check_feedback(body: FeedbackRequest, limits: ServiceLimits) -> None:
         check_texts([body.text], limits, "text")
 
 
+@dataclass(frozen=True)
+class RouterMetrics:
+    """The router's own Prometheus metrics, on the app's registry (core.serving.app counts requests)."""
+
+    routes: Counter
+    latency: Histogram
+    feedback: Counter
+    model: Gauge
+    log_failures: Counter
+    reloads: Counter
+
+    @classmethod
+    def register(cls, registry) -> RouterMetrics:
+        return cls(
+            routes=Counter("verticals_routes_total", "Routed texts by outcome", ["outcome"], registry=registry),
+            latency=Histogram("verticals_route_latency_seconds", "Latency of /v1/route", registry=registry,
+                              buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5)),
+            feedback=Counter("verticals_feedback_total", "Feedback requests by outcome", ["outcome"],
+                             registry=registry),
+            model=Gauge("verticals_model_served", "1 for the model version being served", ["model_version"],
+                        registry=registry),
+            log_failures=Counter("verticals_prediction_log_failures_total",
+                                 "Routed batches the prediction log could not store (answered anyway)",
+                                 registry=registry),
+            reloads=Counter("verticals_model_reloads_total", "Registry champion changes by outcome", ["outcome"],
+                            registry=registry))
+
+
+class RouterService:
+    """What the routes and the app's start and stop share: the deployment, the prediction log and
+    the registry watcher given to `create_app`, and the metrics, drift monitor and micro-batcher,
+    which need the app's metrics registry and so are attached (`attach`) once the app exists."""
+
+    def __init__(self, deployment: Deployment, *, limits: ServiceLimits, info: dict | None, prediction_log,
+                 watcher: RegistryWatcher | None):
+        self.deployment, self.limits, self.info = deployment, limits, info
+        self.prediction_log, self.watcher = prediction_log, watcher
+        self.feedback_executor = (None if prediction_log is None else
+                                  ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedback"))
+        self.metrics: RouterMetrics | None = None
+        self.monitor: DriftMonitor | None = None
+        self.batcher: MicroBatcher | None = None
+
+    def attach(self, registry, monitoring: MonitorSettings) -> None:
+        self.metrics = RouterMetrics.register(registry)
+        self.monitor = DriftMonitor(registry, monitoring)
+        inference = Inference(self.deployment, self.prediction_log, self.monitor, self.metrics.log_failures)
+        self.batcher = MicroBatcher(inference, self.limits.batch_size)
+        self.deployment.on_swap.append(self._swapped)
+        if self.watcher is not None:
+            self.watcher.on_reload = lambda outcome: self.metrics.reloads.labels(outcome).inc()
+
+    def router(self) -> APIRouter:
+        """POST /v1/route, GET /v1/drift, and POST /v1/feedback when there is a prediction log."""
+        router = APIRouter()
+        router.add_api_route("/v1/route", self.route, methods=["POST"])
+        router.add_api_route("/v1/drift", self.drift, methods=["GET"])
+        if self.prediction_log is not None:
+            router.add_api_route("/v1/feedback", self.feedback, methods=["POST"])
+        return router
+
+    async def route(self, body: RouteRequest):
+        if (body.text is None) == (body.texts is None):
+            raise HTTPException(422, 'send exactly one of "text" or "texts"')
+        texts = check_texts([body.text] if body.text is not None else body.texts, self.limits,
+                            "text" if body.text is not None else "texts")
+        start_time = time.perf_counter()
+        results = await self.batcher.submit(texts)
+        self.metrics.latency.observe(time.perf_counter() - start_time)
+        for r in results:
+            self.metrics.routes.labels(r.get("fallback_reason") or "routed").inc()
+        # plain dicts of str/float/bool/None: JSONResponse directly, skipping jsonable_encoder
+        return JSONResponse(results[0] if body.text is not None else {"routes": results})
+
+    async def drift(self):
+        return JSONResponse(self.monitor.latest)
+
+    async def feedback(self, body: FeedbackRequest):
+        _check_feedback(body, self.limits)
+        loop = asyncio.get_running_loop()
+        try:
+            row = await loop.run_in_executor(self.feedback_executor, lambda: self.prediction_log.record_feedback(
+                body.request_id, body.intent, body.text))
+        except UnknownRequestId as exc:
+            self.metrics.feedback.labels("unknown_request").inc()
+            raise HTTPException(404, str(exc)) from None
+        except UserError as exc:
+            self.metrics.feedback.labels("refused").inc()
+            raise HTTPException(422, str(exc)) from None
+        self.metrics.feedback.labels("recorded").inc()
+        return JSONResponse(row)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.batcher.start()
+        self.monitor.start()
+        # first call pays one-off costs, not the first user (not logged: no one asked)
+        await loop.run_in_executor(self.batcher.executor, self.deployment.current.route, ["warm up"])
+        self.metrics.model.labels(self.deployment.current.version).set(1)
+        if self.watcher is not None:
+            self.watcher.start()
+
+    async def stop(self) -> None:
+        if self.watcher is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.watcher.stop)
+        await self.batcher.stop()
+        self.monitor.stop()
+        if self.feedback_executor is not None:
+            self.feedback_executor.shutdown(wait=True)
+
+    def describe(self) -> dict:
+        shown = dict(self.info) if self.info else self.deployment.current.describe()
+        return {**shown, "model_version": self.deployment.current.version,
+                "prediction_log": self.prediction_log is not None, "follows_registry": self.watcher is not None}
+
+    def _swapped(self, old: ServedModel, new: ServedModel) -> None:
+        self.metrics.model.labels(new.version).set(1)
+        if old.version == new.version:
+            return
+        try:
+            self.metrics.model.remove(old.version)
+        except KeyError:
+            pass
+
+
 def create_app(model: Callable[[list[str]], list[dict]] | ServedModel | Deployment, *, info: dict | None = None,
                token: str | None = None, access: Access | None = None, limits: ServiceLimits = ServiceLimits(),
                extra_routers: tuple = (), prediction_log=None,
@@ -183,102 +310,12 @@ def create_app(model: Callable[[list[str]], list[dict]] | ServedModel | Deployme
     `prediction_log`: a core.mlops.feedback.PredictionLog (None: nothing logged, no /v1/feedback);
     `monitoring`: how often drift is computed; `watcher`: a RegistryWatcher following a registry
     (started and stopped with the app)."""
-    from prometheus_client import Counter, Gauge, Histogram
-
-    access = access or Access(token=token)
-    deployment = _served(model, info)
-    app_metrics: dict = {}
-    router = APIRouter()
-
-    @router.post("/v1/route")
-    async def route(body: RouteRequest):
-        if (body.text is None) == (body.texts is None):
-            raise HTTPException(422, 'send exactly one of "text" or "texts"')
-        texts = check_texts([body.text] if body.text is not None else body.texts, limits,
-                            "text" if body.text is not None else "texts")
-        start_time = time.perf_counter()
-        results = await batcher.submit(texts)
-        app_metrics["latency"].observe(time.perf_counter() - start_time)
-        for r in results:
-            app_metrics["routes"].labels(r.get("fallback_reason") or "routed").inc()
-        # plain dicts of str/float/bool/None: JSONResponse directly, skipping jsonable_encoder
-        return JSONResponse(results[0] if body.text is not None else {"routes": results})
-
-    @router.get("/v1/drift")
-    async def drift():
-        return JSONResponse(monitor.latest)
-
-    if prediction_log is not None:
-        feedback_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedback")
-
-        @router.post("/v1/feedback")
-        async def feedback(body: FeedbackRequest):
-            _check_feedback(body, limits)
-            loop = asyncio.get_running_loop()
-            try:
-                row = await loop.run_in_executor(feedback_executor, lambda: prediction_log.record_feedback(
-                    body.request_id, body.intent, body.text))
-            except UnknownRequestId as exc:
-                app_metrics["feedback"].labels("unknown_request").inc()
-                raise HTTPException(404, str(exc)) from None
-            except UserError as exc:
-                app_metrics["feedback"].labels("refused").inc()
-                raise HTTPException(422, str(exc)) from None
-            app_metrics["feedback"].labels("recorded").inc()
-            return JSONResponse(row)
-
-    async def start():
-        loop = asyncio.get_running_loop()
-        batcher.start()
-        monitor.start()
-        # first call pays one-off costs, not the first user (not logged: no one asked)
-        await loop.run_in_executor(batcher.executor, deployment.current.route, ["warm up"])
-        app_metrics["model"].labels(deployment.current.version).set(1)
-        if watcher is not None:
-            watcher.start()
-
-    async def stop():
-        if watcher is not None:
-            await asyncio.get_running_loop().run_in_executor(None, watcher.stop)
-        await batcher.stop()
-        monitor.stop()
-        if prediction_log is not None:
-            feedback_executor.shutdown(wait=True)
-
-    def describe() -> dict:
-        shown = dict(info) if info else deployment.current.describe()
-        return {**shown, "model_version": deployment.current.version,
-                "prediction_log": prediction_log is not None, "follows_registry": watcher is not None}
-
-    app = create_service("verticals intent router", (router, *extra_routers), access=access, limits=limits,
-                         info=describe, on_start=start, on_stop=stop,
+    service = RouterService(_served(model, info), limits=limits, info=info, prediction_log=prediction_log,
+                            watcher=watcher)
+    app = create_service("verticals intent router", (service.router(), *extra_routers),
+                         access=access or Access(token=token), limits=limits, info=service.describe,
+                         on_start=service.start, on_stop=service.stop,
                          request_hint='send {"text": "..."} or {"texts": ["...", ...]}')
-    registry = app.state.registry
-    app_metrics["routes"] = Counter("verticals_routes_total", "Routed texts by outcome", ["outcome"], registry=registry)
-    app_metrics["latency"] = Histogram("verticals_route_latency_seconds", "Latency of /v1/route", registry=registry,
-                                       buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
-    app_metrics["feedback"] = Counter("verticals_feedback_total", "Feedback requests by outcome", ["outcome"],
-                                      registry=registry)
-    app_metrics["model"] = Gauge("verticals_model_served", "1 for the model version being served", ["model_version"],
-                                 registry=registry)
-    log_failures = Counter("verticals_prediction_log_failures_total",
-                           "Routed batches the prediction log could not store (answered anyway)", registry=registry)
-    reloads = Counter("verticals_model_reloads_total", "Registry champion changes by outcome", ["outcome"],
-                      registry=registry)
-    monitor = DriftMonitor(registry, monitoring)
-    batcher = MicroBatcher(Inference(deployment, prediction_log, monitor, log_failures), limits.batch_size)
-
-    def swapped(old: ServedModel, new: ServedModel) -> None:
-        app_metrics["model"].labels(new.version).set(1)
-        if old.version == new.version:
-            return
-        try:
-            app_metrics["model"].remove(old.version)
-        except KeyError:
-            pass
-
-    deployment.on_swap.append(swapped)
-    if watcher is not None:
-        watcher.on_reload = lambda outcome: reloads.labels(outcome).inc()
-    app.state.deployment, app.state.drift = deployment, monitor
+    service.attach(app.state.registry, monitoring)
+    app.state.deployment, app.state.drift = service.deployment, service.monitor
     return app

@@ -171,5 +171,5 @@ def test_an_item_encoder_run_loads_as_one_and_indexes(tmp_path, tiny_backbone_di
     rec = run.index("demo_catalog", tmp_path / "idx")
     assert len(rec.index) > 0
     rec.close()
-    with pytest.raises(UserError, match="item-encoder run"):
+    with pytest.raises(UserError, match="recsys-item-encoder run without a classifier"):
         load_run(run.path)

@@ -2,7 +2,9 @@
 the `--nproc` relaunch command, and core importing nothing from the solutions or the app layer."""
 
 import ast
+import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -54,7 +56,7 @@ def test_the_yaml_task_picks_the_schema_and_runner(tmp_path, capsys, monkeypatch
         seen.update(cfg=cfg, run_dir=run_dir, data_dir=data_dir, resume=resume, overwrite=overwrite, progress=progress)
         return {"metrics": {"test": {"hit_rate": 0.25}}}
 
-    monkeypatch.setitem(cli.TASKS, "echo", (Echo, run_echo))
+    monkeypatch.setitem(cli.TASKS, "echo", replace(cli.TASKS["classification"], schema=Echo, runner=run_echo))
     recipe = tmp_path / "echo.yaml"
     recipe.write_text("task: echo\nsize: 2\n")
     code, out, err = _cli(capsys, "train", recipe, "size=5", "--out", tmp_path / "run", "--data-dir", tmp_path)
@@ -66,6 +68,34 @@ def test_the_yaml_task_picks_the_schema_and_runner(tmp_path, capsys, monkeypatch
     recipe.write_text("task: translate\n")
     code, _, err = _cli(capsys, "train", recipe)
     assert code == 2 and "unknown task 'translate'" in err and "classification" in err
+
+
+def test_demo_trains_the_demo_recipe_the_registry_names(tmp_path, capsys, monkeypatch):
+    seen = []
+    monkeypatch.setitem(cli.TASKS, "classification", replace(
+        cli.TASKS["classification"], runner=lambda cfg, run_dir, **kw: seen.append((cfg.name, run_dir)) or {}))
+    code, out, err = _cli(capsys, "demo", "backbone=tiny", "--out", tmp_path / "demo")
+    assert code == 0, err
+    assert cli.DEMO_RECIPE in cli.RECIPES and seen == [(cli.DEMO_RECIPE, tmp_path / "demo")]
+    assert f"verticals demo: {cli.DEMO_RECIPE}: " in out
+
+
+def test_a_run_of_an_unknown_task_is_refused_by_name(tmp_path, capsys):
+    import verticals
+    from core.foundation.errors import UserError
+
+    (tmp_path / "report.json").write_text(json.dumps({"config": {"name": "x", "task": "translate"}}))
+    with pytest.raises(UserError, match="unknown task 'translate'"):
+        verticals.load(tmp_path)
+    code, _, err = _cli(capsys, "export", "hf", tmp_path, tmp_path.parent / f"{tmp_path.name}-hf")
+    assert code == 2 and "unknown task 'translate'" in err and "classification" in err
+
+
+def test_every_task_renders_a_report_it_did_not_write():
+    """A task's renderer reads only the keys it needs: an empty report still renders (older versions)."""
+    for name, task in cli.TASKS.items():
+        assert task.report.markdown({}).startswith("# Run report: "), name
+        assert task.report.card({"config": {"task": name}}).startswith("---\n"), name
 
 
 # ---------------------------------------------------------------- --nproc
@@ -111,8 +141,8 @@ def test_nproc_is_ignored_under_a_launcher(monkeypatch, capsys, tmp_path):
     seen = []
     monkeypatch.setenv("WORLD_SIZE", "1")
     monkeypatch.setattr(cli.subprocess, "Popen", FakeProcess)
-    monkeypatch.setitem(cli.TASKS, "classification", (cli.TASKS["classification"][0],
-                                                      lambda cfg, run_dir, **kw: seen.append(cfg) or {}))
+    monkeypatch.setitem(cli.TASKS, "classification", replace(cli.TASKS["classification"],
+                                                             runner=lambda cfg, run_dir, **kw: seen.append(cfg) or {}))
     LAUNCHED.clear()
     code, _, err = _cli(capsys, "train", "support/intent-demo", "--nproc", "2", "--out", tmp_path / "run")
     assert code == 0, err
@@ -153,6 +183,24 @@ def _dynamic_imports(path: Path) -> set[str]:
 def test_core_loads_nothing_from_the_solutions_or_the_app_layer_dynamically(path):
     bad = {m for m in _dynamic_imports(path) if m.split(".")[0] in ("solutions", "verticals")}
     assert not bad, f"{path.relative_to(REPO)} loads {sorted(bad)}"
+
+
+def _code_strings(path: Path) -> set[str]:
+    """The string constants of a module's code (f-string parts included), docstrings left out."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return {node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "core").rglob("*.py")), ids=lambda p: str(p.relative_to(REPO)))
+def test_core_code_names_no_app_task_and_no_router_key(path):
+    """What differs per task reaches core as an argument (a report renderer, an export writer, a label
+    key): core's code never names the recsys task or the support router's "intent" key."""
+    bad = {text for text in _code_strings(path) if "recsys" in text.lower() or "intent" in text.lower()}
+    assert not bad, f"{path.relative_to(REPO)} names {sorted(bad)}"
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "solutions").rglob("*.py")), ids=lambda p: str(p.relative_to(REPO)))

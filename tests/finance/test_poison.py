@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from solutions.finance.monitor.loop import run_monitor
-from solutions.finance.monitor.sources import MAX_LINE_BYTES, read_lines
+from solutions.finance.monitor.lines import MAX_LINE_BYTES
+from solutions.finance.monitor.sources import read_lines
 from solutions.finance.monitor.store import Record, Store
 from tests.finance.conftest import KeywordModel
 from tests.finance.test_monitor import _config, _lines

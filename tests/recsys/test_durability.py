@@ -22,8 +22,9 @@ import pytest
 
 from core.foundation.errors import UserError
 from solutions.recsys import live
-from solutions.recsys.index import ItemIndex
-from solutions.recsys.live import JOURNAL_FILE, DuplicateItem, Recommender, UnknownItem
+from solutions.recsys.durable import saved_journal_seq
+from solutions.recsys.journal import JOURNAL_FILE, Journal, frame
+from solutions.recsys.live import DuplicateItem, Recommender, UnknownItem
 from tests.recsys.conftest import crash, save_demo_index
 
 
@@ -61,7 +62,7 @@ def test_acknowledged_writes_survive_a_crash_without_close(index_dir):
     assert again.index.metadata["new-1"] == {"category": "camping"}
     assert again.index.metadata["i001"] == {"category": "demo"}  # update with metadata None kept it
     assert [r["seq"] for r in journal_lines(index_dir)] == [1, 2, 3, 4, 5]
-    assert ItemIndex.saved_journal_seq(index_dir) == 0  # nothing was compacted: the journal alone kept it
+    assert saved_journal_seq(index_dir) == 0  # nothing was compacted: the journal alone kept it
     assert again.similar_to_text("Folding camping chair", 1, None)[0][0] == "new-1"
 
 
@@ -102,7 +103,7 @@ def test_a_torn_last_record_is_dropped_and_earlier_ones_kept(index_dir, tail):
     rec.add_item("new-2", "Wooden puzzle", None)
     kept = state(rec)
     crash(rec)
-    torn = live.frame({"seq": 3, "op": "remove", "id": "new-1"})
+    torn = frame({"seq": 3, "op": "remove", "id": "new-1"})
     torn = {"half a record": torn[: len(torn) // 2], "a record with a bad checksum": b"0" * 8 + torn[8:],
             "zeros": b"\0" * 300}[tail]
     with open(index_dir / JOURNAL_FILE, "ab") as handle:
@@ -132,13 +133,13 @@ def test_compaction_folds_the_journal_into_the_saved_index(index_dir):
     rec.add_item("new-1", "Camping lantern", None)
     assert len(journal_lines(index_dir)) == 1
     rec.add_item("new-2", "Wooden puzzle", None)  # the 2nd record: compact
-    assert (index_dir / JOURNAL_FILE).read_bytes() == b"" and ItemIndex.saved_journal_seq(index_dir) == 2
+    assert (index_dir / JOURNAL_FILE).read_bytes() == b"" and saved_journal_seq(index_dir) == 2
     rec.remove_item("new-1")
     assert [r["seq"] for r in journal_lines(index_dir)] == [3]
     final = state(rec)
     rec.close()
     rec.close()  # idempotent
-    assert (index_dir / JOURNAL_FILE).read_bytes() == b"" and ItemIndex.saved_journal_seq(index_dir) == 3
+    assert (index_dir / JOURNAL_FILE).read_bytes() == b"" and saved_journal_seq(index_dir) == 3
     assert state(Recommender.load(index_dir)) == final
     assert sorted(p.name for p in index_dir.iterdir()) == ["catalog.json", "index.faiss", "index.json", JOURNAL_FILE]
 
@@ -146,7 +147,7 @@ def test_compaction_folds_the_journal_into_the_saved_index(index_dir):
 def test_compaction_also_triggers_on_journal_bytes(index_dir):
     rec = Recommender.load(index_dir, compact_bytes=1)
     rec.add_item("new-1", "Camping lantern", None)
-    assert (index_dir / JOURNAL_FILE).read_bytes() == b"" and ItemIndex.saved_journal_seq(index_dir) == 1
+    assert (index_dir / JOURNAL_FILE).read_bytes() == b"" and saved_journal_seq(index_dir) == 1
 
 
 class SimulatedCrash(Exception):
@@ -157,7 +158,7 @@ def test_a_crash_between_the_save_and_the_truncation_neither_loses_nor_reapplies
     def crash_instead(self):
         raise SimulatedCrash
 
-    monkeypatch.setattr(live.Journal, "truncate", crash_instead)
+    monkeypatch.setattr(Journal, "truncate", crash_instead)
     rec = Recommender.load(index_dir, compact_every=3)
     rec.add_item("new-1", "Camping lantern", None)
     rec.add_item("new-2", "Wooden puzzle", None)
@@ -165,7 +166,7 @@ def test_a_crash_between_the_save_and_the_truncation_neither_loses_nor_reapplies
         rec.remove_item("new-1")  # the 3rd record: the index is saved, then the process "dies"
     crash(rec)
     monkeypatch.undo()
-    assert ItemIndex.saved_journal_seq(index_dir) == 3 and len(journal_lines(index_dir)) == 3
+    assert saved_journal_seq(index_dir) == 3 and len(journal_lines(index_dir)) == 3
     # replaying add new-1 / add new-2 / remove new-1 over an index holding them would raise
     again = Recommender.load(index_dir)
     assert state(again) == state(rec) and "new-1" not in again.index and "new-2" in again.index
@@ -188,7 +189,7 @@ def test_a_crash_inside_the_save_keeps_the_old_index_and_the_whole_journal(index
         rec.add_item("new-2", "Wooden puzzle", None)
     monkeypatch.setattr(type(index_dir), "write_text", real_write_text)
     crash(rec)
-    assert (index_dir / "index.faiss.pending").exists() and ItemIndex.saved_journal_seq(index_dir) == 0
+    assert (index_dir / "index.faiss.pending").exists() and saved_journal_seq(index_dir) == 0
     assert state(Recommender.load(index_dir)) == state(rec)
 
 

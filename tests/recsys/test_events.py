@@ -15,8 +15,9 @@ from core.serving.app import ServiceLimits
 from solutions.recsys.catalog import MAX_HISTORY, Catalog
 from solutions.recsys.data import Interaction, load_interactions
 from solutions.recsys.events import EVENTS_FILE, fold_events, logged_events
-from solutions.recsys.index import ItemIndex
-from solutions.recsys.live import JOURNAL_FILE, Recommender
+from solutions.recsys.durable import saved_journal_seq
+from solutions.recsys.journal import JOURNAL_FILE
+from solutions.recsys.live import Recommender
 from tests.http_helpers import running
 from tests.recsys.conftest import crash, save_demo_index
 
@@ -72,7 +73,7 @@ def test_events_survive_a_crash_and_a_compaction(index_dir):
     rec.add_events(events_for("u04", ["i012"]))  # record 4: in the journal only
     histories = {u: list(h) for u, h in rec.catalog.histories.items()}
     crash(rec)
-    assert ItemIndex.saved_journal_seq(index_dir) == 3 and Catalog.load(index_dir).journal_seq == 3
+    assert saved_journal_seq(index_dir) == 3 and Catalog.load(index_dir).journal_seq == 3
     again = Recommender.load(index_dir)
     assert again.catalog.histories == histories and "new-1" in again.index
     exported = [(e.user, e.item) for e in logged_events(index_dir)]

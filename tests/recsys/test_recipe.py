@@ -9,14 +9,18 @@ from core.foundation.settings import build_config, load_config_file
 from core.foundation.errors import UserError
 from solutions.recsys.recipe_config import ItemEncoderRecipe
 from solutions.recsys.recipe import finetune_config, train_item_encoder
+from solutions.recsys.report import ITEM_ENCODER_REPORT
 from verticals import registry
+from verticals.recommender import open_encoder_run
 from verticals.registry import RECIPES, TASKS
 
 
 def test_the_registered_recipe_builds_with_dotted_and_flat_overrides():
-    schema, runner = TASKS["recsys-item-encoder"]
+    task = TASKS["recsys-item-encoder"]
+    schema = task.schema
     # the registry's runner imports the recipe when a run starts (the console entry must not load torch)
-    assert schema is ItemEncoderRecipe and runner is registry.train_item_encoder
+    assert schema is ItemEncoderRecipe and task.runner is registry.train_item_encoder
+    assert task.report is ITEM_ENCODER_REPORT and task.open_run is open_encoder_run
     cfg = load_config_file(schema, RECIPES["recsys/item-encoder"], {"train.steps": "5", "data": "demo_catalog",
                                                                     "min_support": "1"})
     assert (cfg.train.steps, cfg.data.source, cfg.train.min_support) == (5, "demo_catalog", 1)

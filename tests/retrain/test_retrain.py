@@ -111,7 +111,7 @@ def test_cli_retrain_learns_a_new_intent_from_a_prediction_log_and_promotes_it(c
     db = tmp_path / "predictions.db"
     fb = new_intent_feedback()
     with PredictionLog(db, store_text=True) as log:
-        ids = log.log([{"text": e.text, "intent": "cancel_order", "confidence": 0.4} for e in fb], "v0001")
+        ids = log.log([{"text": e.text, "label": "cancel_order", "confidence": 0.4} for e in fb], "v0001")
         for request_id, e in zip(ids, fb):
             log.record_feedback(request_id, e.label)
     registry, out = tmp_path / "registry", tmp_path / "challenger"

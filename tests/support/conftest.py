@@ -30,7 +30,7 @@ def served_run(support_run, tmp_path_factory):
     saved none, so these tests do not depend on the training-time baseline's size)."""
     import shutil
 
-    from core.evaluation.drift import load_drift_baseline, save_drift_baseline
+    from core.evaluation.drift_baseline import load_drift_baseline, save_drift_baseline
     from core.models.predictor import load_run
 
     run = tmp_path_factory.mktemp("served") / "run"

@@ -20,7 +20,8 @@ def server(support_run):
 
     from solutions.support.router import IntentRouter
     from core.serving.server import uvicorn_config
-    from solutions.support.service import ServiceLimits, create_app
+    from core.serving.app import ServiceLimits
+    from solutions.support.service import create_app
 
     router = IntentRouter.from_run(support_run)
     limits = ServiceLimits(max_chars=200, max_batch=8, max_body_bytes=20_000)

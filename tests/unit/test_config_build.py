@@ -121,7 +121,7 @@ def _schema_of(path: Path):
     raw = read_recipe(path)
     task = raw.get("task", "classification")
     assert task in TASKS, f"{path}: task '{task}' is not in verticals.registry.TASKS"
-    return TASKS[task][0], raw
+    return TASKS[task].schema, raw
 
 
 def test_every_recipe_yaml_is_in_the_registry_and_every_registered_recipe_exists():

@@ -10,7 +10,21 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from core.evaluation.drift import BASELINE_FILE, BASELINE_META, DriftBaseline, DriftThresholds, DriftWindow, domain_auc, drift_report, label_shift, load_drift_baseline, mmd_rbf, psi
+from core.evaluation.drift import (
+    DriftThresholds,
+    DriftWindow,
+    domain_auc,
+    drift_report,
+    label_shift,
+    mmd_rbf,
+    psi,
+)
+from core.evaluation.drift_baseline import (
+    BASELINE_FILE,
+    BASELINE_META,
+    DriftBaseline,
+    load_drift_baseline,
+)
 from core.foundation.errors import UserError
 from tests.conftest import CARD, TRANSFER, write_toy_splits
 
@@ -138,12 +152,12 @@ def test_from_outputs_subsamples_with_the_seed_and_shares_come_from_every_row():
 def test_window_reports_only_past_min_rows_and_keeps_the_latest_rows():
     base = baseline()
     window = DriftWindow("v1", size=100, min_rows=50)
-    routes = [{"intent": "card", "confidence": 0.9, "fallback_reason": None}] * 40
+    routes = [{"label": "card", "confidence": 0.9, "fallback_reason": None}] * 40
     window.add(RNG.normal(size=(40, 16)), routes)
     assert window.n == 40 and window.report(base) is None
     window.add(RNG.normal(size=(40, 16)), routes)
-    later = [{"intent": "refund", "confidence": 0.3, "fallback_reason": "out_of_scope"}] * 100
-    window.add(RNG.normal(size=(100, 16)) + 1.0, later)  # fills the ring: the card rows are gone
+    later = [{"intent": "refund", "confidence": 0.3, "fallback_reason": "out_of_scope"}] * 100  # a router's own key
+    window.add(RNG.normal(size=(100, 16)) + 1.0, later, label_key="intent")  # fills the ring: the card rows are gone
     report = window.report(base)
     assert window.n == 100 and report["n"] == 100 and report["label_shift"] == 1.0
     assert report["fallback_rate"] == 1.0 and report["out_of_scope_rate"] == 1.0

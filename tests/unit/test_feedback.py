@@ -12,8 +12,8 @@ from core.foundation.errors import UserError
 from core.mlops.feedback import LABEL_OUT_OF_SCOPE, MAX_LABEL_CHARS, MAX_TEXT_CHARS, FeedbackExample, PredictionLog, UnknownRequestId
 
 
-def route(text, intent="card", confidence=0.9, reason=None, score=0.7):
-    return {"text": text, "intent": intent, "confidence": confidence, "fallback_reason": reason,
+def route(text, label="card", confidence=0.9, reason=None, score=0.7):
+    return {"text": text, "label": label, "confidence": confidence, "fallback_reason": reason,
             "in_scope_score": score, "queue": "cards", "top_k": []}
 
 
@@ -29,6 +29,15 @@ class Clock:
 def log(tmp_path):
     with PredictionLog(tmp_path / "predictions.db") as opened:
         yield opened
+
+
+def test_a_router_that_names_its_label_otherwise_passes_its_key(log):
+    rows = [{"text": "lost my card", "intent": "card", "confidence": 0.9}]  # the support router's rows
+    with pytest.raises(UserError, match="no 'label'"):
+        log.log(rows, "v1")
+    (rid,) = log.log(rows, "v1", label_key="intent")
+    assert log.window_stats()["labels"] == {"card": 1}
+    assert log.record_feedback(rid, "transfer", text="lost my card")["predicted_label"] == "card"
 
 
 def test_log_keeps_the_hash_not_the_text_by_default_and_counts_the_window(log, tmp_path):
@@ -104,7 +113,7 @@ def test_hostile_labels_and_values_are_refused_and_nothing_of_the_batch_is_writt
         log.log([route("bad", confidence="0.9")], "v1")
     with pytest.raises(UserError, match="a mapping"):
         log.log(["just a string"], "v1")
-    with pytest.raises(UserError, match="no 'intent'"):
+    with pytest.raises(UserError, match="no 'label'"):
         log.log([{"text": "x", "confidence": 0.5}], "v1")
     with pytest.raises(UserError, match=f"at most {MAX_TEXT_CHARS}"):
         log.log([route("y" * (MAX_TEXT_CHARS + 1))], "v1")

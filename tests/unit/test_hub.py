@@ -1,5 +1,6 @@
-"""Model cards (core.runs.card) on hand-made reports of both shapes, the export guards of core.export.hub that
-need no model, and core.export.onnx.onnx_size on a hand-built ONNX file with external weights."""
+"""Model cards (core.runs.card, core.classify.card) on hand-made classification reports, the export guards of
+core.export.hub that need no model, and core.export.onnx.onnx_size on a hand-built ONNX file with external
+weights. The item encoder's card: tests/recsys/test_report.py."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import json
 import pytest
 import yaml
 
-from core.runs.card import base_model, hub_license, model_card
+from core.classify.card import model_card
+from core.export.hub import export_hf, is_export, push_to_hub, write_classifier_run
 from core.foundation.errors import UserError
-from core.export.hub import export_hf, is_export, push_to_hub
+from core.runs.card import base_model, hub_license
 
 LABELS = ["card", "transfer"]
 
@@ -31,15 +33,6 @@ def classification_report(backbone="minilm") -> dict:
         "per_class_test": {"card": {"f1": 0.5, "support": 2}, "transfer": {"f1": 0.3, "support": 2}},
         "labels": LABELS, "fit": {"steps": 200},
         "cost": {"wall_seconds": 12.5, "trainable_params": 1000}, "environment": {"device": "cpu", "cpus": 2}}
-
-
-def recsys_report() -> dict:  # the shape solutions/recsys/recipe.py writes: no labels, no data_card
-    return {"config": {"name": "recsys/item-encoder", "description": "items", "task": "recsys-item-encoder",
-                       "data": {"source": "movielens_latest_small"}, "model": {"backbone": "tiny", "max_length": 32},
-                       "train": {"steps": 3}},
-            "data": {"name": "movielens_latest_small", "items": 9742, "interactions": 100836, "users": 610},
-            "fit": {"steps": 3, "pairs": 50, "samples": 12, "loss_first": [3.1], "loss_last": [2.9]},
-            "cost": {"wall_seconds": 4.0}, "environment": {"device": "cpu"}}
 
 
 def front_matter(card: str) -> dict:
@@ -78,24 +71,6 @@ def test_exported_card_tells_how_to_load_with_trust_remote_code():
     assert "folded into the exported head" in card and "under `verticals`" in card
 
 
-def test_recsys_card_is_a_sentence_transformers_card_without_labels():
-    card = model_card(recsys_report())
-    meta = front_matter(card)
-    assert meta["library_name"] == "sentence-transformers" and meta["pipeline_tag"] == "sentence-similarity"
-    assert "feature-extraction" in meta["tags"] and "base_model" not in meta  # tiny has no hub id
-    assert "model-index" not in meta  # no ranking metrics in this report
-    assert meta["license"] == "other"  # MovieLens: research-only terms, from the catalog's data card
-    assert "## Labels" not in card and "SentenceTransformer(" in card and "verticals recsys evaluate" in card
-    assert "research use only" in card and "items 9,742" in card
-
-
-def test_recsys_card_lists_ranking_metrics_when_the_report_has_them():
-    report = recsys_report() | {"metrics": {"test": {"recall@10": 0.25, "ndcg@10": 0.125, "n": 610}}}
-    meta = front_matter(model_card(report))
-    metrics = meta["model-index"][0]["results"][0]["metrics"]
-    assert {m["type"]: m["value"] for m in metrics} == {"recall@10": 0.25, "ndcg@10": 0.125}
-
-
 def test_a_report_without_optional_sections_still_renders():
     meta = front_matter(model_card({"labels": ["a", "b"], "config": {"model": {"backbone": "./mine"}}}))
     assert meta["pipeline_tag"] == "text-classification" and "base_model" not in meta and "license" not in meta
@@ -121,15 +96,16 @@ def test_export_refuses_an_out_dir_it_did_not_write(tmp_path):
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
+    task = {"write_model": write_classifier_run, "card": model_card}
     with pytest.raises(UserError, match="add --overwrite"):
-        export_hf(run, other)
+        export_hf(run, other, **task)
     with pytest.raises(UserError, match="not one"):
-        export_hf(run, other, overwrite=True)
+        export_hf(run, other, overwrite=True, **task)
     assert (other / "notes.txt").read_text() == "keep me"
     with pytest.raises(UserError, match="separate directory"):
-        export_hf(run, run / "hf")
+        export_hf(run, run / "hf", **task)
     with pytest.raises(UserError, match="not a finished run"):
-        export_hf(tmp_path / "nothing", tmp_path / "out")
+        export_hf(tmp_path / "nothing", tmp_path / "out", **task)
 
 
 def test_is_export_reads_the_readme_front_matter(tmp_path):

@@ -108,6 +108,23 @@ def test_pareto_points():
     assert pareto([(1, 0.5), (2, 0.7), (3, 0.6), (0.5, 0.5)]) == [False, True, False, True]
 
 
+def test_priors_are_the_spread_of_their_records(tmp_path):
+    def record(system, measure, value, num_labels):
+        return {"system": system, "measure": measure, "value": value, "num_labels": num_labels, "train_rows": 100,
+                "record": "benchmarks/results/x.json"}
+
+    records = [record("full", "gap_closure", 0.2, 77), record("full", "gap_closure", 0.4, 3),
+               record("lora", "gap_closure", 0.1, 77), record("ia3", "offset_vs_full", -0.03, 3)]
+    (tmp_path / "p.json").write_text(json.dumps({"source": "hand-made", "records": records}))
+    priors = load_priors(tmp_path / "p.json")
+    assert priors["gap_closure"]["full"] == pytest.approx({"mean": (0.2 + 0.4) / 2, "min": 0.2, "max": 0.4, "n": 2})
+    assert priors["gap_closure"]["lora"]["mean"] == 0.1 and priors["offset_vs_full"]["ia3"]["n"] == 1
+    assert priors["records"] == records and priors["source"] == "hand-made"
+    (tmp_path / "q.json").write_text(json.dumps({"records": records + [record("full", "speedup", 2.0, 3)]}))
+    with pytest.raises(UserError, match="regenerate"):  # a measure the planner does not know
+        load_priors(tmp_path / "q.json")
+
+
 def test_bad_settings_and_priors_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="unknown key"):
         plan_config({"data": "x.csv", "taget": "0.9"})

@@ -1,10 +1,10 @@
-"""report.md rendering (core.runs.markdown) and the split / row count the plot titles name."""
+"""report.md rendering (core.runs.markdown with core.classify.report's sections) and the split / row count
+the plot titles name. The item encoder's report.md: tests/recsys/test_report.py."""
 
 import numpy as np
 import pytest
 
-from core.runs.rundir import render_markdown
-from core.runs.markdown import most_confused_pairs
+from core.classify.report import most_confused_pairs, render_report
 
 LABELS = ["card_lost", "refund", "transfer"]
 # true rows: card_lost 10, refund 10, transfer 10 (30 test rows)
@@ -56,7 +56,7 @@ def test_most_confused_pairs_counts_and_shares_of_the_true_class():
 
 
 def test_classification_report_has_header_data_table_and_confused_pairs():
-    md = render_markdown(classification_report())
+    md = render_report(classification_report())
     assert md.startswith("# Run report: support/intent-lora\n")
     assert "- **recipe**: `support/intent-lora` (task `classification`, mode `finetune`)" in md
     assert "- **model**: backbone `minilm`, LoRA adapters (r 8, alpha 16)" in md
@@ -78,7 +78,7 @@ def test_classification_report_has_header_data_table_and_confused_pairs():
 
 
 def test_every_plot_caption_names_its_split_and_rows():
-    md = render_markdown(classification_report())
+    md = render_report(classification_report())
     assert "![confusion matrix](confusion_matrix.png)" in md
     assert "*Confusion matrix, test split (30 rows); each row normalised by its true class' rows.*" in md
     assert "*Reliability diagram, test split (30 rows)" in md
@@ -91,7 +91,7 @@ def test_every_plot_caption_names_its_split_and_rows():
 
 
 def test_cost_is_a_table_with_units():
-    md = render_markdown(classification_report())
+    md = render_report(classification_report())
     cost = md[md.index("## Cost"):]
     assert "| wall time | 33.1 s |" in cost
     assert "| CPU time | 2 min 5 s |" in cost
@@ -106,44 +106,8 @@ def test_perfect_classes_are_never_listed_as_worst():
     report = classification_report()
     report["per_class_test"] = {lab: {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 10} for lab in LABELS}
     report["confusion_matrix_test"] = (np.eye(3, dtype=int) * 10).tolist()
-    md = render_markdown(report)
+    md = render_report(report)
     assert "No test row was misclassified." in md and "Worst classes" not in md
-
-
-RECSYS_REPORT = {
-    "config": {"name": "recsys/item-encoder", "task": "recsys-item-encoder", "device": "cpu",
-               "data": {"source": "demo_catalog"}, "model": {"backbone": "tiny", "max_length": 32}},
-    "data": {"name": "demo_catalog", "items": 120, "interactions": 1300, "users": 60},
-    "fit": {"steps": 200, "pairs": 2080, "samples": 6400, "stopped_by_time": False,
-            "loss_first": [1.4, 1.3, 1.2], "loss_last": [0.6, 0.5, 0.4], "processes": 1},
-    "cost": {"wall_seconds": 95.0, "cpu_seconds": 180.0, "peak_rss_mb": 551.1, "trainable_params": 29792,
-             "total_params": 29792, "train_samples": 6400, "tokens_seen": 0, "train_samples_per_second": 67.37,
-             "trainable_fraction": 1.0},
-}
-
-
-def test_recsys_report_renders_what_it_has_and_no_classification_tables():
-    md = render_markdown(RECSYS_REPORT)
-    assert "- **recipe**: `recsys/item-encoder` (task `recsys-item-encoder`)" in md
-    assert "| interactions | 1,300 |" in md and "| users | 60 |" in md
-    assert "- 200 steps on 2,080 co-consumption pairs (6,400 pairs seen)" in md
-    assert "- training loss 1.3000 (first 3 steps) -> 0.5000 (last 3)" in md
-    assert "*Training loss by step, on 2,080 co-consumption pairs (no validation split).*" in md
-    assert "| wall time | 1 min 35 s |" in md and "| trainable parameters | 29,792 of 29,792 (100.0%) |" in md
-    for absent in ("## Metrics", "accuracy", "confusion_matrix.png", "reliability.png", "## Errors", "classes"):
-        assert absent not in md
-
-
-def test_recsys_report_with_ranking_metrics_gets_their_columns():
-    report = RECSYS_REPORT | {"metrics": {"test": {"n": 60, "recall@10": 0.25, "ndcg@10": 0.125}}}
-    md = render_markdown(report)
-    assert "| split | rows | recall@10 | ndcg@10 |" in md and "| test | 60 | 0.2500 | 0.1250 |" in md
-
-
-def test_a_short_recsys_run_lists_every_steps_loss_once():
-    report = RECSYS_REPORT | {"fit": RECSYS_REPORT["fit"] | {"steps": 2, "loss_first": [1.35, 1.31],
-                                                             "loss_last": [1.35, 1.31]}}
-    assert "- training loss by step: 1.3500, 1.3100" in render_markdown(report)
 
 
 @pytest.mark.parametrize("report", [
@@ -157,13 +121,13 @@ def test_a_short_recsys_run_lists_every_steps_loss_once():
      "fit": {"steps": 0}, "cost": {"wall_seconds": 2.0}},
 ], ids=["empty", "config-only", "early-version"])
 def test_old_and_minimal_reports_render(report):
-    md = render_markdown(report)
+    md = render_report(report)
     assert md.startswith("# Run report: ")
     assert "None" not in md and "{'" not in md
 
 
 def test_an_early_report_takes_the_validation_rows_from_its_data_summary():
-    md = render_markdown({"data": {"name": "d", "num_labels": 2, "train": 10, "validation": 72, "test": 96},
+    md = render_report({"data": {"name": "d", "num_labels": 2, "train": 10, "validation": 72, "test": 96},
                           "metrics": {"test": {"n": 96, "accuracy": 0.5}},
                           "confidence": {"temperature": 0.9, "test_ece_before": 0.06, "test_ece_after": 0.02}})
     assert "fitted on the validation split (72 rows)" in md and "test split (96 rows)" in md

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from core.foundation.errors import UserError
+from core.foundation.settings import read_yaml_mapping
 
 CASHTAG = re.compile(r"(?<![\w$])\$([A-Za-z]{1,6}(?:\.[A-Za-z]{1,2})?)\b")
 
@@ -24,8 +25,6 @@ def load_watchlist(path: Path | None) -> dict[str, list[str]]:
     """TICKER -> names, from YAML; UserError on anything else."""
     if path is None:
         return {}
-    from core.foundation.settings import read_yaml_mapping
-
     raw = read_yaml_mapping(path, "watchlist", "TICKER: [name, alias, ...]")
     out = {}
     for ticker, names in raw.items():

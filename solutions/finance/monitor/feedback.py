@@ -35,6 +35,7 @@ from pathlib import Path
 from core.foundation.durable import open_sqlite, transaction
 from core.foundation.errors import UserError
 from core.foundation.text import encodable, has_visible_text
+from core.mlops.feedback import FeedbackExample
 from solutions.finance.sentiment import SENTIMENT_LABELS
 
 SCHEMA = """
@@ -149,8 +150,6 @@ class MonitorFeedback:
 def labelled_documents(db_path: str | Path, *, since: float | None = None) -> list:
     """Every analyst-labelled document as a core.mlops.feedback.FeedbackExample (source="finance"),
     oldest label first; `since`: only labels given at or after this Unix time."""
-    from core.mlops.feedback import FeedbackExample
-
     path = Path(db_path)
     if not path.is_file():
         raise UserError(f"monitor database not found: {path}")

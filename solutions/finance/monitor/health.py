@@ -4,7 +4,7 @@ scored its validation data?
 Reads the monitor database's scores (one row per document: the three calibrated probabilities, the
 label, and `scores.model`, the version that scored it) of one model version, optionally only
 documents of the last `since_hours` of stream time, and compares them with the run's training
-baseline (core.evaluation.drift.DriftBaseline) through core.evaluation.drift_report: PSI of the top-class confidence and
+baseline (core.evaluation.drift_baseline.DriftBaseline) through core.evaluation.drift_report: PSI of the top-class confidence and
 the label shift of the predicted-sentiment mix, against core.evaluation.drift.DriftThresholds. The monitor
 hands nothing over, so there is no fallback rate; it keeps no embeddings, so no embedding drift.
 Writes drift.md, drift.json and drift.png. Read-only: the monitor is never blocked (WAL).
@@ -17,6 +17,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+from core.evaluation.drift import DriftThresholds
+from core.evaluation.drift_baseline import load_drift_baseline
 from core.evaluation.drift_report import MIN_ROWS, compare, fmt, plot
 from core.foundation.errors import UserError
 
@@ -61,8 +63,6 @@ def score_stats(db: Path, *, model_version: str | None = None, since_hours: floa
 def write_monitor_drift(db: Path, run: Path, out: Path | None = None, *, model_version: str | None = None,
                         since_hours: float | None = None) -> dict:
     """drift.md / drift.json / drift.png in `out` (default: drift-<version>/ beside `db`); returns the result."""
-    from core.evaluation.drift import DriftThresholds, load_drift_baseline
-
     version, stats = score_stats(db, model_version=model_version, since_hours=since_hours)
     if stats["n"] == 0:
         raise UserError(f"no documents of model {version} in the last {since_hours} hours of the stream")

@@ -42,12 +42,16 @@ from pathlib import Path
 from typing import Callable
 
 from core.foundation.errors import UserError
+from core.models.predictor import load_run, model_dir
 from solutions.finance.monitor.aggregate import WindowStats, window_stats
 from solutions.finance.monitor.entities import EntityMatcher, load_watchlist
+from solutions.finance.monitor.lines import MAX_LINE_BYTES, Line
 from solutions.finance.monitor.rules import RuleSet, load_rules
 from solutions.finance.monitor.sinks import Backoff, build_sink, deliver_due
-from solutions.finance.monitor.sources import MAX_LINE_BYTES, Document, Line, Malformed, open_source, parse_document
+from solutions.finance.monitor.sources import Document, Malformed, open_source, parse_document
 from solutions.finance.monitor.store import Record, Store
+from solutions.finance.monitor.store_postgres import PostgresStore
+from solutions.finance.sentiment import ZERO_SHOT_DESCRIPTIONS, score_texts, sentiment_columns
 
 PROBE_TEXT = "The company published its quarterly report."  # scored to tell a broken model from a bad line
 MAX_FUTURE_SECONDS = 86400  # a document dated further ahead of the clock is quarantined
@@ -89,14 +93,10 @@ class RunStats:
 def load_scorer(spec: str, runtime: str = "torch"):
     """A sentiment classifier (a core.models.predictor.Predictor): a trained run, loaded in `runtime`
     (torch, onnx, onnx-int8), or the zero-shot fallback."""
-    from solutions.finance.sentiment import ZERO_SHOT_DESCRIPTIONS, sentiment_columns
-
     if spec == "zeroshot":
-        from core.models.zeroshot import ZeroShotClassifier
+        from core.models.zeroshot import ZeroShotClassifier  # lazy: loads torch and transformers
 
         return ZeroShotClassifier("minilm", ZERO_SHOT_DESCRIPTIONS)
-    from core.models.predictor import load_run
-
     path = Path(spec).expanduser()
     if not path.exists():
         raise UserError(f"model not found: {path}. Train one with `verticals train finance/sentiment-full "
@@ -116,8 +116,6 @@ def model_version(spec: str, model, runtime: str = "torch") -> str:
         return own
     if spec == "zeroshot":
         return "zeroshot"
-    from core.models.predictor import model_dir
-
     try:
         directory = model_dir(spec)
     except UserError:  # a model handed in by a caller, not loaded from `spec`
@@ -184,8 +182,6 @@ def score_documents(model, docs: list[Document], batch_size: int) -> list[dict |
 
 
 def _score_rows(model, texts: list[str], batch_size: int) -> list[dict | str]:
-    from solutions.finance.sentiment import score_texts
-
     sentiment = score_texts(model, texts, batch_size=batch_size)
     labels = sentiment.label
     rows = []
@@ -235,8 +231,6 @@ def open_store(db, window: int, lateness: int = 0):
     """`postgresql://...` -> the shared PostgreSQL store (store_postgres.py, for several workers);
     anything else is a SQLite file (the default)."""
     if str(db).startswith(("postgresql://", "postgres://")):
-        from solutions.finance.monitor.store_postgres import PostgresStore
-
         return PostgresStore(str(db), window, lateness)
     return Store(Path(db), window, lateness)
 

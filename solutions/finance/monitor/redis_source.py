@@ -44,7 +44,7 @@ from typing import Iterator
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from core.foundation.errors import UserError
-from solutions.finance.monitor.sources import MAX_LINE_BYTES, QUARANTINE_HEAD_BYTES, Line, printable
+from solutions.finance.monitor.lines import MAX_LINE_BYTES, QUARANTINE_HEAD_BYTES, Line, printable
 
 SEQ_BITS = 20
 FIELD = b"doc"
@@ -97,7 +97,7 @@ class RedisStreamSource:
 
     def __init__(self, url: str, follow: bool = False, max_line_bytes: int = MAX_LINE_BYTES,
                  reconnect_seconds: float = 60.0):
-        import redis
+        import redis  # lazy: an optional extra ([scale])
 
         parts = urlsplit(url)
         stream = unquote(parts.path.lstrip("/"))
@@ -126,7 +126,7 @@ class RedisStreamSource:
         self._call(self._create_group)
 
     def _create_group(self) -> None:
-        import redis
+        import redis  # lazy: an optional extra ([scale])
 
         try:
             self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)

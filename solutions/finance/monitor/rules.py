@@ -33,6 +33,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from core.foundation.errors import UserError
+from core.foundation.settings import read_yaml_mapping
 from solutions.finance.monitor.aggregate import WindowStats, parse_duration
 
 
@@ -151,8 +152,6 @@ def _build_rule(name: str, values) -> object | None:
 
 def load_rules(path: Path | None = None, window: str | None = None) -> RuleSet:
     """Defaults, overridden by a rules YAML, then by `window` (the CLI's --window)."""
-    from core.foundation.settings import read_yaml_mapping
-
     raw = {} if path is None else read_yaml_mapping(path, "rules file", "of rule names and window settings "
                                                      "(see solutions/finance/monitor/rules.py)")
     settings = ("window", "baseline", "lateness", "ewma_alpha")

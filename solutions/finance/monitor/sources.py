@@ -1,6 +1,6 @@
 """Where documents come from: a JSONL file, a directory of JSONL files, or stdin.
 
-A source yields `Line`s: the raw text of one complete line and the byte offset just after it, so
+A source yields `Line`s (lines.py): the raw text of one complete line and the byte offset just after it, so
 the store can commit "everything up to here is done" in the same transaction as the documents.
 A file is read from its committed offset; only complete lines (ending in a newline) are taken,
 except the last line of a file that is not followed (a file without a final newline). A file
@@ -33,20 +33,14 @@ from typing import Iterator
 
 from core.foundation.errors import UserError
 from core.foundation.text import has_visible_text
+from solutions.finance.monitor.lines import MAX_LINE_BYTES, QUARANTINE_HEAD_BYTES, Line, printable
+from solutions.finance.monitor.redis_source import RedisStreamSource
 
-MAX_LINE_BYTES = 1_000_000  # a longer line is quarantined without being held in memory
 MAX_ID_CHARS = 512
 MAX_SOURCE_CHARS = 512
 MAX_TICKERS = 100
 MAX_TICKER_CHARS = 32
-QUARANTINE_HEAD_BYTES = 4000  # how much of an over-long line is kept for the quarantine record
 _CHUNK = 1 << 16
-
-
-def printable(text: str, limit: int) -> str:
-    """`text` cut to `limit` characters, with anything UTF-8 cannot encode (lone surrogates) written
-    as a backslash escape: always storable, for quarantine records and error messages."""
-    return text[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -57,15 +51,6 @@ class Document:
     text: str
     source: str | None = None
     tickers: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Line:
-    source_key: str
-    start: int  # byte offset of the line's first byte
-    end: int  # byte offset just after its newline: the offset to commit
-    raw: str  # the line's text (for a line with a problem: a printable head of it)
-    problem: str | None = None  # why the line cannot be read as text; it goes to the quarantine
 
 
 class Malformed(ValueError):
@@ -291,8 +276,6 @@ def _readable(stream, timeout: float) -> bool:
 
 def open_source(spec: str, follow: bool = False, max_line_bytes: int = MAX_LINE_BYTES):
     if str(spec).startswith("redis://"):  # a stream read through a consumer group (redis_source.py)
-        from solutions.finance.monitor.redis_source import RedisStreamSource
-
         return RedisStreamSource(spec, follow, max_line_bytes)
     if spec == "-":
         return StdinSource(max_line_bytes=max_line_bytes)

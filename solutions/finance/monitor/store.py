@@ -31,7 +31,7 @@ from pathlib import Path
 from core.foundation.durable import open_sqlite, transaction
 from core.foundation.errors import UserError
 from solutions.finance.monitor.aggregate import StreamClock, WindowStats, window_start
-from solutions.finance.monitor.sources import printable
+from solutions.finance.monitor.lines import printable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

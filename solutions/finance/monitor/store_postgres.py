@@ -46,7 +46,7 @@ from functools import wraps
 
 from core.foundation.errors import UserError
 from solutions.finance.monitor.aggregate import StreamClock, WindowStats, window_start
-from solutions.finance.monitor.sources import printable
+from solutions.finance.monitor.lines import printable
 from solutions.finance.monitor.store import QUARANTINE_LINE_CHARS, Record, StoreReads
 
 SCHEMA = [
@@ -93,7 +93,7 @@ RETRIES = 8
 
 
 def _refused_row_errors():
-    import psycopg
+    import psycopg  # lazy: an optional extra ([scale])
 
     # A value the database refuses (NUL in text, out of range), not the database failing.
     return (psycopg.DataError, psycopg.IntegrityError, ValueError, OverflowError, TypeError)
@@ -109,7 +109,7 @@ def _retried(method):
 
     @wraps(method)
     def run(self, *args, **kwargs):
-        import psycopg
+        import psycopg  # lazy: an optional extra ([scale])
 
         for attempt in range(RETRIES):
             try:
@@ -133,7 +133,7 @@ class _Batch:
 
 class PostgresStore(StoreReads):
     def __init__(self, dsn: str, window: int, lateness: int = 0):
-        import psycopg
+        import psycopg  # lazy: an optional extra ([scale])
 
         self.dsn = re.sub(r"://([^:@/]*):[^@/]*@", r"://\1:***@", dsn)  # for messages: no password
         try:

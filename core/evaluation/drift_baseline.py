@@ -1,0 +1,148 @@
+"""The drift baseline every classification run saves beside its model, and its reader.
+
+`DriftBaseline` holds up to 2000 validation rows subsampled with the run's seed: embeddings
+(float16), calibrated confidence, top-1 minus top-2 margin and the out-of-scope detector's
+verdict, plus the predicted-label shares and the out-of-scope rate of the whole validation split,
+in drift_baseline.safetensors (arrays) + drift_baseline.json (scalars, written last); no pickles.
+`save_drift_baseline` builds it from the validation outputs a run already computed;
+`load_drift_baseline(run)` reads it (None for runs that predate baselines).
+Leaves out: the measures (core.evaluation.drift).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.confidence.calibrate import softmax
+from core.foundation.errors import UserError
+from core.models.predictor import model_dir
+
+BASELINE_FILE = "drift_baseline.safetensors"
+BASELINE_META = "drift_baseline.json"
+BASELINE_ROWS = 2000
+FORMAT_VERSION = 1
+
+
+# ---------------------------------------------------------------- the baseline
+
+
+@dataclass
+class DriftBaseline:
+    """What validation traffic looked like at training time (see the module docstring)."""
+
+    embeddings: np.ndarray  # [n, dim] float32, n <= 2000 validation rows
+    confidence: np.ndarray  # [n] calibrated top-class probability
+    label_share: dict[str, float]  # predicted-label share over the whole validation split (every label)
+    fallback_rate: float | None  # None: core does not know the router; see fallback_rate_under
+    model_version: str
+    margin: np.ndarray | None = None  # [n] top-1 minus top-2 calibrated probability
+    out_of_scope: np.ndarray | None = None  # [n] bool: below the OOS detector's threshold; None without one
+    out_of_scope_rate: float | None = None  # over the whole validation split; None without a detector
+    n_validation: int = 0  # rows of the validation split the baseline was built from
+    seed: int = 0
+
+    @classmethod
+    def from_outputs(cls, model, logits: np.ndarray, embeddings: np.ndarray, *, model_version: str,
+                     seed: int = 0, max_rows: int = BASELINE_ROWS) -> "DriftBaseline | None":
+        """The baseline from a trained model's validation outputs (logits, embeddings: one
+        predict_all pass), using its temperature and out-of-scope detector; None for no rows."""
+        if not len(logits):
+            return None
+        probs = softmax(np.asarray(logits), model.temperature)
+        top2 = np.sort(probs, axis=1)[:, ::-1][:, :2]
+        predicted = Counter(probs.argmax(axis=1).tolist())
+        share = {label: predicted.get(i, 0) / len(probs) for i, label in enumerate(model.labels)}
+        oos = None if model.ood is None else model.ood.is_out_of_scope(logits, embeddings, model.temperature)
+        rows = np.arange(len(probs))
+        if len(rows) > max_rows:
+            rows = np.sort(np.random.default_rng(seed).choice(len(rows), max_rows, replace=False))
+        margin = top2[:, 0] - (top2[:, 1] if top2.shape[1] > 1 else 0.0)
+        return cls(embeddings=np.asarray(embeddings, dtype=np.float32)[rows],
+                   confidence=top2[rows, 0].astype(np.float32),
+                   label_share=share, fallback_rate=None, model_version=model_version,
+                   margin=margin[rows].astype(np.float32), out_of_scope=None if oos is None else oos[rows],
+                   out_of_scope_rate=None if oos is None else float(oos.mean()), n_validation=len(probs), seed=seed)
+
+    def fallback_rate_under(self, min_confidence: float, min_margin: float, use_out_of_scope: bool = True) -> float:
+        """Share of the baseline rows a router would hand over with these settings: out of scope
+        (when used), confidence below `min_confidence`, or margin below `min_margin`."""
+        handover = self.confidence < min_confidence
+        if self.margin is not None:
+            handover |= self.margin < min_margin
+        if use_out_of_scope and self.out_of_scope is not None:
+            handover |= self.out_of_scope
+        return float(handover.mean()) if len(handover) else 0.0
+
+    def save(self, model_dir) -> Path:
+        """model_dir/drift_baseline.safetensors (arrays) + drift_baseline.json (scalars, written last)."""
+        from safetensors.numpy import save_file  # lazy: safetensors.torch pulls in torch
+
+        model_dir = Path(model_dir)
+        fits = np.abs(self.embeddings).max(initial=0.0) < np.finfo(np.float16).max
+        emb = self.embeddings.astype(np.float16 if fits else np.float32)
+        arrays = {"embeddings": np.ascontiguousarray(emb), "confidence": self.confidence.astype(np.float32)}
+        if self.margin is not None:
+            arrays["margin"] = self.margin.astype(np.float32)
+        if self.out_of_scope is not None:
+            arrays["out_of_scope"] = self.out_of_scope.astype(np.uint8)
+        path = model_dir / BASELINE_FILE
+        save_file(arrays, str(path) + ".tmp")
+        os.replace(str(path) + ".tmp", path)
+        meta = {"format_version": FORMAT_VERSION, "label_share": self.label_share, "fallback_rate": self.fallback_rate,
+                "model_version": self.model_version, "out_of_scope_rate": self.out_of_scope_rate,
+                "n_validation": self.n_validation, "rows": len(self.confidence), "seed": self.seed}
+        tmp = model_dir / (BASELINE_META + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        os.replace(tmp, model_dir / BASELINE_META)
+        return path
+
+    @classmethod
+    def load(cls, model_dir) -> "DriftBaseline | None":
+        """The baseline saved in `model_dir`, or None for runs that predate baselines (or have no
+        validation split)."""
+        from safetensors import SafetensorError  # lazy: safetensors.torch pulls in torch
+        from safetensors.numpy import load_file  # lazy: safetensors.torch pulls in torch
+
+        model_dir = Path(model_dir)
+        meta_path, path = model_dir / BASELINE_META, model_dir / BASELINE_FILE
+        if not meta_path.is_file():
+            return None
+        try:
+            meta, arrays = json.loads(meta_path.read_text(encoding="utf-8")), load_file(str(path))
+            out_of_scope = arrays.get("out_of_scope")
+            return cls(embeddings=arrays["embeddings"].astype(np.float32), confidence=arrays["confidence"],
+                       label_share={str(k): float(v) for k, v in meta["label_share"].items()},
+                       fallback_rate=meta.get("fallback_rate"), model_version=str(meta.get("model_version", "")),
+                       margin=arrays.get("margin"),
+                       out_of_scope=None if out_of_scope is None else out_of_scope.astype(bool),
+                       out_of_scope_rate=meta.get("out_of_scope_rate"), n_validation=int(meta.get("n_validation", 0)),
+                       seed=int(meta.get("seed", 0)))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, SafetensorError) as exc:
+            raise UserError(f"{model_dir}: the drift baseline cannot be read ({exc!r}); retrain the run or delete "
+                            f"{BASELINE_META} and {BASELINE_FILE}") from exc
+
+    def describe(self) -> dict:
+        return {"model_version": self.model_version, "rows": len(self.confidence), "n_validation": self.n_validation,
+                "embedding_dim": int(self.embeddings.shape[1]) if self.embeddings.ndim == 2 else 0,
+                "fallback_rate": self.fallback_rate, "out_of_scope_rate": self.out_of_scope_rate}
+
+
+def load_drift_baseline(run_or_model_dir) -> DriftBaseline | None:
+    """The DriftBaseline of a run directory (or its model/ folder), None for runs that predate it."""
+    return DriftBaseline.load(model_dir(run_or_model_dir))
+
+
+def save_drift_baseline(model, logits: np.ndarray, embeddings: np.ndarray, model_dir, *, model_version: str,
+                        seed: int = 0) -> dict:
+    """Build and save the baseline (core.classify.recipes.finish); returns the report's `drift_baseline` section."""
+    baseline = DriftBaseline.from_outputs(model, logits, embeddings, model_version=model_version, seed=seed)
+    if baseline is None:
+        return {"note": "no validation rows: no drift baseline saved"}
+    baseline.save(model_dir)
+    return {"file": f"model/{BASELINE_FILE}"} | baseline.describe()
