@@ -23,11 +23,10 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.foundation.errors import UserError
 from core.foundation.quiet import quieted
-from core.mlops.registry import ModelRegistry
-from core.mlops.retrain_plan import RetrainSettings
 from core.models.predictor import MODEL_FILE, model_dir
 from core.runs.rundir import REPORT_FILE, default_out
 from verticals.feedback_sources import read_feedback
@@ -37,6 +36,9 @@ from verticals.recommender import EncoderRun, load_index
 from verticals.registry import RECIPES, TASKS
 from verticals.run import Run
 from verticals.tasks import run_task
+
+if TYPE_CHECKING:
+    from core.mlops.registry import ModelRegistry
 
 
 def _settings(overrides: Mapping | None, settings: dict) -> dict:
@@ -136,6 +138,8 @@ def retrain(run: str | os.PathLike | Run, feedback, *, out: str | os.PathLike | 
             raise UserError(f"the registry {path} has no champion to retrain")
         registry, path = registry or path, reg.champion_path()
     examples = read_feedback(feedback) if isinstance(feedback, (str, os.PathLike)) else list(feedback)
+    from core.mlops.retrain_plan import RetrainSettings  # lazy: start-up of `import verticals`
+
     config = RetrainSettings.from_overrides(settings)
     out = Path(out) if out is not None else default_out("retrain")
     with quieted(not verbose):
@@ -149,4 +153,6 @@ def retrain(run: str | os.PathLike | Run, feedback, *, out: str | os.PathLike | 
 def open_registry(path: str | os.PathLike) -> ModelRegistry:
     """The model registry in `path` (core.mlops.registry.ModelRegistry; created if missing): versions,
     champion_path(), promote(version, by=, reason=), rollback(by=)."""
+    from core.mlops.registry import ModelRegistry  # lazy: start-up of `import verticals`
+
     return ModelRegistry(path)

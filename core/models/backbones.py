@@ -23,7 +23,6 @@ import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +69,8 @@ def join_zip_parts(parts: list[Path], dest: Path) -> Path:
 
 
 def _installed_mpnet() -> Path:
+    from importlib import metadata  # lazy: 16 ms of start-up (email, socket) that only mpnet needs
+
     parts = []
     for name in MPNET_PARTS:
         try:

@@ -12,9 +12,7 @@ from pathlib import Path
 
 from core.foundation.quiet import quiet_libraries
 from core.serving.flags import add_serve_flags, serve_flags
-from solutions.finance.monitor.health import write_monitor_drift
 from solutions.finance.monitor.lines import MAX_LINE_BYTES
-from solutions.finance.monitor.report import render_report
 
 
 def cmd_monitor(args) -> int:
@@ -48,6 +46,8 @@ def cmd_monitor(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from solutions.finance.monitor.report import render_report  # lazy: start-up of the console entry
+
     out = render_report(Path(args.db), Path(args.out), max_entities=args.max_entities)
     print(f"report: {out}")
     return 0
@@ -70,6 +70,8 @@ def cmd_dashboard(args) -> int:
 
 
 def cmd_drift(args) -> int:
+    from solutions.finance.monitor.health import write_monitor_drift  # lazy: start-up of the console entry
+
     result = write_monitor_drift(Path(args.db), Path(args.run), args.out and Path(args.out),
                                  model_version=args.model_version, since_hours=args.since_hours)
     alerts = ", ".join(result["alerts"]) or "none"
