@@ -43,6 +43,7 @@ class Catalog:
     histories: dict[str, list[str]] = field(default_factory=dict)
     threshold: float | None = None  # ratings >= this are positives (None: every event is one)
     journal_seq: int = 0  # the last journal record whose events `histories` hold (solutions.recsys.events)
+    rating_range: list[float] | None = None  # [lowest, highest] rating it was built from; None: unrated
 
     def save(self, directory: Path) -> None:
         atomic_write(Path(directory) / CATALOG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(self.__dict__)))
@@ -53,6 +54,12 @@ class Catalog:
         if not path.is_file():
             raise UserError(f"{directory} has no {CATALOG_FILE}; build it with `verticals recsys index`.")
         return cls(**json.loads(path.read_text()))
+
+
+def rating_range(data: InteractionData) -> list[float] | None:
+    """[lowest, highest] rating of the interactions, the scale events are checked against; None if unrated."""
+    ratings = [e.rating for e in data.interactions if e.rating is not None]
+    return [min(ratings), max(ratings)] if ratings else None
 
 
 def user_histories(data: InteractionData, threshold: float | None = None) -> dict[str, list[str]]:
@@ -136,6 +143,7 @@ def save_catalog(data: InteractionData, out: Path, encoder_path: str, max_length
     if threshold is None and data.name.startswith("movielens"):
         threshold = MOVIELENS_THRESHOLD
     save_titles(out, {item: data.items[item] for item in sorted(data.items)})
-    catalog = Catalog(str(encoder_path), max_length, half_life, user_histories(data, threshold), threshold)
+    catalog = Catalog(str(encoder_path), max_length, half_life, user_histories(data, threshold), threshold,
+                      rating_range=rating_range(data))
     catalog.save(out)
     return catalog

@@ -11,6 +11,7 @@ positives (solutions.recsys.protocol); the served catalog (solutions.recsys.cata
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -41,13 +42,19 @@ class InteractionData:
                 "users": len({i.user for i in self.interactions})}
 
 
+# Unix seconds as written in ASCII: Python's float() also reads other scripts' digits ("١٧٠٠" is 1700)
+# and underscores ("1_700"), which no log or CSV means as a time
+UNIX_SECONDS = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity|nan)", re.ASCII | re.IGNORECASE)
+
+
 def parse_timestamp(value: str, where: str) -> float:
-    """Unix seconds or ISO 8601 (a trailing Z means UTC; no zone is read as UTC)."""
+    """Unix seconds or ISO 8601 (a trailing Z means UTC; no zone is read as UTC), in ASCII digits."""
     text = str(value).strip()
-    try:
+    if not text.isascii():
+        raise UserError(f"{where}: timestamp {text[:40]!r} has characters other than ASCII; send Unix seconds "
+                        f"(ASCII digits) or ISO 8601 (e.g. 2026-03-02T09:15:00Z)")
+    if UNIX_SECONDS.fullmatch(text):
         return float(text)
-    except ValueError:
-        pass
     try:
         stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

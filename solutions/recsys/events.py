@@ -35,7 +35,9 @@ from solutions.recsys.journal import JOURNAL_FILE, frame, unframe
 from solutions.recsys.protocol import is_positive
 
 EVENTS_FILE = "events.log"
-MAX_TIMESTAMP = 253402300799.0  # 9999-12-31T23:59:59Z, the last second datetime can show
+EARLIEST_TIMESTAMP = 631152000.0  # 1990-01-01T00:00:00Z: before any web log; 0 or 1e-300 is a missing value
+FUTURE_SLACK_SECONDS = 86400.0  # a sender's clock may run a day ahead, not years
+RATING_LIMITS = (0.0, 10.0)  # a catalog built without ratings: stars, points out of 10, or none
 
 
 def event_record(events: list[Interaction]) -> dict:
@@ -50,10 +52,27 @@ def record_events(record: dict) -> list[Interaction]:
                         None if e.get("rating") is None else float(e["rating"])) for e in record["events"]]
 
 
-def timestamp_problem(value: float) -> str | None:
-    """Why `value` is not a usable Unix timestamp, or None."""
-    if not math.isfinite(value) or not 0 <= value <= MAX_TIMESTAMP:
-        return f"timestamp {value!r} is not a time between 1970 and 9999; send Unix seconds or ISO 8601"
+def timestamp_problem(value: float, now: float) -> str | None:
+    """Why `value` is not a plausible event time at `now` (Unix seconds), or None: from
+    EARLIEST_TIMESTAMP (1990) to a day after `now`."""
+    if not math.isfinite(value) or not EARLIEST_TIMESTAMP <= value <= now + FUTURE_SLACK_SECONDS:
+        return (f"timestamp {value!r} is not a time between 1990-01-01 and a day from now (UTC); send Unix "
+                f"seconds or ISO 8601, or leave it out for the time of arrival")
+    return None
+
+
+def rating_problem(value: int | float, catalog: Catalog) -> str | None:
+    """Why `value` is not a rating on the catalog's scale, or None: within the lowest and highest
+    rating of the interactions the index was built from (`catalog.rating_range`), or within
+    RATING_LIMITS when they had none."""
+    low, high = catalog.rating_range or RATING_LIMITS
+    try:
+        number = float(value)
+    except OverflowError:  # a JSON integer beyond any float
+        number = math.inf
+    if not math.isfinite(number) or not low <= number <= high:
+        scale = "this catalog's scale" if catalog.rating_range else "the limits for a catalog built without ratings"
+        return f"rating {number!r} is outside {scale}, {low:g} to {high:g}"
     return None
 
 

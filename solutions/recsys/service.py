@@ -26,7 +26,6 @@ Leaves out: building the index (cli `recsys index`) and starting the server (cli
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from typing import Any
 
@@ -38,7 +37,7 @@ from core.foundation.errors import UserError
 from core.foundation.text import has_visible_text
 from core.serving.app import Access, ServiceLimits, check_texts, create_service
 from solutions.recsys.data import Interaction, parse_timestamp
-from solutions.recsys.events import timestamp_problem
+from solutions.recsys.events import rating_problem, timestamp_problem
 from solutions.recsys.live import DuplicateItem, Recommender, UnknownItem
 
 __all__ = ["Recommender", "create_app", "recsys_router"]
@@ -141,15 +140,17 @@ def parse_event(raw: Any, name: str, state: Recommender, limits: ServiceLimits) 
             raise EventRefused(422, problem)
     if isinstance(event.timestamp, str) and len(event.timestamp) > 64:
         raise EventRefused(422, f"{name}.timestamp: {len(event.timestamp)} characters; send Unix seconds or ISO 8601")
+    now = time.time()
     try:
-        stamp = time.time() if event.timestamp is None else parse_timestamp(event.timestamp, f"{name}.timestamp")
+        stamp = now if event.timestamp is None else parse_timestamp(event.timestamp, f"{name}.timestamp")
     except (UserError, OverflowError) as exc:
         raise EventRefused(422, str(exc)) from None
-    problem = timestamp_problem(stamp)
+    problem = timestamp_problem(stamp, now)
     if problem:
         raise EventRefused(422, f"{name}.{problem}")
-    if event.rating is not None and not math.isfinite(float(event.rating)):
-        raise EventRefused(422, f"{name}.rating: send a finite number")
+    problem = None if event.rating is None else rating_problem(event.rating, state.catalog)
+    if problem:
+        raise EventRefused(422, f"{name}.{problem}")
     if event.item not in state.index:
         raise EventRefused(404, f"{name}: unknown item id '{event.item[:100]}'; add it with POST /v1/items first")
     return Interaction(event.user, event.item, stamp, None if event.rating is None else float(event.rating))

@@ -21,12 +21,12 @@ def catalog_vectors(tiny_backbone_dir):
 
 def save_demo_index(directory, catalog_vectors, factory: str, half_life: float):
     """The demo catalog saved as an index (every item in category "demo") with its user histories."""
-    from solutions.recsys.catalog import Catalog, user_histories
+    from solutions.recsys.catalog import Catalog, rating_range, user_histories
     from solutions.recsys.index import ItemIndex
 
     data, items, vectors, max_length = catalog_vectors
     ItemIndex.build(items, vectors, factory, {i: {"category": "demo"} for i in items}).save(directory)
-    Catalog("tiny", max_length, half_life, user_histories(data)).save(directory)
+    Catalog("tiny", max_length, half_life, user_histories(data), rating_range=rating_range(data)).save(directory)
     return directory
 
 

@@ -17,6 +17,12 @@ def test_timestamps_in_unix_seconds_or_iso8601_utc():
     assert parse_timestamp("1970-01-02T00:00:00", "x") == 86400.0  # no zone: UTC
     with pytest.raises(UserError, match="row 3: timestamp 'yesterday' is neither"):
         parse_timestamp("yesterday", "row 3")
+    for text in ("\u0661\u0667\u0660\u0660", "\uff11\uff17\uff10\uff10"):  # Arabic-Indic and full-width digits
+        with pytest.raises(UserError, match="other than ASCII"):
+            parse_timestamp(text, "row 4")
+    with pytest.raises(UserError, match="neither Unix seconds nor ISO"):
+        parse_timestamp("1_700", "row 5")
+    assert parse_timestamp(" -1.5e3 ", "x") == -1500.0
 
 
 def test_own_interactions_with_items_file(tmp_path):

@@ -3,6 +3,7 @@ a compaction, exported for a retrain, refused one by one when hostile, consisten
 concurrent item writes. Real journal files, a real server on loopback, the tiny backbone."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 from core.serving.app import ServiceLimits
 from solutions.recsys.catalog import MAX_HISTORY, Catalog
 from solutions.recsys.data import Interaction, load_interactions
-from solutions.recsys.events import EVENTS_FILE, fold_events, logged_events
+from solutions.recsys.events import EVENTS_FILE, fold_events, logged_events, rating_problem
 from solutions.recsys.durable import saved_journal_seq
 from solutions.recsys.journal import JOURNAL_FILE
 from solutions.recsys.live import Recommender
@@ -189,6 +190,18 @@ def test_a_bad_event_in_a_list_never_fails_the_others(client):
     (b'{"user": "u01", "item": "i001", "timestamp": 1e300}', 422, "not a time"),
     (b'{"user": "u01", "item": "i001", "timestamp": -5}', 422, "not a time"),
     (b'{"user": "u01", "item": "i001", "timestamp": "yesterday"}', 422, "neither Unix seconds nor ISO"),
+    # found by an attacker's run: implausible times, ratings off the catalog's scale (1-5), other scripts' digits
+    (b'{"user": "u01", "item": "i001", "timestamp": 0}', 422, "not a time between 1990-01-01"),
+    (b'{"user": "u01", "item": "i001", "timestamp": 1e-300}', 422, "not a time"),
+    (b'{"user": "u01", "item": "i001", "timestamp": "9999-06-01T00:00:00Z"}', 422, "not a time"),
+    (b'{"user": "u01", "item": "i001", "timestamp": 253402214400}', 422, "not a time"),
+    (b'{"user": "u01", "item": "i001", "timestamp": "\u0661\u0667\u0660\u0660"}', 422, "ASCII"),
+    (b'{"user": "u01", "item": "i001", "timestamp": "1_767_225_600"}', 422, "neither Unix seconds nor ISO"),
+    (b'{"user": "u01", "item": "i001", "rating": 1e308}', 422, "rating 1e+308 is outside this catalog's scale, 1 to 5"),
+    (b'{"user": "u01", "item": "i001", "rating": -1e308}', 422, "outside this catalog's scale"),
+    (b'{"user": "u01", "item": "i001", "rating": 1e19}', 422, "outside this catalog's scale"),
+    (b'{"user": "u01", "item": "i001", "rating": -1}', 422, "outside this catalog's scale"),
+    (b'{"user": "u01", "item": "i001", "rating": 1' + b"0" * 400 + b'}', 400, "401 digits"),
     (b'{"user": "u01", "item": "i001", "rating": true}', 422, "rating"),
     (b'{"user": "u01", "item": "i001", "rating": "5"}', 422, "rating"),
     (b'{"user": ["u01"], "item": "i001"}', 422, "event.user"),
@@ -206,3 +219,21 @@ def test_hostile_events_get_a_4xx_and_change_nothing(client, body, status, messa
     r = http.post("/v1/events", content=body, headers={"content-type": "application/json"})
     assert r.status_code == status and message in r.json()["error"], r.text
     assert rec.catalog.histories == before
+
+
+def test_events_on_the_catalog_scale_and_in_the_window_are_taken(client):
+    http, rec = client
+    assert rec.catalog.rating_range == [1.0, 5.0]  # the demo catalog's ratings
+    for rating, stamp in ((1, "1990-01-01T00:00:00Z"), (5, 1_767_225_600), (2.5, None)):
+        event = {"user": "u07", "item": "i003", "rating": rating} | ({"timestamp": stamp} if stamp else {})
+        assert http.post("/v1/events", json=event).status_code == 200
+
+
+def test_a_catalog_saved_before_rating_ranges_loads_and_takes_the_documented_limits(tmp_path):
+    (tmp_path / "catalog.json").write_text(json.dumps({"encoder": "tiny", "max_length": 32, "half_life": 5.0,
+                                                       "histories": {}, "threshold": None, "journal_seq": 0}))
+    catalog = Catalog.load(tmp_path)
+    assert catalog.rating_range is None
+    assert rating_problem(10, catalog) is None and rating_problem(0, catalog) is None
+    assert "limits for a catalog built without ratings, 0 to 10" in rating_problem(10.5, catalog)
+    assert rating_problem(10**400, catalog).startswith("rating inf is outside")  # beyond any float: no OverflowError
