@@ -80,6 +80,20 @@ class ALS:
         self.model._YtY = None
         return self
 
+    @classmethod
+    def from_factors(cls, item_factors: np.ndarray, items: list[str], active: np.ndarray, params: dict, *,
+                     seed: int = 0, num_threads: int = 1) -> "ALS":
+        """A fitted ALS from saved item factors (a served index): folds users in exactly as after `fit`."""
+        from implicit.cpu.als import AlternatingLeastSquares  # lazy: as in fit
+
+        als = cls(**params, seed=seed, num_threads=num_threads)
+        als.items, als.item_index = list(items), {item: i for i, item in enumerate(items)}
+        als.active = np.asarray(active, dtype=np.int64)
+        with threadpool_limits(1, "blas"):  # implicit checks the BLAS pool when it is built, as in fit
+            als.model = AlternatingLeastSquares(**params, random_state=seed, num_threads=num_threads)
+        als.model.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
+        return als
+
     @property
     def item_factors(self) -> np.ndarray:
         return self.model.item_factors

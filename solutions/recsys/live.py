@@ -52,6 +52,7 @@ from solutions.recsys.catalog import Catalog
 from solutions.recsys.content import TextEncoder, recency_weights
 from solutions.recsys.data import Interaction
 from solutions.recsys.events import archive_events, event_record, fold_events, record_events
+from solutions.recsys.factors_index import has_factor_model, load_factor_model
 from solutions.recsys.index import ItemIndex
 from solutions.recsys.journal import JOURNAL_FILE, Journal, JournalGap, decode_vector, encode_vector
 from solutions.recsys.sequential import has_served_model, load_served_model
@@ -105,7 +106,7 @@ class Recommender:
         self._closed = False
         self._unarchived: list[dict] = []  # event records in the journal, not yet in the archive
 
-    user_model = None  # a solutions.recsys.sequential model when the index holds its item vectors (load)
+    user_model = None  # a sequential or ALS model when the index holds its item vectors (load)
 
     @classmethod
     def load(cls, directory: str | Path, *, compact_every: int = COMPACT_EVERY,
@@ -128,10 +129,13 @@ class Recommender:
                 raise UserError(f"{journal.path}: record {record['seq']} ({record['op']} '{record['id']}') does "
                                 f"not apply to the saved index: {exc}") from None
             index.journal_seq = record["seq"]
-        rec = cls(index, TextEncoder.load(catalog.encoder, catalog.max_length), catalog, journal=journal,
-                  compact_every=compact_every, compact_bytes=compact_bytes)
+        factor_model = load_factor_model(directory) if has_factor_model(directory) else None
+        encoder = factor_model[1] if factor_model else TextEncoder.load(catalog.encoder, catalog.max_length)
+        rec = cls(index, encoder, catalog, journal=journal, compact_every=compact_every, compact_bytes=compact_bytes)
         rec._unarchived = [r for r in pending if r["op"] == "events" and r["seq"] > catalog.journal_seq]
-        if has_served_model(directory):  # the index of a sequential model: its user vector queries it
+        if factor_model:  # the index of an ALS model: its fold-in of the history queries it
+            rec.user_model = factor_model[0]
+        elif has_served_model(directory):  # the index of a sequential model: its user vector queries it
             rec.user_model, rec.encoder = load_served_model(directory, rec.encoder)
         return rec
 
