@@ -18,11 +18,13 @@ import core.data.catalog
 import solutions
 from core.classify.config import RecipeConfig
 from core.classify.report import CLASSIFICATION_REPORT
+from core.foundation.errors import UserError
 from solutions.finance import cli as finance_cli
 from solutions.finance.data import READERS as FINANCE_READERS
 from solutions.recsys import cli as recsys_cli
+from solutions.recsys.als_report import ALS_REPORT
 from solutions.recsys.export import write_encoder
-from solutions.recsys.recipe_config import ItemEncoderRecipe
+from solutions.recsys.recipe_config import ALSRecipe, ItemEncoderRecipe
 from solutions.recsys.report import ITEM_ENCODER_REPORT
 from solutions.support import cli as support_cli
 from verticals.recommender import open_encoder_run
@@ -47,6 +49,7 @@ RECIPES: dict[str, Path] = {
     "finance/sentiment-full": _recipe("finance", "sentiment-full"),
     "finance/sentiment-lora": _recipe("finance", "sentiment-lora"),
     "recsys/item-encoder": _recipe("recsys", "item-encoder"),
+    "recsys/als": _recipe("recsys", "als"),
 }
 DEMO_RECIPE = "support/intent-demo"  # what `verticals demo` trains: the first job a new user runs
 
@@ -69,6 +72,18 @@ def train_item_encoder(cfg, run_dir: Path, **options) -> dict:
     return run(cfg, run_dir, **options)
 
 
+def train_als(cfg, run_dir: Path, **options) -> dict:
+    """The recsys ALS runner (solutions.recsys.als_recipe.train_als)."""
+    from solutions.recsys.als_recipe import train_als as run  # lazy: loads implicit, scipy and torch, as above
+
+    return run(cfg, run_dir, **options)
+
+
+def not_for_als(*args, **kwargs):
+    raise UserError("an ALS run has item factors, not a text model: serve it with `verticals recsys index DATA "
+                    "--model RUN --out INDEX_DIR` and `verticals recsys serve INDEX_DIR`")
+
+
 def export_classifier(run_dir: Path, report: dict, directory: Path) -> None:
     """A classification run's transformers directory (core.export.hub.write_classifier_run)."""
     from core.export.hub import write_classifier_run  # lazy: loads torch and transformers, as above
@@ -81,6 +96,8 @@ TASKS: dict[str, Task] = {
                            export_model=export_classifier, open_run=Run),
     "recsys-item-encoder": Task(schema=ItemEncoderRecipe, runner=train_item_encoder, report=ITEM_ENCODER_REPORT,
                                 export_model=write_encoder, open_run=open_encoder_run),
+    "recsys-als": Task(schema=ALSRecipe, runner=train_als, report=ALS_REPORT, export_model=not_for_als,
+                       open_run=not_for_als),
 }
 
 # Data card `format.type` -> reader, for the formats a solution reads (core reads csv itself).

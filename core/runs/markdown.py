@@ -92,7 +92,7 @@ def header_section(report: dict) -> list[str]:
     kind = ", ".join(f"{k} `{cfg[k]}`" for k in ("task", "mode") if cfg.get(k))
     if cfg.get("name") or kind:
         lines.append(f"- **recipe**: `{cfg.get('name') or 'unnamed'}`" + (f" ({kind})" if kind else ""))
-    if cfg.get("model"):
+    if (cfg.get("model") or {}).get("backbone"):  # a text model (a factor model's settings have their own section)
         lines.append(f"- **model**: {_model_line(cfg['model'])}")
     source = (cfg.get("data") or {}).get("source")
     if data.get("name") or source:

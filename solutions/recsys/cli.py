@@ -90,7 +90,7 @@ def cmd_index(args) -> int:
 
     data = _load(args)
     out = Path(args.out)
-    if args.model == ALS_MODEL:
+    if args.model == ALS_MODEL or (Path(args.model) / "model" / "factors.json").is_file():  # ALS, or an ALS run
         return index_als(args, data, out)
     index = build_index(data, _encoder_path(args.model), out, data_spec=args.data, factory=args.factory,
                         metadata_columns=tuple(c for c in args.metadata_columns.split(",") if c),
@@ -104,14 +104,18 @@ ALS_MODEL = "als"  # `recsys index --model als`: implicit's ALS, served by its o
 
 
 def index_als(args, data, out: Path) -> int:
-    """Fit ALS (solutions.recsys.factorization defaults) on every interaction and write its servable index."""
+    """The servable index of an ALS run (`verticals train recsys/als`), or of ALS fitted here with
+    solutions.recsys.factorization's defaults on every interaction (`--model als`)."""
     from solutions.recsys.factorization import ALS  # lazy: loads scipy and implicit
-    from solutions.recsys.factors_index import build_factor_index  # lazy: loads the FAISS index wrapper
+    from solutions.recsys.factors_index import build_factor_index, load_factors  # lazy: loads the FAISS wrapper
 
     if args.metadata_columns:
         raise UserError("--metadata-columns filters are not kept in an ALS index yet; leave them out")
-    split = split_dataset(data, threshold=args.threshold, test_fraction=0.0, min_interactions=10**9)
-    model = ALS(seed=args.seed).fit(split)
+    if args.model == ALS_MODEL:
+        split = split_dataset(data, threshold=args.threshold, test_fraction=0.0, min_interactions=10**9)
+        model = ALS(seed=args.seed).fit(split)
+    else:
+        model, _ = load_factors(Path(args.model) / "model")
     index = build_factor_index(model, data, out, factory=args.factory, threshold=args.threshold)
     print(f"indexed {len(index)} items with a training positive (ALS {model.params}, {index.factory}) into {out}; "
           f"{len(data.items) - len(index)} items without one have no ALS vector")
@@ -291,8 +295,9 @@ def register(subparsers) -> None:
     p = sub.add_parser("index", help="embed the catalog and build a saved item index")
     _data_args(p)
     p.add_argument("--model", default=MODEL.backbone,
-                   help="a `recsys train` run directory or a backbone (item text vectors), or `als` (implicit's ALS "
-                        "fitted on the interactions, served with its own user fold-in; items need a training positive)")
+                   help="a `recsys train` run directory or a backbone (item text vectors); a `train recsys/als` run "
+                        "directory, or `als` (implicit's ALS fitted here with its defaults): served with ALS's own "
+                        "user fold-in; items need a training positive")
     p.add_argument("--seed", type=int, default=0, help="ALS's random initialisation (--model als)")
     p.add_argument("--out", required=True, help="index directory")
     p.add_argument("--factory", default="Flat", help="FAISS factory: Flat, HNSW32, IVF1024,PQ32 (or flat/hnsw/ivfpq)")

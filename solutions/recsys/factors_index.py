@@ -74,12 +74,33 @@ def build_factor_index(model: ALS, data, out: str | Path, *, factory: str = "Fla
     index = ItemIndex.build(active, to_cosine_items(vectors, max_norm), factory,
                             {i: metadata[i] for i in active if i in metadata} if metadata else None)
     index.save(out)
-    save_file({"item_factors": np.ascontiguousarray(model.item_factors, dtype=np.float32)}, str(out / FACTORS_FILE))
-    meta = {"format_version": FORMAT_VERSION, "kind": "als", "params": model.params, "seed": model.seed,
-            "items": list(model.items), "active": [int(i) for i in model.active], "max_norm": max_norm}
-    (out / FACTORS_META).write_text(json.dumps(meta))
+    save_factors(model, out, max_norm=max_norm)
     save_catalog(data, out, "", 0, threshold=threshold)
     return index
+
+
+def save_factors(model: ALS, directory: str | Path, **extra) -> None:
+    """factors.safetensors (the item factors) + factors.json (params, seed, items, which have a factor)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({"item_factors": np.ascontiguousarray(model.item_factors, dtype=np.float32)},
+              str(directory / FACTORS_FILE))
+    meta = {"format_version": FORMAT_VERSION, "kind": "als", "params": model.params, "seed": model.seed,
+            "items": list(model.items), "active": [int(i) for i in model.active], **extra}
+    (directory / FACTORS_META).write_text(json.dumps(meta))
+
+
+def load_factors(directory: str | Path) -> tuple[ALS, dict]:
+    """The ALS model saved by `save_factors` in `directory`, and its factors.json."""
+    directory = Path(directory)
+    meta = json.loads((directory / FACTORS_META).read_text())
+    if meta.get("format_version") != FORMAT_VERSION or meta.get("kind") != "als":
+        raise UserError(f"{directory / FACTORS_META}: not a factor model this version reads "
+                        f"(format {meta.get('format_version')!r}, kind {meta.get('kind')!r}); rebuild it")
+    factors = load_file(str(directory / FACTORS_FILE))["item_factors"]
+    model = ALS.from_factors(factors, meta["items"], np.asarray(meta["active"], dtype=np.int64), meta["params"],
+                             seed=meta["seed"])
+    return model, meta
 
 
 def has_factor_model(directory: str | Path) -> bool:
@@ -88,12 +109,5 @@ def has_factor_model(directory: str | Path) -> bool:
 
 def load_factor_model(directory: str | Path) -> tuple[FactorUserModel, NoTextVectors]:
     """The user model and the encoder slot of an index written by `build_factor_index`."""
-    directory = Path(directory)
-    meta = json.loads((directory / FACTORS_META).read_text())
-    if meta.get("format_version") != FORMAT_VERSION or meta.get("kind") != "als":
-        raise UserError(f"{directory / FACTORS_META}: not a factor model this version reads "
-                        f"(format {meta.get('format_version')!r}, kind {meta.get('kind')!r}); rebuild the index")
-    factors = load_file(str(directory / FACTORS_FILE))["item_factors"]
-    model = ALS.from_factors(factors, meta["items"], np.asarray(meta["active"], dtype=np.int64), meta["params"],
-                             seed=meta["seed"])
-    return FactorUserModel(model), NoTextVectors(factors.shape[1] + 1)
+    model, _ = load_factors(directory)
+    return FactorUserModel(model), NoTextVectors(model.item_factors.shape[1] + 1)

@@ -1,4 +1,5 @@
-"""The recsys item-encoder recipe's schema (task: recsys-item-encoder): its sections and defaults.
+"""The recsys recipes' schemas and defaults: the item encoder (task: recsys-item-encoder) and
+implicit's ALS (task: recsys-als).
 
 The one place the item encoder's defaults are set: the recipe YAML names only what it chooses
 (the data), and `finetune.FinetuneConfig`, the `recsys train` flags and the MovieLens benchmark
@@ -6,7 +7,7 @@ read the rest from here.
 
 Light on purpose: the app layer's task registry imports it to validate a recipe before anything
 trains (`verticals --help` and `verticals train --help` must not load torch). The runner that
-trains it is solutions.recsys.recipe.
+trains the item encoder is solutions.recsys.recipe; ALS's is solutions.recsys.als_recipe.
 """
 
 from __future__ import annotations
@@ -58,3 +59,36 @@ class ItemEncoderRecipe:
     model: ItemEncoderModel = field(default_factory=ItemEncoderModel)
     train: ItemEncoderTrain = field(default_factory=ItemEncoderTrain)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)  # core.runs.tracking: mlflow | tensorboard
+
+
+@dataclass(frozen=True)
+class ALSModel:
+    """implicit's ALS; with `search`, factors / regularization / alpha are chosen on the validation cut."""
+
+    factors: int = setting(64, positive=True)
+    regularization: float = setting(0.1, positive=True)
+    alpha: float = setting(10.0, positive=True)
+    iterations: int = setting(15, positive=True)
+    search: bool = True  # choose on the validation cut; the grid widens past an edge the choice sits on
+    search_rounds: int = setting(3, minimum=0)  # how many times the grid may widen
+
+
+@dataclass(frozen=True)
+class ALSTrain:
+    seed: int = setting(0, minimum=0)
+
+
+@dataclass(frozen=True)
+class ALSRecipe:
+    """A recommender run of implicit's ALS (`task: recsys-als`): `verticals recsys index DATA --model RUN` serves it."""
+
+    ALIASES: ClassVar[dict[str, str]] = {"data": "data.source", "tracking": "tracking.backend"}
+
+    name: str = ""
+    description: str = ""
+    task: str = setting("recsys-als", choices=("recsys-als",))
+    device: str = setting("cpu", choices=("cpu",))  # implicit's CPU solver
+    data: ItemEncoderData = field(default_factory=ItemEncoderData)
+    model: ALSModel = field(default_factory=ALSModel)
+    train: ALSTrain = field(default_factory=ALSTrain)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
