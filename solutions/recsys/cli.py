@@ -90,8 +90,8 @@ def cmd_index(args) -> int:
 
     data = _load(args)
     out = Path(args.out)
-    if args.model == ALS_MODEL or (Path(args.model) / "model" / "factors.json").is_file():  # ALS, or an ALS run
-        return index_als(args, data, out)
+    if args.model in FACTOR_MODELS or (Path(args.model) / "model" / "factors.json").is_file():  # or an ALS run
+        return index_factors(args, data, out)
     index = build_index(data, _encoder_path(args.model), out, data_spec=args.data, factory=args.factory,
                         metadata_columns=tuple(c for c in args.metadata_columns.split(",") if c),
                         half_life=args.half_life, threshold=args.threshold, data_dir=args.data_dir, items=args.items,
@@ -100,25 +100,26 @@ def cmd_index(args) -> int:
     return 0
 
 
-ALS_MODEL = "als"  # `recsys index --model als`: implicit's ALS, served by its own user fold-in
+FACTOR_MODELS = ("als", "bpr")  # `recsys index --model als|bpr`: implicit's, served by its own user fold-in
 
 
-def index_als(args, data, out: Path) -> int:
-    """The servable index of an ALS run (`verticals train recsys/als`), or of ALS fitted here with
-    solutions.recsys.factorization's defaults on every interaction (`--model als`)."""
-    from solutions.recsys.factorization import ALS  # lazy: loads scipy and implicit
+def index_factors(args, data, out: Path) -> int:
+    """The servable index of an ALS run (`verticals train recsys/als`), or of ALS / BPR fitted here with
+    solutions.recsys.factorization's defaults on every interaction (`--model als|bpr`)."""
+    from solutions.recsys.factorization import ALS, BPR  # lazy: loads scipy and implicit
     from solutions.recsys.factors_index import build_factor_index, load_factors  # lazy: loads the FAISS wrapper
 
     if args.metadata_columns:
-        raise UserError("--metadata-columns filters are not kept in an ALS index yet; leave them out")
-    if args.model == ALS_MODEL:
+        raise UserError("--metadata-columns filters are not kept in an ALS/BPR index yet; leave them out")
+    if args.model in FACTOR_MODELS:
         split = split_dataset(data, threshold=args.threshold, test_fraction=0.0, min_interactions=10**9)
-        model = ALS(seed=args.seed).fit(split)
+        model = (ALS if args.model == "als" else BPR)(seed=args.seed).fit(split)
     else:
         model, _ = load_factors(Path(args.model) / "model")
     index = build_factor_index(model, data, out, factory=args.factory, threshold=args.threshold)
-    print(f"indexed {len(index)} items with a training positive (ALS {model.params}, {index.factory}) into {out}; "
-          f"{len(data.items) - len(index)} items without one have no ALS vector")
+    kind = type(model).__name__
+    print(f"indexed {len(index)} items with a training positive ({kind} {model.params}, {index.factory}) into {out}; "
+          f"{len(data.items) - len(index)} items without one have no {kind} vector")
     return 0
 
 
@@ -298,7 +299,7 @@ def register(subparsers) -> None:
                    help="a `recsys train` run directory or a backbone (item text vectors); a `train recsys/als` run "
                         "directory, or `als` (implicit's ALS fitted here with its defaults): served with ALS's own "
                         "user fold-in; items need a training positive")
-    p.add_argument("--seed", type=int, default=0, help="ALS's random initialisation (--model als)")
+    p.add_argument("--seed", type=int, default=0, help="the factor model's random initialisation (--model als|bpr)")
     p.add_argument("--out", required=True, help="index directory")
     p.add_argument("--factory", default="Flat", help="FAISS factory: Flat, HNSW32, IVF1024,PQ32 (or flat/hnsw/ivfpq)")
     p.add_argument("--metadata-columns", default="", help="item columns to filter on, e.g. genres or category")

@@ -141,6 +141,18 @@ class BPR:
         self.bias[self.active] = model.item_factors[self.active, -1]
         return self
 
+    @classmethod
+    def from_factors(cls, item_factors: np.ndarray, items: list[str], active: np.ndarray, params: dict, *,
+                     seed: int = 0, num_threads: int = 1, negatives: int = 10, max_pairs: int = 20_000) -> "BPR":
+        """A fitted BPR from saved item factors ([items, factors + 1], the bias last: `item_factors`)."""
+        bpr = cls(**params, seed=seed, num_threads=num_threads, negatives=negatives, max_pairs=max_pairs)
+        bpr.items, bpr.item_index = list(items), {item: i for i, item in enumerate(items)}
+        bpr.active = np.asarray(active, dtype=np.int64)
+        bpr._active_set = set(bpr.active.tolist())
+        factors = np.asarray(item_factors, dtype=np.float64)
+        bpr.vectors, bpr.bias = np.ascontiguousarray(factors[:, :-1]), np.ascontiguousarray(factors[:, -1])
+        return bpr
+
     @property
     def item_factors(self) -> np.ndarray:
         """[items, factors + 1] (the last column is the bias), for an inner-product index."""

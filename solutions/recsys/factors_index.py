@@ -1,5 +1,5 @@
-"""A servable index of a matrix-factorisation model (implicit's ALS): its item vectors in the one
-FAISS index, and its own user fold-in computing the query from the history at request time.
+"""A servable index of a matrix-factorisation model (implicit's ALS or BPR): its item vectors in the
+one FAISS index, and its own user fold-in computing the query from the history at request time.
 
 `build_factor_index(model, data, out)` writes an index directory that `verticals recsys serve`
 and `Recommender.load` serve like any other: the item factors of the items with a training
@@ -9,10 +9,11 @@ norm through one extra coordinate; the query's extra coordinate is 0), the model
 (factors.safetensors + factors.json: no pickles) and the catalog (user histories, rating scale).
 At request time `FactorUserModel.query_vector(history)` is ALS's exact least-squares user step
 against the saved item factors (implicit's `recalculate_user`, the fold-in the offline protocol
-scores with), so the served ranking is the offline ranking; events posted to `/v1/events` change
+scores with; for BPR its seeded L-BFGS fold-in, solutions.recsys.factorization), so the served
+ranking is the offline ranking; events posted to `/v1/events` change
 the history and so the next answer, without a retrain.
 Leaves out: items without interactions (an ALS index has no vector for a text: adding one is
-refused with the reason; a text-to-factors map for cold items is future work), BPR and EASE.
+refused with the reason; a text-to-factors map for cold items is future work) and EASE (no item vectors).
 """
 
 from __future__ import annotations
@@ -25,18 +26,19 @@ from safetensors.numpy import load_file, save_file
 
 from core.foundation.errors import UserError
 from solutions.recsys.catalog import save_catalog
-from solutions.recsys.factorization import ALS
+from solutions.recsys.factorization import ALS, BPR
 from solutions.recsys.index import ItemIndex
 from solutions.recsys.sequential import to_cosine_items, to_cosine_users
 
 FACTORS_FILE, FACTORS_META = "factors.safetensors", "factors.json"
 FORMAT_VERSION = 1
+MODELS = {"als": ALS, "bpr": BPR}  # factors.json `kind` -> the class that folds users in
 
 
 class FactorUserModel:
-    """ALS's user vector for a history, in the served index's (cosine-mapped) space."""
+    """The factor model's user vector for a history, in the served index's (cosine-mapped) space."""
 
-    def __init__(self, model: ALS):
+    def __init__(self, model: ALS | BPR):
         self.model = model
 
     def query_vector(self, history: list[str]) -> np.ndarray | None:
@@ -57,18 +59,18 @@ class NoTextVectors:
         self.dim = dim
 
     def encode(self, texts: list[str], **options) -> np.ndarray:
-        raise UserError("this index serves ALS item factors: an item without interactions has no vector in it, so "
-                        "items cannot be added or re-embedded by text here; add its interactions to your data and "
+        raise UserError("this index serves ALS/BPR item factors: an item without interactions has no vector in it, "
+                        "so items cannot be added or re-embedded by text here; add its interactions to your data and "
                         "rebuild with `verticals recsys index DATA --model als`, or index a text model")
 
 
-def build_factor_index(model: ALS, data, out: str | Path, *, factory: str = "Flat", threshold: float | None = None,
+def build_factor_index(model: ALS | BPR, data, out: str | Path, *, factory: str = "Flat", threshold: float | None = None,
                        metadata: dict | None = None) -> ItemIndex:
-    """Write the servable index of a fitted ALS `model` (see the module docstring); returns the index."""
+    """Write the servable index of a fitted ALS or BPR `model` (see the module docstring); returns the index."""
     out = Path(out)
     active = [model.items[i] for i in model.active]
     if not active:
-        raise UserError("the ALS model has no item with a training positive: nothing to index")
+        raise UserError("the model has no item with a training positive: nothing to index")
     vectors = np.asarray(model.item_factors, dtype=np.float32)[model.active]
     max_norm = float(np.linalg.norm(vectors, axis=1).max()) or 1.0
     index = ItemIndex.build(active, to_cosine_items(vectors, max_norm), factory,
@@ -79,27 +81,30 @@ def build_factor_index(model: ALS, data, out: str | Path, *, factory: str = "Fla
     return index
 
 
-def save_factors(model: ALS, directory: str | Path, **extra) -> None:
+def save_factors(model: ALS | BPR, directory: str | Path, **extra) -> None:
     """factors.safetensors (the item factors) + factors.json (params, seed, items, which have a factor)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file({"item_factors": np.ascontiguousarray(model.item_factors, dtype=np.float32)},
               str(directory / FACTORS_FILE))
-    meta = {"format_version": FORMAT_VERSION, "kind": "als", "params": model.params, "seed": model.seed,
+    kind = next(name for name, cls in MODELS.items() if isinstance(model, cls))
+    fold_in = {"negatives": model.negatives, "max_pairs": model.max_pairs} if kind == "bpr" else {}
+    meta = {"format_version": FORMAT_VERSION, "kind": kind, "params": model.params, "seed": model.seed, **fold_in,
             "items": list(model.items), "active": [int(i) for i in model.active], **extra}
     (directory / FACTORS_META).write_text(json.dumps(meta))
 
 
-def load_factors(directory: str | Path) -> tuple[ALS, dict]:
-    """The ALS model saved by `save_factors` in `directory`, and its factors.json."""
+def load_factors(directory: str | Path) -> tuple[ALS | BPR, dict]:
+    """The model saved by `save_factors` in `directory`, and its factors.json."""
     directory = Path(directory)
     meta = json.loads((directory / FACTORS_META).read_text())
-    if meta.get("format_version") != FORMAT_VERSION or meta.get("kind") != "als":
+    if meta.get("format_version") != FORMAT_VERSION or meta.get("kind") not in MODELS:
         raise UserError(f"{directory / FACTORS_META}: not a factor model this version reads "
                         f"(format {meta.get('format_version')!r}, kind {meta.get('kind')!r}); rebuild it")
     factors = load_file(str(directory / FACTORS_FILE))["item_factors"]
-    model = ALS.from_factors(factors, meta["items"], np.asarray(meta["active"], dtype=np.int64), meta["params"],
-                             seed=meta["seed"])
+    fold_in = {k: meta[k] for k in ("negatives", "max_pairs") if k in meta}
+    model = MODELS[meta["kind"]].from_factors(factors, meta["items"], np.asarray(meta["active"], dtype=np.int64),
+                                              meta["params"], seed=meta["seed"], **fold_in)
     return model, meta
 
 

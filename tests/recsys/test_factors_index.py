@@ -1,4 +1,4 @@
-"""An ALS model served through the one index (solutions.recsys.factors_index): the ranking the HTTP
+"""ALS and BPR served through the one index (solutions.recsys.factors_index): the ranking the HTTP
 service returns is the ranking the offline protocol scores, events change the next answer, and a
 text has no vector in it."""
 
@@ -13,7 +13,7 @@ import pytest
 
 from core.serving.app import ServiceLimits
 from solutions.recsys.data import load_interactions
-from solutions.recsys.factorization import ALS
+from solutions.recsys.factorization import ALS, BPR
 from solutions.recsys.factors_index import build_factor_index, load_factor_model
 from solutions.recsys.live import Recommender
 from solutions.recsys.protocol import evaluate_scores, ranking_metrics, split_dataset
@@ -22,12 +22,16 @@ from tests.http_helpers import running
 LIMITS = ServiceLimits()
 
 
-@pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
+MODELS = {"als": lambda: ALS(factors=8, regularization=0.1, alpha=10.0, iterations=10, seed=0),
+          "bpr": lambda: BPR(factors=8, learning_rate=0.05, iterations=50, seed=0)}
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def fitted(request, tmp_path_factory):
     data = load_interactions("demo_catalog")
     split = split_dataset(data)  # latest 20% of each user's interactions held out
-    model = ALS(factors=8, regularization=0.1, alpha=10.0, iterations=10, seed=0).fit(split)
-    out = tmp_path_factory.mktemp("als-index")
+    model = MODELS[request.param]().fit(split)
+    out = tmp_path_factory.mktemp(f"{request.param}-index")
     build_factor_index(model, data, out)
     return data, split, model, out
 
@@ -55,7 +59,7 @@ def test_ndcg_through_http_equals_the_offline_ndcg_of_the_same_model(fitted):
                 assert r.status_code == 200, r.text
                 ranked.append([hit["id"] for hit in r.json()["items"]])
             refused = http.post("/v1/items", json={"id": "brand-new", "text": "a new item"})
-            assert refused.status_code == 400 and "serves ALS item factors" in refused.json()["error"]
+            assert refused.status_code == 400 and "serves ALS/BPR item factors" in refused.json()["error"]
     finally:
         rec.close()
     served = ranking_metrics(ranked, [split.relevant(u) for u in users], len(split.items))
@@ -75,17 +79,18 @@ def test_an_event_changes_the_next_answer_and_a_text_has_no_vector(fitted, tmp_p
         assert rec.add_events([type(data.interactions[0])(user, before[0][0], 1_767_225_600.0, None)]) == [None]
         after = rec.recommend_for_user(user, k=5)
         assert before[0][0] not in [item for item, _ in after] and after != before
-        with pytest.raises(Exception, match="serves ALS item factors"):
+        with pytest.raises(Exception, match="serves ALS/BPR item factors"):
             rec.add_item("brand-new", "a text")
     finally:
         rec.close()
 
 
-def test_recsys_index_builds_an_als_index_from_the_command_line(tmp_path):
+@pytest.mark.parametrize("kind", ["als", "bpr"])
+def test_recsys_index_builds_a_factor_index_from_the_command_line(tmp_path, kind):
     out = tmp_path / "idx"
-    done = subprocess.run([sys.executable, "-m", "verticals.cli", "recsys", "index", "demo_catalog", "--model", "als",
+    done = subprocess.run([sys.executable, "-m", "verticals.cli", "recsys", "index", "demo_catalog", "--model", kind,
                            "--out", str(out)], capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0 and "ALS" in done.stdout, done.stderr
+    assert done.returncode == 0 and kind.upper() in done.stdout, done.stderr
     rec = Recommender.load(out)
     try:
         assert rec.user_model is not None and len(rec.recommend(["i001", "i002"], k=3)) == 3
