@@ -25,10 +25,10 @@ from core.foundation.errors import UserError
 from core.runs.scaffold import RecipeRun
 from solutions.recsys.als_report import ALS_REPORT, METRIC
 from solutions.recsys.baselines import choose_on_validation
+from solutions.recsys.data import load_recipe_data
 from solutions.recsys.factorization import ALS
 from solutions.recsys.factors_index import save_factors
-from solutions.recsys.protocol import split_dataset
-from solutions.recsys.recipe import load_data
+from solutions.recsys.protocol import training_split
 from solutions.recsys.recipe_config import ALSRecipe
 
 START_GRID = {"factors": [32, 64, 128], "regularization": [0.1, 1.0, 10.0], "alpha": [1.0, 4.0, 10.0]}
@@ -81,9 +81,9 @@ def train_als(cfg: ALSRecipe, run_dir: Path, *, data_dir: str | None = None, res
     if resume:
         raise UserError("recsys ALS runs do not resume (a fit is seconds); start again with --overwrite")
     run = RecipeRun.open(cfg, run_dir, resume=False, overwrite=overwrite, has_checkpoint=False)
-    data = load_data(cfg, data_dir)
+    data = load_recipe_data(cfg.data, data_dir)
     threshold = cfg.data.threshold if cfg.data.threshold >= 0 else None
-    split = split_dataset(data, threshold=threshold, test_fraction=0.0, min_interactions=10**9)
+    split = training_split(data, threshold=threshold)
     m, seed = cfg.model, cfg.train.seed
     run.save_config()
     with run.ledger() as ledger:

@@ -21,7 +21,7 @@ from core.foundation.quiet import quiet_libraries
 from core.foundation.settings import build_config
 from core.serving.flags import add_serve_flags, serve_flags
 from solutions.recsys.data import load_interactions
-from solutions.recsys.protocol import evaluate_scores, split_dataset
+from solutions.recsys.protocol import evaluate_scores, split_dataset, training_split
 from solutions.recsys.recipe_config import ItemEncoderModel, ItemEncoderRecipe, ItemEncoderTrain
 
 MODEL, TRAIN = ItemEncoderModel(), ItemEncoderTrain()  # the recipe's defaults, which `recsys train` shares
@@ -87,10 +87,11 @@ def _encoder_path(model: str) -> str:
 
 def cmd_index(args) -> int:
     from solutions.recsys.catalog import build_index  # lazy: loads tqdm and the FAISS index wrapper
+    from solutions.recsys.factors_index import is_factor_run  # lazy: loads scipy and the FAISS index wrapper
 
     data = _load(args)
     out = Path(args.out)
-    if args.model in FACTOR_MODELS or (Path(args.model) / "model" / "factors.json").is_file():  # or an ALS run
+    if args.model in FACTOR_MODELS or is_factor_run(args.model):
         return index_factors(args, data, out)
     index = build_index(data, _encoder_path(args.model), out, data_spec=args.data, factory=args.factory,
                         metadata_columns=tuple(c for c in args.metadata_columns.split(",") if c),
@@ -112,8 +113,7 @@ def index_factors(args, data, out: Path) -> int:
     if args.metadata_columns:
         raise UserError("--metadata-columns filters are not kept in an ALS/BPR index yet; leave them out")
     if args.model in FACTOR_MODELS:
-        split = split_dataset(data, threshold=args.threshold, test_fraction=0.0, min_interactions=10**9)
-        model = (ALS if args.model == "als" else BPR)(seed=args.seed).fit(split)
+        model = (ALS if args.model == "als" else BPR)(seed=args.seed).fit(training_split(data, threshold=args.threshold))
     else:
         model, _ = load_factors(Path(args.model) / "model")
     index = build_factor_index(model, data, out, factory=args.factory, threshold=args.threshold)

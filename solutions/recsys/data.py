@@ -151,3 +151,14 @@ def load_interactions(spec: str, *, root: str | os.PathLike | None = None, items
         raise UserError(f"{path}: {len(unknown)} item id(s) are not in {item_path}, e.g. "
                         f"{', '.join(unknown[:5])}. Add them to the items file or drop those rows.")
     return InteractionData(path.stem, item_map, events, item_rows=item_rows)
+
+
+def load_recipe_data(section, data_dir: str | None) -> InteractionData:
+    """The interactions a recsys recipe's `data:` section names (solutions.recsys.recipe_config: a
+    catalog name, or an interactions CSV with `items` and its `text_columns`)."""
+    source = section.source
+    if source not in list_cards() and not Path(source).expanduser().is_file():
+        raise UserError(f"unknown dataset '{source}': not a catalog name ({', '.join(list_cards())}) and no such "
+                        f"file. Give a catalog name, or your interactions CSV with data.items=ITEMS.csv")
+    return load_interactions(source, root=data_dir, items=section.items or None,
+                             item_text_columns=tuple(c.strip() for c in section.text_columns.split(",") if c.strip()))

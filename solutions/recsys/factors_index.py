@@ -4,7 +4,7 @@ one FAISS index, and its own user fold-in computing the query from the history a
 `build_factor_index(model, data, out)` writes an index directory that `verticals recsys serve`
 and `Recommender.load` serve like any other: the item factors of the items with a training
 positive (an item without one has no ALS vector), mapped so that the cosine index ranks by
-ALS's inner product (solutions.recsys.sequential.to_cosine_items: every item vector gets the same
+ALS's inner product (solutions.recsys.index.to_cosine_items: every item vector gets the same
 norm through one extra coordinate; the query's extra coordinate is 0), the model's state
 (factors.safetensors + factors.json: no pickles) and the catalog (user histories, rating scale).
 At request time `FactorUserModel.query_vector(history)` is ALS's exact least-squares user step
@@ -27,8 +27,7 @@ from safetensors.numpy import load_file, save_file
 from core.foundation.errors import UserError
 from solutions.recsys.catalog import save_catalog
 from solutions.recsys.factorization import ALS, BPR
-from solutions.recsys.index import ItemIndex
-from solutions.recsys.sequential import to_cosine_items, to_cosine_users
+from solutions.recsys.index import ItemIndex, to_cosine_items, to_cosine_users
 
 FACTORS_FILE, FACTORS_META = "factors.safetensors", "factors.json"
 FORMAT_VERSION = 1
@@ -106,6 +105,11 @@ def load_factors(directory: str | Path) -> tuple[ALS | BPR, dict]:
     model = MODELS[meta["kind"]].from_factors(factors, meta["items"], np.asarray(meta["active"], dtype=np.int64),
                                               meta["params"], seed=meta["seed"], **fold_in)
     return model, meta
+
+
+def is_factor_run(path: str | Path) -> bool:
+    """A run directory of a factor recipe (`verticals train recsys/als`): its model/ holds the factors."""
+    return has_factor_model(Path(path) / "model")
 
 
 def has_factor_model(directory: str | Path) -> bool:

@@ -365,3 +365,21 @@ class ItemIndex:
         index._next_label = state["next_label"]
         index.journal_seq = state.get("journal_seq", 0)
         return index
+
+
+# ---------------------------------------------------------------- an inner-product model in the cosine index
+
+def to_cosine_items(vectors: np.ndarray, max_norm: float) -> np.ndarray:
+    """Item vectors with one extra coordinate so every row has norm `max_norm`: the cosine of a
+    query from `to_cosine_users` with them is then its inner product with the original vectors over
+    a constant, so the cosine index ranks by inner product (Bachrach et al. 2014). A vector longer
+    than `max_norm` (a new item) gets 0 there: its rank is then approximate."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    extra = np.sqrt(np.maximum(max_norm ** 2 - (vectors ** 2).sum(axis=1), 0.0))
+    return np.hstack([vectors, extra[:, None]]).astype(np.float32)
+
+
+def to_cosine_users(vectors: np.ndarray) -> np.ndarray:
+    """Query vectors with a 0 extra coordinate, to search items mapped by `to_cosine_items`."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return np.hstack([vectors, np.zeros((len(vectors), 1), dtype=np.float32)])

@@ -157,6 +157,12 @@ def split_dataset(data: InteractionData, *, threshold: float | None = None, test
                           min_interactions=min_interactions, threshold=threshold)
 
 
+def training_split(data: InteractionData, *, threshold: float | None = None) -> RankingSplit:
+    """Every interaction as training, no test window: what a served model learns from (its
+    hyper-parameters are chosen on this split's validation cut)."""
+    return split_dataset(data, threshold=threshold, test_fraction=0.0, min_interactions=10**9)
+
+
 def cold_start_split(split: RankingSplit, held: set[str]) -> RankingSplit:
     """The split with every training interaction on `held` items removed and only `held` items
     counting as relevant: no model has seen them, so collaborative models cannot rank them."""

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.data.catalog import list_cards
 from core.evaluation.metrics import plot_loss_curve
 from core.foundation.distributed import world_size
 from core.foundation.errors import UserError
 from core.models.backbones import load_backbone
 from core.runs.scaffold import RecipeRun
 from solutions.recsys.content import TextEncoder
-from solutions.recsys.data import load_interactions
+from solutions.recsys.data import load_recipe_data
 from solutions.recsys.finetune import FinetuneConfig, co_consumption_pairs, finetune_encoder, save_encoder
-from solutions.recsys.protocol import split_dataset
+from solutions.recsys.protocol import training_split
 from solutions.recsys.recipe_config import ItemEncoderRecipe
 from solutions.recsys.report import ITEM_ENCODER_REPORT
 
@@ -36,25 +35,15 @@ def finetune_config(cfg: ItemEncoderRecipe):
                           min_support=t.min_support, scale=t.scale, max_length=cfg.model.max_length, seed=t.seed)
 
 
-def load_data(cfg: ItemEncoderRecipe, data_dir: str | None):
-    source = cfg.data.source
-    if source not in list_cards() and not Path(source).expanduser().is_file():
-        raise UserError(f"unknown dataset '{source}': not a catalog name ({', '.join(list_cards())}) and no such "
-                        f"file. Give a catalog name, or your interactions CSV with data.items=ITEMS.csv")
-    return load_interactions(source, root=data_dir, items=cfg.data.items or None,
-                             item_text_columns=tuple(c.strip() for c in cfg.data.text_columns.split(",") if c.strip()))
-
-
 def train_item_encoder(cfg: ItemEncoderRecipe, run_dir: Path, *, data_dir: str | None = None, resume: bool = False,
                        overwrite: bool = False, progress: bool = True) -> dict:
     """Fine-tune the item text encoder of `cfg` into `run_dir`; returns the report."""
     if resume:
         raise UserError("recsys item-encoder runs do not resume (a run is minutes); start again with --overwrite")
     run = RecipeRun.open(cfg, run_dir, resume=False, overwrite=overwrite, has_checkpoint=False)
-    data = load_data(cfg, data_dir)
+    data = load_recipe_data(cfg.data, data_dir)
     ft = finetune_config(cfg)
-    split = split_dataset(data, threshold=cfg.data.threshold if cfg.data.threshold >= 0 else None,
-                          test_fraction=0.0, min_interactions=10**9)
+    split = training_split(data, threshold=cfg.data.threshold if cfg.data.threshold >= 0 else None)
     pairs = co_consumption_pairs(split, ft.window, ft.max_gap_seconds, ft.min_support)
     if not pairs:
         raise UserError(f"{cfg.data.source}: no co-consumption pairs (users need 2+ positives within "

@@ -37,7 +37,7 @@ from core.foundation.errors import UserError
 from solutions.recsys.baselines import History
 from solutions.recsys.catalog import save_catalog
 from solutions.recsys.content import MAX_LENGTH
-from solutions.recsys.index import ItemIndex
+from solutions.recsys.index import ItemIndex, to_cosine_items, to_cosine_users
 from solutions.recsys.protocol import RankingSplit, evaluate_scores, validation_split
 from solutions.recsys.sasrec import NextItemsStep, SASRec, SequentialConfig, training_batch
 
@@ -186,21 +186,6 @@ class SequentialRecommender:
         self.model.load_state_dict(state)
         self.model.to(device).eval()
         return self
-
-
-# ---------------------------------------------------------------- serving through the index
-
-def to_cosine_items(vectors: np.ndarray, max_norm: float) -> np.ndarray:
-    """Item vectors with one extra coordinate so every row has norm `max_norm` (module docstring).
-    A vector longer than `max_norm` (a new item) gets 0 there: its rank is then approximate."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    extra = np.sqrt(np.maximum(max_norm ** 2 - (vectors ** 2).sum(axis=1), 0.0))
-    return np.hstack([vectors, extra[:, None]]).astype(np.float32)
-
-
-def to_cosine_users(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    return np.hstack([vectors, np.zeros((len(vectors), 1), dtype=np.float32)])
 
 
 class ItemTextEncoder:

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from solutions.recsys.data import Interaction
 from solutions.recsys.baselines import ItemKNN, MostPopular, top_k_cosine, user_item_matrix
 from solutions.recsys.content import ContentRecommender, HybridRecommender, choose_alpha, recency_weights
+from solutions.recsys.data import Interaction
 from solutions.recsys.protocol import temporal_split
 
 ITEMS = ["a", "b", "c", "d"]

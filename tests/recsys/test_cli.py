@@ -55,8 +55,8 @@ def test_evaluate_prints_metrics_for_the_baselines():
 
 @needs_real_data
 def test_movielens_baselines_under_the_protocol():
-    from solutions.recsys.data import load_interactions
     from solutions.recsys.baselines import ItemKNN, MostPopular
+    from solutions.recsys.data import load_interactions
     from solutions.recsys.protocol import evaluate_scores, split_dataset
 
     split = split_dataset(load_interactions("movielens_latest_small", root=real_data_root()))

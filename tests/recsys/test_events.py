@@ -15,8 +15,8 @@ import pytest
 from core.serving.app import ServiceLimits
 from solutions.recsys.catalog import MAX_HISTORY, Catalog
 from solutions.recsys.data import Interaction, load_interactions
-from solutions.recsys.events import EVENTS_FILE, fold_events, logged_events, rating_problem
 from solutions.recsys.durable import saved_journal_seq
+from solutions.recsys.events import EVENTS_FILE, fold_events, logged_events, rating_problem
 from solutions.recsys.journal import JOURNAL_FILE
 from solutions.recsys.live import Recommender
 from tests.http_helpers import running

@@ -16,9 +16,9 @@ FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=list(Healt
 
 
 def _state(tmp_path):
-    from solutions.recsys.data import load_interactions
     from solutions.recsys.catalog import Catalog, item_metadata, user_histories
     from solutions.recsys.content import TextEncoder, embed_catalog
+    from solutions.recsys.data import load_interactions
     from solutions.recsys.index import ItemIndex
     from solutions.recsys.live import Recommender
 

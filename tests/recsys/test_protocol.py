@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 
 from solutions.recsys.data import Interaction
-from solutions.recsys.protocol import (catalog_coverage, cold_start_split, mrr, ndcg_at_k, rank_items,
-                                       ranking_metrics, recall_at_k, temporal_split, validation_split)
+from solutions.recsys.protocol import (
+    catalog_coverage,
+    cold_start_split,
+    mrr,
+    ndcg_at_k,
+    rank_items,
+    ranking_metrics,
+    recall_at_k,
+    temporal_split,
+    validation_split,
+)
 
 
 def test_recall_counts_hits_over_relevant():

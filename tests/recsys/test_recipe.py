@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from core.foundation.settings import build_config, load_config_file
 from core.foundation.errors import UserError
-from solutions.recsys.recipe_config import ItemEncoderRecipe
+from core.foundation.settings import build_config, load_config_file
 from solutions.recsys.recipe import finetune_config, train_item_encoder
+from solutions.recsys.recipe_config import ItemEncoderRecipe
 from solutions.recsys.report import ITEM_ENCODER_REPORT
 from verticals import registry
 from verticals.recommender import open_encoder_run

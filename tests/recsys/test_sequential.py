@@ -9,9 +9,10 @@ import torch
 
 from core.foundation.errors import UserError
 from solutions.recsys.data import Interaction, InteractionData
+from solutions.recsys.index import to_cosine_items, to_cosine_users
 from solutions.recsys.protocol import evaluate_scores, temporal_split
 from solutions.recsys.sasrec import SequentialConfig, next_items_loss, training_batch
-from solutions.recsys.sequential import SequentialRecommender, build_sequential_index, to_cosine_items, to_cosine_users
+from solutions.recsys.sequential import SequentialRecommender, build_sequential_index
 
 N_ITEMS, N_USERS, LENGTH = 60, 48, 12
 SMALL = {"dim": 16, "layers": 1, "heads": 2, "max_len": 16, "dropout": 0.0, "steps": 120, "batch_size": 32,

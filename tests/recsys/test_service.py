@@ -7,11 +7,11 @@ import time
 import httpx
 import pytest
 
-from solutions.recsys.data import load_interactions
+from core.serving.server import uvicorn_config
 from solutions.recsys.catalog import Catalog, item_metadata, user_histories
 from solutions.recsys.content import TextEncoder, embed_catalog
+from solutions.recsys.data import load_interactions
 from solutions.recsys.index import ItemIndex
-from core.serving.server import uvicorn_config
 from solutions.recsys.service import Recommender, create_app
 
 
