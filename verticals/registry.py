@@ -23,8 +23,9 @@ from solutions.finance import cli as finance_cli
 from solutions.finance.data import READERS as FINANCE_READERS
 from solutions.recsys import cli as recsys_cli
 from solutions.recsys.als_report import ALS_REPORT
+from solutions.recsys.ease_report import EASE_REPORT
 from solutions.recsys.export import write_encoder
-from solutions.recsys.recipe_config import ALSRecipe, ItemEncoderRecipe
+from solutions.recsys.recipe_config import ALSRecipe, EASERecipe, ItemEncoderRecipe
 from solutions.recsys.report import ITEM_ENCODER_REPORT
 from solutions.support import cli as support_cli
 from verticals.recommender import open_encoder_run
@@ -50,6 +51,7 @@ RECIPES: dict[str, Path] = {
     "finance/sentiment-lora": _recipe("finance", "sentiment-lora"),
     "recsys/item-encoder": _recipe("recsys", "item-encoder"),
     "recsys/als": _recipe("recsys", "als"),
+    "recsys/ease": _recipe("recsys", "ease"),
 }
 DEMO_RECIPE = "support/intent-demo"  # what `verticals demo` trains: the first job a new user runs
 
@@ -79,6 +81,18 @@ def train_als(cfg, run_dir: Path, **options) -> dict:
     return run(cfg, run_dir, **options)
 
 
+def train_ease(cfg, run_dir: Path, **options) -> dict:
+    """The recsys EASE runner (solutions.recsys.ease_recipe.train_ease)."""
+    from solutions.recsys.ease_recipe import train_ease as run  # lazy: loads scipy and the FAISS wrapper, as above
+
+    return run(cfg, run_dir, **options)
+
+
+def not_for_ease(*args, **kwargs):
+    raise UserError("an EASE run has an item-item matrix, not a text model: serve it with `verticals recsys index "
+                    "RUN --out INDEX_DIR` and `verticals recsys serve INDEX_DIR`")
+
+
 def not_for_als(*args, **kwargs):
     raise UserError("an ALS run has item factors, not a text model: serve it with `verticals recsys index DATA "
                     "--model RUN --out INDEX_DIR` and `verticals recsys serve INDEX_DIR`")
@@ -98,6 +112,8 @@ TASKS: dict[str, Task] = {
                                 export_model=write_encoder, open_run=open_encoder_run),
     "recsys-als": Task(schema=ALSRecipe, runner=train_als, report=ALS_REPORT, export_model=not_for_als,
                        open_run=not_for_als),
+    "recsys-ease": Task(schema=EASERecipe, runner=train_ease, report=EASE_REPORT, export_model=not_for_ease,
+                        open_run=not_for_ease),
 }
 
 # Data card `format.type` -> reader, for the formats a solution reads (core reads csv itself).

@@ -51,6 +51,7 @@ from core.foundation.errors import UserError
 from solutions.recsys.catalog import Catalog
 from solutions.recsys.content import TextEncoder, recency_weights
 from solutions.recsys.data import Interaction
+from solutions.recsys.ease_index import has_ease_model, load_ease_scorer
 from solutions.recsys.events import archive_events, event_record, fold_events, record_events
 from solutions.recsys.factors_index import has_factor_model, load_factor_model
 from solutions.recsys.index import ItemIndex
@@ -107,6 +108,7 @@ class Recommender:
         self._unarchived: list[dict] = []  # event records in the journal, not yet in the archive
 
     user_model = None  # a sequential or ALS model when the index holds its item vectors (load)
+    scorer = None  # an EASE model: it ranks by scoring the history (solutions.recsys.ease_index; load)
 
     @classmethod
     def load(cls, directory: str | Path, *, compact_every: int = COMPACT_EVERY,
@@ -137,6 +139,8 @@ class Recommender:
             rec.user_model = factor_model[0]
         elif has_served_model(directory):  # the index of a sequential model: its user vector queries it
             rec.user_model, rec.encoder = load_served_model(directory, rec.encoder)
+        elif has_ease_model(directory):  # the text index of an EASE model: B scores the history
+            rec.scorer = load_ease_scorer(directory)
         return rec
 
     # ------------------------------------------------------------ reads
@@ -147,7 +151,12 @@ class Recommender:
     def recommend(self, history: list[str], k: int = 10, where: dict | None = None,
                   exclude_seen: bool = True) -> list[tuple[str, float]]:
         """(item id, score) for a history of item ids, oldest first (recent items weigh more).
-        With a sequential model: one search with the model's user vector for the history."""
+        With a sequential model: one search with the model's user vector for the history; with EASE:
+        its scores (a history none of whose items EASE covers falls back to the text vectors)."""
+        if self.scorer is not None:
+            ranked = self.scorer.recommend(self.index, history, k, where, set(history) if exclude_seen else None)
+            if ranked is not None:
+                return ranked
         query = self.user_model.query_vector(history) if self.user_model is not None else None
         if query is not None:
             return self.index.search(query, k, exclude=set(history) if exclude_seen else None, where=where).row(0)

@@ -1,5 +1,5 @@
-"""The recsys recipes' schemas and defaults: the item encoder (task: recsys-item-encoder) and
-implicit's ALS (task: recsys-als).
+"""The recsys recipes' schemas and defaults: the item encoder (task: recsys-item-encoder),
+implicit's ALS (task: recsys-als) and EASE (task: recsys-ease).
 
 The one place the item encoder's defaults are set: the recipe YAML names only what it chooses
 (the data), and `finetune.FinetuneConfig`, the `recsys train` flags and the MovieLens benchmark
@@ -7,7 +7,8 @@ read the rest from here.
 
 Light on purpose: the app layer's task registry imports it to validate a recipe before anything
 trains (`verticals --help` and `verticals train --help` must not load torch). The runner that
-trains the item encoder is solutions.recsys.recipe; ALS's is solutions.recsys.als_recipe.
+trains the item encoder is solutions.recsys.recipe; ALS's is solutions.recsys.als_recipe, EASE's
+solutions.recsys.ease_recipe.
 """
 
 from __future__ import annotations
@@ -91,4 +92,35 @@ class ALSRecipe:
     data: ItemEncoderData = field(default_factory=ItemEncoderData)
     model: ALSModel = field(default_factory=ALSModel)
     train: ALSTrain = field(default_factory=ALSTrain)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+@dataclass(frozen=True)
+class EASEModel:
+    """EASE (Steck 2019); with `search`, l2 is chosen on the validation cut."""
+
+    l2: float = setting(100.0, positive=True)  # taken as is with search=false
+    search: bool = True  # choose l2 on the validation cut; the grid widens past an edge the choice sits on
+    search_rounds: int = setting(3, minimum=0)  # how many times the grid may widen
+    max_items: int = setting(20_000, positive=True)  # items with a training positive; B is 4·n² bytes of float32
+
+
+@dataclass(frozen=True)
+class EASETrain:
+    seed: int = setting(0, minimum=0)  # EASE is a closed form: the seed only fixes the run's generators
+
+
+@dataclass(frozen=True)
+class EASERecipe:
+    """A recommender run of EASE (`task: recsys-ease`): `verticals recsys index RUN --out DIR` serves it."""
+
+    ALIASES: ClassVar[dict[str, str]] = {"data": "data.source", "tracking": "tracking.backend"}
+
+    name: str = ""
+    description: str = ""
+    task: str = setting("recsys-ease", choices=("recsys-ease",))
+    device: str = setting("cpu", choices=("cpu",))  # a numpy/LAPACK solve
+    data: ItemEncoderData = field(default_factory=ItemEncoderData)
+    model: EASEModel = field(default_factory=EASEModel)
+    train: EASETrain = field(default_factory=EASETrain)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

@@ -1,0 +1,182 @@
+"""Fitting, scoring, saving and serving the set autoencoder (solutions.recsys.autoencoder).
+
+Fitting (`fit(split)`), as for the sequential model: train on `protocol.validation_split(split)`
+(the training histories cut again in time) through the core engine (AdamW, clipping, validation
+every `validate_every` steps with best-weights keeping and early stopping on NDCG@10), then, with
+`refit`, train a fresh model on the whole training histories for the best number of steps. The
+test windows are never read.
+
+Serving: `item_vectors()` = [output embedding, bias] and `query_vector(history)` = [user vector,
+1] mapped onto the cosine index (solutions.recsys.index.to_cosine_items / to_cosine_users), so one
+index search ranks exactly as `score` does. `build_set_index` writes the index, the model
+(safetensors + JSON, never pickle) and the catalog; `Recommender.load` (solutions.recsys.live)
+finds the model there. Leaves out: the network (autoencoder) and online training.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from core.engine.loop import Engine, LoopSettings, Validation, decay_groups
+from core.foundation.errors import UserError
+from solutions.recsys.autoencoder import SetAutoencoder, SetConfig, SetStep, bag, training_batch
+from solutions.recsys.baselines import History
+from solutions.recsys.catalog import save_catalog
+from solutions.recsys.index import ItemIndex, to_cosine_items, to_cosine_users
+from solutions.recsys.protocol import RankingSplit, evaluate_scores, validation_split
+
+MODEL_FILE, CONFIG_FILE = "set_autoencoder.safetensors", "set_autoencoder.json"
+
+
+class SetRecommender:
+    """`fit(split)` / `score(histories)` like the baselines; `item_vectors` / `query_vector` for serving."""
+
+    name = "set-autoencoder"
+
+    def __init__(self, cfg: SetConfig = SetConfig(), text_vectors: np.ndarray | None = None,
+                 *, device: str = "cpu", progress: bool = False):
+        self.cfg, self.text_vectors, self.device, self.progress = cfg, text_vectors, device, progress
+        self.model: SetAutoencoder | None = None
+        self.fit_report: dict = {}
+
+    # ------------------------------------------------------------ training
+    def _sequences(self, split: RankingSplit) -> list[np.ndarray]:
+        seqs = [np.asarray([self.item_index[i] for i, _ in split.history(u)], dtype=np.int64)
+                for u in sorted(split.train)]
+        return [s for s in seqs if len(s)]
+
+    def _new_model(self) -> SetAutoencoder:
+        torch.manual_seed(self.cfg.seed)
+        return SetAutoencoder(len(self.items), self.cfg, self.text_vectors)
+
+    def _train(self, model: SetAutoencoder, split: RankingSplit, steps: int, validation=None):
+        cfg = self.cfg
+        sequences = self._sequences(split)
+        if not sequences:
+            raise UserError("no user has a training positive; the set autoencoder needs histories")
+
+        def micro_batch(m: int):
+            rng = np.random.default_rng([cfg.seed, m])
+            return training_batch(sequences, rng.integers(0, len(sequences), cfg.batch_size), cfg, rng)
+
+        settings = LoopSettings(steps=steps, warmup=cfg.warmup, schedule="constant", max_seconds=cfg.max_seconds,
+                                desc="set-autoencoder", log_every=max(1, cfg.validate_every),
+                                steps_per_epoch=len(sequences) / cfg.batch_size)
+        step, rows = SetStep(model), []
+        result = Engine(self.device).run(step, decay_groups(step.named_parameters(), cfg.lr, cfg.weight_decay),
+                                         micro_batch, settings, validation=validation, progress=self.progress,
+                                         metric_sinks=(rows.append,))
+        return result, [r for r in rows if "validation_ndcg@10" in r]
+
+    def fit(self, split: RankingSplit) -> SetRecommender:
+        self.items, self.item_index = list(split.items), split.item_index
+        cut = validation_split(split)
+        self.model = self._new_model()
+        users = cut.eval_users()
+        validation = None
+        if users:
+            validation = Validation(lambda: evaluate_scores(self.score_users(cut), cut, users=users),
+                                    every=self.cfg.validate_every, metric="ndcg@10", patience=self.cfg.patience)
+        first, history = self._train(self.model, cut, self.cfg.steps, validation)
+        best = first.best_step if first.best_metric is not None else first.steps
+        self.fit_report = {"validation_ndcg@10": first.best_metric, "best_step": best, "steps": first.steps,
+                           "stopped_early": first.stopped_early, "history": history,
+                           "train_seconds": first.train_seconds}
+        if self.cfg.refit and best > 0:
+            self.model = self._new_model()
+            second, _ = self._train(self.model, split, best)
+            self.fit_report["refit_seconds"] = second.train_seconds
+        self.model.eval()
+        return self
+
+    # ------------------------------------------------------------ scoring
+    def user_vectors(self, histories: list[History], batch: int = 256) -> np.ndarray:
+        """[len(histories), dim + 1] = [user vector, 1]; items the model does not know are skipped,
+        and only the latest `max_history` known items are read."""
+        self._require_model()
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(histories), batch):
+                rows = [np.asarray([self.item_index[i] for i, _ in h if i in self.item_index][-self.cfg.max_history:],
+                                   dtype=np.int64) for h in histories[start:start + batch]]
+                users = self.model.user_vectors(*bag(rows)) * torch.tensor([[float(len(r) > 0)] for r in rows])
+                out.append(torch.cat([users, torch.ones(len(rows), 1)], dim=1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.cfg.dim + 1), dtype=np.float32)
+
+    def item_vectors(self) -> np.ndarray:
+        """[n_items, dim + 1] in catalog order; score = user vector . item vector."""
+        self._require_model()
+        with torch.no_grad():
+            return self.model.item_vectors().numpy()
+
+    def score(self, histories: list[History]) -> np.ndarray:
+        return self.user_vectors(histories) @ self.item_vectors().T
+
+    def score_users(self, split: RankingSplit):
+        return lambda users: self.score([split.history(u) for u in users])
+
+    def query_vector(self, history: list[str]) -> np.ndarray | None:
+        """The index query (cosine-mapped) for a history of item ids, oldest first; None if the
+        model knows none of them."""
+        known = [(item, 0.0) for item in history if item in self.item_index]
+        return to_cosine_users(self.user_vectors([known])) if known else None
+
+    def _require_model(self) -> None:
+        if self.model is None:
+            raise UserError("the set autoencoder is not trained; call fit(split) or load a saved one")
+
+    # ------------------------------------------------------------ persistence (safetensors + JSON)
+    def save(self, directory: str | Path, extra: dict | None = None) -> Path:
+        self._require_model()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
+                  directory / MODEL_FILE)
+        (directory / CONFIG_FILE).write_text(json.dumps({"config": asdict(self.cfg), "items": self.items,
+                                                         "fit": _plain(self.fit_report), **(extra or {})}))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> SetRecommender:
+        directory = Path(directory)
+        if not has_set_model(directory) or not (directory / MODEL_FILE).is_file():
+            raise UserError(f"{directory} holds no set autoencoder ({MODEL_FILE} + {CONFIG_FILE}); "
+                            f"train one (`verticals train recsys/set`) and index it.")
+        meta = json.loads((directory / CONFIG_FILE).read_text())
+        self = cls(SetConfig.from_dict(meta["config"]), device=device)
+        self.items = list(meta["items"])
+        self.item_index = {item: i for i, item in enumerate(self.items)}
+        self.meta, self.fit_report = meta, meta.get("fit", {})
+        self.model = SetAutoencoder(len(self.items), self.cfg)
+        self.model.load_state_dict(load_file(directory / MODEL_FILE))
+        self.model.to(device).eval()
+        return self
+
+
+def _plain(report: dict) -> dict:
+    """The fit report without the per-pass history (kept in the run's report instead)."""
+    return {k: v for k, v in report.items() if k != "history"}
+
+
+def has_set_model(directory: str | Path) -> bool:
+    return (Path(directory) / CONFIG_FILE).is_file()
+
+
+def build_set_index(model: SetRecommender, data, out: str | Path, *, factory: str = "Flat",
+                    threshold: float | None = None, metadata: dict | None = None) -> ItemIndex:
+    """Write a servable index dir: the item vectors (cosine-mapped) in an ItemIndex, the model and
+    the catalog (user histories). Returns the ItemIndex."""
+    vectors = model.item_vectors()
+    max_norm = float(np.linalg.norm(vectors, axis=1).max()) or 1.0
+    index = ItemIndex.build(model.items, to_cosine_items(vectors, max_norm), factory, metadata)
+    out = Path(out)
+    index.save(out)
+    model.save(out, extra={"max_norm": max_norm})
+    save_catalog(data, out, "", 0, threshold=threshold)
+    return index
