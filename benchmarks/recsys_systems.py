@@ -27,6 +27,8 @@ from solutions.recsys.finetune import FinetuneConfig, co_consumption_pairs, fine
 from solutions.recsys.protocol import RankingSplit, evaluate_scores, validation_split
 from solutions.recsys.sasrec import SequentialConfig
 from solutions.recsys.sequential import SequentialRecommender
+from solutions.recsys.set_recommender import SetRecommender
+from solutions.recsys.autoencoder import SetConfig
 
 HALF_LIVES = (5.0, 20.0, 100.0)
 
@@ -129,6 +131,13 @@ def _sequential(ctx, params, seed):
     return SequentialRecommender(cfg, ctx.vectors("pretrained")[0])
 
 
+def _set(ctx, params, seed):
+    cfg = SetConfig(seed=seed)
+    if ctx.args.quick:
+        cfg = replace(cfg, steps=20, validate_every=10)
+    return SetRecommender(cfg, ctx.vectors("pretrained")[0])
+
+
 def _blend_tune_within(max_metric_loss: float):
     """The blend's (alpha, cold_boost) on the validation cut: the best NDCG@10, or (max_metric_loss
     > 0) the largest cold boost within that share of the best: what showing new items costs."""
@@ -179,6 +188,8 @@ SYSTEMS = {
                      False, "finetuned"),
     "sequential": System("sequential (SASRec-style, interaction-trained, pretrained text vectors)", _nothing,
                          _sequential, True, "pretrained", lambda m: (m.user_vectors, m.item_vectors())),
+    "set": System("set autoencoder (ours: Mult-DAE predicting later items, item tables from pretrained text)",
+                  _nothing, _set, True, "pretrained", lambda m: (m.user_vectors, m.item_vectors())),
     "blend": System("cold-start blend: EASE + fine-tuned content (cold items by text)", _blend_tune, _blend, False,
                     "finetuned"),
     "blend_exposure": System("cold-start blend, cold boost within 5% of its best validation NDCG@10",

@@ -25,8 +25,9 @@ from solutions.recsys import cli as recsys_cli
 from solutions.recsys.als_report import ALS_REPORT
 from solutions.recsys.ease_report import EASE_REPORT
 from solutions.recsys.export import write_encoder
-from solutions.recsys.recipe_config import ALSRecipe, EASERecipe, ItemEncoderRecipe
+from solutions.recsys.recipe_config import ALSRecipe, EASERecipe, ItemEncoderRecipe, SetRecipe
 from solutions.recsys.report import ITEM_ENCODER_REPORT
+from solutions.recsys.set_report import SET_REPORT
 from solutions.support import cli as support_cli
 from verticals.recommender import open_encoder_run
 from verticals.run import Run
@@ -52,6 +53,7 @@ RECIPES: dict[str, Path] = {
     "recsys/item-encoder": _recipe("recsys", "item-encoder"),
     "recsys/als": _recipe("recsys", "als"),
     "recsys/ease": _recipe("recsys", "ease"),
+    "recsys/set": _recipe("recsys", "set"),
 }
 DEMO_RECIPE = "support/intent-demo"  # what `verticals demo` trains: the first job a new user runs
 
@@ -88,6 +90,18 @@ def train_ease(cfg, run_dir: Path, **options) -> dict:
     return run(cfg, run_dir, **options)
 
 
+def train_set(cfg, run_dir: Path, **options) -> dict:
+    """The recsys set-autoencoder runner (solutions.recsys.set_recipe.train_set)."""
+    from solutions.recsys.set_recipe import train_set as run  # lazy: loads torch, as above
+
+    return run(cfg, run_dir, **options)
+
+
+def not_for_set(*args, **kwargs):
+    raise UserError("a set-autoencoder run has item vectors, not a text model: serve it with `verticals recsys index "
+                    "RUN --out INDEX_DIR` and `verticals recsys serve INDEX_DIR`")
+
+
 def not_for_ease(*args, **kwargs):
     raise UserError("an EASE run has an item-item matrix, not a text model: serve it with `verticals recsys index "
                     "RUN --out INDEX_DIR` and `verticals recsys serve INDEX_DIR`")
@@ -114,6 +128,8 @@ TASKS: dict[str, Task] = {
                        open_run=not_for_als),
     "recsys-ease": Task(schema=EASERecipe, runner=train_ease, report=EASE_REPORT, export_model=not_for_ease,
                         open_run=not_for_ease),
+    "recsys-set": Task(schema=SetRecipe, runner=train_set, report=SET_REPORT, export_model=not_for_set,
+                       open_run=not_for_set),
 }
 
 # Data card `format.type` -> reader, for the formats a solution reads (core reads csv itself).

@@ -23,7 +23,7 @@ from core.foundation.quiet import quiet_libraries
 from core.foundation.settings import build_config
 from core.serving.flags import add_serve_flags, serve_flags
 from solutions.recsys.data import load_interactions
-from solutions.recsys.index_cli import index_ease, run_as_data
+from solutions.recsys.index_cli import add_cold_args, index_ease, index_set, run_as_data
 from solutions.recsys.protocol import evaluate_scores, split_dataset, training_split
 from solutions.recsys.recipe_config import ItemEncoderModel, ItemEncoderRecipe, ItemEncoderTrain
 
@@ -92,6 +92,7 @@ def cmd_index(args) -> int:
     from solutions.recsys.catalog import build_index  # lazy: loads tqdm and the FAISS index wrapper
     from solutions.recsys.ease_index import is_ease_run  # lazy: loads scipy and the FAISS index wrapper
     from solutions.recsys.factors_index import is_factor_run  # lazy: as above
+    from solutions.recsys.set_recommender import is_set_run  # lazy: loads torch (the text index needs it too)
 
     run_as_data(args, MODEL.backbone)
     data = _load(args)
@@ -102,9 +103,12 @@ def cmd_index(args) -> int:
         raise UserError("--cold-items maps item text to a factor model's vectors: use it with --model als|bpr")
     if args.model == "ease" or is_ease_run(args.model):
         return index_ease(args, data, out, _encoder_path(args.encoder))
+    if is_set_run(args.model):  # after ALS and EASE: this check loads torch
+        return index_set(args, data, out)
     if (Path(args.model) / "model").is_dir():
         raise UserError(f"{Path(args.model) / 'model'} holds no model `recsys index` serves (factors.json: ALS or "
-                        f"BPR, ease.json: EASE); train it with `verticals train recsys/als` or `recsys/ease`")
+                        f"BPR, ease.json: EASE, set_autoencoder.json: the set autoencoder); train it with "
+                        f"`verticals train recsys/als`, `recsys/ease` or `recsys/set`")
     index = build_index(data, _encoder_path(args.model), out, data_spec=args.data, factory=args.factory,
                         metadata_columns=tuple(c for c in args.metadata_columns.split(",") if c),
                         half_life=args.half_life, threshold=args.threshold, data_dir=args.data_dir, items=args.items,
@@ -138,7 +142,8 @@ def index_factors(args, data, out: Path) -> int:
     else:
         model, _ = load_factors(Path(args.model) / "model")
     cold = factor_cold_items(model, split, data.items, encoder=_encoder_path(args.encoder),
-                             max_metric_loss=args.max_metric_loss, seed=args.seed) if args.cold_items else None
+                             max_metric_loss=args.max_metric_loss, max_recall_loss=args.max_recall_loss,
+                             seed=args.seed) if args.cold_items else None
     index = build_factor_index(model, data, out, factory=args.factory, threshold=args.threshold, cold=cold)
     kind, warm = type(model).__name__, len(model.active)
     placed = (f"{len(index) - warm} without one placed by their text" if cold is not None and cold.exposure else
@@ -149,7 +154,6 @@ def index_factors(args, data, out: Path) -> int:
         print(f"cold map: {cold.summary()}" + ("" if cold.exposure else f"; no exposure of new items kept NDCG@10 "
               f"within --max-metric-loss {args.max_metric_loss}: no map saved, items cannot be added by text"))
     return 0
-
 
 
 def _recommender(directory: str):
@@ -328,18 +332,11 @@ def register(subparsers) -> None:
                    f"{MODEL.backbone}); a `train recsys/als` run directory, or `als` (implicit's ALS fitted here with "
                    "its defaults): served with ALS's own user fold-in; items need a training positive. `ease`: EASE "
                    "fitted here, l2 chosen on the validation cut, or a `train recsys/ease` run directory: scored at "
-                   f"request time: {EASE_MEMORY}")
+                   f"request time: {EASE_MEMORY}. A `train recsys/set` run: the set autoencoder's item vectors")
     p.add_argument("--encoder", default=MODEL.backbone, help="the item text encoder of an EASE index (its vectors serve "
                    "similar and new items) and of --cold-items: a backbone (minilm, tiny) or a `recsys train` run")
     p.add_argument("--seed", type=int, default=0, help="the factor model's random initialisation (--model als|bpr)")
-    p.add_argument("--cold-items", action="store_true",
-                   help="--model als|bpr: fit a map from item text (--encoder's vectors) to the factors, so items "
-                        "without a training positive, and items added later by text (POST /v1/items), get a vector "
-                        "and can be recommended; their exposure is chosen on the validation cut within "
-                        "--max-metric-loss. Off by default: it embeds the whole catalog, refits the model on the "
-                        "validation cut, and makes serving load the text encoder (torch)")
-    p.add_argument("--max-metric-loss", type=float, default=0.02,
-                   help="--cold-items: the share of validation NDCG@10 new items may cost (default 0.02: 2%%)")
+    add_cold_args(p)
     p.add_argument("--out", required=True, help="index directory")
     p.add_argument("--factory", default="Flat", help="FAISS factory: Flat, HNSW32, IVF1024,PQ32 (or flat/hnsw/ivfpq)")
     p.add_argument("--metadata-columns", default="", help="item columns to filter on, e.g. genres or category")

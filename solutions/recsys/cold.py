@@ -17,6 +17,9 @@ What.
   pushed further away, not toward it), needs no change to the query or the index's dimension,
   and stays exact in the cosine index as long as the index's `max_norm` covers the scaled
   vectors (solutions.recsys.index.to_cosine_items). Exposure 0 means: no cold items (the model alone).
+- The other policy, reserved positions for the user's best cold items in every list, and the choice among
+  both (with `fit_cold_items`) are in solutions.recsys.cold_slots; `pseudo_cold` builds the validation cut
+  both are scored on, and every curve point also records Recall@20 over all items.
 - `choose_exposure` picks it on the validation cut only (the test windows are never read): it
   holds out `cold_fraction` of the validation-relevant items as pseudo-cold (their training
   interactions removed, protocol.cold_start_split), fits the model and the map without them, and
@@ -164,45 +167,36 @@ def pick_exposure(curve: list[dict], max_metric_loss: float = MAX_METRIC_LOSS) -
     return float(max(feasible, key=lambda p: (p["cold_recall@20"], p["exposure"]))["exposure"])
 
 
-def exposure_curve(model: Collaborative, mapped: np.ndarray, everything: RankingSplit, all_users: list[str],
-                   cold: RankingSplit, cold_users: list[str], exposures: tuple[float, ...]) -> list[dict]:
-    """Per exposure: NDCG@10 over all items (`everything`'s relevance) and the cold items' Recall@20
-    (`cold`'s relevance); `mapped` [catalog items, dim] holds the mapped vector of every item."""
-    users = sorted(set(all_users) | set(cold_users))
-    row = {user: r for r, user in enumerate(users)}
-    user_vectors = np.asarray(model.user_vectors([everything.history(u) for u in users]), dtype=np.float64)
-    is_cold = np.ones(len(everything.items), dtype=bool)
-    is_cold[model.active] = False
-    warm_scores = user_vectors @ np.asarray(model.item_vectors, dtype=np.float64).T
-    cold_scores = user_vectors @ np.asarray(mapped, dtype=np.float64)[is_cold].T
-    curve = []
-    for exposure in exposures:
-        scores = warm_scores.copy()
-        if exposure == 0.0:
-            rank_cold_last(scores, np.flatnonzero(~is_cold))  # as the model scores without a map
-        else:
-            scores[:, is_cold] = exposure * cold_scores
+@dataclass(frozen=True)
+class PseudoCold:
+    """The validation cut with `cold_fraction` of its relevant items held out as pseudo-cold: the model and
+    the map fitted without them, and every user's warm and mapped scores (rows: `users`)."""
 
-        def pick(chunk: list[str], scores=scores) -> np.ndarray:
-            return scores[[row[u] for u in chunk]]
+    model: Collaborative
+    mapping: TextToVectors
+    everything: RankingSplit  # relevance: every item
+    tuning: RankingSplit  # relevance: the pseudo-cold items only
+    all_users: list[str]
+    cold_users: list[str]
+    users: list[str]  # all_users | cold_users, sorted: the rows of the score matrices
+    warm_scores: np.ndarray  # [users, catalog items]: user . learned vector (cold columns meaningless)
+    cold_scores: np.ndarray  # [users, catalog items]: user . mapped vector
+    is_cold: np.ndarray  # [catalog items] bool: no learned vector
+    held: int
 
-        curve.append({"exposure": float(exposure),
-                      "ndcg@10": evaluate_scores(pick, everything, users=all_users)["ndcg@10"],
-                      "cold_recall@20": evaluate_scores(pick, cold, users=cold_users)["recall@20"]})
-    return curve
+    def rows(self, chunk: list[str]) -> list[int]:
+        row = {user: r for r, user in enumerate(self.users)}
+        return [row[u] for u in chunk]
 
 
-def choose_exposure(fit: Callable[[RankingSplit], Collaborative], split: RankingSplit, text_vectors, *,
-                    max_metric_loss: float = MAX_METRIC_LOSS, exposures: tuple[float, ...] = EXPOSURES,
-                    cold_fraction: float = 0.1, seed: int = 0, max_users: int = 5000) -> tuple[float, dict]:
-    """The exposure for cold items, chosen on `split`'s validation cut (module docstring); `fit(split)`
-    fits the model and returns its `Collaborative`; `text_vectors` has one row per `split.items`.
-    Returns (exposure, report: the budget, the pseudo-cold items and users, the curve, the choice)."""
+def pseudo_cold(fit: Callable[[RankingSplit], Collaborative], split: RankingSplit, text_vectors, *,
+                cold_fraction: float = 0.1, seed: int = 0, max_users: int = 5000) -> PseudoCold:
+    """The pseudo-cold validation cut every exposure policy is scored on (`choose_exposure`; and the reserved
+    slots of solutions.recsys.cold_slots); the test windows are never read."""
     text_vectors = finite_matrix("text vectors", text_vectors)
     if len(text_vectors) != len(split.items):
         raise UserError(f"{len(text_vectors)} text vectors for a catalog of {len(split.items)} items: embed "
                         f"split.items in order (content.embed_catalog)")
-    check_budget(max_metric_loss)
     rng = np.random.default_rng(seed)
     validation = validation_split(split)
     held = pick_cold_items(validation, cold_fraction, rng)
@@ -217,14 +211,57 @@ def choose_exposure(fit: Callable[[RankingSplit], Collaborative], split: Ranking
         all_users = sorted(rng.choice(all_users, max_users, replace=False).tolist())
     model = fit(tuning)
     mapping = TextToVectors.fit(text_vectors[model.active], np.asarray(model.item_vectors)[model.active])
-    exposures = tuple(sorted({0.0, *map(float, exposures)}))
-    curve = exposure_curve(model, mapping(text_vectors), everything, all_users, tuning, cold_users, exposures)
+    users = sorted(set(all_users) | set(cold_users))
+    user_vectors = np.asarray(model.user_vectors([everything.history(u) for u in users]), dtype=np.float64)
+    is_cold = np.ones(len(everything.items), dtype=bool)
+    is_cold[model.active] = False
+    return PseudoCold(model, mapping, everything, tuning, all_users, cold_users, users,
+                      user_vectors @ np.asarray(model.item_vectors, dtype=np.float64).T,
+                      user_vectors @ np.asarray(mapping(text_vectors), dtype=np.float64).T, is_cold, len(held))
+
+
+def curve_point(cut: PseudoCold, pick: Callable[[list[str]], np.ndarray], **policy) -> dict:
+    """One policy's validation scores: NDCG@10 and Recall@20 over all items, the pseudo-cold items' Recall@20."""
+    overall = evaluate_scores(pick, cut.everything, users=cut.all_users)
+    return {**policy, "ndcg@10": overall["ndcg@10"], "recall@20": overall["recall@20"],
+            "cold_recall@20": evaluate_scores(pick, cut.tuning, users=cut.cold_users)["recall@20"]}
+
+
+def exposure_curve(cut: PseudoCold, exposures: tuple[float, ...]) -> list[dict]:
+    """Per exposure: NDCG@10 and Recall@20 over all items and the pseudo-cold items' Recall@20."""
+    curve = []
+    for exposure in exposures:
+        scores = cut.warm_scores.copy()
+        if exposure == 0.0:
+            rank_cold_last(scores, np.flatnonzero(~cut.is_cold))  # as the model scores without a map
+        else:
+            scores[:, cut.is_cold] = exposure * cut.cold_scores[:, cut.is_cold]
+
+        def pick(chunk: list[str], scores=scores) -> np.ndarray:
+            return scores[cut.rows(chunk)]
+
+        curve.append(curve_point(cut, pick, exposure=float(exposure)))
+    return curve
+
+
+def choose_exposure(fit: Callable[[RankingSplit], Collaborative], split: RankingSplit, text_vectors, *,
+                    max_metric_loss: float = MAX_METRIC_LOSS, exposures: tuple[float, ...] = EXPOSURES,
+                    cold_fraction: float = 0.1, seed: int = 0, max_users: int = 5000) -> tuple[float, dict]:
+    """The exposure for cold items, chosen on `split`'s validation cut (module docstring); `fit(split)`
+    fits the model and returns its `Collaborative`; `text_vectors` has one row per `split.items`.
+    Returns (exposure, report: the budget, the pseudo-cold items and users, the curve, the choice)."""
+    check_budget(max_metric_loss)
+    cut = pseudo_cold(fit, split, text_vectors, cold_fraction=cold_fraction, seed=seed, max_users=max_users)
+    curve = exposure_curve(cut, tuple(sorted({0.0, *map(float, exposures)})))
     chosen = pick_exposure(curve, max_metric_loss)
-    report = {"exposure": chosen, "max_metric_loss": max_metric_loss, "cold_fraction": cold_fraction, "seed": seed,
-              "pseudo_cold_items": len(held), "users": len(all_users), "cold_users": len(cold_users),
-              "ridge_alpha": mapping.alpha, "ndcg_floor": (1.0 - max_metric_loss) * curve[0]["ndcg@10"],
-              "curve": curve}
-    return chosen, report
+    return chosen, {"exposure": chosen, **cut_report(cut, curve, max_metric_loss, cold_fraction, seed)}
+
+
+def cut_report(cut: PseudoCold, curve: list[dict], max_metric_loss: float, cold_fraction: float, seed: int) -> dict:
+    base = next(point for point in curve if point.get("exposure") == 0.0)
+    return {"max_metric_loss": max_metric_loss, "cold_fraction": cold_fraction, "seed": seed,
+            "pseudo_cold_items": cut.held, "users": len(cut.all_users), "cold_users": len(cut.cold_users),
+            "ridge_alpha": cut.mapping.alpha, "ndcg_floor": (1.0 - max_metric_loss) * base["ndcg@10"], "curve": curve}
 
 
 @dataclass
@@ -238,30 +275,31 @@ class ColdItems:
     max_length: int
     item_text_vectors: np.ndarray  # [model items, text_dim], the model's item order
     report: dict = field(default_factory=dict)
+    slots: tuple[int, int] | None = None  # (start, slots): reserved positions (solutions.recsys.cold_slots)
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         """The served (scaled) collaborative vectors of the items at `rows`."""
         return self.exposure * self.mapping(self.item_text_vectors[rows])
 
     def summary(self) -> str:
-        """The exposure the validation cut chose and what it cost there, in a line."""
-        curve = {point["exposure"]: point for point in self.report.get("curve", [])}
-        if self.exposure not in curve or 0.0 not in curve:
-            return f"exposure {self.exposure:g}"
-        chosen, base = curve[self.exposure], curve[0.0]
-        return (f"exposure {self.exposure:g} chosen on validation: NDCG@10 {chosen['ndcg@10']:.4f} vs "
-                f"{base['ndcg@10']:.4f} without new items, their Recall@20 {chosen['cold_recall@20']:.4f}")
-
-
-def fit_cold_items(fit: Callable[[RankingSplit], Collaborative], fitted: Collaborative, split: RankingSplit,
-                   text_vectors, *, encoder: str, max_length: int, max_metric_loss: float = MAX_METRIC_LOSS,
-                   seed: int = 0) -> ColdItems:
-    """The exposure chosen on `split`'s validation cut (`choose_exposure`, refitting with `fit`) and the
-    map fitted on `fitted`, the model fitted on the whole of `split`."""
-    exposure, report = choose_exposure(fit, split, text_vectors, max_metric_loss=max_metric_loss, seed=seed)
-    text_vectors = finite_matrix("text vectors", text_vectors)
-    mapping = TextToVectors.fit(text_vectors[fitted.active], np.asarray(fitted.item_vectors)[fitted.active])
-    return ColdItems(mapping, exposure, str(encoder), int(max_length), text_vectors, report)
+        """The policy the validation cut chose and what it cost there, in a line."""
+        curve = self.report.get("curve", [])
+        base = next((p for p in curve if p.get("exposure") == 0.0), None)
+        if self.slots:
+            start, slots = self.slots
+            what = f"new items take positions {start}-{start + slots - 1} of every list"
+            chosen = next((p for p in curve if (p.get("start"), p.get("slots")) == self.slots), None)
+        else:
+            what = f"exposure {self.exposure:g}"
+            chosen = next((p for p in curve if p.get("exposure") == self.exposure), None)
+        if chosen is None or base is None or not base["ndcg@10"] or not base.get("recall@20"):
+            return what
+        warn = ("; positions past 10 cost Recall@20, which NDCG@10 does not see" if self.slots
+                and self.slots[0] + self.slots[1] - 1 > 10 else "")
+        return (f"{what} (chosen on validation): NDCG@10 {chosen['ndcg@10'] / base['ndcg@10'] - 1:+.1%} "
+                f"({chosen['ndcg@10']:.4f} vs {base['ndcg@10']:.4f} without new items), Recall@20 on all items "
+                f"{chosen['recall@20'] / base['recall@20'] - 1:+.1%}, new items' Recall@20 "
+                f"{chosen['cold_recall@20']:.4f}{warn}")
 
 
 class MappedTextEncoder:

@@ -14,8 +14,9 @@ ranking is the offline ranking; events posted to `/v1/events` change
 the history and so the next answer, without a retrain.
 Cold items (`cold=`, from `factor_cold_items`; `recsys index --model als --cold-items`): a map from
 an item's text embedding to its factors (solutions.recsys.cold), fitted on the items with a
-factor, gives every catalog item without a training positive a vector (x the exposure chosen
-on the validation cut), and is saved beside the factors (cold_map.safetensors + cold_map.json,
+factor, gives every catalog item without a training positive a vector, served by the policy chosen
+on the validation cut (x an exposure, or reserved positions in every list: solutions.recsys.cold_slots;
+cold_map.json `slots`), and is saved beside the factors (cold_map.safetensors + cold_map.json,
 the text encoder named in the catalog), so a text added later through POST /v1/items gets its
 vector the same way (PUT /v1/items re-places an item by its text, a learned one too). `max_norm`
 covers the catalog's scaled cold vectors, so their rank is exact (an item added later with a
@@ -42,9 +43,9 @@ from solutions.recsys.cold import (
     Collaborative,
     MappedTextEncoder,
     TextToVectors,
-    fit_cold_items,
     has_cold_map,
 )
+from solutions.recsys.cold_slots import fit_cold_items
 from solutions.recsys.factorization import ALS, BPR
 from solutions.recsys.index import ItemIndex, to_cosine_items, to_cosine_users
 
@@ -108,7 +109,7 @@ def build_factor_index(model: ALS | BPR, data, out: str | Path, *, factory: str 
     save_factors(model, out, max_norm=max_norm)
     if cold is not None and cold.exposure > 0:
         cold.mapping.save(out, exposure=cold.exposure, encoder=cold.encoder, max_length=cold.max_length,
-                          choice=cold.report)
+                          choice=cold.report, slots=list(cold.slots) if cold.slots else None)
         save_catalog(data, out, cold.encoder, cold.max_length, threshold=threshold)
     else:
         save_catalog(data, out, "", 0, threshold=threshold)
@@ -121,7 +122,8 @@ def factor_view(model: ALS | BPR) -> Collaborative:
 
 
 def factor_cold_items(model: ALS | BPR, split, texts: dict[str, str], *, encoder: str,
-                      max_metric_loss: float = MAX_METRIC_LOSS, seed: int = 0) -> ColdItems:
+                      max_metric_loss: float = MAX_METRIC_LOSS, seed: int = 0,
+                      max_recall_loss: float | None = None) -> ColdItems:
     """The cold items of `model` (fitted on `split`): every item embedded with the text `encoder` (a backbone
     name or a `recsys train` run's encoder), the exposure chosen on the validation cut with the model refitted
     with the same parameters, the map fitted on `model` (solutions.recsys.cold)."""
@@ -139,7 +141,8 @@ def factor_cold_items(model: ALS | BPR, split, texts: dict[str, str], *, encoder
         return factor_view(type(model)(**model.params, seed=model.seed, **fold_in).fit(part))
 
     return fit_cold_items(refit, factor_view(model), split, vectors, encoder=encoder,
-                          max_length=text_encoder.max_length, max_metric_loss=max_metric_loss, seed=seed)
+                          max_length=text_encoder.max_length, max_metric_loss=max_metric_loss, seed=seed,
+                          max_recall_loss=max_recall_loss)
 
 
 def save_factors(model: ALS | BPR, directory: str | Path, **extra) -> None:

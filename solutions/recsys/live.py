@@ -49,6 +49,7 @@ import numpy as np
 
 from core.foundation.errors import UserError
 from solutions.recsys.catalog import Catalog
+from solutions.recsys.cold_slots import ColdSlots, load_slots
 from solutions.recsys.content import TextEncoder, recency_weights
 from solutions.recsys.data import Interaction
 from solutions.recsys.ease_index import has_ease_model, load_ease_scorer
@@ -57,6 +58,7 @@ from solutions.recsys.factors_index import has_factor_model, load_factor_model
 from solutions.recsys.index import ItemIndex
 from solutions.recsys.journal import JOURNAL_FILE, Journal, JournalGap, decode_vector, encode_vector
 from solutions.recsys.sequential import has_served_model, load_served_model
+from solutions.recsys.set_recommender import has_set_model, load_set_model
 
 COMPACT_EVERY, COMPACT_BYTES = 1000, 64 * 2**20
 log = logging.getLogger("verticals.recsys")
@@ -108,6 +110,7 @@ class Recommender:
         self._unarchived: list[dict] = []  # event records in the journal, not yet in the archive
 
     user_model = None  # a sequential or ALS model when the index holds its item vectors (load)
+    cold_slots = None  # reserved positions for cold items (solutions.recsys.cold_slots; load)
     scorer = None  # an EASE model: it ranks by scoring the history (solutions.recsys.ease_index; load)
 
     @classmethod
@@ -132,11 +135,16 @@ class Recommender:
                                 f"not apply to the saved index: {exc}") from None
             index.journal_seq = record["seq"]
         factor_model = load_factor_model(directory) if has_factor_model(directory) else None
+        if factor_model is None and has_set_model(directory):  # a set autoencoder: its user vector queries
+            factor_model = load_set_model(directory)
         encoder = factor_model[1] if factor_model else TextEncoder.load(catalog.encoder, catalog.max_length)
         rec = cls(index, encoder, catalog, journal=journal, compact_every=compact_every, compact_bytes=compact_bytes)
         rec._unarchived = [r for r in pending if r["op"] == "events" and r["seq"] > catalog.journal_seq]
-        if factor_model:  # the index of an ALS model: its fold-in of the history queries it
+        if factor_model:  # the index of an ALS model or a set autoencoder: its user vector for the history queries
             rec.user_model = factor_model[0]
+            place = load_slots(directory)
+            if place and hasattr(rec.user_model, "learned"):  # reserved positions for its cold items
+                rec.cold_slots = ColdSlots(*place, rec.user_model.learned)
         elif has_served_model(directory):  # the index of a sequential model: its user vector queries it
             rec.user_model, rec.encoder = load_served_model(directory, rec.encoder)
         elif has_ease_model(directory):  # the text index of an EASE model: B scores the history
@@ -152,12 +160,15 @@ class Recommender:
                   exclude_seen: bool = True) -> list[tuple[str, float]]:
         """(item id, score) for a history of item ids, oldest first (recent items weigh more).
         With a sequential model: one search with the model's user vector for the history; with EASE:
-        its scores (a history none of whose items EASE covers falls back to the text vectors)."""
+        its scores (a history none of whose items EASE covers falls back to the text vectors); with reserved
+        cold-item positions (cold_map.json `slots`): the warm and cold rankings merged (solutions.recsys.cold_slots)."""
         if self.scorer is not None:
             ranked = self.scorer.recommend(self.index, history, k, where, set(history) if exclude_seen else None)
             if ranked is not None:
                 return ranked
         query = self.user_model.query_vector(history) if self.user_model is not None else None
+        if query is not None and self.cold_slots is not None:
+            return self.cold_slots.recommend(self.index, query, k, set(history) if exclude_seen else None, where)
         if query is not None:
             return self.index.search(query, k, exclude=set(history) if exclude_seen else None, where=where).row(0)
         known = [item for item in history if item in self.index]
@@ -219,6 +230,8 @@ class Recommender:
                 self._unarchived.append(record)
         else:
             _apply(self.index, record)
+            if self.cold_slots is not None:
+                self.cold_slots.changed(self.index, record["id"])
 
     def _require(self, item_id: str) -> None:
         if item_id not in self.index:

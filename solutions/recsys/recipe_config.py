@@ -1,5 +1,5 @@
 """The recsys recipes' schemas and defaults: the item encoder (task: recsys-item-encoder),
-implicit's ALS (task: recsys-als) and EASE (task: recsys-ease).
+implicit's ALS (task: recsys-als), EASE (task: recsys-ease) and the set autoencoder (task: recsys-set).
 
 The one place the item encoder's defaults are set: the recipe YAML names only what it chooses
 (the data), and `finetune.FinetuneConfig`, the `recsys train` flags and the MovieLens benchmark
@@ -8,7 +8,8 @@ read the rest from here.
 Light on purpose: the app layer's task registry imports it to validate a recipe before anything
 trains (`verticals --help` and `verticals train --help` must not load torch). The runner that
 trains the item encoder is solutions.recsys.recipe; ALS's is solutions.recsys.als_recipe, EASE's
-solutions.recsys.ease_recipe.
+solutions.recsys.ease_recipe, the set autoencoder's solutions.recsys.set_recipe (its network's
+settings are solutions.recsys.autoencoder.SetConfig; the defaults below are the same values).
 """
 
 from __future__ import annotations
@@ -123,4 +124,45 @@ class EASERecipe:
     data: ItemEncoderData = field(default_factory=ItemEncoderData)
     model: EASEModel = field(default_factory=EASEModel)
     train: EASETrain = field(default_factory=EASETrain)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+@dataclass(frozen=True)
+class SetModel:
+    """The set autoencoder's network (solutions.recsys.autoencoder)."""
+
+    dim: int = setting(256, positive=True)
+    dropout: float = setting(0.5, minimum=0, maximum=0.95)  # share of the input items dropped (denoising)
+    reconstruct_weight: float = setting(0.5, minimum=0, maximum=1)  # target weight of the input items; later: 1
+    max_history: int = setting(2000, positive=True)  # latest positives a user vector reads
+    text_init: bool = True  # start the item tables from the item texts' vectors (principal components)
+    encoder: str = "minilm"  # the text encoder of those vectors: a backbone or an item-encoder run's encoder/
+
+
+@dataclass(frozen=True)
+class SetTrain:
+    steps: int = setting(1000, positive=True)  # cap on optimizer steps of the validated run
+    batch_size: int = setting(64, positive=True)  # users per step
+    lr: float = setting(3e-3, positive=True)
+    weight_decay: float = setting(0.0, minimum=0)
+    validate_every: int = setting(20, positive=True)
+    patience: int = setting(10, minimum=0)  # validation passes without improvement (4 stopped too early on MovieLens)
+    max_seconds: float = setting(900.0, minimum=0)  # wall-clock cap per training run; 0 = none
+    refit: bool = True  # retrain on every interaction for the best step count
+    seed: int = setting(0, minimum=0)
+
+
+@dataclass(frozen=True)
+class SetRecipe:
+    """A recommender run of the set autoencoder (`task: recsys-set`): `verticals recsys index RUN --out DIR` serves it."""
+
+    ALIASES: ClassVar[dict[str, str]] = {"data": "data.source", "tracking": "tracking.backend"}
+
+    name: str = ""
+    description: str = ""
+    task: str = setting("recsys-set", choices=("recsys-set",))
+    device: str = setting("cpu", choices=("cpu", "cuda", "auto"))
+    data: ItemEncoderData = field(default_factory=ItemEncoderData)
+    model: SetModel = field(default_factory=SetModel)
+    train: SetTrain = field(default_factory=SetTrain)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

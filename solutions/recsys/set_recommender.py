@@ -55,7 +55,8 @@ class SetRecommender:
         torch.manual_seed(self.cfg.seed)
         return SetAutoencoder(len(self.items), self.cfg, self.text_vectors)
 
-    def _train(self, model: SetAutoencoder, split: RankingSplit, steps: int, validation=None):
+    def _train(self, model: SetAutoencoder, split: RankingSplit, steps: int, validation=None, *,
+               checkpoint_dir: Path | None = None, resume: bool = False):
         cfg = self.cfg
         sequences = self._sequences(split)
         if not sequences:
@@ -71,10 +72,13 @@ class SetRecommender:
         step, rows = SetStep(model), []
         result = Engine(self.device).run(step, decay_groups(step.named_parameters(), cfg.lr, cfg.weight_decay),
                                          micro_batch, settings, validation=validation, progress=self.progress,
-                                         metric_sinks=(rows.append,))
+                                         metric_sinks=(rows.append,), checkpoint_dir=checkpoint_dir, resume=resume)
         return result, [r for r in rows if "validation_ndcg@10" in r]
 
-    def fit(self, split: RankingSplit) -> SetRecommender:
+    def fit(self, split: RankingSplit, *, checkpoint_dir: str | Path | None = None,
+            resume: bool = False) -> SetRecommender:
+        """Train (module docstring). `checkpoint_dir`: the validated run's checkpoints (safetensors,
+        after each validation pass), from which `resume` continues it; the refit starts afresh."""
         self.items, self.item_index = list(split.items), split.item_index
         cut = validation_split(split)
         self.model = self._new_model()
@@ -83,7 +87,8 @@ class SetRecommender:
         if users:
             validation = Validation(lambda: evaluate_scores(self.score_users(cut), cut, users=users),
                                     every=self.cfg.validate_every, metric="ndcg@10", patience=self.cfg.patience)
-        first, history = self._train(self.model, cut, self.cfg.steps, validation)
+        first, history = self._train(self.model, cut, self.cfg.steps, validation, resume=resume,
+                                     checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None)
         best = first.best_step if first.best_metric is not None else first.steps
         self.fit_report = {"validation_ndcg@10": first.best_metric, "best_step": best, "steps": first.steps,
                            "stopped_early": first.stopped_early, "history": history,
@@ -166,6 +171,32 @@ def _plain(report: dict) -> dict:
 
 def has_set_model(directory: str | Path) -> bool:
     return (Path(directory) / CONFIG_FILE).is_file()
+
+
+def is_set_run(path: str | Path) -> bool:
+    """A run directory of the set recipe (`verticals train recsys/set`): its model/ holds the network."""
+    return has_set_model(Path(path) / "model")
+
+
+class NoItemText:
+    """The encoder slot of a set-autoencoder index: a new item has no learned vector, so adding or
+    re-embedding items by text is refused with the reason (a 400 through the service)."""
+
+    max_length = 0
+
+    def __init__(self, dim: int):
+        self.dim = dim
+
+    def encode(self, texts: list[str], **options) -> np.ndarray:
+        raise UserError("this index serves a set autoencoder's learned item vectors: an item it was not trained on "
+                        "has none, so items cannot be added or re-embedded by text here; add the item's "
+                        "interactions to your data and retrain (`verticals train recsys/set`)")
+
+
+def load_set_model(directory: str | Path) -> tuple[SetRecommender, NoItemText]:
+    """The user model and the encoder slot of an index written by `build_set_index`."""
+    model = SetRecommender.load(directory)
+    return model, NoItemText(model.cfg.dim + 2)
 
 
 def build_set_index(model: SetRecommender, data, out: str | Path, *, factory: str = "Flat",
