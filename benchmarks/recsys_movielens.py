@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from benchmarks.record import RESULTS, write_record
+from benchmarks.recsys_cold import cold_policy_rows, cold_policy_table, set_view
 from benchmarks.recsys_served import served_metrics
 from benchmarks.recsys_systems import HALF_LIVES, SYSTEMS, Context, System, evaluate
 from core.foundation.cost import CostLedger
@@ -60,6 +61,7 @@ from core.runs.rundir import environment
 from solutions.recsys.baselines import EASE
 from solutions.recsys.data import load_interactions
 from solutions.recsys.factorization import ALS, BPR
+from solutions.recsys.factors_index import factor_view
 from solutions.recsys.finetune import FinetuneConfig
 from solutions.recsys.protocol import RankingSplit, cold_start_split, pick_cold_items, rank_items, split_dataset
 from solutions.recsys.recipe_config import ItemEncoderModel
@@ -182,6 +184,17 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def cold_policies(rows: list[dict], ctx: Context) -> list[dict]:
+    """The cold-item map and exposure policy (benchmarks/recsys_cold.py) over tuned ALS and our set model."""
+    chosen = {r["key"]: r["chosen_on_validation"] for r in rows}
+    out = []
+    if "als" in chosen:
+        out += cold_policy_rows("ALS (implicit, tuned)", lambda: ALS(**chosen["als"], seed=SEEDS[0]), factor_view, ctx)
+    if "set" in chosen:
+        out += cold_policy_rows("set autoencoder (ours)", lambda: SYSTEMS["set"].build(ctx, {}, SEEDS[0]), set_view, ctx)
+    return out
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir")
@@ -221,6 +234,7 @@ def main(argv=None) -> None:
         row, cold_row = run_system(key, SYSTEMS[key], ctx)
         rows.append(row)
         cold_rows.append(cold_row)
+    policy_rows = cold_policies(rows, ctx)
     load = f"{load_before[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end (1-min, 2 CPU cores)"
     data_dir = os.path.relpath(args.data_dir, RESULTS.parent.parent) if args.data_dir else None  # no machine paths
     argv = [data_dir if args.data_dir and a == args.data_dir else a for a in sys.argv[1:]]
@@ -229,12 +243,13 @@ def main(argv=None) -> None:
         "command": " ".join(["python -m benchmarks.recsys_movielens", *argv]),
         "data": {**data.summary(), "eval_users": len(split.eval_users()), "cold_items": len(held),
                  "cold_eval_users": len(cold.eval_users()), "threshold": split.threshold},
-        "seeds": list(SEEDS), "systems": rows, "cold_start": cold_rows,
+        "seeds": list(SEEDS), "systems": rows, "cold_start": cold_rows, "cold_policy": policy_rows,
         "config": {"args": vars(args) | {"data_dir": data_dir}, "torch_threads": torch.get_num_threads(), "load_average_1min": load,
                    "grids": {"ease_l2": list(EASE.LAMBDAS), "als": ALS.GRID, "bpr": BPR.GRID, "half_life": HALF_LIVES},
                    "packages": {p: version(p) for p in ("implicit", "scipy", "faiss-cpu")}},
     }
-    md = table(rows, cold_rows, len(split.eval_users()), len(held), load)
+    md = table(rows, cold_rows, len(split.eval_users()), len(held), load) + "\n".join(cold_policy_table(policy_rows))
+    md += "\n" if policy_rows else ""
     name = "recsys_movielens" if args.dataset.startswith("movielens") else f"recsys_{args.dataset}"
     if args.quick or chosen != list(SYSTEMS):
         out = Path(args.out)

@@ -80,6 +80,8 @@ class SetRecommender:
         """Train (module docstring). `checkpoint_dir`: the validated run's checkpoints (safetensors,
         after each validation pass), from which `resume` continues it; the refit starts afresh."""
         self.items, self.item_index = list(split.items), split.item_index
+        self.active = np.asarray(sorted({self.item_index[i] for u in split.train for i, _ in split.history(u)}),
+                                 dtype=np.int64)  # the items with a training positive: the learned ones
         cut = validation_split(split)
         self.model = self._new_model()
         users = cut.eval_users()
@@ -144,6 +146,7 @@ class SetRecommender:
         save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
                   directory / MODEL_FILE)
         (directory / CONFIG_FILE).write_text(json.dumps({"config": asdict(self.cfg), "items": self.items,
+                                                         "active": [int(i) for i in self.active],
                                                          "fit": _plain(self.fit_report), **(extra or {})}))
         return directory
 
@@ -158,6 +161,7 @@ class SetRecommender:
         self.items = list(meta["items"])
         self.item_index = {item: i for i, item in enumerate(self.items)}
         self.meta, self.fit_report = meta, meta.get("fit", {})
+        self.active = np.asarray(meta.get("active", range(len(self.items))), dtype=np.int64)
         self.model = SetAutoencoder(len(self.items), self.cfg)
         self.model.load_state_dict(load_file(directory / MODEL_FILE))
         self.model.to(device).eval()
