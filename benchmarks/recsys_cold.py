@@ -18,7 +18,6 @@ import numpy as np
 
 from solutions.recsys.cold import Collaborative
 from solutions.recsys.cold_slots import fit_cold_items, slot_scorer
-from solutions.recsys.factors_index import factor_view
 from solutions.recsys.protocol import RankingSplit, evaluate_scores
 
 BUDGETS = ({"max_metric_loss": 0.02}, {"max_metric_loss": 0.02, "max_recall_loss": 0.02})

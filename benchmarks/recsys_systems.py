@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.foundation.cost import CostLedger
+from solutions.recsys.autoencoder import SetConfig
 from solutions.recsys.baselines import EASE, ItemKNN, MostPopular, choose_on_validation
 from solutions.recsys.blend import ColdStartBlend, choose_blend
 from solutions.recsys.content import ContentRecommender, HybridRecommender, TextEncoder, choose_alpha, embed_catalog
@@ -28,7 +29,6 @@ from solutions.recsys.protocol import RankingSplit, evaluate_scores, validation_
 from solutions.recsys.sasrec import SequentialConfig
 from solutions.recsys.sequential import SequentialRecommender
 from solutions.recsys.set_recommender import SetRecommender
-from solutions.recsys.autoencoder import SetConfig
 
 HALF_LIVES = (5.0, 20.0, 100.0)
 

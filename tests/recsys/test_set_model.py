@@ -58,7 +58,7 @@ def test_dropout_keeps_at_least_one_item_and_bags_weigh_by_the_root_of_the_lengt
     cfg = SetConfig(dropout=0.95)
     batch = training_batch([np.arange(3)] * 32, np.arange(32), cfg, np.random.default_rng(1))
     assert (np.diff(np.append(batch["offsets"].numpy(), len(batch["items"]))) >= 1).all()
-    items, offsets, weights = bag([np.array([1, 2, 3, 4]), np.array([5])])
+    _, offsets, weights = bag([np.array([1, 2, 3, 4]), np.array([5])])
     assert offsets.tolist() == [0, 4] and np.allclose(weights.numpy(), [0.5] * 4 + [1.0])
 
 
@@ -71,7 +71,7 @@ def test_the_text_start_keeps_similar_texts_close():
 
 
 def test_it_learns_and_the_saved_model_scores_the_same(fitted):
-    data, split, model, out = fitted
+    _, split, model, out = fitted
     report = model.fit_report
     assert report["validation_ndcg@10"] > 0 and report["history"] and "refit_seconds" in report
     assert (out / "set_autoencoder.safetensors").is_file() and not list(out.glob("*.pkl"))
