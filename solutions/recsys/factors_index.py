@@ -24,7 +24,8 @@ longer vector ranks approximately: index.to_cosine_items). The user fold-in read
 a factor: a cold item in a history counts once a retrain has learned it. Without a map the index
 holds only the items with a factor and adding an item by text is refused with the reason
 (`NoTextVectors`).
-Leaves out: EASE (no item vectors).
+Leaves out: EASE (no item vectors: solutions.recsys.ease_index serves it by scoring) and the cold-item
+map and exposure policy themselves (solutions.recsys.cold, cold_slots).
 """
 
 from __future__ import annotations
