@@ -2,6 +2,7 @@
 
     run = verticals.load("runs/x")                 # or verticals.train(...)
     run.predict(["my card was declined"])          # [{"label", "confidence", "top_k"}]
+    run.predict_entities(news, ["Siemens", "Ocado"])  # finance: sentiment per company, with evidence
     run.evaluate()                                 # its own test split, rebuilt as training split it
     run.route(["..."]); run.serve(port=8000)       # the intent router, over HTTP
     run.export_onnx(); run.export_hf("out/")       # other runtimes and tools
@@ -106,6 +107,18 @@ class Run:
         """[n, len(labels)] calibrated probabilities, columns in `labels` order."""
         items, _ = _texts(texts)
         return self.model.predict_proba(items) if items else np.zeros((0, len(self.labels)), dtype=np.float32)
+
+    def predict_entities(self, texts: str | Iterable[str], entities=None, *, max_sentences: int | None = None):
+        """Sentiment per company and per whole text, with the sentences that drove it (a sentiment run:
+        solutions.finance.targeted). `entities`: None (every cashtag), a list of names or tickers, or a
+        watchlist {TICKER: [names]}. One dict per text ({"document", "entities", "sentences_scored",
+        "sentences_dropped", "truncated"}), or one dict for one string."""
+        from solutions.finance.targeted import MAX_SENTENCES, predict_entities  # lazy: loads the sentiment helpers
+
+        items, single = _texts(texts)
+        rows = [r.to_dict() for r in predict_entities(self.model, items, entities,
+                                                      max_sentences=max_sentences or MAX_SENTENCES)]
+        return rows[0] if single else rows
 
     def evaluate(self, data: str | os.PathLike | None = None, *, split: str | None = None, data_dir: str | None = None,
                  text_column: str | None = None, label_column: str | None = None, encoding: str | None = None) -> dict:

@@ -1,4 +1,5 @@
-"""`verticals finance monitor ...`, `finance report ...`, `finance dashboard DB` and `finance drift DB --run RUN`.
+"""`verticals finance monitor ...`, `finance report ...`, `finance dashboard DB`, `finance drift DB --run RUN` and
+`finance entities RUN` (sentiment per company, with evidence).
 Light imports only at import time: the monitor loop and the dashboard (web framework) are imported by
 the command that runs them."""
 
@@ -81,6 +82,28 @@ def cmd_drift(args) -> int:
     return 0
 
 
+def cmd_entities(args) -> int:
+    import json  # lazy: only this command prints JSON
+
+    from core.foundation.text import check_text  # lazy: as below
+    from core.models.predictor import load_run, model_dir  # lazy: loads torch
+    from solutions.finance.monitor.entities import load_watchlist  # lazy: only this command reads a watchlist
+    from solutions.finance.targeted import predict_entities  # lazy: as above
+
+    quiet_libraries()
+    texts = args.text or []
+    if args.file:
+        texts += [Path(args.file).read_text(encoding="utf-8")] if args.file != "-" else [sys.stdin.read()]
+    if not texts:
+        raise SystemExit("give --text TEXT (repeatable) or --file PATH (- for stdin)")
+    texts = [check_text(t, f"text {i + 1}") for i, t in enumerate(texts)]
+    entities = load_watchlist(Path(args.watchlist)) if args.watchlist else (args.entity or None)
+    model = load_run(model_dir(Path(args.run)), args.runtime)
+    for result in predict_entities(model, texts, entities, max_sentences=args.max_sentences):
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    return 0
+
+
 def register(subparsers) -> None:
     finance = subparsers.add_parser("finance", help="finance: sentiment risk monitor, its report and dashboard")
     sub = finance.add_subparsers(dest="finance_command", required=True)
@@ -109,6 +132,19 @@ def register(subparsers) -> None:
     p.add_argument("--max-line-bytes", type=int, default=MAX_LINE_BYTES,
                    help="a longer input line is quarantined (skipped without being held in memory)")
     p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser("entities", help="sentiment per company and per whole text, with the sentences that drove it "
+                                        "(one JSON line per text)")
+    p.add_argument("run", help="a run trained by finance/sentiment-full or -lora")
+    p.add_argument("--text", action="append", help="a text to score (repeatable)")
+    p.add_argument("--file", help="a text file scored as one document (- for stdin)")
+    p.add_argument("--entity", action="append", help="a company name or ticker to report (repeatable; default: "
+                                                     "every cashtag)")
+    p.add_argument("--watchlist", help="YAML: TICKER: [company name, alias, ...] (instead of --entity)")
+    p.add_argument("--max-sentences", type=int, default=400,
+                   help="sentences scored per document; the rest are counted and the result flagged truncated")
+    p.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8"], default="torch")
+    p.set_defaults(func=cmd_entities)
 
     p = sub.add_parser("report", help="self-contained HTML report from a monitor database")
     p.add_argument("--db", required=True)
