@@ -27,7 +27,8 @@ def cmd_monitor(args) -> int:
                         rules=Path(args.rules) if args.rules else None, window=args.window,
                         sinks=tuple(args.sink or ["stdout"]), follow=args.follow, batch_size=args.batch_size,
                         poll_seconds=args.poll_seconds, retry_base_seconds=args.retry_base_seconds,
-                        drain_seconds=args.drain_seconds, max_line_bytes=args.max_line_bytes)
+                        drain_seconds=args.drain_seconds, max_line_bytes=args.max_line_bytes,
+                        bad_tickers=args.bad_tickers)
     stopping = []
 
     def request_stop(signum, _frame):  # finish the batch in hand, then leave
@@ -131,6 +132,9 @@ def register(subparsers) -> None:
                    help="without --follow: how long to keep retrying undelivered alerts before exiting")
     p.add_argument("--max-line-bytes", type=int, default=MAX_LINE_BYTES,
                    help="a longer input line is quarantined (skipped without being held in memory)")
+    p.add_argument("--bad-tickers", choices=["quarantine", "ignore"], default="quarantine",
+                   help="a document's own ticker that is neither cashtag-shaped (1-6 letters, optional .class) nor "
+                        "in the watchlist: quarantine the document, or drop the ticker with a warning")
     p.set_defaults(func=cmd_monitor)
 
     p = sub.add_parser("entities", help="sentiment per company and per whole text, with the sentences that drove it "

@@ -67,7 +67,8 @@ class VersionedKeywordModel(KeywordModel):
     model_version = "keyword-stub@test"
 
 
-HOSTILE_TEXT = 'Acme Corp <img src=x onerror="window.__xss=1"> update <script>window.__xss=2</script>'
+HOSTILE_TEXT = ('Acme Corp <img src=x onerror="window.__xss=1"> update <script>window.__xss=2</script>'
+                ' \u202eslaes drocer\u202c')  # and a right-to-left override (visual spoofing)
 
 
 @pytest.fixture(scope="session")

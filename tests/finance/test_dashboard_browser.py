@@ -166,6 +166,7 @@ def test_stored_text_is_shown_as_text_never_run(page, served):
     assert "<img src=x" in row.locator("td.text").inner_text()
     assert page.locator("#docs img, #docs script").count() == 0
     assert page.evaluate("window.__xss") is None
+    assert "[U+202E]slaes drocer[U+202C]" in row.locator("td.text").inner_text()  # the override shown, not obeyed
 
 
 def test_with_a_token_the_page_asks_for_it_and_takes_it_from_the_fragment(browser, db):

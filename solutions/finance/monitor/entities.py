@@ -6,7 +6,8 @@
   match "Orbital"), case-sensitively: company names are proper nouns, and "Halo" the company
   should not fire on "halo effect" (it still does on "Halo" at the start of a sentence; add a
   longer alias instead of a short one when that matters).
-- A document's own `tickers` field is trusted as given.
+- A document's own `tickers` field, once the door let it in: ticker-shaped or watched
+  (solutions.finance.monitor.sources.check_tickers).
 Leaves out: fuzzy matching and entity disambiguation models.
 """
 

@@ -48,7 +48,7 @@ from solutions.finance.monitor.entities import EntityMatcher, load_watchlist
 from solutions.finance.monitor.lines import MAX_LINE_BYTES, Line
 from solutions.finance.monitor.rules import RuleSet, load_rules
 from solutions.finance.monitor.sinks import Backoff, build_sink, deliver_due
-from solutions.finance.monitor.sources import Document, Malformed, open_source, parse_document
+from solutions.finance.monitor.sources import BAD_TICKERS, Document, Malformed, open_source, parse_document
 from solutions.finance.monitor.store import Record, Store
 from solutions.finance.monitor.store_postgres import PostgresStore
 from solutions.finance.sentiment import ZERO_SHOT_DESCRIPTIONS, score_texts, sentiment_columns
@@ -73,6 +73,11 @@ class MonitorConfig:
     retry_base_seconds: float = 1.0
     drain_seconds: float = 10.0  # end of a run without --follow: keep retrying deliveries this long
     max_line_bytes: int = MAX_LINE_BYTES  # a longer input line is quarantined
+    bad_tickers: str = "quarantine"  # a document's ticker neither cashtag-shaped nor watched: quarantine | ignore
+
+    def __post_init__(self):
+        if self.bad_tickers not in BAD_TICKERS:
+            raise UserError(f"bad_tickers={self.bad_tickers!r}: choose one of {', '.join(BAD_TICKERS)}")
 
 
 @dataclass
@@ -131,7 +136,7 @@ def model_version(spec: str, model, runtime: str = "torch") -> str:
 
 
 def ingest_batch(store: Store, lines: list[Line], *, matcher: EntityMatcher, model, batch_size: int,
-                 version: str | None = None) -> dict:
+                 version: str | None = None, bad_tickers: str = "quarantine") -> dict:
     """Parse, de-duplicate, extract, score and commit one batch of lines from one source; a line
     that fails any step is quarantined with the reason, never the batch."""
     docs, quarantined, seen = [], [], set()
@@ -141,7 +146,8 @@ def ingest_batch(store: Store, lines: list[Line], *, matcher: EntityMatcher, mod
         try:
             if line.problem is not None:
                 raise Malformed(line.problem)
-            doc = parse_document(line.raw, not_after=time.time() + MAX_FUTURE_SECONDS)
+            doc = parse_document(line.raw, not_after=time.time() + MAX_FUTURE_SECONDS,
+                                 known_tickers=frozenset(matcher.watchlist), bad_tickers=bad_tickers)
             entities = tuple(matcher.extract(doc.text, doc.tickers))
         except Malformed as exc:
             quarantined.append((line.start, line.raw, str(exc)))
@@ -261,7 +267,7 @@ def run_monitor(cfg: MonitorConfig, *, model=None, stop: Callable[[], bool] = la
             for source in sources:
                 for batch in source.batches(store.offset, cfg.batch_size):
                     done = ingest_batch(store, batch, matcher=matcher, model=model, batch_size=cfg.batch_size,
-                                        version=version)
+                                        version=version, bad_tickers=cfg.bad_tickers)
                     source.acknowledge(batch)  # after the commit: a broker may now forget these messages
                     got += done["lines"]
                     stats.lines += done["lines"]

@@ -14,7 +14,12 @@ only its head kept) or bytes that are not UTF-8. `parse_document` validates ever
 JSON that Python refuses (an integer of thousands of digits, nesting deep enough to recurse), and
 strings that cannot be encoded as UTF-8 (a JSON escape of a lone surrogate, "\ud800") or are over
 their size bound are Malformed too, so that whatever reaches the store is storable, and so is a
-timestamp more than a day ahead of the machine's clock (it would close every window at once).
+timestamp more than a day ahead of the machine's clock (it would close every window at once). One
+rule for every field of every entry point (file, stdin, Redis): a NUL character is refused with the
+reason (SQLite's length()/substr() stop at it and PostgreSQL text cannot hold it). A producer's own
+`tickers` must have a ticker's shape (1-6 letters, an optional .class: what a cashtag matches) or be
+in the watchlist; any other one (markup, a sentence) quarantines the document, or, with
+`bad_tickers="ignore"`, is dropped with a warning (`check_tickers`).
 A source has `batches(offsets, batch_size)` and `acknowledge(lines)`, which the loop calls after
 the batch's transaction committed; `redis://` inputs are Redis Streams read through a consumer
 group (redis_source.py). Leaves out: other network sources (Kafka, HTTP); same two methods.
@@ -23,7 +28,9 @@ group (redis_source.py). Leaves out: other network sources (Kafka, HTTP); same t
 from __future__ import annotations
 
 import json
+import logging
 import math
+import re
 import select
 import sys
 from dataclasses import dataclass
@@ -36,10 +43,13 @@ from core.foundation.text import has_visible_text
 from solutions.finance.monitor.lines import MAX_LINE_BYTES, QUARANTINE_HEAD_BYTES, Line, printable
 from solutions.finance.monitor.redis_source import RedisStreamSource
 
+log = logging.getLogger("verticals.finance")
 MAX_ID_CHARS = 512
 MAX_SOURCE_CHARS = 512
 MAX_TICKERS = 100
 MAX_TICKER_CHARS = 32
+TICKER_SHAPE = re.compile(r"[A-Z]{1,6}(?:\.[A-Z]{1,2})?")  # a cashtag's shape: AAPL, BRK.B (entities.CASHTAG)
+BAD_TICKERS = ("quarantine", "ignore")  # what a document's ticker that is neither shape nor watchlist gets
 _CHUNK = 1 << 16
 
 
@@ -77,6 +87,8 @@ def _check_string(field: str, value: str, limit: int) -> str:
     except UnicodeEncodeError as exc:
         raise Malformed(f"bad {field}: {value[exc.start]!r} at character {exc.start} is a lone surrogate, "
                         f"not valid Unicode") from None
+    if "\x00" in value:  # one rule for every field: SQLite's length()/substr() stop at a NUL
+        raise Malformed(f"bad {field}: holds a NUL character (\\u0000) at {value.index(chr(0))}; remove it")
     if len(value) > limit:
         raise Malformed(f"bad {field}: over {limit} characters")
     return value
@@ -93,9 +105,25 @@ def _load_json(raw: str):
         raise Malformed(f"bad JSON: {printable(str(exc), 200)}") from None
 
 
-def parse_document(raw: str, not_after: float = math.inf) -> Document:
+def check_tickers(tickers: list[str], known: frozenset[str], policy: str) -> list[str]:
+    """The document's own tickers that have a ticker's shape (TICKER_SHAPE) or are in the watchlist (`known`);
+    any other one quarantines the document (policy "quarantine") or is dropped (policy "ignore")."""
+    if policy not in BAD_TICKERS:
+        raise UserError(f"bad_tickers={policy!r}: choose one of {', '.join(BAD_TICKERS)}")
+    bad = [t for t in tickers if t not in known and not TICKER_SHAPE.fullmatch(t)]
+    if bad and policy == "ignore":
+        log.warning("ignored ticker(s) %s: neither a ticker's shape nor in the watchlist", printable(repr(bad), 200))
+    if bad and policy == "quarantine":
+        raise Malformed(f"bad tickers: {printable(repr(bad[0]), 80)} is neither a ticker (1-6 letters, an optional "
+                        f".class, e.g. BRK.B) nor in the watchlist")
+    return [t for t in tickers if t not in bad]
+
+
+def parse_document(raw: str, not_after: float = math.inf, known_tickers: frozenset[str] = frozenset(),
+                   bad_tickers: str = "quarantine") -> Document:
     """The Document in a line, or Malformed. `not_after`: a later timestamp is rejected (the loop
-    passes the clock plus a day: one document dated 2099 would otherwise close every window)."""
+    passes the clock plus a day: one document dated 2099 would otherwise close every window).
+    `known_tickers` (the watchlist's) and `bad_tickers`: see `check_tickers`."""
     obj = _load_json(raw)
     if not isinstance(obj, dict):
         raise Malformed("not a JSON object")
@@ -115,6 +143,7 @@ def parse_document(raw: str, not_after: float = math.inf) -> Document:
     if len(tickers) > MAX_TICKERS:
         raise Malformed(f"bad tickers: more than {MAX_TICKERS}")
     tickers = [_check_string("tickers", t.strip().lstrip("$").upper(), MAX_TICKER_CHARS) for t in tickers]
+    tickers = check_tickers([t for t in tickers if t], known_tickers, bad_tickers)
     source = obj.get("source")
     if source is not None and isinstance(source, (bool, dict, list)):
         raise Malformed("bad source: must be a string")
