@@ -150,3 +150,51 @@ def test_a_receiver_that_answers_garbage_is_retried_and_never_stops_the_monitor(
         assert again.lines == 0 and garbage.calls > first
         assert db.execute("SELECT SUM(attempts) FROM deliveries WHERE sink LIKE 'webhook:%'").fetchone()[0] \
             == garbage.calls
+
+
+class HangingReceiver:
+    """A TCP server that accepts connections and never answers: every webhook call runs into its timeout."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/alerts"
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:  # closed by __exit__
+                return
+            self.held.append(conn)  # read nothing, answer nothing
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_a_hanging_webhook_does_not_slow_reading_and_scoring(tmp_path, keyword_model):
+    quick = tmp_path / "quick"
+    quick.mkdir()
+    baseline = run_monitor(replace(_config(quick, "http://127.0.0.1:9/unused", drain_seconds=0),
+                                   sinks=(f"jsonl:{quick / 'alerts.jsonl'}",)), model=keyword_model)
+    alerts_file = tmp_path / "alerts.jsonl"
+    with HangingReceiver() as hanging:
+        cfg = replace(_config(tmp_path, hanging.url, drain_seconds=0),
+                      sinks=(f"webhook:{hanging.url}", f"jsonl:{alerts_file}"))
+        stats = run_monitor(cfg, model=keyword_model)
+    n = stats.totals["alerts"]
+    assert n >= 2 and stats.totals["documents"] == baseline.totals["documents"] == 394
+    # reading and scoring ran at their own pace: before, each webhook attempt held the loop for 5 s
+    assert stats.seconds < baseline.seconds + 3.0, (stats.seconds, baseline.seconds)
+    assert len(alerts_file.read_text().splitlines()) == n  # the other sink got every alert
+    db = sqlite3.connect(tmp_path / "m.db")
+    undelivered = db.execute("SELECT COUNT(*) FROM deliveries WHERE sink LIKE 'webhook:%' AND delivered_at IS NULL"
+                             ).fetchone()[0]
+    assert undelivered == n  # kept for the next run: nothing lost

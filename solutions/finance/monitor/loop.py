@@ -47,6 +47,7 @@ from solutions.finance.monitor.aggregate import WindowStats, window_stats
 from solutions.finance.monitor.entities import EntityMatcher, load_watchlist
 from solutions.finance.monitor.lines import MAX_LINE_BYTES, Line
 from solutions.finance.monitor.rules import RuleSet, load_rules
+from solutions.finance.monitor.delivery import DeliveryWorker
 from solutions.finance.monitor.sinks import Backoff, build_sink, deliver_due
 from solutions.finance.monitor.sources import BAD_TICKERS, Document, Malformed, open_source, parse_document
 from solutions.finance.monitor.store import Record, Store
@@ -255,10 +256,13 @@ def run_monitor(cfg: MonitorConfig, *, model=None, stop: Callable[[], bool] = la
     backoff = Backoff(base=cfg.retry_base_seconds)
     stats, started = RunStats(), time.perf_counter()
 
-    def catch_up() -> None:  # aggregates, then alerts of the windows that closed, then deliveries
+    worker = DeliveryWorker(lambda: open_store(cfg.db, rules.window, rules.lateness), sinks, backoff,
+                            min(0.5, cfg.poll_seconds)).start()  # deliveries off the reading loop (delivery.py)
+
+    def catch_up() -> None:  # aggregates, then alerts of the windows that closed, then wake the deliveries
         refresh_aggregates(store, rules)
         stats.alerts += len(raise_alerts(store, rules, list(sinks)))
-        deliver_due(store, sinks, backoff)
+        worker.wake()
 
     try:
         catch_up()  # what a killed run left: dirty windows, closed windows not evaluated, deliveries
@@ -280,15 +284,18 @@ def run_monitor(cfg: MonitorConfig, *, model=None, stop: Callable[[], bool] = la
             if not cfg.follow:  # one pass reads every source to its end
                 break
             if got == 0:
-                deliver_due(store, sinks, backoff)
+                worker.wake()
                 time.sleep(cfg.poll_seconds)
         if not cfg.follow and not stop():  # the input is complete: its last windows are closed too
             store.close_input()
             catch_up()
         stats.seconds = time.perf_counter() - started
+        worker.stop()  # an attempt in flight finishes (bounded by its sink's timeout); then deliver and drain here
+        deliver_due(store, sinks, backoff)
         _drain(store, sinks, backoff, 0 if cfg.follow else cfg.drain_seconds, log)
         stats.totals = store.counts() | {"quarantine_reasons": store.quarantine_reasons()}
     finally:
+        worker.stop()
         store.close()
     return stats
 
