@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from solutions.recsys.baselines import rank_cold_last
 from solutions.recsys.cold import Collaborative
 from solutions.recsys.cold_slots import fit_cold_items, slot_scorer
 from solutions.recsys.protocol import RankingSplit, evaluate_scores
@@ -37,7 +38,9 @@ def _scores(view: Collaborative, split: RankingSplit, *, slots=None, exposure: f
     def score(users):
         users_v = view.user_vectors([split.history(u) for u in users])
         out = users_v @ np.asarray(view.item_vectors).T
-        out[:, inactive] = (users_v @ mapped[inactive].T) if exposure else out[:, view.active].min() - 1.0
+        if not exposure:
+            return rank_cold_last(out, view.active)
+        out[:, inactive] = users_v @ mapped[inactive].T
         return out
     return score
 

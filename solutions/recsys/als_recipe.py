@@ -25,10 +25,9 @@ from core.foundation.errors import UserError
 from core.runs.scaffold import RecipeRun
 from solutions.recsys.als_report import ALS_REPORT, METRIC
 from solutions.recsys.baselines import choose_on_validation
-from solutions.recsys.data import load_recipe_data
 from solutions.recsys.factorization import ALS
 from solutions.recsys.factors_index import save_factors
-from solutions.recsys.protocol import training_split
+from solutions.recsys.protocol import recipe_training_split
 from solutions.recsys.recipe_config import ALSRecipe
 
 START_GRID = {"factors": [32, 64, 128], "regularization": [0.1, 1.0, 10.0], "alpha": [1.0, 4.0, 10.0]}
@@ -74,6 +73,12 @@ def search_inside_grid(score, start: dict[str, list], rounds: int) -> dict:
             "points": points}
 
 
+def validation_scores(build, split):
+    """`score(points)` for `search_inside_grid`: each point's validation NDCG@10 of `build(**point)`
+    (baselines.choose_on_validation: fitted and scored on the validation cut of `split`)."""
+    return lambda points: [r[METRIC] for r in choose_on_validation(build, points, split)[1]]
+
+
 def train_als(cfg: ALSRecipe, run_dir: Path, *, data_dir: str | None = None, resume: bool = False,
               overwrite: bool = False, progress: bool = True) -> dict:
     """Choose ALS's settings on the validation cut (or take the config's), fit on every interaction,
@@ -81,19 +86,14 @@ def train_als(cfg: ALSRecipe, run_dir: Path, *, data_dir: str | None = None, res
     if resume:
         raise UserError("recsys ALS runs do not resume (a fit is seconds); start again with --overwrite")
     run = RecipeRun.open(cfg, run_dir, resume=False, overwrite=overwrite, has_checkpoint=False)
-    data = load_recipe_data(cfg.data, data_dir)
-    threshold = cfg.data.threshold if cfg.data.threshold >= 0 else None
-    split = training_split(data, threshold=threshold)
+    data, split = recipe_training_split(cfg.data, data_dir)
     m, seed = cfg.model, cfg.train.seed
     run.save_config()
     with run.ledger() as ledger:
         search = None
         if m.search:
-            def score(points):
-                return [r[METRIC] for r in choose_on_validation(
-                    lambda **p: ALS(**p, iterations=m.iterations, seed=seed), points, split)[1]]
-
-            search = search_inside_grid(score, START_GRID, m.search_rounds)
+            search = search_inside_grid(validation_scores(lambda **p: ALS(**p, iterations=m.iterations, seed=seed),
+                                                          split), START_GRID, m.search_rounds)
         params = search["chosen"] if search else {"factors": m.factors, "regularization": m.regularization,
                                                   "alpha": m.alpha}
         model = ALS(**params, iterations=m.iterations, seed=seed).fit(split)

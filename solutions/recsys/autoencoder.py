@@ -33,25 +33,32 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.foundation.errors import UserError
+from solutions.recsys.recipe_config import SetModel, SetTrain
+
+
+RECIPE_MODEL, RECIPE_TRAIN = SetModel(), SetTrain()
 
 
 @dataclass(frozen=True)
 class SetConfig:
-    dim: int = 256
-    dropout: float = 0.5  # share of the input items dropped in training (denoising)
-    reconstruct_weight: float = 0.5  # target weight of the input items; the later items weigh 1
-    max_history: int = 2000  # latest positives a user vector reads (bounded work for any history)
-    steps: int = 1000  # cap on optimizer steps of the validated run
-    batch_size: int = 64  # users per step
-    lr: float = 3e-3
-    weight_decay: float = 0.0
+    """The network's and its training's settings; defaults (and the reasons for them) are the recipe's
+    (solutions.recsys.recipe_config SetModel, SetTrain): set once, there."""
+
+    dim: int = RECIPE_MODEL.dim
+    dropout: float = RECIPE_MODEL.dropout  # share of the input items dropped in training (denoising)
+    reconstruct_weight: float = RECIPE_MODEL.reconstruct_weight  # target weight of the input items; later: 1
+    max_history: int = RECIPE_MODEL.max_history  # latest positives a user vector reads
+    steps: int = RECIPE_TRAIN.steps
+    batch_size: int = RECIPE_TRAIN.batch_size
+    lr: float = RECIPE_TRAIN.lr
+    weight_decay: float = RECIPE_TRAIN.weight_decay
     warmup: float = 0.0
-    validate_every: int = 20
-    patience: int = 10  # validation passes without improvement before stopping (4 stopped too early on MovieLens)
-    max_seconds: float = 900.0  # wall-clock cap per training run
-    text_init: bool = True  # start the item tables from the text vectors' principal components
-    refit: bool = True  # retrain on the full training histories for the best step count
-    seed: int = 0
+    validate_every: int = RECIPE_TRAIN.validate_every
+    patience: int = RECIPE_TRAIN.patience
+    max_seconds: float = RECIPE_TRAIN.max_seconds
+    text_init: bool = RECIPE_MODEL.text_init
+    refit: bool = RECIPE_TRAIN.refit
+    seed: int = RECIPE_TRAIN.seed
 
     @classmethod
     def from_dict(cls, values: dict) -> SetConfig:

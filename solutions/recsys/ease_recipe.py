@@ -23,12 +23,11 @@ from pathlib import Path
 
 from core.foundation.errors import UserError
 from core.runs.scaffold import RecipeRun
-from solutions.recsys.als_recipe import search_inside_grid
-from solutions.recsys.baselines import EASE, choose_on_validation
-from solutions.recsys.data import load_recipe_data
+from solutions.recsys.als_recipe import search_inside_grid, validation_scores
+from solutions.recsys.baselines import EASE
 from solutions.recsys.ease_index import bytes_of_b, save_ease
-from solutions.recsys.ease_report import EASE_REPORT, METRIC
-from solutions.recsys.protocol import training_split
+from solutions.recsys.ease_report import EASE_REPORT
+from solutions.recsys.protocol import recipe_training_split
 from solutions.recsys.recipe_config import EASERecipe
 
 START_GRID = {"l2": [50.0, 100.0, 200.0, 500.0]}
@@ -41,19 +40,14 @@ def train_ease(cfg: EASERecipe, run_dir: Path, *, data_dir: str | None = None, r
     if resume:
         raise UserError("recsys EASE runs do not resume (a fit is one solve); start again with --overwrite")
     run = RecipeRun.open(cfg, run_dir, resume=False, overwrite=overwrite, has_checkpoint=False)
-    data = load_recipe_data(cfg.data, data_dir)
-    threshold = cfg.data.threshold if cfg.data.threshold >= 0 else None
-    split = training_split(data, threshold=threshold)
+    data, split = recipe_training_split(cfg.data, data_dir)
     m = cfg.model
     run.save_config()
     with run.ledger() as ledger:
         search = None
         if m.search:
-            def score(points):
-                return [r[METRIC] for r in choose_on_validation(
-                    lambda **p: EASE(**p, max_items=m.max_items), points, split)[1]]
-
-            search = search_inside_grid(score, START_GRID, m.search_rounds)
+            search = search_inside_grid(validation_scores(lambda **p: EASE(**p, max_items=m.max_items), split),
+                                        START_GRID, m.search_rounds)
         l2 = search["chosen"]["l2"] if search else m.l2
         model = EASE(l2=l2, max_items=m.max_items).fit(split)
     if not run.is_main:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from solutions.recsys.data import Interaction, InteractionData
+from solutions.recsys.data import Interaction, InteractionData, load_recipe_data
 
 MOVIELENS_THRESHOLD = 3.5
 
@@ -161,6 +161,13 @@ def training_split(data: InteractionData, *, threshold: float | None = None) -> 
     """Every interaction as training, no test window: what a served model learns from (its
     hyper-parameters are chosen on this split's validation cut)."""
     return split_dataset(data, threshold=threshold, test_fraction=0.0, min_interactions=10**9)
+
+
+def recipe_training_split(section, data_dir: str | None) -> tuple[InteractionData, RankingSplit]:
+    """A recsys recipe's `data:` section loaded (data.load_recipe_data) and every interaction as training
+    (`training_split`), with the section's threshold (< 0: the catalog's default)."""
+    data = load_recipe_data(section, data_dir)
+    return data, training_split(data, threshold=section.threshold if section.threshold >= 0 else None)
 
 
 def cold_start_split(split: RankingSplit, held: set[str]) -> RankingSplit:

@@ -9,7 +9,7 @@ Light on purpose: the app layer's task registry imports it to validate a recipe 
 trains (`verticals --help` and `verticals train --help` must not load torch). The runner that
 trains the item encoder is solutions.recsys.recipe; ALS's is solutions.recsys.als_recipe, EASE's
 solutions.recsys.ease_recipe, the set autoencoder's solutions.recsys.set_recipe (its network's
-settings are solutions.recsys.autoencoder.SetConfig; the defaults below are the same values).
+settings, solutions.recsys.autoencoder.SetConfig, take their defaults from SetModel and SetTrain).
 """
 
 from __future__ import annotations

@@ -32,14 +32,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from core.engine.loop import Engine, LoopSettings, Validation, decay_groups
+from core.engine.loop import LoopSettings
 from core.foundation.errors import UserError
 from solutions.recsys.baselines import History
 from solutions.recsys.catalog import save_catalog
 from solutions.recsys.content import MAX_LENGTH
 from solutions.recsys.index import ItemIndex, to_cosine_items, to_cosine_users
-from solutions.recsys.protocol import RankingSplit, evaluate_scores, validation_split
+from solutions.recsys.protocol import RankingSplit
 from solutions.recsys.sasrec import NextItemsStep, SASRec, SequentialConfig, training_batch
+from solutions.recsys.validated_fit import engine_run, validated_then_refit
 
 MODEL_FILE, CONFIG_FILE = "sequential.safetensors", "sequential.json"
 
@@ -87,33 +88,16 @@ class SequentialRecommender:
         settings = LoopSettings(steps=steps, warmup=cfg.warmup if warmup is None else warmup, schedule="constant",
                                 max_seconds=cfg.max_seconds, desc="sequential", log_every=max(1, cfg.validate_every),
                                 steps_per_epoch=len(sequences) / cfg.batch_size)
-        step, rows = NextItemsStep(model), []
-        result = Engine(self.device).run(step, decay_groups(step.named_parameters(), cfg.lr, cfg.weight_decay),
-                                         micro_batch, settings, validation=validation, progress=self.progress,
-                                         metric_sinks=(rows.append,))
-        return result, [r for r in rows if "validation_ndcg@10" in r]
+        return engine_run(NextItemsStep(model), micro_batch, settings, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                          device=self.device, progress=self.progress, validation=validation)
 
     def fit(self, split: RankingSplit) -> SequentialRecommender:
         self.items = list(split.items)
         self.item_index = split.item_index
-        cut = validation_split(split)
-        self.model = self._new_model(cut)
-        users = cut.eval_users()
-        validation = None
-        if users:
-            validation = Validation(lambda: evaluate_scores(self.score_users(cut), cut, users=users),
-                                    every=self.cfg.validate_every, metric="ndcg@10", patience=self.cfg.patience)
-        first, history = self._train(self.model, cut, self.cfg.steps, validation)
-        best = first.best_step if first.best_metric is not None else first.steps
-        self.fit_report = {"validation_ndcg@10": first.best_metric, "best_step": best, "steps": first.steps,
-                           "stopped_early": first.stopped_early, "history": history,
-                           "train_seconds": first.train_seconds}
-        if self.cfg.refit and best > 0:
-            self.model = self._new_model(split)
-            # the same number of warm-up steps as the validated run, so the refit follows its path
-            second, _ = self._train(self.model, split, best, warmup=min(1.0, self.cfg.warmup * self.cfg.steps / best))
-            self.fit_report["refit_seconds"] = second.train_seconds
-        self.model.eval()
+        # the refit takes as many warm-up steps as the validated run, so it follows its path
+        self.fit_report = validated_then_refit(
+            self, split, self.cfg, new_model=self._new_model, train=self._train,
+            refit_options=lambda best: {"warmup": min(1.0, self.cfg.warmup * self.cfg.steps / best)})
         return self
 
     # ------------------------------------------------------------ scoring

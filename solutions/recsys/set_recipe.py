@@ -22,8 +22,7 @@ from core.engine.checkpoint import has_checkpoint
 from core.runs.scaffold import RecipeRun
 from solutions.recsys.autoencoder import SetConfig
 from solutions.recsys.content import TextEncoder, embed_catalog
-from solutions.recsys.data import load_recipe_data
-from solutions.recsys.protocol import training_split
+from solutions.recsys.protocol import recipe_training_split
 from solutions.recsys.recipe_config import SetRecipe
 from solutions.recsys.set_recommender import SetRecommender
 from solutions.recsys.set_report import SET_REPORT
@@ -43,9 +42,7 @@ def train_set(cfg: SetRecipe, run_dir: Path, *, data_dir: str | None = None, res
     """Train the set autoencoder on every interaction (validated, then refit) and write the run; returns the report."""
     checkpoints = Path(run_dir) / "checkpoints"
     run = RecipeRun.open(cfg, run_dir, resume=resume, overwrite=overwrite, has_checkpoint=has_checkpoint(checkpoints))
-    data = load_recipe_data(cfg.data, data_dir)
-    threshold = cfg.data.threshold if cfg.data.threshold >= 0 else None
-    split = training_split(data, threshold=threshold)
+    data, split = recipe_training_split(cfg.data, data_dir)
     run.save_config()
     with run.ledger() as ledger:
         text = embed_catalog(TextEncoder.load(cfg.model.encoder), split.items, data.items) if cfg.model.text_init \

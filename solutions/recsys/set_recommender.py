@@ -1,9 +1,8 @@
 """Fitting, scoring, saving and serving the set autoencoder (solutions.recsys.autoencoder).
 
-Fitting (`fit(split)`), as for the sequential model: train on `protocol.validation_split(split)`
-(the training histories cut again in time) through the core engine (AdamW, clipping, validation
-every `validate_every` steps with best-weights keeping and early stopping on NDCG@10), then, with
-`refit`, train a fresh model on the whole training histories for the best number of steps. The
+Fitting (`fit(split)`), as for the sequential model (solutions.recsys.validated_fit): a validated run
+on the training histories cut again in time through the core engine (early stopping on NDCG@10),
+then, with `refit`, a fresh model on the whole training histories for the best number of steps. The
 test windows are never read.
 
 Serving: `item_vectors()` = [output embedding, bias] and `query_vector(history)` = [user vector,
@@ -23,13 +22,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from core.engine.loop import Engine, LoopSettings, Validation, decay_groups
+from core.engine.loop import LoopSettings
 from core.foundation.errors import UserError
 from solutions.recsys.autoencoder import SetAutoencoder, SetConfig, SetStep, bag, training_batch
 from solutions.recsys.baselines import History
 from solutions.recsys.catalog import save_catalog
 from solutions.recsys.index import ItemIndex, to_cosine_items, to_cosine_users
-from solutions.recsys.protocol import RankingSplit, evaluate_scores, validation_split
+from solutions.recsys.protocol import RankingSplit
+from solutions.recsys.validated_fit import engine_run, validated_then_refit
 
 MODEL_FILE, CONFIG_FILE = "set_autoencoder.safetensors", "set_autoencoder.json"
 
@@ -69,11 +69,9 @@ class SetRecommender:
         settings = LoopSettings(steps=steps, warmup=cfg.warmup, schedule="constant", max_seconds=cfg.max_seconds,
                                 desc="set-autoencoder", log_every=max(1, cfg.validate_every),
                                 steps_per_epoch=len(sequences) / cfg.batch_size)
-        step, rows = SetStep(model), []
-        result = Engine(self.device).run(step, decay_groups(step.named_parameters(), cfg.lr, cfg.weight_decay),
-                                         micro_batch, settings, validation=validation, progress=self.progress,
-                                         metric_sinks=(rows.append,), checkpoint_dir=checkpoint_dir, resume=resume)
-        return result, [r for r in rows if "validation_ndcg@10" in r]
+        return engine_run(SetStep(model), micro_batch, settings, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                          device=self.device, progress=self.progress, validation=validation,
+                          checkpoint_dir=checkpoint_dir, resume=resume)
 
     def fit(self, split: RankingSplit, *, checkpoint_dir: str | Path | None = None,
             resume: bool = False) -> SetRecommender:
@@ -82,24 +80,9 @@ class SetRecommender:
         self.items, self.item_index = list(split.items), split.item_index
         self.active = np.asarray(sorted({self.item_index[i] for u in split.train for i, _ in split.history(u)}),
                                  dtype=np.int64)  # the items with a training positive: the learned ones
-        cut = validation_split(split)
-        self.model = self._new_model()
-        users = cut.eval_users()
-        validation = None
-        if users:
-            validation = Validation(lambda: evaluate_scores(self.score_users(cut), cut, users=users),
-                                    every=self.cfg.validate_every, metric="ndcg@10", patience=self.cfg.patience)
-        first, history = self._train(self.model, cut, self.cfg.steps, validation, resume=resume,
-                                     checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None)
-        best = first.best_step if first.best_metric is not None else first.steps
-        self.fit_report = {"validation_ndcg@10": first.best_metric, "best_step": best, "steps": first.steps,
-                           "stopped_early": first.stopped_early, "history": history,
-                           "train_seconds": first.train_seconds}
-        if self.cfg.refit and best > 0:
-            self.model = self._new_model()
-            second, _ = self._train(self.model, split, best)
-            self.fit_report["refit_seconds"] = second.train_seconds
-        self.model.eval()
+        self.fit_report = validated_then_refit(
+            self, split, self.cfg, new_model=lambda part: self._new_model(), train=self._train,
+            first_options={"checkpoint_dir": Path(checkpoint_dir) if checkpoint_dir else None, "resume": resume})
         return self
 
     # ------------------------------------------------------------ scoring

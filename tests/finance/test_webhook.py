@@ -93,14 +93,12 @@ def test_bad_sink_spec_is_a_user_error(spec):
         build_sink(spec)
 
 
-class GarbageReceiver:
-    """A TCP server that reads each request in full, answers "garbage" (not an HTTP status line)
-    and closes: urllib raises http.client.BadStatusLine, which is not an OSError."""
+class TcpReceiver:
+    """A TCP server on 127.0.0.1 that hands each accepted connection to `handle` in its own thread loop."""
 
     def __init__(self):
         self.server = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/alerts"
-        self.calls = 0
         self.thread = threading.Thread(target=self._serve, daemon=True)
 
     def _serve(self):
@@ -109,18 +107,10 @@ class GarbageReceiver:
                 conn, _ = self.server.accept()
             except OSError:  # closed by __exit__
                 return
-            with conn:
-                conn.settimeout(5)
-                data = b""
-                while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
-                    data += chunk
-                head, _, body = data.partition(b"\r\n\r\n")
-                length = next((int(h.split(b":")[1]) for h in head.split(b"\r\n")
-                               if h.lower().startswith(b"content-length:")), 0)
-                while len(body) < length and (chunk := conn.recv(65536)):
-                    body += chunk
-                self.calls += 1
-                conn.sendall(b"garbage\r\n\r\n")
+            self.handle(conn)
+
+    def handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
 
     def __enter__(self):
         self.thread.start()
@@ -128,6 +118,27 @@ class GarbageReceiver:
 
     def __exit__(self, *exc):
         self.server.close()
+
+
+class GarbageReceiver(TcpReceiver):
+    """Reads each request in full, answers "garbage" (not an HTTP status line) and closes: urllib
+    raises http.client.BadStatusLine, which is not an OSError."""
+
+    calls = 0
+
+    def handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = next((int(h.split(b":")[1]) for h in head.split(b"\r\n")
+                           if h.lower().startswith(b"content-length:")), 0)
+            while len(body) < length and (chunk := conn.recv(65536)):
+                body += chunk
+            self.calls += 1
+            conn.sendall(b"garbage\r\n\r\n")
 
 
 def test_a_receiver_that_answers_garbage_is_retried_and_never_stops_the_monitor(tmp_path, keyword_model):
@@ -152,29 +163,18 @@ def test_a_receiver_that_answers_garbage_is_retried_and_never_stops_the_monitor(
             == garbage.calls
 
 
-class HangingReceiver:
-    """A TCP server that accepts connections and never answers: every webhook call runs into its timeout."""
+class HangingReceiver(TcpReceiver):
+    """Accepts connections and never answers: every webhook call runs into its timeout."""
 
     def __init__(self):
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/alerts"
+        super().__init__()
         self.held: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
 
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:  # closed by __exit__
-                return
-            self.held.append(conn)  # read nothing, answer nothing
-
-    def __enter__(self):
-        self.thread.start()
-        return self
+    def handle(self, conn: socket.socket) -> None:
+        self.held.append(conn)  # read nothing, answer nothing
 
     def __exit__(self, *exc):
-        self.server.close()
+        super().__exit__(*exc)
         for conn in self.held:
             conn.close()
 
