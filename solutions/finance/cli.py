@@ -88,7 +88,7 @@ def cmd_entities(args) -> int:
 
     from core.foundation.text import check_text  # lazy: as below
     from core.models.predictor import load_run, model_dir  # lazy: loads torch
-    from solutions.finance.monitor.entities import load_watchlist  # lazy: only this command reads a watchlist
+    from solutions.finance.entities import load_watchlist  # lazy: only this command reads a watchlist
     from solutions.finance.targeted import predict_entities  # lazy: as above
 
     quiet_libraries()

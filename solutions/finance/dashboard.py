@@ -11,8 +11,10 @@ JSON API the page polls every `poll_seconds`:
                                  ?entity= (substring, any case) &min_severity= &status= &limit=
     GET  /api/entity?name=       an entity's windows (latest MAX_WINDOWS), its alerts and incidents
     GET  /api/documents          ?alert_id= (its evidence) | ?entity= [&window_start=] [&limit=]:
-                                 documents with source, score, label, the model version that
-                                 scored them, and the analyst's label
+                                 documents with source, the entity's own label and score in
+                                 each and the sentences that drove it (offsets into the text,
+                                 highlighted on the page), the document's own label and score,
+                                 the model version that scored them, and the analyst's label
     POST /api/labels             {"doc_id", "label", "analyst"?} -> the stored label
     POST /api/verdicts           {"alert_id", "verdict": false_alarm|confirmed, "note"?, "analyst"?}
 
@@ -54,7 +56,6 @@ from solutions.finance.monitor.feedback import (
     MAX_NOTE_CHARS,
     MonitorFeedback,
     UnknownId,
-    has_model_column,
 )
 from solutions.finance.monitor.incidents import SEVERITIES, group_incidents
 
@@ -161,33 +162,66 @@ class MonitorReader:
 
     def documents(self, *, alert_id: int | None = None, entity: str | None = None, window_start: int | None = None,
                   limit: int = 50) -> dict:
+        """Documents mentioning an entity (or an alert's evidence), each with the entity's own label and
+        score in it, the sentences that drove that score (`evidence`: text, start, end, label, score), and
+        the document's own label and score beside it."""
         def read(db):
-            model = "s.model" if has_model_column(db) else "NULL"
-            select = (f"SELECT d.id, d.ts, d.ts_text, d.source, substr(d.text, 1, {MAX_TEXT_CHARS}) AS text, "
-                      f"length(d.text) AS text_chars, d.late, s.p_negative, s.p_neutral, s.p_positive, s.score, "
-                      f"s.label, {model} AS model, l.label AS analyst_label, l.analyst, l.ts AS labelled_at, "
-                      f"l.previous_label FROM documents d LEFT JOIN scores s ON s.doc_id=d.id "
-                      f"LEFT JOIN document_labels l ON l.doc_id=d.id")
             if alert_id is not None:
-                row = db.execute("SELECT evidence FROM alerts WHERE id=?", (alert_id,)).fetchone()
+                row = db.execute("SELECT entity, evidence FROM alerts WHERE id=?", (alert_id,)).fetchone()
                 if row is None:
                     raise UnknownId(f"no alert with id {alert_id} in {self.path.name}")
-                ids = json.loads(row[0])[:limit]
-                marks = ",".join("?" * len(ids))
-                found = {r["id"]: dict(r) for r in db.execute(f"{select} WHERE d.id IN ({marks})", ids)} if ids else {}
-                docs = [found[i] for i in ids if i in found]  # the alert's order: best evidence first
-            elif entity is not None and window_start is not None:
-                docs = [dict(r) for r in db.execute(
-                    f"{select} JOIN mentions m ON m.doc_id=d.id WHERE m.entity=? AND m.window_start=? "
-                    f"ORDER BY s.p_negative DESC, d.id LIMIT ?", (entity, window_start, limit))]
+                name, ids = row[0], json.loads(row[1])[:limit]
             elif entity is not None:
-                docs = [dict(r) for r in db.execute(
-                    f"{select} JOIN mentions m ON m.doc_id=d.id WHERE m.entity=? ORDER BY m.window_start DESC, "
-                    f"d.ts DESC, d.id LIMIT ?", (entity, limit))]
+                name, ids = entity, None
             else:
                 raise UserError("give alert_id, or entity (and optionally window_start)")
-            return {"documents": docs}
+            select = _documents_select(db)
+            if ids is not None:
+                marks = ",".join("?" * len(ids))
+                found = {r["id"]: r for r in db.execute(f"{select} WHERE d.id IN ({marks})", (name, *ids))} if ids else {}
+                rows = [found[i] for i in ids if i in found]  # the alert's order: best evidence first
+            elif window_start is not None:
+                rows = db.execute(f"{select} WHERE m.window_start=? ORDER BY p_negative DESC, d.id LIMIT ?",
+                                  (name, window_start, limit)).fetchall()
+            else:
+                rows = db.execute(f"{select} ORDER BY m.window_start DESC, d.ts DESC, d.id LIMIT ?",
+                                  (name, limit)).fetchall()
+            return {"documents": [_document(r) for r in rows]}
         return self._read(read)
+
+
+def _columns(db, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def _documents_select(db) -> str:
+    """The documents query for one entity (its name is the first parameter). A database the monitor has
+    not opened since per-entity scores came has no such columns: the document's score stands in."""
+    mentions, scores = _columns(db, "mentions"), _columns(db, "scores")
+    own = {c: f"COALESCE(m.{c}, s.{c})" if c in mentions else f"s.{c}"
+           for c in ("p_negative", "p_neutral", "p_positive", "score", "label")}
+    doc_evidence = "s.evidence" if "evidence" in scores else "NULL"
+    evidence = f"COALESCE(m.evidence, {doc_evidence})" if "evidence" in mentions else doc_evidence
+    pick = lambda column, table: f"s.{column}" if column in table else "NULL"  # noqa: E731
+    return (f"SELECT d.id, d.ts, d.ts_text, d.source, substr(d.text, 1, {MAX_TEXT_CHARS}) AS text, length(d.text) "
+            f"AS text_chars, d.late, {', '.join(f'{v} AS {k}' for k, v in own.items())}, s.label AS document_label, "
+            f"s.score AS document_score, {evidence} AS evidence, "
+            f"{'m.sentences' if 'sentences' in mentions else 'NULL'} AS entity_sentences, "
+            f"{pick('sentences', scores)} AS sentences_scored, {pick('sentences_dropped', scores)} AS sentences_dropped, "
+            f"{pick('model', scores)} AS model, l.label AS analyst_label, l.analyst, l.ts AS labelled_at, "
+            f"l.previous_label FROM documents d JOIN mentions m ON m.doc_id=d.id AND m.entity=? "
+            f"LEFT JOIN scores s ON s.doc_id=d.id LEFT JOIN document_labels l ON l.doc_id=d.id")
+
+
+def _document(row) -> dict:
+    """A row as the page gets it: evidence parsed and kept where it lies inside the text shown, each with
+    `span16`, its offsets in UTF-16 code units (how JavaScript indexes a string; start/end count code points)."""
+    doc = dict(row)
+    evidence = json.loads(doc["evidence"]) if doc["evidence"] else []
+    units = lambda i: len(doc["text"][:i].encode("utf-16-le")) // 2  # noqa: E731
+    doc["evidence"] = [e | {"span16": [units(e["start"]), units(e["end"])]} for e in evidence
+                       if 0 <= e["start"] <= e["end"] <= len(doc["text"])]
+    return doc
 
 
 class LabelRequest(BaseModel):

@@ -13,7 +13,7 @@ article is read whole instead of its first `max_length` tokens.
   whereas pysbd/blingfire/spaCy add a dependency (and spaCy a model download) for the same job on news
   prose. A sentence longer than `max_chars` is cut into windows of `max_chars` at whitespace, so a
   document with no punctuation is still read whole.
-- Mentions: `solutions.finance.monitor.entities.EntityMatcher` (cashtags, watchlist names and aliases,
+- Mentions: `solutions.finance.entities.EntityMatcher` (cashtags, watchlist names and aliases,
   whole words) applied per sentence; an entity given by name only (`entities=["Siemens"]`) matches that
   name as a whole word.
 - Aggregate per (document, entity), documented: the confidence-weighted mean of the mentioning
@@ -27,8 +27,9 @@ article is read whole instead of its first `max_length` tokens.
   words of news prose); the rest are counted in `sentences_dropped` and the result is flagged
   `truncated`, so a 1 MB text is bounded work and memory, never a silent drop. `sentences_scored`
   records how many were read.
-Leaves out: training a target-aware model (entity markers in the input), coreference ("the company",
-"it"), and the monitor's storage of the scores (solutions.finance.monitor).
+Leaves out: training a target-aware model (entity markers in the input) and coreference ("the company",
+"it"). The monitor stores these scores per (document, company) with their evidence
+(solutions.finance.monitor.scoring).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core.foundation.errors import UserError
-from solutions.finance.monitor.entities import EntityMatcher
+from solutions.finance.entities import EntityMatcher
 from solutions.finance.sentiment import SENTIMENT_LABELS, score_texts
 
 MAX_SENTENCES = 400
@@ -162,7 +163,10 @@ def aggregate(entity: str | None, rows: list[int], probs: np.ndarray, spans: lis
 
 def entity_matcher(entities) -> EntityMatcher:
     """A matcher for `entities`: None (every cashtag), a list of names or tickers (each matching itself as a
-    whole word, and a ticker also as a cashtag), or a watchlist {TICKER: [name, alias, ...]}."""
+    whole word, and a ticker also as a cashtag), a watchlist {TICKER: [name, alias, ...]}, or an
+    EntityMatcher (the monitor's: its watchlist and every cashtag)."""
+    if isinstance(entities, EntityMatcher):
+        return entities
     if entities is None:
         return EntityMatcher({})
     if isinstance(entities, dict):
@@ -178,7 +182,8 @@ def predict_entities(model, texts: list[str], entities=None, *, batch_size: int 
     if max_sentences < 1:
         raise UserError(f"max_sentences={max_sentences}: give at least 1")
     matcher = entity_matcher(entities)
-    wanted = None if entities is None else set(matcher.watchlist)  # given entities: only those are reported
+    # given entities: only those are reported; None or a matcher: every entity found (cashtags included)
+    wanted = None if entities is None or isinstance(entities, EntityMatcher) else set(matcher.watchlist)
     docs = []
     for text in texts:
         spans = split_sentences(text)

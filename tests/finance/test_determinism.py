@@ -37,6 +37,8 @@ def _stream() -> list[str]:
     lines += [_doc(f"a10-{i}", "ACME", 10, 10 + i, NEUTRAL) for i in range(3)]
     lines += [_doc(f"a11-{i}", "ACME", 11, i, NEGATIVE) for i in range(6)]
     lines += [_doc("late", "ACME", 9, 30, NEGATIVE), _doc("n11-0", "NOVA", 11, 9, NEUTRAL)]
+    lines += [json.dumps({"id": "mixed", "ts": "2026-03-02T11:20:00Z", "tickers": ["ACME", "NOVA"],
+                          "text": f"Market wrap. $ACME {NEGATIVE}. $NOVA {NEUTRAL}."})]  # one text, two companies
     return lines
 
 
@@ -53,6 +55,9 @@ def _outcome(db) -> dict:
                                    "evidence FROM alerts ORDER BY id").fetchall(),
             "aggregates": conn.execute("SELECT * FROM aggregates ORDER BY entity, window_start").fetchall(),
             "documents": conn.execute("SELECT id, late FROM documents ORDER BY id").fetchall(),
+            "scores": conn.execute("SELECT doc_id, score, label, sentences, sentences_dropped, evidence FROM scores "
+                                   "ORDER BY doc_id").fetchall(),
+            "mentions": conn.execute("SELECT * FROM mentions ORDER BY doc_id, entity").fetchall(),
             "pending": conn.execute("SELECT COUNT(*) FROM pending").fetchone()[0]}
 
 
@@ -77,6 +82,17 @@ def test_alerts_are_the_same_whatever_the_batch_size(tmp_path):
     assert ("ACME", "negative_share_spike", HOUR9 + 2 * 3600) in alerts  # the last window: closed by end of input
     assert ("late", 1) in outcomes[0]["documents"] and outcomes[0]["pending"] == 0
     assert "future" not in {doc_id for doc_id, _ in outcomes[0]["documents"]}
+    mixed = {row[1]: row for row in outcomes[0]["mentions"] if row[0] == "mixed"}  # per company, its own sentence
+    assert mixed["ACME"][3:7] == pytest.approx((0.8, 0.15, 0.05, -0.75)) and mixed["ACME"][7:9] == ("negative", 1)
+    assert mixed["NOVA"][7:9] == ("neutral", 1)
+    text = f"Market wrap. $ACME {NEGATIVE}. $NOVA {NEUTRAL}."
+    (acme,) = json.loads(mixed["ACME"][9])
+    assert text[acme["start"]:acme["end"]] == acme["text"] == f"$ACME {NEGATIVE}."
+    payloads = {(p["entity"], p["rule"], p["window_start"][11:13]): p
+                for p in map(json.loads, (tmp_path / "b1" / "alerts.jsonl").read_text().splitlines())}
+    spike = payloads[("ACME", "negative_share_spike", "11")]  # the webhook/JSONL payload carries the sentences
+    assert [e["doc_id"] for e in spike["evidence_sentences"]] == spike["evidence"][:3]
+    assert all(e["label"] == "negative" and e["evidence"][0]["label"] == "negative" for e in spike["evidence_sentences"])
 
 
 class Killed(BaseException):

@@ -3,7 +3,7 @@
 import pytest
 
 from core.foundation.errors import UserError
-from solutions.finance.monitor.entities import EntityMatcher, load_watchlist
+from solutions.finance.entities import EntityMatcher, load_watchlist
 
 WATCH = {"ORBT": ["Orbit Logistics", "Orbit"], "ACME": ["Acme Corp", "Acme"]}
 

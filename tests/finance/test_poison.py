@@ -150,17 +150,17 @@ def test_a_row_the_database_refuses_is_quarantined_and_the_rest_of_the_batch_com
 
 
 def test_scores_are_checked_finite_per_document():
-    from solutions.finance.monitor.loop import score_documents
+    from solutions.finance.monitor.scoring import score_documents
     from solutions.finance.monitor.sources import parse_document
 
     docs = [parse_document(json.dumps({"id": str(i), "ts": TS, "text": t})) for i, t in enumerate(["ok", "nan"])]
     rows = score_documents(PickyModel(), docs, 8)
-    assert rows[0]["label"] == "neutral" and rows[0]["score"] == pytest.approx(0.1 - 0.1)
+    assert rows[0].document["label"] == "neutral" and rows[0].document["score"] == pytest.approx(0.1 - 0.1)
     assert isinstance(rows[1], str) and np.isnan(PickyModel().predict_proba(["nan"])).all()
 
 
 def test_an_unforeseen_error_on_one_line_quarantines_that_line(tmp_path, keyword_model, monkeypatch):
-    from solutions.finance.monitor.entities import EntityMatcher
+    from solutions.finance.entities import EntityMatcher
 
     original = EntityMatcher.extract
 

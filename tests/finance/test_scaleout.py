@@ -136,8 +136,10 @@ def _results(conn) -> dict:
     query = lambda sql: [tuple(round(v, 9) if isinstance(v, float) else v for v in row)  # noqa: E731
                          for row in conn.execute(sql).fetchall()]
     return {"documents": query("SELECT id, ts, text, late FROM documents ORDER BY id"),
-            "scores": query("SELECT doc_id, score, label FROM scores ORDER BY doc_id"),
-            "mentions": query("SELECT doc_id, entity, window_start FROM mentions ORDER BY doc_id, entity"),
+            "scores": query("SELECT doc_id, score, label, sentences, sentences_dropped, evidence FROM scores "
+                            "ORDER BY doc_id"),
+            "mentions": query("SELECT doc_id, entity, window_start, score, label, sentences, evidence FROM mentions "
+                              "ORDER BY doc_id, entity"),
             "aggregates": query("SELECT entity, window_start, count, negative_count, score_sum, mean_score, "
                                 "negative_share, ewma FROM aggregates ORDER BY entity, window_start"),
             "alerts": query("SELECT entity, rule, window_start, window_end, value, baseline, detail, evidence "
@@ -346,3 +348,39 @@ def test_a_refresh_that_read_before_another_batch_committed_writes_nothing(pg_ds
 
 if __name__ == "__main__":
     main()
+
+
+def test_an_older_postgres_database_is_migrated_on_start_and_keeps_every_row(pg_dsn):
+    """The tables as a worker wrote them before per-company scores: every row stays, old rows keep
+    the document's score, new rows carry the company's own."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("""CREATE TABLE documents (id TEXT PRIMARY KEY, ts DOUBLE PRECISION NOT NULL, ts_text TEXT
+            NOT NULL, text TEXT NOT NULL, source TEXT, origin TEXT NOT NULL, position BIGINT NOT NULL,
+            ingested_at DOUBLE PRECISION NOT NULL, late SMALLINT)""")
+        conn.execute("""CREATE TABLE scores (doc_id TEXT PRIMARY KEY REFERENCES documents(id), p_negative DOUBLE
+            PRECISION NOT NULL, p_neutral DOUBLE PRECISION NOT NULL, p_positive DOUBLE PRECISION NOT NULL,
+            score DOUBLE PRECISION NOT NULL, label TEXT NOT NULL, model TEXT)""")
+        conn.execute("""CREATE TABLE mentions (doc_id TEXT NOT NULL REFERENCES documents(id), entity TEXT NOT NULL,
+            window_start BIGINT NOT NULL, PRIMARY KEY (doc_id, entity))""")
+        conn.execute("INSERT INTO documents VALUES ('old', 7300, 't', '$ACME falls.', NULL, 'f', 0, 0, 0)")
+        conn.execute("INSERT INTO scores VALUES ('old', 0.7, 0.2, 0.1, -0.6, 'negative', 'v1')")
+        conn.execute("INSERT INTO mentions VALUES ('old', 'ACME', 7200)")
+    own = {"p_negative": 0.05, "p_neutral": 0.15, "p_positive": 0.8, "score": 0.75, "label": "positive",
+           "sentences": 1, "evidence": json.dumps([{"text": "$ACME wins.", "start": 0, "end": 11, "label": "positive",
+                                                    "score": 0.75}])}
+    doc = {"id": "new", "ts": 7400.0, "ts_text": "t", "text": "$ACME wins. Markets fall.", "source": None,
+           "origin": "f"}
+    score = {"doc_id": "new", "p_negative": 0.4, "p_neutral": 0.3, "p_positive": 0.3, "score": -0.1,
+             "label": "negative", "model": "v2", "sentences": 2, "sentences_dropped": 0, "evidence": "[]"}
+    store = PostgresStore(pg_dsn, 3600)
+    try:
+        assert store.window_scores("ACME", 0) == {7200: ([-0.6], ["negative"])}
+        store.commit_batch(source_key="f", offset=10, records=[Record(doc, score, ("ACME",), 5, "l", {"ACME": own})],
+                           quarantined=[])
+        assert store.window_scores("ACME", 0) == {7200: ([0.75, -0.6], ["positive", "negative"])}
+        (new,) = store.evidence_sentences("ACME", ["new"])
+        assert new["label"] == "positive" and new["evidence"][0]["text"] == "$ACME wins."
+        assert store.db.execute("SELECT COUNT(*) FROM mentions").fetchone()[0] == 2
+    finally:
+        store.close()
+    PostgresStore(pg_dsn, 3600).close()  # a second start on the migrated database changes nothing

@@ -1,5 +1,5 @@
 """The monitor loop: read batches -> parse (quarantine the malformed) -> extract entities -> score
--> commit with the source offset -> re-aggregate dirty windows -> evaluate the rules on windows
+each document and each company it mentions, sentence by sentence (scoring.py) -> commit with the source offset -> re-aggregate dirty windows -> evaluate the rules on windows
 that have closed -> deliver alerts.
 
 `run_monitor(cfg)` runs until its inputs are exhausted, or with `follow` until `stop()` is true
@@ -10,9 +10,10 @@ start, to finish what a killed run left, and undelivered alerts from earlier run
 One line never stops the monitor: whatever goes wrong while reading, parsing, validating,
 scoring or storing one line (sources.py and store.py list the known cases; any other exception
 counts too) quarantines that line with the reason, and the rest of its batch is stored. Scoring
-is isolated the same way: a batch the model fails on is scored one document at a time, and only
-if the model also fails on a plain probe text is the error raised (a broken model is not a bad
-line).
+is isolated the same way (scoring.py): a batch the model fails on is scored one document at a time,
+and only if the model also fails on a plain probe text is the error raised (a broken model is not a
+bad line). A company's timeline, aggregates and alerts read its own score in each document (the
+sentences that name it), not the document's.
 
 Alerts are deterministic: a window is evaluated once, when it is closed (the stream's watermark,
 its latest stored timestamp, passed the window's end plus `lateness`, or the input ended: a run
@@ -35,7 +36,6 @@ counted twice). Leaves out: parallel scoring threads in one process (it saturate
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,17 +44,17 @@ from typing import Callable
 from core.foundation.errors import UserError
 from core.models.predictor import load_run, model_dir
 from solutions.finance.monitor.aggregate import WindowStats, window_stats
-from solutions.finance.monitor.entities import EntityMatcher, load_watchlist
+from solutions.finance.entities import EntityMatcher, load_watchlist
 from solutions.finance.monitor.lines import MAX_LINE_BYTES, Line
 from solutions.finance.monitor.rules import RuleSet, load_rules
 from solutions.finance.monitor.delivery import DeliveryWorker
 from solutions.finance.monitor.sinks import Backoff, build_sink, deliver_due
 from solutions.finance.monitor.sources import BAD_TICKERS, Document, Malformed, open_source, parse_document
+from solutions.finance.monitor.scoring import score_documents
 from solutions.finance.monitor.store import Record, Store
 from solutions.finance.monitor.store_postgres import PostgresStore
-from solutions.finance.sentiment import ZERO_SHOT_DESCRIPTIONS, score_texts, sentiment_columns
+from solutions.finance.sentiment import ZERO_SHOT_DESCRIPTIONS, sentiment_columns
 
-PROBE_TEXT = "The company published its quarterly report."  # scored to tell a broken model from a bad line
 MAX_FUTURE_SECONDS = 86400  # a document dated further ahead of the clock is quarantined
 
 
@@ -162,44 +162,19 @@ def ingest_batch(store: Store, lines: list[Line], *, matcher: EntityMatcher, mod
     known = store.known_ids([doc.id for _, doc, _ in docs])
     new = [d for d in docs if d[1].id not in known]
     records = []
-    for (line, doc, entities), score in zip(new, score_documents(model, [doc for _, doc, _ in new], batch_size)):
+    scored = score_documents(model, [doc for _, doc, _ in new], batch_size, matcher, [e for _, _, e in new])
+    for (line, doc, entities), score in zip(new, scored):
         if isinstance(score, str):
             quarantined.append((line.start, line.raw, score))
             continue
         records.append(Record({"id": doc.id, "ts": doc.ts, "ts_text": doc.ts_text, "text": doc.text,
                                "source": doc.source, "origin": lines[0].source_key},
-                              {"doc_id": doc.id, **score, "model": version}, entities, line.start, line.raw))
+                              {"doc_id": doc.id, **score.document, "model": version}, entities, line.start, line.raw,
+                              score.entities))
     refused = store.commit_batch(source_key=lines[0].source_key, offset=lines[-1].end, records=records,
                                  quarantined=quarantined)
     return {"lines": len(lines), "new": len(records) - refused, "seen": len(docs) - len(new),
             "quarantined": len(quarantined) + refused}
-
-
-def score_documents(model, docs: list[Document], batch_size: int) -> list[dict | str]:
-    """Per document: its score row, or the quarantine reason if it cannot be scored (the model
-    raised on it, or gave probabilities that are not finite)."""
-    try:
-        return _score_rows(model, [d.text for d in docs], batch_size)
-    except Exception as exc:  # noqa: BLE001 - find the document(s) the model fails on
-        failure = exc
-    if len(docs) > 1:
-        return [row for doc in docs for row in score_documents(model, [doc], 1)]
-    _score_rows(model, [PROBE_TEXT], 1)  # raises if the model fails on a plain text too: no line is to blame
-    return [f"scoring failed: {type(failure).__name__}: {failure}"]
-
-
-def _score_rows(model, texts: list[str], batch_size: int) -> list[dict | str]:
-    sentiment = score_texts(model, texts, batch_size=batch_size)
-    labels = sentiment.label
-    rows = []
-    for i in range(len(texts)):
-        probs = (float(sentiment.negative[i]), float(sentiment.neutral[i]), float(sentiment.positive[i]))
-        if not all(math.isfinite(p) for p in probs):
-            rows.append(f"scoring failed: probabilities {probs} are not finite")
-            continue
-        rows.append({"p_negative": probs[0], "p_neutral": probs[1], "p_positive": probs[2],
-                     "score": probs[2] - probs[0], "label": labels[i]})
-    return rows
 
 
 def refresh_aggregates(store: Store, rules: RuleSet) -> None:

@@ -25,14 +25,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from core.foundation.errors import UserError
+from solutions.finance.monitor.store import ALERT_SENTENCE_DOCUMENTS
 
 
-def alert_payload(alert: dict) -> dict:
+def alert_payload(alert: dict, sentences: list[dict] | None = None) -> dict:
+    """The JSON every sink gets. `evidence`: the window's document ids, best first; `evidence_sentences`:
+    for the first of them, the entity's label and score in the document and the sentences that drove
+    it ({text, start, end, label, score}, offsets into the document's text)."""
     iso = lambda t: datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
     return {"alert_id": alert["id"], "entity": alert["entity"], "rule": alert["rule"],
             "window_start": iso(alert["window_start"]), "window_end": iso(alert["window_end"]),
             "value": round(alert["value"], 4), "baseline": round(alert["baseline"], 4),
-            "detail": alert["detail"], "evidence": alert["evidence"]}
+            "detail": alert["detail"], "evidence": alert["evidence"], "evidence_sentences": sentences or []}
+
+
+def stored_payload(store, alert_id: int) -> dict:
+    """An alert's payload from the store, with the evidence sentences of its first documents."""
+    alert = store.alert(alert_id)
+    return alert_payload(alert, store.evidence_sentences(alert["entity"], alert["evidence"][:ALERT_SENTENCE_DOCUMENTS]))
 
 
 class StdoutSink:
@@ -97,7 +107,7 @@ def deliver_due(store, sinks: dict, backoff: Backoff, now: float | None = None) 
         due = store.due_deliveries(spec, time.time() if now is None else now)
         for i, alert_id in enumerate(due):
             try:
-                sink.send(alert_payload(store.alert(alert_id)))
+                sink.send(stored_payload(store, alert_id))
             except Exception as exc:  # noqa: BLE001 - whatever a receiver does is a failed attempt
                 error = f"{type(exc).__name__}: {exc}"
                 retry_at = time.time() + backoff.delay(store.delivery_attempts(alert_id, spec) + 1)

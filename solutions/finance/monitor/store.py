@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.foundation.durable import open_sqlite, transaction
@@ -67,7 +67,18 @@ CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY, source_key TEXT NOT NULL, offset INTEGER NOT NULL, line TEXT NOT NULL,
     reason TEXT NOT NULL, created_at REAL NOT NULL, UNIQUE (source_key, offset));
 """
+# Columns added since the first schema, (table, column, type), added on open to a database that lacks
+# them (ALTER TABLE ... ADD COLUMN keeps every row; NULL in an old row means "not recorded then").
+# The per-company columns of mentions: NULL -> the document's score stands in (COALESCE in the reads).
+ADDED_COLUMNS = (("documents", "late", "INTEGER NOT NULL DEFAULT 0"), ("scores", "model", "TEXT"),
+                 ("scores", "sentences", "INTEGER"), ("scores", "sentences_dropped", "INTEGER"),
+                 ("scores", "evidence", "TEXT"), ("mentions", "p_negative", "REAL"), ("mentions", "p_neutral", "REAL"),
+                 ("mentions", "p_positive", "REAL"), ("mentions", "score", "REAL"), ("mentions", "label", "TEXT"),
+                 ("mentions", "sentences", "INTEGER"), ("mentions", "evidence", "TEXT"))
+SCORE_EXTRAS = ("model", "sentences", "sentences_dropped", "evidence")  # optional in Record.score
+ENTITY_COLUMNS = ("p_negative", "p_neutral", "p_positive", "score", "label", "sentences", "evidence")
 EVIDENCE_LIMIT = 50  # document ids kept per alert
+ALERT_SENTENCE_DOCUMENTS = 3  # an alert payload carries the evidence sentences of its first documents
 QUARANTINE_LINE_CHARS = 2000
 # A row the database refuses because of its values, not because the database is failing.
 _REFUSED_ROW = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
@@ -79,10 +90,17 @@ class Record:
     """One scored document ready to store, with the line it came from (to quarantine it if refused)."""
 
     document: dict  # id, ts, ts_text, text, source, origin
-    score: dict  # doc_id, p_negative, p_neutral, p_positive, score, label, model (optional: its version)
+    score: dict  # doc_id, p_negative, p_neutral, p_positive, score, label; optional: model, sentences,
+    #              sentences_dropped, evidence (JSON)
     entities: tuple[str, ...]
     line_start: int
     line: str
+    entity_scores: dict = field(default_factory=dict)  # entity -> ENTITY_COLUMNS (scoring.py); missing: NULLs
+
+    def mention(self, entity: str) -> tuple:
+        """The entity's own score columns, in ENTITY_COLUMNS order (NULLs when it has none)."""
+        own = self.entity_scores.get(entity, {})
+        return tuple(own.get(column) for column in ENTITY_COLUMNS)
 
 
 class StoreReads:
@@ -98,7 +116,8 @@ class StoreReads:
         `on_time`: only documents that arrived before their window closed (what the alert rules see)."""
         out: dict[int, tuple[list[float], list[str]]] = {}
         late = "AND d.late=0" if on_time else ""
-        rows = self.db.execute(self._sql(f"SELECT m.window_start, s.score, s.label FROM mentions m JOIN scores s ON "
+        rows = self.db.execute(self._sql(f"SELECT m.window_start, COALESCE(m.score, s.score), COALESCE(m.label, "
+                               f"s.label) FROM mentions m JOIN scores s ON "
                                f"s.doc_id = m.doc_id JOIN documents d ON d.id = m.doc_id WHERE m.entity=? AND "
                                f"m.window_start>=? AND m.window_start<? {late} ORDER BY m.window_start, m.doc_id"),
                                (entity, since, until))
@@ -120,13 +139,29 @@ class StoreReads:
         return row[0] if row else None
 
     def evidence(self, entity: str, start: int, kind: str) -> list[str]:
-        """The on-time documents of a window that show an alert, best first (ties by id)."""
-        order = {"negative": "s.p_negative DESC", "lowest": "s.score ASC", "all": "d.ts ASC"}[kind]
-        where = "AND s.label='negative'" if kind == "negative" else ""
+        """The on-time documents of a window that show an alert, best first (ties by id), by the entity's
+        own score in each (the document's where none was recorded)."""
+        order = {"negative": "COALESCE(m.p_negative, s.p_negative) DESC", "lowest": "COALESCE(m.score, s.score) ASC",
+                 "all": "d.ts ASC"}[kind]
+        where = "AND COALESCE(m.label, s.label)='negative'" if kind == "negative" else ""
         rows = self.db.execute(self._sql(f"SELECT m.doc_id FROM mentions m JOIN scores s ON s.doc_id=m.doc_id JOIN documents d "
                                f"ON d.id=m.doc_id WHERE m.entity=? AND m.window_start=? AND d.late=0 {where} "
                                f"ORDER BY {order}, m.doc_id LIMIT ?"), (entity, start, EVIDENCE_LIMIT))
         return [r[0] for r in rows]
+
+    def evidence_sentences(self, entity: str, doc_ids: list[str]) -> list[dict]:
+        """Per document (in the given order): the entity's label, score and evidence sentences in it (the
+        document's own where the entity has none; [] for documents scored before sentences were kept)."""
+        if not doc_ids:
+            return []
+        marks = ",".join("?" * len(doc_ids))
+        rows = self.db.execute(self._sql(
+            f"SELECT m.doc_id, COALESCE(m.label, s.label), COALESCE(m.score, s.score), COALESCE(m.evidence, "
+            f"s.evidence), COALESCE(m.sentences, 0) FROM mentions m JOIN scores s ON s.doc_id=m.doc_id "
+            f"WHERE m.entity=? AND m.doc_id IN ({marks})"), (entity, *doc_ids)).fetchall()
+        found = {r[0]: {"doc_id": r[0], "label": r[1], "score": round(r[2], 6), "sentences": r[4],
+                        "evidence": json.loads(r[3]) if r[3] else []} for r in rows}
+        return [found[d] for d in doc_ids if d in found]
 
     def alerts(self) -> list[dict]:
         ids = self.db.execute("SELECT id FROM alerts ORDER BY window_start, entity, rule").fetchall()
@@ -161,10 +196,9 @@ class Store(StoreReads):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = open_sqlite(self.path)  # explicit BEGIN/COMMIT, WAL, synchronous=FULL
         self.db.executescript(SCHEMA)
-        if "late" not in {row[1] for row in self.db.execute("PRAGMA table_info(documents)")}:
-            self.db.execute("ALTER TABLE documents ADD COLUMN late INTEGER NOT NULL DEFAULT 0")  # an older database
-        if "model" not in {row[1] for row in self.db.execute("PRAGMA table_info(scores)")}:
-            self.db.execute("ALTER TABLE scores ADD COLUMN model TEXT")  # the model version that scored (NULL: older)
+        for table, column, kind in ADDED_COLUMNS:  # an older database: add what it lacks, keep every row
+            if column not in {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         stored = self.db.execute("SELECT value FROM meta WHERE key='window'").fetchone()
         if stored is None:
             self.db.execute("INSERT INTO meta VALUES ('window', ?)", (str(window),))
@@ -229,17 +263,19 @@ class Store(StoreReads):
             on_time, clock = clock.admit(record.document["ts"], self.window, self.lateness)
             start = window_start(record.document["ts"], self.window)
             documents.append(record.document | {"ingested_at": now, "late": int(not on_time)})
-            mentions += [(record.document["id"], entity, start) for entity in record.entities]
+            mentions += [(record.document["id"], entity, start, *record.mention(entity)) for entity in record.entities]
             if on_time:
                 pending.update((entity, start) for entity in record.entities)
         self.db.executemany("INSERT OR IGNORE INTO documents (id, ts, ts_text, text, source, origin, ingested_at, "
                             "late) VALUES (:id, :ts, :ts_text, :text, :source, :origin, :ingested_at, :late)",
                             documents)
         self.db.executemany("INSERT OR IGNORE INTO scores (doc_id, p_negative, p_neutral, p_positive, score, label, "
-                            "model) VALUES (:doc_id, :p_negative, :p_neutral, :p_positive, :score, :label, :model)",
-                            [{"model": None} | r.score for r in records])
-        self.db.executemany("INSERT OR IGNORE INTO mentions VALUES (?, ?, ?)", mentions)
-        self.db.executemany("INSERT OR IGNORE INTO dirty VALUES (?, ?)", {(e, w) for _, e, w in mentions})
+                            "model, sentences, sentences_dropped, evidence) VALUES (:doc_id, :p_negative, :p_neutral, "
+                            ":p_positive, :score, :label, :model, :sentences, :sentences_dropped, :evidence)",
+                            [dict.fromkeys(SCORE_EXTRAS) | r.score for r in records])
+        self.db.executemany(f"INSERT OR IGNORE INTO mentions (doc_id, entity, window_start, {', '.join(ENTITY_COLUMNS)}) "
+                            f"VALUES ({', '.join('?' * (3 + len(ENTITY_COLUMNS)))})", mentions)
+        self.db.executemany("INSERT OR IGNORE INTO dirty VALUES (?, ?)", {(m[1], m[2]) for m in mentions})
         self.db.executemany("INSERT OR IGNORE INTO pending VALUES (?, ?)", sorted(pending))
         return clock
 

@@ -32,8 +32,10 @@ in-order worker would: a later copy stored first is replaced while it is still u
 redelivery). Deliveries are claimed with a lease (`UPDATE ... FOR UPDATE SKIP LOCKED`), so two
 workers do not send the same alert at the same moment; delivery stays at-least-once.
 Deadlocks and serialization failures (the server aborts one transaction) are retried.
-Leaves out: `verticals finance report` (it reads SQLite), schema migrations beyond creating the
-tables, connection pooling (one connection per worker).
+Schema changes are additive columns (store.py's ADDED_COLUMNS: the per-company scores and evidence),
+added on start with `ADD COLUMN IF NOT EXISTS` under the schema lock: an older database keeps every row.
+Leaves out: `verticals finance report` (it reads SQLite), other schema migrations, connection pooling
+(one connection per worker).
 """
 
 from __future__ import annotations
@@ -47,8 +49,16 @@ from functools import wraps
 from core.foundation.errors import UserError
 from solutions.finance.monitor.aggregate import StreamClock, WindowStats, window_start
 from solutions.finance.monitor.lines import printable
-from solutions.finance.monitor.store import QUARANTINE_LINE_CHARS, Record, StoreReads
+from solutions.finance.monitor.store import (
+    ADDED_COLUMNS,
+    ENTITY_COLUMNS,
+    QUARANTINE_LINE_CHARS,
+    SCORE_EXTRAS,
+    Record,
+    StoreReads,
+)
 
+_PG_TYPES = {"INTEGER": "BIGINT", "REAL": "DOUBLE PRECISION", "TEXT": "TEXT"}
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS documents (
@@ -85,6 +95,9 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS quarantine (
         id BIGSERIAL PRIMARY KEY, source_key TEXT NOT NULL, "offset" BIGINT NOT NULL, line TEXT NOT NULL,
         reason TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, UNIQUE (source_key, "offset"))""",
+    # added since the first schema (store.py's ADDED_COLUMNS): ADD COLUMN keeps every row; NULL = not recorded then
+    *(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {_PG_TYPES[kind]}"
+      for table, column, kind in ADDED_COLUMNS if (table, column) not in {("documents", "late"), ("scores", "model")}),
 ]
 SCHEMA_LOCK = 7_301_517  # pg_advisory_xact_lock key: two workers starting at once create the tables once
 END = 2**63 - 1  # the frontier of a source whose input is complete
@@ -228,22 +241,23 @@ class PostgresStore(StoreReads):
         keep = [r for r in records if r.document["id"] in stored_ids]
         touched = set(self.db.execute("DELETE FROM mentions WHERE doc_id = ANY(%s) RETURNING entity, window_start",
                                       (replaced,)).fetchall()) if replaced else set()
-        mentions = sorted((r.document["id"], e, window_start(r.document["ts"], self.window))
-                          for r in keep for e in r.entities)
-        touched |= {(e, w) for _, e, w in mentions}
+        mentions = sorted(((r.document["id"], e, window_start(r.document["ts"], self.window), *r.mention(e))
+                           for r in keep for e in r.entities), key=lambda m: m[:2])
+        touched |= {(m[1], m[2]) for m in mentions}
         entities = sorted({e for e, _ in touched})
         self.db.execute("INSERT INTO entity_versions SELECT unnest(%s::text[]), 1 ON CONFLICT (entity) DO UPDATE "
                         "SET version = entity_versions.version + 1", (entities,))  # before the dirty marks
         b = _Batch(keep)
+        columns = ("doc_id", "p_negative", "p_neutral", "p_positive", "score", "label", *SCORE_EXTRAS)
         self.db.execute(
-            "INSERT INTO scores SELECT * FROM unnest(%s::text[], %s::float8[], %s::float8[], %s::float8[], "
-            "%s::float8[], %s::text[], %s::text[]) ON CONFLICT (doc_id) DO UPDATE SET p_negative=excluded.p_negative, "
-            "p_neutral=excluded.p_neutral, p_positive=excluded.p_positive, score=excluded.score, label=excluded.label, "
-            "model=excluded.model",
-            tuple(b.column(k, "score") for k in ("doc_id", "p_negative", "p_neutral", "p_positive", "score", "label",
-                                                 "model")))
-        self.db.execute("INSERT INTO mentions SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[]) "
-                        "ON CONFLICT DO NOTHING", tuple(map(list, zip(*mentions))) if mentions else ([], [], []))
+            f"INSERT INTO scores ({', '.join(columns)}) SELECT * FROM unnest(%s::text[], %s::float8[], %s::float8[], "
+            f"%s::float8[], %s::float8[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[]) "
+            f"ON CONFLICT (doc_id) DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in columns[1:]),
+            tuple(b.column(k, "score") for k in columns))
+        arrays = tuple(map(list, zip(*mentions))) if mentions else ([],) * (3 + len(ENTITY_COLUMNS))
+        self.db.execute(f"INSERT INTO mentions (doc_id, entity, window_start, {', '.join(ENTITY_COLUMNS)}) SELECT * "
+                        f"FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::float8[], %s::float8[], %s::float8[], "
+                        f"%s::float8[], %s::text[], %s::bigint[], %s::text[]) ON CONFLICT DO NOTHING", arrays)
         dirty = sorted(touched)
         self.db.execute("INSERT INTO dirty SELECT * FROM unnest(%s::text[], %s::bigint[]) ON CONFLICT DO NOTHING",
                         ([e for e, _ in dirty], [w for _, w in dirty]))
