@@ -60,6 +60,7 @@ def init_head(model, data: RunData, cfg, device: str, *, search_c: bool) -> dict
     """Head from a logistic-regression probe on frozen embeddings (C chosen on validation when
     `search_c`). Returns the report's `probe` section ({} when C was not searched)."""
     label_map, validation = LabelMap(data.data.labels), data.data.validation
+    model.to(device)  # encode sends its batches to `device`; the model must be there too (fit moves it later anyway)
     c, x = cfg.model.probe_c, model.encode(data.train.texts, device=device)
     probe = {}
     if search_c:

@@ -127,6 +127,10 @@ def test_incidents_filter_drill_down_label_verdict_and_reload(page, served, db):
     first = rows.first
     assert "keyword-stub@test" in first.inner_text() and "negative" in first.inner_text()
     doc_id = first.get_attribute("data-doc-id")
+    mark = first.locator("td.text mark.ev-negative")  # the sentence behind the score, marked in the text
+    expect(mark).to_have_count(1)
+    assert mark.inner_text() and mark.inner_text() in first.locator("td.text").inner_text()
+    assert "sentence" in first.locator(".doc-score").inner_text()
 
     first.locator("select.label-select").select_option("neutral")  # label a document
     page.locator(f'#docs tr[data-doc-id="{doc_id}"] .stored').wait_for()
