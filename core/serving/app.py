@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.foundation.errors import UserError
 from core.foundation.text import encodable, text_problem
@@ -295,12 +296,12 @@ def _validation_message(exc: RequestValidationError, hint: str) -> str:
 
 def create_service(title: str, routers: tuple = (), *, access: Access = Access(),
                    limits: ServiceLimits = ServiceLimits(), info=None, on_start=None, on_stop=None,
-                   request_hint: str = "") -> FastAPI:
+                   request_hint: str | dict[str, str] = "") -> FastAPI:
     """The app: `routers` (APIRouters) mounted behind the Guard, plus health, readiness, metrics.
 
     `info()` -> dict: details for an authorised `/readyz`; `on_start`/`on_stop`: async callables
     run in the lifespan (readiness turns true after `on_start`); `request_hint` is appended to
-    validation messages (e.g. the request shape)."""
+    validation messages (e.g. the request shape): one for every route, or {path: hint} per route."""
     from prometheus_client import (  # lazy: an optional extra ([serve])
         CONTENT_TYPE_LATEST,
         CollectorRegistry,
@@ -332,10 +333,11 @@ def create_service(title: str, routers: tuple = (), *, access: Access = Access()
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request, exc: RequestValidationError):
-        return _json_error(422, _validation_message(exc, request_hint))
+        hint = request_hint.get(request.url.path, "") if isinstance(request_hint, dict) else request_hint
+        return _json_error(422, _validation_message(exc, hint))
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request, exc: HTTPException):
+    @app.exception_handler(StarletteHTTPException)  # also the router's own 404 and 405: {"error"} like the rest
+    async def http_error(request, exc: StarletteHTTPException):
         return _json_error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(UserError)

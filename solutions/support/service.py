@@ -315,7 +315,8 @@ def create_app(model: Callable[[list[str]], list[dict]] | ServedModel | Deployme
     app = create_service("verticals intent router", (service.router(), *extra_routers),
                          access=access or Access(token=token), limits=limits, info=service.describe,
                          on_start=service.start, on_stop=service.stop,
-                         request_hint='send {"text": "..."} or {"texts": ["...", ...]}')
+                         request_hint={"/v1/route": 'send {"text": "..."} or {"texts": ["...", ...]}',
+                                       "/v1/feedback": 'send {"request_id": "...", "intent": "..."}'})
     service.attach(app.state.registry, monitoring)
     app.state.deployment, app.state.drift = service.deployment, service.monitor
     return app
