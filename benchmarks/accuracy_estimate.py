@@ -55,7 +55,7 @@ METHODS = ("atc_max_probability", "atc_negative_entropy", "doc")
 SHIFTS = ("a_unseen_intents", "b_typos", "c_other_domain", "d_label_share", "e_time_order")
 
 
-def _train(name: str, splits: dict, args) -> "Trained":
+def _train(name: str, splits: dict, args) -> Trained:
     """Write `splits` ({split: [(text, label)]}) as a folder, run the probe recipe on it, load the model."""
     from benchmarks.support_banking77 import _recipe_run  # lazy: imports the recipe machinery
     from core.data.catalog import write_labelled_csv  # lazy: as above
@@ -216,11 +216,11 @@ def summarise(per_seed: dict) -> dict:
 
 def table(record: dict) -> str:
     s, p = record["summary"], record["protocol"]
-    lines = [f"Accuracy estimated without labels on BANKING77 shifts ({p['backbone']} probe, {p['intents']} intents, "
+    lines = [(f"Accuracy estimated without labels on BANKING77 shifts ({p['backbone']} probe, {p['intents']} intents, "
              f"seeds {p['seeds']}; mean ± std over seeds; errors in accuracy points). "
              f"ATC (max probability) within {100 * TARGET:.0f} points on "
              f"{s['within_3_points']['atc_max_probability']} of {len(SHIFTS)} shifts "
-             f"(target 4: {'met' if s['target_met'] else 'missed'}).", "",
+             f"(target 4: {'met' if s['target_met'] else 'missed'})."), "",
              "| shift | rows | true accuracy | ATC (max prob.) | error | ATC (neg. entropy) | error | DoC | error |",
              "|---|---|---|---|---|---|---|---|---|"]
     for shift, row in s["shifts"].items():

@@ -53,7 +53,7 @@ def atc_threshold(validation_scores, validation_accuracy: float) -> float:
     if not 0.0 <= validation_accuracy <= 1.0:
         raise ValueError(f"validation_accuracy must be in [0, 1], got {validation_accuracy}")
     n = len(scores)
-    k = int(round((1.0 - validation_accuracy) * n))
+    k = int(np.rint((1.0 - validation_accuracy) * n))
     if k == 0:
         return float(scores[0])
     if k == n:
@@ -96,17 +96,17 @@ class AccuracyFit:
 
     @classmethod
     def fit(cls, validation_confidence, validation_accuracy: float, *,
-            fitted_from: str = "every validation row at training time") -> "AccuracyFit":
+            fitted_from: str = "every validation row at training time") -> AccuracyFit:
         conf = np.asarray(validation_confidence, dtype=np.float64).ravel()
         return cls(threshold=atc_threshold(conf, validation_accuracy), validation_accuracy=float(validation_accuracy),
-                   validation_mean_confidence=float(conf.mean()), n_validation=int(len(conf)),
+                   validation_mean_confidence=float(conf.mean()), n_validation=len(conf),
                    fitted_from=fitted_from)
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, meta: dict) -> "AccuracyFit":
+    def from_json(cls, meta: dict) -> AccuracyFit:
         return cls(threshold=float(meta["threshold"]), validation_accuracy=float(meta["validation_accuracy"]),
                    validation_mean_confidence=float(meta["validation_mean_confidence"]),
                    n_validation=int(meta["n_validation"]), score=str(meta.get("score", SCORE)),
@@ -121,10 +121,10 @@ def estimate_accuracy(fit: AccuracyFit | None, confidence, *, max_drop: float, n
     confidence = np.asarray(confidence, dtype=np.float64).ravel()
     if fit is None or not len(confidence):
         why = note or ("the run stores no accuracy fit" if fit is None else "no predictions")
-        return {"estimate": None, "method": None, "rows": int(len(confidence)), "alert": False,
+        return {"estimate": None, "method": None, "rows": len(confidence), "alert": False,
                 "status": f"{NOT_AVAILABLE}: {why}"}
     atc = atc_estimate(fit.threshold, confidence)
-    return {"estimate": atc, "method": f"ATC ({fit.score})", "rows": int(len(confidence)),
+    return {"estimate": atc, "method": f"ATC ({fit.score})", "rows": len(confidence),
             "doc_estimate": doc_estimate(fit.validation_accuracy, fit.validation_mean_confidence, confidence),
             "validation_accuracy": fit.validation_accuracy, "threshold": fit.threshold,
             "drop": fit.validation_accuracy - atc, "max_drop": max_drop,

@@ -203,7 +203,10 @@ class DriftMonitor:
 
     def _log_transition(self, version: str, report: dict) -> None:
         if report["drifted"] and not self._alerting:
-            details = ", ".join(f"{name}={report.get(name)}" for name in report["alerts"])
+            details = ", ".join(f"{name}={report['accuracy_estimate']['estimate']:.3f} (validation "
+                                f"{report['accuracy_estimate']['validation_accuracy']:.3f})"
+                                if name == "accuracy_estimate" else f"{name}={report.get(name)}"
+                                for name in report["alerts"])
             log.warning("drift alert for model %s over the last %d routed texts: %s", version, report["n"], details)
         elif self._alerting and not report["drifted"]:
             log.info("drift alert for model %s cleared", version)

@@ -148,7 +148,7 @@ def _labelled(metrics: str, name: str, **labels) -> float | None:
     return None
 
 
-def test_the_accuracy_estimate_is_served_with_its_rows_and_alerts_past_the_margin(router, served_run):
+def test_the_accuracy_estimate_is_served_with_its_rows_and_alerts_past_the_margin(router, served_run, caplog):
     from core.evaluation.accuracy_estimate import AccuracyFit
 
     served = _served(router, served_run)
@@ -177,6 +177,7 @@ def test_the_accuracy_estimate_is_served_with_its_rows_and_alerts_past_the_margi
         assert body["accuracy_estimate"]["estimate"] == 0.0 and body["accuracy_estimate"]["alert"]
         assert "accuracy_estimate" in body["report"]["alerts"] and body["status"] == "drifted"
         assert _gauge(client.get("/metrics").text, "verticals_drift_alert", served.version) == 1.0
+    assert "accuracy_estimate=0.000 (validation 0.900)" in caplog.text
 
 
 def test_without_a_baseline_the_accuracy_estimate_is_not_available(router, served_run):

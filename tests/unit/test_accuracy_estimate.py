@@ -92,9 +92,9 @@ def test_estimate_alerts_only_past_the_margin_and_says_when_not_available():
 
 def _baseline(**changes):
     rng = np.random.default_rng(1)
-    base = dict(embeddings=rng.normal(size=(200, 4)).astype(np.float32),
-                confidence=np.linspace(0.3, 1.0, 200).astype(np.float32), label_share={"a": 0.5, "b": 0.5},
-                fallback_rate=None, model_version="v1", n_validation=200)
+    base = {"embeddings": rng.normal(size=(200, 4)).astype(np.float32),
+                "confidence": np.linspace(0.3, 1.0, 200).astype(np.float32), "label_share": {"a": 0.5, "b": 0.5},
+                "fallback_rate": None, "model_version": "v1", "n_validation": 200}
     return DriftBaseline(**(base | changes))
 
 
