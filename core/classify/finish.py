@@ -43,7 +43,9 @@ def finish(run: RecipeRun, data: RunData, model, result, cost: Cost, sections: d
     outputs = model.predict_all(data.data.validation.texts, device=device)  # calibration and the drift baseline
     confidence = fit_confidence(model, bank, data.data.validation, cfg, device, outputs=outputs)
     save_classifier(model, run_dir / "model")
-    drift = save_drift_baseline(model, *outputs, run_dir / "model", model_version=run_dir.name, seed=cfg.train.seed)
+    y_val = np.asarray(LabelMap(model.labels).encode(data.data.validation.labels))  # the accuracy estimator's fit
+    drift = save_drift_baseline(model, *outputs, run_dir / "model", model_version=run_dir.name, seed=cfg.train.seed,
+                                labels=y_val)
     splits, train = data.data, data.train
     fingerprint = source_fingerprint(cfg.data.source)  # lets `verticals eval --data COPY` know its own data
     report = {"data": splits.summary() | ({"train_used": len(train)} if len(train) != len(splits.train) else {})

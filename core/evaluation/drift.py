@@ -17,13 +17,19 @@ Measures (each a pure function on arrays; `drift_report` puts them side by side)
   label shares and the recent counts (half the L1 distance: the share of predictions that would
   have to change label), 0 = same mix, 1 = disjoint.
 - the fallback / out-of-scope rate: recent share minus the baseline's.
+- the accuracy estimated without labels (core.evaluation.accuracy_estimate: ATC on the calibrated
+  top-class confidence, DoC beside it) from the baseline's stored fit, and its drop below the
+  validation accuracy.
 
 Thresholds (`DriftThresholds`, all "alert when above"): psi_confidence 0.2 follows the credit-
 scoring rule of thumb (PSI < 0.1 stable, 0.1-0.2 moderate shift, > 0.2 significant; Siddiqi 2006,
 Yurdakul 2018). domain_auc 0.75 sits in the 0.7-0.8 band Hosmer & Lemeshow call "acceptable
 discrimination": the classifier tells recent traffic apart reliably. label_shift 0.25 (a quarter
 of the predicted-label mass moved) and a 0.15 absolute rise of the fallback or out-of-scope rate
-are our defaults, not tuned on data: set them per deployment. Sampling noise at DriftWindow's
+are our defaults, not tuned on data: set them per deployment. accuracy_drop 0.05: alert when the
+ATC estimate is more than 5 points below the validation accuracy; at 200 recent rows the estimate's
+sampling noise alone is about sqrt(0.9 * 0.1 / 200) ~ 2 points (binomial sd at 90%), so a smaller
+margin would alert on noise. Sampling noise at DriftWindow's
 minimum (200 recent rows vs 2000 baseline rows): PSI ~ (bins - 1)(1/200 + 1/2000) ~ 0.05 and AUC
 ~ 0.5 +- 0.05 for identical distributions, well under the alerts.
 
@@ -52,6 +58,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from core.evaluation.accuracy_estimate import estimate_accuracy
 from core.evaluation.drift_baseline import BASELINE_ROWS, DriftBaseline
 from core.foundation.errors import UserError
 
@@ -159,6 +166,7 @@ class DriftThresholds:
     label_shift: float = 0.25
     fallback_rate_increase: float = 0.15
     out_of_scope_rate_increase: float = 0.15
+    accuracy_drop: float = 0.05  # estimated accuracy this far below the validation accuracy (ATC)
     min_embedding_rows: int = 20  # fewer recent embeddings: no domain AUC / MMD
 
 
@@ -185,6 +193,8 @@ def drift_report(baseline: DriftBaseline, *, embeddings: np.ndarray | None, conf
         out["psi_confidence"] = psi(baseline.confidence, confidence)
     if sum(counts.values()) and sum(baseline.label_share.values()):
         out["label_shift"] = label_shift(baseline.label_share, counts)
+    out["accuracy_estimate"] = estimate_accuracy(baseline.accuracy, confidence, max_drop=thresholds.accuracy_drop,
+                                                 note=baseline.accuracy_note)
     if embeddings is not None and len(embeddings) >= thresholds.min_embedding_rows \
             and len(baseline.embeddings) >= thresholds.min_embedding_rows:
         embeddings = np.asarray(embeddings, dtype=np.float32)
@@ -198,7 +208,8 @@ def drift_report(baseline: DriftBaseline, *, embeddings: np.ndarray | None, conf
               "label_shift": (out["label_shift"], thresholds.label_shift),
               "fallback_rate": (_increase(fallback_rate, baseline.fallback_rate), thresholds.fallback_rate_increase),
               "out_of_scope_rate": (_increase(out_of_scope_rate, baseline.out_of_scope_rate),
-                                    thresholds.out_of_scope_rate_increase)}
+                                    thresholds.out_of_scope_rate_increase),
+              "accuracy_estimate": (out["accuracy_estimate"].get("drop"), thresholds.accuracy_drop)}
     out["alerts"] = [name for name, (value, limit) in checks.items() if value is not None and value > limit]
     out["drifted"] = bool(out["alerts"])
     return out

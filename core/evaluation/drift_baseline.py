@@ -4,9 +4,15 @@
 (float16), calibrated confidence, top-1 minus top-2 margin and the out-of-scope detector's
 verdict, plus the predicted-label shares and the out-of-scope rate of the whole validation split,
 in drift_baseline.safetensors (arrays) + drift_baseline.json (scalars, written last); no pickles.
+With the validation labels it also holds the accuracy estimator's fit (core.evaluation.accuracy_estimate.
+AccuracyFit: the ATC threshold over every validation row's calibrated confidence, the validation
+accuracy and mean confidence), under "accuracy_estimate" in drift_baseline.json. A baseline saved
+before that key existed gets the fit at load time from what it stored: its (subsampled) validation
+confidences and the run's report.json validation accuracy (the ATC threshold needs only those);
+without a report it has none, and `accuracy_note` says why.
 `save_drift_baseline` builds it from the validation outputs a run already computed;
 `load_drift_baseline(run)` reads it (None for runs that predate baselines).
-Leaves out: the measures (core.evaluation.drift).
+Leaves out: the measures (core.evaluation.drift, core.evaluation.accuracy_estimate).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from core.confidence.calibrate import softmax
+from core.evaluation.accuracy_estimate import AccuracyFit
 from core.foundation.errors import UserError
 from core.models.predictor import model_dir
 
@@ -46,12 +53,15 @@ class DriftBaseline:
     out_of_scope_rate: float | None = None  # over the whole validation split; None without a detector
     n_validation: int = 0  # rows of the validation split the baseline was built from
     seed: int = 0
+    accuracy: AccuracyFit | None = None  # the accuracy estimator's fit; None: see accuracy_note
+    accuracy_note: str = ""  # why there is no fit (e.g. an old run without a validation accuracy)
 
     @classmethod
     def from_outputs(cls, model, logits: np.ndarray, embeddings: np.ndarray, *, model_version: str,
-                     seed: int = 0, max_rows: int = BASELINE_ROWS) -> "DriftBaseline | None":
+                     seed: int = 0, max_rows: int = BASELINE_ROWS, labels=None) -> "DriftBaseline | None":
         """The baseline from a trained model's validation outputs (logits, embeddings: one
-        predict_all pass), using its temperature and out-of-scope detector; None for no rows."""
+        predict_all pass), using its temperature and out-of-scope detector; None for no rows.
+        `labels`: the validation label ids, for the accuracy estimator's fit (None: no fit)."""
         if not len(logits):
             return None
         probs = softmax(np.asarray(logits), model.temperature)
@@ -63,11 +73,14 @@ class DriftBaseline:
         if len(rows) > max_rows:
             rows = np.sort(np.random.default_rng(seed).choice(len(rows), max_rows, replace=False))
         margin = top2[:, 0] - (top2[:, 1] if top2.shape[1] > 1 else 0.0)
+        accuracy = None if labels is None else AccuracyFit.fit(
+            top2[:, 0], float((probs.argmax(axis=1) == np.asarray(labels)).mean()))
         return cls(embeddings=np.asarray(embeddings, dtype=np.float32)[rows],
                    confidence=top2[rows, 0].astype(np.float32),
                    label_share=share, fallback_rate=None, model_version=model_version,
                    margin=margin[rows].astype(np.float32), out_of_scope=None if oos is None else oos[rows],
-                   out_of_scope_rate=None if oos is None else float(oos.mean()), n_validation=len(probs), seed=seed)
+                   out_of_scope_rate=None if oos is None else float(oos.mean()), n_validation=len(probs), seed=seed,
+                   accuracy=accuracy, accuracy_note="" if labels is not None else "no validation labels given")
 
     def fallback_rate_under(self, min_confidence: float, min_margin: float, use_out_of_scope: bool = True) -> float:
         """Share of the baseline rows a router would hand over with these settings: out of scope
@@ -96,7 +109,8 @@ class DriftBaseline:
         os.replace(str(path) + ".tmp", path)
         meta = {"format_version": FORMAT_VERSION, "label_share": self.label_share, "fallback_rate": self.fallback_rate,
                 "model_version": self.model_version, "out_of_scope_rate": self.out_of_scope_rate,
-                "n_validation": self.n_validation, "rows": len(self.confidence), "seed": self.seed}
+                "n_validation": self.n_validation, "rows": len(self.confidence), "seed": self.seed,
+                "accuracy_estimate": None if self.accuracy is None else self.accuracy.to_json()}
         tmp = model_dir / (BASELINE_META + ".tmp")
         tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
         os.replace(tmp, model_dir / BASELINE_META)
@@ -116,13 +130,14 @@ class DriftBaseline:
         try:
             meta, arrays = json.loads(meta_path.read_text(encoding="utf-8")), load_file(str(path))
             out_of_scope = arrays.get("out_of_scope")
+            accuracy, note = _stored_or_refitted(meta, arrays["confidence"], model_dir)
             return cls(embeddings=arrays["embeddings"].astype(np.float32), confidence=arrays["confidence"],
                        label_share={str(k): float(v) for k, v in meta["label_share"].items()},
                        fallback_rate=meta.get("fallback_rate"), model_version=str(meta.get("model_version", "")),
                        margin=arrays.get("margin"),
                        out_of_scope=None if out_of_scope is None else out_of_scope.astype(bool),
                        out_of_scope_rate=meta.get("out_of_scope_rate"), n_validation=int(meta.get("n_validation", 0)),
-                       seed=int(meta.get("seed", 0)))
+                       seed=int(meta.get("seed", 0)), accuracy=accuracy, accuracy_note=note)
         except (OSError, ValueError, TypeError, KeyError, AttributeError, SafetensorError) as exc:
             raise UserError(f"{model_dir}: the drift baseline cannot be read ({exc!r}); retrain the run or delete "
                             f"{BASELINE_META} and {BASELINE_FILE}") from exc
@@ -130,7 +145,26 @@ class DriftBaseline:
     def describe(self) -> dict:
         return {"model_version": self.model_version, "rows": len(self.confidence), "n_validation": self.n_validation,
                 "embedding_dim": int(self.embeddings.shape[1]) if self.embeddings.ndim == 2 else 0,
-                "fallback_rate": self.fallback_rate, "out_of_scope_rate": self.out_of_scope_rate}
+                "fallback_rate": self.fallback_rate, "out_of_scope_rate": self.out_of_scope_rate,
+                "accuracy_estimate": None if self.accuracy is None else self.accuracy.to_json()}
+
+
+def _stored_or_refitted(meta: dict, confidence: np.ndarray, model_dir: Path) -> tuple[AccuracyFit | None, str]:
+    """The stored accuracy fit; for a baseline saved before fits were stored, one refitted from its
+    stored validation confidences and the run's report.json validation accuracy; else (None, why)."""
+    if meta.get("accuracy_estimate"):
+        return AccuracyFit.from_json(meta["accuracy_estimate"]), ""
+    report = model_dir.parent / "report.json"
+    try:
+        accuracy = json.loads(report.read_text(encoding="utf-8"))["metrics"]["validation"]["accuracy"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, (f"the run was trained before accuracy fits were stored and {report} holds no validation "
+                      f"accuracy to refit one from")
+    if accuracy is None or not len(confidence):
+        return None, "the run's validation accuracy or confidences are missing"
+    return AccuracyFit.fit(confidence, float(accuracy), fitted_from=(
+        f"refitted at load time: {len(confidence)} stored validation confidences + report.json validation "
+        f"accuracy (the run predates stored fits)")), ""
 
 
 def load_drift_baseline(run_or_model_dir) -> DriftBaseline | None:
@@ -139,9 +173,11 @@ def load_drift_baseline(run_or_model_dir) -> DriftBaseline | None:
 
 
 def save_drift_baseline(model, logits: np.ndarray, embeddings: np.ndarray, model_dir, *, model_version: str,
-                        seed: int = 0) -> dict:
-    """Build and save the baseline (core.classify.recipes.finish); returns the report's `drift_baseline` section."""
-    baseline = DriftBaseline.from_outputs(model, logits, embeddings, model_version=model_version, seed=seed)
+                        seed: int = 0, labels=None) -> dict:
+    """Build and save the baseline (core.classify.recipes.finish); returns the report's `drift_baseline`
+    section. `labels`: the validation label ids (for the accuracy estimator's fit)."""
+    baseline = DriftBaseline.from_outputs(model, logits, embeddings, model_version=model_version, seed=seed,
+                                          labels=labels)
     if baseline is None:
         return {"note": "no validation rows: no drift baseline saved"}
     baseline.save(model_dir)

@@ -6,6 +6,9 @@ finance monitor's scores).
 "labels": {label: count}, "fallback_rate", "out_of_scope_rate"} (the rates may be None). Records
 keep no embeddings (too big per prediction), so these reports have no embedding drift (domain
 AUC, MMD); a live service computes those on its in-memory window (core.evaluation.drift.DriftWindow).
+`accuracy_lines` is the markdown paragraph on the accuracy estimated without labels (ATC and DoC
+from the baseline's fit, core.evaluation.accuracy_estimate) both solutions' reports print; `plot`
+marks the ATC threshold on the confidence histogram.
 Leaves out: reading the records (the solutions) and the metric maths (core.evaluation.drift).
 """
 
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.evaluation.accuracy_estimate import NOT_AVAILABLE
 from core.evaluation.drift import drift_report
 
 MIN_ROWS = 200  # under this many predictions the scores are mostly sampling noise (as DriftWindow's min_rows)
@@ -26,7 +30,9 @@ def compare(baseline, stats: dict, thresholds) -> dict:
     without embeddings; counts only when the run has no baseline."""
     if baseline is None:
         return {"n": stats["n"], "fallback_rate": stats["fallback_rate"], "out_of_scope_rate": stats["out_of_scope_rate"],
-                "psi_confidence": None, "label_shift": None, "alerts": [], "drifted": None}
+                "psi_confidence": None, "label_shift": None, "alerts": [], "drifted": None,
+                "accuracy_estimate": {"estimate": None, "method": None, "rows": stats["n"], "alert": False,
+                                      "status": f"{NOT_AVAILABLE}: the run has no drift baseline"}}
     return drift_report(baseline, embeddings=None, confidence=stats["confidence"], labels=stats["labels"],
                         fallback_rate=stats["fallback_rate"], out_of_scope_rate=stats["out_of_scope_rate"],
                         thresholds=thresholds)
@@ -58,6 +64,10 @@ def plot(baseline, stats: dict, version: str, path: Path, recent: str = "logged 
                   label=f"baseline (validation, n={len(baseline.confidence)})")
     left.hist(np.asarray(stats["confidence"]), bins=bins, density=True, histtype="step", linewidth=2,
               label=f"{recent} (n={stats['n']})")
+    fit = getattr(baseline, "accuracy", None)
+    if fit is not None:
+        left.axvline(fit.threshold, color="grey", linestyle="--", linewidth=1,
+                     label=f"ATC threshold {fit.threshold:.3f} (validation accuracy {fit.validation_accuracy:.3f})")
     left.set(xlabel="top-class confidence (calibrated)", ylabel="density", title="confidence distribution")
     left.legend(loc="upper left", fontsize=8)
     rows = label_rows(dict(baseline.label_share) if baseline is not None else {}, stats["labels"])
@@ -79,3 +89,21 @@ def fmt(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def accuracy_lines(result: dict, what: str = "predictions") -> list[str]:
+    """Markdown lines on the accuracy estimated without labels (`result["accuracy_estimate"]`)."""
+    est = result.get("accuracy_estimate") or {"status": f"{NOT_AVAILABLE}: no estimate in this result"}
+    if est.get("estimate") is None:
+        return [f"**Accuracy estimated without labels: {est['status']}.**", ""]
+    verdict = (f"**alert: {100 * est['drop']:.1f} points below the validation accuracy (margin "
+               f"{100 * est['max_drop']:.0f})**" if est["alert"] else
+               f"no alert (drop {100 * est['drop']:.1f} points, margin {100 * est['max_drop']:.0f})")
+    return ["## Accuracy estimated without labels", "",
+            "| estimate | method | over | validation accuracy | alert |", "|---|---|---|---|---|",
+            f"| {est['estimate']:.3f} | {est['method']} | {est['rows']} {what} | {est['validation_accuracy']:.3f} | "
+            f"{'**yes**' if est['alert'] else 'no'} |",
+            f"| {est['doc_estimate']:.3f} | DoC (average confidence) | {est['rows']} {what} | "
+            f"{est['validation_accuracy']:.3f} | - |", "",
+            f"Verdict: {verdict}. ATC counts the {what} whose calibrated confidence is at least "
+            f"{est['threshold']:.3f}, the threshold below which the validation split's share of rows equals its "
+            f"error rate ({est['fitted_from']}). It assumes today's errors look like validation's (less sure where "
+            f"wrong); it misses errors the model is confident about, e.g. new intents that look like known ones.", ""]

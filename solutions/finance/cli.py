@@ -72,13 +72,19 @@ def cmd_dashboard(args) -> int:
 
 
 def cmd_drift(args) -> int:
+    from core.evaluation.drift import DriftThresholds  # lazy: start-up of the console entry
     from solutions.finance.monitor.health import write_monitor_drift  # lazy: start-up of the console entry
 
     result = write_monitor_drift(Path(args.db), Path(args.run), args.out and Path(args.out),
-                                 model_version=args.model_version, since_hours=args.since_hours)
+                                 model_version=args.model_version, since_hours=args.since_hours,
+                                 thresholds=DriftThresholds(accuracy_drop=args.max_accuracy_drop))
     alerts = ", ".join(result["alerts"]) or "none"
+    est = result["accuracy_estimate"]
+    accuracy = (est["status"] if est["estimate"] is None else
+                f"{est['estimate']:.3f} ({est['method']}; validation {est['validation_accuracy']:.3f})")
     print(f"model {result['model_version']}: {result['n']} documents, psi_confidence "
-          f"{result.get('psi_confidence')}, label_shift {result.get('label_shift')}; alerts: {alerts}")
+          f"{result.get('psi_confidence')}, label_shift {result.get('label_shift')}, estimated accuracy {accuracy}; "
+          f"alerts: {alerts}")
     print(f"wrote {result['out']}/drift.md, drift.json, drift.png")
     return 0
 
@@ -172,4 +178,6 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="output folder (default: drift-<model version>/ beside DB)")
     p.add_argument("--model-version", help="the scores.model to report on (default: the one that scored the most)")
     p.add_argument("--since-hours", type=float, help="only documents within this many hours of the newest one")
+    p.add_argument("--max-accuracy-drop", type=float, default=0.05,
+                   help="alert when the accuracy estimated without labels is this far below the validation accuracy")
     p.set_defaults(func=cmd_drift)

@@ -101,17 +101,22 @@ def cmd_serve(args) -> int:
 
 
 def cmd_drift(args) -> int:
+    from core.evaluation.drift import DriftThresholds  # lazy: numpy-heavy drift modules
     from solutions.support.drift_report import MIN_ROWS, write_drift_report  # lazy: ~50 ms of report modules
 
     quiet_libraries()
 
     result = write_drift_report(Path(args.db), Path(args.run), args.out and Path(args.out),
-                                model_version=args.model_version, since_hours=args.since_hours, settings=_settings(args))
+                                model_version=args.model_version, since_hours=args.since_hours, settings=_settings(args),
+                                thresholds=DriftThresholds(accuracy_drop=args.max_accuracy_drop))
     alerts = ", ".join(result["alerts"]) or "none"
     print(f"model {result['model_version']}: {result['n']} logged predictions; psi_confidence "
           f"{result['psi_confidence'] if result['psi_confidence'] is None else round(result['psi_confidence'], 3)}, "
           f"label_shift {result['label_shift'] if result['label_shift'] is None else round(result['label_shift'], 3)}; "
           f"alerts: {alerts}{' (few predictions: mostly noise)' if result['n'] < MIN_ROWS else ''}")
+    est = result["accuracy_estimate"]
+    print("estimated accuracy: " + (est["status"] if est["estimate"] is None else
+                                    f"{est['estimate']:.3f} ({est['method']}, validation {est['validation_accuracy']:.3f})"))
     print(f"wrote {result['out']}/drift.md, drift.json, drift.png")
     return 0
 
@@ -149,6 +154,8 @@ def register(sub) -> None:
     p.add_argument("--out", help="output folder (default: drift-<model version>/ beside DB)")
     p.add_argument("--model-version", help="the logged model version to report (default: the one --run is served as)")
     p.add_argument("--since-hours", type=float, help="only predictions of the last H hours (default: all)")
+    p.add_argument("--max-accuracy-drop", type=float, default=0.05,
+                   help="alert when the accuracy estimated without labels is this far below the validation accuracy")
     _router_settings_args(p)
     p.set_defaults(func=cmd_drift)
 

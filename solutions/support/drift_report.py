@@ -3,7 +3,9 @@
 Reads the prediction log (core.mlops.feedback.PredictionLog.window_stats) of one model version and
 compares it with the run's training baseline (core.evaluation.drift_baseline.DriftBaseline, from its validation split):
 PSI of the top-class confidence, label shift (total variation of the predicted-label mix) and the
-fallback rate's increase, against core.evaluation.drift.DriftThresholds. Writes drift.md, drift.json and
+fallback rate's increase, and the accuracy estimated without labels (ATC from the run's stored fit,
+alert when it is more than DriftThresholds.accuracy_drop below the validation accuracy), against
+core.evaluation.drift.DriftThresholds. Writes drift.md, drift.json and
 drift.png (confidence distributions and label mix, baseline vs logged traffic).
 The log keeps no embeddings (too big per request), so this report has no embedding drift (domain
 AUC, MMD): the running service computes those on its in-memory window (GET /v1/drift, /metrics).
@@ -18,7 +20,7 @@ import time
 from pathlib import Path
 
 from core.evaluation.drift import DriftThresholds
-from core.evaluation.drift_report import MIN_ROWS, compare, fmt, plot
+from core.evaluation.drift_report import MIN_ROWS, accuracy_lines, compare, fmt, plot
 from core.foundation.errors import UserError
 from core.mlops.feedback import PredictionLog
 from solutions.support.deployment import load_baseline
@@ -44,7 +46,7 @@ def markdown(result: dict, version: str, run: Path, db: Path, thresholds, baseli
         above = getattr(thresholds, limit)
         lines.append(f"| {shown} | {fmt(result.get(key))} | {fmt(base) if key.endswith('rate') else '-'} | "
                      f"{'+' if key.endswith('rate') else ''}{above} | {'**yes**' if key in result['alerts'] else 'no'} |")
-    lines += ["", "![confidence and label mix](drift.png)", "",
+    lines += ["", *accuracy_lines(result, "logged predictions"), "![confidence and label mix](drift.png)", "",
               "The prediction log keeps no embeddings, so this report has no embedding drift (domain-classifier AUC, "
               "MMD): the running service computes those on its recent window (`GET /v1/drift`, `/metrics`). "
               "The baseline's fallback rate is what a router with the given --min-confidence / --min-margin would "
@@ -53,10 +55,11 @@ def markdown(result: dict, version: str, run: Path, db: Path, thresholds, baseli
 
 
 def write_drift_report(db: Path, run: Path, out: Path | None = None, *, model_version: str | None = None,
-                       since_hours: float | None = None, settings=None) -> dict:
+                       since_hours: float | None = None, settings=None,
+                       thresholds: DriftThresholds = DriftThresholds()) -> dict:
     """Write drift.md / drift.json / drift.png into `out` (default: drift-<version>/ beside `db`);
     returns the result with the paths. `settings`: the RouterSettings the service ran with (default
-    RouterSettings()), for the baseline's fallback rate."""
+    RouterSettings()), for the baseline's fallback rate; `thresholds`: the alert levels."""
     if not Path(db).is_file():
         raise UserError(f"{db} does not exist; give the prediction log a `verticals serve` wrote (--log DB)")
     version = model_version or version_of(run)
@@ -68,7 +71,7 @@ def write_drift_report(db: Path, run: Path, out: Path | None = None, *, model_ve
             logged = prediction_log.model_versions()
             raise UserError(f"no logged predictions of model {version}{' in that window' if since else ''}; the log holds "
                             f"{', '.join(f'{v} ({n})' for v, n in logged.items()) or 'none'}: pass --model-version")
-    baseline, thresholds = load_baseline(run, settings or RouterSettings()), DriftThresholds()
+    baseline = load_baseline(run, settings or RouterSettings())
     result = compare(baseline, stats, thresholds) | {"model_version": version, "run": str(run), "since": since}
     out = Path(out) if out else Path(db).resolve().parent / f"drift-{version}"
     out.mkdir(parents=True, exist_ok=True)

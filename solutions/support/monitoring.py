@@ -12,7 +12,14 @@ fallback rate). The result feeds the Prometheus gauges below (labelled by model_
 
     verticals_drift_psi_confidence, verticals_drift_domain_auc, verticals_drift_mmd,
     verticals_drift_label_shift, verticals_fallback_rate, verticals_drift_alert (0/1),
-    verticals_drift_window_rows, verticals_drift_dropped_batches_total
+    verticals_drift_window_rows, verticals_drift_dropped_batches_total,
+    verticals_accuracy_estimate{method="atc"|"doc"}, verticals_accuracy_estimate_rows,
+    verticals_accuracy_validation
+
+The accuracy estimate (core.evaluation.accuracy_estimate: ATC over the window's calibrated
+confidences, from the run's stored fit; DoC beside it) is also `accuracy_estimate` in
+`GET /v1/drift`, with its method, rows and the validation accuracy it started from; an estimate
+more than DriftThresholds.accuracy_drop below the validation accuracy is one of the drift alerts.
 
 Gauges of a version no longer served are removed, so /metrics stays bounded across swaps.
 The fallback rate (since the version started serving, then over the window once it holds its
@@ -49,7 +56,11 @@ GAUGES = {  # key in the drift report -> (metric name, help)
     "fallback_rate": ("verticals_fallback_rate", "Share of recent routes handed over to a human"),
     "alert": ("verticals_drift_alert", "1 while any drift threshold is passed"),
     "n": ("verticals_drift_window_rows", "Routed texts in the drift window"),
+    "accuracy_rows": ("verticals_accuracy_estimate_rows", "Routed texts the accuracy estimate is based on"),
+    "accuracy_validation": ("verticals_accuracy_validation",
+                            "Validation accuracy of the served run, where the accuracy estimate starts from"),
 }
+ESTIMATES = {"atc": "estimate", "doc": "doc_estimate"}  # method label -> key in the report's accuracy_estimate
 
 
 def _plain(value):
@@ -65,14 +76,18 @@ class MonitorSettings:
     queue_batches: int = 1000  # batches waiting for the monitor thread before new ones are dropped
     window_rows: int = 2000  # recent routed texts compared with the baseline
     min_rows: int = 200  # fewer: no drift scores yet (sampling noise; see core.evaluation.drift)
+    thresholds: DriftThresholds = DriftThresholds()  # alert levels, e.g. DriftThresholds(accuracy_drop=0.03)
 
 
 class DriftMonitor:
     """See the module docstring. `registry`: the app's prometheus CollectorRegistry."""
 
     def __init__(self, registry, settings: MonitorSettings = MonitorSettings(), thresholds=None):
-        self.settings, self.thresholds = settings, thresholds or DriftThresholds()
+        self.settings, self.thresholds = settings, thresholds or settings.thresholds
         self.gauges = {key: Gauge(name, doc, ["model_version"], registry=registry) for key, (name, doc) in GAUGES.items()}
+        self.accuracy = Gauge("verticals_accuracy_estimate", "Accuracy estimated without labels over the drift "
+                              "window (ATC: share of confidences above the validation-fitted threshold; DoC)",
+                              ["model_version", "method"], registry=registry)
         self.dropped = Counter("verticals_drift_dropped_batches_total", "Routed batches the drift monitor had no room for",
                                registry=registry)
         self.queue: queue.Queue = queue.Queue(maxsize=settings.queue_batches)
@@ -129,6 +144,11 @@ class DriftMonitor:
                         gauge.remove(self._served.version)
                     except KeyError:
                         pass
+                for method in ESTIMATES:
+                    try:
+                        self.accuracy.remove(self._served.version, method)
+                    except KeyError:
+                        pass
             self._window = DriftWindow(served.version, size=self.settings.window_rows, min_rows=self.settings.min_rows)
             self._served, self._alerting = served, False
             self._fallbacks = self._rows = self._since_report = 0
@@ -164,14 +184,29 @@ class DriftMonitor:
                 if report.get(key) is not None:
                     self.gauges[key].labels(version).set(report[key])
             self.gauges["alert"].labels(version).set(1 if report["drifted"] else 0)
+            self._set_accuracy(version, report["accuracy_estimate"])
             self._log_transition(version, report)
+        accuracy = report["accuracy_estimate"] if report else {
+            "estimate": None, "rows": n, "alert": False,
+            "status": f"not available: {status}" if served.baseline is None else "not available yet: " + status}
         latest = {"model_version": version, "status": status, "n": n, "fallback_rate": fallback_rate,
-                  "computed_at": time.time(), "report": report}
+                  "computed_at": time.time(), "accuracy_estimate": accuracy, "report": report}
         self.latest = json.loads(json.dumps(latest, default=_plain))  # plain JSON for GET /v1/drift
+
+    def _set_accuracy(self, version: str, estimate: dict) -> None:
+        if estimate.get("estimate") is None:
+            return
+        for method, key in ESTIMATES.items():
+            self.accuracy.labels(version, method).set(estimate[key])
+        self.gauges["accuracy_rows"].labels(version).set(estimate["rows"])
+        self.gauges["accuracy_validation"].labels(version).set(estimate["validation_accuracy"])
 
     def _log_transition(self, version: str, report: dict) -> None:
         if report["drifted"] and not self._alerting:
-            details = ", ".join(f"{name}={report.get(name)}" for name in report["alerts"])
+            details = ", ".join(f"{name}={report['accuracy_estimate']['estimate']:.3f} (validation "
+                                f"{report['accuracy_estimate']['validation_accuracy']:.3f})"
+                                if name == "accuracy_estimate" else f"{name}={report.get(name)}"
+                                for name in report["alerts"])
             log.warning("drift alert for model %s over the last %d routed texts: %s", version, report["n"], details)
         elif self._alerting and not report["drifted"]:
             log.info("drift alert for model %s cleared", version)

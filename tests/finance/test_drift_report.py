@@ -51,3 +51,25 @@ def test_unknown_version_and_missing_database_are_user_errors(monitored, tmp_pat
     (tmp_path / "junk.db").write_bytes(b"not sqlite at all" * 100)
     with pytest.raises(UserError):
         score_stats(tmp_path / "junk.db")
+
+
+def test_the_report_estimates_accuracy_from_the_scores_and_alerts_when_unsure(monitored, tiny_sentiment_run, tmp_path):
+    from core.evaluation.drift_baseline import load_drift_baseline
+
+    fit = load_drift_baseline(tiny_sentiment_run).accuracy
+    assert fit is not None and fit.fitted_from == "every validation row at training time"
+    result = write_monitor_drift(monitored, tiny_sentiment_run, tmp_path / "as-is")
+    estimate = result["accuracy_estimate"]
+    stored = sqlite3.connect(monitored).execute("SELECT MAX(p_negative, p_neutral, p_positive) FROM scores").fetchall()
+    assert estimate["rows"] == len(stored) and estimate["validation_accuracy"] == fit.validation_accuracy
+    assert estimate["estimate"] == sum(c >= fit.threshold for (c,) in stored) / len(stored)
+    assert "## Accuracy estimated without labels" in (tmp_path / "as-is" / "drift.md").read_text()
+    unsure = tmp_path / "unsure.db"  # every document scored a near coin flip: below any fitted threshold
+    sqlite3.connect(monitored).backup(target := sqlite3.connect(unsure))
+    target.execute("UPDATE scores SET p_negative=0.34, p_neutral=0.33, p_positive=0.33")
+    target.commit()
+    target.close()
+    shifted = write_monitor_drift(unsure, tiny_sentiment_run, tmp_path / "unsure")
+    expect_alert = fit.threshold > 0.34 and fit.validation_accuracy > 0.05
+    assert ("accuracy_estimate" in shifted["alerts"]) is expect_alert and expect_alert
+    assert "**alert:" in (tmp_path / "unsure" / "drift.md").read_text()

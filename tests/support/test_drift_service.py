@@ -138,3 +138,68 @@ def test_the_offline_report_compares_the_log_with_the_baseline(router, served_ru
     assert "40 logged predictions" in capsys.readouterr().out
     assert main(["support", "drift", str(db), "--run", str(served_run), "--model-version", "v9"]) == 2
     assert "no logged predictions of model v9" in capsys.readouterr().err
+
+
+def _labelled(metrics: str, name: str, **labels) -> float | None:
+    """The value of `name` whose labels include `labels` (any order)."""
+    for line in metrics.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line.split("}")[0] for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_the_accuracy_estimate_is_served_with_its_rows_and_alerts_past_the_margin(router, served_run, caplog):
+    from core.evaluation.accuracy_estimate import AccuracyFit
+
+    served = _served(router, served_run)
+    report = json.loads((served_run / "report.json").read_text())
+    with TestClient(create_app(served, monitoring=FAST)) as client:
+        _route_all(client, MIXED)
+        body = _drift_when(client, lambda b: b["report"] is not None and b["report"]["n"] == len(BASELINE_TEXTS))
+        estimate = body["accuracy_estimate"]
+        assert estimate == body["report"]["accuracy_estimate"] and estimate["method"] == "ATC (max_probability)"
+        assert estimate["rows"] == len(BASELINE_TEXTS) and 0 <= estimate["estimate"] <= 1
+        assert estimate["validation_accuracy"] == report["metrics"]["validation"]["accuracy"]
+        metrics = client.get("/metrics").text
+        version = served.version
+        assert _labelled(metrics, "verticals_accuracy_estimate", model_version=version, method="atc") \
+            == pytest.approx(estimate["estimate"])
+        assert _labelled(metrics, "verticals_accuracy_estimate", model_version=version, method="doc") \
+            == pytest.approx(estimate["doc_estimate"])
+        assert _gauge(metrics, "verticals_accuracy_estimate_rows", version) == len(BASELINE_TEXTS)
+        assert _gauge(metrics, "verticals_accuracy_validation", version) == pytest.approx(estimate["validation_accuracy"])
+    # a threshold above every confidence: nothing counts as right, far more than 5 points down
+    sure = AccuracyFit(threshold=1.01, validation_accuracy=0.9, validation_mean_confidence=0.9, n_validation=100)
+    with TestClient(create_app(replace(served, baseline=replace(served.baseline, accuracy=sure)),
+                               monitoring=FAST)) as client:
+        _route_all(client, MIXED)
+        body = _drift_when(client, lambda b: b["report"] is not None and b["report"]["n"] == len(BASELINE_TEXTS))
+        assert body["accuracy_estimate"]["estimate"] == 0.0 and body["accuracy_estimate"]["alert"]
+        assert "accuracy_estimate" in body["report"]["alerts"] and body["status"] == "drifted"
+        assert _gauge(client.get("/metrics").text, "verticals_drift_alert", served.version) == 1.0
+    assert "accuracy_estimate=0.000 (validation 0.900)" in caplog.text
+
+
+def test_without_a_baseline_the_accuracy_estimate_is_not_available(router, served_run):
+    with TestClient(create_app(_served(router, served_run, baseline=None), monitoring=FAST)) as client:
+        _route_all(client, MIXED[:24])
+        body = _drift_when(client, lambda b: b["n"] == 24)
+        assert body["accuracy_estimate"]["estimate"] is None
+        assert body["accuracy_estimate"]["status"].startswith("not available: no drift baseline")
+        assert "verticals_accuracy_estimate{" not in client.get("/metrics").text
+
+
+def test_the_offline_report_gives_the_verdict_on_the_estimated_accuracy(router, served_run, tmp_path):
+    from solutions.support.drift_report import write_drift_report
+
+    version = model_version(served_run)
+    row = {"text": "my card", "intent": "card", "fallback_reason": None}
+    for confidence, alerting in ((0.999, False), (0.01, True)):  # every row sure / every row unsure
+        db = tmp_path / f"log-{confidence}.db"
+        with PredictionLog(db) as prediction_log:
+            prediction_log.log([dict(row, confidence=confidence) for _ in range(50)], version, label_key="intent")
+        result = write_drift_report(db, served_run, tmp_path / f"out-{confidence}")
+        assert ("accuracy_estimate" in result["alerts"]) is alerting
+        assert result["accuracy_estimate"]["estimate"] == (0.0 if alerting else 1.0)
+        markdown = (tmp_path / f"out-{confidence}" / "drift.md").read_text()
+        assert "## Accuracy estimated without labels" in markdown and ("**alert:" in markdown) is alerting

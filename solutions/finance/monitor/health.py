@@ -5,7 +5,10 @@ Reads the monitor database's scores (one row per document: the three calibrated 
 label, and `scores.model`, the version that scored it) of one model version, optionally only
 documents of the last `since_hours` of stream time, and compares them with the run's training
 baseline (core.evaluation.drift_baseline.DriftBaseline) through core.evaluation.drift_report: PSI of the top-class confidence and
-the label shift of the predicted-sentiment mix, against core.evaluation.drift.DriftThresholds. The monitor
+the label shift of the predicted-sentiment mix, and the accuracy estimated without labels (ATC over
+the documents' top-class probability, from the run's stored fit; alert when it is more than
+DriftThresholds.accuracy_drop below the validation accuracy), against
+core.evaluation.drift.DriftThresholds. The monitor
 hands nothing over, so there is no fallback rate; it keeps no embeddings, so no embedding drift.
 Writes drift.md, drift.json and drift.png. Read-only: the monitor is never blocked (WAL).
 Leaves out: the metric maths (core.evaluation.drift) and the comparison/plot (core.evaluation.drift_report).
@@ -19,7 +22,7 @@ from pathlib import Path
 
 from core.evaluation.drift import DriftThresholds
 from core.evaluation.drift_baseline import load_drift_baseline
-from core.evaluation.drift_report import MIN_ROWS, compare, fmt, plot
+from core.evaluation.drift_report import MIN_ROWS, accuracy_lines, compare, fmt, plot
 from core.foundation.errors import UserError
 
 
@@ -61,12 +64,13 @@ def score_stats(db: Path, *, model_version: str | None = None, since_hours: floa
 
 
 def write_monitor_drift(db: Path, run: Path, out: Path | None = None, *, model_version: str | None = None,
-                        since_hours: float | None = None) -> dict:
-    """drift.md / drift.json / drift.png in `out` (default: drift-<version>/ beside `db`); returns the result."""
+                        since_hours: float | None = None, thresholds: DriftThresholds = DriftThresholds()) -> dict:
+    """drift.md / drift.json / drift.png in `out` (default: drift-<version>/ beside `db`); returns the result.
+    `thresholds`: the alert levels (e.g. DriftThresholds(accuracy_drop=0.03))."""
     version, stats = score_stats(db, model_version=model_version, since_hours=since_hours)
     if stats["n"] == 0:
         raise UserError(f"no documents of model {version} in the last {since_hours} hours of the stream")
-    baseline, thresholds = load_drift_baseline(run), DriftThresholds()
+    baseline = load_drift_baseline(run)
     result = compare(baseline, stats, thresholds) | {"model_version": version, "run": str(run),
                                                     "since_hours": since_hours}
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in version)[:80]
@@ -84,7 +88,7 @@ def write_monitor_drift(db: Path, run: Path, out: Path | None = None, *, model_v
     lines += ["| measure | stream | alert above | alert |", "|---|---|---|---|"]
     for key, limit in (("psi_confidence", thresholds.psi_confidence), ("label_shift", thresholds.label_shift)):
         lines.append(f"| {key} | {fmt(result.get(key))} | {limit} | {'**yes**' if key in result['alerts'] else 'no'} |")
-    lines += ["", "![confidence and sentiment mix](drift.png)", "",
+    lines += ["", *accuracy_lines(result, "documents"), "![confidence and sentiment mix](drift.png)", "",
               "The monitor keeps no embeddings and hands nothing over, so this report has no embedding drift and "
               "no fallback rate. Label the documents it got wrong in `verticals finance dashboard`, then "
               "`verticals retrain RUN --feedback DB`.", ""]
