@@ -142,7 +142,7 @@ def calibrate_and_threshold(model, data: MultiLabelData, train: MultiLabelSplit,
                                            target_recall=cfg.model.ood_target_recall)
         confidence |= {"ood_scorer": model.ood.name, "ood_threshold": model.ood.threshold,
                        "ood_target_in_scope_recall": model.ood.target_recall,
-                       "out_of_scope_rule": "no label clears its threshold and the scorer is below its threshold"}
+                       "ood_rule": "no label clears its threshold and the scorer is below its threshold"}
     return head, confidence
 
 

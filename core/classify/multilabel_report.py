@@ -71,7 +71,7 @@ def confidence_section(report: dict) -> list[str]:
         if conf.get(key):
             lines.append(f"- note: {conf[key]}")
     if "ood_scorer" in conf:
-        lines.append(f"- out of scope: {conf.get('out_of_scope_rule')} (scorer `{conf['ood_scorer']}`, threshold "
+        lines.append(f"- out of scope: {conf.get('ood_rule')} (scorer `{conf['ood_scorer']}`, threshold "
                      f"{num(conf.get('ood_threshold'))}, keeps {pct(conf.get('ood_target_in_scope_recall'), 0)} of "
                      f"in-scope validation rows)")
     sets = {k[len("out_of_scope_"):]: v for k, v in conf.items() if k.startswith("out_of_scope_") and isinstance(v, dict)}
@@ -118,7 +118,7 @@ def model_card(report: dict, *, exported: bool = False) -> str:
                 "", "## Calibration and out-of-scope", "",
                 f"- temperature {fmt(conf.get('temperature'))} shared by every label; test ECE of the per-label "
                 f"probabilities {fmt(conf.get('test_ece_before'))} before, {fmt(conf.get('test_ece_after'))} after",
-                f"- out of scope: {conf.get('out_of_scope_rule', 'no label clears its threshold')}"]
+                f"- out of scope: {conf.get('ood_rule', 'no label clears its threshold')}"]
     limits = ["- it predicts only the labels listed above; a label is on when its probability reaches its threshold."]
     return card_text(report, MULTILABEL_KIND, summary, sections, limits)
 

@@ -198,3 +198,12 @@ def test_onnx_export_routes_like_torch(ml_run, tmp_path):
     for a, b in zip(IntentRouter.from_run(run).route_batch(texts), IntentRouter.from_run(run, runtime="onnx").route_batch(texts)):
         assert [i["intent"] for i in a["intents"]] == [i["intent"] for i in b["intents"]]
         assert a["fallback_reason"] == b["fallback_reason"]
+
+
+def test_verticals_train_prints_the_summary_of_a_multilabel_run(ml_run, capsys):
+    from verticals.commands import _print_summary
+
+    run, _, report = ml_run
+    _print_summary(report, run)
+    out = capsys.readouterr().out
+    assert "exact_set_accuracy=" in out and "calibration: temperature" in out
