@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 
 from core.classify.config import parse_file_options
+from core.data.multilabel import is_multilabel_card
 from core.data.catalog import data_root, dataset_dir, list_cards, load_card, verified_file
 from core.foundation.distributed import is_distributed, is_main
 from core.foundation.errors import UserError
@@ -51,7 +52,8 @@ def cmd_datasets(args) -> int:
             status = "ok"
         except UserError as exc:
             status = f"missing or corrupt: {exc}"
-        print(f"{name:24s} {card['task']:20s} {dataset_dir(card, root)}  [{status}]")
+        kind = card["task"] + (" (multi-label)" if is_multilabel_card(card) else "")  # rows with a labels list
+        print(f"{name:24s} {kind:20s} {dataset_dir(card, root)}  [{status}]")
     return 0
 
 

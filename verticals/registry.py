@@ -17,6 +17,9 @@ from pathlib import Path
 import core.data.catalog
 import solutions
 from core.classify.config import RecipeConfig
+from core.classify.multilabel_config import TASK as MULTILABEL_TASK
+from core.classify.multilabel_config import MultiLabelRecipeConfig
+from core.classify.multilabel_report import MULTILABEL_REPORT
 from core.classify.report import CLASSIFICATION_REPORT
 from core.foundation.errors import UserError
 from solutions.finance import cli as finance_cli
@@ -48,6 +51,7 @@ RECIPES: dict[str, Path] = {
     "support/intent-fewshot": _recipe("support", "intent-fewshot"),
     "support/intent-probe-mpnet": _recipe("support", "intent-probe-mpnet"),
     "support/intent-zeroshot": _recipe("support", "intent-zeroshot"),
+    "support/intent-multilabel": _recipe("support", "intent-multilabel"),
     "finance/sentiment-full": _recipe("finance", "sentiment-full"),
     "finance/sentiment-lora": _recipe("finance", "sentiment-lora"),
     "recsys/item-encoder": _recipe("recsys", "item-encoder"),
@@ -67,6 +71,13 @@ def train_classifier(cfg, run_dir: Path, **options) -> dict:
     from core.classify.recipes import run_recipe  # lazy: loads torch; the console entry imports this module
 
     return run_recipe(cfg, run_dir, **options)
+
+
+def train_multilabel(cfg, run_dir: Path, **options) -> dict:
+    """The multi-label classification runner (core.classify.multilabel.train_multilabel)."""
+    from core.classify.multilabel import train_multilabel as run  # lazy: loads torch, as above
+
+    return run(cfg, run_dir, **options)
 
 
 def train_item_encoder(cfg, run_dir: Path, **options) -> dict:
@@ -122,6 +133,8 @@ def export_classifier(run_dir: Path, report: dict, directory: Path) -> None:
 TASKS: dict[str, Task] = {
     "classification": Task(schema=RecipeConfig, runner=train_classifier, report=CLASSIFICATION_REPORT,
                            export_model=export_classifier, open_run=Run),
+    MULTILABEL_TASK: Task(schema=MultiLabelRecipeConfig, runner=train_multilabel, report=MULTILABEL_REPORT,
+                          export_model=export_classifier, open_run=Run),
     "recsys-item-encoder": Task(schema=ItemEncoderRecipe, runner=train_item_encoder, report=ITEM_ENCODER_REPORT,
                                 export_model=write_encoder, open_run=open_encoder_run),
     "recsys-als": Task(schema=ALSRecipe, runner=train_als, report=ALS_REPORT, export_model=not_for_als,

@@ -6,7 +6,8 @@ step (class weights, label smoothing), the AdamW parameter groups (a separate he
 layer-wise LR decay), tokenising the training texts once and batching them by length, and the
 methods a recipe switches on in `train:` as engine hooks (adversarial FGM/PGD after the clean
 backward, gradual unfreezing before the optimizer step, an EMA of the weights after it). The
-loop itself (optimizer, schedule, clipping, accumulation, validation, early stopping, safetensors
+engine run a head plugs its step into is `train_steps` (core.classify.multilabel runs it with a
+BCE step on multi-hot targets). The loop itself (optimizer, schedule, clipping, accumulation, validation, early stopping, safetensors
 checkpoints and resume, several processes) is core.engine.loop's.
 
 Length-grouped batches (`group_by_length`, on by default, as transformers' LengthGroupedSampler):
@@ -183,12 +184,27 @@ def fit(model, train: Split, validation: Split, cfg: TrainConfig, *, device: str
     checkpoint. `callbacks` are called after every optimizer step with the loop state;
     `metric_sinks` with each row of metrics.jsonl as it is written (core.runs.tracking).
     `cfg.batch_size` is the global batch (split across processes when launched as several)."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     label_map = LabelMap(model.labels)
     y = np.asarray(label_map.encode(train.labels))
     label_map.encode(validation.labels)  # fail now, not after an epoch, on an unseen label
-    token_ids = model.tokenizer(list(train.texts), truncation=True, max_length=model.max_length)["input_ids"]
+    weights = class_weight_tensor(y.tolist(), len(model.labels)) if cfg.class_weights == "balanced" else None
+    step = ClassificationStep(model, weights, cfg.label_smoothing)
+    return train_steps(model, train.texts, y, step, lambda dev: evaluate_split(model, validation, label_map, dev),
+                       cfg, device=device, run_dir=run_dir, resume=resume, callbacks=callbacks, progress=progress,
+                       metric_sinks=metric_sinks)
+
+
+def train_steps(model, texts: list[str], targets: np.ndarray, step: nn.Module, evaluate: Callable[[str], dict],
+                cfg: TrainConfig, *, device: str, run_dir: Path, resume: bool = False,
+                callbacks: tuple[Callable[[dict], None], ...] = (), progress: bool = True,
+                metric_sinks: tuple[Callable[[dict], None], ...] = ()) -> FitResult:
+    """The engine run every classification head shares: `step(batch)` -> loss on batches of the
+    tokenised `texts` with `batch["labels"]` = rows of `targets` (class ids, or multi-hot rows for
+    core.classify.multilabel), validated by `evaluate(device)` -> metrics holding `cfg.metric`."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    y = np.asarray(targets)
+    token_ids = model.tokenizer(list(texts), truncation=True, max_length=model.max_length)["input_ids"]
     lengths = np.asarray([len(ids) for ids in token_ids])
     pad_id = model.tokenizer.pad_token_id or 0
     micro_per_epoch = math.ceil(len(y) / cfg.batch_size)
@@ -206,15 +222,12 @@ def fit(model, train: Split, validation: Split, cfg: TrainConfig, *, device: str
         return {**pad_batch([token_ids[i] for i in idx], pad_id), "labels": torch.from_numpy(y[idx])}
 
     engine = Engine(device, cfg.mixed_precision)
-    weights = class_weight_tensor(y.tolist(), len(model.labels)) if cfg.class_weights == "balanced" else None
-    step = ClassificationStep(model, weights, cfg.label_smoothing)
     hooks = method_hooks(model, cfg)
     settings = LoopSettings(steps=total_steps, warmup=cfg.warmup, schedule="linear", max_grad_norm=cfg.max_grad_norm,
                             grad_accum=cfg.grad_accum, log_every=cfg.log_every,
                             mixed_precision=cfg.mixed_precision, desc="train",
                             steps_per_epoch=micro_per_epoch / cfg.grad_accum)
-    check = Validation(lambda: evaluate_split(model, validation, label_map, engine.device), every=eval_every,
-                       metric=cfg.metric, patience=cfg.patience)
+    check = Validation(lambda: evaluate(engine.device), every=eval_every, metric=cfg.metric, patience=cfg.patience)
     try:
         result = engine.run(step, _param_groups(model, cfg), micro_batch, settings, validation=check, hooks=hooks,
                             keep=lambda: trainable_state(model), restore=lambda s: load_trainable(model, s),

@@ -28,6 +28,7 @@ import yaml
 
 from core.data.splits import ClassificationData, Split, classification_data, stratified_split
 from core.foundation.errors import UserError
+from core.foundation.labels import check_label_name
 
 DATA_ENV = "VERTICALS_DATA"
 
@@ -164,7 +165,7 @@ def records_to_split(rows: list[dict], path: Path, text_column: str, label_colum
             label = row.get(label_column)
             if label is None or str(label).strip() == "":
                 raise UserError(f"{path}, row {n}: empty '{label_column}'. Label it or remove the row.")
-            labels.append(str(label).strip())
+            labels.append(check_label_name(str(label).strip(), f"{path}, row {n}"))
     return Split(texts, labels if label_column else [None] * len(texts))
 
 

@@ -14,8 +14,10 @@ loading fails: config.json's model_type `verticals` is unknown to transformers, 
 back to a random head on CLS pooling (what loading `RUN/model/encoder` into the pipeline does).
 The out-of-scope scorer is not part of the exported model; config.json records it under
 `verticals` and the card says only the verticals router applies it.
-The upload uses huggingface_hub (`create_repo(exist_ok=True)` + `upload_folder`); offline or
-without a token it is a UserError naming the fix.
+A multi-label run (model/multilabel.json) exports with problem_type multi_label_classification and
+its thresholds under `verticals`; `pipeline(..., top_k=None, function_to_apply="sigmoid")` gives its
+calibrated per-label probabilities.
+The upload uses huggingface_hub (`create_repo(exist_ok=True)` + `upload_folder`); offline or without a token it is a UserError naming the fix.
 Leaves out: the cards' text (core.runs.card and the tasks'), other tasks' model files (e.g.
 solutions.recsys.export), ONNX export (core.export.onnx), pushing run directories as is.
 """
@@ -35,6 +37,7 @@ from core.foundation.errors import UserError
 from core.models import hf_modeling
 from core.models.classifier import load_classifier
 from core.models.hf_modeling import VerticalsConfig, VerticalsForSequenceClassification
+from core.models.multilabel import HEAD_FILE as MULTILABEL_FILE
 from core.models.predictor import model_dir
 from core.runs.rundir import read_report
 
@@ -102,21 +105,28 @@ def write_classifier_run(run_dir: Path, report: dict, directory: Path) -> None:
     write_classifier(model_dir(run_dir), directory, run_name=report.get("config", {}).get("name", ""))
 
 
-def verticals_record(meta: dict, run_name: str) -> dict:
-    """config.json's `verticals` entry: where the model came from and what pipeline() does not apply."""
+def verticals_record(meta: dict, run_name: str, multi_label: dict | None = None) -> dict:
+    """config.json's `verticals` entry: where the model came from and what pipeline() does not apply
+    (the out-of-scope scorer; for a multi-label run, `multi_label`: its per-label thresholds)."""
     ood = meta.get("ood")
-    return {"format_version": EXPORT_FORMAT, "run": run_name, "backbone": meta.get("backbone"),
-            "peft": meta.get("peft"), "max_length": meta.get("max_length"),
-            "temperature_folded_into_classifier": float(meta.get("temperature", 1.0)),
-            "out_of_scope": None if not ood else {
-                "scorer": ood.get("scorer"), "threshold": ood.get("threshold"),
-                "target_in_scope_recall": ood.get("target_in_scope_recall"),
-                "applied_by": "the verticals router (verticals support route / serve), not by pipeline()"}}
+    record = {"format_version": EXPORT_FORMAT, "run": run_name, "backbone": meta.get("backbone"),
+              "peft": meta.get("peft"), "max_length": meta.get("max_length"),
+              "temperature_folded_into_classifier": float(meta.get("temperature", 1.0)),
+              "out_of_scope": None if not ood else {
+                  "scorer": ood.get("scorer"), "threshold": ood.get("threshold"),
+                  "target_in_scope_recall": ood.get("target_in_scope_recall"),
+                  "applied_by": "the verticals router (verticals support route / serve), not by pipeline()"}}
+    if multi_label:
+        record["multi_label"] = {"thresholds": multi_label.get("thresholds"),
+                                 "applied_by": "the verticals router, not by pipeline()"}
+    return record
 
 
-def hf_classifier(model, meta: dict, run_name: str = ""):
+def hf_classifier(model, meta: dict, run_name: str = "", multi_label: dict | None = None):
     """A core.models.hf_modeling.VerticalsForSequenceClassification with the weights of `model` (a
-    core.models.classifier.TextClassifier, adapters already merged) and its temperature folded into the head."""
+    core.models.classifier.TextClassifier, adapters already merged) and its temperature folded into the head.
+    `multi_label` (model/multilabel.json of a multi-label run): problem_type multi_label_classification,
+    so sigmoid(logits) is the calibrated per-label probability."""
     encoder = model.encoder
     if hasattr(encoder, "merge_and_unload"):  # a TextClassifier loaded with merge=False
         encoder = encoder.merge_and_unload()
@@ -125,7 +135,8 @@ def hf_classifier(model, meta: dict, run_name: str = ""):
     labels = list(model.labels)
     config = VerticalsConfig(encoder_config=encoder_config, pooling=model.pooling, normalize=model.normalize,
                              id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
-                             problem_type="single_label_classification", verticals=verticals_record(meta, run_name))
+                             problem_type="multi_label_classification" if multi_label else "single_label_classification",
+                             verticals=verticals_record(meta, run_name, multi_label))
     config.auto_map = dict(AUTO_MAP)
     hf = VerticalsForSequenceClassification(config)
     hf.encoder.load_state_dict(encoder.state_dict())
@@ -140,7 +151,9 @@ def write_classifier(model_dir: Path, directory: Path, *, run_name: str = "") ->
     model_dir = Path(model_dir)
     model = load_classifier(model_dir)  # LoRA / IA3 merged into the encoder
     meta = json.loads((model_dir / "classifier.json").read_text())
-    hf_classifier(model, meta, run_name).save_pretrained(directory)
+    head_file = model_dir / MULTILABEL_FILE
+    multi_label = json.loads(head_file.read_text()) if head_file.is_file() else None
+    hf_classifier(model, meta, run_name, multi_label).save_pretrained(directory)
     tokenizer = model.tokenizer
     tokenizer.model_max_length = model.max_length  # pipeline(..., truncation=True) then cuts where verticals does
     tokenizer.save_pretrained(directory)

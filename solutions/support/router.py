@@ -8,6 +8,8 @@ Fallback reasons, checked in this order:
 - `ambiguous`: the top two probabilities are closer than `min_margin`.
 Defaults follow Rasa's FallbackClassifier shape (threshold, ambiguity margin) but on temperature-
 scaled probabilities, so the numbers mean what they say. All are configurable.
+A multi-label run (model/multilabel.json) routes through solutions.support.multi_intent instead:
+every intent above its threshold, the primary queue and follow-up queues; same fields plus a few.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import numpy as np
 from core.confidence.calibrate import softmax
 from core.foundation.errors import UserError
 from core.foundation.settings import read_yaml_mapping
-from core.models.predictor import load_run
+from core.models.multilabel import load_multilabel_head
+from core.models.predictor import load_run, model_dir
+from solutions.support.multi_intent import route_multi
 
 FALLBACK_REASONS = ("out_of_scope", "low_confidence", "ambiguous")
 LABEL_KEY = "intent"  # a route row's predicted label, as the prediction log and the drift window are told
@@ -87,8 +91,11 @@ def fallback_reason(probs: np.ndarray, in_scope_score: float | None, ood_thresho
 class IntentRouter:
     """Routes texts with any core.models.predictor.Predictor (PyTorch, ONNX fp32/int8, zero-shot)."""
 
-    def __init__(self, model, table: RoutingTable | None = None, settings: RouterSettings = RouterSettings()):
+    def __init__(self, model, table: RoutingTable | None = None, settings: RouterSettings = RouterSettings(),
+                 multi_label=None):
+        """`multi_label`: the run's core.models.multilabel.MultiLabelHead (None: a single-label run)."""
         self.model, self.table, self.settings = model, table or RoutingTable(), settings
+        self.multi_label = multi_label
 
     @classmethod
     def from_run(cls, run_dir: Path, table_path: Path | None = None, settings: RouterSettings = RouterSettings(),
@@ -97,7 +104,7 @@ class IntentRouter:
         onnx [--int8]` first). `threads`: ONNX Runtime intra-op threads (None = all cores)."""
         model = load_run(run_dir, runtime, threads=threads)
         table = RoutingTable.from_yaml(table_path, model.labels) if table_path else None
-        return cls(model, table, settings)
+        return cls(model, table, settings, load_multilabel_head(model_dir(run_dir)))
 
     def route_batch(self, texts: list[str]) -> list[dict]:
         return self.route_all(texts)[0]
@@ -106,11 +113,17 @@ class IntentRouter:
         """(routes, pooled embeddings [n, dim]) from one pass: the service feeds the embeddings
         to its drift window (core.evaluation.drift) without encoding twice."""
         logits, embeddings = self.model.predict_all(texts)
-        probs = softmax(logits, self.model.temperature)
         scores, threshold = [None] * len(texts), None
         if self.model.ood is not None:
             threshold = self.model.ood.threshold
             scores = self.model.ood.scores(logits, embeddings, self.model.temperature)
+        if self.multi_label is not None:
+            probs = self.multi_label.probabilities(logits, self.model.temperature)
+            return [route_multi(text, p, self.model.labels, self.multi_label, self.table,
+                                in_scope_score=None if s is None else float(s), ood_threshold=threshold,
+                                use_out_of_scope=self.settings.use_out_of_scope, top_k=self.settings.top_k)
+                    for text, p, s in zip(texts, probs, scores)], embeddings
+        probs = softmax(logits, self.model.temperature)
         out = []
         for text, p, score in zip(texts, probs, scores):
             order = np.argsort(-p)[: self.settings.top_k]
@@ -134,5 +147,6 @@ class IntentRouter:
         ood = self.model.ood
         return {"labels": len(self.model.labels), "temperature": self.model.temperature,
                 "out_of_scope": None if ood is None else ood.describe(),
-                "settings": asdict(self.settings), "default_queue": self.table.default_queue,
+                "settings": asdict(self.settings), **({"multi_label": True} if self.multi_label else {}),
+                "default_queue": self.table.default_queue,
                 "fallback_queue": self.table.fallback_queue}

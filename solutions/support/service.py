@@ -1,7 +1,8 @@
 """HTTP service for the intent router, on the shared serving skeleton (core.serving.app).
 
 POST /v1/route     {"text": "..."} or {"texts": ["...", ...]}   -> route(s), each with request_id and model_version
-POST /v1/feedback  {"request_id", "intent", "text"?}  -> {"request_id", "label", ...}  (only with a prediction log)
+POST /v1/feedback  {"request_id", "intent" | "intents": [...], "text"?}  -> {"request_id", "label", ...}  (only with
+                   a prediction log; a list of intents, for a multi-intent message, is stored as "a|b")
 GET  /v1/drift     the drift report of the served model (solutions.support.monitoring)
 GET  /healthz, /readyz, /metrics, /docs, /openapi.json: see core.serving.app (with a token set, only
 health and readiness are public unless the operator opens docs/metrics; feedback and drift need
@@ -33,7 +34,9 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel, ConfigDict, StrictStr
 
+from core.data.multilabel import LABEL_SEPARATOR, MAX_LABELS_PER_ROW
 from core.foundation.errors import UserError
+from core.foundation.labels import label_name_problem
 from core.foundation.text import text_problem
 from core.mlops.feedback import MAX_LABEL_CHARS, UnknownRequestId
 from core.serving.app import Access, ServiceLimits, check_texts, create_service
@@ -52,13 +55,19 @@ class RouteRequest(BaseModel):
 
 
 class FeedbackRequest(BaseModel):
-    """The right answer for a routed request: a known intent, "out_of_scope", or a new intent name.
+    """The right answer for a routed request: a known intent, "out_of_scope", or a new intent name;
+    or, for a message with several intents, `intents`: a list of them (exactly one of the two).
     `text`: the routed text, needed when the log keeps only its hash (it must match)."""
 
     model_config = ConfigDict(extra="forbid")
     request_id: StrictStr
-    intent: StrictStr
+    intent: StrictStr | None = None
+    intents: list[StrictStr] | None = None
     text: StrictStr | None = None
+
+    def label(self) -> str:
+        """What the prediction log stores: the intent, or the intents joined by "|"."""
+        return self.intent if self.intent is not None else LABEL_SEPARATOR.join(self.intents)
 
 
 class MicroBatcher:
@@ -160,15 +169,39 @@ class Inference:
         return [uuid.uuid4().hex for _ in rows]
 
 
+def _check_intents(intents: list[str]) -> None:
+    """A multi-intent answer: 1..MAX_LABELS_PER_ROW distinct names, each under the label rule."""
+    if not intents or len(intents) > MAX_LABELS_PER_ROW:
+        raise HTTPException(422, f"intents: give 1 to {MAX_LABELS_PER_ROW} intent names, got {len(intents)}")
+    for i, name in enumerate(intents):
+        problem = label_name_problem(name) or ("holds '|', which separates intents" if LABEL_SEPARATOR in name else None)
+        if problem:
+            raise HTTPException(422, f"intents[{i}]: {repr(name)[:80]} {problem}")
+    if len(set(intents)) < len(intents):
+        raise HTTPException(422, "intents: the same intent appears twice")
+
+
+def _check_intent(intent: str) -> None:
+    if len(intent) > MAX_LABEL_CHARS:
+        raise HTTPException(422, f"intent: {len(intent)} characters; at most {MAX_LABEL_CHARS}")
+    problem = text_problem(intent) or (None if intent == intent.strip() else "has leading or trailing whitespace")
+    if problem or any(ch in intent for ch in "\n\r\t"):
+        raise HTTPException(422, f"intent: {problem or 'holds a line break or tab'}; send the intent name")
+    if label_name_problem(intent):  # the label rule every label name meets (core.foundation.labels)
+        raise HTTPException(422, f"intent: {repr(intent)[:80]} {label_name_problem(intent)}")
+
+
 def _check_feedback(body: FeedbackRequest, limits: ServiceLimits) -> None:
     if not body.request_id or len(body.request_id) > limits.max_id_chars:
         raise HTTPException(422, f"request_id: give the id a /v1/route answer carried (at most {limits.max_id_chars} characters)")
-    if len(body.intent) > MAX_LABEL_CHARS:
-        raise HTTPException(422, f"intent: {len(body.intent)} characters; at most {MAX_LABEL_CHARS}")
-    problem = text_problem(body.intent) or (None if body.intent == body.intent.strip() else
-                                            "has leading or trailing whitespace")
-    if problem or any(ch in body.intent for ch in "\n\r\t"):
-        raise HTTPException(422, f"intent: {problem or 'holds a line break or tab'}; send the intent name")
+    if (body.intent is None) == (body.intents is None):
+        raise HTTPException(422, 'send exactly one of "intent" or "intents" (a list, for several intents)')
+    if body.intents is not None:
+        _check_intents(body.intents)
+        if len(body.label()) > MAX_LABEL_CHARS:
+            raise HTTPException(422, f"intents: {len(body.label())} characters together; at most {MAX_LABEL_CHARS}")
+    else:
+        _check_intent(body.intent)
     if body.text is not None:
         check_texts([body.text], limits, "text")
 
@@ -255,7 +288,7 @@ class RouterService:
         loop = asyncio.get_running_loop()
         try:
             row = await loop.run_in_executor(self.feedback_executor, lambda: self.prediction_log.record_feedback(
-                body.request_id, body.intent, body.text))
+                body.request_id, body.label(), body.text))
         except UnknownRequestId as exc:
             self.metrics.feedback.labels("unknown_request").inc()
             raise HTTPException(404, str(exc)) from None
@@ -263,7 +296,7 @@ class RouterService:
             self.metrics.feedback.labels("refused").inc()
             raise HTTPException(422, str(exc)) from None
         self.metrics.feedback.labels("recorded").inc()
-        return JSONResponse(row)
+        return JSONResponse(row if body.intents is None else row | {"labels": list(body.intents)})
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
