@@ -5,11 +5,13 @@
     run.predict_entities(news, ["Siemens", "Ocado"])  # finance: sentiment per company, with evidence
     run.evaluate()                                 # its own test split, rebuilt as training split it
     run.route(["..."]); run.serve(port=8000)       # the intent router, over HTTP
+    run.select("predictions.db", budget=100)       # which logged queries to label next (active learning)
     run.export_onnx(); run.export_hf("out/")       # other runtimes and tools
     run.monitor("monitor.db", watchlist="watch.yaml")
 
 A thin layer over what the CLI runs (core.models.predictor.load_run, core.classify.scoring,
-solutions.support.router and its service, core.export), with the same validation and errors.
+solutions.support.router and its service, solutions.support.labelling, core.export), with the same
+validation and errors.
 Leaves out: training (verticals.api.train), other tasks' runs (verticals.recommender.EncoderRun)
 and the finance monitor itself (verticals.monitor).
 """
@@ -31,6 +33,7 @@ from core.foundation.text import check_text
 from core.mlops.feedback import PredictionLog
 from core.models.predictor import RUNTIMES, load_run, model_dir
 from solutions.support.deployment import ServedModel, load_baseline, model_version
+from solutions.support.labelling import check_sheet_path, select_queries
 from solutions.support.router import IntentRouter, RouterSettings, RoutingTable
 from verticals.monitor import Monitor
 
@@ -176,6 +179,24 @@ class Run:
         finally:
             if app.state.prediction_log is not None:
                 app.state.prediction_log.close()
+
+    def select(self, source: str | os.PathLike, budget: int, *, strategy: str = "margin", seed: int = 0,
+               labelled: Iterable[str | os.PathLike] = (), text_column: str = "text",
+               out: str | os.PathLike | None = None, overwrite: bool = False) -> list[dict]:
+        """Which queries of `source` (a prediction log from `serve(log=...)`, or a .txt/.csv/.tsv/.jsonl
+        file of queries) a human should label next, as `verticals support select` chooses them: `budget`
+        sheet rows in pick order (text or its hash, request_id, count, intent and runner-up with their
+        confidence, score, reason, an empty label). `strategy`: margin, entropy, badge, coreset or
+        random; `labelled`: prediction logs or files of texts already labelled (skipped; coreset's
+        covered points). With `out`, the sheet is also written there as CSV."""
+        if out is not None:
+            check_sheet_path(out, overwrite)  # before the work: the file may hold labels being filled in
+        with quieted():
+            selection = select_queries(self.model, Path(source), budget, strategy_name=strategy, seed=seed,
+                                       labelled=[Path(p) for p in labelled], text_column=text_column)
+        if out is not None:
+            selection.write_csv(out, overwrite=overwrite)
+        return selection.rows
 
     def export_onnx(self, int8: bool = False) -> Path:
         """Write model/model.onnx (and model.int8.onnx) for `runtime="onnx"` / `"onnx-int8"`."""

@@ -239,6 +239,19 @@ class PredictionLog:
             rows = self._db.execute(sql + " ORDER BY f.ts, f.request_id", args).fetchall()
         return [FeedbackExample(rid, text, label, ts, self.source) for rid, text, label, ts in rows]
 
+    def unlabelled(self) -> list[dict]:
+        """Logged predictions not yet labelled: no feedback on the request, nor on another request with
+        the same text (hash). {"request_id", "ts", "model_version", "label", "confidence",
+        "text_sha256", "text" (None when the log keeps hashes only)}, oldest first (what
+        solutions.support.labelling chooses from)."""
+        sql = ("SELECT p.request_id, p.ts, p.model_version, p.label, p.confidence, p.text_sha256, p.text "
+               "FROM predictions p LEFT JOIN feedback f USING(request_id) WHERE f.request_id IS NULL AND "
+               "p.text_sha256 NOT IN (SELECT q.text_sha256 FROM feedback g JOIN predictions q USING(request_id)) "
+               "ORDER BY p.ts, p.rowid")
+        keys = ("request_id", "ts", "model_version", "label", "confidence", "text_sha256", "text")
+        with self._lock:
+            return [dict(zip(keys, row)) for row in self._db.execute(sql)]
+
     def window_stats(self, *, model_version: str | None = None, since: float | None = None,
                      until: float | None = None) -> dict:
         """Predictions in [since, until) (of one model version): {"n", "confidence": [...],

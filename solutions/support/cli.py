@@ -1,5 +1,5 @@
-"""`verticals support route` and `verticals serve`. Light imports only at import time: the modules
-that load torch or the web framework are imported by the command that runs."""
+"""`verticals support route`, `support drift`, `support select` and `verticals serve`. Light imports only
+at import time: the modules that load torch or the web framework are imported by the command that runs."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ from core.foundation.quiet import quiet_libraries
 from core.foundation.text import texts_from_args, texts_from_jsonl
 from core.mlops.feedback import PredictionLog
 from core.mlops.registry import REGISTRY_FILE, ModelRegistry
+from core.mlops.selection import STRATEGIES, check_budget
+from core.models.predictor import load_run, model_dir
 from core.serving.flags import add_serve_flags, serve_flags
 from solutions.support.deployment import Deployment, RegistryWatcher, load_served
+from solutions.support.labelling import check_sheet_path, select_queries
 from solutions.support.router import IntentRouter, RouterSettings
 
 
@@ -121,6 +124,26 @@ def cmd_drift(args) -> int:
     return 0
 
 
+def cmd_select(args) -> int:
+    check_budget(args.budget)
+    model_dir(args.run)  # a run that holds no classifier fails here, before anything is read
+    check_sheet_path(args.out, args.overwrite)
+    quiet_libraries()
+    selection = select_queries(load_run(Path(args.run)), Path(args.source), args.budget, strategy_name=args.strategy,
+                               seed=args.seed, labelled=[Path(p) for p in args.labelled], text_column=args.text_column)
+    out = selection.write_csv(args.out, overwrite=args.overwrite)
+    s = selection.summary
+    print(f"wrote {s['picked']} queries to label to {out} (strategy {s['strategy']}, seed {s['seed']}): chosen from "
+          f"{s['candidates']} distinct unlabelled texts of {s['rows_read']} rows; {s['skipped_labelled']} rows already "
+          f"labelled, {s['duplicates']} repeats")
+    if s["strategy"] != args.strategy:
+        print(f"note: {args.source} keeps only text hashes, so the run cannot score its queries: ranked by the served "
+              f"model's logged confidence ({s['strategy']}); serve with --log-text to use {args.strategy}", file=sys.stderr)
+    if s["not_scored"]:
+        print(f"note: {s['not_scored']} logged texts kept only as hashes were not scored", file=sys.stderr)
+    return 0
+
+
 def _router_settings_args(p) -> None:
     p.add_argument("--min-confidence", type=float, default=0.5, help="hand over below this calibrated confidence")
     p.add_argument("--min-margin", type=float, default=0.1, help="hand over when top-2 are closer than this")
@@ -158,6 +181,22 @@ def register(sub) -> None:
                    help="alert when the accuracy estimated without labels is this far below the validation accuracy")
     _router_settings_args(p)
     p.set_defaults(func=cmd_drift)
+
+    p = support_sub.add_parser("select", help="choose which queries to label next (active learning): a CSV sheet")
+    p.add_argument("source", help="the prediction log `verticals serve --log` wrote, or a file of queries "
+                                  "(.txt one per line; .csv, .tsv, .jsonl with a text column)")
+    p.add_argument("--run", required=True, help="the classifier run that scores the queries (e.g. the served one)")
+    p.add_argument("--budget", type=int, required=True, help="how many queries to pick")
+    p.add_argument("--strategy", choices=list(STRATEGIES), default="margin",
+                   help="margin (default), entropy, badge, coreset or random (see docs/support.md)")
+    p.add_argument("--out", default="picks.csv", help="the labelling sheet to write (default picks.csv)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--seed", type=int, default=0, help="seed of badge, coreset and random (default 0)")
+    p.add_argument("--labelled", action="append", default=[], metavar="PATH",
+                   help="texts already labelled, skipped and (coreset) counted as covered: a prediction log or a "
+                        "file with a text column, e.g. the run's training CSV (repeatable)")
+    p.add_argument("--text-column", default="text", help="the text column of .csv/.tsv/.jsonl files (default text)")
+    p.set_defaults(func=cmd_select)
 
     p = sub.add_parser("serve", help="HTTP intent-routing service (POST /v1/route, /v1/feedback, GET /v1/drift, "
                                      "/healthz, /readyz, /metrics, /docs)")

@@ -93,6 +93,15 @@ def test_stored_texts_make_the_text_optional_and_labelled_lists_only_rows_with_t
         assert private.labelled() == []
 
 
+def test_unlabelled_leaves_out_labelled_requests_and_their_texts_logged_again(log):
+    first, again, other = log.log([route("lost my card"), route("lost my card"), route("send money", "transfer", 0.4)], "v1")
+    assert [r["request_id"] for r in log.unlabelled()] == [first, again, other]
+    log.record_feedback(first, "card_lost", text="lost my card")
+    (row,) = log.unlabelled()  # the same text under another request id is labelled too
+    assert row == {"request_id": other, "ts": row["ts"], "model_version": "v1", "label": "transfer", "confidence": 0.4,
+                   "text_sha256": hashlib.sha256(b"send money").hexdigest(), "text": None}
+
+
 def test_unknown_and_malformed_request_ids_are_user_errors(log):
     with pytest.raises(UnknownRequestId, match="unknown request_id"):
         log.record_feedback("0" * 32, "card", text="x")
