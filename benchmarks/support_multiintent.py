@@ -16,6 +16,7 @@ Metrics: exact-set accuracy, micro/macro F1 on the multi-intent test; on the pla
 test (3,080): top-1 accuracy and exact-set accuracy (a multi-label model may add a second intent).
 
     python -m benchmarks.support_multiintent --data-dir ../shared/datasets            # full (hours on CPU)
+    python -m benchmarks.support_multiintent --data-dir ../shared/datasets --tier probe --seeds 0  # minutes
     python -m benchmarks.support_multiintent --quick                                  # tiny backbone, demo data
 --quick writes its record under --out-root only (never benchmarks/results).
 """
@@ -96,7 +97,8 @@ def run_multilabel(args, folder: Path, single_test: Split, multi_test, seed: int
 
     out = Path(args.out_root) / f"multilabel-seed{seed}"
     cfg = load_multilabel_recipe(RECIPES["support/intent-multilabel"],
-                                 {"data": str(folder), "seed": str(seed), "oos_label": "", **args.overrides})
+                                 {"data": str(folder), "seed": str(seed), "oos_label": "", **args.overrides,
+                                  **args.multi_overrides})
     report = train_multilabel(cfg, out, overwrite=True, progress=False)
     model, head = load_run(out), load_multilabel_head(out / "model")
     probs = head.probabilities(model.predict_logits(single_test.texts), model.temperature)
@@ -114,7 +116,7 @@ def run_single_label(args, single_test: Split, multi_test, seed: int) -> dict:
     from verticals.registry import RECIPES
 
     out = Path(args.out_root) / f"single-seed{seed}"
-    cfg = load_recipe_file(RECIPES["support/intent-full"], {"data": args.source, "seed": str(seed), "oos_label": "",
+    cfg = load_recipe_file(RECIPES[args.single_recipe], {"data": args.source, "seed": str(seed), "oos_label": "",
                                                            **args.overrides})
     report = run_recipe(cfg, out, data_dir=args.data_dir, overwrite=True, progress=False)
     model = load_run(out)
@@ -173,10 +175,15 @@ def parse_args(argv=None):
     p.add_argument("--multi-val", type=int, default=600)
     p.add_argument("--multi-test", type=int, default=2000)
     p.add_argument("--out-root", default=str(Path(tempfile.gettempdir()) / "verticals-multiintent"))
+    p.add_argument("--tier", choices=("finetune", "probe"), default="finetune",
+                   help="finetune: intent-multilabel vs intent-full (hours on CPU); probe: both on frozen MiniLM "
+                        "(mode=probe vs support/intent-probe; minutes)")
     p.add_argument("--quick", action="store_true", help="tiny backbone, demo data, few steps: a check that it runs")
     args = p.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.source, args.overrides = "banking77", {}
+    args.single_recipe = "support/intent-probe" if args.tier == "probe" else "support/intent-full"
+    args.multi_overrides = {"mode": "probe"} if args.tier == "probe" else {}
     if args.quick:
         args.source, args.seeds = "demo_support", [0]
         args.multi_train, args.multi_val, args.multi_test = 120, 40, 40
@@ -189,14 +196,16 @@ def main(argv=None) -> dict:
     data = load_classification(args.source, root=args.data_dir)
     folder = Path(args.out_root) / "data"
     splits = write_data(data, folder, args, np.random.default_rng(0))
-    results = {"support/intent-multilabel": [], "support/intent-full (single-label)": [],
+    multi_name = "support/intent-multilabel" + (" mode=probe" if args.tier == "probe" else "")
+    single_name = f"{args.single_recipe} (single-label)"
+    results = {multi_name: [], single_name: [],
                "TF-IDF + logistic regression per intent": [run_tfidf(splits, data.test)]}
     for seed in args.seeds:
-        results["support/intent-multilabel"].append(run_multilabel(args, folder, data.test, splits["test"], seed))
-        results["support/intent-full (single-label)"].append(run_single_label(args, data.test, splits["test"], seed))
+        results[multi_name].append(run_multilabel(args, folder, data.test, splits["test"], seed))
+        results[single_name].append(run_single_label(args, data.test, splits["test"], seed))
     record = {"protocol": __doc__.split("Protocol. ")[1].split("\n\n")[0], "source": args.source, "seeds": args.seeds,
               "rows": {k: len(v) for k, v in splits.items()} | {"single_intent_test": len(data.test)},
-              "overrides": args.overrides, "results": results}
+              "overrides": args.overrides, "tier": args.tier, "results": results}
     md = "# Multi-intent support queries (BANKING77 composed)\n\n" + table(results)
     if args.quick:
         (Path(args.out_root) / "record.json").write_text(json.dumps(record, indent=2))
