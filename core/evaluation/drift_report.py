@@ -106,4 +106,4 @@ def accuracy_lines(result: dict, what: str = "predictions") -> list[str]:
             f"Verdict: {verdict}. ATC counts the {what} whose calibrated confidence is at least "
             f"{est['threshold']:.3f}, the threshold below which the validation split's share of rows equals its "
             f"error rate ({est['fitted_from']}). It assumes today's errors look like validation's (less sure where "
-            f"wrong); it misses errors the model is confident about, e.g. new intents that look like known ones.", ""]
+            f"wrong); it misses errors the model is confident about, e.g. new classes that look like known ones.", ""]

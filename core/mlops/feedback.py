@@ -53,6 +53,7 @@ from pathlib import Path
 
 from core.foundation.durable import open_sqlite, transaction
 from core.foundation.errors import UserError
+from core.foundation.labels import label_name_problem
 from core.foundation.text import encodable
 
 LABEL_OUT_OF_SCOPE = "out_of_scope"
@@ -99,14 +100,10 @@ def storable_text(text: str) -> str:
 
 
 def check_label(value, what: str = "label") -> str:
-    if not isinstance(value, str):
-        raise UserError(f"{what} must be a string, got {type(value).__name__}")
-    if not value.strip():
-        raise UserError(f"{what} is empty; give a label name")
-    if len(value) > MAX_LABEL_CHARS:
-        raise UserError(f"{what} has {len(value)} characters; at most {MAX_LABEL_CHARS}")
-    if not encodable(value):
-        raise UserError(f"{what} holds a lone UTF-16 surrogate (not valid Unicode); send valid UTF-8")
+    """The one label-name rule (core.foundation.labels), for every label the log stores."""
+    problem = label_name_problem(value)
+    if problem:
+        raise UserError(f"{what} {problem}")
     return value
 
 

@@ -349,7 +349,8 @@ def create_app(model: Callable[[list[str]], list[dict]] | ServedModel | Deployme
                          access=access or Access(token=token), limits=limits, info=service.describe,
                          on_start=service.start, on_stop=service.stop,
                          request_hint={"/v1/route": 'send {"text": "..."} or {"texts": ["...", ...]}',
-                                       "/v1/feedback": 'send {"request_id": "...", "intent": "..."}'})
+                                       "/v1/feedback": 'send {"request_id": "...", "intent": "..."} or '
+                                                       '{"request_id": "...", "intents": ["...", ...]}'})
     service.attach(app.state.registry, monitoring)
     app.state.deployment, app.state.drift = service.deployment, service.monitor
     return app
