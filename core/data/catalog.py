@@ -258,22 +258,29 @@ def _find_split_file(folder: Path, split_name: str) -> Path | None:
     return None
 
 
+def read_split_folder(path: Path, load, split, rng) -> tuple:
+    """(train, validation, test) of a folder: each from its file where there is one, else cut from the
+    training rows by `split(rows, 0.1, rng)` (test first, then validation)."""
+    files = {s: _find_split_file(path, s) for s in SPLIT_NAMES}
+    if files["train"] is None:
+        raise UserError(f"folder {path} has no train.csv / train.jsonl; add one, or give a single file.")
+    train = load(files["train"])
+    test = load(files["test"]) if files["test"] else None
+    if test is None:
+        train, test = split(train, 0.1, rng)
+    validation = load(files["validation"]) if files["validation"] else None
+    if validation is None:
+        train, validation = split(train, 0.1, rng)
+    return train, validation, test
+
+
 def _load_own(path: Path, text_column: str, label_column: str, encoding: str) -> ClassificationData:
     def load(p: Path) -> Split:
         return records_to_split(read_records(p, encoding), p, text_column, label_column)
 
     rng = np.random.default_rng(0)
     if path.is_dir():
-        files = {s: _find_split_file(path, s) for s in SPLIT_NAMES}
-        if files["train"] is None:
-            raise UserError(f"folder {path} has no train.csv / train.jsonl; add one, or give a single file.")
-        train = load(files["train"])
-        test = load(files["test"]) if files["test"] else None
-        if test is None:
-            train, test = stratified_split(train, 0.1, rng)
-        validation = load(files["validation"]) if files["validation"] else None
-        if validation is None:
-            train, validation = stratified_split(train, 0.1, rng)
+        train, validation, test = read_split_folder(path, load, stratified_split, rng)
     else:
         every = load(path)
         rest, test = stratified_split(every, 0.1, rng)

@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from core.data.catalog import (
-    SPLIT_NAMES,
-    _find_split_file,
     data_root,
     list_cards,
     load_card,
     load_classification,
     read_records,
+    read_split_folder,
     verified_file,
 )
 from core.data.splits import Split, stratified_split
@@ -153,17 +152,7 @@ def _load_own(path: Path, text_column: str, labels_column: str, label_column: st
         rest, test = split_multilabel(load(path), 0.1, rng)
         train, validation = split_multilabel(rest, 0.1 / 0.9, rng)
         return multilabel_data(path.stem, train, validation, test)
-    files = {s: _find_split_file(path, s) for s in SPLIT_NAMES}
-    if files["train"] is None:
-        raise UserError(f"folder {path} has no train.csv / train.jsonl; add one, or give a single file.")
-    train = load(files["train"])
-    test = load(files["test"]) if files["test"] else None
-    if test is None:
-        train, test = split_multilabel(train, 0.1, rng)
-    validation = load(files["validation"]) if files["validation"] else None
-    if validation is None:
-        train, validation = split_multilabel(train, 0.1, rng)
-    return multilabel_data(path.name, train, validation, test)
+    return multilabel_data(path.name, *read_split_folder(path, load, split_multilabel, rng))
 
 
 def _load_card(card: dict, root: Path) -> MultiLabelData:
