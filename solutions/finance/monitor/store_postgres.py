@@ -33,7 +33,8 @@ redelivery). Deliveries are claimed with a lease (`UPDATE ... FOR UPDATE SKIP LO
 workers do not send the same alert at the same moment; delivery stays at-least-once.
 Deadlocks and serialization failures (the server aborts one transaction) are retried.
 Schema changes are additive columns (store.py's ADDED_COLUMNS: the per-company scores and evidence),
-added on start with `ADD COLUMN IF NOT EXISTS` under the schema lock: an older database keeps every row.
+added on start under the schema lock, only where missing (an ALTER locks the table exclusively even
+when it changes nothing): an older database keeps every row.
 Leaves out: `verticals finance report` (it reads SQLite), other schema migrations, connection pooling
 (one connection per worker).
 """
@@ -95,10 +96,12 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS quarantine (
         id BIGSERIAL PRIMARY KEY, source_key TEXT NOT NULL, "offset" BIGINT NOT NULL, line TEXT NOT NULL,
         reason TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, UNIQUE (source_key, "offset"))""",
-    # added since the first schema (store.py's ADDED_COLUMNS): ADD COLUMN keeps every row; NULL = not recorded then
-    *(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {_PG_TYPES[kind]}"
-      for table, column, kind in ADDED_COLUMNS if (table, column) not in {("documents", "late"), ("scores", "model")}),
 ]
+# Added since the first schema (store.py's ADDED_COLUMNS): ADD COLUMN keeps every row; NULL = not recorded then.
+# Run only for a column that is missing: ALTER TABLE takes an exclusive lock even when it changes nothing, and
+# would deadlock against another worker's (or this process's delivery connection's) reads.
+MIGRATIONS = [(table, column, _PG_TYPES[kind]) for table, column, kind in ADDED_COLUMNS
+              if (table, column) not in {("documents", "late"), ("scores", "model")}]
 SCHEMA_LOCK = 7_301_517  # pg_advisory_xact_lock key: two workers starting at once create the tables once
 END = 2**63 - 1  # the frontier of a source whose input is complete
 DELIVERY_LEASE_SECONDS = 60.0  # a claimed delivery is not offered to another worker for this long
@@ -158,6 +161,11 @@ class PostgresStore(StoreReads):
             self.db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
             for statement in SCHEMA:
                 self.db.execute(statement)
+            present = set(self.db.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                          "WHERE table_schema = current_schema()").fetchall())
+            for table, column, kind in MIGRATIONS:
+                if (table, column) not in present:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             self.db.execute("INSERT INTO meta VALUES ('window', %s) ON CONFLICT (key) DO NOTHING", (str(window),))
             stored = self.db.execute("SELECT value FROM meta WHERE key='window'").fetchone()[0]
         if int(stored) != window:
