@@ -60,6 +60,8 @@ def _prediction_log(args):
 def cmd_serve(args) -> int:
     from core.serving.app import Access  # lazy: loads the web framework (the [serve] extra)
     from core.serving.server import serve  # lazy: as above
+    from core.evaluation.drift import DriftThresholds  # lazy: numpy-heavy drift modules
+    from solutions.support.monitoring import MonitorSettings  # lazy: as above
     from solutions.support.service import create_app  # lazy: as above
 
     quiet_libraries()
@@ -67,6 +69,8 @@ def cmd_serve(args) -> int:
         raise UserError("give a run directory to serve, or --registry DIR to serve (and follow) its champion")
     if args.reload_interval <= 0:
         raise UserError(f"--reload-interval must be positive seconds, got {args.reload_interval}")
+    if not 0 <= args.max_accuracy_drop <= 1:
+        raise UserError(f"--max-accuracy-drop must be between 0 and 1 (a share of accuracy), got {args.max_accuracy_drop}")
     flags = serve_flags(args)
     access = Access.from_flags(flags)
     settings = _settings(args)
@@ -89,7 +93,8 @@ def cmd_serve(args) -> int:
     else:
         deployment = Deployment(load_served(Path(args.run_dir), make_router))
     prediction_log = _prediction_log(args)
-    app = create_app(deployment, access=access, prediction_log=prediction_log, watcher=watcher)
+    monitoring = MonitorSettings(thresholds=DriftThresholds(accuracy_drop=args.max_accuracy_drop))
+    app = create_app(deployment, access=access, prediction_log=prediction_log, watcher=watcher, monitoring=monitoring)
     source = f"registry {args.registry} (champion {deployment.current.version}, polled every {args.reload_interval:g} s)" \
         if args.registry else f"{args.run_dir} (model {deployment.current.version})"
     logged = "not logged" if prediction_log is None else \
@@ -210,5 +215,8 @@ def register(sub) -> None:
     p.add_argument("--no-log", action="store_true", help="log nothing (then no POST /v1/feedback)")
     p.add_argument("--log-text", action="store_true",
                    help="keep routed texts in the log (default: only their sha256; feedback must then send the text)")
+    p.add_argument("--max-accuracy-drop", type=float, default=0.05,
+                   help="GET /v1/drift and /metrics alert when the accuracy estimated without labels is this far "
+                        "below the validation accuracy (default 0.05)")
     add_serve_flags(p, default_port=8000)
     p.set_defaults(func=cmd_serve)

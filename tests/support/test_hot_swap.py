@@ -135,11 +135,16 @@ def test_the_cli_serves_a_registry_champion_and_logs(registry, tmp_path, monkeyp
         with TestClient(app) as client:
             seen["route"] = client.post("/v1/route", json={"text": "card declined"}).json()
             seen["ready"] = client.get("/readyz").json()
+            seen["accuracy_drop"] = app.state.drift.thresholds.accuracy_drop
 
     monkeypatch.setattr(core.serving.server, "serve", serve)
     log = tmp_path / "log.db"
-    assert main(["serve", "--registry", str(registry.path), "--log", str(log), "--reload-interval", "0.1"]) == 0
+    assert main(["serve", "--registry", str(registry.path), "--log", str(log), "--reload-interval", "0.1",
+                 "--max-accuracy-drop", "0.03"]) == 0
     assert "champion v0001" in capsys.readouterr().out
+    assert seen["accuracy_drop"] == 0.03  # the flag reaches the drift monitor's alert
+    assert main(["serve", "--registry", str(registry.path), "--max-accuracy-drop", "5"]) == 2
+    assert "between 0 and 1" in capsys.readouterr().err
     assert seen["route"]["model_version"] == "v0001" and seen["ready"]["follows_registry"] is True
     assert PredictionLog(log).model_versions() == {"v0001": 1}
     assert main(["serve", str(registry.version_path("v0001")), "--registry", str(registry.path)]) == 2
