@@ -181,19 +181,21 @@ class Run:
                 app.state.prediction_log.close()
 
     def select(self, source: str | os.PathLike, budget: int, *, strategy: str = "margin", seed: int = 0,
-               labelled: Iterable[str | os.PathLike] = (), text_column: str = "text",
+               labelled: Iterable[str | os.PathLike] = (), text_column: str = "text", max_candidates: int = 20_000,
                out: str | os.PathLike | None = None, overwrite: bool = False) -> list[dict]:
         """Which queries of `source` (a prediction log from `serve(log=...)`, or a .txt/.csv/.tsv/.jsonl
         file of queries) a human should label next, as `verticals support select` chooses them: `budget`
         sheet rows in pick order (text or its hash, request_id, count, intent and runner-up with their
         confidence, score, reason, an empty label). `strategy`: margin, entropy, badge, coreset or
         random; `labelled`: prediction logs or files of texts already labelled (skipped; coreset's
-        covered points). With `out`, the sheet is also written there as CSV."""
+        covered points); at most `max_candidates` distinct texts are scored (a seeded sample of a larger
+        pool). With `out`, the sheet is also written there as CSV."""
         if out is not None:
             check_sheet_path(out, overwrite)  # before the work: the file may hold labels being filled in
         with quieted():
             selection = select_queries(self.model, Path(source), budget, strategy_name=strategy, seed=seed,
-                                       labelled=[Path(p) for p in labelled], text_column=text_column)
+                                       labelled=[Path(p) for p in labelled], text_column=text_column,
+                                       max_candidates=max_candidates)
         if out is not None:
             selection.write_csv(out, overwrite=overwrite)
         return selection.rows

@@ -135,7 +135,8 @@ def cmd_select(args) -> int:
     check_sheet_path(args.out, args.overwrite)
     quiet_libraries()
     selection = select_queries(load_run(Path(args.run)), Path(args.source), args.budget, strategy_name=args.strategy,
-                               seed=args.seed, labelled=[Path(p) for p in args.labelled], text_column=args.text_column)
+                               seed=args.seed, labelled=[Path(p) for p in args.labelled], text_column=args.text_column,
+                               max_candidates=args.max_candidates)
     out = selection.write_csv(args.out, overwrite=args.overwrite)
     s = selection.summary
     print(f"wrote {s['picked']} queries to label to {out} (strategy {s['strategy']}, seed {s['seed']}): chosen from "
@@ -144,6 +145,9 @@ def cmd_select(args) -> int:
     if s["strategy"] != args.strategy:
         print(f"note: {args.source} keeps only text hashes, so the run cannot score its queries: ranked by the served "
               f"model's logged confidence ({s['strategy']}); serve with --log-text to use {args.strategy}", file=sys.stderr)
+    if s["sampled_from"]:
+        print(f"note: scored a random sample of {s['scored']} of the {s['sampled_from']} unlabelled texts "
+              f"(--max-candidates)", file=sys.stderr)
     if s["not_scored"]:
         print(f"note: {s['not_scored']} logged texts kept only as hashes were not scored", file=sys.stderr)
     return 0
@@ -201,6 +205,9 @@ def register(sub) -> None:
                    help="texts already labelled, skipped and (coreset) counted as covered: a prediction log or a "
                         "file with a text column, e.g. the run's training CSV (repeatable)")
     p.add_argument("--text-column", default="text", help="the text column of .csv/.tsv/.jsonl files (default text)")
+    p.add_argument("--max-candidates", type=int, default=20_000,
+                   help="score at most this many distinct unlabelled texts; a larger pool is sampled at random "
+                        "(seeded), so a large log is bounded work (default 20000)")
     p.set_defaults(func=cmd_select)
 
     p = sub.add_parser("serve", help="HTTP intent-routing service (POST /v1/route, /v1/feedback, GET /v1/drift, "

@@ -14,6 +14,9 @@ A log that keeps only text hashes (served without --log-text) cannot be scored a
 are ranked by the served model's logged confidence, lowest first (least-confidence sampling: the one
 uncertainty the log keeps) for margin and entropy, drawn at random for random, and refused for badge
 and coreset (they need the texts). Where a log keeps some texts, only those are scored.
+Bounded work: at most `max_candidates` (MAX_CANDIDATES, 20,000) distinct texts are scored; from a
+larger pool a seeded random sample is (the summary says how many of how many), so a month of traffic
+costs minutes and about 30 MB of embeddings per 20,000 texts, not the whole log.
 Leaves out: the strategies' maths (core.mlops.selection), reading sources (solutions.support.label_sources),
 sending the labels back (POST /v1/feedback with the request id, or a labelled file for retraining).
 """
@@ -36,6 +39,7 @@ from solutions.support.label_sources import Candidates, labelled_texts, read_can
 SHEET_COLUMNS = ("rank", "text", "text_sha256", "request_id", "model_version", "count", "intent", "confidence",
                  "runner_up", "runner_up_confidence", "strategy", "score", "reason", "label")
 LEAST_CONFIDENCE = "least_confidence"
+MAX_CANDIDATES = 20_000  # distinct texts scored at most; a larger pool is sampled (module docstring)
 
 
 def check_sheet_path(path, overwrite: bool = False) -> Path:
@@ -111,9 +115,14 @@ def _scored_rows(model, candidates: Candidates, name: str, picks: Picks, probs: 
     return rows
 
 
-def _score_texts(model, candidates: Candidates, name: str, budget: int, seed: int, known: list[str]):
-    """Rows of the picks among the candidates that have a text, scored by the model."""
+def _score_texts(model, candidates: Candidates, name: str, budget: int, seed: int, known: list[str],
+                 max_candidates: int):
+    """Rows of the picks among the candidates that have a text, scored by the model (at most
+    `max_candidates` of them: a seeded random sample of a larger pool, so time and memory stay bounded)."""
     rows_of = [i for i, t in enumerate(candidates.texts) if t is not None]
+    if len(rows_of) > max_candidates:
+        sample = np.random.default_rng(seed).choice(len(rows_of), max_candidates, replace=False)
+        rows_of = [rows_of[k] for k in sorted(sample)]
     logits, embeddings = model.predict_all([candidates.texts[i] for i in rows_of])
     probs = softmax(logits, model.temperature)
     labelled = model.encode(known) if name == "coreset" and known else None
@@ -145,11 +154,14 @@ def _rank_logged(candidates: Candidates, name: str, budget: int, seed: int) -> l
 
 
 def select_queries(model, source, budget: int, *, strategy_name: str = "margin", seed: int = 0,
-                   labelled=(), text_column: str = "text") -> Selection:
+                   labelled=(), text_column: str = "text", max_candidates: int = MAX_CANDIDATES) -> Selection:
     """Choose `budget` queries of `source` for a human to label (see the module docstring). `model`: a
     core.models.predictor.Predictor; `labelled`: paths of prediction logs or files of labelled texts."""
     strategy(strategy_name)
     budget = check_budget(budget)
+    if max_candidates < budget:
+        raise UserError(f"max_candidates={max_candidates} is below the budget {budget}: score at least as many "
+                        f"queries as you want picked")
     candidates = read_candidates(source, text_column)
     known = labelled_texts(list(labelled) + ([candidates.source] if candidates.from_log else []), text_column)
     candidates = candidates.without({text_sha256(t) for t in known})
@@ -157,11 +169,13 @@ def select_queries(model, source, budget: int, *, strategy_name: str = "margin",
         raise UserError(f"every query in {source} is labelled already: nothing to choose from")
     with_text = sum(t is not None for t in candidates.texts)
     if with_text:
-        rows = _score_texts(model, candidates, strategy_name, budget, seed, known)
+        rows = _score_texts(model, candidates, strategy_name, budget, seed, known, max_candidates)
     else:
         rows = _rank_logged(candidates, strategy_name, budget, seed)
     summary = {"source": str(source), "rows_read": candidates.rows, "candidates": len(candidates),
                "skipped_labelled": candidates.skipped_labelled, "duplicates": sum(candidates.counts) - len(candidates),
                "not_scored": len(candidates) - with_text if with_text else 0,
+               "sampled_from": with_text if with_text > max_candidates else None,
+               "scored": min(with_text, max_candidates),
                "strategy": rows[0]["strategy"] if rows else strategy_name, "seed": seed, "picked": len(rows)}
     return Selection(rows, summary)

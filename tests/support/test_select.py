@@ -77,6 +77,25 @@ def test_every_strategy_picks_distinct_unlabelled_queries_from_a_file(support_ru
     assert rows == run.select(queries, 4, strategy=strategy, seed=1, labelled=[labelled])  # seeded
 
 
+def test_a_pool_larger_than_max_candidates_is_sampled_and_said(support_run, tmp_path, capsys):
+    from verticals.cli import main
+
+    queries = tmp_path / "queries.txt"
+    queries.write_text("\n".join(f"{q} number {i}" for i, q in enumerate(QUERIES * 3)) + "\n")
+    run = verticals.load(support_run)
+    rows = run.select(queries, 3, strategy="margin", max_candidates=5)
+    pool = set(queries.read_text().split("\n")) - {""}
+    assert len(rows) == 3 and {r["text"] for r in rows} <= pool
+    assert rows == run.select(queries, 3, strategy="margin", max_candidates=5)  # the sample is seeded
+    out = tmp_path / "sheet.csv"
+    assert main(["support", "select", str(queries), "--run", str(support_run), "--budget", "3", "--out", str(out),
+                 "--max-candidates", "5"]) == 0
+    assert f"scored a random sample of 5 of the {len(pool)} unlabelled texts" in capsys.readouterr().err
+    assert main(["support", "select", str(queries), "--run", str(support_run), "--budget", "6", "--out",
+                 str(tmp_path / "other.csv"), "--max-candidates", "5"]) == 2
+    assert "below the budget" in capsys.readouterr().err
+
+
 def test_select_reads_csv_and_jsonl_text_columns(support_run, tmp_path):
     (tmp_path / "q.csv").write_text("id,body\n1,card declined\n2,transfer late\n")
     (tmp_path / "q.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in QUERIES[:3]))
