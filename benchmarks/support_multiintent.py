@@ -178,10 +178,11 @@ def parse_args(argv=None):
     p.add_argument("--tier", choices=("finetune", "probe"), default="finetune",
                    help="finetune: intent-multilabel vs intent-full (hours on CPU); probe: both on frozen MiniLM "
                         "(mode=probe vs support/intent-probe; minutes)")
+    p.add_argument("--epochs", type=int, help="train.epochs for both fine-tuned systems (default: the recipes' 3)")
     p.add_argument("--quick", action="store_true", help="tiny backbone, demo data, few steps: a check that it runs")
     args = p.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
-    args.source, args.overrides = "banking77", {}
+    args.source, args.overrides = "banking77", ({"epochs": str(args.epochs)} if args.epochs else {})
     args.single_recipe = "support/intent-probe" if args.tier == "probe" else "support/intent-full"
     args.multi_overrides = {"mode": "probe"} if args.tier == "probe" else {}
     if args.quick:
@@ -206,12 +207,14 @@ def main(argv=None) -> dict:
     record = {"protocol": __doc__.split("Protocol. ")[1].split("\n\n")[0], "source": args.source, "seeds": args.seeds,
               "rows": {k: len(v) for k, v in splits.items()} | {"single_intent_test": len(data.test)},
               "overrides": args.overrides, "tier": args.tier, "results": results}
-    md = "# Multi-intent support queries (BANKING77 composed)\n\n" + table(results)
+    epochs = f", {args.epochs} epoch(s)" if args.epochs and args.tier == "finetune" else ""
+    md = (f"Multi-intent support queries (BANKING77 composed), {args.tier} tier{epochs}, seeds "
+          f"{', '.join(map(str, args.seeds))}.\n\n" + table(results))
     if args.quick:
         (Path(args.out_root) / "record.json").write_text(json.dumps(record, indent=2))
         print(md)
     else:
-        write_record("support_multiintent", record, md)
+        write_record(f"support_multiintent_{args.tier}", record, md)  # one record per tier
     return record
 
 
