@@ -15,8 +15,8 @@ import verticals
 from core.foundation.errors import UserError
 from core.mlops.feedback import FeedbackExample, PredictionLog
 from core.mlops.gate import gate
-from core.mlops.retrain import imprinted_rows
 from core.mlops.retrain_plan import RetrainSettings, plan_feedback
+from core.mlops.warm_start import imprinted_rows
 from core.models.predictor import load_run
 from tests.conftest import REPO, write_csv
 
