@@ -4,8 +4,10 @@ early-stopping, holdout and out-of-scope rows.
 `plan_feedback` deduplicates the feedback by text (latest label wins), removes texts of the
 original test split, sets "out_of_scope" rows aside, keeps new labels that have enough examples,
 and splits the rest with a seed; texts the champion's lineage already learnt
-(`feedback_trained.json`: sha256 only) go to train, never to the holdout. `replay_rows` picks
-original training rows per label to replay beside the feedback.
+(`feedback_trained.json`: sha256 only) go to train, never to the holdout. Labels `a|b` (several
+intents, from POST /v1/feedback "intents"): with `multi_label=True` (a multi-label run) each is
+the set {a, b}; otherwise those rows are skipped and counted (a softmax model predicts one label
+per text). `replay_rows` picks original training rows per label to replay beside the feedback.
 Leaves out: training and the gate (core.mlops.retrain, core.mlops.gate).
 """
 
