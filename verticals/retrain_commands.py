@@ -32,9 +32,11 @@ def _fmt(value, digits: int = 4) -> str:
 
 
 def comparison_table(section: dict, names: tuple[str, str] = ("champion", "challenger")) -> str:
-    """Champion vs challenger: original test, feedback holdout, out-of-scope feedback handover, gate."""
+    """Champion vs challenger: original test, feedback holdout (in the gate's metric), out-of-scope
+    feedback handover, each new label's accuracy (recall for a multi-label run), gate."""
     champion, challenger = section["champion"], section["challenger"]
-    rows = [("original test accuracy", "test", "accuracy"), ("feedback holdout accuracy", "feedback_holdout", "accuracy"),
+    metric = section["gate"].get("metric", "accuracy")  # micro_f1 for a multi-label run (core.mlops.retrain_multilabel)
+    rows = [(f"original test {metric}", "test", metric), (f"feedback holdout {metric}", "feedback_holdout", metric),
             ("out-of-scope feedback handed over", "feedback_out_of_scope", "out_of_scope_recall")]
     lines = [f"{'':36s}{names[0]:>18s}{names[1]:>20s}"]
     for title, split, key in rows:
@@ -44,7 +46,8 @@ def comparison_table(section: dict, names: tuple[str, str] = ("champion", "chall
             continue
         lines.append(f"{title + (f' (n={n})' if n else ''):36s}{_fmt(a):>18s}{_fmt(b):>20s}")
     for label in section.get("new_labels", []):
-        acc = challenger.get("feedback_holdout", {}).get("per_label_accuracy", {}).get(label)
+        held = challenger.get("feedback_holdout", {})
+        acc = (held.get("per_label_accuracy") or held.get("per_label_recall") or {}).get(label)
         lines.append(f"{'  new label ' + label:36s}{'-':>18s}{_fmt(acc):>20s}")
     cost = section.get("cost", {})
     lines.append(f"retrain cost: {cost.get('train_seconds', 0):.1f} s training, {cost.get('cpu_seconds', 0):.1f} s CPU, "

@@ -87,7 +87,7 @@ def load_multilabel_run_data(data_cfg: MultiLabelDataConfig, data_dir: str | Non
     return set_aside_label(data, data_cfg.oos_label) if data_cfg.oos_label else (data, {})
 
 
-def _limit(split: MultiLabelSplit, n: int) -> MultiLabelSplit:
+def limit_multilabel_train(split: MultiLabelSplit, n: int) -> MultiLabelSplit:
     """The first `n` rows in core.classify.run_data.limit_train's fixed shuffled order."""
     order = limit_train(Split([str(i) for i in range(len(split))], [""] * len(split)), n).texts
     return split.subset([int(i) for i in order])
@@ -98,7 +98,7 @@ def train_multilabel(cfg, run_dir: Path, *, data_dir: str | None = None, resume:
     """The runner of `task: multilabel-classification` (see the module docstring)."""
     check_multilabel_settings(cfg)
     data, set_aside = load_multilabel_run_data(cfg.data, data_dir)  # before the claim: bad data writes nothing
-    train = _limit(data.train, cfg.data.train_limit)
+    train = limit_multilabel_train(data.train, cfg.data.train_limit)
     run = RecipeRun.open(cfg, Path(run_dir), resume=resume, overwrite=overwrite,
                          has_checkpoint=has_checkpoint(Path(run_dir)))
     model = build_model(cfg, data.labels, peft="frozen" if cfg.mode == "probe" else None)
@@ -146,7 +146,8 @@ def calibrate_and_threshold(model, data: MultiLabelData, train: MultiLabelSplit,
     return head, confidence
 
 
-def _outputs(model, head: MultiLabelHead, texts: list[str], device: str) -> dict:
+def multilabel_outputs(model, head: MultiLabelHead, texts: list[str], device: str) -> dict:
+    """logits, calibrated probabilities, in-scope scores (None without a scorer) and the out-of-scope flags."""
     logits, embeddings = model.predict_all(texts, device=device)
     probs = head.probabilities(logits, model.temperature)
     scores = None if model.ood is None else model.ood.scores(logits, embeddings, model.temperature)
@@ -162,7 +163,7 @@ def evaluate_multilabel(model, head: MultiLabelHead, data: MultiLabelData, devic
     for name, split in (("validation", data.validation), ("test", data.test), *data.extra.items()):
         if not len(split):
             continue
-        out = _outputs(model, head, split.texts, device)
+        out = multilabel_outputs(model, head, split.texts, device)
         if {lab for s in split.label_sets for lab in s} <= known:
             y = multi_hot(split.label_sets, model.labels)
             metrics[name] = multilabel_metrics(y, head.decide(out["probs"]), out["probs"])

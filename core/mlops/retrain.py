@@ -23,10 +23,8 @@
    original validation split + the feedback validation slice. A frozen encoder (probe runs, and
    runs that took no gradient steps) refits its head with the logistic-regression probe on the
    feedback-train + every original training row (a refit from scratch of a convex problem: on a
-   subset it would only forget, and encoding the rows is cheap). New labels get head rows by imprinting (Qi et al. 2018, "Low-shot
-   learning with imprinted weights"): the direction from the mix's mean embedding to the new
-   class's mean, scaled to the mean norm of the existing rows; centred, because sentence
-   embeddings share one dominant direction, so an uncentred class mean would score every text high.
+   subset it would only forget, and encoding the rows is cheap). New labels get head rows by
+   imprinting (core.mlops.warm_start.grow_head).
 4. core.classify.recipes.finish makes `out` a full run directory (calibration, OOS scorer, report, card,
    cost ledger). The OOS scorer's bank is the original training rows + feedback-train.
    `report["retrain"]` holds the plan's counts, both models' scores, the gate, and the cost.
@@ -36,104 +34,53 @@ Out-of-scope feedback: core.confidence.ood's scorers are fitted on in-scope data
 both models' handover rate (out_of_scope_recall at the model's threshold) is reported.
 `gate(champion, challenger, margin)` is pure: promote iff the challenger's feedback-holdout
 accuracy is higher and its original-test accuracy is at least the champion's minus `margin`.
+Feedback with several labels (`a|b`, from "intents": [...]) cannot train a softmax model: a
+single-label run skips those rows and counts them (`feedback.several_labels_skipped`, with a hint
+to the multi-label recipe; all of them skipped is the "no feedback left" error). A multi-label run
+(task multilabel-classification) is retrained by core.mlops.retrain_multilabel, the same protocol
+over label sets, gated on micro-F1.
 `retrain_and_register` adds the registry (core.mlops.registry): lineage, and promotion when the gate
-says so. Leaves out: reading feedback databases (the app layer), zero-shot runs (no training
+says so, for either kind of run. Leaves out: reading feedback databases (the app layer), zero-shot runs (no training
 rows to replay), and scheduling retrains.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from core.classify.config import build_recipe
 from core.classify.finish import finish
+from core.classify.multilabel_config import TASK as MULTILABEL_TASK
+from core.classify.multilabel_config import build_multilabel_recipe
 from core.classify.recipes import no_steps, takes_steps
 from core.classify.report import CLASSIFICATION_REPORT
 from core.classify.run_data import RunData, prepare_data
 from core.classify.train import fit
-from core.data.splits import LabelMap, Split
+from core.data.splits import LabelMap
 from core.foundation.errors import UserError
 from core.mlops.gate import gate, handover_rate, score_model
 from core.mlops.registry import ModelRegistry, current_user
+from core.mlops.retrain_multilabel import retrain_multilabel
 from core.mlops.retrain_plan import (
     RetrainSettings,
     concat_splits,
     plan_feedback,
+    plan_summary,
     replay_rows,
+    require_training_rows,
     trained_feedback,
     write_trained_feedback,
 )
-from core.models.classifier import ADAPTERS, init_head_from_probe, load_classifier
+from core.mlops.warm_start import grow_head, make_trainable, train_schedule
+from core.models.classifier import init_head_from_probe, load_classifier
 from core.models.predictor import model_dir
 from core.runs.rundir import read_report, write_report
 from core.runs.scaffold import RecipeRun
-
-if TYPE_CHECKING:
-    from core.data.splits import Split
-
-
-# ---------------------------------------------------------------- warm start
-
-
-def imprinted_rows(class_embeddings: list[np.ndarray], background: np.ndarray, scale: float,
-                   bias: float) -> tuple[np.ndarray, np.ndarray]:
-    """Head rows (weight [k, d], bias [k]) for k new classes: w = scale * unit(mean_c - mean_bg),
-    b = bias - w . mean_bg, so a text's logit is scale * cos-direction . (x - mean_bg) + bias."""
-    centre = np.asarray(background, dtype=np.float64).mean(axis=0)
-    weights = []
-    for emb in class_embeddings:
-        direction = np.asarray(emb, dtype=np.float64).mean(axis=0) - centre
-        weights.append(scale * direction / max(np.linalg.norm(direction), 1e-12))
-    w = np.stack(weights) if weights else np.zeros((0, len(centre)))
-    return w.astype(np.float32), (bias - w @ centre).astype(np.float32)
-
-
-def grow_head(model, new_labels: list[str], train: Split, device: str) -> None:
-    """Append head rows for `new_labels`, imprinted from their `train` rows (see imprinted_rows)."""
-    import torch  # lazy: torch costs seconds of start-up
-    from torch import nn  # lazy: torch costs seconds of start-up
-
-    if not new_labels:
-        return
-    emb = model.encode(train.texts, device=device)
-    labels = np.asarray(train.labels)
-    old_w, old_b = model.head.weight.detach().cpu().numpy(), model.head.bias.detach().cpu().numpy()
-    w, b = imprinted_rows([emb[labels == lab] for lab in new_labels], emb,
-                          float(np.linalg.norm(old_w, axis=1).mean()), float(np.median(old_b)))
-    head = nn.Linear(old_w.shape[1], len(old_b) + len(new_labels))
-    with torch.no_grad():
-        head.weight.copy_(torch.from_numpy(np.vstack([old_w, w])))
-        head.bias.copy_(torch.from_numpy(np.concatenate([old_b, b])))
-    model.head = head.to(model.head.weight.device)
-    model.labels = list(model.labels) + list(new_labels)
-
-
-def make_trainable(model) -> None:
-    """A loaded LoRA/IA3 adapter is frozen (peft loads for inference): make its weights train again."""
-    if model.peft in ADAPTERS:
-        prefix = model.encoder.base_model.prefix  # "lora_" / "ia3_"
-        for name, p in model.encoder.named_parameters():
-            if prefix in name:
-                p.requires_grad_(True)
-
-
-def train_schedule(train_cfg, settings: RetrainSettings, mix_rows: int, original_rows: int):
-    """The TrainConfig of the challenger: `settings.steps` when given, else the recipe's max_steps
-    scaled by mix / original training rows, else its epochs over the mix."""
-    if settings.steps:
-        return replace(train_cfg, max_steps=settings.steps, seed=settings.seed)
-    if train_cfg.max_steps:
-        steps = max(1, math.ceil(train_cfg.max_steps * mix_rows / max(original_rows, 1)))
-        return replace(train_cfg, max_steps=steps, seed=settings.seed)
-    return replace(train_cfg, seed=settings.seed)
-
 
 # ---------------------------------------------------------------- retrain
 
@@ -144,11 +91,16 @@ def _say(progress: bool, message: str) -> None:
 
 
 def run_config(run_dir: Path):
-    """(report, RecipeConfig) of a finished classification run that learnt from labelled rows."""
+    """(report, recipe config) of a finished classification run that learnt from labelled rows: a
+    RecipeConfig, or a MultiLabelRecipeConfig for a multi-label run (core.mlops.retrain_multilabel)."""
     report = read_report(run_dir)
     config = report.get("config") or {}
-    if config.get("task", "classification") != "classification":
-        raise UserError(f"{run_dir} is a {config.get('task')!r} run; retrain takes a text classifier run")
+    task = config.get("task", "classification")
+    if task == MULTILABEL_TASK:
+        return report, build_multilabel_recipe(config)
+    if task != "classification":
+        raise UserError(f"{run_dir} is a {task!r} run; retrain takes a text classifier run (classification or "
+                        f"{MULTILABEL_TASK})")
     cfg = build_recipe(config)
     if cfg.mode == "zeroshot":
         raise UserError(f"{run_dir} is a zero-shot run: it has no training rows to replay. Train a probe or "
@@ -172,20 +124,17 @@ def retrain(run_dir, feedback, *, out, data_dir: str | None = None, settings: Re
     report, cfg = run_config(run_dir)
     if out.resolve() == run_dir.resolve():
         raise UserError(f"--out {out} is the deployed run itself; give a new directory for the challenger")
+    if cfg.task == MULTILABEL_TASK:
+        return retrain_multilabel(run_dir, cfg, feedback, out=out, data_dir=data_dir, settings=settings,
+                                  progress=progress, parent=parent, overwrite=overwrite)
     run = RecipeRun.open(cfg, out, resume=False, overwrite=overwrite, has_checkpoint=False, seed=settings.seed)
     device = run.device
     original = prepare_data(cfg, data_dir)
     model = load_classifier(model_dir(run_dir), merge=False)
     inherited = trained_feedback(run_dir)
     plan = plan_feedback(feedback, model.labels, original.data.test.texts, settings, trained=inherited)
-    c = plan.counts
-    _say(progress, f"{c['total']} feedback rows: {c['train']} train, {c['validation']} early-stopping, "
-                   f"{c['holdout']} held out, {c['out_of_scope']} out-of-scope (evaluated only), "
-                   f"{c['duplicates']} duplicates, {c['in_original_test']} in the original test split, "
-                   f"{c['dropped_too_few']} of new labels with too few examples")
-    if not len(plan.train):
-        raise UserError(f"no feedback left to train on after setting aside holdout, out-of-scope and dropped rows "
-                        f"({c}); collect more labelled feedback")
+    _say(progress, plan_summary(plan.counts))
+    require_training_rows(plan)
     _say(progress, f"scoring the champion on the original test split ({len(original.data.test)} rows) "
                    f"and the feedback holdout")
     champion = score_model(model, original.data.test, plan, device)
@@ -210,13 +159,13 @@ def retrain(run_dir, feedback, *, out, data_dir: str | None = None, settings: Re
                    f"{len(replay)} replayed rows; new labels: {', '.join(plan.new_labels) or 'none'}")
     with run.ledger() as ledger:
         if frozen:
-            grow_head(model, plan.new_labels, mix, device)
+            grow_head(model, plan.new_labels, mix.texts, [(label,) for label in mix.labels], device)
             c_value = (report.get("probe") or {}).get("c", cfg.model.probe_c)
             init_head_from_probe(model, mix.texts, LabelMap(labels).encode(mix.labels), c=c_value, device=device)
             result = no_steps()
         else:
             make_trainable(model)
-            grow_head(model, plan.new_labels, mix, device)
+            grow_head(model, plan.new_labels, mix.texts, [(label,) for label in mix.labels], device)
             result = fit(model, mix, data.validation, train_cfg, device=device, run_dir=out, progress=progress)
     challenger = score_model(model, original.data.test, plan, device)
     verdict = gate(champion, challenger, settings.margin)

@@ -4,8 +4,10 @@ early-stopping, holdout and out-of-scope rows.
 `plan_feedback` deduplicates the feedback by text (latest label wins), removes texts of the
 original test split, sets "out_of_scope" rows aside, keeps new labels that have enough examples,
 and splits the rest with a seed; texts the champion's lineage already learnt
-(`feedback_trained.json`: sha256 only) go to train, never to the holdout. `replay_rows` picks
-original training rows per label to replay beside the feedback.
+(`feedback_trained.json`: sha256 only) go to train, never to the holdout. Labels `a|b` (several
+intents, from POST /v1/feedback "intents"): with `multi_label=True` (a multi-label run) each is
+the set {a, b}; otherwise those rows are skipped and counted (a softmax model predicts one label
+per text). `replay_rows` picks original training rows per label to replay beside the feedback.
 Leaves out: training and the gate (core.mlops.retrain, core.mlops.gate).
 """
 
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.data.multilabel import LABEL_SEPARATOR, parse_label_list
 from core.data.splits import Split, stratified_split
 from core.foundation.errors import UserError
 from core.foundation.settings import checked, setting
@@ -86,34 +89,60 @@ def write_trained_feedback(out: Path, inherited: frozenset[str], plan: "Feedback
     (Path(out) / TRAINED_FILE).write_text(json.dumps({"sha256": sorted(used)}))
 
 
-def plan_feedback(feedback, known_labels: list[str], test_texts: list[str], settings: RetrainSettings,
-                  trained: frozenset[str] = frozenset()) -> FeedbackPlan:
-    """Deduplicate, drop test texts, set out-of-scope rows aside, keep new labels with enough
-    examples, and split (seeded, stratified) into train / validation / holdout; texts in `trained`
-    (sha256, what the champion's lineage already learnt from) always go to train, never to the
-    holdout. See the module docstring."""
+def label_names(label: str, multi_label: bool) -> tuple[str, ...] | None:
+    """The label names of one feedback label: a multi-label run reads `a|b` as two names (None when
+    the list breaks the label rule); a single-label run keeps the label whole."""
+    if not multi_label:
+        return (label,)
+    try:
+        names = parse_label_list(label, "feedback label")
+    except UserError:
+        return None
+    return None if LABEL_OUT_OF_SCOPE in names and len(names) > 1 else names  # out of scope is a row's only label
+
+
+def _latest_per_text(feedback, multi_label: bool) -> tuple[dict, int]:
+    """text -> its latest valid feedback example, and how many examples were invalid."""
     latest: dict[str, object] = {}
     invalid = 0
     for example in feedback:
         text, label = getattr(example, "text", None), getattr(example, "label", None)
-        if not isinstance(text, str) or not text.strip() or not isinstance(label, str) or not label.strip():
+        if not isinstance(text, str) or not text.strip() or not isinstance(label, str) or not label.strip() \
+                or label_names(label, multi_label) is None:
             invalid += 1
             continue
         key = text.strip()
         if key not in latest or example.ts >= latest[key].ts:
             latest[key] = example
+    return latest, invalid
+
+
+def plan_feedback(feedback, known_labels: list[str], test_texts: list[str], settings: RetrainSettings,
+                  trained: frozenset[str] = frozenset(), *, multi_label: bool = False) -> FeedbackPlan:
+    """Deduplicate, drop test texts, set out-of-scope rows aside, keep new labels with enough
+    examples, and split (seeded, stratified by the whole label) into train / validation / holdout;
+    texts in `trained` (sha256, what the champion's lineage already learnt from) always go to train,
+    never to the holdout. `multi_label`: a label `a|b` is the label set {a, b} (a new name counts
+    once per row that holds it; a row with a dropped name is dropped whole); without it such rows
+    are set aside and counted (`several_labels_skipped`): a softmax model predicts one label per
+    text. See the module docstring."""
+    latest, invalid = _latest_per_text(feedback, multi_label)
     valid = len(feedback) - invalid
     test = {t.strip() for t in test_texts}
-    kept = [e for key, e in latest.items() if key not in test]
+    known = set(known_labels)
+    # a|b on a single-label run is several intents, unless the run has a label named so itself
+    several = {key for key, e in latest.items() if key not in test and not multi_label
+               and LABEL_SEPARATOR in e.label and e.label not in known}
+    kept = [e for key, e in latest.items() if key not in test and key not in several]
     oos = [e for e in kept if e.label == LABEL_OUT_OF_SCOPE]
     in_scope = [e for e in kept if e.label != LABEL_OUT_OF_SCOPE]
     by_label: dict[str, int] = {}
     for e in in_scope:
-        by_label[e.label] = by_label.get(e.label, 0) + 1
-    known = set(known_labels)
+        for name in label_names(e.label, multi_label):
+            by_label[name] = by_label.get(name, 0) + 1
     new = sorted(lab for lab, n in by_label.items() if lab not in known and n >= settings.min_examples_new_label)
     dropped = {lab: n for lab, n in sorted(by_label.items()) if lab not in known and lab not in new}
-    usable = [e for e in in_scope if e.label not in dropped]
+    usable = [e for e in in_scope if not set(label_names(e.label, multi_label)) & set(dropped)]
     seen = [e for e in usable if text_sha256(e.text.strip()) in trained]
     fresh = [e for e in usable if text_sha256(e.text.strip()) not in trained]
     rng = np.random.default_rng(settings.seed)
@@ -123,11 +152,36 @@ def plan_feedback(feedback, known_labels: list[str], test_texts: list[str], sett
                          else (rest, _split([], [])))
     train = concat_splits(train, _split([e.text for e in seen], [e.label for e in seen]))
     counts = {"total": len(feedback), "invalid": invalid, "duplicates": valid - len(latest),
-              "in_original_test": len(latest) - len(kept), "out_of_scope": len(oos),
-              "dropped_too_few": sum(dropped.values()), "train": len(train), "validation": len(validation),
+              "in_original_test": len(latest) - len(kept) - len(several), "out_of_scope": len(oos),
+              "dropped_too_few": len(in_scope) - len(usable), "train": len(train), "validation": len(validation),
               "holdout": len(holdout), "already_learnt": len(seen), "by_label": dict(sorted(by_label.items()))}
+    if not multi_label:
+        counts["several_labels_skipped"] = len(several)
     return FeedbackPlan(train, validation, holdout, _split([e.text for e in oos], [e.label for e in oos]),
                         new, dropped, counts)
+
+
+def plan_summary(counts: dict) -> str:
+    """The plan's counts in one progress line."""
+    c = counts
+    several = c.get("several_labels_skipped")
+    return (f"{c['total']} feedback rows: {c['train']} train, {c['validation']} early-stopping, "
+            f"{c['holdout']} held out, {c['out_of_scope']} out-of-scope (evaluated only), "
+            f"{c['duplicates']} duplicates, {c['in_original_test']} in the original test split, "
+            f"{c['dropped_too_few']} of new labels with too few examples"
+            + (f", {several} with several labels skipped (a single-label run predicts one intent per text: train "
+               f"support/intent-multilabel to learn them)" if several else ""))
+
+
+def require_training_rows(plan: FeedbackPlan) -> None:
+    """UserError when the plan leaves nothing to train on, saying why."""
+    if len(plan.train):
+        return
+    several = plan.counts.get("several_labels_skipped")
+    raise UserError(f"no feedback left to train on after setting aside holdout, out-of-scope and dropped rows "
+                    f"({plan.counts}); collect more labelled feedback"
+                    + (f". {several} rows carry several labels (a|b), which a single-label run cannot learn: train "
+                       f"the multi-label recipe support/intent-multilabel and retrain that run" if several else ""))
 
 
 def replay_rows(train: Split, n: int, rng: np.random.Generator) -> Split:

@@ -15,8 +15,8 @@ import verticals
 from core.foundation.errors import UserError
 from core.mlops.feedback import FeedbackExample, PredictionLog
 from core.mlops.gate import gate
-from core.mlops.retrain import imprinted_rows
 from core.mlops.retrain_plan import RetrainSettings, plan_feedback
+from core.mlops.warm_start import imprinted_rows
 from core.models.predictor import load_run
 from tests.conftest import REPO, write_csv
 
@@ -156,6 +156,20 @@ def test_the_gate_refuses_a_challenger_taught_contradicting_labels(champion, tmp
     drop = section["champion"]["test"]["accuracy"] - section["challenger"]["test"]["accuracy"]
     assert drop > 0.02 and section["gate"]["promote"] is False
     assert "beyond the margin" in section["gate"]["reasons"][1] and section["new_labels"] == []
+
+
+def test_a_single_label_run_skips_feedback_with_several_intents_and_says_so(champion, tmp_path, capsys):
+    several = examples([(f"cancel order {i} and where is my refund", "cancel_order|refund_status") for i in range(10)],
+                       start=1000)
+    report = verticals.retrain(champion, new_intent_feedback() + several, out=tmp_path / "next", progress=True)
+    section = report["retrain"]
+    assert section["feedback"]["several_labels_skipped"] == 10
+    err = capsys.readouterr().err
+    assert "10 with several labels skipped" in err and "support/intent-multilabel" in err
+    assert section["new_labels"] == [NEW] and "cancel_order|refund_status" not in section["feedback"]["by_label"]
+    assert not any("|" in label for label in load_run(tmp_path / "next").labels)
+    with pytest.raises(UserError, match=r"10 rows carry several labels.*support/intent-multilabel"):
+        verticals.retrain(champion, several, out=tmp_path / "none")
 
 
 def test_lora_warm_start_continues_the_adapter_and_grows_the_head(tmp_path):
