@@ -17,14 +17,15 @@ from functools import partial
 from pathlib import Path
 
 from core.classify.config import parse_file_options
-from core.data.multilabel import is_multilabel_card
 from core.data.catalog import data_root, dataset_dir, list_cards, load_card, verified_file
+from core.data.multilabel import is_multilabel_card
 from core.foundation.distributed import is_distributed, is_main
 from core.foundation.errors import UserError
 from core.foundation.quiet import quiet_libraries as _quiet_libraries
 from core.foundation.settings import parse_overrides, read_recipe
 from core.foundation.text import texts_from_args, texts_from_jsonl
-from core.models.predictor import RUNTIMES, load_run
+from core.models.multilabel import load_multilabel_head
+from core.models.predictor import RUNTIMES, load_run, model_dir
 from core.runs.rundir import default_out
 from verticals.recipe_files import resolve_recipe
 from verticals.retrain_commands import register as register_retrain
@@ -130,6 +131,9 @@ def cmd_eval(args) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(f"evaluated: {result['evaluated']}")
+    if result.get("multi_label"):
+        _print_multilabel_eval(result)
+        return 0
     print(f"n={result['n']} accuracy={result['accuracy']:.4f} macro_f1={result['macro_f1']:.4f}")
     for name, oos in result.get("out_of_scope", {}).items():
         print(f"out-of-scope '{name}': n={oos['n_out_of_scope']} auroc={oos['auroc']:.4f} "
@@ -137,6 +141,16 @@ def cmd_eval(args) -> int:
     if "out_of_scope_skipped" in result:
         print(f"out-of-scope: not measured, {result['out_of_scope_skipped']}")
     return 0
+
+
+def _print_multilabel_eval(result: dict) -> None:
+    print(f"n={result['n']} exact_set_accuracy={result['exact_set_accuracy']:.4f} micro_f1={result['micro_f1']:.4f} "
+          f"macro_f1={result['macro_f1']:.4f} out_of_scope_rate={result['out_of_scope_rate']:.4f}")
+    for label, row in result["per_label"].items():
+        print(f"  {label:24s} precision={row['precision']:.4f} recall={row['recall']:.4f} f1={row['f1']:.4f} "
+              f"support={row['support']}")
+    for name, oos in result.get("out_of_scope", {}).items():
+        print(f"out-of-scope '{name}': n={oos['n_out_of_scope']} out_of_scope_recall={oos['out_of_scope_recall']:.4f}")
 
 
 def cmd_predict(args) -> int:
@@ -147,7 +161,8 @@ def cmd_predict(args) -> int:
     from core.classify.scoring import predict_texts  # lazy: loads torch, as above
 
     model = load_run(args.run_dir, args.runtime)
-    for row in predict_texts(model, texts, top_k=args.top_k):
+    head = load_multilabel_head(model_dir(args.run_dir))  # None: a single-label run
+    for row in predict_texts(model, texts, top_k=args.top_k, multi_label=head):
         print(json.dumps(row))
     return 0
 
@@ -287,7 +302,8 @@ def _add_run_commands(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a run: its own test split, another split, or a labelled CSV/JSONL file")
     p.add_argument("run_dir")
     p.add_argument("options", nargs="*",
-                   help="how to read --data files: text_column=, label_column=, encoding= (default: the run's)")
+                   help="how to read --data files: text_column=, label_column=, encoding= (default: the run's; "
+                        "for a multi-label run label_column= names its labels column)")
     p.add_argument("--data", help="dataset name, folder or file (default: the run's own data). A file the run "
                                   "was not trained on is evaluated whole, unless --split is given")
     p.add_argument("--split",

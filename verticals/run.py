@@ -31,6 +31,7 @@ from core.foundation.errors import UserError
 from core.foundation.quiet import quieted
 from core.foundation.text import check_text
 from core.mlops.feedback import PredictionLog
+from core.models.multilabel import MultiLabelHead, load_multilabel_head
 from core.models.predictor import RUNTIMES, load_run, model_dir
 from solutions.support.deployment import ServedModel, load_baseline, model_version
 from solutions.support.labelling import check_sheet_path, select_queries
@@ -61,7 +62,8 @@ class Run:
 
     def __repr__(self) -> str:
         test = self.metrics.get("test", {})
-        score = f", test accuracy {test['accuracy']:.4f}" if "accuracy" in test else ""
+        key = "exact_set_accuracy" if self.multi_label is not None else "accuracy"
+        score = f", test {key.replace('_', ' ')} {test[key]:.4f}" if key in test else ""
         return f"Run({str(self.path)!r}, {len(self.labels)} labels{score}, runtime={self.runtime!r})"
 
     # ------------------------------------------------------------ what the run says
@@ -88,6 +90,11 @@ class Run:
     def labels(self) -> list[str]:
         return list(json.loads((self.model_dir / "classifier.json").read_text())["labels"])
 
+    @cached_property
+    def multi_label(self) -> MultiLabelHead | None:
+        """The per-label thresholds of a multi-label run (model/multilabel.json); None: single-label."""
+        return load_multilabel_head(self.model_dir)
+
     @property
     def model(self):
         """The Predictor (PyTorch TextClassifier or ONNX Runtime twin), loaded once."""
@@ -99,17 +106,25 @@ class Run:
     # ------------------------------------------------------------ using the model
     def predict(self, texts: str | Iterable[str], top_k: int = 3):
         """{"text", "label", "confidence", "top_k"} per text (a list, or one dict for one string);
-        confidences are calibrated probabilities, as `verticals predict` prints them."""
+        confidences are calibrated probabilities, as `verticals predict` prints them. A multi-label run
+        adds "labels" (every label at or above its threshold, with probability and threshold; "label" is
+        the most probable of them, None when there is none) and "out_of_scope"
+        (core.classify.multilabel_scoring.predict_multilabel)."""
         from core.classify.scoring import predict_texts  # lazy: loads torch; `import verticals` must not
 
         items, single = _texts(texts)
-        rows = predict_texts(self.model, items, top_k=top_k) if items else []
+        rows = predict_texts(self.model, items, top_k=top_k, multi_label=self.multi_label) if items else []
         return rows[0] if single else rows
 
     def predict_proba(self, texts: Iterable[str]) -> np.ndarray:
-        """[n, len(labels)] calibrated probabilities, columns in `labels` order."""
+        """[n, len(labels)] calibrated probabilities, columns in `labels` order: softmax, or for a
+        multi-label run one sigmoid per label (rows need not sum to 1)."""
         items, _ = _texts(texts)
-        return self.model.predict_proba(items) if items else np.zeros((0, len(self.labels)), dtype=np.float32)
+        if not items:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        if self.multi_label is not None:
+            return self.multi_label.probabilities(self.model.predict_logits(items), self.model.temperature)
+        return self.model.predict_proba(items)
 
     def predict_entities(self, texts: str | Iterable[str], entities=None, *, max_sentences: int | None = None):
         """Sentiment per company and per whole text, with the sentences that drove it (a sentiment run:
@@ -126,7 +141,9 @@ class Run:
     def evaluate(self, data: str | os.PathLike | None = None, *, split: str | None = None, data_dir: str | None = None,
                  text_column: str | None = None, label_column: str | None = None, encoding: str | None = None) -> dict:
         """Metrics on the run's own test split (default), another split (`split="validation"`), or
-        every row of another labelled file / dataset (`data=`), as `verticals eval` computes them."""
+        every row of another labelled file / dataset (`data=`), as `verticals eval` computes them
+        (a multi-label run: exact-set accuracy, micro/macro F1, per-label scores; `label_column`
+        names its labels column)."""
         from core.classify.scoring import evaluate_run  # lazy: loads torch, as above
 
         columns = {k: v for k, v in (("text_column", text_column), ("label_column", label_column),
@@ -140,7 +157,7 @@ class Run:
         out-of-scope handover, a routing table YAML (`routes`); `settings`: min_confidence,
         min_margin, use_out_of_scope, top_k."""
         table = RoutingTable.from_yaml(Path(routes), self.labels) if routes else None
-        return IntentRouter(self.model, table, RouterSettings(**settings))
+        return IntentRouter(self.model, table, RouterSettings(**settings), multi_label=self.multi_label)
 
     def route(self, texts: str | Iterable[str], routes: str | os.PathLike | None = None, **settings):
         items, single = _texts(texts)

@@ -13,9 +13,11 @@ A query is out of scope when no label clears its threshold AND the scorer puts i
 intent (core.models.multilabel.MultiLabelHead.out_of_scope). The model is saved as a single-label
 one is (safetensors) plus model/multilabel.json; the report has exact-set accuracy, micro/macro
 F1 per split, per-label precision/recall/F1 on test, ECE of the per-label probabilities before and
-after the temperature, and out-of-scope sets.
+after the temperature, and out-of-scope sets; beside the model, a drift baseline for the support
+service's monitor.
 Leaves out: the engine loop (core.engine), metric maths (core.evaluation.multilabel), report.md and
-the model card (core.classify.multilabel_report), a drift baseline (single-label runs only for now).
+the model card (core.classify.multilabel_report), the drift baseline's contents
+(core.evaluation.drift_baseline.DriftBaseline.from_multilabel_outputs; saved here from the validation outputs).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from core.data.catalog import source_fingerprint
 from core.data.multilabel import MultiLabelData, MultiLabelSplit, load_multilabel, multi_hot, set_aside_label
 from core.data.splits import Split
 from core.engine.loop import MetricsLog
+from core.evaluation.drift_baseline import save_drift_baseline
 from core.evaluation.metrics import plot_loss_curve
 from core.evaluation.multilabel import label_ece, multilabel_metrics, per_label_report, positive_ece
 from core.models.classifier import save_classifier
@@ -118,11 +121,13 @@ def train_multilabel(cfg, run_dir: Path, *, data_dir: str | None = None, resume:
     return finish_multilabel(run, data, set_aside, train, model, result, ledger.cost, {"probe": probe} if probe else {})
 
 
-def calibrate_and_threshold(model, data: MultiLabelData, train: MultiLabelSplit, cfg, device: str) -> tuple:
+def calibrate_and_threshold(model, data: MultiLabelData, train: MultiLabelSplit, cfg, device: str,
+                            outputs: tuple | None = None) -> tuple:
     """On validation: the sigmoid temperature (set on the model), each label's threshold and the
-    out-of-scope detector (set on the model). Returns (MultiLabelHead, the report's confidence section)."""
+    out-of-scope detector (set on the model). `outputs`: the validation (logits, embeddings) when the
+    caller has them. Returns (MultiLabelHead, the report's confidence section)."""
     validation = data.validation
-    logits, embeddings = model.predict_all(validation.texts, device=device)
+    logits, embeddings = outputs if outputs is not None else model.predict_all(validation.texts, device=device)
     y_val = multi_hot(validation.label_sets, model.labels)
     if cfg.model.calibrate:
         model.temperature, note = fit_sigmoid_temperature(logits, y_val)
@@ -195,9 +200,12 @@ def finish_multilabel(run: RecipeRun, data: MultiLabelData, set_aside: dict, tra
     cfg, run_dir, device = run.cfg, run.run_dir, run.device
     cost.trainable_params, cost.total_params = model.trainable_parameters(), model.total_parameters()
     cost.train_samples, cost.tokens_seen = result.samples_seen, result.tokens_seen
-    head, confidence = calibrate_and_threshold(model, data, train, cfg, device)
+    outputs = model.predict_all(data.validation.texts, device=device)  # calibration and the drift baseline
+    head, confidence = calibrate_and_threshold(model, data, train, cfg, device, outputs=outputs)
     save_classifier(model, run_dir / "model")
     head.save(run_dir / "model")
+    drift = save_drift_baseline(model, *outputs, run_dir / "model", model_version=run_dir.name, seed=cfg.train.seed,
+                                multi_label=head)
     evaluation = evaluate_multilabel(model, head, data, device)
     fingerprint = source_fingerprint(cfg.data.source)
     report = {"data": data.summary() | ({"train_used": len(train)} if len(train) != len(data.train) else {})
@@ -209,7 +217,7 @@ def finish_multilabel(run: RecipeRun, data: MultiLabelData, set_aside: dict, tra
               "multi_label": {"head": "one linear layer, a sigmoid per label (BCE-with-logits on multi-hot targets)",
                               "thresholds_chosen_on": f"validation ({len(data.validation)} rows), best F1 per label",
                               "file": "model/multilabel.json"},
-              "drift_baseline": {"note": "multi-label runs save no drift baseline yet"},
+              "drift_baseline": drift,
               "fit": {"steps": result.steps, "best_step": result.best_step, "best_metric": result.best_metric,
                       "metric": cfg.train.metric, "stopped_early": result.stopped_early,
                       "train_seconds": round(result.train_seconds, 2)},

@@ -2,7 +2,8 @@
 
 `evaluate_trained` scores a just-trained model for its report (metrics per split, calibration on
 test, out-of-scope detection, plots); `evaluation_sets` / `evaluate_run` / `predict_texts` score
-and query a saved run (`verticals eval`, `verticals predict`).
+and query a saved run (`verticals eval`, `verticals predict`); a multi-label run's are
+core.classify.multilabel_scoring's.
 Leaves out: writing the run directory (core.runs.rundir) and metric maths (core.evaluation.metrics,
 core.confidence.calibrate, core.confidence.ood).
 """
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from core.classify.config import DataConfig
+from core.classify.multilabel_scoring import evaluate_multilabel_run, predict_multilabel
 from core.classify.run_data import load_run_data
 from core.confidence.calibrate import expected_calibration_error, plot_reliability, softmax
 from core.confidence.ood import auroc
@@ -29,7 +31,8 @@ from core.evaluation.metrics import (
     plot_confusion_matrix,
 )
 from core.foundation.errors import UserError
-from core.models.predictor import load_run
+from core.models.multilabel import load_multilabel_head
+from core.models.predictor import load_run, model_dir
 from core.runs.rundir import read_report
 
 if TYPE_CHECKING:
@@ -166,10 +169,14 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None, *, data_dir: str |
                  model=None) -> dict:
     """Metrics of a saved run on the rows `evaluation_sets` picks (by default its own test split),
     with out-of-scope AUROC and recalls for the out-of-scope sets beside them. The run's model is
-    loaded in `runtime` (core.models.predictor.load_run) unless `model` (a Predictor of it) is given."""
+    loaded in `runtime` (core.models.predictor.load_run) unless `model` (a Predictor of it) is given.
+    A multi-label run (model/multilabel.json) is scored as one (core.classify.multilabel_scoring)."""
     run_dir = Path(run_dir)
     report = read_report(run_dir)
     model = load_run(run_dir, runtime) if model is None else model
+    head = load_multilabel_head(model_dir(run_dir))
+    if head is not None:
+        return evaluate_multilabel_run(report, model, head, data_spec, split=split, data_dir=data_dir, columns=columns)
     sets = evaluation_sets(report, model.labels, data_spec, split=split, data_dir=data_dir, columns=columns)
     if not len(sets.in_scope):
         raise UserError(f"{sets.description}: no in-scope rows to classify; give in-scope rows too, to measure "
@@ -187,7 +194,12 @@ def evaluate_run(run_dir: Path, data_spec: str | None = None, *, data_dir: str |
     return result
 
 
-def predict_texts(model, texts: list[str], top_k: int = 3) -> list[dict]:
+def predict_texts(model, texts: list[str], top_k: int = 3, multi_label=None) -> list[dict]:
+    """{"text", "label", "confidence", "top_k"} per text from softmax probabilities; with `multi_label`
+    (the run's core.models.multilabel.MultiLabelHead) the multi-label rows of
+    core.classify.multilabel_scoring.predict_multilabel."""
+    if multi_label is not None:
+        return predict_multilabel(model, multi_label, texts, top_k=top_k)
     probs = model.predict_proba(texts)
     out = []
     for text, p in zip(texts, probs):

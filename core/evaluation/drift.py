@@ -236,16 +236,19 @@ class DriftWindow:
         self._conf = np.zeros(size, dtype=np.float32)
         self._fallback = np.zeros(size, dtype=bool)
         self._oos = np.zeros(size, dtype=bool)
-        self._labels: list[str | None] = [None] * size
+        self._labels: list[tuple[str, ...]] = [()] * size  # a row's predicted label(s)
         self._next, self._seen = 0, 0
 
     @property
     def n(self) -> int:
         return min(self._seen, self.size)
 
-    def add(self, embeddings: np.ndarray | None, routes: Sequence[Mapping], *, label_key: str = "label") -> None:
+    def add(self, embeddings: np.ndarray | None, routes: Sequence[Mapping], *, label_key: str = "label",
+            label_set_key: str | None = None) -> None:
         """One batch: `embeddings` [len(routes), dim] (None: no embedding measures) and the router's
-        outputs (the predicted label under `label_key`, "confidence", "fallback_reason")."""
+        outputs (the predicted label under `label_key`, "confidence", "fallback_reason"). A route
+        with a list under `label_set_key` (a multi-label router's `intents`, each a mapping with the
+        label under `label_key`) counts every label of that list for the label shift, none when empty."""
         if embeddings is not None:
             embeddings = np.asarray(embeddings, dtype=np.float32)
             if embeddings.ndim != 2 or len(embeddings) != len(routes):
@@ -258,7 +261,9 @@ class DriftWindow:
                 self._conf[j] = float(route["confidence"])
                 reason = route.get("fallback_reason")
                 self._fallback[j], self._oos[j] = reason is not None, reason == "out_of_scope"
-                self._labels[j] = str(route.get(label_key))
+                chosen = route.get(label_set_key) if label_set_key else None
+                self._labels[j] = (tuple(str(item[label_key]) for item in chosen) if isinstance(chosen, list)
+                                   else (str(route.get(label_key)),))
                 if self._emb is not None:
                     self._emb[j] = embeddings[i] if embeddings is not None else np.nan
                 self._next, self._seen = (j + 1) % self.size, self._seen + 1
@@ -269,7 +274,7 @@ class DriftWindow:
             n = self.n
             if n < self.min_rows:
                 return None
-            conf, labels = self._conf[:n].copy(), list(self._labels[:n])
+            conf, labels = self._conf[:n].copy(), [label for row in self._labels[:n] for label in row]
             fallback, oos = float(self._fallback[:n].mean()), float(self._oos[:n].mean())
             emb = None
             if self._emb is not None:

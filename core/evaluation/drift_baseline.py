@@ -10,6 +10,14 @@ accuracy and mean confidence), under "accuracy_estimate" in drift_baseline.json.
 before that key existed gets the fit at load time from what it stored: its (subsampled) validation
 confidences and the run's report.json validation accuracy (the ATC threshold needs only those);
 without a report it has none, and `accuracy_note` says why.
+A multi-label run's baseline (`from_multilabel_outputs`, `multi_label` True) reads the outputs as its
+router does (core.models.multilabel.MultiLabelHead): `confidence` is the primary intent's calibrated
+sigmoid probability, rounded to 4 places (the router's `confidence`, as the monitor's window sees it), `label_share` the share of each label among the
+predicted label sets (every label at or above its threshold counts once per row), `no_label` marks
+the rows where no label clears its threshold (what that router hands over, whatever its
+min_confidence / min_margin), `out_of_scope` the head's rule (no label and the scorer says far);
+it has no margin and no accuracy fit: ATC thresholds one top-class confidence against one-label
+accuracy, and a label set has neither (MULTILABEL_ACCURACY_NOTE).
 `save_drift_baseline` builds it from the validation outputs a run already computed;
 `load_drift_baseline(run)` reads it (None for runs that predate baselines).
 Leaves out: the measures (core.evaluation.drift, core.evaluation.accuracy_estimate).
@@ -34,6 +42,7 @@ BASELINE_FILE = "drift_baseline.safetensors"
 BASELINE_META = "drift_baseline.json"
 BASELINE_ROWS = 2000
 FORMAT_VERSION = 1
+MULTILABEL_ACCURACY_NOTE = "multi-label runs (ATC is defined for one label per row)"
 
 
 # ---------------------------------------------------------------- the baseline
@@ -55,6 +64,8 @@ class DriftBaseline:
     seed: int = 0
     accuracy: AccuracyFit | None = None  # the accuracy estimator's fit; None: see accuracy_note
     accuracy_note: str = ""  # why there is no fit (e.g. an old run without a validation accuracy)
+    multi_label: bool = False  # a multi-label run's baseline (module docstring)
+    no_label: np.ndarray | None = None  # [n] bool, multi-label: no label at or above its threshold
 
     @classmethod
     def from_outputs(cls, model, logits: np.ndarray, embeddings: np.ndarray, *, model_version: str,
@@ -82,9 +93,36 @@ class DriftBaseline:
                    out_of_scope_rate=None if oos is None else float(oos.mean()), n_validation=len(probs), seed=seed,
                    accuracy=accuracy, accuracy_note="" if labels is not None else "no validation labels given")
 
+    @classmethod
+    def from_multilabel_outputs(cls, model, head, logits: np.ndarray, embeddings: np.ndarray, *, model_version: str,
+                                seed: int = 0, max_rows: int = BASELINE_ROWS) -> "DriftBaseline | None":
+        """The baseline of a multi-label run (module docstring) from its validation outputs; `head`:
+        its core.models.multilabel.MultiLabelHead; None for no rows."""
+        if not len(logits):
+            return None
+        probs = head.probabilities(np.asarray(logits), model.temperature)
+        decided, primary = head.decide(probs), head.primary(probs)
+        counts = decided.sum(axis=0)
+        share = {label: float(counts[i] / max(counts.sum(), 1)) for i, label in enumerate(model.labels)}
+        scores = None if model.ood is None else model.ood.scores(logits, embeddings, model.temperature)
+        oos = head.out_of_scope(probs, scores, None if model.ood is None else model.ood.threshold)
+        rows = np.arange(len(probs))
+        if len(rows) > max_rows:
+            rows = np.sort(np.random.default_rng(seed).choice(len(rows), max_rows, replace=False))
+        return cls(embeddings=np.asarray(embeddings, dtype=np.float32)[rows],
+                   # rounded as the router reports it: near-saturated sigmoids differ only past 4 places
+                   confidence=np.round(probs[np.arange(len(probs)), primary][rows], 4).astype(np.float32),
+                   label_share=share, fallback_rate=None, model_version=model_version, margin=None,
+                   out_of_scope=oos[rows], out_of_scope_rate=float(oos.mean()), n_validation=len(probs), seed=seed,
+                   accuracy=None, accuracy_note=MULTILABEL_ACCURACY_NOTE, multi_label=True,
+                   no_label=~decided.any(axis=1)[rows])
+
     def fallback_rate_under(self, min_confidence: float, min_margin: float, use_out_of_scope: bool = True) -> float:
         """Share of the baseline rows a router would hand over with these settings: out of scope
-        (when used), confidence below `min_confidence`, or margin below `min_margin`."""
+        (when used), confidence below `min_confidence`, or margin below `min_margin`. A multi-label
+        router hands over the rows with no label at or above its threshold, whatever the settings."""
+        if self.multi_label:
+            return float(self.no_label.mean()) if self.no_label is not None and len(self.no_label) else 0.0
         handover = self.confidence < min_confidence
         if self.margin is not None:
             handover |= self.margin < min_margin
@@ -104,13 +142,16 @@ class DriftBaseline:
             arrays["margin"] = self.margin.astype(np.float32)
         if self.out_of_scope is not None:
             arrays["out_of_scope"] = self.out_of_scope.astype(np.uint8)
+        if self.no_label is not None:
+            arrays["no_label"] = self.no_label.astype(np.uint8)
         path = model_dir / BASELINE_FILE
         save_file(arrays, str(path) + ".tmp")
         os.replace(str(path) + ".tmp", path)
         meta = {"format_version": FORMAT_VERSION, "label_share": self.label_share, "fallback_rate": self.fallback_rate,
                 "model_version": self.model_version, "out_of_scope_rate": self.out_of_scope_rate,
                 "n_validation": self.n_validation, "rows": len(self.confidence), "seed": self.seed,
-                "accuracy_estimate": None if self.accuracy is None else self.accuracy.to_json()}
+                "accuracy_estimate": None if self.accuracy is None else self.accuracy.to_json(),
+                **({"multi_label": True, "accuracy_note": self.accuracy_note} if self.multi_label else {})}
         tmp = model_dir / (BASELINE_META + ".tmp")
         tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
         os.replace(tmp, model_dir / BASELINE_META)
@@ -129,15 +170,18 @@ class DriftBaseline:
             return None
         try:
             meta, arrays = json.loads(meta_path.read_text(encoding="utf-8")), load_file(str(path))
-            out_of_scope = arrays.get("out_of_scope")
-            accuracy, note = _stored_or_refitted(meta, arrays["confidence"], model_dir)
+            out_of_scope, no_label = arrays.get("out_of_scope"), arrays.get("no_label")
+            multi_label = bool(meta.get("multi_label", False))
+            accuracy, note = ((None, MULTILABEL_ACCURACY_NOTE) if multi_label
+                              else _stored_or_refitted(meta, arrays["confidence"], model_dir))
             return cls(embeddings=arrays["embeddings"].astype(np.float32), confidence=arrays["confidence"],
                        label_share={str(k): float(v) for k, v in meta["label_share"].items()},
                        fallback_rate=meta.get("fallback_rate"), model_version=str(meta.get("model_version", "")),
                        margin=arrays.get("margin"),
                        out_of_scope=None if out_of_scope is None else out_of_scope.astype(bool),
                        out_of_scope_rate=meta.get("out_of_scope_rate"), n_validation=int(meta.get("n_validation", 0)),
-                       seed=int(meta.get("seed", 0)), accuracy=accuracy, accuracy_note=note)
+                       seed=int(meta.get("seed", 0)), accuracy=accuracy, accuracy_note=note, multi_label=multi_label,
+                       no_label=None if no_label is None else no_label.astype(bool))
         except (OSError, ValueError, TypeError, KeyError, AttributeError, SafetensorError) as exc:
             raise UserError(f"{model_dir}: the drift baseline cannot be read ({exc!r}); retrain the run or delete "
                             f"{BASELINE_META} and {BASELINE_FILE}") from exc
@@ -146,7 +190,8 @@ class DriftBaseline:
         return {"model_version": self.model_version, "rows": len(self.confidence), "n_validation": self.n_validation,
                 "embedding_dim": int(self.embeddings.shape[1]) if self.embeddings.ndim == 2 else 0,
                 "fallback_rate": self.fallback_rate, "out_of_scope_rate": self.out_of_scope_rate,
-                "accuracy_estimate": None if self.accuracy is None else self.accuracy.to_json()}
+                "accuracy_estimate": None if self.accuracy is None else self.accuracy.to_json(),
+                **({"multi_label": True, "accuracy_note": self.accuracy_note} if self.multi_label else {})}
 
 
 def _stored_or_refitted(meta: dict, confidence: np.ndarray, model_dir: Path) -> tuple[AccuracyFit | None, str]:
@@ -173,11 +218,16 @@ def load_drift_baseline(run_or_model_dir) -> DriftBaseline | None:
 
 
 def save_drift_baseline(model, logits: np.ndarray, embeddings: np.ndarray, model_dir, *, model_version: str,
-                        seed: int = 0, labels=None) -> dict:
-    """Build and save the baseline (core.classify.recipes.finish); returns the report's `drift_baseline`
-    section. `labels`: the validation label ids (for the accuracy estimator's fit)."""
-    baseline = DriftBaseline.from_outputs(model, logits, embeddings, model_version=model_version, seed=seed,
-                                          labels=labels)
+                        seed: int = 0, labels=None, multi_label=None) -> dict:
+    """Build and save the baseline (core.classify.finish, core.classify.multilabel); returns the report's
+    `drift_baseline` section. `labels`: the validation label ids (for the accuracy estimator's fit);
+    `multi_label`: a multi-label run's MultiLabelHead (its baseline: from_multilabel_outputs)."""
+    if multi_label is not None:
+        baseline = DriftBaseline.from_multilabel_outputs(model, multi_label, logits, embeddings,
+                                                         model_version=model_version, seed=seed)
+    else:
+        baseline = DriftBaseline.from_outputs(model, logits, embeddings, model_version=model_version, seed=seed,
+                                              labels=labels)
     if baseline is None:
         return {"note": "no validation rows: no drift baseline saved"}
     baseline.save(model_dir)

@@ -33,9 +33,15 @@ def compare(baseline, stats: dict, thresholds) -> dict:
                 "psi_confidence": None, "label_shift": None, "alerts": [], "drifted": None,
                 "accuracy_estimate": {"estimate": None, "method": None, "rows": stats["n"], "alert": False,
                                       "status": f"{NOT_AVAILABLE}: the run has no drift baseline"}}
-    return drift_report(baseline, embeddings=None, confidence=stats["confidence"], labels=stats["labels"],
-                        fallback_rate=stats["fallback_rate"], out_of_scope_rate=stats["out_of_scope_rate"],
-                        thresholds=thresholds)
+    # a multi-label baseline's label shares are over predicted label sets; the log keeps one label a row
+    labels = {} if baseline.multi_label else stats["labels"]
+    out = drift_report(baseline, embeddings=None, confidence=stats["confidence"], labels=labels,
+                       fallback_rate=stats["fallback_rate"], out_of_scope_rate=stats["out_of_scope_rate"],
+                       thresholds=thresholds)
+    if not labels and baseline.multi_label:
+        out["label_shift_note"] = ("not measured: the prediction log keeps each route's primary intent only, the "
+                                   "multi-label baseline every predicted intent (the live monitor measures it)")
+    return out
 
 
 def label_rows(baseline_share: dict, recent: dict[str, int]) -> list[tuple[str, float, float]]:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from core.confidence.multilabel import sigmoid
 from core.foundation.errors import UserError
@@ -38,6 +37,13 @@ class MultiLabelHead:
     def decide(self, probs: np.ndarray) -> np.ndarray:
         """[rows, labels] bool: each label at or above its threshold."""
         return np.asarray(probs) >= self.thresholds[None, :]
+
+    def primary(self, probs: np.ndarray) -> np.ndarray:
+        """[rows] int: the primary label of each row, the most probable among the labels at or above
+        their thresholds, or the most probable label when none is (the router's `intent`)."""
+        probs = np.asarray(probs, dtype=np.float64)
+        cleared = np.where(self.decide(probs), probs, -np.inf)
+        return np.where(cleared.max(axis=1) > -np.inf, cleared.argmax(axis=1), probs.argmax(axis=1))
 
     def out_of_scope(self, probs: np.ndarray, in_scope_scores: np.ndarray | None, ood_threshold: float | None):
         """[rows] bool: no label clears its threshold AND (with an out-of-scope detector) the query's
@@ -72,6 +78,7 @@ def init_head_from_ovr_probe(model, embeddings: np.ndarray, targets: np.ndarray,
     """One logistic regression per label (C = `c`) on frozen `embeddings` against that label's 0/1
     column, copied into the head; a label with one class only (every row, or none) gets weight 0 and
     a bias of +-10. Returns the mean per-label training accuracy."""
+    import torch  # lazy: the router and `import verticals` read heads without loading torch
     from sklearn.linear_model import LogisticRegression  # lazy: scikit-learn costs start-up; only when used
 
     x, y = np.asarray(embeddings), np.asarray(targets) > 0.5

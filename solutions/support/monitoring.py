@@ -7,7 +7,9 @@ never slows routing). The monitor's own thread drains the queue into a core.eval
 rows arrived (sooner after `every_rows` new rows, but never within `min_interval_s`: a report fits
 a classifier, CPU taken from routing), compares the window with the served run's DriftBaseline
 (core.evaluation.drift: PSI of confidence, domain-classifier AUC and MMD on embeddings, label shift,
-fallback rate). The result feeds the Prometheus gauges below (labelled by model_version) and
+fallback rate). A multi-label run's routes count every intent of their `intents` for the label
+shift, as its baseline does (core.evaluation.drift_baseline); its accuracy estimate is "not
+available" (ATC is defined for one label per row). The result feeds the Prometheus gauges below (labelled by model_version) and
 `GET /v1/drift`; a warning is logged when an alert starts (and an info line when it clears).
 
     verticals_drift_psi_confidence, verticals_drift_domain_auc, verticals_drift_mmd,
@@ -42,7 +44,7 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Gauge
 
 from core.evaluation.drift import DriftThresholds, DriftWindow
-from solutions.support.router import LABEL_KEY
+from solutions.support.router import LABEL_KEY, MULTI_LABEL_KEY
 
 log = logging.getLogger("verticals.support.drift")
 
@@ -154,7 +156,7 @@ class DriftMonitor:
             self._fallbacks = self._rows = self._since_report = 0
             self._last_report = 0.0
         if all("confidence" in r for r in rows):  # a custom route function may return other rows
-            self._window.add(embeddings, rows, label_key=LABEL_KEY)
+            self._window.add(embeddings, rows, label_key=LABEL_KEY, label_set_key=MULTI_LABEL_KEY)
         self._rows += len(rows)
         self._since_report += len(rows)
         self._fallbacks += sum(1 for r in rows if r.get("fallback_reason"))

@@ -30,7 +30,7 @@ def route_multi(text: str, probs: np.ndarray, labels: list[str], head, table, *,
     above = np.flatnonzero(probs >= head.thresholds)
     above = above[np.argsort(-probs[above], kind="stable")]
     order = np.argsort(-probs, kind="stable")
-    primary = int(above[0]) if len(above) else int(order[0])
+    primary = int(head.primary(probs[None, :])[0])  # = above[0], or order[0] when none clears
     reason = None
     if not len(above):
         score = None if in_scope_score is None else np.asarray([in_scope_score])

@@ -28,6 +28,7 @@ from solutions.support.multi_intent import route_multi
 
 FALLBACK_REASONS = ("out_of_scope", "low_confidence", "ambiguous")
 LABEL_KEY = "intent"  # a route row's predicted label, as the prediction log and the drift window are told
+MULTI_LABEL_KEY = "intents"  # a multi-label route's predicted intents (each with LABEL_KEY), for the drift window
 
 
 @dataclass(frozen=True)
