@@ -39,8 +39,8 @@ def compare(baseline, stats: dict, thresholds) -> dict:
                        fallback_rate=stats["fallback_rate"], out_of_scope_rate=stats["out_of_scope_rate"],
                        thresholds=thresholds)
     if not labels and baseline.multi_label:
-        out["label_shift_note"] = ("not measured: the prediction log keeps each route's primary intent only, the "
-                                   "multi-label baseline every predicted intent (the live monitor measures it)")
+        out["label_shift_note"] = ("not measured: the prediction log keeps each prediction's primary label only, "
+                                   "the multi-label baseline every predicted label (the live monitor measures it)")
     return out
 
 

@@ -169,8 +169,8 @@ def plan_summary(counts: dict) -> str:
             f"{c['holdout']} held out, {c['out_of_scope']} out-of-scope (evaluated only), "
             f"{c['duplicates']} duplicates, {c['in_original_test']} in the original test split, "
             f"{c['dropped_too_few']} of new labels with too few examples"
-            + (f", {several} with several labels skipped (a single-label run predicts one intent per text: train "
-               f"support/intent-multilabel to learn them)" if several else ""))
+            + (f", {several} with several labels skipped (a single-label run predicts one label per text: train "
+               f"a multi-label recipe, task multilabel-classification, to learn them)" if several else ""))
 
 
 def require_training_rows(plan: FeedbackPlan) -> None:
@@ -181,7 +181,7 @@ def require_training_rows(plan: FeedbackPlan) -> None:
     raise UserError(f"no feedback left to train on after setting aside holdout, out-of-scope and dropped rows "
                     f"({plan.counts}); collect more labelled feedback"
                     + (f". {several} rows carry several labels (a|b), which a single-label run cannot learn: train "
-                       f"the multi-label recipe support/intent-multilabel and retrain that run" if several else ""))
+                       f"a multi-label recipe (task multilabel-classification) and retrain that run" if several else ""))
 
 
 def replay_rows(train: Split, n: int, rng: np.random.Generator) -> Split:

@@ -165,10 +165,10 @@ def test_a_single_label_run_skips_feedback_with_several_intents_and_says_so(cham
     section = report["retrain"]
     assert section["feedback"]["several_labels_skipped"] == 10
     err = capsys.readouterr().err
-    assert "10 with several labels skipped" in err and "support/intent-multilabel" in err
+    assert "10 with several labels skipped" in err and "multilabel-classification" in err
     assert section["new_labels"] == [NEW] and "cancel_order|refund_status" not in section["feedback"]["by_label"]
     assert not any("|" in label for label in load_run(tmp_path / "next").labels)
-    with pytest.raises(UserError, match=r"10 rows carry several labels.*support/intent-multilabel"):
+    with pytest.raises(UserError, match=r"10 rows carry several labels.*multilabel-classification"):
         verticals.retrain(champion, several, out=tmp_path / "none")
 
 
