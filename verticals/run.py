@@ -212,7 +212,7 @@ class Run:
         with quieted():
             selection = select_queries(self.model, Path(source), budget, strategy_name=strategy, seed=seed,
                                        labelled=[Path(p) for p in labelled], text_column=text_column,
-                                       max_candidates=max_candidates)
+                                       max_candidates=max_candidates, multi_label=self.multi_label)
         if out is not None:
             selection.write_csv(out, overwrite=overwrite)
         return selection.rows

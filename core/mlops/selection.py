@@ -20,6 +20,11 @@ each pick's score. The strategies (STRATEGIES, the names `--strategy` takes):
 - `random`: uniform without replacement: the baseline every other strategy must beat. Score: NaN.
 
 Ties (margin, entropy) go to the earlier pool row. A budget above the pool size picks the whole pool.
+Multi-label models (a sigmoid per label, each with its own decision threshold: `Pool.thresholds`)
+are read label by label (binary relevance): `margin` is the distance of the label closest to its
+threshold, min_j |p_j - t_j| (the decision the model is least sure of); `entropy` the sum of the
+labels' binary entropies; `badge`'s factor is the binary cross-entropy gradient at the predicted set,
+1[p_j >= t_j] - p_j; coreset and random do not read probabilities.
 Pure: arrays and a numpy Generator in, indices out; no model, files or global random state.
 
 Why hand-written rather than a library: small-text's query strategies take its own classifier and
@@ -51,6 +56,7 @@ class Pool:
     probs: np.ndarray
     embeddings: np.ndarray | None = None
     labelled: np.ndarray | None = None
+    thresholds: np.ndarray | None = None  # [classes]: a multi-label model's per-label thresholds (docstring)
 
     def __len__(self) -> int:
         return len(self.probs)
@@ -64,38 +70,47 @@ class Picks:
     score: np.ndarray
 
 
-def margins(probs: np.ndarray) -> np.ndarray:
-    """Top-1 minus top-2 probability per row (1 - top-1 when there is one class)."""
+def margins(probs: np.ndarray, thresholds: np.ndarray | None = None) -> np.ndarray:
+    """Top-1 minus top-2 probability per row (1 - top-1 when there is one class); with multi-label
+    `thresholds`, the distance of the label nearest its threshold."""
     probs = np.asarray(probs, dtype=np.float64)
+    if thresholds is not None:
+        return np.abs(probs - np.asarray(thresholds, dtype=np.float64)[None, :]).min(axis=1)
     if probs.shape[1] < 2:
         return 1.0 - probs[:, 0]
     top = -np.partition(-probs, 1, axis=1)[:, :2]
     return top[:, 0] - top[:, 1]
 
 
-def entropies(probs: np.ndarray) -> np.ndarray:
-    """Predictive entropy per row, in nats (0 log 0 = 0)."""
+def entropies(probs: np.ndarray, multi_label: bool = False) -> np.ndarray:
+    """Predictive entropy per row, in nats (0 log 0 = 0); `multi_label`: the sum of the labels' binary
+    entropies (each sigmoid is its own yes/no)."""
     probs = np.asarray(probs, dtype=np.float64)
-    logs = np.log(np.where(probs > 0, probs, 1.0))
-    return -(probs * logs).sum(axis=1)
+    plogp = lambda q: q * np.log(np.where(q > 0, q, 1.0))  # noqa: E731
+    if multi_label:
+        return -(plogp(probs) + plogp(1.0 - probs)).sum(axis=1)
+    return -plogp(probs).sum(axis=1)
 
 
-def gradient_factors(probs: np.ndarray) -> np.ndarray:
-    """a = one-hot(argmax p) - p per row: the gradient embedding is a (x) x (BADGE)."""
+def gradient_factors(probs: np.ndarray, thresholds: np.ndarray | None = None) -> np.ndarray:
+    """a = one-hot(argmax p) - p per row: the gradient embedding is a (x) x (BADGE); with multi-label
+    `thresholds`, a = 1[p >= t] - p (the binary cross-entropy gradient at the predicted set)."""
     probs = np.asarray(probs, dtype=np.float64)
+    if thresholds is not None:
+        return (probs >= np.asarray(thresholds, dtype=np.float64)[None, :]).astype(np.float64) - probs
     factors = -probs.copy()
     factors[np.arange(len(probs)), probs.argmax(axis=1)] += 1.0
     return factors
 
 
 def margin(pool: Pool, budget: int, rng: np.random.Generator) -> Picks:
-    scores = margins(pool.probs)
+    scores = margins(pool.probs, pool.thresholds)
     order = np.argsort(scores, kind="stable")[:budget]
     return Picks(order, scores[order])
 
 
 def entropy(pool: Pool, budget: int, rng: np.random.Generator) -> Picks:
-    scores = entropies(pool.probs)
+    scores = entropies(pool.probs, multi_label=pool.thresholds is not None)
     order = np.argsort(-scores, kind="stable")[:budget]
     return Picks(order, scores[order])
 
@@ -107,7 +122,7 @@ def random(pool: Pool, budget: int, rng: np.random.Generator) -> Picks:
 
 def badge(pool: Pool, budget: int, rng: np.random.Generator) -> Picks:
     """k-means++ seeding on gradient embeddings, with their distances factored (module docstring)."""
-    a, x = gradient_factors(pool.probs), np.asarray(pool.embeddings, dtype=np.float64)
+    a, x = gradient_factors(pool.probs, pool.thresholds), np.asarray(pool.embeddings, dtype=np.float64)
     a_sq, x_sq = (a * a).sum(axis=1), (x * x).sum(axis=1)
     norms_sq = a_sq * x_sq
     picked = [int(np.argmax(norms_sq))]
@@ -194,6 +209,8 @@ def select(name: str, pool: Pool, budget: int, rng: np.random.Generator) -> Pick
     probs = np.asarray(pool.probs)
     if probs.ndim != 2 or len(probs) == 0:
         raise UserError("no candidates to choose from: the pool is empty")
+    if pool.thresholds is not None and np.shape(pool.thresholds) != (probs.shape[1],):
+        raise UserError(f"one threshold per label: {probs.shape[1]} labels, thresholds {np.shape(pool.thresholds)}")
     if chosen.needs_embeddings and (pool.embeddings is None or len(pool.embeddings) != len(probs)):
         raise UserError(f"strategy '{name}' needs one embedding per candidate")
     return chosen.choose(pool, min(budget, len(probs)), rng)

@@ -13,6 +13,7 @@ from core.foundation.text import texts_from_args, texts_from_jsonl
 from core.mlops.feedback import PredictionLog
 from core.mlops.registry import REGISTRY_FILE, ModelRegistry
 from core.mlops.selection import STRATEGIES, check_budget
+from core.models.multilabel import load_multilabel_head
 from core.models.predictor import load_run, model_dir
 from core.serving.flags import add_serve_flags, serve_flags
 from solutions.support.deployment import Deployment, RegistryWatcher, load_served
@@ -135,6 +136,7 @@ def cmd_select(args) -> int:
     check_sheet_path(args.out, args.overwrite)
     quiet_libraries()
     selection = select_queries(load_run(Path(args.run)), Path(args.source), args.budget, strategy_name=args.strategy,
+                               multi_label=load_multilabel_head(model_dir(args.run)),
                                seed=args.seed, labelled=[Path(p) for p in args.labelled], text_column=args.text_column,
                                max_candidates=args.max_candidates)
     out = selection.write_csv(args.out, overwrite=args.overwrite)

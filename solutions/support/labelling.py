@@ -76,10 +76,15 @@ def _top_two(probs: np.ndarray, labels: list[str]) -> list[tuple[str, float]]:
     return [(labels[i], float(probs[i])) for i in order]
 
 
-def _reason(name: str, probs: np.ndarray, labels: list[str], score: float, seed: int) -> str:
-    """Why this query was picked, in plain words."""
+def _reason(name: str, probs: np.ndarray, labels: list[str], score: float, seed: int,
+            thresholds: np.ndarray | None = None) -> str:
+    """Why this query was picked, in plain words (`thresholds`: a multi-label run's)."""
     top = _top_two(probs, labels)
     predicted = f"predicted {top[0][0]} {top[0][1]:.2f}"
+    if thresholds is not None and name in ("margin", "entropy"):
+        closest = int(np.argmin(np.abs(probs - thresholds)))
+        return (f"closest call: {labels[closest]} {probs[closest]:.2f} against its threshold {thresholds[closest]:.2f}"
+                + (f" (margin {score:.2f})" if name == "margin" else f"; summed binary entropy {score:.2f}"))
     if name == "margin":
         second = f" / {top[1][0]} {top[1][1]:.2f}" if len(top) > 1 else ""
         return f"top two intents {top[0][0]} {top[0][1]:.2f}{second} (margin {score:.2f})"
@@ -102,7 +107,7 @@ def _row(candidates: Candidates, i: int, rank: int) -> dict:
 
 
 def _scored_rows(model, candidates: Candidates, name: str, picks: Picks, probs: np.ndarray, seed: int,
-                 rows_of: list[int]) -> list[dict]:
+                 rows_of: list[int], thresholds: np.ndarray | None = None) -> list[dict]:
     rows = []
     for rank, (k, score) in enumerate(zip(picks.index, picks.score), 1):
         top = _top_two(probs[k], model.labels)
@@ -111,12 +116,12 @@ def _scored_rows(model, candidates: Candidates, name: str, picks: Picks, probs: 
             "intent": top[0][0], "confidence": round(top[0][1], 4), "runner_up": runner[0],
             "runner_up_confidence": "" if math.isnan(runner[1]) else round(runner[1], 4), "strategy": name,
             "score": "" if math.isnan(score) else round(float(score), 4),
-            "reason": _reason(name, probs[k], model.labels, float(score), seed)})
+            "reason": _reason(name, probs[k], model.labels, float(score), seed, thresholds)})
     return rows
 
 
 def _score_texts(model, candidates: Candidates, name: str, budget: int, seed: int, known: list[str],
-                 max_candidates: int):
+                 max_candidates: int, multi_label=None):
     """Rows of the picks among the candidates that have a text, scored by the model (at most
     `max_candidates` of them: a seeded random sample of a larger pool, so time and memory stay bounded)."""
     rows_of = [i for i, t in enumerate(candidates.texts) if t is not None]
@@ -124,10 +129,12 @@ def _score_texts(model, candidates: Candidates, name: str, budget: int, seed: in
         sample = np.random.default_rng(seed).choice(len(rows_of), max_candidates, replace=False)
         rows_of = [rows_of[k] for k in sorted(sample)]
     logits, embeddings = model.predict_all([candidates.texts[i] for i in rows_of])
-    probs = softmax(logits, model.temperature)
+    probs = (softmax(logits, model.temperature) if multi_label is None else
+             multi_label.probabilities(logits, model.temperature))
     labelled = model.encode(known) if name == "coreset" and known else None
-    picks = select(name, Pool(probs, embeddings, labelled), budget, np.random.default_rng(seed))
-    return _scored_rows(model, candidates, name, picks, probs, seed, rows_of)
+    thresholds = None if multi_label is None else multi_label.thresholds
+    picks = select(name, Pool(probs, embeddings, labelled, thresholds), budget, np.random.default_rng(seed))
+    return _scored_rows(model, candidates, name, picks, probs, seed, rows_of, thresholds)
 
 
 def _rank_logged(candidates: Candidates, name: str, budget: int, seed: int) -> list[dict]:
@@ -154,9 +161,12 @@ def _rank_logged(candidates: Candidates, name: str, budget: int, seed: int) -> l
 
 
 def select_queries(model, source, budget: int, *, strategy_name: str = "margin", seed: int = 0,
-                   labelled=(), text_column: str = "text", max_candidates: int = MAX_CANDIDATES) -> Selection:
+                   labelled=(), text_column: str = "text", max_candidates: int = MAX_CANDIDATES,
+                   multi_label=None) -> Selection:
     """Choose `budget` queries of `source` for a human to label (see the module docstring). `model`: a
-    core.models.predictor.Predictor; `labelled`: paths of prediction logs or files of labelled texts."""
+    core.models.predictor.Predictor; `labelled`: paths of prediction logs or files of labelled texts;
+    `multi_label`: a multi-label run's head (core.models.multilabel.MultiLabelHead): its sigmoid
+    probabilities and thresholds are what the strategies read (core.mlops.selection)."""
     strategy(strategy_name)
     budget = check_budget(budget)
     if max_candidates < budget:
@@ -169,7 +179,7 @@ def select_queries(model, source, budget: int, *, strategy_name: str = "margin",
         raise UserError(f"every query in {source} is labelled already: nothing to choose from")
     with_text = sum(t is not None for t in candidates.texts)
     if with_text:
-        rows = _score_texts(model, candidates, strategy_name, budget, seed, known, max_candidates)
+        rows = _score_texts(model, candidates, strategy_name, budget, seed, known, max_candidates, multi_label)
     else:
         rows = _rank_logged(candidates, strategy_name, budget, seed)
     summary = {"source": str(source), "rows_read": candidates.rows, "candidates": len(candidates),

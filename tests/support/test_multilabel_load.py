@@ -160,3 +160,17 @@ def test_get_drift_works_for_a_multi_label_run(ml_run):
     assert drift["label_shift"] == pytest.approx(0.0, abs=1e-6) and drift["psi_confidence"] < 0.05
     assert drift["domain_auc"] is not None and drift["fallback_rate"] == pytest.approx(drift["fallback_rate_baseline"])
     assert body["accuracy_estimate"]["status"] == f"not available: {MULTILABEL_ACCURACY_NOTE}"
+
+
+def test_select_reads_a_multi_label_run_by_its_thresholds(ml_run, tmp_path):
+    run_dir, _, _ = ml_run
+    run = verticals.load(run_dir)
+    queries = tmp_path / "queries.txt"
+    queries.write_text("\n".join(TEXTS) + "\n")
+    rows = run.select(queries, 4, strategy="margin")
+    probs = run.predict_proba(TEXTS)
+    distance = np.abs(probs - run.multi_label.thresholds[None, :]).min(axis=1)
+    assert [r["text"] for r in rows] == [TEXTS[i] for i in np.argsort(distance, kind="stable")]
+    assert [r["score"] for r in rows] == pytest.approx(sorted(np.round(distance, 4)), abs=1e-4)
+    assert all(r["reason"].startswith("closest call: ") and "threshold" in r["reason"] for r in rows)
+    assert len(run.select(queries, 2, strategy="badge", seed=0)) == 2

@@ -121,3 +121,19 @@ def test_badge_still_fills_the_budget_when_every_row_is_certain():
 def test_bad_requests_are_user_errors(name, pool, budget, message):
     with pytest.raises(UserError, match=message):
         select(name, pool, budget, rng())
+
+
+def test_multi_label_pools_are_read_label_by_label_against_their_thresholds():
+    probs = np.array([[0.9, 0.05, 0.1],   # sure of label 0, sure of the others: far from every threshold
+                      [0.52, 0.1, 0.1],   # label 0 right at its threshold 0.5: the closest call
+                      [0.9, 0.35, 0.1]])  # label 1 at 0.35 against its threshold 0.3: second closest
+    thresholds = np.array([0.5, 0.3, 0.5])
+    assert margins(probs, thresholds) == pytest.approx([0.25, 0.02, 0.05])
+    # softmax margins would rank these rows otherwise (row 0's top two are 0.9 and 0.1): the thresholds matter
+    assert list(select("margin", Pool(probs, thresholds=thresholds), 3, np.random.default_rng(0)).index) == [1, 2, 0]
+    binary = lambda p: -(p * math.log(p) + (1 - p) * math.log(1 - p))  # noqa: E731
+    assert entropies(probs, multi_label=True)[1] == pytest.approx(binary(0.52) + 2 * binary(0.1))
+    assert select("entropy", Pool(probs, thresholds=thresholds), 1, np.random.default_rng(0)).index[0] == 1
+    assert gradient_factors(probs, thresholds)[2] == pytest.approx([0.1, 0.65, -0.1])  # 1[p >= t] - p
+    with pytest.raises(UserError, match="one threshold per label"):
+        select("margin", Pool(probs, thresholds=thresholds[:2]), 1, np.random.default_rng(0))
