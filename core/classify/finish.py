@@ -54,15 +54,26 @@ def finish(run: RecipeRun, data: RunData, model, result, cost: Cost, sections: d
               "data_card": {k: (splits.card or {}).get(k) for k in ("name", "license", "citation", "url")},
               **evaluate_trained(model, splits, confidence, run_dir, device, validation_logits=outputs[0]),
               "drift_baseline": drift,
-              "fit": {"steps": result.steps, "best_step": result.best_step, "best_metric": result.best_metric,
-                      "metric": cfg.train.metric, "stopped_early": result.stopped_early,
-                      "train_seconds": round(result.train_seconds, 2)},
+              "fit": fit_section(result, cfg.train.metric),
               **(sections or {})}
+    return write_run_report(run, report, cost=cost, result=result, rows=(len(train), len(splits.validation)),
+                            renderer=CLASSIFICATION_REPORT)
+
+
+def fit_section(result, metric: str) -> dict:
+    """The report's `fit` section: steps, the best step and its validation metric, early stopping, time."""
+    return {"steps": result.steps, "best_step": result.best_step, "best_metric": result.best_metric,
+            "metric": metric, "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 2)}
+
+
+def write_run_report(run: RecipeRun, report: dict, *, cost: Cost, result, rows: tuple[int, int], renderer) -> dict:
+    """The loss curve (when there were steps; `rows`: training and validation rows), the report through
+    `renderer`, and the checkpoint dropped (the model is saved: free the space). Returns the report."""
     if result.steps:
-        plot_loss_curve(MetricsLog.read(run_dir / "metrics.jsonl"), run_dir / "loss_curve.png", metric=cfg.train.metric,
-                        train_rows=len(train), validation_rows=len(splits.validation))
-    report = run.write_report(report, cost=cost, steps=result.steps, renderer=CLASSIFICATION_REPORT)
-    shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)  # the model is saved; free the space
+        plot_loss_curve(MetricsLog.read(run.run_dir / "metrics.jsonl"), run.run_dir / "loss_curve.png",
+                        metric=run.cfg.train.metric, train_rows=rows[0], validation_rows=rows[1])
+    report = run.write_report(report, cost=cost, steps=result.steps, renderer=renderer)
+    shutil.rmtree(run.run_dir / "checkpoint", ignore_errors=True)
     return report
 
 

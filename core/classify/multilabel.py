@@ -22,13 +22,13 @@ the model card (core.classify.multilabel_report), the drift baseline's contents
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 from torch import nn
 
 from core.classify.multilabel_config import MultiLabelDataConfig, check_multilabel_settings
+from core.classify.finish import fit_section, write_run_report
 from core.classify.multilabel_report import MULTILABEL_REPORT
 from core.classify.recipes import build_model, no_steps, takes_steps
 from core.classify.run_data import limit_train
@@ -38,9 +38,7 @@ from core.confidence.ood import SCORERS, OutOfScopeDetector, auroc
 from core.data.catalog import source_fingerprint
 from core.data.multilabel import MultiLabelData, MultiLabelSplit, load_multilabel, multi_hot, set_aside_label
 from core.data.splits import Split
-from core.engine.loop import MetricsLog
 from core.evaluation.drift_baseline import save_drift_baseline
-from core.evaluation.metrics import plot_loss_curve
 from core.evaluation.multilabel import label_ece, multilabel_metrics, per_label_report, positive_ece
 from core.models.classifier import save_classifier
 from core.models.multilabel import MultiLabelHead, init_head_from_ovr_probe
@@ -218,13 +216,7 @@ def finish_multilabel(run: RecipeRun, data: MultiLabelData, set_aside: dict, tra
                               "thresholds_chosen_on": f"validation ({len(data.validation)} rows), best F1 per label",
                               "file": "model/multilabel.json"},
               "drift_baseline": drift,
-              "fit": {"steps": result.steps, "best_step": result.best_step, "best_metric": result.best_metric,
-                      "metric": cfg.train.metric, "stopped_early": result.stopped_early,
-                      "train_seconds": round(result.train_seconds, 2)},
+              "fit": fit_section(result, cfg.train.metric),
               **sections}
-    if result.steps:
-        plot_loss_curve(MetricsLog.read(run_dir / "metrics.jsonl"), run_dir / "loss_curve.png", metric=cfg.train.metric,
-                        train_rows=len(train), validation_rows=len(data.validation))
-    report = run.write_report(report, cost=cost, steps=result.steps, renderer=MULTILABEL_REPORT)
-    shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
-    return report
+    return write_run_report(run, report, cost=cost, result=result, rows=(len(train), len(data.validation)),
+                            renderer=MULTILABEL_REPORT)
