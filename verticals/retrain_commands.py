@@ -104,12 +104,16 @@ def cmd_registry(args) -> int:
     else:
         print(f"registry {reg.path}: champion {reg.champion() or 'none'}")
         print(f"{'version':9s}{'status':11s}{'parent':8s}{'test acc':>9s}{'fb acc':>8s}  {'created':26s}promoted by")
-        for v in reg.versions():
-            test = v["metrics"].get("test", {}).get("accuracy")
-            held = v["metrics"].get("feedback_holdout", {}).get("accuracy")
+        for v in reg.versions():  # a multi-label version: exact-set accuracy
+            test, held = (_accuracy(v["metrics"].get(split, {})) for split in ("test", "feedback_holdout"))
             print(f"{v['version']:9s}{v['status']:11s}{v['parent'] or '-':8s}{_fmt(test):>9s}{_fmt(held):>8s}  "
                   f"{v['created_at']:26s}{v['promoted_by'] or '-'}")
     return 0
+
+
+def _accuracy(metrics: dict):
+    """A split's accuracy, or its exact-set accuracy for a multi-label version (None when neither)."""
+    return metrics.get("accuracy", metrics.get("exact_set_accuracy"))
 
 
 def register(sub, *, read_feedback: Callable[[Path], list] | None) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.classify.multilabel_report import MULTILABEL_REPORT
 from core.classify.report import CLASSIFICATION_REPORT
 from core.foundation.errors import UserError
 from core.foundation.quiet import quieted
@@ -229,9 +230,10 @@ class Run:
         loads with these labels and predictions, with a model card (core.export.hub)."""
         from core.export.hub import export_hf, write_classifier_run  # lazy: loads torch and transformers
 
+        renderer = CLASSIFICATION_REPORT if self.multi_label is None else MULTILABEL_REPORT  # the run's own card
         with quieted():
             return export_hf(self.model_dir.parent, Path(out), write_model=write_classifier_run,
-                             card=CLASSIFICATION_REPORT.card, overwrite=overwrite)
+                             card=renderer.card, overwrite=overwrite)
 
     def monitor(self, db: str | os.PathLike, **options) -> Monitor:
         """A finance monitor scoring with this model (see `verticals.monitor`)."""

@@ -64,13 +64,15 @@ def _now() -> str:
 
 
 def _run_summary(run_dir: Path) -> tuple[dict, dict]:
-    """(metrics, cost) a version records: per split n / accuracy / macro_f1, and the cost ledger."""
+    """(metrics, cost) a version records: per split n / accuracy / macro_f1 (a multi-label run:
+    exact_set_accuracy / micro_f1 / macro_f1), and the cost ledger."""
     report_file = run_dir / "report.json"
     if not report_file.is_file() or not (run_dir / "model" / "classifier.json").is_file():
         raise UserError(f"{run_dir} is not a finished classifier run (needs report.json and model/classifier.json); "
                         f"register a run made by `verticals train` or `verticals retrain`")
     report = json.loads(report_file.read_text())
-    metrics = {split: {k: v for k, v in values.items() if k in ("n", "accuracy", "macro_f1")}
+    kept = ("n", "accuracy", "macro_f1", "exact_set_accuracy", "micro_f1")
+    metrics = {split: {k: v for k, v in values.items() if k in kept}
                for split, values in (report.get("metrics") or {}).items() if isinstance(values, dict)}
     cost = {k: v for k, v in (report.get("cost") or {}).items()
             if k in ("wall_seconds", "cpu_seconds", "peak_rss_mb", "trainable_params", "train_samples")}

@@ -116,6 +116,10 @@ def test_cli_retrains_a_multilabel_run_from_intents_feedback_and_learns_the_new_
     assert section["challenger"]["feedback_holdout"]["per_label_recall"]["refund"] > 0
     status = json.loads((registry / "registry.json").read_text())["versions"][1]["status"]
     assert status == ("champion" if section["gate"]["promote"] else "rejected")
+    assert main(["registry", "list", str(registry)]) == 0  # multi-label versions list their exact-set accuracy
+    listed = capsys.readouterr().out.splitlines()[2:]
+    expected = report["metrics"]["test"]["exact_set_accuracy"]
+    assert f"{expected:.4f}" in listed[1], listed
 
     model, head = load_run(out), load_multilabel_head(out / "model")
     assert model.labels == ["card", "transfer", "refund"] and head.labels == model.labels

@@ -174,3 +174,11 @@ def test_select_reads_a_multi_label_run_by_its_thresholds(ml_run, tmp_path):
     assert [r["score"] for r in rows] == pytest.approx(sorted(np.round(distance, 4)), abs=1e-4)
     assert all(r["reason"].startswith("closest call: ") and "threshold" in r["reason"] for r in rows)
     assert len(run.select(queries, 2, strategy="badge", seed=0)) == 2
+
+
+def test_run_export_hf_writes_the_multi_label_card(ml_run, tmp_path):
+    run_dir, _, _ = ml_run
+    out = verticals.load(run_dir).export_hf(tmp_path / "hf")
+    card = (out / "README.md").read_text()
+    assert "multi-label text classifier (a sigmoid per label)" in card and "threshold" in card
+    assert json.loads((out / "config.json").read_text())["problem_type"] == "multi_label_classification"
