@@ -20,7 +20,7 @@ import unicodedata
 from core.foundation.errors import UserError
 from core.foundation.text import encodable, has_visible_text
 
-MAX_LABEL_NAME_CHARS = 256  # the prediction log's limit too (core.mlops.feedback.MAX_LABEL_CHARS)
+MAX_LABEL_NAME_CHARS = 256  # the prediction log's limit too (core.mlops.feedback.MAX_LABEL_CHARS is this)
 BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
 SEPARATORS = frozenset("\u2028\u2029")
 

@@ -53,11 +53,11 @@ from pathlib import Path
 
 from core.foundation.durable import open_sqlite, transaction
 from core.foundation.errors import UserError
-from core.foundation.labels import label_name_problem
+from core.foundation.labels import MAX_LABEL_NAME_CHARS, label_name_problem
 from core.foundation.text import encodable
 
 LABEL_OUT_OF_SCOPE = "out_of_scope"
-MAX_LABEL_CHARS = 256
+MAX_LABEL_CHARS = MAX_LABEL_NAME_CHARS  # labels, joined label lists (a|b) and model versions
 MAX_TEXT_CHARS = 100_000
 MAX_ID_CHARS = 64
 

@@ -46,7 +46,6 @@ rows to replay), and scheduling retrains.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -68,26 +67,22 @@ from core.mlops.registry import ModelRegistry, current_user
 from core.mlops.retrain_multilabel import retrain_multilabel
 from core.mlops.retrain_plan import (
     RetrainSettings,
+    close_retrain,
     concat_splits,
     plan_feedback,
     plan_summary,
     replay_rows,
     require_training_rows,
+    say,
     trained_feedback,
-    write_trained_feedback,
 )
 from core.mlops.warm_start import grow_head, make_trainable, train_schedule
 from core.models.classifier import init_head_from_probe, load_classifier
 from core.models.predictor import model_dir
-from core.runs.rundir import read_report, write_report
+from core.runs.rundir import read_report
 from core.runs.scaffold import RecipeRun
 
 # ---------------------------------------------------------------- retrain
-
-
-def _say(progress: bool, message: str) -> None:
-    if progress:
-        print(f"retrain: {message}", file=sys.stderr, flush=True)
 
 
 def run_config(run_dir: Path):
@@ -133,9 +128,9 @@ def retrain(run_dir, feedback, *, out, data_dir: str | None = None, settings: Re
     model = load_classifier(model_dir(run_dir), merge=False)
     inherited = trained_feedback(run_dir)
     plan = plan_feedback(feedback, model.labels, original.data.test.texts, settings, trained=inherited)
-    _say(progress, plan_summary(plan.counts))
+    say(progress, plan_summary(plan.counts))
     require_training_rows(plan)
-    _say(progress, f"scoring the champion on the original test split ({len(original.data.test)} rows) "
+    say(progress, f"scoring the champion on the original test split ({len(original.data.test)} rows) "
                    f"and the feedback holdout")
     champion = score_model(model, original.data.test, plan, device)
     frozen = model.peft == "frozen" or not takes_steps(cfg.train)
@@ -155,7 +150,7 @@ def retrain(run_dir, feedback, *, out, data_dir: str | None = None, settings: Re
     train_cfg = cfg.train if frozen else train_schedule(cfg.train, settings, len(mix), len(original.train))
     run = replace(run, cfg=replace(cfg, train=train_cfg))
     run.save_config()
-    _say(progress, f"{'refitting the head' if frozen else 'training'} on {len(plan.train)} feedback + "
+    say(progress, f"{'refitting the head' if frozen else 'training'} on {len(plan.train)} feedback + "
                    f"{len(replay)} replayed rows; new labels: {', '.join(plan.new_labels) or 'none'}")
     with run.ledger() as ledger:
         if frozen:
@@ -179,12 +174,8 @@ def retrain(run_dir, feedback, *, out, data_dir: str | None = None, settings: Re
     oos = handover_rate(model, plan.out_of_scope, device)  # the OOS detector exists only now (finish fits it)
     if oos:
         section["challenger"]["feedback_out_of_scope"] = oos
-    section["cost"] = {"train_seconds": round(result.train_seconds, 2), "cpu_seconds": ledger.cost.cpu_seconds,
-                       "wall_seconds": ledger.cost.wall_seconds, "total_wall_seconds": round(time.perf_counter() - start, 2)}
-    write_report(out, report, CLASSIFICATION_REPORT)
-    write_trained_feedback(out, inherited, plan)
-    _say(progress, f"gate: {'promote' if verdict['promote'] else 'keep the champion'} ({'; '.join(verdict['reasons'])})")
-    return report
+    return close_retrain(out, report, section, cost=ledger.cost, train_seconds=result.train_seconds, started=start,
+                         renderer=CLASSIFICATION_REPORT, inherited=inherited, plan=plan, progress=progress)
 
 
 PROMOTE = ("auto", "never")
@@ -210,7 +201,7 @@ def retrain_and_register(run_dir, feedback, *, registry, out, promote: str = "au
     if parent is None:
         parent = reg.register(run_dir, status="champion", by=by,
                               reason="the deployed run, registered before its first retrain")
-        _say(progress, f"registered {run_dir} as {parent} (champion) in {reg.path}")
+        say(progress, f"registered {run_dir} as {parent} (champion) in {reg.path}")
     elif promote == "auto" and parent != reg.champion():
         raise UserError(f"{run_dir} is {parent}, not the champion {reg.champion()}: a challenger is compared with "
                         f"the champion; retrain {reg.champion_path()}, or pass --promote never")

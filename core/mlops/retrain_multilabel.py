@@ -29,7 +29,6 @@ Leaves out: the registry (core.mlops.retrain.retrain_and_register takes either k
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -51,25 +50,20 @@ from core.mlops.gate import gate, label_set_scores
 from core.mlops.retrain_plan import (
     FeedbackPlan,
     RetrainSettings,
+    close_retrain,
     plan_feedback,
     plan_summary,
     require_training_rows,
+    say,
     trained_feedback,
-    write_trained_feedback,
 )
 from core.mlops.warm_start import grow_head, make_trainable, train_schedule
 from core.models.classifier import load_classifier
 from core.models.multilabel import MultiLabelHead, init_head_from_ovr_probe, load_multilabel_head
 from core.models.predictor import model_dir
-from core.runs.rundir import write_report
 from core.runs.scaffold import RecipeRun
 
 GATE_METRIC = "micro_f1"
-
-
-def _say(progress: bool, message: str) -> None:
-    if progress:
-        print(f"retrain: {message}", file=sys.stderr, flush=True)
 
 
 def as_label_sets(split: Split) -> MultiLabelSplit:
@@ -125,7 +119,7 @@ def retrain_multilabel(run_dir: Path, cfg, feedback: list, *, out: Path, data_di
     model = load_classifier(model_dir(run_dir), merge=False)
     inherited = trained_feedback(run_dir)
     plan = plan_feedback(feedback, model.labels, original.test.texts, settings, trained=inherited, multi_label=True)
-    _say(progress, plan_summary(plan.counts))
+    say(progress, plan_summary(plan.counts))
     require_training_rows(plan)
     champion = score_multilabel(model, load_multilabel_head(model_dir(run_dir)), original.test, plan, device)
     frozen = model.peft == "frozen" or not takes_steps(cfg.train)
@@ -142,7 +136,7 @@ def retrain_multilabel(run_dir: Path, cfg, feedback: list, *, out: Path, data_di
     train_cfg = cfg.train if frozen else train_schedule(cfg.train, settings, len(mix), len(original_train))
     run = replace(run, cfg=replace(cfg, train=train_cfg))
     run.save_config()
-    _say(progress, f"{'refitting the head' if frozen else 'training'} on {len(plan.train)} feedback + "
+    say(progress, f"{'refitting the head' if frozen else 'training'} on {len(plan.train)} feedback + "
                    f"{len(replay)} replayed rows; new labels: {', '.join(plan.new_labels) or 'none'}")
     with run.ledger() as ledger:
         grow_head(model, plan.new_labels, mix.texts, mix.label_sets, device)
@@ -162,10 +156,6 @@ def retrain_multilabel(run_dir: Path, cfg, feedback: list, *, out: Path, data_di
     report = finish_multilabel(run, data, set_aside, mix, model, result, ledger.cost, {"retrain": section})
     # thresholds, temperature and the OOS scorer exist only now: finish_multilabel refits them on validation
     section["challenger"] = score_multilabel(model, load_multilabel_head(out / "model"), original.test, plan, device)
-    section["gate"] = verdict = gate(champion, section["challenger"], settings.margin, GATE_METRIC)
-    section["cost"] = {"train_seconds": round(result.train_seconds, 2), "cpu_seconds": ledger.cost.cpu_seconds,
-                       "wall_seconds": ledger.cost.wall_seconds, "total_wall_seconds": round(time.perf_counter() - start, 2)}
-    write_report(out, report, MULTILABEL_REPORT)
-    write_trained_feedback(out, inherited, plan)
-    _say(progress, f"gate: {'promote' if verdict['promote'] else 'keep the champion'} ({'; '.join(verdict['reasons'])})")
-    return report
+    section["gate"] = gate(champion, section["challenger"], settings.margin, GATE_METRIC)
+    return close_retrain(out, report, section, cost=ledger.cost, train_seconds=result.train_seconds, started=start,
+                         renderer=MULTILABEL_REPORT, inherited=inherited, plan=plan, progress=progress)

@@ -14,6 +14,8 @@ Leaves out: training and the gate (core.mlops.retrain, core.mlops.gate).
 from __future__ import annotations
 
 import json
+import sys
+import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from core.data.splits import Split, stratified_split
 from core.foundation.errors import UserError
 from core.foundation.settings import checked, setting
 from core.mlops.feedback import LABEL_OUT_OF_SCOPE, text_sha256
+from core.runs.rundir import write_report
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,24 @@ def trained_feedback(run_dir: Path) -> frozenset[str]:
 def write_trained_feedback(out: Path, inherited: frozenset[str], plan: "FeedbackPlan") -> None:
     used = set(inherited) | {text_sha256(t.strip()) for t in plan.train.texts + plan.validation.texts}
     (Path(out) / TRAINED_FILE).write_text(json.dumps({"sha256": sorted(used)}))
+
+
+def say(progress: bool, message: str) -> None:
+    if progress:
+        print(f"retrain: {message}", file=sys.stderr, flush=True)
+
+
+def close_retrain(out: Path, report: dict, section: dict, *, cost, train_seconds: float, started: float, renderer,
+                  inherited: frozenset[str], plan: "FeedbackPlan", progress: bool) -> dict:
+    """The end of a retrain, single- or multi-label: the cost section, the report written again with the
+    retrain section complete, the feedback texts used recorded, the gate's decision said."""
+    section["cost"] = {"train_seconds": round(train_seconds, 2), "cpu_seconds": cost.cpu_seconds,
+                       "wall_seconds": cost.wall_seconds, "total_wall_seconds": round(time.perf_counter() - started, 2)}
+    write_report(out, report, renderer)
+    write_trained_feedback(out, inherited, plan)
+    verdict = section["gate"]
+    say(progress, f"gate: {'promote' if verdict['promote'] else 'keep the champion'} ({'; '.join(verdict['reasons'])})")
+    return report
 
 
 def label_names(label: str, multi_label: bool) -> tuple[str, ...] | None:

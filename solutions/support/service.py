@@ -37,7 +37,6 @@ from pydantic import BaseModel, ConfigDict, StrictStr
 from core.data.multilabel import LABEL_SEPARATOR, MAX_LABELS_PER_ROW
 from core.foundation.errors import UserError
 from core.foundation.labels import label_name_problem
-from core.foundation.text import text_problem
 from core.mlops.feedback import MAX_LABEL_CHARS, UnknownRequestId
 from core.serving.app import Access, ServiceLimits, check_texts, create_service
 from solutions.support.deployment import Deployment, FunctionRouter, RegistryWatcher, ServedModel
@@ -182,13 +181,9 @@ def _check_intents(intents: list[str]) -> None:
 
 
 def _check_intent(intent: str) -> None:
-    if len(intent) > MAX_LABEL_CHARS:
-        raise HTTPException(422, f"intent: {len(intent)} characters; at most {MAX_LABEL_CHARS}")
-    problem = text_problem(intent) or (None if intent == intent.strip() else "has leading or trailing whitespace")
-    if problem or any(ch in intent for ch in "\n\r\t"):
-        raise HTTPException(422, f"intent: {problem or 'holds a line break or tab'}; send the intent name")
-    if label_name_problem(intent):  # the label rule every label name meets (core.foundation.labels)
-        raise HTTPException(422, f"intent: {repr(intent)[:80]} {label_name_problem(intent)}")
+    problem = label_name_problem(intent)  # the label rule every label name meets (core.foundation.labels)
+    if problem:
+        raise HTTPException(422, f"intent: {repr(intent)[:80]} {problem}")
 
 
 def _check_feedback(body: FeedbackRequest, limits: ServiceLimits) -> None:

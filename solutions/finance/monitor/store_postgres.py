@@ -97,11 +97,10 @@ SCHEMA = [
         id BIGSERIAL PRIMARY KEY, source_key TEXT NOT NULL, "offset" BIGINT NOT NULL, line TEXT NOT NULL,
         reason TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, UNIQUE (source_key, "offset"))""",
 ]
-# Added since the first schema (store.py's ADDED_COLUMNS): ADD COLUMN keeps every row; NULL = not recorded then.
-# Run only for a column that is missing: ALTER TABLE takes an exclusive lock even when it changes nothing, and
-# would deadlock against another worker's (or this process's delivery connection's) reads.
-MIGRATIONS = [(table, column, _PG_TYPES[kind]) for table, column, kind in ADDED_COLUMNS
-              if (table, column) not in {("documents", "late"), ("scores", "model")}]
+# Added since the first schema: store.py's ADDED_COLUMNS (documents.late and scores.model are in the CREATE
+# statements above already). ADD COLUMN keeps every row; NULL = not recorded then. Run only for a column that is
+# missing: ALTER TABLE takes an exclusive lock even when it changes nothing, and would deadlock against another
+# worker's (or this process's delivery connection's) reads.
 SCHEMA_LOCK = 7_301_517  # pg_advisory_xact_lock key: two workers starting at once create the tables once
 END = 2**63 - 1  # the frontier of a source whose input is complete
 DELIVERY_LEASE_SECONDS = 60.0  # a claimed delivery is not offered to another worker for this long
@@ -163,9 +162,9 @@ class PostgresStore(StoreReads):
                 self.db.execute(statement)
             present = set(self.db.execute("SELECT table_name, column_name FROM information_schema.columns "
                                           "WHERE table_schema = current_schema()").fetchall())
-            for table, column, kind in MIGRATIONS:
+            for table, column, kind in ADDED_COLUMNS:
                 if (table, column) not in present:
-                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {_PG_TYPES[kind]}")
             self.db.execute("INSERT INTO meta VALUES ('window', %s) ON CONFLICT (key) DO NOTHING", (str(window),))
             stored = self.db.execute("SELECT value FROM meta WHERE key='window'").fetchone()[0]
         if int(stored) != window:
