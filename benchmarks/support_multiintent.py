@@ -13,7 +13,9 @@ Systems, each over --seeds:
   as a one-label set on the multi-intent test;
 - trivial baseline: TF-IDF (word 1-2) + one logistic regression per intent, thresholds 0.5.
 Metrics: exact-set accuracy, micro/macro F1 on the multi-intent test; on the plain single-intent
-test (3,080): top-1 accuracy and exact-set accuracy (a multi-label model may add a second intent).
+test (3,080): top-1 accuracy and exact-set accuracy (a multi-label model may add a second intent);
+for the multi-label system, its exact-set accuracy estimated without labels on each test and on
+both mixed (`estimates`), beside the true one.
 
     python -m benchmarks.support_multiintent --data-dir ../shared/datasets            # full (hours on CPU)
     python -m benchmarks.support_multiintent --data-dir ../shared/datasets --tier probe --seeds 0  # minutes
@@ -104,9 +106,32 @@ def run_multilabel(args, folder: Path, single_test: Split, multi_test, seed: int
     probs = head.probabilities(model.predict_logits(single_test.texts), model.temperature)
     sets = [tuple(np.asarray(model.labels)[row]) for row in head.decide(probs)]
     single = scores_of(model.labels, [(lab,) for lab in single_test.labels], sets, probs)
+    multi_probs = head.probabilities(model.predict_logits([t for t, _ in multi_test]), model.temperature)
     return {"multi_test": {k: report["metrics"]["test"][k] for k in ("exact_set_accuracy", "micro_f1", "macro_f1")},
             "single_test": {"top1_accuracy": single["top1_accuracy"], "exact_set_accuracy": single["exact_set_accuracy"]},
+            "accuracy_estimate": estimates(out, model.labels, head, {
+                "single-intent test": (probs, [(lab,) for lab in single_test.labels]),
+                "multi-intent test": (multi_probs, _sets(multi_test))}),
             "test_ece_after": report["confidence"].get("test_ece_after"), "wall_seconds": report["cost"]["wall_seconds"]}
+
+
+def estimates(run: Path, labels: list[str], head, traffic: dict[str, tuple]) -> dict:
+    """The label-free exact-set accuracy estimate (ATC over the predicted-set probability, DoC beside
+    it, from the run's stored fit) against the true exact-set accuracy, per test traffic and on both
+    mixed: what the support service's /v1/drift would say if that were its traffic."""
+    from core.evaluation.accuracy_estimate import atc_estimate, doc_estimate
+    from core.evaluation.drift_baseline import load_drift_baseline
+
+    fit = load_drift_baseline(run).accuracy
+    both = (np.concatenate([p for p, _ in traffic.values()]), [s for _, sets in traffic.values() for s in sets])
+    out = {}
+    for name, (probs, truth) in {**traffic, "both mixed": both}.items():
+        score = np.round(head.set_confidence(probs), 4)  # as the router reports it
+        true = scores_of(labels, truth, [tuple(np.asarray(labels)[row]) for row in head.decide(probs)])
+        out[name] = {"true": true["exact_set_accuracy"], "atc": atc_estimate(fit.threshold, score),
+                     "doc": doc_estimate(fit.validation_accuracy, fit.validation_mean_confidence, score),
+                     "rows": len(score)}
+    return out | {"validation_exact_set_accuracy": fit.validation_accuracy}
 
 
 def run_single_label(args, single_test: Split, multi_test, seed: int) -> dict:
@@ -164,6 +189,16 @@ def table(results: dict[str, list[dict]]) -> str:
         cells = [_mean_std([r["multi_test"][k] for r in runs]) for k in ("exact_set_accuracy", "micro_f1", "macro_f1")]
         cells += [_mean_std([r["single_test"][k] for r in runs]) for k in ("top1_accuracy", "exact_set_accuracy")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    estimated = [(name, r["accuracy_estimate"]) for name, runs in results.items() for r in runs if "accuracy_estimate" in r]
+    if estimated:
+        lines += ["", "Exact-set accuracy estimated without labels (the run's stored ATC fit over the predicted-set "
+                  "probability; DoC beside it) against the true one:", "",
+                  "| system | traffic | true | ATC | ATC - true | DoC |", "|---|---|---|---|---|---|"]
+        for name, est in estimated:
+            for traffic, e in est.items():
+                if isinstance(e, dict):
+                    lines.append(f"| {name} | {traffic} ({e['rows']}) | {100 * e['true']:.1f} | {100 * e['atc']:.1f} | "
+                                 f"{100 * (e['atc'] - e['true']):+.1f} | {100 * e['doc']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -203,7 +203,7 @@ def finish_multilabel(run: RecipeRun, data: MultiLabelData, set_aside: dict, tra
     save_classifier(model, run_dir / "model")
     head.save(run_dir / "model")
     drift = save_drift_baseline(model, *outputs, run_dir / "model", model_version=run_dir.name, seed=cfg.train.seed,
-                                multi_label=head)
+                                multi_label=head, labels=multi_hot(data.validation.label_sets, model.labels))
     evaluation = evaluate_multilabel(model, head, data, device)
     fingerprint = source_fingerprint(cfg.data.source)
     report = {"data": data.summary() | ({"train_used": len(train)} if len(train) != len(data.train) else {})

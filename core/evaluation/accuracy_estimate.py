@@ -25,6 +25,10 @@ benchmark (benchmarks/accuracy_estimate.py) can compare the two scores.
 threshold, validation accuracy, validation mean confidence, rows. `estimate_accuracy` turns it and
 recent confidences into the report section (estimate, method, rows, the validation accuracy it
 started from, the drop, and whether the drop passes the alert margin).
+A multi-label run estimates its exact-set accuracy the same way, over SET_SCORE: the calibrated
+probability that the whole predicted label set is right (core.models.multilabel.MultiLabelHead.
+set_confidence), fitted against the validation exact-set accuracy. Its thresholds were chosen on
+those same validation rows, so that accuracy is slightly optimistic, and so is the estimate.
 Both assume the new errors look like validation's: confidence falling where errors rise. They
 miss errors the model is sure of (unseen intents that look like known ones, confident label
 noise); see docs/support.md.
@@ -39,6 +43,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 SCORE = "max_probability"  # the calibrated top-class probability (module docstring: why not entropy)
+SET_SCORE = "predicted_set_probability"  # a multi-label run's score, against exact-set accuracy (below)
 NOT_AVAILABLE = "not available"
 
 
@@ -96,10 +101,10 @@ class AccuracyFit:
 
     @classmethod
     def fit(cls, validation_confidence, validation_accuracy: float, *,
-            fitted_from: str = "every validation row at training time") -> AccuracyFit:
+            fitted_from: str = "every validation row at training time", score: str = SCORE) -> AccuracyFit:
         conf = np.asarray(validation_confidence, dtype=np.float64).ravel()
         return cls(threshold=atc_threshold(conf, validation_accuracy), validation_accuracy=float(validation_accuracy),
-                   validation_mean_confidence=float(conf.mean()), n_validation=len(conf),
+                   validation_mean_confidence=float(conf.mean()), n_validation=len(conf), score=score,
                    fitted_from=fitted_from)
 
     def to_json(self) -> dict:

@@ -58,7 +58,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from core.evaluation.accuracy_estimate import estimate_accuracy
+from core.evaluation.accuracy_estimate import SET_SCORE, estimate_accuracy
 from core.evaluation.drift_baseline import BASELINE_ROWS, DriftBaseline
 from core.foundation.errors import UserError
 
@@ -178,10 +178,12 @@ def _label_counts(labels) -> dict[str, int]:
 
 def drift_report(baseline: DriftBaseline, *, embeddings: np.ndarray | None, confidence, labels,
                  fallback_rate: float | None, out_of_scope_rate: float | None = None,
-                 thresholds: DriftThresholds = DriftThresholds(), seed: int = 0) -> dict:
+                 thresholds: DriftThresholds = DriftThresholds(), seed: int = 0, set_confidence=None) -> dict:
     """Recent traffic against `baseline`. `labels`: predicted labels, or a {label: count} mapping;
     `embeddings` None (e.g. from the prediction log, which keeps none): no domain AUC or MMD.
-    A fallback-rate alert needs the baseline's fallback_rate (see fallback_rate_under)."""
+    A fallback-rate alert needs the baseline's fallback_rate (see fallback_rate_under).
+    `set_confidence`: a multi-label model's predicted-set probabilities, the score its accuracy fit
+    thresholds (core.evaluation.accuracy_estimate.SET_SCORE); `confidence` is every other fit's."""
     confidence = np.asarray(confidence, dtype=np.float64).ravel()
     counts = _label_counts(labels)
     out = {"n": int(len(confidence)), "psi_confidence": None, "domain_auc": None, "mmd": None, "label_shift": None,
@@ -193,8 +195,7 @@ def drift_report(baseline: DriftBaseline, *, embeddings: np.ndarray | None, conf
         out["psi_confidence"] = psi(baseline.confidence, confidence)
     if sum(counts.values()) and sum(baseline.label_share.values()):
         out["label_shift"] = label_shift(baseline.label_share, counts)
-    out["accuracy_estimate"] = estimate_accuracy(baseline.accuracy, confidence, max_drop=thresholds.accuracy_drop,
-                                                 note=baseline.accuracy_note)
+    out["accuracy_estimate"] = _accuracy_estimate(baseline, confidence, set_confidence, thresholds)
     if embeddings is not None and len(embeddings) >= thresholds.min_embedding_rows \
             and len(baseline.embeddings) >= thresholds.min_embedding_rows:
         embeddings = np.asarray(embeddings, dtype=np.float32)
@@ -213,6 +214,16 @@ def drift_report(baseline: DriftBaseline, *, embeddings: np.ndarray | None, conf
     out["alerts"] = [name for name, (value, limit) in checks.items() if value is not None and value > limit]
     out["drifted"] = bool(out["alerts"])
     return out
+
+
+def _accuracy_estimate(baseline: DriftBaseline, confidence: np.ndarray, set_confidence, thresholds) -> dict:
+    fit, note = baseline.accuracy, baseline.accuracy_note
+    if fit is not None and fit.score == SET_SCORE:
+        confidence = np.asarray([] if set_confidence is None else set_confidence, dtype=np.float64).ravel()
+        confidence = confidence[np.isfinite(confidence)]
+        if not len(confidence):
+            fit, note = None, "these predictions carry no set_confidence (a multi-label router's predicted-set probability)"
+    return estimate_accuracy(fit, confidence, max_drop=thresholds.accuracy_drop, note=note)
 
 
 def _increase(recent: float | None, base: float | None) -> float | None:
@@ -234,6 +245,7 @@ class DriftWindow:
         self._lock = threading.Lock()
         self._emb: np.ndarray | None = None
         self._conf = np.zeros(size, dtype=np.float32)
+        self._set_conf = np.full(size, np.nan, dtype=np.float32)  # a multi-label route's set_confidence
         self._fallback = np.zeros(size, dtype=bool)
         self._oos = np.zeros(size, dtype=bool)
         self._labels: list[tuple[str, ...]] = [()] * size  # a row's predicted label(s)
@@ -259,6 +271,7 @@ class DriftWindow:
             for i, route in enumerate(routes):
                 j = self._next
                 self._conf[j] = float(route["confidence"])
+                self._set_conf[j] = float(route.get("set_confidence", np.nan))
                 reason = route.get("fallback_reason")
                 self._fallback[j], self._oos[j] = reason is not None, reason == "out_of_scope"
                 chosen = route.get(label_set_key) if label_set_key else None
@@ -275,11 +288,12 @@ class DriftWindow:
             if n < self.min_rows:
                 return None
             conf, labels = self._conf[:n].copy(), [label for row in self._labels[:n] for label in row]
+            set_conf = self._set_conf[:n].copy()
             fallback, oos = float(self._fallback[:n].mean()), float(self._oos[:n].mean())
             emb = None
             if self._emb is not None:
                 emb = self._emb[:n].copy()
                 emb = emb[np.isfinite(emb).all(axis=1)]  # rows added without embeddings
         report = drift_report(baseline, embeddings=emb, confidence=conf, labels=labels, fallback_rate=fallback,
-                              out_of_scope_rate=oos, thresholds=thresholds)
+                              out_of_scope_rate=oos, thresholds=thresholds, set_confidence=set_conf)
         return report | {"window_model_version": self.model_version, "window_size": self.size}

@@ -16,8 +16,9 @@ sigmoid probability, rounded to 4 places (the router's `confidence`, as the moni
 predicted label sets (every label at or above its threshold counts once per row), `no_label` marks
 the rows where no label clears its threshold (what that router hands over, whatever its
 min_confidence / min_margin), `out_of_scope` the head's rule (no label and the scorer says far);
-it has no margin and no accuracy fit: ATC thresholds one top-class confidence against one-label
-accuracy, and a label set has neither (MULTILABEL_ACCURACY_NOTE).
+it has no margin. Its accuracy fit is over the predicted set's probability (MultiLabelHead.
+set_confidence, the router's `set_confidence`) against the validation exact-set accuracy
+(core.evaluation.accuracy_estimate.SET_SCORE); one saved before that has none (MULTILABEL_ACCURACY_NOTE).
 `save_drift_baseline` builds it from the validation outputs a run already computed;
 `load_drift_baseline(run)` reads it (None for runs that predate baselines).
 Leaves out: the measures (core.evaluation.drift, core.evaluation.accuracy_estimate).
@@ -34,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from core.confidence.calibrate import softmax
-from core.evaluation.accuracy_estimate import AccuracyFit
+from core.evaluation.accuracy_estimate import SET_SCORE, AccuracyFit
 from core.foundation.errors import UserError
 from core.models.predictor import model_dir
 
@@ -42,7 +43,8 @@ BASELINE_FILE = "drift_baseline.safetensors"
 BASELINE_META = "drift_baseline.json"
 BASELINE_ROWS = 2000
 FORMAT_VERSION = 1
-MULTILABEL_ACCURACY_NOTE = "multi-label runs (ATC is defined for one label per row)"
+MULTILABEL_ACCURACY_NOTE = ("this multi-label run's baseline predates multi-label accuracy fits (retrain to get "
+                            "one)")
 
 
 # ---------------------------------------------------------------- the baseline
@@ -95,13 +97,18 @@ class DriftBaseline:
 
     @classmethod
     def from_multilabel_outputs(cls, model, head, logits: np.ndarray, embeddings: np.ndarray, *, model_version: str,
-                                seed: int = 0, max_rows: int = BASELINE_ROWS) -> "DriftBaseline | None":
+                                seed: int = 0, max_rows: int = BASELINE_ROWS, targets=None) -> "DriftBaseline | None":
         """The baseline of a multi-label run (module docstring) from its validation outputs; `head`:
-        its core.models.multilabel.MultiLabelHead; None for no rows."""
+        its core.models.multilabel.MultiLabelHead; `targets`: the validation rows' multi-hot label
+        sets [rows, labels] (for the accuracy fit); None for no rows."""
         if not len(logits):
             return None
         probs = head.probabilities(np.asarray(logits), model.temperature)
         decided, primary = head.decide(probs), head.primary(probs)
+        accuracy, note = None, "no validation labels given"
+        if targets is not None:  # rounded as the router reports it, like `confidence` below
+            exact = float((decided == np.asarray(targets, dtype=bool)).all(axis=1).mean())
+            accuracy, note = AccuracyFit.fit(np.round(head.set_confidence(probs), 4), exact, score=SET_SCORE), ""
         counts = decided.sum(axis=0)
         share = {label: float(counts[i] / max(counts.sum(), 1)) for i, label in enumerate(model.labels)}
         scores = None if model.ood is None else model.ood.scores(logits, embeddings, model.temperature)
@@ -114,7 +121,7 @@ class DriftBaseline:
                    confidence=np.round(probs[np.arange(len(probs)), primary][rows], 4).astype(np.float32),
                    label_share=share, fallback_rate=None, model_version=model_version, margin=None,
                    out_of_scope=oos[rows], out_of_scope_rate=float(oos.mean()), n_validation=len(probs), seed=seed,
-                   accuracy=None, accuracy_note=MULTILABEL_ACCURACY_NOTE, multi_label=True,
+                   accuracy=accuracy, accuracy_note=note, multi_label=True,
                    no_label=~decided.any(axis=1)[rows])
 
     def fallback_rate_under(self, min_confidence: float, min_margin: float, use_out_of_scope: bool = True) -> float:
@@ -172,7 +179,7 @@ class DriftBaseline:
             meta, arrays = json.loads(meta_path.read_text(encoding="utf-8")), load_file(str(path))
             out_of_scope, no_label = arrays.get("out_of_scope"), arrays.get("no_label")
             multi_label = bool(meta.get("multi_label", False))
-            accuracy, note = ((None, MULTILABEL_ACCURACY_NOTE) if multi_label
+            accuracy, note = (_stored_multilabel_fit(meta) if multi_label
                               else _stored_or_refitted(meta, arrays["confidence"], model_dir))
             return cls(embeddings=arrays["embeddings"].astype(np.float32), confidence=arrays["confidence"],
                        label_share={str(k): float(v) for k, v in meta["label_share"].items()},
@@ -192,6 +199,14 @@ class DriftBaseline:
                 "fallback_rate": self.fallback_rate, "out_of_scope_rate": self.out_of_scope_rate,
                 "accuracy_estimate": None if self.accuracy is None else self.accuracy.to_json(),
                 **({"multi_label": True, "accuracy_note": self.accuracy_note} if self.multi_label else {})}
+
+
+def _stored_multilabel_fit(meta: dict) -> tuple[AccuracyFit | None, str]:
+    """A multi-label baseline's stored fit (over SET_SCORE), or (None, why): a baseline saved before
+    multi-label fits were stored keeps no set confidences to refit from."""
+    if meta.get("accuracy_estimate"):
+        return AccuracyFit.from_json(meta["accuracy_estimate"]), ""
+    return None, MULTILABEL_ACCURACY_NOTE
 
 
 def _stored_or_refitted(meta: dict, confidence: np.ndarray, model_dir: Path) -> tuple[AccuracyFit | None, str]:
@@ -221,10 +236,11 @@ def save_drift_baseline(model, logits: np.ndarray, embeddings: np.ndarray, model
                         seed: int = 0, labels=None, multi_label=None) -> dict:
     """Build and save the baseline (core.classify.finish, core.classify.multilabel); returns the report's
     `drift_baseline` section. `labels`: the validation label ids (for the accuracy estimator's fit);
-    `multi_label`: a multi-label run's MultiLabelHead (its baseline: from_multilabel_outputs)."""
+    `multi_label`: a multi-label run's MultiLabelHead (its baseline: from_multilabel_outputs; `labels`
+    then the validation rows' multi-hot label sets)."""
     if multi_label is not None:
         baseline = DriftBaseline.from_multilabel_outputs(model, multi_label, logits, embeddings,
-                                                         model_version=model_version, seed=seed)
+                                                         model_version=model_version, seed=seed, targets=labels)
     else:
         baseline = DriftBaseline.from_outputs(model, logits, embeddings, model_version=model_version, seed=seed,
                                               labels=labels)

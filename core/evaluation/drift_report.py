@@ -3,7 +3,8 @@ plot and its table, for any solution that records predictions (the support predi
 finance monitor's scores).
 
 `stats` is what a solution read from its records: {"n", "confidence": [top-class confidence],
-"labels": {label: count}, "fallback_rate", "out_of_scope_rate"} (the rates may be None). Records
+"labels": {label: count}, "fallback_rate", "out_of_scope_rate"} (the rates may be None), and for a
+multi-label model "set_confidence" (its accuracy estimate's score; None for rows logged without it). Records
 keep no embeddings (too big per prediction), so these reports have no embedding drift (domain
 AUC, MMD); a live service computes those on its in-memory window (core.evaluation.drift.DriftWindow).
 `accuracy_lines` is the markdown paragraph on the accuracy estimated without labels (ATC and DoC
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.evaluation.accuracy_estimate import NOT_AVAILABLE
+from core.evaluation.accuracy_estimate import NOT_AVAILABLE, SCORE, SET_SCORE
 from core.evaluation.drift import drift_report
 
 MIN_ROWS = 200  # under this many predictions the scores are mostly sampling noise (as DriftWindow's min_rows)
@@ -37,7 +38,7 @@ def compare(baseline, stats: dict, thresholds) -> dict:
     labels = {} if baseline.multi_label else stats["labels"]
     out = drift_report(baseline, embeddings=None, confidence=stats["confidence"], labels=labels,
                        fallback_rate=stats["fallback_rate"], out_of_scope_rate=stats["out_of_scope_rate"],
-                       thresholds=thresholds)
+                       thresholds=thresholds, set_confidence=stats.get("set_confidence"))
     if not labels and baseline.multi_label:
         out["label_shift_note"] = ("not measured: the prediction log keeps each prediction's primary label only, "
                                    "the multi-label baseline every predicted label (the live monitor measures it)")
@@ -71,7 +72,7 @@ def plot(baseline, stats: dict, version: str, path: Path, recent: str = "logged 
     left.hist(np.asarray(stats["confidence"]), bins=bins, density=True, histtype="step", linewidth=2,
               label=f"{recent} (n={stats['n']})")
     fit = getattr(baseline, "accuracy", None)
-    if fit is not None:
+    if fit is not None and fit.score == SCORE:  # a multi-label fit thresholds the set probability, not this axis
         left.axvline(fit.threshold, color="grey", linestyle="--", linewidth=1,
                      label=f"ATC threshold {fit.threshold:.3f} (validation accuracy {fit.validation_accuracy:.3f})")
     left.set(xlabel="top-class confidence (calibrated)", ylabel="density", title="confidence distribution")
@@ -109,7 +110,12 @@ def accuracy_lines(result: dict, what: str = "predictions") -> list[str]:
             f"{'**yes**' if est['alert'] else 'no'} |",
             f"| {est['doc_estimate']:.3f} | DoC (average confidence) | {est['rows']} {what} | "
             f"{est['validation_accuracy']:.3f} | - |", "",
-            f"Verdict: {verdict}. ATC counts the {what} whose calibrated confidence is at least "
+            f"Verdict: {verdict}. ATC counts the {what} whose {_score_words(est)} is at least "
             f"{est['threshold']:.3f}, the threshold below which the validation split's share of rows equals its "
             f"error rate ({est['fitted_from']}). It assumes today's errors look like validation's (less sure where "
             f"wrong); it misses errors the model is confident about, e.g. new classes that look like known ones.", ""]
+
+
+def _score_words(est: dict) -> str:
+    return ("calibrated predicted-set probability (every label right)" if SET_SCORE in str(est.get("method"))
+            else "calibrated confidence")

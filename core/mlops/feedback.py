@@ -2,10 +2,12 @@
 
 `PredictionLog` is one SQLite file with two tables:
 - predictions(request_id PK, ts, model_version, label, confidence, in_scope_score, fallback_reason,
-  text_sha256, text): one row per routed text, written by `log(rows, model_version, label_key=...)`,
+  text_sha256, text, set_confidence): one row per routed text, written by `log(rows, model_version, label_key=...)`,
   where `rows` are a router's outputs ("text", the predicted label under `label_key` (default
   "label"; a router that names it otherwise passes its key), "confidence", "in_scope_score",
-  "fallback_reason"; an optional "request_id", else a new uuid4 hex).
+  "fallback_reason"; an optional "request_id", else a new uuid4 hex; a multi-label router's
+  "set_confidence", the accuracy estimator's score for it, NULL otherwise). A log written before
+  set_confidence existed gets the column on open (ADDED_COLUMNS; its rows keep NULL).
 - feedback(request_id PK -> predictions ON DELETE CASCADE, label, ts, text): the correct label for
   a logged request, written by `record_feedback`; the latest answer for an id wins.
 
@@ -64,7 +66,8 @@ MAX_ID_CHARS = 64
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions(
     request_id TEXT PRIMARY KEY, ts REAL NOT NULL, model_version TEXT NOT NULL, label TEXT NOT NULL,
-    confidence REAL NOT NULL, in_scope_score REAL, fallback_reason TEXT, text_sha256 TEXT NOT NULL, text TEXT);
+    confidence REAL NOT NULL, in_scope_score REAL, fallback_reason TEXT, text_sha256 TEXT NOT NULL, text TEXT,
+    set_confidence REAL);
 CREATE INDEX IF NOT EXISTS predictions_ts ON predictions(ts);
 CREATE INDEX IF NOT EXISTS predictions_version_ts ON predictions(model_version, ts);
 CREATE TABLE IF NOT EXISTS feedback(
@@ -144,7 +147,21 @@ def _prediction_row(row, i: int, ts: float, model_version: str, store_text: bool
             _number(row.get("confidence"), f"row {i}: confidence"),
             _number(row.get("in_scope_score"), f"row {i}: in_scope_score", optional=True),
             None if reason is None else check_label(reason, f"row {i}: fallback_reason"),
-            text_sha256(text), storable_text(text) if store_text else None)
+            text_sha256(text), storable_text(text) if store_text else None,
+            _number(row.get("set_confidence"), f"row {i}: set_confidence", optional=True))
+
+
+PREDICTION_COLUMNS = ("request_id", "ts", "model_version", "label", "confidence", "in_scope_score",
+                      "fallback_reason", "text_sha256", "text", "set_confidence")
+ADDED_COLUMNS = {"set_confidence": "REAL"}  # columns newer than the first schema: added to an older log on open
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """ALTER TABLE ... ADD COLUMN for each ADDED_COLUMNS entry an older log lacks (rows kept, NULL there)."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(predictions)")}
+    for name, kind in ADDED_COLUMNS.items():
+        if name not in present:
+            db.execute(f"ALTER TABLE predictions ADD COLUMN {name} {kind}")
 
 
 class PredictionLog:
@@ -166,6 +183,7 @@ class PredictionLog:
             self._db = open_sqlite(self.path, check_same_thread=False)
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
+            _add_missing_columns(self._db)
         except sqlite3.DatabaseError as exc:
             raise UserError(f"{self.path} is not a usable prediction log ({exc}); give a new path or the "
                             f"file the service wrote") from exc
@@ -186,7 +204,8 @@ class PredictionLog:
             return []
         with self._transaction() as db:
             try:
-                db.executemany("INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?)", values)
+                db.executemany(f"INSERT INTO predictions({', '.join(PREDICTION_COLUMNS)}) "
+                               f"VALUES ({', '.join('?' * len(PREDICTION_COLUMNS))})", values)
             except sqlite3.IntegrityError as exc:
                 raise UserError(f"a request_id of this batch is already logged ({exc})") from exc
             self._since_prune += len(values)
@@ -258,15 +277,16 @@ class PredictionLog:
             if value is not None:
                 where.append(clause)
                 args.append(value)
-        sql = "SELECT confidence, label, fallback_reason FROM predictions"
+        sql = "SELECT confidence, label, fallback_reason, set_confidence FROM predictions"
         with self._lock:
             rows = self._db.execute(sql + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY ts",
                                     args).fetchall()
         labels: dict[str, int] = {}
-        for _, label, _ in rows:
+        for _, label, _, _ in rows:
             labels[label] = labels.get(label, 0) + 1
         n = len(rows)
         return {"n": n, "confidence": [r[0] for r in rows], "labels": labels,
+                "set_confidence": [r[3] for r in rows],
                 "fallback_rate": sum(r[2] is not None for r in rows) / n if n else None,
                 "out_of_scope_rate": sum(r[2] == LABEL_OUT_OF_SCOPE for r in rows) / n if n else None}
 

@@ -45,6 +45,16 @@ class MultiLabelHead:
         cleared = np.where(self.decide(probs), probs, -np.inf)
         return np.where(cleared.max(axis=1) > -np.inf, cleared.argmax(axis=1), probs.argmax(axis=1))
 
+    def set_confidence(self, probs: np.ndarray) -> np.ndarray:
+        """[rows] the calibrated probability that each row's predicted label set is exactly right, the
+        labels taken as independent: prod_j (p_j if label j is decided else 1 - p_j). It is the score
+        the accuracy estimator thresholds for a multi-label run (core.evaluation.drift_baseline), as
+        the top-class probability is for a single-label one."""
+        probs = np.asarray(probs, dtype=np.float64)
+        clipped = np.clip(probs, 1e-12, 1.0 - 1e-12)
+        log_terms = np.where(self.decide(probs), np.log(clipped), np.log1p(-clipped))
+        return np.exp(log_terms.sum(axis=1))
+
     def out_of_scope(self, probs: np.ndarray, in_scope_scores: np.ndarray | None, ood_threshold: float | None):
         """[rows] bool: no label clears its threshold AND (with an out-of-scope detector) the query's
         in-scope score is below the detector's threshold, i.e. it is far from every intent."""

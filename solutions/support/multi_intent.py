@@ -14,7 +14,9 @@ intent's threshold (chosen on validation). The policy, for each text:
   unusual: a threshold cleared is evidence enough.
 The response keeps every field of a single-label route (`intent` and `confidence` are the primary
 intent's, or the most probable one's on a handover; `top_k` lists sigmoid probabilities) and adds
-`multi_label: true`, `intents` (intent, confidence, threshold, queue, priority) and `follow_up_queues`.
+`multi_label: true`, `intents` (intent, confidence, threshold, queue, priority), `follow_up_queues` and
+`set_confidence` (the calibrated probability that the whole predicted set is right: MultiLabelHead.
+set_confidence; the accuracy estimator's score for a multi-label run).
 Leaves out: the single-label router (solutions.support.router), which calls `route_multi`.
 """
 
@@ -49,4 +51,5 @@ def route_multi(text: str, probs: np.ndarray, labels: list[str], head, table, *,
             "reply": None if reason else route.reply, "handover": reason is not None, "fallback_reason": reason,
             "in_scope_score": None if in_scope_score is None else round(float(in_scope_score), 4),
             "top_k": [{"intent": labels[i], "confidence": round(float(probs[i]), 4)} for i in order[:top_k]],
-            "multi_label": True, "intents": intents, "follow_up_queues": [] if reason else follow_ups}
+            "multi_label": True, "set_confidence": round(float(head.set_confidence(probs[None, :])[0]), 4),
+            "intents": intents, "follow_up_queues": [] if reason else follow_ups}

@@ -13,6 +13,7 @@ import verticals
 from core.classify.multilabel_scoring import predict_multilabel
 from core.confidence.multilabel import sigmoid
 from core.data.multilabel import load_multilabel, multi_hot
+from core.evaluation.accuracy_estimate import SET_SCORE
 from core.evaluation.drift import DriftWindow
 from core.evaluation.drift_baseline import MULTILABEL_ACCURACY_NOTE, load_drift_baseline
 from core.evaluation.multilabel import multilabel_metrics
@@ -131,7 +132,44 @@ def test_the_drift_baseline_reads_validation_as_the_router_does(ml_run):
     handed_over = float(np.mean([r["handover"] for r in routes]))
     assert baseline.fallback_rate_under(0.99, 0.99) == baseline.fallback_rate_under(0.0, 0.0) == handed_over
     assert baseline.out_of_scope_rate == pytest.approx(np.mean([r["fallback_reason"] == "out_of_scope" for r in routes]))
-    assert baseline.accuracy is None and baseline.accuracy_note == MULTILABEL_ACCURACY_NOTE
+    # the accuracy fit: ATC over the predicted-set probability, against validation exact-set accuracy
+    head = IntentRouter.from_run(run_dir).multi_label
+    y = multi_hot(validation.label_sets, head.labels)
+    exact = np.mean([{i["intent"] for i in r["intents"]} == {head.labels[j] for j in np.flatnonzero(t)}
+                     for r, t in zip(routes, y)])
+    fit = baseline.accuracy
+    assert fit is not None and fit.score == SET_SCORE and fit.validation_accuracy == pytest.approx(exact)
+    assert fit.validation_mean_confidence == pytest.approx(np.mean([r["set_confidence"] for r in routes]), abs=1e-6)
+    assert np.mean([r["set_confidence"] >= fit.threshold for r in routes]) == pytest.approx(exact, abs=1 / len(routes))
+
+
+def test_set_confidence_is_the_probability_of_the_whole_predicted_set():
+    head = MultiLabelHead(["a", "b", "c"], np.array([0.5, 0.3, 0.9]))
+    probs = np.array([[0.8, 0.4, 0.2], [0.1, 0.2, 0.95], [0.0, 1.0, 0.5]])
+    expected = [0.8 * 0.4 * 0.8, 0.9 * 0.8 * 0.95, 1.0 * 1.0 * 0.5]  # p where decided, 1 - p where not
+    np.testing.assert_allclose(head.set_confidence(probs), expected, atol=1e-9)
+
+
+def test_a_multi_label_fit_reads_set_confidence_and_says_why_when_rows_lack_it():
+    from core.evaluation.accuracy_estimate import AccuracyFit
+    from core.evaluation.drift import drift_report
+    from core.evaluation.drift_baseline import DriftBaseline
+
+    fit = AccuracyFit.fit(np.linspace(0, 1, 11), 0.6, score=SET_SCORE)  # 4 of 11 rows fall below the threshold
+    baseline = DriftBaseline(embeddings=np.zeros((3, 2), np.float32), confidence=np.array([0.9, 0.8, 0.7], np.float32),
+                             label_share={"a": 1.0}, fallback_rate=None, model_version="v", accuracy=fit,
+                             multi_label=True)
+    report = drift_report(baseline, embeddings=None, confidence=[0.99] * 4, labels={}, fallback_rate=None,
+                          set_confidence=[0.1, 0.2, 0.9, None])
+    assert report["accuracy_estimate"]["estimate"] == pytest.approx(1 / 3)  # the row without one is left out
+    assert report["accuracy_estimate"]["method"] == f"ATC ({SET_SCORE})"
+    missing = drift_report(baseline, embeddings=None, confidence=[0.99] * 4, labels={}, fallback_rate=None)
+    assert missing["accuracy_estimate"]["estimate"] is None
+    assert "no set_confidence" in missing["accuracy_estimate"]["status"]
+    window = DriftWindow("v", size=4, min_rows=2)
+    window.add(None, [{"intent": "a", "confidence": 0.9, "set_confidence": 0.95},
+                      {"intent": "a", "confidence": 0.9, "set_confidence": 0.05}], label_key="intent")
+    assert window.report(baseline)["accuracy_estimate"]["estimate"] == pytest.approx(0.5)
 
 
 def test_the_drift_window_counts_every_intent_of_a_multi_label_route():
@@ -159,7 +197,22 @@ def test_get_drift_works_for_a_multi_label_run(ml_run):
     drift = body["report"]
     assert drift["label_shift"] == pytest.approx(0.0, abs=1e-6) and drift["psi_confidence"] < 0.05
     assert drift["domain_auc"] is not None and drift["fallback_rate"] == pytest.approx(drift["fallback_rate_baseline"])
-    assert body["accuracy_estimate"]["status"] == f"not available: {MULTILABEL_ACCURACY_NOTE}"
+    estimate = body["accuracy_estimate"]  # the window is the validation split: the estimate is its exact-set accuracy
+    assert estimate["status"] == "ok" and estimate["method"] == f"ATC ({SET_SCORE})"
+    assert estimate["estimate"] == pytest.approx(estimate["validation_accuracy"], abs=1 / len(validation))
+
+
+def test_a_multi_label_baseline_saved_before_fits_says_so(ml_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "old"
+    shutil.copytree(ml_run[0], run)
+    meta_path = run / "model" / "drift_baseline.json"
+    meta = json.loads(meta_path.read_text())
+    meta["accuracy_estimate"] = None
+    meta_path.write_text(json.dumps(meta))
+    baseline = load_drift_baseline(run)
+    assert baseline.accuracy is None and baseline.accuracy_note == MULTILABEL_ACCURACY_NOTE
 
 
 def test_select_reads_a_multi_label_run_by_its_thresholds(ml_run, tmp_path):

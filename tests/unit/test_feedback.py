@@ -54,7 +54,8 @@ def test_log_keeps_the_hash_not_the_text_by_default_and_counts_the_window(log, t
     assert stats["confidence"] == [0.9, 0.3, 0.45]
     assert stats["fallback_rate"] == 2 / 3 and stats["out_of_scope_rate"] == 1 / 3
     assert log.window_stats(model_version="v2") == {"n": 0, "confidence": [], "labels": {}, "fallback_rate": None,
-                                                    "out_of_scope_rate": None}
+                                                    "out_of_scope_rate": None, "set_confidence": []}
+    assert stats["set_confidence"] == [None, None, None]  # single-label routes carry none
     assert log.model_versions() == {"v1": 3} and log.log([], "v1") == []
 
 
@@ -225,3 +226,20 @@ def test_two_threads_log_and_label_at_once_without_losing_a_row(tmp_path):
     assert first.model_versions() == {"a": 120, "b": 120} and len(second.labelled()) == 60
     first.close()
     second.close()
+
+
+def test_a_multi_label_route_logs_its_set_confidence_and_an_older_log_gains_the_column(tmp_path):
+    old = tmp_path / "old.db"
+    db = sqlite3.connect(old)  # the schema before set_confidence, with one row
+    db.executescript("""CREATE TABLE predictions(request_id TEXT PRIMARY KEY, ts REAL NOT NULL, model_version TEXT NOT NULL,
+        label TEXT NOT NULL, confidence REAL NOT NULL, in_scope_score REAL, fallback_reason TEXT,
+        text_sha256 TEXT NOT NULL, text TEXT);
+        INSERT INTO predictions VALUES ('a1', 1.0, 'v1', 'card', 0.8, NULL, NULL, 'x', NULL);""")
+    db.commit()
+    db.close()
+    with PredictionLog(old, max_age_days=None) as log:
+        log.log([{"text": "lost card and a refund", "label": "card", "confidence": 0.9, "set_confidence": 0.61}], "v1")
+        assert log.window_stats(model_version="v1")["set_confidence"] == [None, 0.61]
+        with pytest.raises(UserError, match="set_confidence"):
+            log.log([{"text": "t", "label": "card", "confidence": 0.9, "set_confidence": "high"}], "v1")
+        assert log.window_stats()["n"] == 2  # the bad batch wrote nothing
