@@ -54,7 +54,7 @@ def cmd_datasets(args) -> int:
         except UserError as exc:
             status = f"missing or corrupt: {exc}"
         kind = card["task"] + (" (multi-label)" if is_multilabel_card(card) else "")  # rows with a labels list
-        print(f"{name:24s} {kind:20s} {dataset_dir(card, root)}  [{status}]")
+        print(f"{name:24s} {kind:34s} {dataset_dir(card, root)}  [{status}]")
     return 0
 
 

@@ -213,6 +213,10 @@ def card_reader(card: dict) -> Reader:
     if card.get("task") != "text-classification":
         raise UserError(f"dataset '{card['name']}' is a {card.get('task')!r} dataset ({where}), not "
                         f"text classification; give a text-classification dataset or your own CSV/JSONL.")
+    if (card.get("format") or {}).get("labels_column"):  # core.data.multilabel reads it
+        raise UserError(f"dataset '{card['name']}' is multi-label (several labels per row: format.labels_column "
+                        f"in {where}); train it with a multi-label recipe (task: multilabel-classification), "
+                        f"or give single-label data.")
     kind = (card.get("format") or {}).get("type")
     if kind not in READERS:
         raise UserError(f"dataset '{card['name']}' ({where}) has format type {kind!r}, which no installed "

@@ -135,6 +135,12 @@ def test_a_recommendation_card_is_not_read_as_classification():
         load_classification("demo_catalog")
 
 
+def test_a_multilabel_card_is_not_read_as_single_label_classification():
+    with pytest.raises(UserError, match=r"'demo_support_multi' is multi-label .*format.labels_column.*"
+                                        r"multilabel-classification"):
+        load_classification("demo_support_multi")
+
+
 def test_a_config_on_a_card_without_configs_is_an_error():
     with pytest.raises(UserError, match=r"'demo_support' has no configs; use data=demo_support \(without ':v2'\)"):
         load_classification("demo_support:v2")
