@@ -1,4 +1,4 @@
-"""float32 or bf16 autocast on this CPU: which is faster for training and for inference, and what does bf16 cost in accuracy?
+"""float32 or bf16 autocast on this CPU: which trains and predicts faster, and what does bf16 cost in accuracy?
 
 One question, for the CPU the script runs on: MiniLM's training samples/s and inference texts/s
 in float32 (`mixed_precision=no`) and under bf16 autocast (`mixed_precision=bf16`, forced, so it is
@@ -214,24 +214,26 @@ def accuracy(dataset: str, data_dir: str, backbone: str, sizes: dict, seed: int)
 
 def table(record: dict) -> str:
     detector, auto = record["cpu_bf16"], record["auto_resolves_to"]
-    lines = [f"CPU: {detector['capability']}, native bf16: {'yes (' + ', '.join(detector['flags']) + ')' if detector['native'] else 'no'}; "
-             f"`mixed_precision=auto` resolves to **{auto}** here. {record['protocol']['torch_threads']} torch threads.", "",
+    native = f"yes ({', '.join(detector['flags'])})" if detector["native"] else "no"
+    lines = [(f"CPU: {detector['capability']}, native bf16: {native}; `mixed_precision=auto` resolves to **{auto}** "
+              f"here. {record['protocol']['torch_threads']} torch threads."), "",
              "| shape | fp32 | bf16 | bf16 / fp32 | faster | auto picks the faster |", "|---|---|---|---|---|---|"]
     for shape, name in SHAPES.items():
         s = record["speed"][shape]
         lines.append(f"| {name} | {s['median']['fp32']:.1f} | {s['median']['bf16']:.1f} | {s['bf16_over_fp32']:.2f}x "
                      f"| {s['faster']} | {'yes' if s['auto_picks_faster'] else '**no**'} |")
-    lines += ["", "| data | train / test rows | fp32 accuracy | bf16 accuracy | bf16 - fp32 (points) | "
-              "fp32 model, bf16 inference | models agree | fit + probe s (fp32 / bf16) |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["", ("| data | train / test rows | fp32 accuracy | bf16 accuracy | bf16 - fp32 (points) | "
+                   "fp32 model, bf16 inference | models agree | fit + probe s (fp32 / bf16) |"),
+              "|---|---|---|---|---|---|---|---|"]
     for dataset, a in record["accuracy"].items():
         lines.append(f"| {dataset} | {a['train_rows']} / {a['test_rows']} | {100 * a['fp32']['accuracy']:.2f}% | "
                      f"{100 * a['bf16']['accuracy']:.2f}% | {a['bf16_minus_fp32_points']:+.2f} | "
                      f"{100 * a['fp32_model_bf16_inference_accuracy']:.2f}% | "
                      f"{100 * a['agreement_fp32_vs_bf16_models']:.1f}% | "
                      f"{a['fp32']['train_seconds']:.0f} / {a['bf16']['train_seconds']:.0f} |")
-    lines += ["", f"Speed: median of {record['protocol']['repeats']} interleaved rounds; load average "
-              f"{record['load_average_range'][0]}-{record['load_average_range'][1]} during the timings. "
-              f"Target: bf16 within {TARGET_POINTS} points of fp32. One seed.",
+    low, high = record["load_average_range"]
+    lines += ["", (f"Speed: median of {record['protocol']['repeats']} interleaved rounds; load average {low}-{high} "
+                   f"during the timings. Target: bf16 within {TARGET_POINTS} points of fp32. One seed."),
               "", f"![bf16 speed over fp32 per shape]({record['benchmark_name']}.png)"]
     return "\n".join(lines) + "\n"
 
@@ -243,7 +245,8 @@ def plot(record: dict, path: Path) -> Path:
     ax.barh(list(SHAPES.values()), ratios, color=["tab:green" if r > 1 else "tab:red" for r in ratios])
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_xlabel("bf16 speed / fp32 speed (above 1: bf16 faster)")
-    ax.set_title(f"{record['cpu_bf16']['capability']} CPU, native bf16: {'yes' if record['cpu_bf16']['native'] else 'no'}")
+    cpu = record["cpu_bf16"]
+    ax.set_title(f"{cpu['capability']} CPU, native bf16: {'yes' if cpu['native'] else 'no'}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -266,9 +269,11 @@ def main() -> None:
     results = {d: accuracy(d, args.data_dir, args.backbone, sizes, args.seed) for d in LR}
     loads = [r[k] for by in timings.values() for runs in by["runs"].values() for r in runs
              for k in ("load_before", "load_after")]
-    record = {"benchmark_name": name, "cpu_bf16": cpu_bf16().to_dict(), "auto_resolves_to": resolve_precision("auto", "cpu"),
-              "protocol": {"backbone": args.backbone, "seed": args.seed, "batch_size": BATCH, "inference_batch": INFER_BATCH,
-                           "max_length": MAX_LENGTH, "torch_threads": torch.get_num_threads(), **sizes,
+    record = {"benchmark_name": name, "cpu_bf16": cpu_bf16().to_dict(),
+              "auto_resolves_to": resolve_precision("auto", "cpu"),
+              "protocol": {"backbone": args.backbone, "seed": args.seed, "batch_size": BATCH,
+                           "inference_batch": INFER_BATCH, "max_length": MAX_LENGTH,
+                           "torch_threads": torch.get_num_threads(), **sizes,
                            "settings": SETTINGS, "target_points": TARGET_POINTS},
               "speed": timings, "accuracy": results, "load_average_range": [min(loads), max(loads)],
               "wall_seconds": round(time.perf_counter() - started, 1)}

@@ -8,7 +8,8 @@ task: the front matter (`front_matter`: library and pipeline tag from the task's
 base model, dataset, license, tags, a model-index of the test metrics), the training data, the
 metrics per split, the cost, how to reproduce the run and the limitations every run shares
 (`card_text` puts them together), and the precision a run computed in for the tasks that record
-it (`precision_section`). Hand-written instead of huggingface_hub's ModelCard templates: those are Jinja templates for generic Trainer runs; ours come from our own report keys (data card,
+it (`precision_section`). Hand-written instead of huggingface_hub's ModelCard templates: those
+are Jinja templates for generic Trainer runs; ours come from our own report keys (data card,
 cost ledger, confidence), and a card must stay a pure function of the report so it renders
 offline, in tests, for any task. `license` in the front matter is the training data's, as its
 data card states it (the backbone's own license applies to the weights too; the card says so).
@@ -182,7 +183,8 @@ def precision_section(report: dict, exported: bool = False) -> list[str]:
         lines.append("Loaded on another machine, `auto` is resolved again there: bf16 autocast on a CPU with "
                      "native bf16 (avx512_bf16 or amx_bf16), float32 on a CPU without it, bf16 or fp16 on a GPU.")
     elif precision.get("mixed_precision") == "bf16":
-        lines.append("Loaded anywhere, it predicts in bf16 autocast: emulated, and slower, on a CPU without native bf16.")
+        lines.append("Loaded anywhere, it predicts in bf16 autocast: emulated, and slower, on a CPU without "
+                     "native bf16.")
     return lines
 
 

@@ -136,7 +136,7 @@ def test_a_run_saved_with_bf16_loads_and_predicts_in_bf16_here(tmp_path):
 
 
 def test_auto_is_resolved_again_on_the_machine_that_loads_the_run(tmp_path, monkeypatch):
-    import core.foundation.precision as precision
+    from core.foundation import precision
 
     model = _model()  # built with auto
     native = CpuBf16(native=True, flags=("amx_bf16",), capability="AVX512", mkldnn_bf16=True)
@@ -159,7 +159,8 @@ def test_a_run_saved_before_the_setting_predicts_in_fp32(tmp_path):
 
 
 def test_the_run_records_its_precision_in_report_card_and_ledger(toy_dir, tmp_path):
-    overrides = {"backbone": "tiny", "data": str(toy_dir), "max_steps": "2", "eval_every": "2", "mixed_precision": "bf16"}
+    overrides = {"backbone": "tiny", "data": str(toy_dir), "max_steps": "2", "eval_every": "2",
+                 "mixed_precision": "bf16"}
     cfg = build_recipe({"mode": "finetune", "model": {"calibrate": False}}, overrides, name="bf16-smoke")
     report = run_recipe(cfg, tmp_path / "run", progress=False)
     assert report["precision"]["resolved"] == "bf16" and report["precision"]["mixed_precision"] == "bf16"
