@@ -66,8 +66,8 @@ from core.models.classifier import build_classifier, init_head_from_probe
 SETTINGS = {"fp32": "no", "bf16": "bf16"}  # precision -> the mixed_precision that forces it
 BATCH, INFER_BATCH, MAX_LENGTH, VALIDATION_ROWS, TARGET_POINTS = 32, 64, 64, 64, 0.3
 LR = {"banking77": 1e-4, "financial_phrasebank": 8e-5}  # the recipes' (support/intent-full, finance/sentiment-full)
-FULL = {"repeats": 3, "train_steps": 3, "infer_texts": 256, "single_queries": 16,
-        "train_examples": {"banking77": 512, "financial_phrasebank": 256},
+FULL = {"repeats": 3, "train_steps": 3, "infer_texts": 192, "single_queries": 16,
+        "train_examples": {"banking77": 512, "financial_phrasebank": 192},
         "test_examples": {"banking77": 616, "financial_phrasebank": 483}}
 QUICK = {"repeats": 3, "train_steps": 1, "infer_texts": 64, "single_queries": 4,
          "train_examples": {"banking77": 96, "financial_phrasebank": 64},
