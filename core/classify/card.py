@@ -4,13 +4,14 @@
 the test metrics in a model-index; a summary (labels, mode, PEFT method, backbone, architecture);
 how to load it (an export loads in plain transformers with trust_remote_code, a run directory
 through verticals); the labels with their test F1; the training data and metrics; calibration and
-the out-of-scope scorer (which `pipeline()` does NOT apply); cost, reproduction and limitations
-(core.runs.card). Leaves out: the export itself (core.export.hub) and report.md (core.classify.report).
+the out-of-scope scorer (which `pipeline()` does NOT apply); the precision it computed in; cost,
+reproduction and limitations (core.runs.card). Leaves out: the export itself (core.export.hub) and
+report.md (core.classify.report).
 """
 
 from __future__ import annotations
 
-from core.runs.card import HubKind, card_text, data_and_metrics, fmt, table
+from core.runs.card import HubKind, card_text, data_and_metrics, fmt, precision_section, table
 
 CLASSIFIER = HubKind(library_name="transformers", pipeline_tag="text-classification", tags=("text-classification",),
                      index_task={"type": "text-classification", "name": "Text Classification"})
@@ -108,5 +109,6 @@ def model_card(report: dict, *, exported: bool = False) -> str:
     sections = ["", "## How to load", "", *loading_section(exported),
                 "", "## Labels", "", *labels_table(report),
                 *data_and_metrics(report),
-                "", "## Calibration and out-of-scope", "", *confidence_section(report, exported)]
+                "", "## Calibration and out-of-scope", "", *confidence_section(report, exported),
+                *precision_section(report, exported)]
     return card_text(report, CLASSIFIER, summary(report, exported), sections, limitations(report))

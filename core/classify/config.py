@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from core.foundation.errors import UserError
+from core.foundation.precision import SETTINGS as PRECISION_SETTINGS
 from core.foundation.settings import build_config, checked, load_config_file, parse_overrides, setting, text_encoding
 from core.runs.tracking import TrackingConfig
 
@@ -49,7 +50,8 @@ class TrainConfig:
     unfreeze_every: int = setting(0, minimum=0)  # gradual unfreezing, top down: steps between layers; 0 = off
     # how the engine batches and computes (core.classify.train, core.engine.loop)
     group_by_length: bool = True  # batches of similar token length (less padding); false = plain random batches
-    mixed_precision: str = setting("auto", choices=("auto", "no"))  # auto: bf16/fp16 on a GPU, off on CPU
+    # auto: bf16/fp16 on a GPU, bf16 on a CPU with native bf16, else fp32; bf16: forced (core.foundation.precision)
+    mixed_precision: str = setting("auto", choices=PRECISION_SETTINGS)
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ def fit_contrastive(model, train: Split, settings: ContrastiveConfig, *, seed: i
         return []
     step = PairStep(model, model.embed, scale=settings.contrastive_scale)
     encoder_params = [(n, p) for n, p in model.named_parameters() if not n.startswith("head.")]
-    result = Engine(device).run(
+    result = Engine(device, model.mixed_precision).run(
         step, decay_groups(encoder_params, settings.contrastive_lr, 0.01),
         pair_micro_batches([train.texts[i] for i in anchors], [train.texts[i] for i in positives], batches,
                            model.tokenize),

@@ -3,8 +3,9 @@
 `finish(run, data, model, result, cost)`: temperature scaling and the out-of-scope scorer fitted on
 validation (`fit_confidence`), the model saved with its drift baseline (from the same validation
 outputs), the test-split evaluation and plots (core.classify.scoring.evaluate_trained), the loss
-curve, and the report through the run's scaffold (core.runs.scaffold.RecipeRun); the checkpoint is
-dropped once the model is saved. Every classification mode and safe retraining end here.
+curve, the precision the run computed in (report `precision`, cost ledger `precision`), and the
+report through the run's scaffold (core.runs.scaffold.RecipeRun); the checkpoint is dropped once
+the model is saved. Every classification mode and safe retraining end here.
 Leaves out: training (core.classify.recipes) and metric maths (core.evaluation, core.confidence).
 """
 
@@ -25,6 +26,7 @@ from core.engine.loop import MetricsLog
 from core.evaluation.drift_baseline import save_drift_baseline
 from core.evaluation.metrics import plot_loss_curve
 from core.foundation.cost import Cost
+from core.foundation.precision import precision_section
 from core.models.classifier import save_classifier
 from core.runs.scaffold import RecipeRun
 
@@ -67,8 +69,13 @@ def fit_section(result, metric: str) -> dict:
 
 
 def write_run_report(run: RecipeRun, report: dict, *, cost: Cost, result, rows: tuple[int, int], renderer) -> dict:
-    """The loss curve (when there were steps; `rows`: training and validation rows), the report through
-    `renderer`, and the checkpoint dropped (the model is saved: free the space). Returns the report."""
+    """The loss curve (when there were steps; `rows`: training and validation rows), the precision
+    `train.mixed_precision` resolved to on the run's device (the report's `precision` section and the
+    cost ledger's `precision`: training, calibration and evaluation all computed in it), the report
+    through `renderer`, and the checkpoint dropped (the model is saved: free the space). Returns the report."""
+    precision = precision_section(run.cfg.train.mixed_precision, run.device)
+    cost.precision = precision["resolved"]
+    report = {**report, "precision": precision}
     if result.steps:
         plot_loss_curve(MetricsLog.read(run.run_dir / "metrics.jsonl"), run.run_dir / "loss_curve.png",
                         metric=run.cfg.train.metric, train_rows=rows[0], validation_rows=rows[1])

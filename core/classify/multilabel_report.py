@@ -12,7 +12,7 @@ Leaves out: computing any of it (core.classify.multilabel).
 from __future__ import annotations
 
 from core.classify.report import training_section
-from core.runs.card import HubKind, card_text, data_and_metrics, fmt, table
+from core.runs.card import HubKind, card_text, data_and_metrics, fmt, precision_section, table
 from core.runs.markdown import (
     cost_section,
     data_card_lines,
@@ -118,7 +118,8 @@ def model_card(report: dict, *, exported: bool = False) -> str:
                 "", "## Calibration and out-of-scope", "",
                 f"- temperature {fmt(conf.get('temperature'))} shared by every label; test ECE of the per-label "
                 f"probabilities {fmt(conf.get('test_ece_before'))} before, {fmt(conf.get('test_ece_after'))} after",
-                f"- out of scope: {conf.get('ood_rule', 'no label clears its threshold')}"]
+                f"- out of scope: {conf.get('ood_rule', 'no label clears its threshold')}",
+                *precision_section(report, exported)]
     limits = ["- it predicts only the labels listed above; a label is on when its probability reaches its threshold."]
     return card_text(report, MULTILABEL_KIND, summary, sections, limits)
 

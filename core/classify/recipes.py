@@ -53,7 +53,9 @@ def build_model(cfg, labels: list[str], *, peft: str | None = None):
     m = cfg.model
     backbone = load_backbone(m.backbone, max_length=m.max_length or None)
     lora = LoraSettings(r=m.lora_r, alpha=m.lora_alpha, dropout=m.lora_dropout)
-    return build_classifier(backbone, labels, peft=peft or m.peft, lora=lora, dropout=m.dropout)
+    model = build_classifier(backbone, labels, peft=peft or m.peft, lora=lora, dropout=m.dropout)
+    model.mixed_precision = cfg.train.mixed_precision  # the probe's embeddings too; saved with the model
+    return model
 
 
 def init_head(model, data: RunData, cfg, device: str, *, search_c: bool) -> dict:

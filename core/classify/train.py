@@ -222,6 +222,7 @@ def train_steps(model, texts: list[str], targets: np.ndarray, step: nn.Module, e
         return {**pad_batch([token_ids[i] for i in idx], pad_id), "labels": torch.from_numpy(y[idx])}
 
     engine = Engine(device, cfg.mixed_precision)
+    model.mixed_precision = cfg.mixed_precision  # validation, and every prediction after, compute as training did
     hooks = method_hooks(model, cfg)
     settings = LoopSettings(steps=total_steps, warmup=cfg.warmup, schedule="linear", max_grad_norm=cfg.max_grad_norm,
                             grad_accum=cfg.grad_accum, log_every=cfg.log_every,

@@ -11,8 +11,9 @@ safetensors checkpoints with resume.
 Distribution is accelerate's. The same code runs on 1 CPU, N CPU processes (gloo), 1 GPU, N GPUs
 and several machines: a launcher (`verticals train ... --nproc N`, `torchrun`, `accelerate
 launch`) starts the processes, `Accelerator.prepare` wraps the step in DistributedDataParallel
-(so gradients are averaged across processes in `backward`) and, on a GPU, runs it under mixed
-precision (bf16 where supported, else fp16 with loss scaling). The step module, not the model,
+(so gradients are averaged across processes in `backward`) and runs it under the precision
+`mixed_precision` resolves to (core.foundation.precision: `auto` is bf16 or fp16 with loss scaling
+on a GPU, bf16 autocast on a CPU with native bf16, float32 otherwise). The step module, not the model,
 is what gets wrapped: trainers whose loss calls `model.embed` rather than `model.forward` are
 still synchronised, because DDP hooks the step's forward.
 
@@ -51,6 +52,7 @@ from torch import nn
 
 from core.engine.checkpoint import has_checkpoint, load_checkpoint, load_trainable, save_checkpoint, trainable_state
 from core.foundation import distributed
+from core.foundation.precision import accelerate_name, resolve_precision
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class LoopSettings:
     grad_accum: int = 1
     log_every: int = 10
     max_seconds: float = 0.0  # stop early after this much training time; 0 = no limit
-    mixed_precision: str = "auto"  # auto (bf16/fp16 on a GPU, off on CPU) | no
+    mixed_precision: str = "auto"  # auto | no | bf16: core.foundation.precision.resolve_precision
     desc: str = "train"  # progress bar label
     steps_per_epoch: float = 0.0  # for the `epoch` column of the metrics log; 0 = no such column
 
@@ -169,14 +171,20 @@ def to_device(batch: Any, device) -> Any:
 
 
 def accelerator_for(device: str, mixed_precision: str = "auto"):
-    """An `accelerate.Accelerator` for `device` (cpu | cuda): on CPU it joins a torchrun/accelerate
-    launch as a gloo process group; on a GPU each process takes its LOCAL_RANK's device."""
+    """An `accelerate.Accelerator` for `device` (cpu | cuda) at the precision `mixed_precision`
+    resolves to there: on CPU it joins a torchrun/accelerate launch as a gloo process group; on a
+    GPU each process takes its LOCAL_RANK's device."""
     from accelerate import Accelerator, DistributedDataParallelKwargs  # lazy: accelerate pulls in torch
+    from accelerate.state import AcceleratorState  # lazy: as above
 
     cpu = not str(device).startswith("cuda")
-    precision = "no"
-    if mixed_precision == "auto" and not cpu:
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    precision = accelerate_name(resolve_precision(mixed_precision, device))
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != precision:
+        # accelerate keeps one precision per process and refuses another ("AcceleratorState has
+        # already been initialized"); a later run in the process (a test, a benchmark, a retrain in
+        # a server) may ask for another. Dropping that state keeps the process group (PartialState).
+        AcceleratorState._reset_state()
     # find_unused_parameters: a step may leave weights out of its loss (BERT's pooler, a frozen
     # block), and DDP would otherwise wait for their gradients forever.
     return Accelerator(cpu=cpu, mixed_precision=precision,
@@ -184,11 +192,13 @@ def accelerator_for(device: str, mixed_precision: str = "auto"):
 
 
 class Engine:
-    """`Engine(device).run(step, param_groups, micro_batch, settings, ...)`: see the module docstring."""
+    """`Engine(device, mixed_precision).run(step, param_groups, micro_batch, settings, ...)`: see the
+    module docstring; `precision` is what the run computes in ("fp32" | "bf16" | "fp16")."""
 
     def __init__(self, device: str = "cpu", mixed_precision: str = "auto"):
         self.accelerator = accelerator_for(device, mixed_precision)
         self.device = self.accelerator.device
+        self.precision = resolve_precision(mixed_precision, str(self.device))
 
     @property
     def is_main(self) -> bool:

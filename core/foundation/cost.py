@@ -1,5 +1,7 @@
-"""The cost ledger: what a block of work cost in time, CPU and memory, plus counters the caller
-fills in (parameters, samples, tokens). Every run report carries one under `cost`.
+"""The cost ledger: what a block of work cost in time, CPU and memory, plus what the caller
+fills in (parameters, samples, tokens, and the precision the work computed in: `fp32`, `bf16` or
+`fp16` as core.foundation.precision resolved it; empty where the trainer does not record it and
+then left out of `to_dict`). Every run report carries one under `cost`.
 
 Money: `Prices` turns core-hours (cpu_seconds / 3600: the CPU time the process used, summed over
 cores) and GPU-hours (wall seconds x GPUs held) into dollars. The defaults are ASSUMPTIONS, not
@@ -63,6 +65,7 @@ class Cost:
     train_samples: int = 0
     tokens_seen: int = 0
     gpu_seconds: float = 0.0  # wall seconds x GPUs held (the ledger's `gpus`)
+    precision: str = ""  # fp32 | bf16 | fp16: what the work computed in; "" = not recorded
 
     @property
     def train_samples_per_second(self) -> float:
@@ -82,6 +85,8 @@ class Cost:
     def to_dict(self, prices: Prices | None = None) -> dict:
         prices = prices or Prices.from_env()
         out = asdict(self)
+        if not self.precision:
+            del out["precision"]
         out["train_samples_per_second"] = round(self.train_samples_per_second, 2)
         out["trainable_fraction"] = (self.trainable_params / self.total_params) if self.total_params else 0.0
         out["core_hours"], out["gpu_hours"] = round(self.core_hours, 6), round(self.gpu_hours, 6)

@@ -126,6 +126,7 @@ def retrain(run_dir, feedback, *, out, data_dir: str | None = None, settings: Re
     device = run.device
     original = prepare_data(cfg, data_dir)
     model = load_classifier(model_dir(run_dir), merge=False)
+    model.mixed_precision = cfg.train.mixed_precision  # champion and challenger score alike, as the report says
     inherited = trained_feedback(run_dir)
     plan = plan_feedback(feedback, model.labels, original.data.test.texts, settings, trained=inherited)
     say(progress, plan_summary(plan.counts))

@@ -117,6 +117,7 @@ def retrain_multilabel(run_dir: Path, cfg, feedback: list, *, out: Path, data_di
     original, set_aside = load_multilabel_run_data(cfg.data, data_dir)
     original_train = limit_multilabel_train(original.train, cfg.data.train_limit)
     model = load_classifier(model_dir(run_dir), merge=False)
+    model.mixed_precision = cfg.train.mixed_precision  # champion and challenger score alike, as the report says
     inherited = trained_feedback(run_dir)
     plan = plan_feedback(feedback, model.labels, original.test.texts, settings, trained=inherited, multi_label=True)
     say(progress, plan_summary(plan.counts))

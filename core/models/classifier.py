@@ -7,7 +7,8 @@ every other text model here. The head can start from a linear probe fitted on fr
 (see `init_head_from_probe`), which is where a well-pooled frozen encoder already stands.
 
 Saved layout (`model/`, safetensors only):
-  classifier.json      pooling, normalize, labels, peft, the backbone's name + weights_sha256
+  classifier.json      pooling, normalize, labels, peft, the backbone's name + weights_sha256,
+                       mixed_precision (the setting; resolved again wherever the model predicts)
   head.safetensors     the linear head (weight, bias)
   encoder/             full fine-tune: a standard transformers + sentence-transformers directory
   adapter/             LoRA/IA3: the peft adapter only (the base encoder is the named backbone)
@@ -17,6 +18,10 @@ The head is saved on its own, so a LoRA model never loses it on reload or merge 
 A run names its backbone (`minilm`, `tiny`, a hub id) and never records where it sat on the
 training machine, so a run directory loads wherever the package is installed; the weights'
 checksum is verified on load (core.models.backbones.verify_weights).
+Precision: inference runs the encoder under `mixed_precision` as core.foundation.precision resolves
+it on the device it predicts on (bf16 autocast on a CPU with native bf16 under `auto`); the pooled
+embeddings are cast back to float32 before the head, the softmax and NumPy. A run saved before the
+setting was recorded predicts in float32, as it did then.
 Leaves out: the training loop (core.classify.train) and metrics (core.evaluation.metrics).
 """
 
@@ -32,6 +37,7 @@ from torch import nn
 
 from core.confidence.ood import OutOfScopeDetector
 from core.foundation.errors import UserError
+from core.foundation.precision import autocast, resolve_precision
 from core.models.backbones import (
     Backbone,
     load_backbone,
@@ -83,6 +89,7 @@ class TextClassifier(nn.Module):
         self.head = nn.Linear(encoder.config.hidden_size, len(labels))
         self.temperature = 1.0  # set by calibration (core.confidence.calibrate); divides logits in predict_proba
         self.ood = None  # a core.confidence.ood.OutOfScopeDetector, set by core.classify.recipes.fit_confidence
+        self.mixed_precision = "auto"  # the recipe's train.mixed_precision: how inference computes (see precision_on)
 
     @property
     def sentence_encoder(self) -> SentenceEncoder:
@@ -103,32 +110,40 @@ class TextClassifier(nn.Module):
     # Inference runs through SentenceEncoder.map_batches: length-bucketed, eval mode, no gradients.
     # The head is applied without self.dropout, so the classifier's own train/eval mode is irrelevant.
 
+    def precision_on(self, device: str) -> str:
+        """What inference on `device` computes in: `mixed_precision` resolved on this machine."""
+        return resolve_precision(self.mixed_precision, device)
+
     def encode(self, texts: list[str], batch_size: int = 64, device: str = "cpu") -> np.ndarray:
         """Pooled embeddings, in input order (batches are length-bucketed for speed)."""
-        return self.sentence_encoder.encode(texts, batch_size=batch_size, device=device)
+        return self._batched(texts, batch_size, device, lambda emb: emb, self.encoder.config.hidden_size)
 
     def predict_logits(self, texts: list[str], batch_size: int = 64, device: str = "cpu") -> np.ndarray:
-        return self._batched(texts, batch_size, device, lambda b: self.head(self.embed(**b)), len(self.labels))
+        return self._batched(texts, batch_size, device, self.head, len(self.labels))
 
     def predict_proba(self, texts: list[str], batch_size: int = 64, device: str = "cpu") -> np.ndarray:
         """Calibrated class probabilities: softmax(logits / temperature)."""
         t = self.temperature
-        return self._batched(texts, batch_size, device,
-                             lambda b: torch.softmax(self.head(self.embed(**b)) / t, dim=-1), len(self.labels))
+        return self._batched(texts, batch_size, device, lambda emb: torch.softmax(self.head(emb) / t, dim=-1),
+                             len(self.labels))
 
     def predict_all(self, texts: list[str], batch_size: int = 64, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
         """(logits, pooled embeddings) in one pass, for out-of-scope scoring."""
         width = len(self.labels) + self.encoder.config.hidden_size
-
-        def both(b):
-            emb = self.embed(**b)
-            return torch.cat([self.head(emb), emb], dim=-1)
-
-        out = self._batched(texts, batch_size, device, both, width)
+        out = self._batched(texts, batch_size, device, lambda emb: torch.cat([self.head(emb), emb], dim=-1), width)
         return out[:, :len(self.labels)], out[:, len(self.labels):]
 
-    def _batched(self, texts, batch_size, device, fn, width: int) -> np.ndarray:
-        return self.sentence_encoder.map_batches(texts, fn, width, batch_size=batch_size, device=device)
+    def _batched(self, texts, batch_size, device, from_embeddings, width: int) -> np.ndarray:
+        """[len(texts), width]: `from_embeddings` applied to float32 pooled embeddings of each batch,
+        the encoder run under the precision this device resolves to (`precision_on`)."""
+        precision = self.precision_on(device)
+
+        def batch_out(batch):
+            with autocast(precision, device):
+                emb = self.embed(**batch)
+            return from_embeddings(emb.float())
+
+        return self.sentence_encoder.map_batches(texts, batch_out, width, batch_size=batch_size, device=device)
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -215,7 +230,7 @@ def save_classifier(model: TextClassifier, directory: Path) -> Path:
     meta = {"format_version": FORMAT_VERSION, "labels": model.labels, "pooling": model.pooling,
             "normalize": model.normalize, "max_length": model.max_length, "peft": model.peft,
             "backbone": model.backbone.name, "hidden_size": model.encoder.config.hidden_size,
-            "temperature": model.temperature}
+            "temperature": model.temperature, "mixed_precision": model.mixed_precision}
     if model.peft in ADAPTERS or model.peft == "frozen":  # the saved files need the base encoder
         meta |= save_backbone_record(model.backbone, directory)
     if model.ood is not None:
@@ -270,6 +285,7 @@ def load_classifier(directory: Path, *, merge: bool = True) -> TextClassifier:
     head = load_file(directory / "head.safetensors")
     model.head.load_state_dict(head)
     model.temperature = float(meta.get("temperature", 1.0))
+    model.mixed_precision = meta.get("mixed_precision", "no")  # older runs predicted in float32
     model.ood = load_ood(directory, meta)
     model.eval()
     return model

@@ -7,8 +7,9 @@ how to load it and its own sections, and composes them with what this module hol
 task: the front matter (`front_matter`: library and pipeline tag from the task's `HubKind`, the
 base model, dataset, license, tags, a model-index of the test metrics), the training data, the
 metrics per split, the cost, how to reproduce the run and the limitations every run shares
-(`card_text` puts them together). Hand-written instead of huggingface_hub's ModelCard templates:
-those are Jinja templates for generic Trainer runs; ours come from our own report keys (data card,
+(`card_text` puts them together), and the precision a run computed in for the tasks that record
+it (`precision_section`). Hand-written instead of huggingface_hub's ModelCard templates: those
+are Jinja templates for generic Trainer runs; ours come from our own report keys (data card,
 cost ledger, confidence), and a card must stay a pure function of the report so it renders
 offline, in tests, for any task. `license` in the front matter is the training data's, as its
 data card states it (the backbone's own license applies to the weights too; the card says so).
@@ -25,7 +26,7 @@ import yaml
 
 from core.data.catalog import list_cards, load_card
 from core.models.backbones import TINY, is_local_backbone
-from core.runs.markdown import markdown_table
+from core.runs.markdown import markdown_table, precision_description
 
 # our backbone aliases -> the hub ids they are copies of (core.models.backbones ships them as packages)
 BASE_MODELS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "mpnet": "sentence-transformers/all-mpnet-base-v2"}
@@ -164,6 +165,26 @@ def cost_section(report: dict) -> list[str]:
     device = (report.get("environment") or {}).get("device")
     if device:
         lines.append(f"\nMeasured on `{device}` ({(report.get('environment') or {}).get('cpus', '?')} CPUs).")
+    return lines
+
+
+def precision_section(report: dict, exported: bool = False) -> list[str]:
+    """## Precision (after a blank line): what the run computed in and what a loaded copy (or, `exported`,
+    the export in plain transformers) computes in; [] when the report records no precision."""
+    precision = report.get("precision") or {}
+    text = precision_description(precision)
+    if not text:
+        return []
+    lines = ["", "## Precision", "", f"Trained, calibrated and evaluated in {text}."]
+    if exported:
+        lines.append("This export holds float32 weights: plain `transformers` computes in float32 unless the "
+                     "caller runs it under `torch.autocast`.")
+    elif precision.get("mixed_precision") == "auto":
+        lines.append("Loaded on another machine, `auto` is resolved again there: bf16 autocast on a CPU with "
+                     "native bf16 (avx512_bf16 or amx_bf16), float32 on a CPU without it, bf16 or fp16 on a GPU.")
+    elif precision.get("mixed_precision") == "bf16":
+        lines.append("Loaded anywhere, it predicts in bf16 autocast: emulated, and slower, on a CPU without "
+                     "native bf16.")
     return lines
 
 

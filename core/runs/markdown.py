@@ -4,7 +4,8 @@
 ReportRenderer: core.classify.report for classification, solutions.recsys.report for the item
 encoder), each a function `report -> lines` that returns [] when the report lacks what it shows.
 This module holds the sections every task shares: what the run is (`header_section`: recipe,
-mode, backbone, data, when, how long, where), its data as counts (`data_section`) with the data
+mode, backbone, data, when, how long, where, the precision it computed in:
+`precision_description`), its data as counts (`data_section`) with the data
 card, its metrics per split (`metrics_section`), the cost with units (`cost_section`), and the
 number formats, tables and plot captions the tasks' own sections use. Every section reads only the
 keys it needs with defaults, so reports of older versions (fewer keys) render what they hold.
@@ -83,6 +84,21 @@ def _model_line(model: dict) -> str:
     return text
 
 
+def precision_description(precision: dict) -> str:
+    """A report's `precision` section in words: `bf16 autocast (mixed_precision=auto, on a CPU with
+    native bf16: amx_bf16)`; "" when the report records none."""
+    resolved = precision.get("resolved")
+    if not resolved:
+        return ""
+    how = {"fp32": "float32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}.get(resolved, resolved)
+    cpu = precision.get("cpu_bf16")
+    where = ""
+    if isinstance(cpu, dict):
+        where = (f", on a CPU with native bf16: {', '.join(cpu.get('flags') or [])}" if cpu.get("native")
+                 else f", on a CPU without native bf16 ({cpu.get('capability') or 'no avx512_bf16 or amx_bf16'})")
+    return f"{how} (mixed_precision={precision.get('mixed_precision')}{where})"
+
+
 def header_section(report: dict) -> list[str]:
     cfg, cost, env = report.get("config") or {}, report.get("cost") or {}, report.get("environment") or {}
     data = report.get("data") or {}
@@ -113,6 +129,8 @@ def header_section(report: dict) -> list[str]:
                  f"load average {env['load_average_1_5_15'][0]}" if env.get("load_average_1_5_15") else "",
                  ", ".join(f"{p} {v}" for p, v in packages.items() if v and p in ("torch", "transformers"))]
         lines.append(f"- **ran on**: {'; '.join(w for w in where if w)}")
+    if (report.get("precision") or {}).get("resolved"):
+        lines.append(f"- **precision**: {precision_description(report['precision'])}")
     return lines
 
 
