@@ -106,7 +106,7 @@ class StaticConfig:
     from `source`, then a logistic-regression head on it (model.probe_c, model.probe_c_search)."""
 
     source: str = ""  # "" = model.backbone; or a run directory: distil its fine-tuned encoder (LoRA merged)
-    pca_dims: int = setting(256, minimum=0)  # PCA dimensions of the table; 0 = keep the encoder's width
+    pca_dims: int = setting(256, minimum=0)  # PCA dimensions of the table (at most the encoder's); 0 = keep its width
     sif_coefficient: float = setting(1e-4, positive=True, below=1)  # token weights a / (a + p(token)) (SIF)
     max_length: int = setting(512, positive=True)  # tokens read per text (model2vec cuts longer texts)
 

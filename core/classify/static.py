@@ -19,7 +19,6 @@ import numpy as np
 
 from core.classify.run_data import RunData
 from core.data.splits import LabelMap
-from core.foundation.errors import UserError
 from core.models.backbones import load_backbone
 from core.models.classifier import choose_probe_c, load_classifier, probe_head
 from core.models.predictor import model_dir
@@ -59,10 +58,8 @@ def distill_static(settings, backbone: str, device: str):
     from model2vec.distill import distill_from_model  # lazy: an optional extra ([static]); loads torch
 
     encoder, tokenizer, pooling, path, source = distill_source(settings, backbone)
-    dims = settings.pca_dims or None
-    if dims is not None and dims > encoder.config.hidden_size:
-        raise UserError(f"static.pca_dims={dims} is more than the encoder's {encoder.config.hidden_size} "
-                        f"dimensions; give at most {encoder.config.hidden_size}, or 0 to keep them all")
+    # a table cannot be wider than the encoder: pca_dims past its width keeps them all (the report's embedding_dim)
+    dims = min(settings.pca_dims, encoder.config.hidden_size) if settings.pca_dims else None
     with local_name(encoder, path or encoder.name_or_path):
         static_model = distill_from_model(model=encoder, tokenizer=tokenizer, device=device, pca_dims=dims,
                                           sif_coefficient=settings.sif_coefficient, quantize_to="float32",
