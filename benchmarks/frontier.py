@@ -226,7 +226,7 @@ def static_priors() -> list[dict]:
     written under that name, so a smoke run never becomes a prior."""
     r = _read("static_tier")
     records = []
-    for domain, d in (r or {}).get("domains", {}).items():
+    for d in (r or {}).get("domains", {}).values():
         acc = {s["key"]: s["accuracy"] for s in d["systems"]}
         if "static" in acc and "probe-torch" in acc:
             records.append({"system": "static", "measure": "offset_vs_probe", "value": acc["static"] - acc["probe-torch"],

@@ -162,9 +162,9 @@ def run_domain(domain: str, args, work: Path) -> dict:
 
 
 def table(record: dict) -> str:
-    lines = [f"Load average before {record['load_average_before']}, after {record['load_average_after']}; "
-             f"{record['config']['threads']} threads for torch and ONNX Runtime; median of {record['config']['repeats']} "
-             f"interleaved rounds.", "![static tier](static_tier.png)", "",
+    lines = [(f"Load average before {record['load_average_before']}, after {record['load_average_after']}; "
+              f"{record['config']['threads']} threads for torch and ONNX Runtime; median of {record['config']['repeats']} "
+              f"interleaved rounds."), "![static tier](static_tier.png)", "",
              "| domain | system | test acc | texts/s (batch 64) | single-query p50 ms | busy cores | model MB | train wall s | train CPU s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for domain, d in record["domains"].items():

@@ -239,9 +239,8 @@ def measure_static(data, *, backbone: str, pca_dims: int, device: str, min_secon
     ids = np.random.default_rng(0).choice(vocab, size=min(vocab, STATIC_SAMPLE + 64), replace=False)
     wrap = [[tok.cls_token_id, int(i), tok.sep_token_id] if tok.cls_token_id is not None else [int(i)] for i in ids]
     create_embeddings(b.encoder, wrap[:64], device, tok.pad_token_id or 0)  # warm-up: a fresh model's first pass is slower
-    with CostLedger() as ledger:
-        with watch("token_pass"):
-            create_embeddings(b.encoder, wrap[64:], device, tok.pad_token_id or 0)
+    with CostLedger() as ledger, watch("token_pass"):
+        create_embeddings(b.encoder, wrap[64:], device, tok.pad_token_id or 0)
     dims = min(pca_dims or hidden, hidden)
     table = np.random.default_rng(0).standard_normal((vocab, hidden)).astype(np.float32)
     with watch("pca"):

@@ -10,10 +10,10 @@ import pytest
 
 pytest.importorskip("model2vec", reason="the static tier needs the static extra: pip install -e '.[static]'")
 
-from core.classify.config import load_recipe_file  # noqa: E402
-from core.classify.recipes import run_recipe  # noqa: E402
-from tests.conftest import write_csv, write_toy_splits  # noqa: E402
-from verticals.registry import RECIPES  # noqa: E402
+from core.classify.config import load_recipe_file
+from core.classify.recipes import run_recipe
+from tests.conftest import write_csv, write_toy_splits
+from verticals.registry import RECIPES
 
 TINY = {"backbone": "tiny", "static.pca_dims": "16", "probe_c": "100"}
 
@@ -81,9 +81,9 @@ def test_verticals_predict_and_eval_take_a_static_run(intent_run, capsys):
 
 def test_the_finance_monitor_scores_the_demo_stream_with_a_static_run(sentiment_run, tmp_path):
     import verticals
+    from core.models.predictor import load_run
     from solutions.finance.monitor.scoring import Scored, score_documents
     from solutions.finance.monitor.sources import Document
-    from core.models.predictor import load_run
     from tests.finance.conftest import demo_stream_dir
 
     model = load_run(sentiment_run)

@@ -9,12 +9,12 @@ import pytest
 
 pytest.importorskip("model2vec", reason="the static tier needs the static extra: pip install -e '.[static]'")
 
-from core.classify.config import build_recipe  # noqa: E402
-from core.classify.recipes import run_recipe  # noqa: E402
-from core.foundation.errors import UserError  # noqa: E402
-from core.models.classifier import load_classifier, probe_head  # noqa: E402
-from core.models.predictor import Predictor, load_run  # noqa: E402
-from core.models.static import StaticClassifier, load_static  # noqa: E402
+from core.classify.config import build_recipe
+from core.classify.recipes import run_recipe
+from core.foundation.errors import UserError
+from core.models.classifier import load_classifier, probe_head
+from core.models.predictor import Predictor, load_run
+from core.models.static import StaticClassifier, load_static
 
 STATIC = {"mode": "static", "model": {"backbone": "tiny", "probe_c": 100.0, "ood_scorer": "knn"},
           "static": {"pca_dims": 16}, "train": {"epochs": 0}}
