@@ -106,7 +106,7 @@ def systems_of(domain: str, args, work: Path) -> list[dict]:
         out.append({"key": "static-finetuned", "system": "static (model2vec from the fine-tuned run)",
                     "runtime": "static", "run": work / f"{domain}-static-ft", "report": report})
         export_run_onnx(finetuned, int8=True)
-        out += [{"key": f"finetuned-{rt}", "system": f"fine-tuned MiniLM ({label})", "runtime": rt,
+        out += [{"key": f"finetuned-{rt}", "system": f"fine-tuned {encoder} ({label})", "runtime": rt,
                  "run": Path(finetuned), "report": None} for rt, label in RUNTIMES]
     return out
 
