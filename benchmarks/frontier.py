@@ -3,7 +3,7 @@
 Reads benchmarks/results/*.json: banking77 and support_banking77 (support: TF-IDF, probe, full,
 LoRA, zero-shot, few-shot and the mpnet probe at k shots), finance_phrasebank (finance),
 training_methods_{support,finance} (10% of the labels: full fine-tune variants, IA3, LoRA ranks),
-and inference_cost (written by `--measure`: TF-IDF, MiniLM and mpnet texts/s on each domain's test
+static_tier (the static-embedding tier, both domains, with its own NumPy speed), and inference_cost (written by `--measure`: TF-IDF, MiniLM and mpnet texts/s on each domain's test
 texts, here) plus the ONNX rows of support_banking77's latency table. For every system: test
 accuracy, training cost (core-hours = the ledger's cpu_seconds / 3600 where the record has it,
 else wall seconds x the machine's cores, marked *), dollars at core.foundation.cost.Prices (assumed
@@ -11,7 +11,8 @@ defaults unless VERTICALS_USD_PER_* are set), and inference dollars per 1e6 pred
 runtime. Pareto points (nothing cheaper is at least as accurate) are marked per axis. Writes
 results/frontier.{json,md}, results/frontier_<domain>.png, the README block, and the planner's
 priors (core/plan/priors.json: the share of the probe's error that full fine-tunes and LoRA closed,
-and IA3's offset to the full fine-tune).
+IA3's offset to the full fine-tune, and the static tier's offset to the probe; a prior with no
+record yet is listed under `pending` with the benchmark that measures it).
 
     python -m benchmarks.frontier [--measure [--data-dir D]]
 """
@@ -30,6 +31,7 @@ from core.plan.predict import PRIORS_FILE
 from core.plan.planner import pareto
 
 DOMAINS = {"support": "banking77", "finance": "financial_phrasebank"}
+DOMAIN_STATIC = {"support": "support/intent-static", "finance": "finance/sentiment-static"}
 
 
 def _read(name: str) -> dict | None:
@@ -38,6 +40,8 @@ def _read(name: str) -> dict | None:
 
 
 def _runtime(system: str) -> str | None:
+    if system.startswith("static"):
+        return "static"
     if system.startswith("TF-IDF"):
         return "tfidf"
     if "mpnet" in system:
@@ -67,7 +71,7 @@ def support_points() -> list[dict]:
             out.append(_point("support", f"{f['recipe']} ({f['shots']} per class)", "support_banking77",
                               f["shots"] * r["data"]["num_labels"], f["mean"], wall_seconds=f["mean_wall_seconds"],
                               cores=cores))
-    return out + methods_points("support")
+    return out + methods_points("support") + static_points("support")
 
 
 def finance_points() -> list[dict]:
@@ -76,7 +80,31 @@ def finance_points() -> list[dict]:
         for s in r["systems"]:
             out.append(_point("finance", s["system"], "finance_phrasebank", 0 if s["key"] == "zeroshot" else r["data"]["train"],
                               s["test"]["accuracy"], cpu_seconds=s["cost"]["cpu_seconds"]))
-    return out + methods_points("finance")
+    return out + methods_points("finance") + static_points("finance")
+
+
+def static_points(domain: str) -> list[dict]:
+    """The static tier distilled from the backbone (benchmarks/static_tier.py), with its ledger's CPU time."""
+    r = _read("static_tier")
+    d = (r or {}).get("domains", {}).get(domain)
+    if not d:
+        return []
+    return [_point(domain, f"{s['system']} ({DOMAIN_STATIC[domain]})", "static_tier", d["data"]["train_used"],
+                   s["accuracy"], cpu_seconds=s["train"]["cpu_seconds"]) for s in d["systems"] if s["key"] == "static"]
+
+
+def static_runtime_rows(prices: Prices) -> list[dict]:
+    """The static tier's own inference speed (NumPy), from benchmarks/static_tier.py."""
+    r = _read("static_tier")
+    rows = []
+    for domain, d in (r or {}).get("domains", {}).items():
+        for s in d["systems"]:
+            if s["key"] == "static":
+                rows.append({"domain": domain, "runtime": "static", "texts_per_second": s["texts_per_second"],
+                             "busy_cores": s["busy_cores"], "p50_ms": s["p50_ms"], "cores_basis": "cpu",
+                             "usd_per_million": usd_per_million(s["texts_per_second"], cores=max(s["busy_cores"], 1.0),
+                                                                prices=prices)})
+    return rows
 
 
 def methods_points(domain: str) -> list[dict]:
@@ -106,7 +134,7 @@ def runtime_rows(prices: Prices) -> list[dict]:
                          "texts_per_second": lat["batch64_texts_per_second"], "busy_cores": threads,
                          "p50_ms": lat["p50_ms"], "cores_basis": "threads",
                          "usd_per_million": usd_per_million(lat["batch64_texts_per_second"], cores=threads, prices=prices)})
-    return rows
+    return rows + static_runtime_rows(prices)
 
 
 def measure_inference(data_dir: str | None) -> None:
@@ -182,10 +210,28 @@ def priors(points: list[dict]) -> dict:
             train_rows = r["runs"][0]["train_used"] if r.get("runs") else None
             records.append({"system": "ia3", "measure": "offset_vs_full", "value": by["ia3"] - by["baseline"],
                             **_regime(f"training_methods_{domain}", num_labels, train_rows)})
+    records += static_priors()
+    pending = [] if any(r["system"] == "static" for r in records) else [
+        {"system": "static", "measure": "offset_vs_probe", "measured_by": "python -m benchmarks.static_tier"}]
     return {"generated_by": "python -m benchmarks.frontier", "date": time.strftime("%Y-%m-%d"),
             "source": "benchmarks/results: gap closure of the full fine-tune and LoRA over the probe (full labels, "
-                      "test); training_methods_* (IA3 - full fine-tune, 10% labels)",
-            "records": records}
+                      "test); training_methods_* (IA3 - full fine-tune, 10% labels); static_tier (static tier - "
+                      "probe, same rows, test)",
+            "records": records, "pending": pending}
+
+
+def static_priors() -> list[dict]:
+    """The static tier's accuracy minus the MiniLM probe's (PyTorch), per domain of static_tier.json
+    (both trained on the same rows there and scored on the same test rows); a --quick record is never
+    written under that name, so a smoke run never becomes a prior."""
+    r = _read("static_tier")
+    records = []
+    for d in (r or {}).get("domains", {}).values():
+        acc = {s["key"]: s["accuracy"] for s in d["systems"]}
+        if "static" in acc and "probe-torch" in acc:
+            records.append({"system": "static", "measure": "offset_vs_probe", "value": acc["static"] - acc["probe-torch"],
+                            **_regime("static_tier", d["data"]["num_labels"], d["data"]["train_used"])})
+    return records
 
 
 def plot(domain: str, rows: list[dict], path: Path) -> None:
@@ -219,7 +265,8 @@ def table(rows: list[dict], runtimes: list[dict], prices: Prices, pareto_only: b
     out = [f"Prices (assumed defaults, core.foundation.cost.Prices): ${prices.usd_per_core_hour}/core-hour, "
            f"${prices.usd_per_gpu_hour}/GPU-hour. * = core-hours from wall seconds x the record machine's cores "
            "(the record has no CPU time). P = on the Pareto frontier (training cost / inference cost). Labels = "
-           "labelled training examples used. Inference: each system on its PyTorch runtime (`--measure`).", ""]
+           "labelled training examples used. Inference: each system on its PyTorch runtime (`--measure`); the "
+           "static tier on its own (NumPy, benchmarks/static_tier.py).", ""]
     for domain in DOMAINS:
         out += [f"**{domain}** ({DOMAINS[domain]}): ![frontier](benchmarks/results/frontier_{domain}.png)", "",
                 "| system | labels | test acc | train core-h | train $ | $/1M predictions | P train | P infer |",

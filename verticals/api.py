@@ -101,7 +101,8 @@ def plan(data: str | os.PathLike, target: float = 0.9, *, budget: str = "", late
     Returns the plan (`recommendation`, `predictions`, `learning_curve`, `more_labels`); with
     `out`, writes plan.json and plan.png there; `run=True` also trains the recommended recipe
     into out/run-<recipe> and adds its path as `run` and predicted vs actual as `outcome`."""
-    from core.plan.planner import make_plan, plan_config, plot_plan, run_recommended  # lazy: loads torch
+    from core.plan.planner import make_plan, plan_config, run_recommended  # lazy: loads torch
+    from core.plan.plot import plot_plan  # lazy: loads matplotlib
 
     with quieted(True):
         cfg = plan_config(_settings(settings, {"data": data, "target": target, "budget": budget,

@@ -201,9 +201,9 @@ def cmd_plan(args) -> int:
         format_plan,
         make_plan,
         plan_config,
-        plot_plan,
         run_recommended,
     )
+    from core.plan.plot import plot_plan  # lazy: loads matplotlib, as above
 
     cfg = plan_config(parse_overrides(args.settings))
     out = Path(args.out) if args.out else default_out("plan")

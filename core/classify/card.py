@@ -29,6 +29,15 @@ def summary(report: dict, exported: bool) -> list[str]:
     model_cfg = cfg.get("model", {})
     peft = model_cfg.get("peft", "none")
     merged = " (merged into the encoder weights here)" if exported and peft in ("lora", "ia3") else ""
+    if cfg.get("mode") == "static":
+        source = (report.get("static") or {}).get("source") or f"backbone {model_cfg.get('backbone')}"
+        return [f"A {len(report.get('labels') or [])}-label text classifier of the static-embedding tier, trained "
+                f"with the verticals recipe `{cfg.get('name') or 'verticals model'}` (mode static) from {source}.",
+                cfg.get("description") or "", "",
+                "Architecture: a model2vec static table (every token's vector, distilled once from the encoder, "
+                "PCA-reduced and SIF-weighted); a text's embedding is the normalised mean of its tokens' vectors, "
+                "then one linear layer; probabilities are softmax over the calibrated logits. It runs in NumPy "
+                "and has no transformers or ONNX export."]
     return [f"A {len(report.get('labels') or [])}-label text classifier trained with the verticals recipe "
             f"`{cfg.get('name') or 'verticals model'}` (mode {cfg.get('mode', 'finetune')}, "
             f"{METHODS.get(peft, peft)}{merged}) on the backbone `{model_cfg.get('backbone')}`.",
@@ -63,6 +72,13 @@ def loading_section(exported: bool) -> list[str]:
               "verticals export hf RUN_DIR OUT   # a directory plain transformers loads", "```", "",
               "or in Python: `import verticals; verticals.load(\"RUN_DIR\").predict([\"where is my order?\"])`."]
     return lines
+
+
+STATIC_LOADING = ["With verticals and its `static` extra installed (`pip install 'verticals[static]'`), on the run "
+                  "directory:", "", "```bash", "verticals predict RUN_DIR \"where is my order?\"", "```", "",
+                  "or in Python: `import verticals; verticals.load(\"RUN_DIR\").predict([\"where is my order?\"])`. "
+                  "`model/static/` is model2vec's own directory (`model2vec.StaticModel.from_pretrained`); the head is "
+                  "`model/head.safetensors` (weight, bias) and the labels are in `model/classifier.json`."]
 
 
 def labels_table(report: dict) -> list[str]:
@@ -106,7 +122,9 @@ def limitations(report: dict) -> list[str]:
 
 def model_card(report: dict, *, exported: bool = False) -> str:
     """README.md text for a classification run (or, `exported`, for its `verticals export hf` directory)."""
-    sections = ["", "## How to load", "", *loading_section(exported),
+    static = (report.get("config") or {}).get("mode") == "static"
+    loading = STATIC_LOADING if static else loading_section(exported)
+    sections = ["", "## How to load", "", *loading,
                 "", "## Labels", "", *labels_table(report),
                 *data_and_metrics(report),
                 "", "## Calibration and out-of-scope", "", *confidence_section(report, exported),

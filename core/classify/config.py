@@ -1,5 +1,5 @@
 """The classification recipe schema: RecipeConfig and its sections (data, model, train, contrastive,
-zero-shot, tracking), built and validated by core.foundation.settings.
+zero-shot, static, tracking), built and validated by core.foundation.settings.
 
 `build_recipe(raw, overrides)` / `load_recipe_file(path, overrides)` give a frozen RecipeConfig
 from a recipe's YAML plus `key=value` overrides; `parse_file_options` checks how `verticals eval`
@@ -103,6 +103,17 @@ class ZeroShotConfig:
 
 
 @dataclass(frozen=True)
+class StaticConfig:
+    """The static-embedding tier (`mode: static`, core.classify.static): a model2vec table distilled
+    from `source`, then a logistic-regression head on it (model.probe_c, model.probe_c_search)."""
+
+    source: str = ""  # "" = model.backbone; or a run directory: distil its fine-tuned encoder (LoRA merged)
+    pca_dims: int = setting(256, minimum=0)  # PCA dimensions of the table (at most the encoder's); 0 = keep its width
+    sif_coefficient: float = setting(1e-4, positive=True, below=1)  # token weights a / (a + p(token)) (SIF)
+    max_length: int = setting(512, positive=True)  # tokens read per text (model2vec cuts longer texts)
+
+
+@dataclass(frozen=True)
 class RecipeConfig:
     """A text-classification run (`task: classification`); `mode` picks the recipe function."""
 
@@ -112,12 +123,13 @@ class RecipeConfig:
     name: str = ""
     description: str = ""
     task: str = setting("classification", choices=("classification",))
-    mode: str = setting("finetune", choices=("probe", "finetune", "fewshot", "zeroshot"))
+    mode: str = setting("finetune", choices=("probe", "finetune", "fewshot", "zeroshot", "static"))
     device: str = setting("cpu", choices=("cpu", "cuda", "auto"))
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
+    static: StaticConfig = field(default_factory=StaticConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 

@@ -27,7 +27,6 @@ from core.evaluation.drift_baseline import save_drift_baseline
 from core.evaluation.metrics import plot_loss_curve
 from core.foundation.cost import Cost
 from core.foundation.precision import precision_section
-from core.models.classifier import save_classifier
 from core.runs.scaffold import RecipeRun
 
 
@@ -44,7 +43,7 @@ def finish(run: RecipeRun, data: RunData, model, result, cost: Cost, sections: d
     bank = data.train if data.scorer_bank is None else data.scorer_bank
     outputs = model.predict_all(data.data.validation.texts, device=device)  # calibration and the drift baseline
     confidence = fit_confidence(model, bank, data.data.validation, cfg, device, outputs=outputs)
-    save_classifier(model, run_dir / "model")
+    model.save(run_dir / "model")  # each model writes its own layout (TextClassifier, StaticClassifier)
     y_val = np.asarray(LabelMap(model.labels).encode(data.data.validation.labels))  # the accuracy estimator's fit
     drift = save_drift_baseline(model, *outputs, run_dir / "model", model_version=run_dir.name, seed=cfg.train.seed,
                                 labels=y_val)

@@ -6,6 +6,8 @@
 - `train_fewshot`: the contrastive phase on the encoder (core.classify.fewshot), the head, then an
   optional fine-tune.
 - `train_zeroshot`: no labelled training data; the head is built from label descriptions.
+- `train_static`: a static-embedding model distilled from the backbone or a fine-tuned run
+  (core.classify.static), a logistic-regression head on it; no gradient steps.
 
 `run_recipe` picks one by `cfg.mode` from `MODES`. Every mode opens its run with the scaffold every
 task shares (core.runs.scaffold.RecipeRun: claim, tracker, device, seed, ledger) and ends with
@@ -27,12 +29,14 @@ import torch
 from core.classify.fewshot import fit_contrastive, with_label_name_examples
 from core.classify.finish import finish
 from core.classify.run_data import RunData, load_run_data, prepare_data
+from core.classify.static import distill_static, fit_static_head
 from core.classify.train import FitResult, fit, has_checkpoint
 from core.data.splits import LabelMap, Split
 from core.foundation.errors import UserError
 from core.foundation.settings import read_yaml_mapping
 from core.models.backbones import load_backbone
 from core.models.classifier import LoraSettings, build_classifier, choose_probe_c, init_head_from_probe
+from core.models.static import StaticClassifier
 from core.models.zeroshot import prototypes
 from core.runs.scaffold import RecipeRun
 
@@ -211,7 +215,27 @@ def label_descriptions(path: str, labels: list[str]) -> dict[str, list[str]]:
     return {label: list(raw[label]) for label in labels}
 
 
-MODES = {"probe": train_probe, "finetune": train_finetune, "fewshot": train_fewshot, "zeroshot": train_zeroshot}
+def train_static(cfg, run_dir: Path, *, data_dir: str | None = None, resume: bool = False,
+                 overwrite: bool = False, progress: bool = True) -> dict:
+    """The static-embedding tier: a model2vec table distilled from `static.source` (the backbone,
+    or a fine-tuned run), then a logistic-regression head on its embeddings (C chosen on
+    validation with probe_c_search). No gradient steps and no checkpoint; the run predicts in
+    NumPy (core.models.static) through the same Predictor contract as every other run."""
+    run = open_run(cfg, run_dir, resume=resume, overwrite=overwrite)
+    data = prepare_data(cfg, data_dir)
+    run.save_config()
+    with run.ledger() as ledger:
+        static_model, source = distill_static(cfg.static, cfg.model.backbone, run.device)
+        model = StaticClassifier(static_model, data.data.labels, source=source)
+        probe = fit_static_head(model, data, cfg.model)
+    section = {"static": {"source": source, "embedding_dim": model.dim, "vocabulary": len(static_model.tokens),
+                          "pca_dims": cfg.static.pca_dims, "sif_coefficient": cfg.static.sif_coefficient,
+                          "max_length": cfg.static.max_length}}
+    return finish(run, data, model, no_steps(), ledger.cost, probe_section(probe) | section)
+
+
+MODES = {"probe": train_probe, "finetune": train_finetune, "fewshot": train_fewshot, "zeroshot": train_zeroshot,
+         "static": train_static}
 
 
 def run_recipe(cfg, run_dir: Path, *, data_dir: str | None = None, resume: bool = False,

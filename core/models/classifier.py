@@ -46,6 +46,7 @@ from core.models.backbones import (
     write_sentence_transformers_files,
 )
 from core.models.encoder import SentenceEncoder
+from core.models.static import is_static
 
 FORMAT_VERSION = 2  # 2: the backbone by name + weights_sha256 (1 recorded its absolute path)
 BASE_COPY = "backbone"  # model/backbone/: the base encoder of a run built on a local directory
@@ -148,6 +149,10 @@ class TextClassifier(nn.Module):
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
+    def save(self, directory: Path) -> Path:
+        """The saved layout of the module docstring (save_classifier); every trained model has a `save`."""
+        return save_classifier(self, directory)
+
     def total_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -200,22 +205,31 @@ def init_head_from_probe(model: TextClassifier, texts: list[str], label_ids: lis
     Returns the probe's training accuracy. Starting from the probe means fine-tuning begins where a
     frozen encoder already is, instead of from a random head that first drags the encoder around.
     """
+    x = model.encode(texts, batch_size=batch_size, device=device) if embeddings is None else embeddings
+    weight, bias, accuracy = probe_head(x, label_ids, len(model.labels), c=c)
+    with torch.no_grad():
+        model.head.weight.copy_(torch.from_numpy(weight))
+        model.head.bias.copy_(torch.from_numpy(bias))
+    return accuracy
+
+
+def probe_head(x: np.ndarray, label_ids: list[int], num_labels: int, *, c: float = 10.0) -> tuple[np.ndarray, np.ndarray, float]:
+    """(weight [num_labels, dim], bias [num_labels], training accuracy) of a multinomial logistic
+    regression on embeddings `x`: a linear head for any model that embeds (the transformer
+    classifier's, the static tier's). Labels absent from `label_ids` get bias -1e4 (never predicted);
+    a binary fit's single row is split into two opposite halves, so softmax gives its probabilities."""
     from sklearn.linear_model import LogisticRegression  # lazy: scikit-learn costs start-up; only when used
 
-    x = model.encode(texts, batch_size=batch_size, device=device) if embeddings is None else embeddings
     y = np.asarray(label_ids)
     probe = LogisticRegression(C=c, max_iter=2000)
     probe.fit(x, y)
-    weight = np.zeros((len(model.labels), x.shape[1]), dtype=np.float32)
-    bias = np.full(len(model.labels), -1e4 if len(probe.classes_) < len(model.labels) else 0.0, dtype=np.float32)
+    weight = np.zeros((num_labels, x.shape[1]), dtype=np.float32)
+    bias = np.full(num_labels, -1e4 if len(probe.classes_) < num_labels else 0.0, dtype=np.float32)
     coef = probe.coef_ if len(probe.classes_) > 2 else np.vstack([-probe.coef_[0] / 2, probe.coef_[0] / 2])
     inter = probe.intercept_ if len(probe.classes_) > 2 else np.array([-probe.intercept_[0] / 2, probe.intercept_[0] / 2])
     weight[probe.classes_] = coef
     bias[probe.classes_] = inter
-    with torch.no_grad():
-        model.head.weight.copy_(torch.from_numpy(weight))
-        model.head.bias.copy_(torch.from_numpy(bias))
-    return float(probe.score(x, y))
+    return weight, bias, float(probe.score(x, y))
 
 
 # ---------------------------------------------------------------- save / load
@@ -264,6 +278,10 @@ def load_classifier(directory: Path, *, merge: bool = True) -> TextClassifier:
         raise UserError(f"{directory} is not a saved verticals model (no classifier.json). Give a run "
                         f"directory made by `verticals train` or its model/ folder.")
     meta = json.loads(meta_file.read_text())
+    if is_static(meta):
+        raise UserError(f"{directory} is a static-embedding run (a distilled static model, no transformer "
+                        f"encoder): it predicts through core.models.predictor.load_run, and has nothing to "
+                        f"export to ONNX or transformers or to warm-start a fine-tune from")
     if meta["peft"] in ADAPTERS:
         from peft import PeftModel  # lazy: peft pulls in torch and transformers
 

@@ -7,7 +7,9 @@ HTTP services take: the labels, a calibration temperature, an optional out-of-sc
 implement it:
 - core.models.classifier.TextClassifier: PyTorch (LoRA merged); zero-shot runs are saved as one too;
 - core.models.onnx_runtime.OnnxClassifier: ONNX Runtime, fp32 (`onnx`) or dynamically int8-quantised (`onnx-int8`);
-- core.models.zeroshot.ZeroShotClassifier: label descriptions and a backbone, no run directory.
+- core.models.zeroshot.ZeroShotClassifier: label descriptions and a backbone, no run directory;
+- core.models.static.StaticClassifier: a distilled static-embedding model + a linear head, in NumPy
+  (a static run's only runtime: `torch`, the default, loads it; the ONNX runtimes are refused).
 
 `load_run(path, runtime=...)` is the only place that turns a run directory (or its model/ folder)
 into a Predictor; `model_dir(path)` the only place that finds the model folder in a run.
@@ -26,6 +28,7 @@ import numpy as np
 
 from core.confidence.ood import OutOfScopeDetector
 from core.foundation.errors import UserError
+from core.models.static import is_static
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 MODEL_FILE = "classifier.json"
@@ -69,10 +72,18 @@ def model_dir(path: str | Path) -> Path:
 def load_run(path: str | Path, runtime: str = "torch", *, threads: int | None = None) -> Predictor:
     """The Predictor of a trained run. `runtime`: torch (LoRA merged into the weights), onnx or
     onnx-int8 (ONNX Runtime: `verticals export onnx RUN [--int8]` first). `threads`: ONNX
-    Runtime's intra-op threads (None: all cores; 1 is fastest for single queries)."""
+    Runtime's intra-op threads (None: all cores; 1 is fastest for single queries). A static-embedding
+    run (core.models.static) has one runtime, NumPy, which the default `torch` names."""
     if runtime not in RUNTIMES:
         raise UserError(f"unknown runtime '{runtime}'; choose one of {', '.join(RUNTIMES)}")
     directory = model_dir(path)
+    if is_static(json.loads((directory / MODEL_FILE).read_text())):
+        if runtime != "torch":
+            raise UserError(f"{path} is a static-embedding run: it runs in NumPy and has no ONNX twin; load it "
+                            f"with the default runtime (torch) instead of '{runtime}'")
+        from core.models.static import load_static  # lazy: needs the optional model2vec; `import verticals` must not
+
+        return load_static(directory)
     if runtime == "torch":
         from core.models.classifier import load_classifier  # lazy: loads torch; `import verticals` must not
 

@@ -12,6 +12,11 @@ metrics), one test pass (priced from the encoder's seconds per token and the tes
 count: its texts are tokenised, never scored), saving the model, the drift baseline and the plots
 (those three timed once here on validation outputs). The first encode of a fresh model is slower
 (thread pools, lazy init): `warmup_s` times it so a run's cold start is predicted too.
+The static tier (`measure_static`) is not distilled in full (a vocabulary's worth of encoder
+passes): model2vec's own token pass is timed on a sample of the vocabulary and scaled to all of it,
+its PCA is timed on a table of the full size, and a stand-in static model (a random table of the
+same shape on the backbone's tokenizer: the speed of a lookup does not depend on the values)
+is timed encoding the training and validation texts, saving, and serving (texts/s, p50).
 Leaves out: the test split's labels and scores, and GPU-specific timing tricks.
 """
 
@@ -216,3 +221,39 @@ def calibrate_recipe(recipe, data, *, steps: int, device: str) -> dict:
             "tiny_validation_s": watch.laps["tiny_validation"], "times": watch.laps,
             "busy_cores": ledger.cost.cpu_seconds / max(ledger.cost.wall_seconds, 1e-9),
             "peak_rss_mb": ledger.cost.peak_rss_mb, "trainable_params": model.trainable_parameters()}
+
+
+STATIC_SAMPLE = 1024  # vocabulary tokens passed through the encoder to time model2vec's distillation
+
+
+def measure_static(data, *, backbone: str, pca_dims: int, device: str, min_seconds: float = 1.0) -> dict:
+    """What the static recipe's parts take here (module docstring): distillation seconds (a timed
+    sample of the token pass, scaled to the vocabulary, plus PCA), encoding train + validation,
+    saving, and serving speed, with the busy cores and peak memory of the timed token pass."""
+    from model2vec import StaticModel  # lazy: an optional extra ([static]); the planner checks it first
+    from model2vec.distill.inference import apply_pca, create_embeddings  # lazy: as above; loads torch
+
+    watch, b = Stopwatch(), load_backbone(backbone)
+    tok = b.tokenizer
+    vocab, hidden = len(tok.get_vocab()), b.encoder.config.hidden_size
+    ids = np.random.default_rng(0).choice(vocab, size=min(vocab, STATIC_SAMPLE + 64), replace=False)
+    wrap = [[tok.cls_token_id, int(i), tok.sep_token_id] if tok.cls_token_id is not None else [int(i)] for i in ids]
+    create_embeddings(b.encoder, wrap[:64], device, tok.pad_token_id or 0)  # warm-up: a fresh model's first pass is slower
+    with CostLedger() as ledger, watch("token_pass"):
+        create_embeddings(b.encoder, wrap[64:], device, tok.pad_token_id or 0)
+    dims = min(pca_dims or hidden, hidden)
+    table = np.random.default_rng(0).standard_normal((vocab, hidden)).astype(np.float32)
+    with watch("pca"):
+        apply_pca(table, dims)
+    stand_in = StaticModel(vectors=table[:, :dims].copy(), tokenizer=tok.backend_tokenizer, normalize=True)
+    with watch("encode"):
+        for split in (data.train, data.validation):
+            stand_in.encode(list(split.texts), use_multiprocessing=False)
+    with tempfile.TemporaryDirectory() as tmp, watch("save"):
+        stand_in.save_pretrained(tmp)
+    speed = measure_throughput(lambda texts: stand_in.encode(texts, use_multiprocessing=False),
+                               data.validation.texts, min_seconds=min_seconds)
+    distill = watch.laps["token_pass"] * vocab / max(len(wrap) - 64, 1) + watch.laps["pca"]
+    return {"distill_seconds": distill, "vocabulary": vocab, "dims": dims, "times": watch.laps, "speed": speed,
+            "busy_cores": ledger.cost.cpu_seconds / max(ledger.cost.wall_seconds, 1e-9),
+            "peak_rss_mb": ledger.cost.peak_rss_mb}

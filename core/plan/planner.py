@@ -40,6 +40,13 @@ from our benchmark records, so it is an educated guess, not a measurement):
     pass (at the recipe's seconds per token; only the test split's token count is read) + saving
     the model (timed on the calibrated model) + drift baseline + plots (timed on validation outputs).
   Busy cores x ledger wall = core-hours; core-hours x price (core.foundation.cost.Prices) = dollars.
+- Static tier (`static`: a model2vec table distilled from the backbone + a logistic-regression
+  head): accuracy is a PRIOR, the probe's measured accuracy plus the static tier's recorded offset
+  to the probe (priors.json `offset_vs_probe`, written from benchmarks/static_tier.py's record; until
+  that benchmark has run the prior is `pending` and the system is left out, with that reason, as it
+  is without the `static` extra). Time and speed are measured on parts (core.plan.measure.measure_static:
+  a timed sample of the distillation scaled to the vocabulary, PCA, and a stand-in table's encoding,
+  saving and serving speed); the head is priced at the probe's C search + fit.
 - Inference: one throughput/latency measurement per runtime kind (TF-IDF; the encoder + linear
   head, which every encoder recipe serves with after LoRA/IA3 merge), priced per 1e6 predictions.
 `--run` (run_recommended) trains the pick and sets its predicted accuracy and times beside the
@@ -59,11 +66,11 @@ from pathlib import Path
 from core.classify.config import build_recipe
 from core.classify.recipes import run_recipe
 from core.data.catalog import load_classification
-from core.foundation.cost import Prices
+from core.foundation.cost import Prices, usd_per_million
 from core.foundation.device import resolve_device
 from core.foundation.errors import UserError
 from core.foundation.settings import build_config, setting
-from core.plan.measure import calibrate_recipe, measure_encoder, measure_tfidf, say, stderr
+from core.plan.measure import calibrate_recipe, measure_encoder, measure_static, measure_tfidf, say, stderr
 from core.plan.predict import (
     SHARES,
     curve_accuracy,
@@ -74,6 +81,7 @@ from core.plan.predict import (
     labels_for,
     load_priors,
     predicted_accuracy,
+    static_times,
 )
 
 _FINETUNE = {"mode": "finetune", "train": {"epochs": 3, "head_lr": 1e-3, "batch_size": 32, "warmup": 0.1, "patience": 2}}
@@ -86,6 +94,7 @@ RECIPES: dict[str, dict] = {
     "ia3": {**_FINETUNE, "model": {"peft": "ia3"}, "train": {**_FINETUNE["train"], "lr": 5e-3}},
     "lora": {**_FINETUNE, "model": {"peft": "lora", "lora_r": 8, "lora_alpha": 16}, "train": {**_FINETUNE["train"], "lr": 1e-3}},
     "full": {**_FINETUNE, "model": {"peft": "none"}, "train": {**_FINETUNE["train"], "lr": 1e-4}},
+    "static": {"mode": "static", "model": {"peft": "frozen", "probe_c_search": True}, "train": {"epochs": 0}},
 }
 SYSTEMS = ("tfidf", *RECIPES)
 UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
@@ -215,6 +224,14 @@ def make_plan(cfg: PlanConfig, *, data_dir: str | None = None, progress: bool = 
             preds.append(_prediction(name, "measured", acc, acc - se, acc + se, times[name],
                                      cost.cpu_seconds / max(cost.wall_seconds, 1e-9), cost.peak_rss_mb, e["speed"],
                                      e["usd_per_million"], prices))
+    skipped = {}
+    if "static" in systems:
+        static = static_prediction(cfg, data, e, priors, load_s, prices, device, progress)
+        if isinstance(static, str):
+            skipped["static"] = static
+        else:
+            times["static"] = static[1]
+            preds.append(static[0])
     calibration = {}
     for name in (s for s in systems if RECIPES.get(s, {}).get("mode") == "finetune"):
         say(progress, f"{name}: calibrating {cfg.calibration_steps} optimizer steps")
@@ -244,9 +261,30 @@ def make_plan(cfg: PlanConfig, *, data_dir: str | None = None, progress: bool = 
                 "tfidf_c": t["c"] if "tfidf" in systems else None, "probe_c": e["c"], "tokens": e["tokens"],
                 "data_load_s": load_s, "probe_steps_s": e["times"],
                 "encode_s_per_token": e["encode_s_per_token"]},
-            "time_parts": times,
+            "time_parts": times, "skipped": skipped,
             "priors": {"source": priors["source"], "gap_closure": priors["gap_closure"],
-                       "offset_vs_full": priors["offset_vs_full"], "records": priors["records"]}}
+                       "offset_vs_full": priors["offset_vs_full"], "offset_vs_probe": priors["offset_vs_probe"],
+                       "records": priors["records"], "pending": priors["pending"]}}
+
+
+def static_prediction(cfg, data, e: dict, priors: dict, load_s: float, prices, device: str,
+                      progress: bool) -> tuple[Prediction, dict] | str:
+    """(prediction, time parts) of the static tier (module docstring), or why it is left out."""
+    from importlib.util import find_spec  # lazy: only when the static tier is planned
+
+    if find_spec("model2vec") is None:
+        return "needs the static extra: pip install 'verticals[static]'"
+    if "static" not in priors["offset_vs_probe"]:
+        return "no measured prior yet (priors.json pending): run python -m benchmarks.static_tier"
+    say(progress, "static: timing a sample of the distillation and a stand-in table")
+    pca_dims = build_recipe({"mode": "static", "data": {"source": cfg.data}}).static.pca_dims
+    s = measure_static(data, backbone=cfg.backbone, pca_dims=pca_dims, device=device, min_seconds=cfg.timing_seconds)
+    times = static_times(s, e, load_s)
+    point, low, high = predicted_accuracy("static", e["probe_accuracy"], priors)
+    se = stderr(e["probe_accuracy"], len(data.validation))
+    per_million = usd_per_million(s["speed"]["texts_per_second"], cores=s["speed"]["busy_cores"], prices=prices)
+    return _prediction("static", "prior", point, low - se, high + se, times, s["busy_cores"], s["peak_rss_mb"],
+                       s["speed"], per_million, prices), times
 
 
 def format_plan(result: dict) -> str:
@@ -275,10 +313,12 @@ def format_plan(result: dict) -> str:
     for row in result["more_labels"]:
         lines.append(f"  with {row['labels']} labels the learning curve predicts: "
                      + ", ".join(f"{k} {100 * v:.1f}%" for k, v in row.items() if k != "labels"))
+    for system, why in result.get("skipped", {}).items():
+        lines.append(f"  {system}: left out: {why}")
     need = result["learning_curve"]["labels_for_target_probe"]
     lines.append(f"  the probe reaches the target at about {need:,.0f} labels (extrapolated)" if need else
                  "  the probe's learning curve levels off below the target")
-    lines.append("  fine-tune accuracies are priors from our benchmark records, not measurements (see core/plan.py)")
+    lines.append("  fine-tune and static-tier accuracies are priors from our benchmark records, not measurements (see core/plan.py)")
     lines.append("  train s = the run's cost-ledger seconds (what train $ prices); run s = the whole run, with its final evaluation")
     return "\n".join(lines)
 
@@ -331,33 +371,6 @@ def run_recommended(result: dict, cfg: PlanConfig, out: Path, *, data_dir: str |
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "plan.json").write_text(json.dumps(result, indent=2))
     return report, run_dir
-
-
-def plot_plan(result: dict, path: Path) -> Path:
-    import matplotlib  # lazy: matplotlib only when a plot is drawn
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # lazy: matplotlib only when a plot is drawn
-
-    preds = result["predictions"]
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for p in preds:
-        x = max(p["train_usd"], 1e-7)
-        ax.errorbar([x], [100 * p["accuracy"]], yerr=[[100 * (p["accuracy"] - p["accuracy_low"])],
-                                                       [100 * (p["accuracy_high"] - p["accuracy"])]],
-                    fmt="o" if p["how"] == "measured" else "s", capsize=3,
-                    color="tab:green" if p["system"] == result["recommendation"] else "tab:blue")
-        ax.annotate(p["system"], (x, 100 * p["accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.axhline(100 * result["config"]["target"], color="tab:red", ls="--", lw=1, label="target")
-    ax.set_xscale("log")
-    ax.set_xlabel("predicted training cost, $ (log)")
-    ax.set_ylabel("predicted accuracy, % (circle measured, square prior)")
-    ax.set_title(f"verticals plan: {Path(result['config']['data']).name}")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def recipe_for(system: str, cfg: PlanConfig):

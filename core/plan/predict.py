@@ -24,7 +24,8 @@ from core.foundation.errors import UserError
 
 PRIORS_FILE = Path(__file__).with_name("priors.json")
 # what a prior record measures: the share of the probe's error a fine-tune closed, or its accuracy minus the full fine-tune's
-PRIOR_MEASURES = ("gap_closure", "offset_vs_full")
+# ... or (the static tier) its accuracy minus the frozen probe's on the same rows
+PRIOR_MEASURES = ("gap_closure", "offset_vs_full", "offset_vs_probe")
 SHARES = (0.125, 0.25, 0.5, 1.0)
 
 
@@ -78,7 +79,9 @@ def spread(values: list[float]) -> dict:
 def load_priors(path: Path = PRIORS_FILE) -> dict:
     """The planner's priors from priors.json's records (one measured value per system, measure and
     data regime: its label count and training rows, and the benchmark record it comes from):
-    {"source", "records", "gap_closure": {system: spread}, "offset_vs_full": {system: spread}}."""
+    {"source", "records", "pending", "gap_closure": {system: spread}, "offset_vs_full": {system: spread},
+    "offset_vs_probe": {system: spread}}; `pending` lists priors with no record yet (the static tier's
+    until benchmarks/static_tier.py has run), which the planner leaves out with that reason."""
     try:
         data = json.loads(Path(path).read_text())
         values: dict[str, dict[str, list[float]]] = {measure: {} for measure in PRIOR_MEASURES}
@@ -91,7 +94,7 @@ def load_priors(path: Path = PRIORS_FILE) -> dict:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"planner priors {path} are missing or malformed ({exc}); regenerate them with "
                         f"`python -m benchmarks.frontier`") from None
-    return {"source": data.get("source"), "records": data["records"], **priors}
+    return {"source": data.get("source"), "records": data["records"], "pending": data.get("pending", []), **priors}
 
 
 def predicted_accuracy(system: str, probe: float, priors: dict) -> tuple[float, float, float]:
@@ -103,6 +106,9 @@ def predicted_accuracy(system: str, probe: float, priors: dict) -> tuple[float, 
         o = priors["offset_vs_full"][system]
         full = predicted_accuracy("full", probe, priors)
         return tuple(min(1.0, max(0.0, f + o[k])) for f, k in zip(full, ("mean", "min", "max")))
+    if system in priors.get("offset_vs_probe", {}):
+        o = priors["offset_vs_probe"][system]
+        return tuple(min(1.0, max(0.0, probe + o[k])) for k in ("mean", "min", "max"))
     raise UserError(f"no prior for {system!r}")
 
 
@@ -192,3 +198,15 @@ def finetune_times(cal: dict, e: dict, train_cfg, load_s: float) -> dict:
     return {"train_seconds": ledger, "run_seconds": sum(parts.values()), "parts": parts,
             "steps": steps, "validations_predicted": validations, "step_line_a_b": [a, b],
             "checkpoint_s": checkpoint_s, "forward_ratio_vs_frozen": ratio}
+
+
+def static_times(s: dict, e: dict, load_s: float) -> dict:
+    """Predicted ledger and run seconds of the static recipe from core.plan.measure.measure_static (`s`)
+    and the probe's measurements (`e`): ledger = distillation + encoding train and validation + the
+    head (the probe's C search and fit, timed on the encoder's wider embeddings: an upper bound);
+    the run adds loading the backbone, saving the table, and the drift baseline and plots."""
+    m = e["times"]
+    ledger = s["distill_seconds"] + s["times"]["encode"] + m["c_search"] + m["head_fit"]
+    parts = {"setup": load_s + m["setup"], "ledger": ledger,
+             "save_drift_plots": s["times"]["save"] + m["drift"] + m["plots"]}
+    return {"train_seconds": ledger, "run_seconds": sum(parts.values()), "parts": parts}

@@ -72,10 +72,12 @@ def plot(file: str, caption: str) -> list[str]:
 
 # ---------------------------------------------------------------- sections every task shares
 
-def _model_line(model: dict) -> str:
+def _model_line(model: dict, mode: str | None = None) -> str:
     peft = model.get("peft")
     text = f"backbone `{model.get('backbone', '?')}`"
-    if peft == "lora":
+    if mode == "static":
+        text += ", distilled into a static-embedding table + a linear head (only the head trained)"
+    elif peft == "lora":
         text += f", LoRA adapters (r {model.get('lora_r', '?')}, alpha {model.get('lora_alpha', '?')})"
     elif peft == "none":
         text += ", every weight trained"
@@ -109,7 +111,7 @@ def header_section(report: dict) -> list[str]:
     if cfg.get("name") or kind:
         lines.append(f"- **recipe**: `{cfg.get('name') or 'unnamed'}`" + (f" ({kind})" if kind else ""))
     if (cfg.get("model") or {}).get("backbone"):  # a text model (a factor model's settings have their own section)
-        lines.append(f"- **model**: {_model_line(cfg['model'])}")
+        lines.append(f"- **model**: {_model_line(cfg['model'], cfg.get('mode'))}")
     source = (cfg.get("data") or {}).get("source")
     if data.get("name") or source:
         named = f"`{data.get('name') or source}`"

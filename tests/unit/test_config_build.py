@@ -150,6 +150,8 @@ EXPECTED = {
     "support/intent-fewshot": ("fewshot", "banking77", "none"),
     "finance/sentiment-full": ("finetune", "financial_phrasebank", "none"),
     "finance/sentiment-lora": ("finetune", "financial_phrasebank", "lora"),
+    "support/intent-static": ("static", "banking77", "frozen"),
+    "finance/sentiment-static": ("static", "financial_phrasebank", "frozen"),
 }
 
 

@@ -29,7 +29,7 @@ def test_run_recipe_calls_the_function_its_mode_names(mode, monkeypatch, tmp_pat
 
 
 def test_every_mode_has_a_recipe_function():
-    assert set(MODES) == {"probe", "finetune", "fewshot", "zeroshot"}
+    assert set(MODES) == {"probe", "finetune", "fewshot", "zeroshot", "static"}
     assert run_recipe is run_recipe
 
 
