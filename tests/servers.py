@@ -129,6 +129,16 @@ class PostgresServer:
         """Stop the server (fast shutdown: clients are disconnected); `start()` brings it back."""
         self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop"])
 
+    def schema_dsn(self, name: str) -> str:
+        """A URL whose tables live in a new, empty schema `name` (search_path): a fresh database for
+        one test, without the cost of CREATE DATABASE."""
+        import psycopg
+
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+            conn.execute(f'CREATE SCHEMA "{name}"')
+        return f"{self.dsn()}&options=-csearch_path%3D{name}"
+
     def close(self) -> None:
         if (self.dir / "data" / "postmaster.pid").exists():
             self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop"])
