@@ -129,6 +129,7 @@ class PostgresPredictionLog:
         self.max_backlog_rows = outage["max_backlog_rows"]
         self._since_prune, self._lock = 0, threading.RLock()
         self._backlog: deque[list[tuple]] = deque()
+        self._kept_rows = 0  # rows in the backlog, kept as a number: /metrics reads it from another thread
         self._dropped, self._delay, self._retry_at, self._down_since = 0, self.retry_seconds, 0.0, None
         self._pg = _psycopg()
         try:
@@ -250,7 +251,7 @@ class PostgresPredictionLog:
     @property
     def backlog_rows(self) -> int:
         """Rows routed during an outage, kept to write once the database is back."""
-        return sum(map(len, self._backlog))
+        return self._kept_rows
 
     @property
     def dropped_rows(self) -> int:
@@ -267,9 +268,10 @@ class PostgresPredictionLog:
                     self._retry_at = 0.0
                     self._attempt(self._write_backlog)
                 except (self._pg.Error, PredictionLogUnavailable) as exc:
-                    lost = self.backlog_rows
+                    lost = self._kept_rows
                     self._dropped += lost
                     self._backlog.clear()
+                    self._kept_rows = 0
                     log.error("closing the prediction log with %d routed rows not written to %s (%s): they are lost",
                               lost, self.shown, _reason(exc))
             self._db.close()
@@ -332,8 +334,10 @@ class PostgresPredictionLog:
 
     def _keep(self, values: list[tuple]) -> None:
         self._backlog.append(values)
-        while self.backlog_rows > self.max_backlog_rows:
+        self._kept_rows += len(values)
+        while self._kept_rows > self.max_backlog_rows:
             dropped = self._backlog.popleft()
+            self._kept_rows -= len(dropped)
             self._dropped += len(dropped)
             log.error("the prediction log's backlog is over %d rows: %d routed rows dropped unwritten (%d in all)",
                       self.max_backlog_rows, len(dropped), self._dropped)
@@ -342,7 +346,9 @@ class PostgresPredictionLog:
         written = 0
         while self._backlog:
             self._insert(self._backlog[0], strict=False)
-            written += len(self._backlog.popleft())
+            done = len(self._backlog.popleft())
+            self._kept_rows -= done
+            written += done
         if written:
             log.warning("wrote %d routed rows kept during the outage to %s", written, self.shown)
 
