@@ -357,9 +357,6 @@ class PredictionLog:
     def dropped_rows(self) -> int:
         return 0
 
-    def describe(self) -> str:
-        return str(self.path)
-
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -74,6 +74,11 @@ _PG_TYPES = {"REAL": "DOUBLE PRECISION", "TEXT": "TEXT", "INTEGER": "BIGINT"}
 SCHEMA_LOCK = 7_301_601  # pg_advisory_xact_lock keys (the finance monitor's store uses 7_301_517)
 PRUNE_LOCK = 7_301_602
 RETRIES = 8
+# libpq settings unless the URL gives its own: a server that does not answer (a network partition,
+# not a refused connection) costs a connect or a write at most about this long before the log
+# counts it as an outage, so the inference thread is not held for the kernel's TCP timeouts.
+CONNECTION = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+              "keepalives_count": 3, "tcp_user_timeout": 5000}
 URL_PREFIXES = ("postgresql://", "postgres://")
 
 
@@ -133,15 +138,20 @@ class PostgresPredictionLog:
         self._dropped, self._delay, self._retry_at, self._down_since = 0, self.retry_seconds, 0.0, None
         self._pg = _psycopg()
         try:
-            self._db = self._pg.connect(dsn, autocommit=True, connect_timeout=10)
+            self._db = self._connect()
         except self._pg.Error as exc:
-            raise UserError(f"cannot connect to PostgreSQL at {self.shown}: {str(exc).strip()}") from None
+            problem = str(exc).strip().replace(dsn, self.shown)  # a URL parse error quotes the URL
+            raise UserError(f"cannot connect to PostgreSQL at {self.shown}: {problem}") from None
         try:
             self._create_schema(must_exist)
             self._pruned()
         except BaseException:
             self._db.close()
             raise
+
+    def _connect(self):
+        """A connection with CONNECTION defaults under the URL's own parameters (the URL wins)."""
+        return self._pg.connect(**(CONNECTION | self._pg.conninfo.conninfo_to_dict(self.dsn)), autocommit=True)
 
     def _create_schema(self, must_exist: bool) -> None:
         with self._db.transaction():
@@ -151,8 +161,9 @@ class PostgresPredictionLog:
             if must_exist and not {"predictions", "feedback"} <= present:
                 raise UserError(f"{self.shown} holds no prediction log (no predictions and feedback tables): give "
                                 f"the database `verticals serve --log` wrote to")
-            for statement in SCHEMA:
-                self._db.execute(statement)
+            if not {"predictions", "feedback"} <= present:  # CREATE INDEX locks a table even when it exists
+                for statement in SCHEMA:
+                    self._db.execute(statement)
             columns = {name for (name,) in self._db.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
                 "AND table_name = 'predictions'")}
@@ -258,9 +269,6 @@ class PostgresPredictionLog:
         """Rows given up: the backlog was full, or `close` could not write them."""
         return self._dropped
 
-    def describe(self) -> str:
-        return self.shown
-
     def close(self) -> None:
         with self._lock:
             if self._backlog:
@@ -312,7 +320,7 @@ class PostgresPredictionLog:
             raise PredictionLogUnavailable(f"{self.shown} is unavailable (down for {self._down_for():.1f} s; "
                                            f"next try in {self._retry_at - time.monotonic():.1f} s)")
         try:
-            self._db = self._pg.connect(self.dsn, autocommit=True, connect_timeout=10)
+            self._db = self._connect()
         except self._pg.Error as exc:
             self._went_down(exc)
             raise PredictionLogUnavailable(f"{self.shown} is unavailable ({_reason(exc)})") from None

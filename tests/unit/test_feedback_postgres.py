@@ -47,6 +47,9 @@ def test_readers_never_create_a_log_and_a_dead_server_is_a_user_error(postgres, 
     assert not (tmp_path / "missing.db").exists()
     with pytest.raises(UserError, match=r"cannot connect to PostgreSQL at postgresql://ann:\*\*\*@"):
         open_prediction_log(f"postgresql://ann:pw@/x?host={tmp_path}&port=1")
+    with pytest.raises(UserError, match="cannot connect") as bad_url:
+        open_prediction_log("postgresql://ann:s3cret@[::1")
+    assert "s3cret" not in str(bad_url.value)
 
 
 def test_an_outage_keeps_routed_batches_and_writes_them_when_the_server_is_back(postgres, dsn, caplog):
