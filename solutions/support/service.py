@@ -152,6 +152,7 @@ class Inference:
     def __init__(self, deployment: Deployment, prediction_log, monitor: DriftMonitor, metrics: RouterMetrics):
         self.deployment, self.prediction_log, self.monitor = deployment, prediction_log, monitor
         self.failures, self.dropped, self.dropped_seen = metrics.log_failures, metrics.log_dropped, 0
+        self.write_latency = metrics.log_latency
 
     def __call__(self, texts: list[str]) -> list[dict]:
         served = self.deployment.current  # once per batch: a swap lands between batches
@@ -164,6 +165,7 @@ class Inference:
 
     def _log(self, rows: list[dict], version: str) -> list[str]:
         if self.prediction_log is not None:
+            started = time.perf_counter()
             try:
                 return self.prediction_log.log(rows, version, label_key=LABEL_KEY)
             except PredictionLogUnavailable as exc:  # the database is down: the batch waits in memory
@@ -175,6 +177,7 @@ class Inference:
                 log.warning("could not log %d routed texts to the prediction log (%s: %s); answering without",
                             len(rows), type(exc).__name__, exc)
             finally:
+                self.write_latency.observe(time.perf_counter() - started)
                 self.dropped.inc(self.prediction_log.dropped_rows - self.dropped_seen)
                 self.dropped_seen = self.prediction_log.dropped_rows
         return [uuid.uuid4().hex for _ in rows]
@@ -224,6 +227,7 @@ class RouterMetrics:
     log_failures: Counter
     log_backlog: Gauge
     log_dropped: Counter
+    log_latency: Histogram
     reloads: Counter
 
     @classmethod
@@ -245,6 +249,10 @@ class RouterMetrics:
             log_dropped=Counter("verticals_prediction_log_dropped_rows_total",
                                 "Routed rows the prediction log gave up on (its outage backlog was full)",
                                 registry=registry),
+            log_latency=Histogram("verticals_prediction_log_write_seconds",
+                                  "Seconds the inference thread spent logging one batch (one transaction)",
+                                  registry=registry, buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
+                                                              0.25, 1, 5)),
             reloads=Counter("verticals_model_reloads_total", "Registry champion changes by outcome", ["outcome"],
                             registry=registry))
 

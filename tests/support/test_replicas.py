@@ -94,6 +94,7 @@ def test_feedback_reaches_the_log_whichever_replica_receives_it(replicas, served
             assert reply.json()["predicted_label"] == routed["intent"]
     with _log(replicas.dsn) as log:
         assert log.counts() == {"predictions": before["predictions"] + 24, "feedback": before["feedback"] + 24}
+    assert all(replicas.metric(i, "verticals_prediction_log_write_seconds_count") >= 12 for i in range(2))
     examples = read_feedback(replicas.dsn)  # what `verticals retrain --feedback URL` learns from
     assert len(examples) >= 24 and {e.label for e in examples} == {"card", "transfer"}
     report = write_drift_report(replicas.dsn, served_run, tmp_path / "drift")  # `verticals support drift URL`
