@@ -46,7 +46,7 @@ WRITE = "verticals_prediction_log_write_seconds"
 def log_writes(client: httpx.Client, url: str) -> tuple[float, float]:
     """(seconds, batches) the replica's prediction log writes took so far."""
     text = client.get(f"{url}/metrics").text
-    found = [re.search(rf"^{WRITE}_{part} (\S+)$", text, re.M) for part in ("sum", "count")]
+    found = [re.search(rf"^{WRITE}_{part} (\S+)$", text, re.MULTILINE) for part in ("sum", "count")]
     return tuple(float(m.group(1)) if m else 0.0 for m in found)
 
 
@@ -117,24 +117,27 @@ def run_once(args, backend: str, replicas: int, repeat: int, server, workdir: Pa
             proc.wait(timeout=30)
 
 
+def _spread(group: list[dict], key: str, digits: int = 1) -> str:
+    """mean ± std of `key` over the repeats of one configuration."""
+    values = [r[key] for r in group if r[key] is not None]
+    if not values:
+        return "-"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
+
+
 def table(runs: list[dict], args) -> str:
-    lines = [f"`verticals serve` replicas, {args.clients} clients, {args.seconds:g} s measured after {args.warmup:g} s "
+    title = (f"`verticals serve` replicas, {args.clients} clients, {args.seconds:g} s measured after {args.warmup:g} s "
              f"warm-up, {args.threads_per_replica} math thread(s) per replica, {os.cpu_count()} CPUs shared with other "
-             f"work; mean ± std of {args.repeats} repeat(s) (seed {args.seed}):", "",
+             f"work; mean ± std of {args.repeats} repeat(s) (seed {args.seed}):")
+    lines = [title, "",
              "| log | replicas | routes/s | p50 ms | p99 ms | log write ms / batch | errors | load avg after |",
              "|---|---|---|---|---|---|---|---|"]
     for backend, replicas in dict.fromkeys((r["backend"], r["replicas"]) for r in runs):
         group = [r for r in runs if (r["backend"], r["replicas"]) == (backend, replicas)]
-
-        def agg(key, digits=1):
-            values = [r[key] for r in group if r[key] is not None]
-            if not values:
-                return "-"
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
-        lines.append(f"| {backend} | {replicas} | {agg('routes_per_second')} | {agg('p50_ms')} | {agg('p99_ms')} | "
-                     f"{agg('log_write_ms_per_batch', 3)} | {sum(r['errors'] for r in group)} | "
-                     f"{max(r['load_average_after'][0] for r in group):.2f} |")
+        lines.append(f"| {backend} | {replicas} | {_spread(group, 'routes_per_second')} | {_spread(group, 'p50_ms')} | "
+                     f"{_spread(group, 'p99_ms')} | {_spread(group, 'log_write_ms_per_batch', 3)} | "
+                     f"{sum(r['errors'] for r in group)} | {max(r['load_average_after'][0] for r in group):.2f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -50,7 +50,7 @@ class Replicas:
                                          self.folder / f"replica-{i}.log", timeout=120)
 
     def metric(self, i: int, name: str) -> float:
-        found = re.search(rf"^{name} (\S+)$", httpx.get(f"{self.url(i)}/metrics").text, re.M)
+        found = re.search(rf"^{name} (\S+)$", httpx.get(f"{self.url(i)}/metrics").text, re.MULTILINE)
         return float(found.group(1)) if found else 0.0
 
     def close(self) -> None:
