@@ -93,8 +93,10 @@ def pg_storable(text: str) -> str:
 
 
 def _psycopg():
-    import psycopg  # lazy: an optional extra ([scale]); SQLite users never load it
-
+    try:
+        import psycopg  # lazy: an optional extra ([scale]); SQLite users never load it
+    except ImportError:
+        raise UserError("a postgresql:// prediction log needs psycopg: pip install -e '.[scale]'") from None
     return psycopg
 
 

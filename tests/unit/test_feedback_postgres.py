@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 import time
 
 import pytest
@@ -50,6 +51,12 @@ def test_readers_never_create_a_log_and_a_dead_server_is_a_user_error(postgres, 
     with pytest.raises(UserError, match="cannot connect") as bad_url:
         open_prediction_log("postgresql://ann:s3cret@[::1")
     assert "s3cret" not in str(bad_url.value)
+
+
+def test_without_psycopg_a_url_is_a_user_error_naming_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # what an install without the [scale] extra sees
+    with pytest.raises(UserError, match=r"needs psycopg: pip install -e '\.\[scale\]'"):
+        open_prediction_log("postgresql://ann@db.example/logs")
 
 
 def test_an_outage_keeps_routed_batches_and_writes_them_when_the_server_is_back(postgres, dsn, caplog):
