@@ -22,6 +22,7 @@ from pathlib import Path
 from core.foundation.errors import UserError
 from core.foundation.quiet import quiet_libraries
 from core.foundation.settings import parse_overrides
+from core.mlops.prediction_logs import shown
 from core.mlops.registry import ModelRegistry, current_user
 from core.mlops.retrain_plan import RetrainSettings
 from core.runs.rundir import default_out
@@ -69,7 +70,7 @@ def cmd_retrain(args, *, read_feedback: Callable[[str], list]) -> int:
         registry, run = registry or str(run), reg.champion_path()
     feedback = read_feedback(args.feedback)  # a str: Path() would fold a postgresql:// URL's "//"
     if not feedback:
-        raise UserError(f"{args.feedback} holds no labelled feedback yet (feedback rows with a text); nothing to "
+        raise UserError(f"{shown(args.feedback)} holds no labelled feedback yet (feedback rows with a text); nothing to "
                         f"retrain on")
     out = Path(args.out) if args.out else default_out("retrain")
     quiet_libraries()
