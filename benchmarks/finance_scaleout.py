@@ -182,7 +182,7 @@ def main(argv=None) -> None:
     import yaml
 
     from benchmarks.finance_monitor import generate
-    from tests.finance.servers import PostgresServer, RedisServer
+    from tests.servers import PostgresServer, RedisServer
 
     docs, _events, wl = generate(args.seed)
     load_before = os.getloadavg()

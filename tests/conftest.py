@@ -19,6 +19,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 import verticals  # noqa: E402,F401  (installs the solutions' data readers into core.data.catalog.READERS)
+from tests.servers import PostgresServer  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
@@ -78,3 +79,15 @@ def tiny_backbone_dir():
     from core.models.backbones import build_tiny_backbone
 
     return build_tiny_backbone()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL 15 server for the session (tests/servers.py), or a skip that says why not."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install -e '.[scale]')")
+    reason = PostgresServer.missing()
+    if reason:
+        pytest.skip(reason)
+    server = PostgresServer().start()
+    yield server
+    server.close()

@@ -1,6 +1,6 @@
 """The `verticals retrain` and `verticals registry` commands.
 
-    verticals retrain RUN --feedback DB [--out DIR] [--registry DIR] [--promote auto|never] [key=value ...]
+    verticals retrain RUN --feedback DB|postgresql://... [--out DIR] [--registry DIR] [--promote auto|never] [key=value ...]
     verticals registry list DIR [--json]
     verticals registry promote DIR VERSION [--by NAME] [--reason TEXT]
     verticals registry rollback DIR [--by NAME] [--reason TEXT]
@@ -22,6 +22,7 @@ from pathlib import Path
 from core.foundation.errors import UserError
 from core.foundation.quiet import quiet_libraries
 from core.foundation.settings import parse_overrides
+from core.mlops.prediction_logs import shown
 from core.mlops.registry import ModelRegistry, current_user
 from core.mlops.retrain_plan import RetrainSettings
 from core.runs.rundir import default_out
@@ -57,7 +58,7 @@ def comparison_table(section: dict, names: tuple[str, str] = ("champion", "chall
     return "\n".join(lines)
 
 
-def cmd_retrain(args, *, read_feedback: Callable[[Path], list]) -> int:
+def cmd_retrain(args, *, read_feedback: Callable[[str], list]) -> int:
     from core.mlops.retrain import retrain, retrain_and_register  # lazy: loads torch; `verticals --help` must not
 
     settings = RetrainSettings.from_overrides(parse_overrides(args.settings))
@@ -67,9 +68,9 @@ def cmd_retrain(args, *, read_feedback: Callable[[Path], list]) -> int:
         if reg.champion() is None:
             raise UserError(f"the registry {run} has no champion to retrain")
         registry, run = registry or str(run), reg.champion_path()
-    feedback = read_feedback(Path(args.feedback))
+    feedback = read_feedback(args.feedback)  # a str: Path() would fold a postgresql:// URL's "//"
     if not feedback:
-        raise UserError(f"{args.feedback} holds no labelled feedback yet (feedback rows with a text); nothing to "
+        raise UserError(f"{shown(args.feedback)} holds no labelled feedback yet (feedback rows with a text); nothing to "
                         f"retrain on")
     out = Path(args.out) if args.out else default_out("retrain")
     quiet_libraries()
@@ -125,7 +126,8 @@ def register(sub, *, read_feedback: Callable[[Path], list] | None) -> None:
         p.add_argument("settings", nargs="*", help="key=value: holdout_fraction, replay_ratio, min_examples_new_label, "
                                                    "margin, steps, seed, validation_fraction")
         p.add_argument("--feedback", required=True, metavar="DB",
-                       help="a support prediction log or a finance monitor database")
+                       help="a support prediction log (its file, or the postgresql:// URL shared by the service's "
+                            "replicas) or a finance monitor database")
         p.add_argument("--out", help="the challenger's run directory (default: runs/retrain-<time>)")
         p.add_argument("--registry", metavar="DIR", help="register the challenger in this model registry "
                                                          "(the deployed run becomes v0001 of an empty one)")

@@ -31,7 +31,7 @@ from core.classify.report import CLASSIFICATION_REPORT
 from core.foundation.errors import UserError
 from core.foundation.quiet import quieted
 from core.foundation.text import check_text
-from core.mlops.feedback import PredictionLog
+from core.mlops.prediction_logs import open_prediction_log
 from core.models.multilabel import MultiLabelHead, load_multilabel_head
 from core.models.predictor import RUNTIMES, load_run, model_dir
 from solutions.support.deployment import ServedModel, load_baseline, model_version
@@ -170,7 +170,8 @@ class Run:
         """The FastAPI app `serve` runs (POST /v1/route, /v1/feedback, GET /v1/drift, /healthz,
         /readyz, /metrics, /docs), to mount in your own server or test with a client. `token`:
         bearer token for every route but health/readiness and `public` ones (docs, metrics).
-        `log`: a prediction log (SQLite, app.state.prediction_log) for feedback and drift reports
+        `log`: a prediction log (app.state.prediction_log) for feedback and drift reports: an SQLite
+        path, or a postgresql:// URL that several replicas share
         (default: none, and no /v1/feedback); `log_text` keeps the texts, not only their hash."""
         from core.serving.app import Access  # lazy: loads fastapi, an optional extra
         from solutions.support.service import create_app  # lazy: loads fastapi, as above
@@ -180,7 +181,7 @@ class Run:
                              str(self.path))
         prediction_log = None
         if log is not None:
-            prediction_log = PredictionLog(Path(log), store_text=log_text)
+            prediction_log = open_prediction_log(log, store_text=log_text)
         app = create_app(served, access=Access.from_settings(token, ",".join(public)), prediction_log=prediction_log)
         app.state.prediction_log = prediction_log
         return app
@@ -211,8 +212,8 @@ class Run:
         if out is not None:
             check_sheet_path(out, overwrite)  # before the work: the file may hold labels being filled in
         with quieted():
-            selection = select_queries(self.model, Path(source), budget, strategy_name=strategy, seed=seed,
-                                       labelled=[Path(p) for p in labelled], text_column=text_column,
+            selection = select_queries(self.model, source, budget, strategy_name=strategy, seed=seed,
+                                       labelled=list(labelled), text_column=text_column,
                                        max_candidates=max_candidates, multi_label=self.multi_label)
         if out is not None:
             selection.write_csv(out, overwrite=overwrite)

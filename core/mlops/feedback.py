@@ -1,5 +1,11 @@
 """The prediction log and the feedback on it: what a deployed classifier said, and what it should have said.
 
+Two backends, one interface (core.mlops.prediction_logs.open_prediction_log picks by path or URL):
+`PredictionLog` here, one SQLite file for one process (the default), and
+core.mlops.feedback_postgres.PostgresPredictionLog, one PostgreSQL database shared by several
+service replicas. This module holds what both obey (validation, privacy, the text-matching rule,
+the window summary); the rest of this docstring is the SQLite log, whose semantics the other keeps.
+
 `PredictionLog` is one SQLite file with two tables:
 - predictions(request_id PK, ts, model_version, label, confidence, in_scope_score, fallback_reason,
   text_sha256, text, set_confidence): one row per routed text, written by `log(rows, model_version, label_key=...)`,
@@ -81,6 +87,16 @@ class UnknownRequestId(UserError):
     """Feedback for a request id the log does not hold (never logged, or pruned)."""
 
 
+class PredictionLogUnavailable(RuntimeError):
+    """The log's database cannot be reached now (an outage, not the caller's fault). Raised by `log`
+    after the batch was kept in memory to be written once the database is back (`request_ids`: its
+    ids, valid for feedback from then on), and by `record_feedback` (nothing stored: send it again)."""
+
+    def __init__(self, message: str, request_ids: list[str] | None = None):
+        super().__init__(message)
+        self.request_ids = list(request_ids or [])
+
+
 @dataclass(frozen=True)
 class FeedbackExample:
     """A labelled text fed back from a deployment: what core.mlops.retrain learns from."""
@@ -134,7 +150,8 @@ def _number(value, what: str, *, optional: bool = False) -> float | None:
     return float(value)
 
 
-def _prediction_row(row, i: int, ts: float, model_version: str, store_text: bool, label_key: str) -> tuple:
+def _prediction_row(row, i: int, ts: float, model_version: str, kept: Callable[[str], str] | None,
+                    label_key: str) -> tuple:
     if not isinstance(row, Mapping):
         raise UserError(f"row {i}: a prediction must be a mapping (a router output), got {type(row).__name__}")
     label = row.get(label_key)
@@ -147,8 +164,63 @@ def _prediction_row(row, i: int, ts: float, model_version: str, store_text: bool
             _number(row.get("confidence"), f"row {i}: confidence"),
             _number(row.get("in_scope_score"), f"row {i}: in_scope_score", optional=True),
             None if reason is None else check_label(reason, f"row {i}: fallback_reason"),
-            text_sha256(text), storable_text(text) if store_text else None,
+            text_sha256(text), kept(text) if kept else None,
             _number(row.get("set_confidence"), f"row {i}: set_confidence", optional=True))
+
+
+def prediction_values(rows: list, model_version: str, ts: float, *, store_text: bool, label_key: str,
+                      storable: Callable[[str], str] = storable_text) -> list[tuple]:
+    """A batch of router outputs as PREDICTION_COLUMNS tuples, every row validated (UserError naming
+    the row) before anything is written; `storable` makes a kept text storable in the backend."""
+    model_version = check_label(model_version, "model_version")
+    kept = storable if store_text else None
+    values = [_prediction_row(row, i, ts, model_version, kept, label_key) for i, row in enumerate(rows)]
+    if len({v[0] for v in values}) != len(values):
+        raise UserError("the batch gives the same request_id twice")
+    return values
+
+
+def unknown_request(request_id: str) -> UnknownRequestId:
+    return UnknownRequestId(f"unknown request_id {request_id}: not in this log (never logged, or older than the log "
+                            f"keeps)")
+
+
+def feedback_text(request_id: str, text: str | None, logged: tuple, fed_back_text: str | None,
+                  storable: Callable[[str], str] = storable_text) -> str | None:
+    """The text-matching rule (module docstring): `logged` is the request's (text_sha256, text) and
+    `fed_back_text` the text an earlier feedback on it kept. Returns the text the feedback row keeps
+    (None: the log has it already, or none was sent); UserError when the rule is broken."""
+    sha, logged_text = logged
+    if text is None and logged_text is None and fed_back_text is None:
+        raise UserError(f"request {request_id}: the log keeps no texts (store_text off), so send "
+                        f"the request's text with the feedback")
+    if text is not None and text_sha256(text) != sha:
+        raise UserError(f"request {request_id}: the text sent is not the text that was routed "
+                        f"(its SHA-256 differs); send the routed text exactly")
+    return storable(text) if text is not None and logged_text is None else None
+
+
+def summarise_window(rows: list[tuple]) -> dict:
+    """`window_stats` of (confidence, label, fallback_reason, set_confidence) rows, oldest first."""
+    labels: dict[str, int] = {}
+    for _, label, _, _ in rows:
+        labels[label] = labels.get(label, 0) + 1
+    n = len(rows)
+    return {"n": n, "confidence": [r[0] for r in rows], "labels": labels,
+            "set_confidence": [r[3] for r in rows],
+            "fallback_rate": sum(r[2] is not None for r in rows) / n if n else None,
+            "out_of_scope_rate": sum(r[2] == LABEL_OUT_OF_SCOPE for r in rows) / n if n else None}
+
+
+def window_filter(model_version: str | None, since: float | None, until: float | None,
+                  placeholder: str = "?") -> tuple[str, list]:
+    """The WHERE clause (or "") and its arguments of a window_stats query."""
+    where, args = [], []
+    for clause, value in (("model_version = ", model_version), ("ts >= ", since), ("ts < ", until)):
+        if value is not None:
+            where.append(clause + placeholder)
+            args.append(value)
+    return (" WHERE " + " AND ".join(where) if where else ""), args
 
 
 PREDICTION_COLUMNS = ("request_id", "ts", "model_version", "label", "confidence", "in_scope_score",
@@ -195,11 +267,7 @@ class PredictionLog:
     def log(self, rows: list[dict], model_version: str, *, label_key: str = "label") -> list[str]:
         """Log one batch of router outputs, whose predicted label is `row[label_key]`, in one
         transaction; returns their request ids in order."""
-        model_version = check_label(model_version, "model_version")
-        ts = self.clock()
-        values = [_prediction_row(row, i, ts, model_version, self.store_text, label_key) for i, row in enumerate(rows)]
-        if len({v[0] for v in values}) != len(values):
-            raise UserError("the batch gives the same request_id twice")
+        values = prediction_values(rows, model_version, self.clock(), store_text=self.store_text, label_key=label_key)
         if not values:
             return []
         with self._transaction() as db:
@@ -220,21 +288,12 @@ class PredictionLog:
         if text is not None:
             text = check_text(text)
         with self._transaction() as db:
-            found = db.execute("SELECT text_sha256, text, label, model_version FROM predictions WHERE request_id=?",
-                               (request_id,)).fetchone()
+            found = db.execute("SELECT p.text_sha256, p.text, p.label, p.model_version, f.text FROM predictions p "
+                               "LEFT JOIN feedback f USING(request_id) WHERE p.request_id=?", (request_id,)).fetchone()
             if found is None:
-                raise UnknownRequestId(f"unknown request_id {request_id}: not in this log (never logged, or "
-                                       f"older than the log keeps)")
-            sha, logged_text, predicted, version = found
-            if text is None and logged_text is None:
-                previous = db.execute("SELECT text FROM feedback WHERE request_id=?", (request_id,)).fetchone()
-                if previous is None or previous[0] is None:
-                    raise UserError(f"request {request_id}: the log keeps no texts (store_text off), so send "
-                                    f"the request's text with the feedback")
-            if text is not None and text_sha256(text) != sha:
-                raise UserError(f"request {request_id}: the text sent is not the text that was routed "
-                                f"(its SHA-256 differs); send the routed text exactly")
-            keep = storable_text(text) if text is not None and logged_text is None else None
+                raise unknown_request(request_id)
+            sha, logged_text, predicted, version, fed_back = found
+            keep = feedback_text(request_id, text, (sha, logged_text), fed_back)
             ts = self.clock()
             db.execute("INSERT INTO feedback(request_id, label, ts, text) VALUES (?,?,?,?) ON CONFLICT(request_id) DO "
                        "UPDATE SET label=excluded.label, ts=excluded.ts, text=COALESCE(excluded.text, feedback.text)",
@@ -272,23 +331,11 @@ class PredictionLog:
                      until: float | None = None) -> dict:
         """Predictions in [since, until) (of one model version): {"n", "confidence": [...],
         "labels": {label: count}, "fallback_rate", "out_of_scope_rate"} (rates None when n == 0)."""
-        where, args = [], []
-        for clause, value in (("model_version = ?", model_version), ("ts >= ?", since), ("ts < ?", until)):
-            if value is not None:
-                where.append(clause)
-                args.append(value)
+        where, args = window_filter(model_version, since, until)
         sql = "SELECT confidence, label, fallback_reason, set_confidence FROM predictions"
         with self._lock:
-            rows = self._db.execute(sql + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY ts",
-                                    args).fetchall()
-        labels: dict[str, int] = {}
-        for _, label, _, _ in rows:
-            labels[label] = labels.get(label, 0) + 1
-        n = len(rows)
-        return {"n": n, "confidence": [r[0] for r in rows], "labels": labels,
-                "set_confidence": [r[3] for r in rows],
-                "fallback_rate": sum(r[2] is not None for r in rows) / n if n else None,
-                "out_of_scope_rate": sum(r[2] == LABEL_OUT_OF_SCOPE for r in rows) / n if n else None}
+            rows = self._db.execute(sql + where + " ORDER BY ts, rowid", args).fetchall()
+        return summarise_window(rows)
 
     def model_versions(self) -> dict[str, int]:
         """model version -> predictions logged for it."""
@@ -300,6 +347,15 @@ class PredictionLog:
             (predictions,), (feedback,) = (self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()
                                            for t in ("predictions", "feedback"))
         return {"predictions": predictions, "feedback": feedback}
+
+    @property
+    def backlog_rows(self) -> int:
+        """Rows waiting for the database (always 0: a local file has no outage to wait out)."""
+        return 0
+
+    @property
+    def dropped_rows(self) -> int:
+        return 0
 
     def close(self) -> None:
         with self._lock:

@@ -10,7 +10,7 @@ from pathlib import Path
 from core.foundation.errors import UserError
 from core.foundation.quiet import quiet_libraries
 from core.foundation.text import texts_from_args, texts_from_jsonl
-from core.mlops.feedback import PredictionLog
+from core.mlops.prediction_logs import open_prediction_log, shown
 from core.mlops.registry import REGISTRY_FILE, ModelRegistry
 from core.mlops.selection import STRATEGIES, check_budget
 from core.models.multilabel import load_multilabel_head
@@ -55,7 +55,7 @@ def cmd_route(args) -> int:
 def _prediction_log(args):
     if args.no_log:
         return None
-    return PredictionLog(Path(args.log), store_text=args.log_text)
+    return open_prediction_log(args.log, store_text=args.log_text)
 
 
 def cmd_serve(args) -> int:
@@ -99,7 +99,7 @@ def cmd_serve(args) -> int:
     source = f"registry {args.registry} (champion {deployment.current.version}, polled every {args.reload_interval:g} s)" \
         if args.registry else f"{args.run_dir} (model {deployment.current.version})"
     logged = "not logged" if prediction_log is None else \
-        f"logged to {args.log} ({'with texts' if args.log_text else 'text hashes only'})"
+        f"logged to {shown(args.log)} ({'with texts' if args.log_text else 'text hashes only'})"
     print(f"serving {source} on {flags.url} (docs: /docs); predictions {logged} {access.describe()}", flush=True)
     try:
         serve(app, flags.host, flags.port)
@@ -115,7 +115,7 @@ def cmd_drift(args) -> int:
 
     quiet_libraries()
 
-    result = write_drift_report(Path(args.db), Path(args.run), args.out and Path(args.out),
+    result = write_drift_report(args.db, Path(args.run), args.out and Path(args.out),
                                 model_version=args.model_version, since_hours=args.since_hours, settings=_settings(args),
                                 thresholds=DriftThresholds(accuracy_drop=args.max_accuracy_drop))
     alerts = ", ".join(result["alerts"]) or "none"
@@ -135,9 +135,10 @@ def cmd_select(args) -> int:
     model_dir(args.run)  # a run that holds no classifier fails here, before anything is read
     check_sheet_path(args.out, args.overwrite)
     quiet_libraries()
-    selection = select_queries(load_run(Path(args.run)), Path(args.source), args.budget, strategy_name=args.strategy,
+    # the sources stay str: Path() would fold a postgresql:// URL's "//"
+    selection = select_queries(load_run(Path(args.run)), args.source, args.budget, strategy_name=args.strategy,
                                multi_label=load_multilabel_head(model_dir(args.run)),
-                               seed=args.seed, labelled=[Path(p) for p in args.labelled], text_column=args.text_column,
+                               seed=args.seed, labelled=list(args.labelled), text_column=args.text_column,
                                max_candidates=args.max_candidates)
     out = selection.write_csv(args.out, overwrite=args.overwrite)
     s = selection.summary
@@ -145,7 +146,7 @@ def cmd_select(args) -> int:
           f"{s['candidates']} distinct unlabelled texts of {s['rows_read']} rows; {s['skipped_labelled']} rows already "
           f"labelled, {s['duplicates']} repeats")
     if s["strategy"] != args.strategy:
-        print(f"note: {args.source} keeps only text hashes, so the run cannot score its queries: ranked by the served "
+        print(f"note: {shown(args.source)} keeps only text hashes, so the run cannot score its queries: ranked by the served "
               f"model's logged confidence ({s['strategy']}); serve with --log-text to use {args.strategy}", file=sys.stderr)
     if s["sampled_from"]:
         print(f"note: scored a random sample of {s['scored']} of the {s['sampled_from']} unlabelled texts "
@@ -183,7 +184,8 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_route)
 
     p = support_sub.add_parser("drift", help="drift report (markdown + png) of a prediction log against a run's baseline")
-    p.add_argument("db", help="the prediction log `verticals serve` wrote (--log, default predictions.db)")
+    p.add_argument("db", help="the prediction log `verticals serve` wrote (--log: default predictions.db, or the "
+                              "postgresql:// URL its replicas share)")
     p.add_argument("--run", required=True, help="the served run directory (its drift baseline; a registry's runs/VERSION)")
     p.add_argument("--out", help="output folder (default: drift-<model version>/ beside DB)")
     p.add_argument("--model-version", help="the logged model version to report (default: the one --run is served as)")
@@ -194,7 +196,8 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_drift)
 
     p = support_sub.add_parser("select", help="choose which queries to label next (active learning): a CSV sheet")
-    p.add_argument("source", help="the prediction log `verticals serve --log` wrote, or a file of queries "
+    p.add_argument("source", help="the prediction log `verticals serve --log` wrote (a file or a postgresql:// "
+                                  "URL), or a file of queries "
                                   "(.txt one per line; .csv, .tsv, .jsonl with a text column)")
     p.add_argument("--run", required=True, help="the classifier run that scores the queries (e.g. the served one)")
     p.add_argument("--budget", type=int, required=True, help="how many queries to pick")
@@ -220,7 +223,9 @@ def register(sub) -> None:
     p.add_argument("--reload-interval", type=float, default=5.0,
                    help="with --registry: seconds between checks for a new champion (default 5)")
     p.add_argument("--log", default="predictions.db",
-                   help="prediction log (SQLite) for feedback and drift reports (default: predictions.db here)")
+                   help="prediction log for feedback and drift reports: an SQLite file for one process (default: "
+                        "predictions.db here), or postgresql://USER@HOST/DB, one database every replica shares "
+                        "(the [scale] extra)")
     p.add_argument("--no-log", action="store_true", help="log nothing (then no POST /v1/feedback)")
     p.add_argument("--log-text", action="store_true",
                    help="keep routed texts in the log (default: only their sha256; feedback must then send the text)")

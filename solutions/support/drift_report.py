@@ -15,14 +15,13 @@ Leaves out: the live monitor (solutions.support.monitoring) and the metric maths
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 from core.evaluation.drift import DriftThresholds
 from core.evaluation.drift_report import MIN_ROWS, accuracy_lines, compare, fmt, plot
 from core.foundation.errors import UserError
-from core.mlops.feedback import PredictionLog
+from core.mlops.prediction_logs import is_database_url, open_prediction_log, reader_options, shown
 from solutions.support.deployment import load_baseline
 from solutions.support.deployment import model_version as version_of  # the report's parameter takes the name
 from solutions.support.router import RouterSettings
@@ -32,9 +31,9 @@ ROWS = (("psi_confidence", "psi_confidence", "psi_confidence"), ("label_shift", 
         ("out-of-scope rate", "out_of_scope_rate", "out_of_scope_rate_increase"))
 
 
-def markdown(result: dict, version: str, run: Path, db: Path, thresholds, baseline) -> str:
+def markdown(result: dict, version: str, run: Path, db: str, thresholds, baseline) -> str:
     lines = [f"# Drift report: model {version}", "",
-             f"Prediction log `{db.name}`: {result['n']} logged predictions of model `{version}`, compared with the "
+             f"Prediction log `{db}`: {result['n']} logged predictions of model `{version}`, compared with the "
              f"validation baseline of run `{run.name}`" + ("" if baseline is not None else " (none: the run was trained "
                                                           "before drift baselines were saved; counts only)") + ".", "",
              "| measure | logged traffic | baseline | alert above | alert |", "|---|---|---|---|---|"]
@@ -54,18 +53,16 @@ def markdown(result: dict, version: str, run: Path, db: Path, thresholds, baseli
     return "\n".join(lines)
 
 
-def write_drift_report(db: Path, run: Path, out: Path | None = None, *, model_version: str | None = None,
+def write_drift_report(db: str | Path, run: Path, out: Path | None = None, *, model_version: str | None = None,
                        since_hours: float | None = None, settings=None,
                        thresholds: DriftThresholds = DriftThresholds()) -> dict:
-    """Write drift.md / drift.json / drift.png into `out` (default: drift-<version>/ beside `db`);
-    returns the result with the paths. `settings`: the RouterSettings the service ran with (default
+    """Write drift.md / drift.json / drift.png into `out` (default: drift-<version>/ beside `db`, or
+    in the working directory for a postgresql:// log); returns the result with the paths. `settings`: the RouterSettings the service ran with (default
     RouterSettings()), for the baseline's fallback rate; `thresholds`: the alert levels."""
-    if not Path(db).is_file():
-        raise UserError(f"{db} does not exist; give the prediction log a `verticals serve` wrote (--log DB)")
     version = model_version or version_of(run)
     since = None if since_hours is None else time.time() - since_hours * 3600
     # open without retention limits: a report must not prune what the service keeps
-    with PredictionLog(db, max_rows=sys.maxsize, max_age_days=None) as prediction_log:
+    with open_prediction_log(db, must_exist=True, **reader_options()) as prediction_log:
         stats = prediction_log.window_stats(model_version=version, since=since)
         if stats["n"] == 0:
             logged = prediction_log.model_versions()
@@ -73,9 +70,11 @@ def write_drift_report(db: Path, run: Path, out: Path | None = None, *, model_ve
                             f"{', '.join(f'{v} ({n})' for v, n in logged.items()) or 'none'}: pass --model-version")
     baseline = load_baseline(run, settings or RouterSettings())
     result = compare(baseline, stats, thresholds) | {"model_version": version, "run": str(run), "since": since}
-    out = Path(out) if out else Path(db).resolve().parent / f"drift-{version}"
+    beside = Path.cwd() if is_database_url(db) else Path(db).resolve().parent
+    out = Path(out) if out else beside / f"drift-{version}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "drift.json").write_text(json.dumps(result, indent=2))
     plot(baseline, stats, version, out / "drift.png")
-    (out / "drift.md").write_text(markdown(result, version, Path(run), Path(db), thresholds, baseline))
+    named = shown(db) if is_database_url(db) else Path(db).name
+    (out / "drift.md").write_text(markdown(result, version, Path(run), named, thresholds, baseline))
     return result | {"out": str(out)}

@@ -1,8 +1,9 @@
 """Where the queries to choose labels for come from: the service's prediction log or a file of queries.
 
 `read_candidates(path)` -> `Candidates`: distinct unlabelled queries, each with how often it occurs.
-- A prediction log (the SQLite file `verticals serve --log` writes; recognised by its tables, opened
-  read-only first so a wrong path never becomes a database): its `unlabelled()` rows
+- A prediction log (the SQLite file `verticals serve --log` writes, recognised by its tables, opened
+  read-only first so a wrong path never becomes a database; or the postgresql:// URL its replicas
+  share, which must hold the log's tables): its `unlabelled()` rows
   (core.mlops.feedback.PredictionLog: no feedback on the request nor on the same text elsewhere),
   one per text hash, the most recent request kept (its id, model version, logged intent and
   confidence). Texts are None where the log keeps only hashes (served without --log-text).
@@ -17,17 +18,17 @@ Leaves out: scoring and choosing (solutions.support.labelling, core.mlops.select
 from __future__ import annotations
 
 import sqlite3
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.data.catalog import read_records, read_text, records_to_split
 from core.foundation.errors import UserError
 from core.foundation.text import check_text
-from core.mlops.feedback import PredictionLog, text_sha256
+from core.mlops.feedback import text_sha256
+from core.mlops.prediction_logs import PredictionStore, is_database_url, open_prediction_log, reader_options, shown
 
 QUERY_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl", ".ndjson")
-EXPECTED = ("a prediction log (the SQLite file `verticals serve --log` writes) or a file of queries "
+EXPECTED = ("a prediction log (the SQLite file or postgresql:// URL `verticals serve --log` writes) or a file of queries "
             f"({', '.join(QUERY_SUFFIXES)})")
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -71,9 +72,11 @@ class Candidates:
         return out
 
 
-def is_prediction_log(path: Path) -> bool:
-    """True for an SQLite file with the prediction log's tables; False for a non-SQLite file;
-    UserError for another (or unreadable) database."""
+def is_prediction_log(path) -> bool:
+    """True for a PostgreSQL URL or an SQLite file with the prediction log's tables; False for a
+    non-SQLite file; UserError for another (or unreadable) database."""
+    if is_database_url(path):
+        return True
     with open(path, "rb") as handle:
         if handle.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
             return False
@@ -91,19 +94,21 @@ def is_prediction_log(path: Path) -> bool:
     return True
 
 
-def _open_log(path: Path) -> PredictionLog:
+def _open_log(path) -> PredictionStore:
     # no retention while reading: opening with the service's limits would prune rows
-    return PredictionLog(path, max_rows=sys.maxsize, max_age_days=None)
+    return open_prediction_log(path, must_exist=True, **reader_options())
 
 
-def _existing(path) -> Path:
+def _existing(path):
+    if is_database_url(path):
+        return path
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"{path} not found; give {EXPECTED}")
     return path
 
 
-def _from_log(path: Path) -> Candidates:
+def _from_log(path) -> Candidates:
     with _open_log(path) as log:
         total = log.counts()["predictions"]
         rows = log.unlabelled()
@@ -117,9 +122,11 @@ def _from_log(path: Path) -> Candidates:
         where[sha] = len(found)
         found.add(row["text"], sha, row["request_id"], row["model_version"], (row["label"], row["confidence"]))
     if not total:
-        raise UserError(f"{path} holds no predictions yet: route some traffic through `verticals serve --log` first")
+        raise UserError(f"{shown(path)} holds no predictions yet: route some traffic through `verticals serve --log` "
+                        f"first")
     if not len(found):
-        raise UserError(f"every one of the {total} predictions in {path} is labelled already: nothing to choose from")
+        raise UserError(f"every one of the {total} predictions in {shown(path)} is labelled already: nothing to "
+                        f"choose from")
     return found
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from core.confidence.calibrate import softmax
 from core.foundation.errors import UserError
 from core.mlops.feedback import text_sha256
+from core.mlops.prediction_logs import shown
 from core.mlops.selection import Picks, Pool, check_budget, select, strategy
 from solutions.support.label_sources import Candidates, labelled_texts, read_candidates
 
@@ -140,7 +141,7 @@ def _score_texts(model, candidates: Candidates, name: str, budget: int, seed: in
 def _rank_logged(candidates: Candidates, name: str, budget: int, seed: int) -> list[dict]:
     """A hash-only log: least confidence on the logged confidence (margin, entropy) or random."""
     if strategy(name).needs_embeddings:
-        raise UserError(f"{candidates.source} keeps only text hashes (the service ran without --log-text), and "
+        raise UserError(f"{shown(candidates.source)} keeps only text hashes (the service ran without --log-text), and "
                         f"strategy '{name}' needs the texts; use margin, entropy or random, serve with --log-text, "
                         f"or give the queries as a file")
     confidence = np.array([c for _, c in candidates.logged], dtype=np.float64)
@@ -176,13 +177,13 @@ def select_queries(model, source, budget: int, *, strategy_name: str = "margin",
     known = labelled_texts(list(labelled) + ([candidates.source] if candidates.from_log else []), text_column)
     candidates = candidates.without({text_sha256(t) for t in known})
     if not len(candidates):
-        raise UserError(f"every query in {source} is labelled already: nothing to choose from")
+        raise UserError(f"every query in {shown(source)} is labelled already: nothing to choose from")
     with_text = sum(t is not None for t in candidates.texts)
     if with_text:
         rows = _score_texts(model, candidates, strategy_name, budget, seed, known, max_candidates, multi_label)
     else:
         rows = _rank_logged(candidates, strategy_name, budget, seed)
-    summary = {"source": str(source), "rows_read": candidates.rows, "candidates": len(candidates),
+    summary = {"source": shown(source), "rows_read": candidates.rows, "candidates": len(candidates),
                "skipped_labelled": candidates.skipped_labelled, "duplicates": sum(candidates.counts) - len(candidates),
                "not_scored": len(candidates) - with_text if with_text else 0,
                "sampled_from": with_text if with_text > max_candidates else None,

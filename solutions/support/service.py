@@ -14,9 +14,13 @@ door (core.serving.app.check_texts); should a merged batch still fail, each requ
 alone, so one bad request never fails another.
 Each batch reads the served model once (solutions.support.deployment.Deployment, which a
 registry watcher may swap between batches), then, on the same thread, logs its rows to the
-prediction log (core.mlops.feedback.PredictionLog: one transaction per batch) and hands them to the
-drift monitor's queue. A logging failure never fails the request: it answers with fresh request
-ids (feedback on those gets a 404), logs a warning and counts in verticals_prediction_log_failures_total.
+prediction log (core.mlops.prediction_logs: an SQLite file, or PostgreSQL shared by several replicas,
+so feedback may reach any replica; one transaction per batch) and hands them to the drift monitor's
+queue. A logging failure never fails the request: it logs a warning, counts in
+verticals_prediction_log_failures_total and answers with fresh request ids (feedback on those gets
+a 404), or, when the PostgreSQL log kept the batch to write after an outage, with the kept ids
+(verticals_prediction_log_backlog_rows waiting; verticals_prediction_log_dropped_rows_total given up).
+Feedback while the database is down gets a 503 (nothing stored: send it again).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, StrictStr
 from core.data.multilabel import LABEL_SEPARATOR, MAX_LABELS_PER_ROW
 from core.foundation.errors import UserError
 from core.foundation.labels import label_name_problem
-from core.mlops.feedback import MAX_LABEL_CHARS, UnknownRequestId
+from core.mlops.feedback import MAX_LABEL_CHARS, PredictionLogUnavailable, UnknownRequestId
 from core.serving.app import Access, ServiceLimits, check_texts, create_service
 from solutions.support.deployment import Deployment, FunctionRouter, RegistryWatcher, ServedModel
 from solutions.support.monitoring import DriftMonitor, MonitorSettings
@@ -145,8 +149,10 @@ class Inference:
     """What the micro-batcher runs on its thread: route on the current model, stamp ids and the
     model version, log the batch, feed the drift monitor."""
 
-    def __init__(self, deployment: Deployment, prediction_log, monitor: DriftMonitor, failures):
-        self.deployment, self.prediction_log, self.monitor, self.failures = deployment, prediction_log, monitor, failures
+    def __init__(self, deployment: Deployment, prediction_log, monitor: DriftMonitor, metrics: RouterMetrics):
+        self.deployment, self.prediction_log, self.monitor = deployment, prediction_log, monitor
+        self.failures, self.dropped, self.dropped_seen = metrics.log_failures, metrics.log_dropped, 0
+        self.write_latency = metrics.log_latency
 
     def __call__(self, texts: list[str]) -> list[dict]:
         served = self.deployment.current  # once per batch: a swap lands between batches
@@ -159,12 +165,21 @@ class Inference:
 
     def _log(self, rows: list[dict], version: str) -> list[str]:
         if self.prediction_log is not None:
+            started = time.perf_counter()
             try:
                 return self.prediction_log.log(rows, version, label_key=LABEL_KEY)
+            except PredictionLogUnavailable as exc:  # the database is down: the batch waits in memory
+                self.failures.inc()
+                log.warning("could not log %d routed texts now (%s); answering with the kept ids", len(rows), exc)
+                return exc.request_ids
             except Exception as exc:  # the disk is full, the file went away...: answer anyway
                 self.failures.inc()
                 log.warning("could not log %d routed texts to the prediction log (%s: %s); answering without",
                             len(rows), type(exc).__name__, exc)
+            finally:
+                self.write_latency.observe(time.perf_counter() - started)
+                self.dropped.inc(self.prediction_log.dropped_rows - self.dropped_seen)
+                self.dropped_seen = self.prediction_log.dropped_rows
         return [uuid.uuid4().hex for _ in rows]
 
 
@@ -210,6 +225,9 @@ class RouterMetrics:
     feedback: Counter
     model: Gauge
     log_failures: Counter
+    log_backlog: Gauge
+    log_dropped: Counter
+    log_latency: Histogram
     reloads: Counter
 
     @classmethod
@@ -225,6 +243,16 @@ class RouterMetrics:
             log_failures=Counter("verticals_prediction_log_failures_total",
                                  "Routed batches the prediction log could not store (answered anyway)",
                                  registry=registry),
+            log_backlog=Gauge("verticals_prediction_log_backlog_rows",
+                              "Routed rows kept in memory while the log's database is down, to write when it is back",
+                              registry=registry),
+            log_dropped=Counter("verticals_prediction_log_dropped_rows_total",
+                                "Routed rows the prediction log gave up on (its outage backlog was full)",
+                                registry=registry),
+            log_latency=Histogram("verticals_prediction_log_write_seconds",
+                                  "Seconds the inference thread spent logging one batch (one transaction)",
+                                  registry=registry, buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
+                                                              0.25, 1, 5)),
             reloads=Counter("verticals_model_reloads_total", "Registry champion changes by outcome", ["outcome"],
                             registry=registry))
 
@@ -247,7 +275,9 @@ class RouterService:
     def attach(self, registry, monitoring: MonitorSettings) -> None:
         self.metrics = RouterMetrics.register(registry)
         self.monitor = DriftMonitor(registry, monitoring)
-        inference = Inference(self.deployment, self.prediction_log, self.monitor, self.metrics.log_failures)
+        inference = Inference(self.deployment, self.prediction_log, self.monitor, self.metrics)
+        if self.prediction_log is not None:
+            self.metrics.log_backlog.set_function(lambda: self.prediction_log.backlog_rows)
         self.batcher = MicroBatcher(inference, self.limits.batch_size)
         self.deployment.on_swap.append(self._swapped)
         if self.watcher is not None:
@@ -287,6 +317,11 @@ class RouterService:
         except UnknownRequestId as exc:
             self.metrics.feedback.labels("unknown_request").inc()
             raise HTTPException(404, str(exc)) from None
+        except PredictionLogUnavailable as exc:
+            self.metrics.feedback.labels("unavailable").inc()
+            log.warning("feedback on %s not stored: %s", body.request_id, exc)
+            raise HTTPException(503, "the prediction log's database is unavailable; nothing was stored, send the "
+                                     "feedback again", headers={"Retry-After": "1"}) from None
         except UserError as exc:
             self.metrics.feedback.labels("refused").inc()
             raise HTTPException(422, str(exc)) from None
@@ -335,7 +370,8 @@ def create_app(model: Callable[[list[str]], list[dict]] | ServedModel | Deployme
     IntentRouter.route_batch; results then carry model_version "unversioned").
     `info` is shown by an authorised /readyz (default: the served model's describe());
     `access` (or just `token`) says who may call what; `extra_routers` are APIRouters to mount;
-    `prediction_log`: a core.mlops.feedback.PredictionLog (None: nothing logged, no /v1/feedback);
+    `prediction_log`: a core.mlops.prediction_logs.open_prediction_log log, SQLite or PostgreSQL
+    (None: nothing logged, no /v1/feedback);
     `monitoring`: how often drift is computed; `watcher`: a RegistryWatcher following a registry
     (started and stopped with the app)."""
     service = RouterService(_served(model, info), limits=limits, info=info, prediction_log=prediction_log,

@@ -1,6 +1,6 @@
 """The monitor on a real broker and a shared database: Redis Streams (consumer group) + PostgreSQL.
 
-Servers are started here (tests/finance/servers.py) and the tests skip with the reason when the
+Servers are started here (tests/servers.py) and the tests skip with the reason when the
 binaries are missing. Workers are real processes (`python -m tests.finance.test_scaleout`, the
 keyword stub model with a per-batch delay standing in for scoring time) killed with SIGKILL.
 The reference is one worker on the SQLite store reading the same lines from a file, in order.
@@ -31,7 +31,7 @@ from solutions.finance.monitor.loop import MonitorConfig, run_monitor  # noqa: E
 from solutions.finance.monitor.redis_source import message_line, position  # noqa: E402
 from solutions.finance.monitor.store import Record  # noqa: E402
 from solutions.finance.monitor.store_postgres import PostgresStore  # noqa: E402
-from tests.finance.servers import PostgresServer, RedisServer  # noqa: E402
+from tests.servers import PostgresServer, RedisServer  # noqa: E402
 
 STREAM = "news"
 

@@ -3,8 +3,10 @@
 `RedisServer` runs Debian's redis-server with an append-only file fsynced on every write, so a
 restart keeps the stream and the consumer group. `PostgresServer` runs initdb + pg_ctl (as the
 `postgres` user through runuser when we are root: PostgreSQL refuses to run as root), listening
-only on a Unix socket in its temp dir. Both skip (pytest.skip with the reason) when the binaries
-are missing. Also used by benchmarks/finance_scaleout.py.
+only on a Unix socket in its temp dir; `stop()` then `start()` again is an outage the data
+survives (same socket, same port). The tests skip (pytest.skip with `missing()`'s reason) when
+the binaries are missing. Used by the finance monitor's scale-out tests, the support service's
+replica tests, the prediction log's tests and benchmarks/finance_scaleout.py.
 """
 
 from __future__ import annotations
@@ -102,11 +104,13 @@ class PostgresServer:
         return f"postgresql://postgres@/{database}?host={self.dir}&port={self.port}"
 
     def start(self) -> "PostgresServer":
-        if self.as_user:
-            shutil.chown(self.dir, "postgres", "postgres")
+        """initdb (the first time), then start the server and wait until it accepts connections."""
         data = self.dir / "data"
-        self._run([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-                   "--no-locale"])
+        if not data.exists():
+            if self.as_user:
+                shutil.chown(self.dir, "postgres", "postgres")
+            self._run([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                       "--no-locale"])
         options = f"-p {self.port} -k {self.dir} -c listen_addresses='' -c max_connections=50"
         if not self.fsync:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
@@ -120,6 +124,20 @@ class PostgresServer:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.dsn(name)
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: clients are disconnected); `start()` brings it back."""
+        self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop"])
+
+    def schema_dsn(self, name: str) -> str:
+        """A URL whose tables live in a new, empty schema `name` (search_path): a fresh database for
+        one test, without the cost of CREATE DATABASE."""
+        import psycopg
+
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+            conn.execute(f'CREATE SCHEMA "{name}"')
+        return f"{self.dsn()}&options=-csearch_path%3D{name}"
 
     def close(self) -> None:
         if (self.dir / "data" / "postmaster.pid").exists():
