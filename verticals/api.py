@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from core.foundation.errors import UserError
 from core.foundation.quiet import quieted
+from core.mlops import registries
 from core.models.predictor import MODEL_FILE, model_dir
 from core.runs.rundir import REPORT_FILE, default_out
 from verticals.feedback_sources import read_feedback
@@ -133,7 +134,7 @@ def retrain(run: str | os.PathLike | Run, feedback, *, out: str | os.PathLike | 
     from core.mlops.retrain import retrain_and_register  # lazy: as above
 
     path = Path(run.path if isinstance(run, Run) else run).expanduser()
-    if (path / "registry.json").is_file():
+    if registries.is_registry(path):
         reg = open_registry(path)
         if reg.champion() is None:
             raise UserError(f"the registry {path} has no champion to retrain")
@@ -151,9 +152,9 @@ def retrain(run: str | os.PathLike | Run, feedback, *, out: str | os.PathLike | 
                            overwrite=overwrite)
 
 
-def open_registry(path: str | os.PathLike) -> ModelRegistry:
+def open_registry(path: str | os.PathLike, state: str | None = None) -> ModelRegistry:
     """The model registry in `path` (core.mlops.registry.ModelRegistry; created if missing): versions,
-    champion_path(), promote(version, by=, reason=), rollback(by=)."""
-    from core.mlops.registry import ModelRegistry  # lazy: start-up of `import verticals`
-
-    return ModelRegistry(path)
+    champion_path(), promote(version, by=, reason=), rollback(by=). `state`: a postgresql:// URL
+    keeping its state in that database, for hosts sharing `path` (core.mlops.registry_postgres;
+    default: env VERTICALS_REGISTRY_STATE)."""
+    return registries.open_registry(path, state)

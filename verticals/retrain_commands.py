@@ -23,7 +23,8 @@ from core.foundation.errors import UserError
 from core.foundation.quiet import quiet_libraries
 from core.foundation.settings import parse_overrides
 from core.mlops.prediction_logs import shown
-from core.mlops.registry import ModelRegistry, current_user
+from core.mlops.registries import is_registry, open_registry
+from core.mlops.registry import current_user
 from core.mlops.retrain_plan import RetrainSettings
 from core.runs.rundir import default_out
 
@@ -63,11 +64,13 @@ def cmd_retrain(args, *, read_feedback: Callable[[str], list]) -> int:
 
     settings = RetrainSettings.from_overrides(parse_overrides(args.settings))
     run, registry = Path(args.run_dir), args.registry
-    if (run / "registry.json").is_file():  # a registry: retrain its champion, register there
-        reg = ModelRegistry(run)
+    if registry:
+        registry = open_registry(registry, args.registry_state)
+    if is_registry(run):  # a registry: retrain its champion, register there
+        reg = open_registry(run, args.registry_state)
         if reg.champion() is None:
             raise UserError(f"the registry {run} has no champion to retrain")
-        registry, run = registry or str(run), reg.champion_path()
+        registry, run = registry or reg, reg.champion_path()
     feedback = read_feedback(args.feedback)  # a str: Path() would fold a postgresql:// URL's "//"
     if not feedback:
         raise UserError(f"{shown(args.feedback)} holds no labelled feedback yet (feedback rows with a text); nothing to "
@@ -90,10 +93,10 @@ def cmd_retrain(args, *, read_feedback: Callable[[str], list]) -> int:
 
 
 def cmd_registry(args) -> int:
-    if not (Path(args.registry) / "registry.json").is_file():
-        raise UserError(f"{args.registry} is not a model registry (no registry.json); `verticals retrain RUN "
-                        f"--feedback DB --registry {args.registry}` creates one")
-    reg = ModelRegistry(args.registry)
+    if not is_registry(args.registry):
+        raise UserError(f"{args.registry} is not a model registry (no registry.json or registry-state.json); "
+                        f"`verticals retrain RUN --feedback DB --registry {args.registry}` creates one")
+    reg = open_registry(args.registry, args.registry_state)
     if args.action == "promote":
         reg.promote(args.version, by=args.by or current_user(), reason=args.reason or "promoted by hand")
         print(f"{args.version} is the champion of {reg.path}")
@@ -131,6 +134,9 @@ def register(sub, *, read_feedback: Callable[[Path], list] | None) -> None:
         p.add_argument("--out", help="the challenger's run directory (default: runs/retrain-<time>)")
         p.add_argument("--registry", metavar="DIR", help="register the challenger in this model registry "
                                                          "(the deployed run becomes v0001 of an empty one)")
+        p.add_argument("--registry-state", metavar="URL",
+                       help="a postgresql:// URL: the registry's state (champion, versions) in that database, for several "
+                            "hosts sharing DIR on shared storage (default: env VERTICALS_REGISTRY_STATE)")
         p.add_argument("--promote", choices=("auto", "never"), default="auto",
                        help="auto: promote iff the gate says so; never: only register it as a candidate")
         p.add_argument("--by", help="who promotes (default: env VERTICALS_USER or the login name)")
@@ -144,11 +150,15 @@ def register(sub, *, read_feedback: Callable[[Path], list] | None) -> None:
     a = actions.add_parser("list", help="every version with its status, parent and metrics")
     a.add_argument("registry")
     a.add_argument("--json", action="store_true")
+    a.add_argument("--registry-state", metavar="URL", help="a postgresql:// URL: the registry's state (champion, versions) in that database, for several "
+                            "hosts sharing DIR on shared storage (default: env VERTICALS_REGISTRY_STATE)")
     for name, what in (("promote", "make VERSION the champion"), ("rollback", "champion -> the previous champion")):
         a = actions.add_parser(name, help=what)
         a.add_argument("registry")
         if name == "promote":
             a.add_argument("version")
         a.add_argument("--by", help="who (default: env VERTICALS_USER or the login name)")
+        a.add_argument("--registry-state", metavar="URL", help="a postgresql:// URL: the registry's state (champion, versions) in that database, for several "
+                            "hosts sharing DIR on shared storage (default: env VERTICALS_REGISTRY_STATE)")
         a.add_argument("--reason", help="why (recorded in the registry)")
     p.set_defaults(func=cmd_registry)

@@ -20,6 +20,9 @@ Every change is a read-modify-write of registry.json under an exclusive `fcntl.f
 atomically (temp file, fsync, rename, fsync of the directory), so a reader (no lock) sees the old
 file or the new one, never half of either. A run is copied into `runs/.incoming-*` first and
 renamed into place, so a crash mid-copy leaves no half version behind.
+Several hosts: core.mlops.registry_postgres.PostgresRegistry keeps this same state in one
+PostgreSQL row (row lock instead of fcntl, which network file systems do not honour), the runs in
+the shared directory; core.mlops.registries.open_registry picks the backend.
 Hand-written (no library): MLflow's model registry needs its tracking server or database and
 gives neither file locking nor a champion stack; this is ~200 lines of stdlib.
 Leaves out: deciding whether to promote (core.mlops.gate.gate) and serving (solutions.support).
@@ -41,12 +44,17 @@ from core.foundation.durable import write_json_atomically
 from core.foundation.errors import UserError
 
 REGISTRY_FILE = "registry.json"
+STATE_MARKER = "registry-state.json"  # in a registry whose state is in PostgreSQL (core.mlops.registry_postgres)
 STATUSES = ("candidate", "champion", "retired", "rejected")
 # from -> the statuses a version may move to (rejected/retired -> champion: a person overrides the gate or
 # restores an old version; a rejected or retired version may also be registered straight away)
 TRANSITIONS = {"candidate": {"champion", "rejected"}, "champion": {"retired"},
                "retired": {"champion"}, "rejected": {"champion"}}
 USER_ENV = "VERTICALS_USER"
+
+
+def empty_state() -> dict:
+    return {"versions": [], "champion": None, "champion_stack": [], "generation": 0, "events": []}
 
 
 def current_user() -> str:
@@ -90,6 +98,9 @@ class ModelRegistry:
             raise UserError(f"{self.path} is a file, not a registry directory")
         self.file = self.path / REGISTRY_FILE
         self._cache: tuple[tuple, dict] | None = None  # (stat key, parsed registry.json)
+        if (self.path / STATE_MARKER).is_file() and not self.file.is_file():
+            raise UserError(f"{self.path} keeps its state in PostgreSQL ({STATE_MARKER}): give its database URL "
+                            f"(--registry-state postgresql://... or VERTICALS_REGISTRY_STATE)")
         if not self.file.is_file():
             leftovers = [p.name for p in self.path.iterdir()] if self.path.is_dir() else []
             runs = self.path / "runs"
@@ -166,8 +177,7 @@ class ModelRegistry:
         with open(self.path / ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                state = (json.loads(self.file.read_text(encoding="utf-8")) if self.file.is_file()
-                         else {"versions": [], "champion": None, "champion_stack": [], "generation": 0, "events": []})
+                state = json.loads(self.file.read_text(encoding="utf-8")) if self.file.is_file() else empty_state()
                 yield state
                 write_json_atomically(self.file, state)
                 self._cache = None

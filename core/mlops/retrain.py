@@ -63,6 +63,7 @@ from core.classify.train import fit
 from core.data.splits import LabelMap
 from core.foundation.errors import UserError
 from core.mlops.gate import gate, handover_rate, score_model
+from core.mlops.registries import open_registry
 from core.mlops.registry import ModelRegistry, current_user
 from core.mlops.retrain_multilabel import retrain_multilabel
 from core.mlops.retrain_plan import (
@@ -185,7 +186,8 @@ PROMOTE = ("auto", "never")
 def retrain_and_register(run_dir, feedback, *, registry, out, promote: str = "auto", by: str | None = None,
                          data_dir: str | None = None, settings: RetrainSettings = RetrainSettings(),
                          progress: bool = True, overwrite: bool = False) -> dict:
-    """`retrain`, then register the challenger in `registry` (a core.mlops.registry.ModelRegistry path)
+    """`retrain`, then register the challenger in `registry` (a core.mlops.registry.ModelRegistry, or
+    its path: core.mlops.registries.open_registry)
     with the deployed run as parent: an empty registry first gets the run as v0001 champion. With
     promote="auto" the challenger becomes champion iff the gate says so (else it is registered as
     rejected); "never" registers it as a candidate. Returns the report plus "registry": {path,
@@ -193,7 +195,7 @@ def retrain_and_register(run_dir, feedback, *, registry, out, promote: str = "au
     if promote not in PROMOTE:
         raise UserError(f"promote must be one of {', '.join(PROMOTE)}, not {promote!r}")
     by = by or current_user()
-    reg = ModelRegistry(registry)
+    reg = registry if isinstance(registry, ModelRegistry) else open_registry(registry)
     run_config(Path(run_dir))  # refuse a run retrain cannot take before it enters the registry
     parent = reg.find(run_dir)
     if parent is None and reg.versions():

@@ -11,7 +11,8 @@ from core.foundation.errors import UserError
 from core.foundation.quiet import quiet_libraries
 from core.foundation.text import texts_from_args, texts_from_jsonl
 from core.mlops.prediction_logs import open_prediction_log, shown
-from core.mlops.registry import REGISTRY_FILE, ModelRegistry
+from core.mlops.registries import is_registry, open_registry
+from core.mlops.registry import REGISTRY_FILE, STATE_MARKER
 from core.mlops.selection import STRATEGIES, check_budget
 from core.models.multilabel import load_multilabel_head
 from core.models.predictor import load_run, model_dir
@@ -81,10 +82,10 @@ def cmd_serve(args) -> int:
 
     watcher = None
     if args.registry:
-        if not (Path(args.registry) / REGISTRY_FILE).is_file():
-            raise UserError(f"{args.registry} is not a model registry (no {REGISTRY_FILE}); create one with "
-                            f"`verticals retrain ... --registry DIR` or `verticals registry`")
-        registry = ModelRegistry(args.registry)
+        if not is_registry(args.registry):
+            raise UserError(f"{args.registry} is not a model registry (no {REGISTRY_FILE} or {STATE_MARKER}); "
+                            f"create one with `verticals retrain ... --registry DIR`")
+        registry = open_registry(args.registry, args.registry_state)
         version = registry.champion()
         if version is None:
             raise UserError(f"{args.registry} has no champion yet; promote a version: `verticals registry promote`")
@@ -220,6 +221,9 @@ def register(sub) -> None:
     _router_args(p, run_required=False)
     p.add_argument("--registry", help="serve this model registry's champion instead of RUN_DIR, and hot-swap to a "
                                       "new champion (promote / rollback) without a restart")
+    p.add_argument("--registry-state", metavar="URL",
+                   help="with --registry: the registry's state in this postgresql:// database, for replicas on "
+                        "several hosts sharing the registry directory (default: env VERTICALS_REGISTRY_STATE)")
     p.add_argument("--reload-interval", type=float, default=5.0,
                    help="with --registry: seconds between checks for a new champion (default 5)")
     p.add_argument("--log", default="predictions.db",

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.evaluation.drift_baseline import load_drift_baseline
-from core.mlops.registry import REGISTRY_FILE, ModelRegistry
+from core.foundation.errors import UserError
+from core.mlops.registries import is_registry, open_registry
 
 log = logging.getLogger("verticals.support.deployment")
 
@@ -84,9 +85,13 @@ class Deployment:
 def _registry_version(run_dir: Path) -> str | None:
     """The registry version of `run_dir` when it lies in a registry's runs/ folder, else None."""
     root = run_dir.resolve().parent.parent
-    if run_dir.resolve().parent.name != "runs" or not (root / REGISTRY_FILE).is_file():
+    if run_dir.resolve().parent.name != "runs" or not is_registry(root):
         return None
-    return ModelRegistry(root).find(run_dir)
+    try:
+        return open_registry(root).find(run_dir)
+    except UserError as exc:  # e.g. a database registry without its URL here: the run's own id serves
+        log.warning("cannot read the registry %s (%s); identifying %s by its files", root, exc, run_dir.name)
+        return None
 
 
 def model_version(run_dir: str | Path) -> str:
