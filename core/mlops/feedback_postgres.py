@@ -14,8 +14,8 @@ read all the traffic. Differences, each for the server's sake:
   NULL there), only where missing (ALTER TABLE locks the table even when it changes nothing).
 - Retention runs under another advisory lock, so two replicas pruning at once delete the excess once.
 - Feedback locks its prediction row (FOR SHARE) so a concurrent prune cannot remove it mid-write.
-Outages. A write the server aborts (deadlock, serialization failure) is run again (`_retried`). A
-lost or refused connection marks the database down: reads and feedback raise
+Outages. A write the server aborts (deadlock, serialization failure) is run again
+(core.foundation.postgres.retried). A lost or refused connection marks the database down: reads and feedback raise
 PredictionLogUnavailable, and `log` keeps the batch in memory (at most `max_backlog_rows` rows;
 beyond that the oldest batches are dropped, counted in `dropped_rows` and logged) and raises
 PredictionLogUnavailable carrying the batch's ids. The next call after a backoff (doubling from
@@ -30,14 +30,13 @@ SQLite log), TLS and authentication settings beyond the URL (libpq reads them: s
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from functools import wraps
 
 from core.foundation.errors import UserError
+from core.foundation.postgres import CONNECTION, import_psycopg, redacted, retried
 from core.mlops.feedback import (
     ADDED_COLUMNS,
     PREDICTION_COLUMNS,
@@ -73,46 +72,13 @@ SCHEMA = [
 _PG_TYPES = {"REAL": "DOUBLE PRECISION", "TEXT": "TEXT", "INTEGER": "BIGINT"}
 SCHEMA_LOCK = 7_301_601  # pg_advisory_xact_lock keys (the finance monitor's store uses 7_301_517)
 PRUNE_LOCK = 7_301_602
-RETRIES = 8
-# libpq settings unless the URL gives its own: a server that does not answer (a network partition,
-# not a refused connection) costs a connect or a write at most about this long before the log
-# counts it as an outage, so the inference thread is not held for the kernel's TCP timeouts.
-CONNECTION = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
-              "keepalives_count": 3, "tcp_user_timeout": 5000}
-URL_PREFIXES = ("postgresql://", "postgres://")
-
-
-def redacted(dsn: str) -> str:
-    """The URL without its password, for messages."""
-    return re.sub(r"://([^:@/]*):[^@/]*@", r"://\1:***@", dsn)
-
-
 def pg_storable(text: str) -> str:
     """`storable_text`, and each NUL written as `\\x00` (PostgreSQL text cannot hold one)."""
     return storable_text(text).replace("\x00", "\\x00")
 
 
 def _psycopg():
-    try:
-        import psycopg  # lazy: an optional extra ([scale]); SQLite users never load it
-    except ImportError:
-        raise UserError("a postgresql:// prediction log needs psycopg: pip install -e '.[scale]'") from None
-    return psycopg
-
-
-def _retried(method):
-    """Run a write again when the server aborted its transaction (deadlock, serialization failure)."""
-
-    @wraps(method)
-    def run(self, *args, **kwargs):
-        for attempt in range(RETRIES):
-            try:
-                return method(self, *args, **kwargs)
-            except _psycopg().errors.TransactionRollback:
-                if attempt == RETRIES - 1:
-                    raise
-                time.sleep(0.01 * 2 ** attempt)
-    return run
+    return import_psycopg("a postgresql:// prediction log")
 
 
 class PostgresPredictionLog:
@@ -206,7 +172,7 @@ class PostgresPredictionLog:
             except PredictionLogUnavailable as exc:
                 raise PredictionLogUnavailable(f"{exc}; feedback not stored, send it again") from None
 
-    @_retried
+    @retried
     def _feedback(self, request_id: str, label: str, text: str | None) -> dict:
         with self._db.transaction():
             found = self._db.execute(
@@ -362,7 +328,7 @@ class PostgresPredictionLog:
         if written:
             log.warning("wrote %d routed rows kept during the outage to %s", written, self.shown)
 
-    @_retried
+    @retried
     def _insert(self, values: list[tuple], strict: bool) -> None:
         """One transaction: the rows (strict: a known id is an IntegrityError; else skipped), then
         retention every prune_every rows."""

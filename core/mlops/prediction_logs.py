@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Protocol
 
 from core.foundation.errors import UserError
+from core.foundation.postgres import URL_PREFIXES, redacted
 from core.mlops.feedback import FeedbackExample, PredictionLog
-from core.mlops.feedback_postgres import URL_PREFIXES, PostgresPredictionLog, redacted
+from core.mlops.feedback_postgres import PostgresPredictionLog
 
 
 class PredictionStore(Protocol):

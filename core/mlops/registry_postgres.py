@@ -32,7 +32,7 @@ from pathlib import Path
 
 from core.foundation.durable import write_json_atomically
 from core.foundation.errors import UserError
-from core.mlops.feedback_postgres import CONNECTION, redacted
+from core.foundation.postgres import CONNECTION, import_psycopg, redacted
 from core.mlops.registry import REGISTRY_FILE, STATE_MARKER, ModelRegistry, empty_state
 
 TABLE = "verticals_registry"
@@ -43,12 +43,7 @@ SCHEMA_LOCK = 0x7665727469636173  # pg_advisory_xact_lock id: two hosts creating
 
 
 def _psycopg():
-    try:
-        import psycopg  # lazy: an optional extra ([scale]); file registries never load it
-    except ImportError:
-        raise UserError("a registry with --registry-state postgresql://... needs psycopg: "
-                        "pip install -e '.[scale]'") from None
-    return psycopg
+    return import_psycopg("a registry with --registry-state postgresql://...")
 
 
 class PostgresRegistry(ModelRegistry):

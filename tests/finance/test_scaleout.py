@@ -31,7 +31,7 @@ from solutions.finance.monitor.loop import MonitorConfig, run_monitor  # noqa: E
 from solutions.finance.monitor.redis_source import message_line, position  # noqa: E402
 from solutions.finance.monitor.store import Record  # noqa: E402
 from solutions.finance.monitor.store_postgres import PostgresStore  # noqa: E402
-from tests.servers import PostgresServer, RedisServer  # noqa: E402
+from tests.servers import RedisServer  # noqa: E402
 
 STREAM = "news"
 
@@ -64,19 +64,9 @@ def redis_server():
     server.close()
 
 
-@pytest.fixture(scope="module")
-def postgres_server():
-    reason = PostgresServer.missing()
-    if reason:
-        pytest.skip(reason)
-    server = PostgresServer().start()
-    yield server
-    server.close()
-
-
 @pytest.fixture
-def pg_dsn(postgres_server, request):
-    return postgres_server.create_database(request.node.name[:40].lower().replace("[", "_").replace("]", ""))
+def pg_dsn(postgres, request):  # postgres: the session's real server (tests/conftest.py)
+    return postgres.create_database(request.node.name[:40].lower().replace("[", "_").replace("]", ""))
 
 
 @pytest.fixture

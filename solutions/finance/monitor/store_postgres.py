@@ -45,9 +45,9 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from functools import wraps
 
 from core.foundation.errors import UserError
+from core.foundation.postgres import retried
 from solutions.finance.monitor.aggregate import StreamClock, WindowStats, window_start
 from solutions.finance.monitor.lines import printable
 from solutions.finance.monitor.store import (
@@ -104,7 +104,6 @@ SCHEMA = [
 SCHEMA_LOCK = 7_301_517  # pg_advisory_xact_lock key: two workers starting at once create the tables once
 END = 2**63 - 1  # the frontier of a source whose input is complete
 DELIVERY_LEASE_SECONDS = 60.0  # a claimed delivery is not offered to another worker for this long
-RETRIES = 8
 
 
 def _refused_row_errors():
@@ -117,23 +116,6 @@ def _refused_row_errors():
 def _storable(text: str, limit: int) -> str:
     """`printable`, and no NUL character (PostgreSQL text cannot hold one)."""
     return printable(text, limit).replace("\x00", "\\x00")
-
-
-def _retried(method):
-    """Run a write again when the server aborted its transaction (deadlock, serialization failure)."""
-
-    @wraps(method)
-    def run(self, *args, **kwargs):
-        import psycopg  # lazy: an optional extra ([scale])
-
-        for attempt in range(RETRIES):
-            try:
-                return method(self, *args, **kwargs)
-            except psycopg.errors.TransactionRollback:
-                if attempt == RETRIES - 1:
-                    raise
-                time.sleep(0.01 * 2 ** attempt)
-    return run
 
 
 @dataclass
@@ -199,7 +181,7 @@ class PostgresStore(StoreReads):
 
     # ------------------------------------------------------------ one batch
 
-    @_retried
+    @retried
     def commit_batch(self, *, source_key: str, offset: int, records: list[Record],
                      quarantined: list[tuple[int, str, str]]) -> int:
         """Documents, scores, mentions, dirty marks, quarantine rows, the offset, the source's frontier
@@ -296,7 +278,7 @@ class PostgresStore(StoreReads):
                         ([e for e, _ in pending], [w for _, w in pending]))
         self._save_clock(clock)
 
-    @_retried
+    @retried
     def close_input(self) -> None:
         """End of input (for a stream: the whole group has acknowledged it): every source's prefix is
         complete, so the clock runs over what is undecided; then every window up to the watermark's closes."""
@@ -320,7 +302,7 @@ class PostgresStore(StoreReads):
     def _sql(self, query: str) -> str:
         return query.replace("?", "%s")  # psycopg's placeholders (StoreReads writes SQLite's)
 
-    @_retried
+    @retried
     def commit_windows(self, entity: str, since: int, windows: list[WindowStats]) -> None:
         """Replace the entity's aggregates from `since` and clear its dirty marks: one transaction, and
         only if no batch touched the entity since `dirty_from` (see the module doc)."""
@@ -340,7 +322,7 @@ class PostgresStore(StoreReads):
         return self.db.execute("SELECT entity, window_start FROM pending WHERE window_start + %s <= %s ORDER BY "
                                "window_start, entity", (self.window, self.clock.closed_until)).fetchall()
 
-    @_retried
+    @retried
     def commit_alerts(self, evaluated: list[tuple[str, int]], alerts: list[dict], sinks: list[str]) -> list[int]:
         """Alerts (one per entity/rule/window, whichever worker evaluated it first), a pending delivery
         per sink each, and those windows' pending marks cleared: one transaction. Returns new alert ids."""
