@@ -8,8 +8,12 @@ from our benchmark records, so it is an educated guess, not a measurement):
   error, sqrt(p(1-p)/n_validation). Training time, CPU and memory come from the cost ledger.
 - Learning curve: the probe is refitted on stratified shares (1/8, 1/4, 1/2, 1) of the labels;
   accuracy(n) = a - b * n**-c (a power law with a ceiling a <= 1; scipy curve_fit) is fitted to
-  those points (a straight line in log n when the fit fails) and extrapolated to 2x and 4x the
-  labels, and to the label count that would reach the target, if the ceiling is above it.
+  those points (a straight line in log n when the fit fails) and read at 2x and 4x the labels,
+  and at the label count that would reach the target when that is within 4x (EXTRAPOLATION_FACTOR;
+  beyond, the plan says so rather than print a number a curve fitted on n/8..n cannot support).
+- The decision: the cheapest system predicted to meet the target and constraints; when none is,
+  the cheapest recipe whose predicted range reaches the target (`within_range_recipe`), which
+  `--run` then trains and measures rather than refusing: a prior's point can miss by its spread.
 - Fine-tunes (full, LoRA, IA3): accuracy is a PRIOR. A fine-tune is assumed to close a share f of
   the probe's error: acc = probe + f * (1 - probe); f per recipe is what full fine-tunes and LoRA
   closed in our records (core/plan/priors.json: one record per benchmark with its label count and
@@ -78,7 +82,7 @@ from core.plan.predict import (
     finetune_times,
     fit_learning_curve,
     frozen_times,
-    labels_for,
+    labels_needed,
     load_priors,
     predicted_accuracy,
     static_times,
@@ -155,10 +159,12 @@ class Prediction:
     run_seconds: float = 0.0  # the whole run's wall: setup + ledger + final evaluation
 
 
-def meets(p: Prediction, target: float, budget_s: float | None, latency_s: float | None) -> list[str]:
-    """Why `p` fails the target or a constraint ([] when it meets them all)."""
+def meets(p: Prediction, target: float, budget_s: float | None, latency_s: float | None,
+          optimistic: bool = False) -> list[str]:
+    """Why `p` fails the target or a constraint ([] when it meets them all); `optimistic`: its
+    accuracy is the top of its predicted range."""
     why = []
-    if p.accuracy < target:
+    if (p.accuracy_high if optimistic else p.accuracy) < target:
         why.append(f"accuracy {100 * p.accuracy:.1f}% < {100 * target:.1f}%")
     if budget_s is not None and p.train_seconds > budget_s:
         why.append(f"training {p.train_seconds:.0f} s > budget {budget_s:.0f} s")
@@ -168,9 +174,9 @@ def meets(p: Prediction, target: float, budget_s: float | None, latency_s: float
 
 
 def cheapest(predictions: list[Prediction], target: float, budget_s: float | None = None,
-             latency_s: float | None = None) -> Prediction | None:
+             latency_s: float | None = None, optimistic: bool = False) -> Prediction | None:
     """The prediction meeting everything with the lowest training dollars (then $/1e6 predictions)."""
-    ok = [p for p in predictions if not meets(p, target, budget_s, latency_s)]
+    ok = [p for p in predictions if not meets(p, target, budget_s, latency_s, optimistic)]
     return min(ok, key=lambda p: (p.train_usd, p.usd_per_million)) if ok else None
 
 
@@ -246,17 +252,22 @@ def make_plan(cfg: PlanConfig, *, data_dir: str | None = None, progress: bool = 
     latency_s = parse_duration(cfg.latency) if cfg.latency else None
     pick = cheapest(preds, cfg.target, budget_s, latency_s)
     runnable = cheapest([p for p in preds if p.system in RECIPES], cfg.target, budget_s, latency_s)
+    # none predicted to meet it: the cheapest recipe whose predicted range reaches the target (--run measures it)
+    maybe = None if runnable else cheapest([p for p in preds if p.system in RECIPES], cfg.target, budget_s,
+                                            latency_s, optimistic=True)
     n_train = len(data.train)
     more = [{"labels": k * n_train, "probe": curve_accuracy(curve, k * n_train),
              **{p.system: finetune_accuracy(curve_accuracy(curve, k * n_train), priors["gap_closure"][p.system]["mean"])
                 for p in preds if p.system in priors["gap_closure"]}} for k in (2, 4)]
-    needed = labels_for(curve, cfg.target)
+    needed = labels_needed(curve, cfg.target, n_train)
     return {"config": asdict(cfg), "data": data.summary(), "device": device, "prices": asdict(prices),
             "predictions": [asdict(p) for p in preds],
             "why_not": {p.system: meets(p, cfg.target, budget_s, latency_s) for p in preds},
             "recommendation": pick.system if pick else None,
             "recommended_recipe": runnable.system if runnable else None,  # what --run trains (tfidf is no run)
-            "learning_curve": {"points": e["curve_points"], "fit": curve, "labels_for_target_probe": needed},
+            "within_range_recipe": maybe.system if maybe else None,  # what --run trains when none is predicted to
+            "learning_curve": {"points": e["curve_points"], "fit": curve, "labels_for_target_probe": needed["labels"],
+                               "labels_for_target_note": needed["note"]},
             "more_labels": more, "calibration": calibration, "measurements": {
                 "tfidf_c": t["c"] if "tfidf" in systems else None, "probe_c": e["c"], "tokens": e["tokens"],
                 "data_load_s": load_s, "probe_steps_s": e["times"],
@@ -310,14 +321,17 @@ def format_plan(result: dict) -> str:
                          f"{result['recommended_recipe'] or 'none'}")
     else:
         lines.append("recommendation: none of the systems is predicted to meet the target and constraints")
+        maybe = next((p for p in result["predictions"] if p["system"] == result.get("within_range_recipe")), None)
+        if maybe:
+            lines.append(f"  within its predicted range: {maybe['system']} ({100 * maybe['accuracy_low']:.1f}-"
+                         f"{100 * maybe['accuracy_high']:.1f}%) is the cheapest recipe that may meet it; --run trains "
+                         f"and measures it")
     for row in result["more_labels"]:
         lines.append(f"  with {row['labels']} labels the learning curve predicts: "
                      + ", ".join(f"{k} {100 * v:.1f}%" for k, v in row.items() if k != "labels"))
     for system, why in result.get("skipped", {}).items():
         lines.append(f"  {system}: left out: {why}")
-    need = result["learning_curve"]["labels_for_target_probe"]
-    lines.append(f"  the probe reaches the target at about {need:,.0f} labels (extrapolated)" if need else
-                 "  the probe's learning curve levels off below the target")
+    lines.append("  " + result["learning_curve"]["labels_for_target_note"])
     lines.append("  fine-tune and static-tier accuracies are priors from our benchmark records, not measurements (see core/plan.py)")
     lines.append("  train s = the run's cost-ledger seconds (what train $ prices); run s = the whole run, with its final evaluation")
     return "\n".join(lines)
@@ -326,7 +340,7 @@ def format_plan(result: dict) -> str:
 def outcome(result: dict, report: dict, run_wall_s: float) -> dict:
     """Predicted vs actual for the recipe `--run` trained: accuracy (validation, test), ledger and
     run seconds, with the errors (predicted - actual; time as a ratio - 1)."""
-    system = result["recommended_recipe"]
+    system = result["recommended_recipe"] or result.get("within_range_recipe")
     p = next(p for p in result["predictions"] if p["system"] == system)
     actual = {"validation_accuracy": report["metrics"]["validation"]["accuracy"],
               "test_accuracy": report["metrics"]["test"]["accuracy"],
@@ -360,12 +374,13 @@ def run_recommended(result: dict, cfg: PlanConfig, out: Path, *, data_dir: str |
                     progress: bool = True) -> tuple[dict, Path]:
     """Train the recommended recipe into out/run-<recipe>, put its predicted-vs-actual `outcome` into
     `result` and out/plan.json; returns (the run's report, its directory)."""
-    if not result["recommended_recipe"]:
-        raise UserError("--run (run=True): no recipe is predicted to meet the target and constraints; lower target=, "
-                        "raise budget= or add labels (see above)")
-    run_dir = Path(out) / f"run-{result['recommended_recipe']}"
+    system = result["recommended_recipe"] or result.get("within_range_recipe")
+    if not system:
+        raise UserError("--run (run=True): no recipe is predicted to meet the target and constraints, even at the top "
+                        "of its predicted range; lower target=, raise budget= or add labels (see above)")
+    run_dir = Path(out) / f"run-{system}"
     t0 = time.perf_counter()
-    report = run_recipe(recipe_for(result["recommended_recipe"], cfg), run_dir, data_dir=data_dir, progress=progress)
+    report = run_recipe(recipe_for(system, cfg), run_dir, data_dir=data_dir, progress=progress)
     result["outcome"] = outcome(result, report, time.perf_counter() - t0)
     result["run"] = str(run_dir)
     Path(out).mkdir(parents=True, exist_ok=True)

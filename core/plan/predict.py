@@ -66,6 +66,23 @@ def labels_for(curve: dict, target: float) -> float | None:
     return math.exp((target - alpha) / beta) if beta > 0 and target < 1 else None
 
 
+EXTRAPOLATION_FACTOR = 4  # the learning curve is read up to this many times the labels it was fitted on
+
+
+def labels_needed(curve: dict, target: float, n_fitted: int) -> dict:
+    """{"labels", "note"}: the label count at which the probe's curve reaches `target`, only when it
+    is within EXTRAPOLATION_FACTOR x the `n_fitted` labels the curve was fitted on (None beyond:
+    a power law fitted on n/8..n says little about 100n), and a note saying which case it is."""
+    need, limit = labels_for(curve, target), EXTRAPOLATION_FACTOR * n_fitted
+    if need is None:
+        return {"labels": None, "note": "the probe's learning curve levels off below the target"}
+    if need > limit:
+        return {"labels": None, "note": f"the probe would need more than {limit:,} labels ({EXTRAPOLATION_FACTOR}x the "
+                                        f"{n_fitted:,} its learning curve was fitted on), beyond where the curve is read"}
+    return {"labels": need, "note": f"the probe reaches the target at about {need:,.0f} labels (the learning curve, "
+                                    f"read within {EXTRAPOLATION_FACTOR}x the {n_fitted:,} labels it was fitted on)"}
+
+
 def finetune_accuracy(probe: float, closure: float) -> float:
     """A fine-tune that closes `closure` of the probe's error: probe + closure * (1 - probe)."""
     return probe + closure * (1.0 - probe)

@@ -9,7 +9,7 @@ import pytest
 
 from core.foundation.errors import UserError
 from core.plan.planner import Prediction, cheapest, format_outcome, meets, outcome, pareto, parse_duration, plan_config
-from core.plan.predict import curve_accuracy, fit_learning_curve, finetune_accuracy, finetune_seconds, labels_for, load_priors, padded_tokens_per_step, predicted_accuracy, run_steps, step_time_line
+from core.plan.predict import curve_accuracy, fit_learning_curve, finetune_accuracy, finetune_seconds, labels_for, labels_needed, load_priors, padded_tokens_per_step, predicted_accuracy, run_steps, step_time_line
 from tests.conftest import CARD, TRANSFER, write_csv
 
 
@@ -102,6 +102,26 @@ def test_cheapest_meeting_target_and_constraints():
     assert cheapest(preds, 0.92, budget_s=1800) is None
     assert cheapest(preds, 0.9, latency_s=0.005) is None
     assert meets(preds[2], 0.92, 1800, 0.005) == ["training 4000 s > budget 1800 s", "p50 8.0 ms > 5 ms"]
+
+
+def test_a_prior_whose_range_reaches_the_target_is_what_run_trains_when_none_is_predicted_to():
+    lora = Prediction("lora", "prior", 0.954, 0.945, 0.964, 400.0, 0.0, 0.01, 0.0, 8.0, 1.0)  # the case
+    preds = [_p("probe", 0.93, 0.001), lora]
+    assert cheapest(preds, 0.96) is None and cheapest(preds, 0.96, optimistic=True).system == "lora"
+    assert meets(lora, 0.96, None, None) == ["accuracy 95.4% < 96.0%"] and meets(lora, 0.96, None, None, True) == []
+    assert cheapest(preds, 0.97, optimistic=True) is None  # above every range: nothing to try
+    assert cheapest(preds, 0.96, budget_s=100, optimistic=True) is None  # the range does not lift the budget
+
+
+def test_the_labels_needed_are_read_only_within_four_times_the_fitted_labels():
+    n = [100, 200, 400, 800]
+    curve = fit_learning_curve(n, [0.95 - 2 * x ** -0.5 for x in n])
+    near = labels_needed(curve, 0.90, 800)
+    assert near["labels"] == pytest.approx(1600, rel=1e-2) and "about 1,6" in near["note"]
+    far = labels_needed(curve, 0.949, 800)  # the curve says millions: not printed as a number
+    assert far["labels"] is None and "more than 3,200 labels" in far["note"]
+    assert labels_needed(curve, 0.96, 800) == {"labels": None,
+                                              "note": "the probe's learning curve levels off below the target"}
 
 
 def test_pareto_points():
