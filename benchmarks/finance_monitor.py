@@ -134,13 +134,16 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="benchmarks/runs/finance-sentiment-full-seed0")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8"], default="torch",
+                        help="the scorer's runtime (onnx ones need `verticals export onnx RUN [--int8]` first); "
+                             "a non-torch runtime writes its own record, finance_monitor_<runtime>")
     args = parser.parse_args(argv)
     from core.foundation.quiet import quiet_libraries
     from core.data.catalog import builtin_datasets_dir
     from solutions.finance.monitor.loop import load_scorer
 
     quiet_libraries()
-    model = load_scorer(args.model)
+    model = load_scorer(args.model, args.runtime)
     seeds = [int(s) for s in args.seeds.split(",")]
     runs = []
     for seed in seeds:
@@ -175,7 +178,8 @@ def main(argv=None) -> None:
     fmt = lambda ms: "-" if ms[0] is None else f"{ms[0]:.2f} ± {ms[1]:.2f}"  # noqa: E731
     lines = [f"Generated streams ({len(seeds)} seeds, {int(np.mean([r['lines'] for r in runs]))} documents each, "
              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end): "
-             f"**{fmt(summary['documents_per_second'])} documents/s** end to end (model: {args.model}); "
+             f"**{fmt(summary['documents_per_second'])} documents/s** end to end (model: {args.model}, "
+             f"runtime {args.runtime}); "
              f"{fmt(summary['documents_per_cpu_second'])} documents per CPU-second of the monitor process "
              f"(what it would sustain per core it had to itself).", "",
              "| rule | precision | recall | alerts per stream |", "|---|---|---|---|"]
@@ -187,8 +191,9 @@ def main(argv=None) -> None:
                   f"{len(demo_alerts)} alerts; recall per rule {caught}; "
                   f"{demo_run['documents_per_second']} documents/s."]
     md = "\n".join(lines) + "\n"
-    write_record("finance_monitor", {
-        "protocol": __doc__.split("\n\n")[1], "model": args.model, "seeds": seeds, "runs": runs,
+    name = "finance_monitor" + ("" if args.runtime == "torch" else "_" + args.runtime.replace("-", "_"))
+    write_record(name, {
+        "protocol": __doc__.split("\n\n")[1], "model": args.model, "runtime": args.runtime, "seeds": seeds, "runs": runs,
         "summary": summary, "demo": {"run": demo_run, "quality": demo_quality, "alerts": demo_alerts},
         "load_average": os.getloadavg()}, md)
     print(md)
