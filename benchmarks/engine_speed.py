@@ -38,8 +38,11 @@ SYSTEMS = ("engine", "previous-fit", "trainer", "engine-random-batches", "traine
 def _data(data_dir: str):
     import numpy as np
 
-    from core.data.catalog import load_classification
-    from core.data.splits import set_aside_out_of_scope
+    try:
+        from core.data.catalog import load_classification
+        from core.data.splits import set_aside_out_of_scope
+    except ModuleNotFoundError:  # previous-fit: the flat core/ of BASE_COMMIT
+        from core.data import load_classification, set_aside_out_of_scope
 
     data, _ = set_aside_out_of_scope(load_classification("banking77", root=data_dir), "oos")
     order = np.random.default_rng(0).permutation(len(data.train))[:N_TRAIN]
@@ -51,11 +54,18 @@ def _data(data_dir: str):
 def run_ours(data_dir: str, group: bool, previous: bool) -> dict:
     import torch
 
-    from core.models.backbones import load_backbone
-    from core.classify.config import TrainConfig
-    from core.data.splits import Split
-    from core.models.classifier import build_classifier
-    from core.classify.train import fit
+    if previous:  # the flat core/ of BASE_COMMIT, before core moved into wings
+        from core.backbones import load_backbone
+        from core.config import TrainConfig
+        from core.data import Split
+        from core.model import build_classifier
+        from core.train import fit
+    else:
+        from core.classify.config import TrainConfig
+        from core.classify.train import fit
+        from core.data.splits import Split
+        from core.models.backbones import load_backbone
+        from core.models.classifier import build_classifier
 
     labels, train, val = _data(data_dir)
     torch.manual_seed(0)
@@ -169,6 +179,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     args = parser.parse_args()
+    # absolute: previous-fit runs in its worktree, where a relative data root points elsewhere
+    args.data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     systems = args.systems.split(",")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
