@@ -1,7 +1,9 @@
 """Training checkpoints of the engine: trainable weights, optimizer, scheduler and RNG states.
 
 `save_checkpoint` writes checkpoint/ (weights and optimizer tensors as safetensors, the rest as
-JSON) next to the previous one and swaps them, so a crash mid-write leaves a whole checkpoint;
+JSON; the best weights only when they differ from the current ones, else `best_is_trainable` in
+state.json, which saves a quarter of a full fine-tune's checkpoint) next to the previous one and
+swaps them, so a crash mid-write leaves a whole checkpoint;
 `load_checkpoint` restores what `Engine.run` needs to resume the exact step. Only trainable
 tensors are saved (LoRA runs checkpoint their adapters, not the frozen encoder).
 Leaves out: the loop that calls them (core.engine.loop) and the final model (core.models.classifier).
@@ -31,6 +33,11 @@ def load_trainable(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, value in state.items():
             params[name].copy_(value)
+
+
+def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """The same tensors by name and value (the best weights are often the current ones: one file then)."""
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _optimizer_tensors(optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -74,14 +81,15 @@ def save_checkpoint(directory: Path, weights: dict[str, torch.Tensor], optimizer
         opt_tensors, groups = _optimizer_tensors(optimizer)
         save_file(opt_tensors, tmp / "optimizer.safetensors")
         save_file({f"rank{r}": s for r, s in enumerate(rngs)}, tmp / "rng.safetensors")
-        if best is not None:
+        same = best is not None and _equal(best, weights)  # the step that just improved: write its weights once
+        if best is not None and not same:
             save_file({k: v.cpu() for k, v in best.items()}, tmp / "best.safetensors")
         for hook in hooks:
             if hook.state():
                 save_file({k: v.cpu().contiguous() for k, v in hook.state().items()}, tmp / f"{hook.name}.safetensors")
         (tmp / "state.json").write_text(json.dumps(
             {**state, "param_groups": groups, "scheduler": scheduler.state_dict(),
-             "world_size": distributed.world_size()}, default=float))
+             "world_size": distributed.world_size(), "best_is_trainable": same}, default=float))
         old = directory.with_name(directory.name + ".old")
         if directory.exists():
             os.replace(directory, old)
@@ -112,7 +120,8 @@ def load_checkpoint(directory: Path, restore, optimizer, scheduler, hooks: tuple
     state.pop("world_size", None)
     rngs = load_file(directory / "rng.safetensors")
     torch.set_rng_state(rngs.get(f"rank{distributed.rank()}", rngs["rank0"]))
-    best = load_file(directory / "best.safetensors") if (directory / "best.safetensors").is_file() else None
+    best = (load_file(directory / "trainable.safetensors") if state.pop("best_is_trainable", False)
+            else load_file(directory / "best.safetensors") if (directory / "best.safetensors").is_file() else None)
     for hook in hooks:
         path = directory / f"{hook.name}.safetensors"
         if path.is_file():

@@ -99,8 +99,31 @@ def test_checkpoints_are_safetensors_only(tmp_path):
     cfg = TrainConfig(max_steps=2, batch_size=4, eval_every=1, patience=0)
     fit(_model(), TRAIN, VAL, cfg, run_dir=tmp_path, progress=False, callbacks=())
     files = {p.name for p in (tmp_path / "checkpoint").iterdir()}
-    assert files == {"trainable.safetensors", "optimizer.safetensors", "rng.safetensors",
-                     "best.safetensors", "state.json"}
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    best = set() if state["best_is_trainable"] else {"best.safetensors"}  # one file when they are the same
+    assert files == {"trainable.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json"} | best
+
+
+def test_the_best_weights_are_written_once_when_they_are_the_current_ones(tmp_path):
+    from core.engine.checkpoint import load_checkpoint, save_checkpoint, trainable_state
+    from core.engine.loop import LoopSettings, optimizer_and_schedule
+
+    module = torch.nn.Linear(3, 2)
+    optimizer, scheduler = optimizer_and_schedule([{"params": list(module.parameters()), "lr": 0.1}],
+                                                  LoopSettings(steps=4))
+    module(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    current = trainable_state(module)
+    save_checkpoint(tmp_path / "same", current, optimizer, scheduler, {"step": 1}, dict(current))
+    older = {k: v + 1 for k, v in current.items()}
+    save_checkpoint(tmp_path / "older", current, optimizer, scheduler, {"step": 1}, older)
+    assert not (tmp_path / "same" / "best.safetensors").exists() and (tmp_path / "older" / "best.safetensors").exists()
+    for name, expected in (("same", current), ("older", older)):
+        restored = {}
+        state, best = load_checkpoint(tmp_path / name, restored.update, optimizer, scheduler)
+        assert "best_is_trainable" not in state and state["step"] == 1
+        assert all(torch.equal(best[k], expected[k]) for k in expected)
+        assert all(torch.equal(restored[k], current[k]) for k in current)
 
 
 def test_validation_label_unknown_to_the_model_fails_before_training(tmp_path):
