@@ -23,8 +23,8 @@ from core.foundation.errors import UserError
 from core.foundation.quiet import quiet_libraries
 from core.foundation.settings import parse_overrides
 from core.mlops.prediction_logs import shown
-from core.mlops.registries import is_registry, open_registry
-from core.mlops.registry import current_user
+from core.mlops.registries import REGISTRY_STATE_HELP, is_registry, open_registry
+from core.mlops.registry import REGISTRY_FILE, STATE_MARKER, ModelRegistry, current_user
 from core.mlops.retrain_plan import RetrainSettings
 from core.runs.rundir import default_out
 
@@ -64,8 +64,6 @@ def cmd_retrain(args, *, read_feedback: Callable[[str], list]) -> int:
 
     settings = RetrainSettings.from_overrides(parse_overrides(args.settings))
     run, registry = Path(args.run_dir), args.registry
-    if registry:
-        registry = open_registry(registry, args.registry_state)
     if is_registry(run):  # a registry: retrain its champion, register there
         reg = open_registry(run, args.registry_state)
         if reg.champion() is None:
@@ -79,6 +77,7 @@ def cmd_retrain(args, *, read_feedback: Callable[[str], list]) -> int:
     quiet_libraries()
     common = dict(out=out, data_dir=args.data_dir, settings=settings, progress=not args.quiet, overwrite=args.overwrite)
     if registry:
+        registry = registry if isinstance(registry, ModelRegistry) else open_registry(registry, args.registry_state)
         report = retrain_and_register(run, feedback, registry=registry, promote=args.promote, by=args.by, **common)
     else:
         report = retrain(run, feedback, **common)
@@ -94,7 +93,7 @@ def cmd_retrain(args, *, read_feedback: Callable[[str], list]) -> int:
 
 def cmd_registry(args) -> int:
     if not is_registry(args.registry):
-        raise UserError(f"{args.registry} is not a model registry (no registry.json or registry-state.json); "
+        raise UserError(f"{args.registry} is not a model registry (no {REGISTRY_FILE} or {STATE_MARKER}); "
                         f"`verticals retrain RUN --feedback DB --registry {args.registry}` creates one")
     reg = open_registry(args.registry, args.registry_state)
     if args.action == "promote":
@@ -135,8 +134,7 @@ def register(sub, *, read_feedback: Callable[[Path], list] | None) -> None:
         p.add_argument("--registry", metavar="DIR", help="register the challenger in this model registry "
                                                          "(the deployed run becomes v0001 of an empty one)")
         p.add_argument("--registry-state", metavar="URL",
-                       help="a postgresql:// URL: the registry's state (champion, versions) in that database, for several "
-                            "hosts sharing DIR on shared storage (default: env VERTICALS_REGISTRY_STATE)")
+                       help=REGISTRY_STATE_HELP)
         p.add_argument("--promote", choices=("auto", "never"), default="auto",
                        help="auto: promote iff the gate says so; never: only register it as a candidate")
         p.add_argument("--by", help="who promotes (default: env VERTICALS_USER or the login name)")
@@ -150,15 +148,13 @@ def register(sub, *, read_feedback: Callable[[Path], list] | None) -> None:
     a = actions.add_parser("list", help="every version with its status, parent and metrics")
     a.add_argument("registry")
     a.add_argument("--json", action="store_true")
-    a.add_argument("--registry-state", metavar="URL", help="a postgresql:// URL: the registry's state (champion, versions) in that database, for several "
-                            "hosts sharing DIR on shared storage (default: env VERTICALS_REGISTRY_STATE)")
+    a.add_argument("--registry-state", metavar="URL", help=REGISTRY_STATE_HELP)
     for name, what in (("promote", "make VERSION the champion"), ("rollback", "champion -> the previous champion")):
         a = actions.add_parser(name, help=what)
         a.add_argument("registry")
         if name == "promote":
             a.add_argument("version")
         a.add_argument("--by", help="who (default: env VERTICALS_USER or the login name)")
-        a.add_argument("--registry-state", metavar="URL", help="a postgresql:// URL: the registry's state (champion, versions) in that database, for several "
-                            "hosts sharing DIR on shared storage (default: env VERTICALS_REGISTRY_STATE)")
+        a.add_argument("--registry-state", metavar="URL", help=REGISTRY_STATE_HELP)
         a.add_argument("--reason", help="why (recorded in the registry)")
     p.set_defaults(func=cmd_registry)

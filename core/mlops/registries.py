@@ -18,6 +18,8 @@ from core.mlops.prediction_logs import is_database_url
 from core.mlops.registry import REGISTRY_FILE, STATE_MARKER, ModelRegistry
 
 STATE_ENV = "VERTICALS_REGISTRY_STATE"
+REGISTRY_STATE_HELP = ("a postgresql:// URL: the registry's state (champion, versions) in that database, for several "
+                       f"hosts sharing DIR on shared storage (default: env {STATE_ENV})")
 
 
 def is_registry(path: str | os.PathLike) -> bool:

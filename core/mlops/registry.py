@@ -57,6 +57,16 @@ def empty_state() -> dict:
     return {"versions": [], "champion": None, "champion_stack": [], "generation": 0, "events": []}
 
 
+def require_new_registry_dir(path: Path, allowed: set[str], missing: str = REGISTRY_FILE) -> None:
+    """Refuse a directory that holds anything but `allowed` names (or runs): a registry starts in an
+    empty or new directory (`missing`: what the error says it lacks); then make its runs/ folder."""
+    leftovers = [p.name for p in path.iterdir()] if path.is_dir() else []
+    runs = path / "runs"
+    if set(leftovers) - allowed or (runs.is_dir() and any(runs.iterdir())):
+        raise UserError(f"{path} is not empty and holds no {missing}: give an empty or new directory for a registry")
+    runs.mkdir(parents=True, exist_ok=True)
+
+
 def current_user() -> str:
     """Who is acting: env VERTICALS_USER, else the login name, else "unknown"."""
     if os.environ.get(USER_ENV):
@@ -102,12 +112,7 @@ class ModelRegistry:
             raise UserError(f"{self.path} keeps its state in PostgreSQL ({STATE_MARKER}): give its database URL "
                             f"(--registry-state postgresql://... or VERTICALS_REGISTRY_STATE)")
         if not self.file.is_file():
-            leftovers = [p.name for p in self.path.iterdir()] if self.path.is_dir() else []
-            runs = self.path / "runs"
-            if set(leftovers) - {".lock", "runs"} or (runs.is_dir() and any(runs.iterdir())):
-                raise UserError(f"{self.path} is not empty and holds no {REGISTRY_FILE}: give an empty or new "
-                                f"directory for a registry")
-            runs.mkdir(parents=True, exist_ok=True)
+            require_new_registry_dir(self.path, allowed={".lock", "runs"})
             with self._locked():
                 pass  # writes the empty registry under the lock (another process may be creating it too)
 
@@ -140,7 +145,9 @@ class ModelRegistry:
         return None if version is None else self.version_path(version)
 
     def version_path(self, version: str) -> Path:
-        record = self._record(self._state(), version)
+        return self._run_path(self._record(self._state(), version))
+
+    def _run_path(self, record: dict) -> Path:
         run = Path(record["run"])
         return run if run.is_absolute() else self.path / run
 
@@ -155,8 +162,8 @@ class ModelRegistry:
     def find(self, run_dir: str | os.PathLike) -> str | None:
         """The version whose run is `run_dir` (its copy here, or the directory it was copied from)."""
         target = Path(run_dir).expanduser().resolve()
-        for record in self._state()["versions"]:
-            paths = [self.version_path(record["version"])] + ([Path(record["source"])] if record.get("source") else [])
+        for record in self._state()["versions"]:  # one read of the state (a database round trip for PostgresRegistry)
+            paths = [self._run_path(record)] + ([Path(record["source"])] if record.get("source") else [])
             if any(p.resolve() == target for p in paths):
                 return record["version"]
         return None

@@ -33,7 +33,7 @@ from pathlib import Path
 from core.foundation.durable import write_json_atomically
 from core.foundation.errors import UserError
 from core.foundation.postgres import CONNECTION, import_psycopg, redacted
-from core.mlops.registry import REGISTRY_FILE, STATE_MARKER, ModelRegistry, empty_state
+from core.mlops.registry import REGISTRY_FILE, STATE_MARKER, ModelRegistry, empty_state, require_new_registry_dir
 
 TABLE = "verticals_registry"
 SCHEMA = f"""CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -61,11 +61,7 @@ class PostgresRegistry(ModelRegistry):
                             f"or give a new directory for a registry whose state is in PostgreSQL")
         marker = self.path / STATE_MARKER
         if not marker.is_file():
-            leftovers = [p.name for p in self.path.iterdir()] if self.path.is_dir() else []
-            runs = self.path / "runs"
-            if set(leftovers) - {"runs"} or (runs.is_dir() and any(runs.iterdir())):
-                raise UserError(f"{self.path} is not empty and holds no registry: give an empty or new directory")
-            runs.mkdir(parents=True, exist_ok=True)
+            require_new_registry_dir(self.path, allowed={"runs"}, missing="registry")
             # two hosts creating it at once: the first marker written stays (os.link refuses to replace)
             tmp = self.path / f".{STATE_MARKER}.{uuid.uuid4().hex}"
             write_json_atomically(tmp, {"backend": "postgresql", "key": uuid.uuid4().hex, "table": TABLE})
@@ -78,7 +74,8 @@ class PostgresRegistry(ModelRegistry):
         try:
             self.key = str(json.loads(marker.read_text(encoding="utf-8"))["key"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"{marker} cannot be read ({exc!r}): restore it; its key names the registry's row") from None
+            raise UserError(f"{marker} cannot be read ({exc!r}): restore it; its key names the registry's "
+                            f"row") from None
         (self.path / "runs").mkdir(parents=True, exist_ok=True)
         with self._connection() as db, db.transaction():
             db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
