@@ -114,13 +114,14 @@ def load_checkpoint(directory: Path, restore, optimizer, scheduler, hooks: tuple
     when the run is resumed on a different number of processes)."""
     directory = _checkpoint_path(directory)
     state = json.loads((directory / "state.json").read_text())
-    restore(load_file(directory / "trainable.safetensors"))
+    weights = load_file(directory / "trainable.safetensors")
+    restore(weights)  # copies into the parameters: `weights` stays as read, so it can be `best` below
     _restore_optimizer(optimizer, load_file(directory / "optimizer.safetensors"), state.pop("param_groups"))
     scheduler.load_state_dict(state.pop("scheduler"))
     state.pop("world_size", None)
     rngs = load_file(directory / "rng.safetensors")
     torch.set_rng_state(rngs.get(f"rank{distributed.rank()}", rngs["rank0"]))
-    best = (load_file(directory / "trainable.safetensors") if state.pop("best_is_trainable", False)
+    best = (weights if state.pop("best_is_trainable", False)
             else load_file(directory / "best.safetensors") if (directory / "best.safetensors").is_file() else None)
     for hook in hooks:
         path = directory / f"{hook.name}.safetensors"

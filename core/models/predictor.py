@@ -28,7 +28,7 @@ import numpy as np
 
 from core.confidence.ood import OutOfScopeDetector
 from core.foundation.errors import UserError
-from core.models.static import is_static
+from core.models.static import is_static, load_static
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 MODEL_FILE = "classifier.json"
@@ -81,8 +81,6 @@ def load_run(path: str | Path, runtime: str = "torch", *, threads: int | None = 
         if runtime != "torch":
             raise UserError(f"{path} is a static-embedding run: it runs in NumPy and has no ONNX twin; load it "
                             f"with the default runtime (torch) instead of '{runtime}'")
-        from core.models.static import load_static  # lazy: needs the optional model2vec; `import verticals` must not
-
         return load_static(directory)
     if runtime == "torch":
         from core.models.classifier import load_classifier  # lazy: loads torch; `import verticals` must not

@@ -288,7 +288,7 @@ def static_prediction(cfg, data, e: dict, priors: dict, load_s: float, prices, d
     if "static" not in priors["offset_vs_probe"]:
         return "no measured prior yet (priors.json pending): run python -m benchmarks.static_tier"
     say(progress, "static: timing a sample of the distillation and a stand-in table")
-    pca_dims = build_recipe({"mode": "static", "data": {"source": cfg.data}}).static.pca_dims
+    pca_dims = recipe_for("static", cfg).static.pca_dims  # what --run would train
     s = measure_static(data, backbone=cfg.backbone, pca_dims=pca_dims, device=device, min_seconds=cfg.timing_seconds)
     times = static_times(s, e, load_s)
     point, low, high = predicted_accuracy("static", e["probe_accuracy"], priors)
