@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import statistics
 import tempfile
 import time
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import http_load
 from benchmarks.record import RESULTS, write_record
 from core.data.catalog import load_classification
 
@@ -140,11 +142,6 @@ def part_oos(data, args) -> dict:
             "run": str(out), "cost": report["cost"]}
 
 
-def _percentiles(samples: list[float]) -> dict:
-    ms = np.asarray(samples) * 1000
-    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "n": len(ms)}
-
-
 def _time_single(fn, texts, repeats: int) -> dict:
     for t in texts[:10]:
         fn([t])  # warm-up
@@ -153,7 +150,7 @@ def _time_single(fn, texts, repeats: int) -> dict:
         start = time.perf_counter()
         fn([texts[i % len(texts)]])
         samples.append(time.perf_counter() - start)
-    return _percentiles(samples)
+    return http_load.percentiles(samples)
 
 
 def _throughput(fn, texts, batch: int = 64) -> float:
@@ -219,44 +216,13 @@ def part_latency(data, args) -> dict:
     return results
 
 
-async def _http_client(port: int, texts: list[str], counter, latencies: list, errors: list) -> None:
-    """One keep-alive HTTP/1.1 connection sending POST /v1/route until `counter` runs out.
-
-    A hand-written client on purpose: the load generator shares the 2 cores with the server, and
-    httpx's AsyncClient spends ~0.5 of a core at this rate (measured), which the server then lacks.
-    This one spends ~0.03 of a core and still checks every status line and response body."""
-    import asyncio
-
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        for i in counter:
-            body = json.dumps({"text": texts[i % len(texts)]}).encode()
-            start = time.perf_counter()
-            writer.write(b"POST /v1/route HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-            status = await reader.readline()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            payload = await reader.readexactly(length)
-            latencies.append(time.perf_counter() - start)
-            if not status.startswith(b"HTTP/1.1 200") or b'"intent"' not in payload:
-                errors.append(status.decode(errors="replace").strip())
-    finally:
-        writer.close()
-
-
 def load_test(run: Path, texts: list[str], args) -> dict:
     """Start `verticals serve` on loopback and send a bounded number of requests from concurrent
-    keep-alive clients; CPU of server and load generator measured over the run."""
-    import asyncio
-    import socket
+    keep-alive clients (benchmarks.http_load); CPU of server and load generator measured over the run."""
     import subprocess
     import sys
 
     import httpx
-    import psutil
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -273,26 +239,11 @@ def load_test(run: Path, texts: list[str], args) -> dict:
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-
-        async def run_load():
-            counter, latencies, errors = iter(range(args.requests)), [], []
-            await asyncio.gather(*(_http_client(port, texts, counter, latencies, errors)
-                                   for _ in range(args.concurrency)))
-            return latencies, errors
-
-        server, client = psutil.Process(proc.pid), psutil.Process()
-        cpu0 = (sum(server.cpu_times()[:2]), sum(client.cpu_times()[:2]))
-        start = time.perf_counter()
-        latencies, errors = asyncio.run(run_load())
-        wall = time.perf_counter() - start
-        cpu1 = (sum(server.cpu_times()[:2]), sum(client.cpu_times()[:2]))
+        result = http_load.load_test(port, proc.pid, texts, requests=args.requests, concurrency=args.concurrency)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    return {"runtime": args.service_runtime, "threads": args.service_threads, "requests": args.requests,
-            "concurrency": args.concurrency, "requests_per_second": args.requests / wall, "errors": len(errors),
-            "server_cpu_cores": (cpu1[0] - cpu0[0]) / wall, "client_cpu_cores": (cpu1[1] - cpu0[1]) / wall,
-            **_percentiles(latencies)}
+    return {"runtime": args.service_runtime, "threads": args.service_threads, **result}
 
 
 PARTS = {"fewshot": part_fewshot, "zeroshot": part_zeroshot, "oos": part_oos, "latency": part_latency}

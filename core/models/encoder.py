@@ -14,6 +14,7 @@ names the device), and the ONNX runtime twin (core.export.onnx, which reuses `to
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -70,13 +71,20 @@ def right_pad(token_ids: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.n
     return ids, mask
 
 
+# One tokenizer call at a time: a transformers fast tokenizer sets its truncation on the shared Rust
+# object for every call, and two threads doing so at once fail with "Already borrowed" (the support
+# service runs batches on several threads). Tokenising is ~4% of a routed batch's time (profiled).
+_TOKENIZE = threading.Lock()
+
+
 def token_batches(tokenizer, texts: list[str], max_length: int,
                   batch_size: int) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
     """Yield (indices, input_ids, attention_mask) as int64 arrays, right-padded, one batch of
     similar lengths at a time (see `length_batches`); tokenizes once, truncating at max_length."""
     if not texts:
         return
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    with _TOKENIZE:
+        encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     pad_id = tokenizer.pad_token_id or 0
     for idx in length_batches([len(ids) for ids in encoded], batch_size):
         yield idx, *right_pad([encoded[i] for i in idx], pad_id)

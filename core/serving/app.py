@@ -61,6 +61,7 @@ class ServiceLimits:
     max_batch: int = 64  # texts (or ids) per request
     max_body_bytes: int = 1_000_000
     batch_size: int = 64  # texts per model call across requests (micro-batching)
+    parallel_batches: int = 1  # model calls at once, each on its own thread (one per core with 1-thread ONNX Runtime)
     max_json_depth: int = 32
     max_header_bytes: int = 16_384  # request line + all headers
     request_timeout_s: float = 30.0  # to receive a whole request (headers and body)

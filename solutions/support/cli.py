@@ -60,7 +60,7 @@ def _prediction_log(args):
 
 
 def cmd_serve(args) -> int:
-    from core.serving.app import Access  # lazy: loads the web framework (the [serve] extra)
+    from core.serving.app import Access, ServiceLimits  # lazy: loads the web framework (the [serve] extra)
     from core.serving.server import serve  # lazy: as above
     from core.evaluation.drift import DriftThresholds  # lazy: numpy-heavy drift modules
     from solutions.support.monitoring import MonitorSettings  # lazy: as above
@@ -73,6 +73,8 @@ def cmd_serve(args) -> int:
         raise UserError(f"--reload-interval must be positive seconds, got {args.reload_interval}")
     if not 0 <= args.max_accuracy_drop <= 1:
         raise UserError(f"--max-accuracy-drop must be between 0 and 1 (a share of accuracy), got {args.max_accuracy_drop}")
+    if args.parallel_batches < 1:
+        raise UserError(f"--parallel-batches must be at least 1, got {args.parallel_batches}")
     flags = serve_flags(args)
     access = Access.from_flags(flags)
     settings = _settings(args)
@@ -96,14 +98,16 @@ def cmd_serve(args) -> int:
         deployment = Deployment(load_served(Path(args.run_dir), make_router))
     prediction_log = _prediction_log(args)
     monitoring = MonitorSettings(thresholds=DriftThresholds(accuracy_drop=args.max_accuracy_drop))
-    app = create_app(deployment, access=access, prediction_log=prediction_log, watcher=watcher, monitoring=monitoring)
+    limits = ServiceLimits(parallel_batches=args.parallel_batches)
+    app = create_app(deployment, access=access, prediction_log=prediction_log, watcher=watcher, monitoring=monitoring,
+                     limits=limits)
     source = f"registry {args.registry} (champion {deployment.current.version}, polled every {args.reload_interval:g} s)" \
         if args.registry else f"{args.run_dir} (model {deployment.current.version})"
     logged = "not logged" if prediction_log is None else \
         f"logged to {shown(args.log)} ({'with texts' if args.log_text else 'text hashes only'})"
     print(f"serving {source} on {flags.url} (docs: /docs); predictions {logged} {access.describe()}", flush=True)
     try:
-        serve(app, flags.host, flags.port)
+        serve(app, flags.host, flags.port, limits)
     finally:
         if prediction_log is not None:
             prediction_log.close()
@@ -236,5 +240,8 @@ def register(sub) -> None:
     p.add_argument("--max-accuracy-drop", type=float, default=0.05,
                    help="GET /v1/drift and /metrics alert when the accuracy estimated without labels is this far "
                         "below the validation accuracy (default 0.05)")
+    p.add_argument("--parallel-batches", type=int, default=1,
+                   help="model calls at once, each on its own thread (default 1); on CPUs the fastest setting is "
+                        "one per core with --runtime onnx-int8 --threads 1 (docs/support.md, Production settings)")
     add_serve_flags(p, default_port=8000)
     p.set_defaults(func=cmd_serve)

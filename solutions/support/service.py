@@ -7,11 +7,11 @@ GET  /v1/drift     the drift report of the served model (solutions.support.monit
 GET  /healthz, /readyz, /metrics, /docs, /openapi.json: see core.serving.app (with a token set, only
 health and readiness are public unless the operator opens docs/metrics; feedback and drift need
 the token like routing).
-The model loads once. Requests go through a micro-batcher: while one batch runs on the CPU,
-new requests queue up and run together as the next batch (no added wait for a lone request), on
-a single inference thread so torch's own threads are not oversubscribed. Text is checked at the
-door (core.serving.app.check_texts); should a merged batch still fail, each request in it is re-run
-alone, so one bad request never fails another.
+The model loads once. Requests go through a micro-batcher: while a batch runs, new requests queue
+up and run together as the next (no added wait for a lone request); ServiceLimits.parallel_batches
+batches run at once, each on its own inference thread (default one, so torch's threads are not
+oversubscribed). Text is checked at the door (core.serving.app.check_texts); should a merged batch
+still fail, each request in it is re-run alone, so one bad request never fails another.
 Each batch reads the served model once (solutions.support.deployment.Deployment, which a
 registry watcher may swap between batches), then, on the same thread, logs its rows to the
 prediction log (core.mlops.prediction_logs: an SQLite file, or PostgreSQL shared by several replicas,
@@ -74,23 +74,28 @@ class FeedbackRequest(BaseModel):
 
 
 class MicroBatcher:
-    """Runs `fn(list_of_texts) -> list_of_results` on one worker thread, merging queued requests.
-    If a merged call raises, each request of the batch is run alone: only the ones that fail by
-    themselves get the exception."""
+    """Runs `fn(list_of_texts) -> list_of_results` on worker threads, merging queued requests; up to
+    `parallel` merged batches at once (ONNX Runtime releases the GIL: one 1-thread batch per core keeps
+    every core busy, without one call's threads waiting on each other). If a merged call raises,
+    each request of the batch is run alone: only the ones that fail by themselves get the exception."""
 
-    def __init__(self, fn: Callable[[list[str]], list], max_batch: int):
-        self.fn, self.max_batch = fn, max_batch
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    def __init__(self, fn: Callable[[list[str]], list], max_batch: int, parallel: int = 1):
+        if parallel < 1:
+            raise UserError(f"parallel batches must be at least 1, got {parallel}")
+        self.fn, self.max_batch, self.parallel = fn, max_batch, parallel
+        self.executor = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="inference")
         self.queue: asyncio.Queue | None = None
         self.task: asyncio.Task | None = None
+        self.running: set[asyncio.Task] = set()
 
     def start(self) -> None:
         self.queue = asyncio.Queue()
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self.task:
-            self.task.cancel()
+        for task in [self.task, *self.running]:
+            if task:
+                task.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, texts: list[str]) -> list:
@@ -99,31 +104,38 @@ class MicroBatcher:
         return await future
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(self.parallel)
         while True:
             batch = [await self.queue.get()]
+            await slots.acquire()  # while every slot is busy, more requests queue up and join this batch
             size = len(batch[0][0])
             while size < self.max_batch and not self.queue.empty():
                 item = self.queue.get_nowait()
                 batch.append(item)
                 size += len(item[0])
-            flat = [t for texts, _ in batch for t in texts]
-            try:
-                results = await loop.run_in_executor(self.executor, self.fn, flat)
-            except Exception as exc:
-                if len(batch) == 1:  # it already ran alone: its own failure
-                    if not batch[0][1].done():
-                        batch[0][1].set_exception(exc)
-                    continue
-                log.warning("a batch of %d requests failed; running each alone", len(batch))
-                for item in batch:
-                    await self._run_alone(loop, item)
-                continue
-            start = 0
-            for texts, future in batch:
-                if not future.done():
-                    future.set_result(results[start:start + len(texts)])
-                start += len(texts)
+            task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+            self.running.add(task)
+            task.add_done_callback(lambda done: (self.running.discard(done), slots.release()))
+
+    async def _run_batch(self, batch: list) -> None:
+        loop = asyncio.get_running_loop()
+        flat = [t for texts, _ in batch for t in texts]
+        try:
+            results = await loop.run_in_executor(self.executor, self.fn, flat)
+        except Exception as exc:
+            if len(batch) == 1:  # it already ran alone: its own failure
+                if not batch[0][1].done():
+                    batch[0][1].set_exception(exc)
+                return
+            log.warning("a batch of %d requests failed; running each alone", len(batch))
+            for item in batch:
+                await self._run_alone(loop, item)
+            return
+        start = 0
+        for texts, future in batch:
+            if not future.done():
+                future.set_result(results[start:start + len(texts)])
+            start += len(texts)
 
     async def _run_alone(self, loop, item) -> None:
         texts, future = item
@@ -278,7 +290,7 @@ class RouterService:
         inference = Inference(self.deployment, self.prediction_log, self.monitor, self.metrics)
         if self.prediction_log is not None:
             self.metrics.log_backlog.set_function(lambda: self.prediction_log.backlog_rows)
-        self.batcher = MicroBatcher(inference, self.limits.batch_size)
+        self.batcher = MicroBatcher(inference, self.limits.batch_size, self.limits.parallel_batches)
         self.deployment.on_swap.append(self._swapped)
         if self.watcher is not None:
             self.watcher.on_reload = lambda outcome: self.metrics.reloads.labels(outcome).inc()

@@ -3,6 +3,8 @@ poison in a micro-batch, property-based text fuzzing (hypothesis) and schema-dri
 (schemathesis). Every case asserts no 5xx, and the service answers the same afterwards."""
 
 import asyncio
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -11,6 +13,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.foundation.errors import UserError
 from core.serving.app import ServiceLimits
 from solutions.support.service import MicroBatcher, create_app
 from tests.http_helpers import running
@@ -77,6 +80,49 @@ def test_a_lone_request_that_fails_is_not_run_twice():
         return result
 
     assert isinstance(asyncio.run(scenario())[0], ValueError) and calls == [["only one"]]
+
+
+@pytest.mark.parametrize("parallel", [1, 2, 3])
+def test_parallel_batches_run_at_once_and_a_poisoned_one_still_fails_alone(parallel):
+    """With `parallel` slots, that many merged batches are in flight together (each call waits until
+    `parallel` calls are inside at once, which a one-at-a-time batcher never reaches and would time
+    out on); poison in one batch still fails only its own request, and every other request gets its own answer."""
+    calls, inside, peak, lock = [0], [0], [0], threading.Lock()
+    gate = threading.Barrier(parallel, timeout=5)
+
+    def route_batch(texts):
+        with lock:
+            first, calls[0] = calls[0] < parallel, calls[0] + 1
+            inside[0] += 1
+            peak[0] = max(peak[0], inside[0])
+        try:
+            if first:
+                gate.wait()  # the first `parallel` calls meet here: only possible if they overlap
+            if "poison" in texts:
+                raise ValueError("poisoned")
+            time.sleep(0.002)
+            return [t.upper() for t in texts]
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    async def scenario():
+        batcher = MicroBatcher(route_batch, max_batch=4, parallel=parallel)
+        batcher.start()
+        jobs = [batcher.submit([f"text {i}"] if i % 9 else ["poison"]) for i in range(1, 80)]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert peak[0] == parallel
+    for i, result in zip(range(1, 80), results):
+        assert isinstance(result, ValueError) if i % 9 == 0 else result == [f"TEXT {i}"]
+
+
+def test_parallel_batches_below_one_are_refused():
+    with pytest.raises(UserError, match="at least 1"):
+        MicroBatcher(lambda texts: texts, max_batch=4, parallel=0)
 
 
 def test_surrogates_sent_beside_valid_requests_fail_alone(live):

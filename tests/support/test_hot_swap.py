@@ -131,7 +131,7 @@ def test_the_cli_serves_a_registry_champion_and_logs(registry, tmp_path, monkeyp
 
     seen = {}
 
-    def serve(app, host, port):  # instead of uvicorn: call the app the command built
+    def serve(app, host, port, limits=None):  # instead of uvicorn: call the app the command built
         with TestClient(app) as client:
             seen["route"] = client.post("/v1/route", json={"text": "card declined"}).json()
             seen["ready"] = client.get("/readyz").json()
