@@ -22,7 +22,7 @@ from core.confidence.calibrate import fit_temperature
 from core.confidence.ood import SCORERS, OutOfScopeDetector
 from core.data.catalog import source_fingerprint
 from core.data.splits import LabelMap
-from core.engine.loop import MetricsLog
+from core.engine.metrics_log import MetricsLog
 from core.evaluation.drift_baseline import save_drift_baseline
 from core.evaluation.metrics import plot_loss_curve
 from core.foundation.cost import Cost
