@@ -22,7 +22,7 @@ from core.confidence.calibrate import fit_temperature
 from core.confidence.ood import SCORERS, OutOfScopeDetector
 from core.data.catalog import source_fingerprint
 from core.data.splits import LabelMap
-from core.engine.loop import MetricsLog
+from core.engine.metrics_log import MetricsLog
 from core.evaluation.drift_baseline import save_drift_baseline
 from core.evaluation.metrics import plot_loss_curve
 from core.foundation.cost import Cost
@@ -57,8 +57,8 @@ def finish(run: RecipeRun, data: RunData, model, result, cost: Cost, sections: d
               "drift_baseline": drift,
               "fit": fit_section(result, cfg.train.metric),
               **(sections or {})}
-    return write_run_report(run, report, cost=cost, result=result, rows=(len(train), len(splits.validation)),
-                            renderer=CLASSIFICATION_REPORT)
+    return write_run_report(run, report, model=model, cost=cost, result=result,
+                            rows=(len(train), len(splits.validation)), renderer=CLASSIFICATION_REPORT)
 
 
 def fit_section(result, metric: str) -> dict:
@@ -67,12 +67,15 @@ def fit_section(result, metric: str) -> dict:
             "metric": metric, "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 2)}
 
 
-def write_run_report(run: RecipeRun, report: dict, *, cost: Cost, result, rows: tuple[int, int], renderer) -> dict:
+def write_run_report(run: RecipeRun, report: dict, *, model, cost: Cost, result, rows: tuple[int, int],
+                     renderer) -> dict:
     """The loss curve (when there were steps; `rows`: training and validation rows), the precision
-    `train.mixed_precision` resolved to on the run's device (the report's `precision` section and the
-    cost ledger's `precision`: training, calibration and evaluation all computed in it), the report
-    through `renderer`, and the checkpoint dropped (the model is saved: free the space). Returns the report."""
-    precision = precision_section(run.cfg.train.mixed_precision, run.device)
+    `model` computes in on the run's device (its `mixed_precision` and `precision_on`: a transformer
+    classifier holds train.mixed_precision, a static model float32 whatever the recipe says; the
+    report's `precision` section and the cost ledger's `precision`: training, calibration and
+    evaluation all computed in it), the report through `renderer`, and the checkpoint dropped (the
+    model is saved: free the space). Returns the report."""
+    precision = precision_section(model.mixed_precision, run.device, resolved=model.precision_on(run.device))
     cost.precision = precision["resolved"]
     report = {**report, "precision": precision}
     if result.steps:

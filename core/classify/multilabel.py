@@ -218,5 +218,5 @@ def finish_multilabel(run: RecipeRun, data: MultiLabelData, set_aside: dict, tra
               "drift_baseline": drift,
               "fit": fit_section(result, cfg.train.metric),
               **sections}
-    return write_run_report(run, report, cost=cost, result=result, rows=(len(train), len(data.validation)),
-                            renderer=MULTILABEL_REPORT)
+    return write_run_report(run, report, model=model, cost=cost, result=result,
+                            rows=(len(train), len(data.validation)), renderer=MULTILABEL_REPORT)

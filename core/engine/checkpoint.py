@@ -4,6 +4,12 @@
 JSON; the best weights only when they differ from the current ones, else `best_is_trainable` in
 state.json, which saves a quarter of a full fine-tune's checkpoint) next to the previous one and
 swaps them, so a crash mid-write leaves a whole checkpoint;
+`save_final_checkpoint` is the checkpoint of a loop that is over (its last step, or patience ran
+out): only the weights the run ends with, the RNG states and state.json marked `finished`. Nothing
+resumes training from it, so the optimizer (AdamW's two moments: two thirds of a full fine-tune's
+checkpoint bytes), the schedule, the hooks' tensors and a second copy of the weights are left out;
+it is there for a crash between the loop's end and the caller saving its model, after which a
+resumed run takes these weights and no step;
 `load_checkpoint` restores what `Engine.run` needs to resume the exact step. Only trainable
 tensors are saved (LoRA runs checkpoint their adapters, not the frozen encoder).
 Leaves out: the loop that calls them (core.engine.loop) and the final model (core.models.classifier).
@@ -15,6 +21,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -67,34 +74,64 @@ def _rng_states() -> list[torch.Tensor]:
     return states
 
 
+def _swap_in(directory: Path, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` fills a temp dir next to `directory`, which is then swapped in: a crash
+    mid-write leaves the previous checkpoint (or, mid-swap, `directory`.old: see _checkpoint_path)."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    old = directory.with_name(directory.name + ".old")
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.cpu().contiguous() for k, v in tensors.items()}
+
+
 def save_checkpoint(directory: Path, weights: dict[str, torch.Tensor], optimizer, scheduler, state: dict,
                     best: dict | None, hooks: tuple = ()) -> None:
-    """Rank 0 writes to a temp dir, then swaps it in: a crash mid-write leaves the previous
-    checkpoint. Collective: every process must call it (the RNG states are gathered)."""
+    """A checkpoint to resume training from. Rank 0 writes it (`_swap_in`). Collective: every
+    process must call it (the RNG states are gathered)."""
     rngs = _rng_states()
-    if distributed.is_main():
-        directory = Path(directory)
-        tmp = directory.with_name(directory.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file({k: v.cpu() for k, v in weights.items()}, tmp / "trainable.safetensors")
+
+    def write(tmp: Path) -> None:
+        save_file(_cpu(weights), tmp / "trainable.safetensors")
         opt_tensors, groups = _optimizer_tensors(optimizer)
         save_file(opt_tensors, tmp / "optimizer.safetensors")
         save_file({f"rank{r}": s for r, s in enumerate(rngs)}, tmp / "rng.safetensors")
         same = best is not None and _equal(best, weights)  # the step that just improved: write its weights once
         if best is not None and not same:
-            save_file({k: v.cpu() for k, v in best.items()}, tmp / "best.safetensors")
+            save_file(_cpu(best), tmp / "best.safetensors")
         for hook in hooks:
             if hook.state():
-                save_file({k: v.cpu().contiguous() for k, v in hook.state().items()}, tmp / f"{hook.name}.safetensors")
+                save_file(_cpu(hook.state()), tmp / f"{hook.name}.safetensors")
         (tmp / "state.json").write_text(json.dumps(
             {**state, "param_groups": groups, "scheduler": scheduler.state_dict(),
              "world_size": distributed.world_size(), "best_is_trainable": same}, default=float))
-        old = directory.with_name(directory.name + ".old")
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
+
+    if distributed.is_main():
+        _swap_in(directory, write)
+    distributed.barrier()
+
+
+def save_final_checkpoint(directory: Path, weights: dict[str, torch.Tensor], state: dict) -> None:
+    """The checkpoint of a finished loop (module docstring): `weights`, the ones the run ends with
+    (its best), the RNG states and `state` marked finished. Collective, as save_checkpoint."""
+    rngs = _rng_states()
+
+    def write(tmp: Path) -> None:
+        save_file(_cpu(weights), tmp / "trainable.safetensors")
+        save_file({f"rank{r}": s for r, s in enumerate(rngs)}, tmp / "rng.safetensors")
+        (tmp / "state.json").write_text(json.dumps(
+            {**state, "world_size": distributed.world_size(), "finished": True}, default=float))
+
+    if distributed.is_main():
+        _swap_in(directory, write)
     distributed.barrier()
 
 
@@ -111,16 +148,20 @@ def has_checkpoint(directory: Path) -> bool:
 
 def load_checkpoint(directory: Path, restore, optimizer, scheduler, hooks: tuple = ()) -> tuple[dict, dict | None]:
     """Every process reads the same checkpoint; each takes back its own RNG state (or rank 0's
-    when the run is resumed on a different number of processes)."""
+    when the run is resumed on a different number of processes). A finished checkpoint
+    (save_final_checkpoint) restores its weights and RNG states only, returns them as the best
+    weights and leaves `finished` in the state; the optimizer, schedule and hooks are left as they are."""
     directory = _checkpoint_path(directory)
     state = json.loads((directory / "state.json").read_text())
     weights = load_file(directory / "trainable.safetensors")
     restore(weights)  # copies into the parameters: `weights` stays as read, so it can be `best` below
-    _restore_optimizer(optimizer, load_file(directory / "optimizer.safetensors"), state.pop("param_groups"))
-    scheduler.load_state_dict(state.pop("scheduler"))
     state.pop("world_size", None)
     rngs = load_file(directory / "rng.safetensors")
     torch.set_rng_state(rngs.get(f"rank{distributed.rank()}", rngs["rank0"]))
+    if state.get("finished"):
+        return state, weights
+    _restore_optimizer(optimizer, load_file(directory / "optimizer.safetensors"), state.pop("param_groups"))
+    scheduler.load_state_dict(state.pop("scheduler"))
     best = (weights if state.pop("best_is_trainable", False)
             else load_file(directory / "best.safetensors") if (directory / "best.safetensors").is_file() else None)
     for hook in hooks:

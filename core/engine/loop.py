@@ -38,7 +38,6 @@ switch them on; nothing here is tested with them).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Mapping
@@ -50,8 +49,18 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
-from core.engine.checkpoint import has_checkpoint, load_checkpoint, load_trainable, save_checkpoint, trainable_state
+from core.engine.checkpoint import (
+    has_checkpoint,
+    load_checkpoint,
+    load_trainable,
+    save_checkpoint,
+    save_final_checkpoint,
+    trainable_state,
+)
+from core.engine.metrics_log import MetricsLog
+from core.engine.schedule import optimizer_and_schedule
 from core.foundation import distributed
+from core.foundation.errors import UserError
 from core.foundation.precision import accelerate_name, resolve_precision
 
 
@@ -216,7 +225,9 @@ class Engine:
         `micro_batch(m)`: this process's share of global micro-batch m (deterministic in m, so a
         resumed run continues with the batch it would have seen). `keep`/`restore`: read and write
         the weights that validation picks (default: every trainable parameter of `step`).
-        Checkpoints (safetensors) go to `checkpoint_dir` after each validation pass. `metric_sinks`
+        Checkpoints (safetensors) go to `checkpoint_dir` after each validation pass; the one after
+        the last pass (the last step, or patience ran out) keeps only the weights the run ends with
+        (core.engine.checkpoint.save_final_checkpoint), and resuming from it takes no step. `metric_sinks`
         get, on the main process, each metrics row as it is written (the rows of metrics.jsonl,
         with or without `metrics_path`): an experiment tracker's live feed (core.runs.tracking)."""
         from tqdm.auto import tqdm  # lazy: only when a loop runs
@@ -230,9 +241,10 @@ class Engine:
         trainable = [p for g in param_groups for p in g["params"]]
         state = {"step": 0, "best_metric": -math.inf, "best_step": 0, "bad_evals": 0,
                  "samples_seen": 0, "tokens_seen": 0, "train_seconds": 0.0}
-        best = None
+        best, stopped_early = None, False
         if resume and checkpoint_dir is not None and has_checkpoint(checkpoint_dir):
             state, best = load_checkpoint(checkpoint_dir, restore, optimizer, scheduler, hooks)
+            stopped_early = resumed_early_stop(state, settings.steps)
         log = MetricsLog(metrics_path, keep_until_step=state["step"] if resume else None) if metrics_path else None
         sinks = (((log.write,) if log is not None else ()) + tuple(metric_sinks)) if acc.is_main_process else ()
 
@@ -240,7 +252,7 @@ class Engine:
         bar = tqdm(total=settings.steps, initial=state["step"], desc=settings.desc, unit="step",
                    disable=not progress or not acc.is_main_process)
         losses, running = [], []
-        stopped_early = stopped_by_time = False
+        stopped_by_time = False
         started = time.perf_counter() - state["train_seconds"]
         while state["step"] < settings.steps and not stopped_early:
             if settings.max_seconds and time.perf_counter() - started > settings.max_seconds:
@@ -264,7 +276,8 @@ class Engine:
                 best = picked if picked is not None else best
                 state["train_seconds"] = time.perf_counter() - started
                 if checkpoint_dir is not None:
-                    save_checkpoint(checkpoint_dir, keep(), optimizer, scheduler, state, best, hooks)
+                    _checkpoint(checkpoint_dir, keep, optimizer, scheduler, state, best, hooks, stopped_early,
+                                over=stopped_early or n == settings.steps)
             for callback in callbacks:
                 callback(dict(state))
         bar.close()
@@ -344,19 +357,26 @@ class Engine:
         return None, bool(validation.patience) and state["bad_evals"] >= validation.patience
 
 
-def optimizer_and_schedule(param_groups: list[dict], settings: LoopSettings):
-    """AdamW over `param_groups` and its warm-up schedule (linear decay or constant) over settings.steps."""
-    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup  # lazy: transformers
+def _checkpoint(directory: Path, keep, optimizer, scheduler, state: dict, best: dict | None, hooks: tuple,
+                stopped_early: bool, *, over: bool) -> None:
+    """The checkpoint after a validation pass: to resume from, or, when the loop is `over`, the
+    finished one (the weights the run ends with: the best, or the current ones when none was kept)."""
+    if over:
+        save_final_checkpoint(directory, keep() if best is None else best, {**state, "stopped_early": stopped_early})
+    else:
+        save_checkpoint(directory, keep(), optimizer, scheduler, state, best, hooks)
 
-    # fused AdamW (one kernel for all tensors) is about 5x faster per step than the default
-    # on CPU for MiniLM's 22.7M weights; the Trainer uses it too (transformers 5 default)
-    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for g in param_groups for p in g["params"])
-    optimizer = torch.optim.AdamW(param_groups, fused=fused)
-    total = max(settings.steps, 1)
-    warmup_steps = int(settings.warmup * total)
-    scheduler = (get_linear_schedule_with_warmup(optimizer, warmup_steps, total) if settings.schedule == "linear"
-                 else get_constant_schedule_with_warmup(optimizer, warmup_steps))
-    return optimizer, scheduler
+
+def resumed_early_stop(state: dict, steps: int) -> bool:
+    """Whether a resumed run's checkpoint says patience ran out (then the loop takes no step). A
+    finished checkpoint (the loop was over when it was written) with steps left fails: it holds no
+    optimizer state to take them with."""
+    stopped_early = bool(state.pop("stopped_early", False))
+    if state.pop("finished", False) and state["step"] < steps and not stopped_early:
+        raise UserError(f"the checkpoint is of a run that finished at step {state['step']}, and this one asks for "
+                        f"{steps} steps: a finished run has no optimizer state to continue from. Start it again "
+                        f"(without resuming), or train into another run directory.")
+    return stopped_early
 
 
 def is_decayed(name: str, parameter: nn.Parameter) -> bool:
@@ -372,25 +392,3 @@ def decay_groups(named_parameters, lr: float, weight_decay: float) -> list[dict]
             (decay if is_decayed(name, p) else no_decay).append(p)
     return [g for g in ({"params": decay, "lr": lr, "weight_decay": weight_decay},
                         {"params": no_decay, "lr": lr, "weight_decay": 0.0}) if g["params"]]
-
-
-class MetricsLog:
-    """Append-only metrics.jsonl; on resume, rows past the checkpoint's step are dropped."""
-
-    def __init__(self, path: Path, keep_until_step: int | None = None):
-        self.path = Path(path)
-        self.rows: list[dict] = []
-        if keep_until_step is not None and self.path.is_file():
-            self.rows = [r for r in map(json.loads, self.path.read_text().splitlines())
-                         if r.get("step", 0) <= keep_until_step]
-        if distributed.is_main():
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
-
-    @staticmethod
-    def read(path: Path) -> list[dict]:
-        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-    def write(self, row: dict) -> None:
-        self.rows.append(row)
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(row) + "\n")

@@ -139,10 +139,11 @@ def autocast(precision: str, device: str) -> AbstractContextManager:
     return torch.autocast("cuda" if is_cuda(device) else "cpu", dtype=getattr(torch, _AUTOCAST_DTYPES[precision]))
 
 
-def precision_section(setting: str, device: str) -> dict:
-    """A run report's `precision`: the setting, what it resolved to on `device`, and (on a CPU)
-    what the CPU offers."""
-    section = {"mixed_precision": setting, "resolved": resolve_precision(setting, device), "device": str(device)}
+def precision_section(setting: str, device: str, resolved: str | None = None) -> dict:
+    """A run report's `precision`: the setting, what it resolved to on `device` (`resolved`: what the
+    model says it computed in, when it knows better than the rule), and (on a CPU) what the CPU offers."""
+    resolved = resolve_precision(setting, device) if resolved is None else resolved
+    section = {"mixed_precision": setting, "resolved": resolved, "device": str(device)}
     if not is_cuda(device):
         section["cpu_bf16"] = cpu_bf16().to_dict()
     return section

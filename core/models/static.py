@@ -58,6 +58,11 @@ class StaticClassifier:
                             f"{len(self.labels)} labels x {dim} dimensions")
         self.temperature = 1.0  # set by calibration (core.confidence.calibrate); divides logits in predict_proba
         self.ood = None  # a core.confidence.ood.OutOfScopeDetector, set by core.classify.finish.fit_confidence
+        self.mixed_precision = "no"  # NumPy float32 whatever a recipe's train.mixed_precision says (precision_on)
+
+    def precision_on(self, device: str) -> str:
+        """What inference computes in: float32, in NumPy, on every device (the run report records this)."""
+        return "fp32"
 
     @property
     def dim(self) -> int:

@@ -34,7 +34,7 @@ from core.classify.recipes import build_model, label_descriptions
 from core.classify.train import evaluate_split, fit
 from core.confidence.calibrate import plot_reliability, softmax
 from core.data.splits import LabelMap, Split
-from core.engine.loop import MetricsLog
+from core.engine.metrics_log import MetricsLog
 from core.evaluation.drift_baseline import save_drift_baseline
 from core.evaluation.metrics import confusion, plot_confusion_matrix, plot_loss_curve
 from core.foundation.cost import CostLedger, measure_throughput, usd_per_million

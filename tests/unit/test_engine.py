@@ -37,3 +37,26 @@ def test_decay_groups_skip_biases_layernorms_and_frozen_weights():
     decay, no_decay = decay_groups(named, lr=0.1, weight_decay=0.01)
     assert decay["params"] == [layer.weight] and decay["weight_decay"] == 0.01
     assert no_decay["params"] == [layer.bias, norm.weight] and no_decay["weight_decay"] == 0.0
+
+
+def test_the_schedules_are_transformers_multipliers_and_state_step_for_step():
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    from core.engine.loop import LoopSettings
+    from core.engine.schedule import optimizer_and_schedule
+
+    def lrs(scheduler, steps=12):
+        out = []
+        for _ in range(steps):
+            out.append(scheduler.get_last_lr()[0])
+            scheduler.optimizer.step()
+            scheduler.step()
+        return out
+
+    for schedule, theirs in (("linear", lambda opt: get_linear_schedule_with_warmup(opt, 3, 10)),
+                             ("constant", lambda opt: get_constant_schedule_with_warmup(opt, 3))):
+        ours = optimizer_and_schedule([{"params": [torch.nn.Parameter(torch.ones(2))], "lr": 0.1}],
+                                      LoopSettings(steps=10, warmup=0.3, schedule=schedule))[1]
+        reference = theirs(torch.optim.AdamW([torch.nn.Parameter(torch.ones(2))], lr=0.1))
+        assert lrs(ours) == lrs(reference)  # exactly: the same formulas
+        assert ours.state_dict() == reference.state_dict()  # checkpoints written with either load into the other

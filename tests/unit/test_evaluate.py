@@ -15,6 +15,30 @@ def test_macro_f1_by_hand():
     assert macro_f1([0, 0, 1], [0, 1, 1]) == pytest.approx((2 / 3 + 2 / 3) / 2)
 
 
+def test_macro_f1_equals_scikit_learns_over_the_classes_in_either_vector():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n, k = int(rng.integers(1, 40)), int(rng.integers(1, 6))
+        y_true, y_pred = rng.integers(0, k, n), rng.integers(0, k + 2, n)  # predicted classes never true, too
+        assert macro_f1(y_true, y_pred) == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0))
+    assert macro_f1(["card", "fee"], ["card", "refund"]) == pytest.approx((1 + 0 + 0) / 3)  # label strings (gate.py)
+    assert macro_f1([], []) == 0.0  # as accuracy
+    with pytest.raises(ValueError, match="one length"):
+        macro_f1([0, 1], [0])
+
+
+def test_validation_metrics_leave_scikit_learn_unimported():
+    # every validation pass of a fit computes them; importing scikit-learn cost a fit 1.6 s
+    import subprocess
+    import sys
+
+    code = ("import sys; from core.evaluation.metrics import classification_metrics; "
+            "classification_metrics([0, 1, 1], [0, 1, 0]); print('sklearn' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
 def test_confusion_counts_true_rows_predicted_columns():
     m = confusion([0, 0, 1, 2], [0, 1, 1, 0], 3)
     assert m.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]

@@ -128,3 +128,14 @@ def test_probe_head_splits_a_binary_fit_into_two_opposite_rows():
     np.testing.assert_allclose(weight[0], -weight[1])
     np.testing.assert_allclose(bias[0], -bias[1])
     assert ((x @ weight.T + bias).argmax(1) == [0, 0, 1, 1]).all()
+
+
+def test_the_report_and_card_give_the_float32_a_static_run_computes_in_not_train_mixed_precision(toy_dir, tmp_path):
+    # bf16 forced: it resolves to bf16 on any CPU, so a report that read the recipe's setting would claim it
+    cfg = build_recipe({**STATIC, "data": {"source": str(toy_dir)}, "train": {"epochs": 0, "mixed_precision": "bf16"}},
+                       name="static-test")
+    report = run_recipe(cfg, tmp_path / "run", progress=False)
+    assert report["precision"]["resolved"] == "fp32" and report["precision"]["mixed_precision"] == "no"
+    assert report["cost"]["precision"] == "fp32"
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "Trained, calibrated and evaluated in float32 (mixed_precision=no" in card and "bf16 autocast" not in card

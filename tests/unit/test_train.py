@@ -95,18 +95,67 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, peft):
     assert steps == sorted(steps)  # rows written after the checkpoint were dropped, not duplicated
 
 
+def _crash_at(step: int):
+    def crash(state):
+        if state["step"] == step:
+            raise Interrupt
+    return crash
+
+
 def test_checkpoints_are_safetensors_only(tmp_path):
     cfg = TrainConfig(max_steps=2, batch_size=4, eval_every=1, patience=0)
-    fit(_model(), TRAIN, VAL, cfg, run_dir=tmp_path, progress=False, callbacks=())
+    with pytest.raises(Interrupt):  # stopped after the checkpoint of step 1: one to resume training from
+        fit(_model(), TRAIN, VAL, cfg, run_dir=tmp_path, progress=False, callbacks=(_crash_at(1),))
     files = {p.name for p in (tmp_path / "checkpoint").iterdir()}
     state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
     best = set() if state["best_is_trainable"] else {"best.safetensors"}  # one file when they are the same
     assert files == {"trainable.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json"} | best
 
 
+def test_the_checkpoint_after_the_last_step_keeps_only_the_weights_the_run_ends_with(tmp_path):
+    # nothing resumes training from it: no optimizer (2/3 of a full fine-tune's bytes), schedule or second weights
+    cfg = TrainConfig(max_steps=6, lr=5e-3, head_lr=5e-2, batch_size=4, eval_every=2, patience=0)
+    model = _model()
+    with pytest.raises(Interrupt):  # a crash after the loop, before the model is saved
+        fit(model, TRAIN, VAL, cfg, run_dir=tmp_path, progress=False, callbacks=(_crash_at(6),))
+    assert {p.name for p in (tmp_path / "checkpoint").iterdir()} == {"trainable.safetensors", "rng.safetensors",
+                                                                   "state.json"}
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert state["finished"] and state["step"] == 6 and not state["stopped_early"]
+    straight = _model()
+    expected = fit(straight, TRAIN, VAL, cfg, run_dir=tmp_path / "straight", progress=False)
+    resumed = _model(seed=5)
+    result = fit(resumed, TRAIN, VAL, cfg, run_dir=tmp_path, resume=True, progress=False)
+    assert (result.steps, result.best_step, result.best_metric, result.samples_seen) == \
+        (6, expected.best_step, expected.best_metric, expected.samples_seen)
+    a, b = _weights(straight), _weights(resumed)  # the best weights, restored
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 6  # nothing trained or logged again
+
+
+def test_a_run_stopped_early_resumes_stopped_and_takes_no_step(tmp_path):
+    cfg = TrainConfig(epochs=50, lr=1e-9, head_lr=1e-9, batch_size=8, patience=2, eval_every=1, warmup=0.0)
+    with pytest.raises(Interrupt):
+        fit(_model(), TRAIN, VAL, cfg, run_dir=tmp_path, progress=False, callbacks=(_crash_at(3),))
+    result = fit(_model(seed=5), TRAIN, VAL, cfg, run_dir=tmp_path, resume=True, progress=False)
+    assert result.stopped_early and result.steps == 3 and result.best_step == 1
+
+
+def test_resuming_a_finished_checkpoint_with_more_steps_is_refused(tmp_path):
+    from core.foundation.errors import UserError
+
+    fit(_model(), TRAIN, VAL, TrainConfig(max_steps=2, batch_size=4, eval_every=1, patience=0), run_dir=tmp_path,
+        progress=False)
+    with pytest.raises(UserError, match="finished at step 2.*4 steps"):
+        fit(_model(), TRAIN, VAL, TrainConfig(max_steps=4, batch_size=4, eval_every=1, patience=0), run_dir=tmp_path,
+            resume=True, progress=False)
+
+
 def test_the_best_weights_are_written_once_when_they_are_the_current_ones(tmp_path):
     from core.engine.checkpoint import load_checkpoint, save_checkpoint, trainable_state
-    from core.engine.loop import LoopSettings, optimizer_and_schedule
+    from core.engine.loop import LoopSettings
+    from core.engine.schedule import optimizer_and_schedule
 
     module = torch.nn.Linear(3, 2)
     optimizer, scheduler = optimizer_and_schedule([{"params": list(module.parameters()), "lr": 0.1}],

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from core.engine.adversarial import FGM, PGD, build_adversary, project_l2
 from core.models.backbones import load_backbone
@@ -12,7 +13,7 @@ from core.foundation.errors import UserError
 from core.engine.layerwise import GradualUnfreezing, layer_index, lr_scale
 from core.models.classifier import LoraSettings, build_classifier, load_classifier, save_classifier
 from core.classify.train import _param_groups, fit
-from tests.unit.test_train import TRAIN, VAL, _weights
+from tests.unit.test_train import TRAIN, VAL, Interrupt, _crash_at, _weights
 
 
 def _model(peft="none", seed=0):
@@ -148,7 +149,13 @@ def test_fit_with_ema_keeps_the_averaged_weights(tmp_path):
     final = _weights(model)
     raw = seen[result.best_step]  # callbacks see the raw weights
     assert any(not torch.equal(final[n], raw[n]) for n in final)  # what was kept is not the raw weights
-    assert (tmp_path / "checkpoint" / "ema.safetensors").is_file()
+    # the finished checkpoint holds the weights kept (the EMA ones) and no EMA state: nothing trains on from it
+    assert not (tmp_path / "checkpoint" / "ema.safetensors").exists()
+    kept = load_file(tmp_path / "checkpoint" / "trainable.safetensors")
+    assert all(torch.equal(kept[n], final[n]) for n in final)
+    with pytest.raises(Interrupt):  # one to resume training from holds the EMA state
+        fit(_model(), TRAIN, VAL, cfg, run_dir=tmp_path / "mid", progress=False, callbacks=(_crash_at(3),))
+    assert (tmp_path / "mid" / "checkpoint" / "ema.safetensors").is_file()
     save_classifier(model, tmp_path / "model")
     again = load_classifier(tmp_path / "model")
     assert torch.equal(again.head.weight, model.head.weight)  # the EMA weights are the ones saved
