@@ -197,8 +197,8 @@ def cmd_plan(args) -> int:
     accuracy, time and cost here and recommend the cheapest that meets the target (core.plan.planner)."""
     _quiet_libraries()
     from core.plan.planner import make_plan, plan_config, run_recommended  # lazy: loads torch, as above
-    from core.plan.report import format_outcome, format_plan  # lazy: with the planner, as above
     from core.plan.plot import plot_plan  # lazy: loads matplotlib, as above
+    from core.plan.report import format_outcome, format_plan  # lazy: with the planner, as above
 
     cfg = plan_config(parse_overrides(args.settings))
     out = Path(args.out) if args.out else default_out("plan")

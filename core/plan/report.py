@@ -20,8 +20,8 @@ def extrapolations(result: dict) -> list[str]:
     and the range it is read at (none is read further than EXTRAPOLATION_FACTOR x the fitted range
     where the reading is a curve)."""
     points, n = result["learning_curve"]["points"], result["data"]["train"]
-    lines = [f"learning curve: fitted on {points[0][0]:,}-{points[-1][0]:,} labels; read at most at "
-             f"{EXTRAPOLATION_FACTOR * n:,} ({EXTRAPOLATION_FACTOR}x): the more-labels rows and the labels needed"]
+    lines = [(f"learning curve: fitted on {points[0][0]:,}-{points[-1][0]:,} labels; read at most at "
+              f"{EXTRAPOLATION_FACTOR * n:,} ({EXTRAPOLATION_FACTOR}x): the more-labels rows and the labels needed")]
     for name, parts in result["time_parts"].items():
         tokens = parts.get("step_tokens")
         if tokens:
@@ -67,8 +67,8 @@ def precision_line(result: dict) -> list[str]:
     priced = sorted(set(p["priced"].values()))
     native = "" if "cpu_bf16" not in p else (
         " (this CPU has native bf16)" if p["cpu_bf16"]["native"] else " (this CPU has no native bf16)")
-    return [f"  fine-tunes priced at {', '.join(priced)}: mixed_precision={p['mixed_precision']} resolves to "
-            f"{p['resolved']} on {p['device']}{native}; the calibration steps and trials ran at it"]
+    return [(f"  fine-tunes priced at {', '.join(priced)}: mixed_precision={p['mixed_precision']} resolves to "
+             f"{p['resolved']} on {p['device']}{native}; the calibration steps and trials ran at it")]
 
 
 def _table(result: dict) -> list[str]:
@@ -76,10 +76,10 @@ def _table(result: dict) -> list[str]:
     lines = [f"plan for {cfg['data']}: {result['data']['train']} training / {result['data']['validation']} validation "
              f"rows, {result['data']['num_labels']} labels; target {100 * cfg['target']:.1f}%"
              + (f", budget {cfg['budget']}" if cfg["budget"] else "") + (f", latency {cfg['latency']}" if cfg["latency"] else ""),
-             f"prices: ${result['prices']['usd_per_core_hour']}/core-hour, ${result['prices']['usd_per_gpu_hour']}/GPU-hour "
-             "(assumed defaults unless VERTICALS_USD_PER_CORE_HOUR / _GPU_HOUR are set)", "",
-             f"{'system':9s} {'how':8s} {'accuracy (range)':20s} {'train s':>8s} {'run s':>7s} {'train $':>9s} {'peak MB':>8s} "
-             f"{'p50 ms':>7s} {'$/1M pred':>9s}  meets"]
+             (f"prices: ${result['prices']['usd_per_core_hour']}/core-hour, ${result['prices']['usd_per_gpu_hour']}/GPU-hour "
+              "(assumed defaults unless VERTICALS_USD_PER_CORE_HOUR / _GPU_HOUR are set)"), "",
+             (f"{'system':9s} {'how':8s} {'accuracy (range)':20s} {'train s':>8s} {'run s':>7s} {'train $':>9s} {'peak MB':>8s} "
+              f"{'p50 ms':>7s} {'$/1M pred':>9s}  meets")]
     for p in result["predictions"]:
         why = result["why_not"][p["system"]]
         lines.append(f"{p['system']:9s} {p['how']:8s} {100 * p['accuracy']:5.1f}% ({100 * p['accuracy_low']:4.1f}-"
@@ -144,8 +144,8 @@ def format_outcome(o: dict) -> str:
 
     return "\n".join([
         f"predicted vs actual for {o['system']}:",
-        f"  accuracy  predicted {100 * p['accuracy']:.1f}% ({100 * p['accuracy_low']:.1f}-{100 * p['accuracy_high']:.1f}); "
-        f"actual validation {100 * a['validation_accuracy']:.1f}% ({err['validation_points']:+.1f} points), "
-        f"test {100 * a['test_accuracy']:.1f}% ({err['test_points']:+.1f} points)",
+        (f"  accuracy  predicted {100 * p['accuracy']:.1f}% ({100 * p['accuracy_low']:.1f}-{100 * p['accuracy_high']:.1f}); "
+         f"actual validation {100 * a['validation_accuracy']:.1f}% ({err['validation_points']:+.1f} points), "
+         f"test {100 * a['test_accuracy']:.1f}% ({err['test_points']:+.1f} points)"),
         f"  train s   predicted {p['train_seconds']:.1f}; actual {a['train_seconds']:.1f} ({pct(err['train_seconds'])})",
         f"  run s     predicted {p['run_seconds']:.1f}; actual {a['run_seconds']:.1f} ({pct(err['run_seconds'])})"])

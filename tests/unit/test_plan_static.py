@@ -108,4 +108,5 @@ def test_the_frontier_takes_the_static_record_as_points_a_runtime_and_a_prior(mo
     priors = frontier.priors([])
     [static] = [r for r in priors["records"] if r["system"] == "static"]
     assert static["value"] == pytest.approx(0.80 - 0.90) and static["measure"] == "offset_vs_probe"
+    assert static["domain"] == "support"  # what benchmarks/plan_validation.py leaves out for a support set
     assert priors["pending"] == []
