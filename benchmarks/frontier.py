@@ -28,7 +28,7 @@ from pathlib import Path
 from benchmarks.record import RESULTS, write_record
 from core.foundation.cost import Prices, usd_per_million
 from core.plan.predict import PRIORS_FILE
-from core.plan.planner import pareto
+from core.plan.choose import pareto
 
 DOMAINS = {"support": "banking77", "finance": "financial_phrasebank"}
 DOMAIN_STATIC = {"support": "support/intent-static", "finance": "finance/sentiment-static"}
@@ -182,9 +182,11 @@ GAP_RECORDS = ("banking77", "finance_phrasebank")  # the probe, full fine-tune a
 DOMAIN_RECORDS = {"support": "banking77", "finance": "finance_phrasebank"}
 
 
-def _regime(name: str, num_labels, train_rows) -> dict:
-    """A prior record's data regime and the benchmark record it comes from."""
-    return {"num_labels": num_labels, "train_rows": train_rows, "record": f"benchmarks/results/{name}.json"}
+def _regime(name: str, domain: str, num_labels, train_rows) -> dict:
+    """A prior record's data regime, its domain (what benchmarks/plan_validation.py leaves out to
+    check the planner on a domain its priors have not seen) and the benchmark record it comes from."""
+    return {"num_labels": num_labels, "train_rows": train_rows, "domain": domain,
+            "record": f"benchmarks/results/{name}.json"}
 
 
 def priors(points: list[dict]) -> dict:
@@ -197,7 +199,8 @@ def priors(points: list[dict]) -> dict:
         if not r:
             continue
         acc = {s["key"]: s["accuracy"] if "accuracy" in s else s["test"]["accuracy"] for s in r["systems"]}
-        regime = _regime(name, r["data"]["num_labels"], r["data"]["train"])
+        domain = next(d for d, record in DOMAIN_RECORDS.items() if record == name)
+        regime = _regime(name, domain, r["data"]["num_labels"], r["data"]["train"])
         for system in ("full", "lora"):
             if "probe" in acc and system in acc:
                 records.append({"system": system, "measure": "gap_closure",
@@ -209,7 +212,7 @@ def priors(points: list[dict]) -> dict:
             num_labels = ((_read(record) or {}).get("data") or {}).get("num_labels")
             train_rows = r["runs"][0]["train_used"] if r.get("runs") else None
             records.append({"system": "ia3", "measure": "offset_vs_full", "value": by["ia3"] - by["baseline"],
-                            **_regime(f"training_methods_{domain}", num_labels, train_rows)})
+                            **_regime(f"training_methods_{domain}", domain, num_labels, train_rows)})
     records += static_priors()
     pending = [] if any(r["system"] == "static" for r in records) else [
         {"system": "static", "measure": "offset_vs_probe", "measured_by": "python -m benchmarks.static_tier"}]
@@ -226,11 +229,11 @@ def static_priors() -> list[dict]:
     written under that name, so a smoke run never becomes a prior."""
     r = _read("static_tier")
     records = []
-    for d in (r or {}).get("domains", {}).values():
+    for domain, d in (r or {}).get("domains", {}).items():
         acc = {s["key"]: s["accuracy"] for s in d["systems"]}
         if "static" in acc and "probe-torch" in acc:
             records.append({"system": "static", "measure": "offset_vs_probe", "value": acc["static"] - acc["probe-torch"],
-                            **_regime("static_tier", d["data"]["num_labels"], d["data"]["train_used"])})
+                            **_regime("static_tier", domain, d["data"]["num_labels"], d["data"]["train_used"])})
     return records
 
 

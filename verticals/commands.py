@@ -196,14 +196,9 @@ def cmd_plan(args) -> int:
     """`plan data=FILE target=0.9 [budget=30m] [latency=5ms] [--run]`: predict every recipe's
     accuracy, time and cost here and recommend the cheapest that meets the target (core.plan.planner)."""
     _quiet_libraries()
-    from core.plan.planner import (  # lazy: loads torch, as above
-        format_outcome,
-        format_plan,
-        make_plan,
-        plan_config,
-        run_recommended,
-    )
+    from core.plan.planner import make_plan, plan_config, run_recommended  # lazy: loads torch, as above
     from core.plan.plot import plot_plan  # lazy: loads matplotlib, as above
+    from core.plan.report import format_outcome, format_plan  # lazy: with the planner, as above
 
     cfg = plan_config(parse_overrides(args.settings))
     out = Path(args.out) if args.out else default_out("plan")

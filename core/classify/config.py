@@ -26,6 +26,8 @@ OOD_SCORERS = ("knn_energy", "knn", "centroid", "energy", "max_prob", "mahalanob
 class TrainConfig:
     epochs: float = setting(3.0, minimum=0)  # 0 with max_steps 0 = no gradient steps (e.g. a pure linear probe)
     max_steps: int = setting(0, minimum=0)  # optimizer steps; 0 = derive from epochs
+    # stop after this many steps, the schedule still spanning all of them: the run's first steps, exactly; 0 = all
+    stop_after: int = setting(0, minimum=0)
     lr: float = setting(5e-5, positive=True)  # encoder (or LoRA adapter) learning rate
     head_lr: float = setting(1e-3, positive=True)
     batch_size: int = setting(32, positive=True)

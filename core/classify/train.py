@@ -227,7 +227,7 @@ def train_steps(model, texts: list[str], targets: np.ndarray, step: nn.Module, e
     settings = LoopSettings(steps=total_steps, warmup=cfg.warmup, schedule="linear", max_grad_norm=cfg.max_grad_norm,
                             grad_accum=cfg.grad_accum, log_every=cfg.log_every,
                             mixed_precision=cfg.mixed_precision, desc="train",
-                            steps_per_epoch=micro_per_epoch / cfg.grad_accum)
+                            steps_per_epoch=micro_per_epoch / cfg.grad_accum, stop_after=cfg.stop_after)
     check = Validation(lambda: evaluate(engine.device), every=eval_every, metric=cfg.metric, patience=cfg.patience)
     try:
         result = engine.run(step, _param_groups(model, cfg), micro_batch, settings, validation=check, hooks=hooks,

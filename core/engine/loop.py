@@ -78,6 +78,7 @@ class LoopSettings:
     mixed_precision: str = "auto"  # auto | no | bf16: core.foundation.precision.resolve_precision
     desc: str = "train"  # progress bar label
     steps_per_epoch: float = 0.0  # for the `epoch` column of the metrics log; 0 = no such column
+    stop_after: int = 0  # stop after this many optimizer steps, the schedule still spanning `steps`; 0 = all of them
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,8 @@ class Engine:
         losses, running = [], []
         stopped_by_time = False
         started = time.perf_counter() - state["train_seconds"]
-        while state["step"] < settings.steps and not stopped_early:
+        last = min(settings.stop_after or settings.steps, settings.steps)  # a run's first steps: core.plan's trial
+        while state["step"] < last and not stopped_early:
             if settings.max_seconds and time.perf_counter() - started > settings.max_seconds:
                 stopped_by_time = True
                 break

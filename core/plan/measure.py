@@ -38,6 +38,7 @@ from core.engine.metrics_log import MetricsLog
 from core.evaluation.drift_baseline import save_drift_baseline
 from core.evaluation.metrics import confusion, plot_confusion_matrix, plot_loss_curve
 from core.foundation.cost import CostLedger, measure_throughput, usd_per_million
+from core.foundation.precision import resolve_precision
 from core.models.backbones import load_backbone
 from core.models.classifier import build_classifier, choose_probe_c, init_head_from_probe, save_classifier
 from core.models.zeroshot import prototypes, zero_shot_probs
@@ -171,7 +172,7 @@ def measure_encoder(data, *, backbone: str, seed: int, shares: tuple[float, ...]
     encoded = tokens["train"] + tokens["validation"]
     return {"probe_accuracy": by_c[c], "c": c, "cost": ledger.cost, "zeroshot_accuracy": zs_acc,
             "zeroshot_cost": zs_ledger.cost, "times": watch.laps, "curve_points": curve_points,
-            "tokens": tokens, "train_lengths": lengths["train"],
+            "tokens": tokens, "train_lengths": lengths["train"], "train_embeddings": x,
             "encode_s_per_token": (watch.laps["encode_train"] + watch.laps["encode_validation"]) / max(encoded, 1),
             "speed": speed,
             "usd_per_million": usd_per_million(speed["texts_per_second"], cores=speed["busy_cores"], prices=prices)}
@@ -181,8 +182,10 @@ def calibrate_recipe(recipe, data, *, steps: int, device: str) -> dict:
     """`steps` optimizer steps of the fine-tune RecipeConfig `recipe` on the real training split
     (so its first batches are the run's; a random head: the head's start does not change the step
     time), validating on 8 rows every steps // 3 steps so that the engine's checkpoint path runs
-    three times. Returns per-step (seconds, padded tokens) pairs, the intervals that also held a
-    validation + checkpoint, and, timed on their own after it: one validation pass on up to 64
+    three times, at the recipe's precision (`auto`: bf16 where this device has it natively, so a
+    bf16 machine's steps are timed in bf16; returned as `precision`). Returns per-step (seconds,
+    padded tokens) pairs, the intervals that also held a validation + checkpoint, and, timed on
+    their own after it: one validation pass on up to 64
     validation rows (scaled to the split by tokens), saving the model and plotting its loss curve;
     setup time, busy cores and peak memory."""
     watch = Stopwatch()
@@ -220,7 +223,8 @@ def calibrate_recipe(recipe, data, *, steps: int, device: str) -> dict:
             "validation_s_per_token": watch.laps["validation_sample"] / max(sample_tokens, 1),
             "tiny_validation_s": watch.laps["tiny_validation"], "times": watch.laps,
             "busy_cores": ledger.cost.cpu_seconds / max(ledger.cost.wall_seconds, 1e-9),
-            "peak_rss_mb": ledger.cost.peak_rss_mb, "trainable_params": model.trainable_parameters()}
+            "peak_rss_mb": ledger.cost.peak_rss_mb, "trainable_params": model.trainable_parameters(),
+            "precision": resolve_precision(train_cfg.mixed_precision, device)}
 
 
 STATIC_SAMPLE = 1024  # vocabulary tokens passed through the encoder to time model2vec's distillation
@@ -254,6 +258,6 @@ def measure_static(data, *, backbone: str, pca_dims: int, device: str, min_secon
     speed = measure_throughput(lambda texts: stand_in.encode(texts, use_multiprocessing=False),
                                data.validation.texts, min_seconds=min_seconds)
     distill = watch.laps["token_pass"] * vocab / max(len(wrap) - 64, 1) + watch.laps["pca"]
-    return {"distill_seconds": distill, "vocabulary": vocab, "dims": dims, "times": watch.laps, "speed": speed,
+    return {"distill_seconds": distill, "vocabulary": vocab, "sample_tokens": len(wrap) - 64, "dims": dims, "times": watch.laps, "speed": speed,
             "busy_cores": ledger.cost.cpu_seconds / max(ledger.cost.wall_seconds, 1e-9),
             "peak_rss_mb": ledger.cost.peak_rss_mb}

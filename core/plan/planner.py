@@ -14,14 +14,18 @@ from our benchmark records, so it is an educated guess, not a measurement):
 - The decision: the cheapest system predicted to meet the target and constraints; when none is,
   the cheapest recipe whose predicted range reaches the target (`within_range_recipe`), which
   `--run` then trains and measures rather than refusing: a prior's point can miss by its spread.
-- Fine-tunes (full, LoRA, IA3): accuracy is a PRIOR. A fine-tune is assumed to close a share f of
-  the probe's error: acc = probe + f * (1 - probe); f per recipe is what full fine-tunes and LoRA
-  closed in our records (core/plan/priors.json: one record per benchmark with its label count and
-  training rows, generated from benchmarks/results by `python -m benchmarks.frontier`), the range
-  spanning the records; IA3, measured only against the full fine-tune, is full's prediction plus
-  its recorded difference. Fine-tuning gains depend on the task in ways a probe cannot see (sentiment gains
-  far more than intents did), so read these rows as a prior; benchmarks/plan_validation.py
-  measures how far off they are.
+- Fine-tunes (full, LoRA, IA3): accuracy is a PRIOR unless the priors are unsure on this set, when
+  a TRIAL fine-tune measures it (core.plan.trial: the run's first steps, at most `trial_steps`, on
+  the training split, its validation curve read within 4x the steps it ran; `trial=never` opts out,
+  `trial=always` tries every fine-tune; the trials' seconds are reported, as planning is timed too).
+  The prior: a fine-tune is assumed to close a share f of the probe's error: acc = probe + f * (1 -
+  probe); f per recipe is what full fine-tunes and LoRA closed in our records (core/plan/priors.json:
+  one record per benchmark with its domain, label count and training rows, generated from
+  benchmarks/results by `python -m benchmarks.frontier`), the range spanning the records; IA3,
+  measured only against the full fine-tune, is full's prediction plus its recorded difference.
+  Fine-tuning gains depend on the task in ways a probe cannot see (sentiment gains far more than
+  intents did), which is why an unsure prior is replaced by a trial; benchmarks/plan_validation.py
+  measures how far off either is, also with priors fitted without the set's own domain.
 - Time, two numbers per system: `train_seconds` = the run's cost-ledger wall (what the price is
   for) and `run_seconds` = the whole `verticals train` wall (setup + ledger + the final
   evaluation). Every part is measured here on its own (core.plan.measure) and the parts are
@@ -53,6 +57,11 @@ from our benchmark records, so it is an educated guess, not a measurement):
   saving and serving speed); the head is priced at the probe's C search + fit.
 - Inference: one throughput/latency measurement per runtime kind (TF-IDF; the encoder + linear
   head, which every encoder recipe serves with after LoRA/IA3 merge), priced per 1e6 predictions.
+- Precision: the calibration steps and trials run at the recipe's `mixed_precision` (auto), so a
+  device with native bf16 is priced in bf16 from steps timed in bf16; the plan says which (`precision`).
+- Extrapolations are read within a stated range, printed with the plan (core.plan.report): the
+  learning curve up to 4x the labels it was fitted on, a trial's curve up to 4x its steps, and the
+  step-time line with the share of the run's steps outside the padded tokens it was fitted on.
 `--run` (run_recommended) trains the pick and sets its predicted accuracy and times beside the
 run's actual validation/test accuracy, ledger and wall seconds (plan.json `outcome`).
 Leaves out: GPU calibration of CPU-only measurements (run it on the machine you will train on),
@@ -64,7 +73,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from core.classify.config import build_recipe
@@ -73,9 +82,12 @@ from core.data.catalog import load_classification
 from core.foundation.cost import Prices, usd_per_million
 from core.foundation.device import resolve_device
 from core.foundation.errors import UserError
+from core.foundation.precision import precision_section
 from core.foundation.settings import build_config, setting
+from core.plan.choose import Prediction, cheapest, meets
 from core.plan.measure import calibrate_recipe, measure_encoder, measure_static, measure_tfidf, say, stderr
 from core.plan.predict import (
+    EXTRAPOLATION_FACTOR,
     SHARES,
     curve_accuracy,
     finetune_accuracy,
@@ -87,6 +99,8 @@ from core.plan.predict import (
     predicted_accuracy,
     static_times,
 )
+from core.plan.report import outcome
+from core.plan.trial import TRIAL_MODES, run_trial, settle, trial_decision
 
 _FINETUNE = {"mode": "finetune", "train": {"epochs": 3, "head_lr": 1e-3, "batch_size": 32, "warmup": 0.1, "patience": 2}}
 
@@ -137,53 +151,13 @@ class PlanConfig:
     backbone: str = "minilm"
     epochs: float = setting(3.0, positive=True)  # fine-tune epochs the predictions are for
     calibration_steps: int = setting(12, minimum=6)  # >= 6: warm-up, steady and 3 validation steps
+    # trial fine-tunes (core.plan.trial): auto = where the priors are unsure; never = priors only (faster)
+    trial: str = setting("auto", choices=TRIAL_MODES)
+    trial_steps: int = setting(200, minimum=4)  # the most optimizer steps of the run a trial takes
     timing_seconds: float = setting(1.0, positive=True)  # how long each inference throughput is timed
     systems: str = setting(",".join(SYSTEMS), check=_systems_problem)
     seed: int = setting(0, minimum=0)
     device: str = setting("cpu", choices=("cpu", "cuda", "auto"))
-
-
-@dataclass(frozen=True)
-class Prediction:
-    system: str
-    how: str  # measured | prior
-    accuracy: float
-    accuracy_low: float
-    accuracy_high: float
-    train_seconds: float
-    train_core_hours: float
-    train_usd: float
-    peak_rss_mb: float
-    p50_ms: float
-    usd_per_million: float
-    run_seconds: float = 0.0  # the whole run's wall: setup + ledger + final evaluation
-
-
-def meets(p: Prediction, target: float, budget_s: float | None, latency_s: float | None,
-          optimistic: bool = False) -> list[str]:
-    """Why `p` fails the target or a constraint ([] when it meets them all); `optimistic`: its
-    accuracy is the top of its predicted range."""
-    why = []
-    if (p.accuracy_high if optimistic else p.accuracy) < target:
-        why.append(f"accuracy {100 * p.accuracy:.1f}% < {100 * target:.1f}%")
-    if budget_s is not None and p.train_seconds > budget_s:
-        why.append(f"training {p.train_seconds:.0f} s > budget {budget_s:.0f} s")
-    if latency_s is not None and p.p50_ms > 1000 * latency_s:
-        why.append(f"p50 {p.p50_ms:.1f} ms > {1000 * latency_s:g} ms")
-    return why
-
-
-def cheapest(predictions: list[Prediction], target: float, budget_s: float | None = None,
-             latency_s: float | None = None, optimistic: bool = False) -> Prediction | None:
-    """The prediction meeting everything with the lowest training dollars (then $/1e6 predictions)."""
-    ok = [p for p in predictions if not meets(p, target, budget_s, latency_s, optimistic)]
-    return min(ok, key=lambda p: (p.train_usd, p.usd_per_million)) if ok else None
-
-
-def pareto(points: list[tuple[float, float]]) -> list[bool]:
-    """For (cost, accuracy) points: True where no other point is at most as costly and at least
-    as accurate with one of the two strictly better."""
-    return [not any(c2 <= c and a2 >= a and (c2 < c or a2 > a) for c2, a2 in points) for c, a in points]
 
 
 # ---------------------------------------------------------------- the plan
@@ -199,11 +173,22 @@ def _prediction(system, how, acc, low, high, times, cores, rss, speed, per_milli
                       prices.usd(core_hours), rss, speed["p50_ms"], per_million, times["run_seconds"])
 
 
-def make_plan(cfg: PlanConfig, *, data_dir: str | None = None, progress: bool = True, prices=None) -> dict:
+def _tfidf(data, cfg, prices) -> tuple[Prediction, dict]:
+    t = measure_tfidf(data, prices, min_seconds=cfg.timing_seconds)
+    se, cost = stderr(t["accuracy"], len(data.validation)), t["cost"]
+    return _prediction("tfidf", "measured", t["accuracy"], t["accuracy"] - se, t["accuracy"] + se,
+                       {"train_seconds": cost.wall_seconds, "run_seconds": cost.wall_seconds},
+                       cost.cpu_seconds / max(cost.wall_seconds, 1e-9), cost.peak_rss_mb, t["speed"],
+                       t["usd_per_million"], prices), t
+
+
+def make_plan(cfg: PlanConfig, *, data_dir: str | None = None, progress: bool = True, prices=None,
+              priors: dict | None = None) -> dict:
     """Measure, calibrate and predict (see the module docstring); returns the plan as a dict:
-    predictions (one per system), the learning curve, the recommendation and what more labels buy."""
-    prices, device = prices or Prices.from_env(), resolve_device(cfg.device)
-    priors = load_priors()
+    predictions (one per system), the learning curve, the recommendation and what more labels buy.
+    `priors`: core.plan.predict.load_priors()'s (default: the packaged ones)."""
+    started, prices, device = time.perf_counter(), prices or Prices.from_env(), resolve_device(cfg.device)
+    priors = load_priors() if priors is None else priors
     t0 = time.perf_counter()
     data = load_classification(cfg.data, root=data_dir, text_column=cfg.text_column, label_column=cfg.label_column,
                                encoding=cfg.encoding)
@@ -211,18 +196,17 @@ def make_plan(cfg: PlanConfig, *, data_dir: str | None = None, progress: bool = 
     if len(data.labels) < 2 or not len(data.validation):
         raise UserError(f"planning needs at least 2 labels and a validation split; {cfg.data} has "
                         f"{len(data.labels)} label(s) and {len(data.validation)} validation rows")
-    systems, n_val, preds = cfg.systems.split(","), len(data.validation), []
+    systems, n_val, preds, t = cfg.systems.split(","), len(data.validation), [], None
+    constraints = {"budget_s": parse_duration(cfg.budget) if cfg.budget else None,
+                   "latency_s": parse_duration(cfg.latency) if cfg.latency else None}
     if "tfidf" in systems:
         say(progress, "tfidf: fitting TF-IDF + linear SVM")
-        t = measure_tfidf(data, prices, min_seconds=cfg.timing_seconds)
-        se = stderr(t["accuracy"], n_val)
-        preds.append(_prediction("tfidf", "measured", t["accuracy"], t["accuracy"] - se, t["accuracy"] + se,
-                                 {"train_seconds": t["cost"].wall_seconds, "run_seconds": t["cost"].wall_seconds}, t["cost"].cpu_seconds / max(t["cost"].wall_seconds, 1e-9),
-                                 t["cost"].peak_rss_mb, t["speed"], t["usd_per_million"], prices))
+        tfidf, t = _tfidf(data, cfg, prices)
+        preds.append(tfidf)
     e = measure_encoder(data, backbone=cfg.backbone, seed=cfg.seed, shares=SHARES, prices=prices, device=device,
                         progress=progress, min_seconds=cfg.timing_seconds)
     curve = fit_learning_curve([n for n, _ in e["curve_points"]], [a for _, a in e["curve_points"]])
-    probe, times = e["probe_accuracy"], {}
+    probe, times, skipped = e["probe_accuracy"], {}, {}
     for name, acc in (("zeroshot", e["zeroshot_accuracy"]), ("probe", probe)):
         if name in systems:
             se, cost = stderr(acc, n_val), e["cost"] if name == "probe" else e["zeroshot_cost"]
@@ -230,7 +214,6 @@ def make_plan(cfg: PlanConfig, *, data_dir: str | None = None, progress: bool = 
             preds.append(_prediction(name, "measured", acc, acc - se, acc + se, times[name],
                                      cost.cpu_seconds / max(cost.wall_seconds, 1e-9), cost.peak_rss_mb, e["speed"],
                                      e["usd_per_million"], prices))
-    skipped = {}
     if "static" in systems:
         static = static_prediction(cfg, data, e, priors, load_s, prices, device, progress)
         if isinstance(static, str):
@@ -238,44 +221,77 @@ def make_plan(cfg: PlanConfig, *, data_dir: str | None = None, progress: bool = 
         else:
             times["static"] = static[1]
             preds.append(static[0])
-    calibration = {}
-    for name in (s for s in systems if RECIPES.get(s, {}).get("mode") == "finetune"):
-        say(progress, f"{name}: calibrating {cfg.calibration_steps} optimizer steps")
-        recipe = recipe_for(name, cfg)
-        cal = calibration[name] = calibrate_recipe(recipe, data, steps=cfg.calibration_steps, device=device)
-        times[name] = finetune_times(cal, e, recipe.train, load_s)
-        point, low, high = predicted_accuracy(name, probe, priors)
-        se = stderr(probe, n_val)
-        preds.append(_prediction(name, "prior", point, low - se, high + se, times[name], cal["busy_cores"],
-                                 cal["peak_rss_mb"], e["speed"], e["usd_per_million"], prices))
-    budget_s = parse_duration(cfg.budget) if cfg.budget else None
-    latency_s = parse_duration(cfg.latency) if cfg.latency else None
-    pick = cheapest(preds, cfg.target, budget_s, latency_s)
-    runnable = cheapest([p for p in preds if p.system in RECIPES], cfg.target, budget_s, latency_s)
+    ft = finetune_predictions(cfg, data, e, priors, load_s, prices, device, progress, constraints)
+    preds, times, skipped = preds + ft.pop("predictions"), times | ft.pop("times"), skipped | ft.pop("skipped")
+    recipes = [p for p in preds if p.system in RECIPES]
+    pick = cheapest(preds, cfg.target, constraints["budget_s"], constraints["latency_s"])
+    runnable = cheapest(recipes, cfg.target, constraints["budget_s"], constraints["latency_s"])
     # none predicted to meet it: the cheapest recipe whose predicted range reaches the target (--run measures it)
-    maybe = None if runnable else cheapest([p for p in preds if p.system in RECIPES], cfg.target, budget_s,
-                                            latency_s, optimistic=True)
-    n_train = len(data.train)
-    more = [{"labels": k * n_train, "probe": curve_accuracy(curve, k * n_train),
-             **{p.system: finetune_accuracy(curve_accuracy(curve, k * n_train), priors["gap_closure"][p.system]["mean"])
-                for p in preds if p.system in priors["gap_closure"]}} for k in (2, 4)]
-    needed = labels_needed(curve, cfg.target, n_train)
+    maybe = None if runnable else cheapest(recipes, cfg.target, constraints["budget_s"], constraints["latency_s"],
+                                            optimistic=True)
+    needed = labels_needed(curve, cfg.target, len(data.train))
     return {"config": asdict(cfg), "data": data.summary(), "device": device, "prices": asdict(prices),
-            "predictions": [asdict(p) for p in preds],
-            "why_not": {p.system: meets(p, cfg.target, budget_s, latency_s) for p in preds},
+            "predictions": [asdict(p) for p in preds], "constraints": constraints,
+            "why_not": {p.system: meets(p, cfg.target, constraints["budget_s"], constraints["latency_s"]) for p in preds},
             "recommendation": pick.system if pick else None,
             "recommended_recipe": runnable.system if runnable else None,  # what --run trains (tfidf is no run)
             "within_range_recipe": maybe.system if maybe else None,  # what --run trains when none is predicted to
             "learning_curve": {"points": e["curve_points"], "fit": curve, "labels_for_target_probe": needed["labels"],
                                "labels_for_target_note": needed["note"]},
-            "more_labels": more, "calibration": calibration, "measurements": {
-                "tfidf_c": t["c"] if "tfidf" in systems else None, "probe_c": e["c"], "tokens": e["tokens"],
-                "data_load_s": load_s, "probe_steps_s": e["times"],
-                "encode_s_per_token": e["encode_s_per_token"]},
-            "time_parts": times, "skipped": skipped,
+            "more_labels": more_labels(preds, curve, probe, len(data.train)), **ft, "measurements": {
+                "tfidf_c": t["c"] if t else None, "probe_accuracy": probe, "probe_c": e["c"], "tokens": e["tokens"],
+                "data_load_s": load_s, "probe_steps_s": e["times"], "encode_s_per_token": e["encode_s_per_token"]},
+            "time_parts": times, "skipped": skipped, "plan_seconds": time.perf_counter() - started,
             "priors": {"source": priors["source"], "gap_closure": priors["gap_closure"],
                        "offset_vs_full": priors["offset_vs_full"], "offset_vs_probe": priors["offset_vs_probe"],
-                       "records": priors["records"], "pending": priors["pending"]}}
+                       "records": priors["records"], "pending": priors["pending"],
+                       "without_domain": priors.get("without_domain", "")}}
+
+
+def finetune_predictions(cfg, data, e: dict, priors: dict, load_s: float, prices, device: str, progress: bool,
+                         constraints: dict) -> dict:
+    """The fine-tunes' predictions: time from a calibration each (core.plan.measure.calibrate_recipe),
+    accuracy from the prior or, where the priors are unsure, from a trial (core.plan.trial); with the
+    calibrations, trials, prior bands, the reasons to try each, and the precision they were priced at."""
+    probe, n_val = e["probe_accuracy"], len(data.validation)
+    se, regime = stderr(probe, n_val), {"num_labels": len(data.labels), "train_rows": len(data.train)}
+    out = {"predictions": [], "times": {}, "skipped": {}, "calibration": {}, "trials": {}, "prior_bands": {},
+           "trial_reasons": {}}
+    for name in (s for s in cfg.systems.split(",") if RECIPES.get(s, {}).get("mode") == "finetune"):
+        say(progress, f"{name}: calibrating {cfg.calibration_steps} optimizer steps")
+        recipe = recipe_for(name, cfg)
+        cal = out["calibration"][name] = calibrate_recipe(recipe, data, steps=cfg.calibration_steps, device=device)
+        times = out["times"][name] = finetune_times(cal, e, recipe.train, load_s)
+        timed = _prediction(name, "prior", 0.0, 0.0, 0.0, times, cal["busy_cores"], cal["peak_rss_mb"], e["speed"],
+                            e["usd_per_million"], prices)
+        band, reasons, use = trial_decision(timed, probe, se, priors, regime, cfg.target, constraints, cfg.trial)
+        out["prior_bands"][name], out["trial_reasons"][name] = band, reasons
+        if use:
+            say(progress, f"{name}: trial fine-tune, up to {cfg.trial_steps} of the run's {times['steps']} steps ("
+                + "; ".join(reasons or ["trial=always"]) + ")")
+            trial = run_trial(recipe, data, e, trial_steps=cfg.trial_steps, total_steps=times["steps"], device=device)
+            out["trials"][name] = trial | {"reasons": reasons}
+        fields = settle(band, out["trials"].get(name), use)
+        if fields is None:
+            out["skipped"][name] = f"no prior record and no trial (trial={cfg.trial}; trial=auto measures one)"
+        else:
+            out["predictions"].append(replace(timed, **fields))
+        out["precision"] = precision_section(recipe.train.mixed_precision, device) | {
+            "priced": {n: c["precision"] for n, c in out["calibration"].items()}}
+    return out
+
+
+def more_labels(preds: list[Prediction], curve: dict, probe: float, n_train: int) -> list[dict]:
+    """What 2x and 4x the labels would give (within EXTRAPOLATION_FACTOR x those the probe's learning
+    curve was fitted on): the probe's curve, and each fine-tune closing the share of the probe's error
+    it is predicted to close here (its prior's, or its trial's)."""
+    closes = {p.system: (p.accuracy - probe) / (1 - probe) for p in preds
+              if RECIPES.get(p.system, {}).get("mode") == "finetune" and probe < 1}
+    rows = []
+    for k in (k for k in (2, 4) if k <= EXTRAPOLATION_FACTOR):
+        acc = curve_accuracy(curve, k * n_train)
+        rows.append({"labels": k * n_train, "probe": acc, **{s: finetune_accuracy(acc, f) for s, f in closes.items()}})
+    return rows
 
 
 def static_prediction(cfg, data, e: dict, priors: dict, load_s: float, prices, device: str,
@@ -290,84 +306,13 @@ def static_prediction(cfg, data, e: dict, priors: dict, load_s: float, prices, d
     say(progress, "static: timing a sample of the distillation and a stand-in table")
     pca_dims = recipe_for("static", cfg).static.pca_dims  # what --run would train
     s = measure_static(data, backbone=cfg.backbone, pca_dims=pca_dims, device=device, min_seconds=cfg.timing_seconds)
-    times = static_times(s, e, load_s)
+    times = static_times(s, e, load_s) | {"distillation_scaled": {"sample_tokens": s["sample_tokens"],
+                                                                  "vocabulary": s["vocabulary"]}}
     point, low, high = predicted_accuracy("static", e["probe_accuracy"], priors)
     se = stderr(e["probe_accuracy"], len(data.validation))
     per_million = usd_per_million(s["speed"]["texts_per_second"], cores=s["speed"]["busy_cores"], prices=prices)
     return _prediction("static", "prior", point, low - se, high + se, times, s["busy_cores"], s["peak_rss_mb"],
                        s["speed"], per_million, prices), times
-
-
-def format_plan(result: dict) -> str:
-    cfg = result["config"]
-    lines = [f"plan for {cfg['data']}: {result['data']['train']} training / {result['data']['validation']} validation "
-             f"rows, {result['data']['num_labels']} labels; target {100 * cfg['target']:.1f}%"
-             + (f", budget {cfg['budget']}" if cfg["budget"] else "") + (f", latency {cfg['latency']}" if cfg["latency"] else ""),
-             f"prices: ${result['prices']['usd_per_core_hour']}/core-hour, ${result['prices']['usd_per_gpu_hour']}/GPU-hour "
-             "(assumed defaults unless VERTICALS_USD_PER_CORE_HOUR / _GPU_HOUR are set)", "",
-             f"{'system':9s} {'how':8s} {'accuracy (range)':20s} {'train s':>8s} {'run s':>7s} {'train $':>9s} {'peak MB':>8s} "
-             f"{'p50 ms':>7s} {'$/1M pred':>9s}  meets"]
-    for p in result["predictions"]:
-        why = result["why_not"][p["system"]]
-        lines.append(f"{p['system']:9s} {p['how']:8s} {100 * p['accuracy']:5.1f}% ({100 * p['accuracy_low']:4.1f}-"
-                     f"{100 * p['accuracy_high']:4.1f})  {p['train_seconds']:8.1f} {p.get('run_seconds', 0):7.1f} {p['train_usd']:9.5f} "
-                     f"{p['peak_rss_mb']:8.0f} {p['p50_ms']:7.2f} {p['usd_per_million']:9.3f}  "
-                     + ("yes" if not why else "no: " + "; ".join(why)))
-    lines.append("")
-    if result["recommendation"]:
-        lines.append(f"recommendation: {result['recommendation']} (the cheapest that meets the target and constraints)")
-        if result["recommended_recipe"] != result["recommendation"]:
-            lines.append(f"  the cheapest verticals recipe that meets them (what --run trains): "
-                         f"{result['recommended_recipe'] or 'none'}")
-    else:
-        lines.append("recommendation: none of the systems is predicted to meet the target and constraints")
-        maybe = next((p for p in result["predictions"] if p["system"] == result.get("within_range_recipe")), None)
-        if maybe:
-            lines.append(f"  within its predicted range: {maybe['system']} ({100 * maybe['accuracy_low']:.1f}-"
-                         f"{100 * maybe['accuracy_high']:.1f}%) is the cheapest recipe that may meet it; --run trains "
-                         f"and measures it")
-    for row in result["more_labels"]:
-        lines.append(f"  with {row['labels']} labels the learning curve predicts: "
-                     + ", ".join(f"{k} {100 * v:.1f}%" for k, v in row.items() if k != "labels"))
-    for system, why in result.get("skipped", {}).items():
-        lines.append(f"  {system}: left out: {why}")
-    lines.append("  " + result["learning_curve"]["labels_for_target_note"])
-    lines.append("  fine-tune and static-tier accuracies are priors from our benchmark records, not measurements (see core/plan.py)")
-    lines.append("  train s = the run's cost-ledger seconds (what train $ prices); run s = the whole run, with its final evaluation")
-    return "\n".join(lines)
-
-
-def outcome(result: dict, report: dict, run_wall_s: float) -> dict:
-    """Predicted vs actual for the recipe `--run` trained: accuracy (validation, test), ledger and
-    run seconds, with the errors (predicted - actual; time as a ratio - 1)."""
-    system = result["recommended_recipe"] or result.get("within_range_recipe")
-    p = next(p for p in result["predictions"] if p["system"] == system)
-    actual = {"validation_accuracy": report["metrics"]["validation"]["accuracy"],
-              "test_accuracy": report["metrics"]["test"]["accuracy"],
-              "train_seconds": report["cost"]["wall_seconds"], "run_seconds": run_wall_s}
-    return {"system": system, "predicted": {"accuracy": p["accuracy"], "accuracy_low": p["accuracy_low"],
-                                            "accuracy_high": p["accuracy_high"], "train_seconds": p["train_seconds"],
-                                            "run_seconds": p.get("run_seconds", 0.0)},
-            "actual": actual,
-            "error": {"validation_points": 100 * (p["accuracy"] - actual["validation_accuracy"]),
-                      "test_points": 100 * (p["accuracy"] - actual["test_accuracy"]),
-                      "train_seconds": p["train_seconds"] / actual["train_seconds"] - 1 if actual["train_seconds"] > 0 else None,
-                      "run_seconds": p.get("run_seconds", 0.0) / run_wall_s - 1 if run_wall_s > 0 else None}}
-
-
-def format_outcome(o: dict) -> str:
-    p, a, err = o["predicted"], o["actual"], o["error"]
-
-    def pct(x):
-        return "n/a" if x is None else f"{100 * x:+.0f}%"
-
-    return "\n".join([
-        f"predicted vs actual for {o['system']}:",
-        f"  accuracy  predicted {100 * p['accuracy']:.1f}% ({100 * p['accuracy_low']:.1f}-{100 * p['accuracy_high']:.1f}); "
-        f"actual validation {100 * a['validation_accuracy']:.1f}% ({err['validation_points']:+.1f} points), "
-        f"test {100 * a['test_accuracy']:.1f}% ({err['test_points']:+.1f} points)",
-        f"  train s   predicted {p['train_seconds']:.1f}; actual {a['train_seconds']:.1f} ({pct(err['train_seconds'])})",
-        f"  run s     predicted {p['run_seconds']:.1f}; actual {a['run_seconds']:.1f} ({pct(err['run_seconds'])})"])
 
 
 def run_recommended(result: dict, cfg: PlanConfig, out: Path, *, data_dir: str | None = None,

@@ -20,13 +20,13 @@ def plot_plan(result: dict, path: Path) -> Path:
         x = max(p["train_usd"], 1e-7)
         ax.errorbar([x], [100 * p["accuracy"]], yerr=[[100 * (p["accuracy"] - p["accuracy_low"])],
                                                        [100 * (p["accuracy_high"] - p["accuracy"])]],
-                    fmt="o" if p["how"] == "measured" else "s", capsize=3,
+                    fmt={"measured": "o", "trial": "^"}.get(p["how"], "s"), capsize=3,
                     color="tab:green" if p["system"] == result["recommendation"] else "tab:blue")
         ax.annotate(p["system"], (x, 100 * p["accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.axhline(100 * result["config"]["target"], color="tab:red", ls="--", lw=1, label="target")
     ax.set_xscale("log")
     ax.set_xlabel("predicted training cost, $ (log)")
-    ax.set_ylabel("predicted accuracy, % (circle measured, square prior)")
+    ax.set_ylabel("predicted accuracy, % (o measured, ^ trial, square prior)")
     ax.set_title(f"verticals plan: {Path(result['config']['data']).name}")
     ax.legend(loc="lower right")
     fig.tight_layout()

@@ -93,25 +93,34 @@ def spread(values: list[float]) -> dict:
     return {"mean": sum(values) / len(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
-def load_priors(path: Path = PRIORS_FILE) -> dict:
+def load_priors(path: Path = PRIORS_FILE, *, without_domain: str = "") -> dict:
     """The planner's priors from priors.json's records (one measured value per system, measure and
-    data regime: its label count and training rows, and the benchmark record it comes from):
+    data regime: its label count and training rows, its domain, and the benchmark record it comes from):
     {"source", "records", "pending", "gap_closure": {system: spread}, "offset_vs_full": {system: spread},
     "offset_vs_probe": {system: spread}}; `pending` lists priors with no record yet (the static tier's
-    until benchmarks/static_tier.py has run), which the planner leaves out with that reason."""
+    until benchmarks/static_tier.py has run), which the planner leaves out with that reason.
+    `without_domain`: leave out the records of that domain (benchmarks/plan_validation.py's
+    leave-one-domain-out check: priors fitted without the set's own domain). A system left with
+    no record has no prior (`has_prior`)."""
     try:
         data = json.loads(Path(path).read_text())
+        records = [r for r in data["records"] if not without_domain or r["domain"] != without_domain]
         values: dict[str, dict[str, list[float]]] = {measure: {} for measure in PRIOR_MEASURES}
-        for record in data["records"]:
+        for record in records:
             values[record["measure"]].setdefault(record["system"], []).append(float(record["value"]))
         priors = {measure: {system: spread(v) for system, v in by.items()} for measure, by in values.items()}
-        for name in ("full", "lora"):
-            priors["gap_closure"][name]["mean"]
-        priors["offset_vs_full"]["ia3"]["mean"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"planner priors {path} are missing or malformed ({exc}); regenerate them with "
                         f"`python -m benchmarks.frontier`") from None
-    return {"source": data.get("source"), "records": data["records"], "pending": data.get("pending", []), **priors}
+    return {"source": data.get("source"), "records": records, "pending": data.get("pending", []),
+            "without_domain": without_domain, **priors}
+
+
+def has_prior(system: str, priors: dict) -> bool:
+    """Whether `predicted_accuracy` can predict `system` from these priors."""
+    if system in priors["offset_vs_full"]:
+        return "full" in priors["gap_closure"]
+    return system in priors["gap_closure"] or system in priors["offset_vs_probe"]
 
 
 def predicted_accuracy(system: str, probe: float, priors: dict) -> tuple[float, float, float]:
@@ -214,7 +223,18 @@ def finetune_times(cal: dict, e: dict, train_cfg, load_s: float) -> dict:
              "test_pass": per_token * tok["test"], "save_drift_plots": c["save"] + m["drift"] + m["plots"] + c["loss_plot"]}
     return {"train_seconds": ledger, "run_seconds": sum(parts.values()), "parts": parts,
             "steps": steps, "validations_predicted": validations, "step_line_a_b": [a, b],
-            "checkpoint_s": checkpoint_s, "forward_ratio_vs_frozen": ratio}
+            "checkpoint_s": checkpoint_s, "forward_ratio_vs_frozen": ratio,
+            "step_tokens": token_range(tokens[steady], step_tokens)}
+
+
+def token_range(calibrated, run) -> dict:
+    """Where the step-time line is read: the padded tokens of the calibration steps it was fitted
+    on, those of the run's steps, and the share of the run's steps outside the calibrated range
+    (their time is the line extended, not a measurement)."""
+    calibrated, run = np.asarray(calibrated, dtype=float), np.asarray(run, dtype=float)
+    low, high = float(calibrated.min()), float(calibrated.max())
+    return {"calibrated": [low, high], "run": [float(run.min()), float(run.max())],
+            "share_outside": float(np.mean((run < low) | (run > high)))}
 
 
 def static_times(s: dict, e: dict, load_s: float) -> dict:

@@ -60,3 +60,33 @@ def test_the_schedules_are_transformers_multipliers_and_state_step_for_step():
         reference = theirs(torch.optim.AdamW([torch.nn.Parameter(torch.ones(2))], lr=0.1))
         assert lrs(ours) == lrs(reference)  # exactly: the same formulas
         assert ours.state_dict() == reference.state_dict()  # checkpoints written with either load into the other
+
+
+def test_stop_after_runs_the_first_steps_of_the_whole_schedule():
+    from core.engine.loop import Engine, LoopSettings
+
+    def run(steps, stop_after=0):
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(1, 1, bias=False)
+        weights = []
+        result = Engine("cpu", "no").run(
+            _LossOf(layer), [{"params": list(layer.parameters()), "lr": 0.1}], lambda m: {"x": torch.ones(1, 1)},
+            LoopSettings(steps=steps, warmup=0.2, stop_after=stop_after), progress=False,
+            callbacks=(lambda state: weights.append(layer.weight.item()),))
+        return result.steps, weights
+
+    assert run(10)[0] == 10
+    steps, weights = run(10, stop_after=4)
+    assert steps == 4 and weights == run(10)[1][:4]  # the whole run's first 4 steps, exactly
+    assert weights != run(4)[1]  # not a 4-step run (its warm-up and decay span 4 steps)
+
+
+class _LossOf(torch.nn.Module):
+    """loss = |w x|: a step for the engine over a single weight."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, batch):
+        return self.layer(batch["x"]).abs().sum()

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from core.foundation.errors import UserError
-from core.plan.planner import Prediction, cheapest, format_outcome, meets, outcome, pareto, parse_duration, plan_config
+from core.plan.choose import Prediction, cheapest, meets, pareto
+from core.plan.planner import parse_duration, plan_config
+from core.plan.report import format_outcome, outcome
 from core.plan.predict import curve_accuracy, fit_learning_curve, finetune_accuracy, finetune_seconds, labels_for, labels_needed, load_priors, padded_tokens_per_step, predicted_accuracy, run_steps, step_time_line
 from tests.conftest import CARD, TRANSFER, write_csv
 
@@ -185,7 +187,9 @@ def test_plan_predicts_every_system_and_recommends_the_cheapest(planned):
     for name in ("probe", "full"):
         parts = result["time_parts"][name]
         assert parts["run_seconds"] == pytest.approx(sum(parts["parts"].values()))
-    assert {preds[s]["how"] for s in ("ia3", "lora", "full")} == {"prior"}
+    # 2 labels and 48 rows lie outside the priors' records: each fine-tune's accuracy is its trial's
+    assert {preds[s]["how"] for s in ("ia3", "lora", "full")} == {"trial"}
+    assert all(result["trials"][s]["steps_run"] == result["time_parts"][s]["steps"] for s in ("ia3", "lora", "full"))
     ok = [p for p in preds.values() if p["accuracy"] >= 0.5]
     assert result["recommendation"] == min(ok, key=lambda p: (p["train_usd"], p["usd_per_million"]))["system"]
     assert len(result["learning_curve"]["points"]) == 4 and result["time_parts"]["full"]["steps"] > 0
@@ -200,7 +204,7 @@ def test_cli_plan_runs_the_recommended_recipe(toy_csv, tmp_path, capsys):
     code = main(["plan", f"data={toy_csv}", "backbone=tiny", "target=0.3", "systems=tfidf,probe", "timing_seconds=0.2", "--out", str(out),
                  "--run", "--quiet"])
     printed = capsys.readouterr().out
-    assert code == 0 and "recommendation:" in printed and "static-tier accuracies are priors" in printed
+    assert code == 0 and "recommendation:" in printed and "prior = from our benchmark records" in printed
     assert (out / "run-probe" / "report.json").is_file()  # tfidf is no run: --run trains the cheapest recipe
     stored = json.loads((out / "plan.json").read_text())["outcome"]
     report = json.loads((out / "run-probe" / "report.json").read_text())
