@@ -226,9 +226,8 @@ class Engine:
         `micro_batch(m)`: this process's share of global micro-batch m (deterministic in m, so a
         resumed run continues with the batch it would have seen). `keep`/`restore`: read and write
         the weights that validation picks (default: every trainable parameter of `step`).
-        Checkpoints (safetensors) go to `checkpoint_dir` after each validation pass; the one after
-        the last pass (the last step, or patience ran out) keeps only the weights the run ends with
-        (core.engine.checkpoint.save_final_checkpoint), and resuming from it takes no step. `metric_sinks`
+        Checkpoints (safetensors) go to `checkpoint_dir` after each validation pass; the last one keeps
+        only the final weights (core.engine.checkpoint.save_final_checkpoint; resuming it takes no step). `metric_sinks`
         get, on the main process, each metrics row as it is written (the rows of metrics.jsonl,
         with or without `metrics_path`): an experiment tracker's live feed (core.runs.tracking)."""
         from tqdm.auto import tqdm  # lazy: only when a loop runs
