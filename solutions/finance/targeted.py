@@ -1,8 +1,7 @@
 """Sentiment per company and per whole document, with the sentences that say why.
 
 A sentence-level sentiment model (any model `solutions.finance.sentiment.score_texts` takes: a trained
-run, its ONNX twin, the zero-shot baseline) scores each *sentence* of a document once (a sentence repeated
-across the texts of one call, a syndicated headline, is scored once for all of them); a company's
+run, its ONNX twin, the zero-shot baseline) scores each *sentence* of a document once; a company's
 sentiment in the document is the aggregate over the sentences that mention it, so "Siemens rallies 6%.
 Ocado drops 5%." gives Siemens positive and Ocado negative instead of one label for both, and a long
 article is read whole instead of its first `max_length` tokens.
@@ -208,7 +207,8 @@ def predict_entities(model, texts: list[str], entities=None, *, batch_size: int 
         spans = split_sentences(text)
         docs.append((text, spans[:max_sentences], max(0, len(spans) - max_sentences)))
     flat = [text[s:e] for text, spans, _ in docs for s, e in spans]
-    probs = sentence_probabilities(model, flat, batch_size)
+    sentiment = score_texts(model, flat, batch_size=batch_size)
+    probs = np.stack([sentiment.negative, sentiment.neutral, sentiment.positive], axis=1) if flat else np.zeros((0, 3))
     out, offset = [], 0
     for text, spans, dropped in docs:
         p = probs[offset:offset + len(spans)]
@@ -228,17 +228,3 @@ def predict_entities(model, texts: list[str], entities=None, *, batch_size: int 
                  for t, rows in sorted(mentions.items())}
         out.append(DocumentSentiment(document, found, len(spans), dropped))
     return out
-
-
-def sentence_probabilities(model, sentences: list[str], batch_size: int) -> np.ndarray:
-    """[len(sentences), 3] probabilities in SENTIMENT_LABELS order; a sentence that occurs several times
-    (a headline syndicated to several outlets, a reposted tweet) is scored once and its row repeated."""
-    unique = list(dict.fromkeys(sentences))
-    if not unique:
-        return np.zeros((0, 3))
-    sentiment = score_texts(model, unique, batch_size=batch_size)
-    probs = np.stack([sentiment.negative, sentiment.neutral, sentiment.positive], axis=1)
-    if len(unique) == len(sentences):
-        return probs
-    row = {sentence: i for i, sentence in enumerate(unique)}
-    return probs[[row[sentence] for sentence in sentences]]
