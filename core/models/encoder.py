@@ -3,8 +3,9 @@
 Every text model of the package (core.models.classifier.TextClassifier, core.models.zeroshot.ZeroShotClassifier, the
 recsys item encoder, the finance monitor through them) embeds texts here, so they batch, pool and
 normalise alike:
-- inference tokenises the whole list once, groups texts of similar token length into batches
-  (`length_batches`), pads each batch only to its own longest text and returns rows in input order;
+- inference tokenises the whole list once (`encode_ids`: ids straight from a fast tokenizer), groups
+  texts of similar token length into batches (`length_batches`), pads each batch only to its own
+  longest text and returns rows in input order;
 - pooling (`cls`, `mean`, `max`) and normalisation come from the backbone (its sentence-transformers
   modules.json, read by core.models.backbones), so a fine-tuned model pools the way it was pre-trained;
 - `tokenize` + `embed` are the training side: dynamic padding, gradients kept.
@@ -71,20 +72,42 @@ def right_pad(token_ids: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.n
     return ids, mask
 
 
-# One tokenizer call at a time: a transformers fast tokenizer sets its truncation on the shared Rust
-# object for every call, and two threads doing so at once fail with "Already borrowed" (the support
-# service runs batches on several threads). Tokenising is ~4% of a routed batch's time (profiled).
+# One tokenizer call at a time: the truncation is set on the tokenizer's shared Rust object (by us or by
+# transformers), and two threads doing so at once fail with "Already borrowed" (a service runs batches
+# on several threads).
 _TOKENIZE = threading.Lock()
+
+
+def encode_ids(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    """Token ids per text, special tokens added, truncated at `max_length`: what
+    `tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]` returns. A fast tokenizer
+    is called through its Rust backend (one `encode_batch`, ids only), set up the way transformers sets
+    it for that call: transformers' own wrapper builds a full per-text encoding in Python (masks,
+    type ids, offsets) that inference throws away, a cost per text as large as the Rust encoding."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    with _TOKENIZE:
+        if backend is None or not getattr(tokenizer, "is_fast", False):
+            return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+        target = {"max_length": max_length, "stride": 0, "strategy": "longest_first",
+                  "direction": tokenizer.truncation_side}
+        current = backend.truncation
+        if current is None or {key: current.get(key) for key in target} != target:
+            backend.enable_truncation(**target)
+        if backend.padding is not None:
+            backend.no_padding()
+        split = bool(getattr(tokenizer, "split_special_tokens", False))
+        if backend.encode_special_tokens != split:
+            backend.encode_special_tokens = split
+        return [encoding.ids for encoding in backend.encode_batch(list(texts), add_special_tokens=True)]
 
 
 def token_batches(tokenizer, texts: list[str], max_length: int,
                   batch_size: int) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
     """Yield (indices, input_ids, attention_mask) as int64 arrays, right-padded, one batch of
-    similar lengths at a time (see `length_batches`); tokenizes once, truncating at max_length."""
+    similar lengths at a time (see `length_batches`); tokenizes once (`encode_ids`), truncating at max_length."""
     if not texts:
         return
-    with _TOKENIZE:
-        encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    encoded = encode_ids(tokenizer, texts, max_length)
     pad_id = tokenizer.pad_token_id or 0
     for idx in length_batches([len(ids) for ids in encoded], batch_size):
         yield idx, *right_pad([encoded[i] for i in idx], pad_id)

@@ -40,16 +40,21 @@ def load_watchlist(path: Path | None) -> dict[str, list[str]]:
 class EntityMatcher:
     def __init__(self, watchlist: dict[str, list[str]]):
         self.watchlist = dict(watchlist)
-        self._names = []
+        self._patterns: dict[str, re.Pattern] = {}
         for ticker, names in self.watchlist.items():
             # longest first inside one alternation, so "Acme Corp" wins over "Acme"
             alternation = "|".join(re.escape(n) for n in sorted(set(names), key=len, reverse=True))
             if alternation:
-                self._names.append((ticker, re.compile(rf"(?<!\w)(?:{alternation})(?!\w)")))
+                self._patterns[ticker] = re.compile(rf"(?<!\w)(?:{alternation})(?!\w)")
+        # (name, ticker) pairs: a plain substring test finds the few tickers whose whole-word pattern
+        # can match at all (it runs per sentence, and a watchlist has tens of tickers)
+        self._substrings = [(n, t) for t in self._patterns for n in set(self.watchlist[t])]
 
     def extract(self, text: str, tickers: tuple[str, ...] = ()) -> list[str]:
         """Sorted, de-duplicated tickers mentioned in `text` (plus the document's own `tickers`)."""
         found = {t.upper() for t in tickers}
-        found.update(m.group(1).upper() for m in CASHTAG.finditer(text))
-        found.update(ticker for ticker, pattern in self._names if pattern.search(text))
+        if "$" in text:
+            found.update(m.group(1).upper() for m in CASHTAG.finditer(text))
+        candidates = {ticker for name, ticker in self._substrings if name in text}
+        found.update(ticker for ticker in candidates if self._patterns[ticker].search(text))
         return sorted(found)

@@ -34,8 +34,9 @@ Leaves out: training a target-aware model (entity markers in the input) and core
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -147,6 +148,8 @@ class DocumentSentiment:
 def aggregate(entity: str | None, rows: list[int], probs: np.ndarray, spans: list[tuple[int, int]],
               text: str) -> EntitySentiment:
     """The confidence-weighted aggregate of sentences `rows` (module docstring); probs [n, 3] in SENTIMENT_LABELS order."""
+    if len(rows) == 1 and all(map(math.isfinite, probs[rows[0]])):
+        return _aggregate_one(entity, rows[0], probs, spans, text)
     p = probs[rows]
     weights = p.max(axis=1)
     mean = (weights[:, None] * p).sum(axis=0) / max(float(weights.sum()), 1e-12)
@@ -159,6 +162,21 @@ def aggregate(entity: str | None, rows: list[int], probs: np.ndarray, spans: lis
         evidence.append(Evidence(text[start:end], start, end, SENTIMENT_LABELS[int(p[k].argmax())], float(scores[k])))
     return EntitySentiment(entity, SENTIMENT_LABELS[label_col], float(mean[2] - mean[0]),
                            dict(zip(SENTIMENT_LABELS, map(float, mean))), len(rows), evidence)
+
+
+def _aggregate_one(entity: str | None, row: int, probs: np.ndarray, spans: list[tuple[int, int]],
+                   text: str) -> EntitySentiment:
+    """`aggregate` of one sentence (most headlines and posts) in Python floats: the same float64 operations
+    in the same order, so the same numbers, without NumPy's per-call cost on a 1x3 array (NaN excepted:
+    Python's max() orders it differently, so `aggregate` keeps those rows)."""
+    p = [float(v) for v in probs[row]]
+    weight = max(p)
+    mean = [(weight * v) / max(weight, 1e-12) for v in p]
+    label_col = max(range(3), key=mean.__getitem__)  # the first maximum, as argmax
+    start, end = spans[row]
+    evidence = Evidence(text[start:end], start, end, SENTIMENT_LABELS[max(range(3), key=p.__getitem__)], p[2] - p[0])
+    return EntitySentiment(entity, SENTIMENT_LABELS[label_col], mean[2] - mean[0], dict(zip(SENTIMENT_LABELS, mean)),
+                           1, [evidence])
 
 
 def entity_matcher(entities) -> EntityMatcher:
@@ -204,7 +222,9 @@ def predict_entities(model, texts: list[str], entities=None, *, batch_size: int 
             for ticker in matcher.extract(text[s:e]):
                 if wanted is None or ticker in wanted:
                     mentions.setdefault(ticker, []).append(row)
-        found = {t: aggregate(t, rows, p, spans, text) for t, rows in sorted(mentions.items())}
-        out.append(DocumentSentiment(aggregate(None, list(range(len(spans))), p, spans, text), found, len(spans),
-                                     dropped))
+        document = aggregate(None, list(range(len(spans))), p, spans, text)
+        # an entity named in every sentence has the document's aggregate: the same rows, the same arithmetic
+        found = {t: replace(document, entity=t) if len(rows) == len(spans) else aggregate(t, rows, p, spans, text)
+                 for t, rows in sorted(mentions.items())}
+        out.append(DocumentSentiment(document, found, len(spans), dropped))
     return out

@@ -34,3 +34,10 @@ def test_watchlist_yaml_is_validated(tmp_path):
         load_watchlist(bad)
     with pytest.raises(UserError, match="watchlist not found"):
         load_watchlist(tmp_path / "missing.yaml")
+
+
+def test_a_name_inside_another_tickers_longer_name_still_counts_for_both():
+    m = EntityMatcher({"ACGR": ["Acme Corp Group"], "ACME": ["Acme"], "ZED": ["Zed"]})
+    assert m.extract("Acme Corp Group cuts jobs") == ["ACGR", "ACME"]  # "Acme" is a whole word in it too
+    assert m.extract("Acmes and Zedd are other words") == []  # a substring that is not a whole word
+    assert m.extract("no names, no tags") == [] and m.extract("$acme") == ["ACME"]

@@ -10,8 +10,11 @@ import sqlite3
 import pytest
 
 from core.foundation.errors import UserError
-from solutions.finance.monitor.loop import MonitorConfig, run_monitor
+from solutions.finance.monitor.aggregate import WindowStats
+from solutions.finance.monitor.loop import MonitorConfig, refresh_aggregates, run_monitor
 from solutions.finance.monitor.report import render_report
+from solutions.finance.monitor.rules import RuleSet
+from solutions.finance.monitor.store import Record, Store
 from tests.finance.conftest import demo_stream_dir
 
 
@@ -119,3 +122,23 @@ def test_stdin_source_reads_until_end_of_input(tmp_path, keyword_model, monkeypa
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(_lines(0, 5) + ["{bad"]) + "\n"))
     stats = run_monitor(_config(tmp_path, ["-"]), model=keyword_model)
     assert (stats.new_documents, stats.quarantined) == (5, 1)
+
+
+def test_a_refresh_commits_every_entitys_aggregates_in_one_transaction_or_none(tmp_path):
+    store = Store(tmp_path / "m.db", 3600)
+    neutral = {"p_negative": 0.1, "p_neutral": 0.8, "p_positive": 0.1, "score": 0.0, "label": "neutral"}
+    records = [Record({"id": f"d{i}", "ts": 7200.0 + i, "ts_text": "t", "text": "x", "source": None, "origin": "test"},
+                      {"doc_id": f"d{i}", **neutral}, (entity,), i, "line")
+               for i, entity in enumerate(["ACME", "NOVA", "ORBT"])]
+    store.commit_batch(source_key="test", offset=3, records=records, quarantined=[])
+    statements = []
+    store.db.set_trace_callback(statements.append)
+    refresh_aggregates(store, RuleSet())
+    assert statements.count("COMMIT") == 1  # one fsync for the three entities
+    assert store.dirty_from() == {} and [store.aggregates(e)[0].count for e in ("ACME", "NOVA", "ORBT")] == [1, 1, 1]
+    broken = WindowStats("NOVA", 7200, 3600, 1, 0, 0.0, object())  # an EWMA SQLite cannot bind
+    with pytest.raises(sqlite3.Error):
+        store.commit_aggregates([("ACME", 7200, [WindowStats("ACME", 7200, 3600, 99, 0, 0.0, 0.0)]),
+                                 ("NOVA", 7200, [broken])])
+    assert store.aggregates("ACME")[0].count == 1  # the whole refresh rolled back, ACME's part too
+    store.close()

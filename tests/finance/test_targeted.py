@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from core.foundation.errors import UserError
-from solutions.finance.targeted import MAX_CHARS, predict_entities, split_sentences
+from solutions.finance.targeted import MAX_CHARS, aggregate, predict_entities, split_sentences
 from tests.finance.conftest import KeywordModel
 
 
@@ -117,3 +117,18 @@ def test_the_cli_prints_one_json_line_per_text(tiny_sentiment_run, tmp_path):
     refused = subprocess.run([sys.executable, "-m", "verticals.cli", "finance", "entities", str(tiny_sentiment_run),
                               "--text", "   "], capture_output=True, text=True, timeout=300, check=False)
     assert refused.returncode != 0 and "empty" in refused.stderr
+
+
+def test_the_one_sentence_aggregate_is_the_general_formula_to_the_last_bit():
+    probs = np.array([[0.4, 0.4, 0.2], [0.1, 0.3, 0.6], [1 / 3, 1 / 3, 1 / 3], [0.0, 0.0, 0.0], [0.7, 0.2, 0.1]])
+    for row, p in enumerate(probs):
+        weight = p.max()
+        mean = (weight * p[None, :]).sum(axis=0) / max(float(weight), 1e-12)  # the general path's arithmetic
+        got = aggregate("ACME", [row], probs, [(0, 4)] * len(probs), "Acme")
+        assert got.probabilities == dict(zip(("negative", "neutral", "positive"), map(float, mean)))
+        assert got.label == ("negative", "neutral", "positive")[int(mean.argmax())]  # a tie: the first
+        assert got.score == float(mean[2] - mean[0]) and got.sentences == 1
+        assert [(e.text, e.label, e.score) for e in got.evidence] == [
+            ("Acme", ("negative", "neutral", "positive")[int(p.argmax())], float(p[2] - p[0]))]
+    nan = aggregate("ACME", [0], np.array([[np.nan, 0.5, 0.5]]), [(0, 4)], "Acme")  # the general path
+    assert np.isnan(nan.probabilities["negative"])

@@ -6,7 +6,8 @@ import pytest
 
 from core.foundation.errors import UserError
 from solutions.finance.monitor.aggregate import StreamClock, WindowStats, parse_duration, window_start, window_stats
-from solutions.finance.monitor.rules import (Baseline, NegativeShareSpike, SentimentDrop, VolumeSpike,
+from solutions.finance.monitor.loop import ClosedWindows
+from solutions.finance.monitor.rules import (Baseline, NegativeShareSpike, RuleSet, SentimentDrop, VolumeSpike,
                                              load_rules)
 
 
@@ -102,3 +103,28 @@ def test_lateness_is_a_rules_setting_and_may_be_zero(tmp_path):
     assert parse_duration("0s", allow_zero=True) == 0
     with pytest.raises(UserError, match="bad duration"):
         parse_duration("0s")
+
+
+class WindowsStore:
+    """`window_scores` over fixed {entity: {start: (scores, labels)}}, recording the [since, until) asked."""
+
+    def __init__(self, windows: dict):
+        self.windows, self.asked = windows, []
+
+    def window_scores(self, entity, since, until=2**62, *, on_time=False):
+        assert on_time  # the alert rules read on-time documents only
+        self.asked.append((since, until))
+        return {s: v for s, v in self.windows.get(entity, {}).items() if since <= s < until}
+
+
+def test_closed_windows_are_read_once_each_and_give_what_reading_the_whole_baseline_gives():
+    hour = 3600
+    rules = RuleSet(window=hour, baseline=3 * hour)
+    windows = {h * hour: ([0.5 - h / 10], ["positive"]) for h in (0, 1, 3, 4, 5, 9)}  # hours 2, 6-8 empty
+    store, closed = WindowsStore({"ACME": windows}), ClosedWindows(rules)
+    for start in (3 * hour, 4 * hour, 5 * hour, 9 * hour, 1 * hour):  # the last goes back: read again
+        expected = {s: window_stats("ACME", s, hour, scores, labels, None, rules.ewma_alpha)
+                    for s, (scores, labels) in windows.items() if start - 3 * hour <= s <= start}
+        assert closed.baseline_and_window(store, "ACME", start) == expected
+    assert store.asked == [(0, 3 * hour + 1), (3 * hour + 1, 4 * hour + 1), (4 * hour + 1, 5 * hour + 1),
+                           (6 * hour, 9 * hour + 1), (-2 * hour, 1 * hour + 1)]

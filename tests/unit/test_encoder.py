@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from core.models.backbones import load_backbone
-from core.models.encoder import SentenceEncoder, pool
+from core.models.encoder import SentenceEncoder, encode_ids, pool
 from core.foundation.errors import UserError
 from core.models.classifier import build_classifier
 
@@ -165,3 +165,15 @@ def test_classifier_sees_an_encoder_swapped_in_after_construction(backbone):
     model.encoder = other  # what core.export.onnx does with a merged LoRA encoder
     assert model.sentence_encoder.encoder is other
     assert not np.allclose(model.encode(MIXED[:3]), one_by_one(backbone, MIXED[:3]), atol=1e-3)
+
+
+def test_encode_ids_are_the_tokenizer_calls_ids_and_leave_the_tokenizer_as_it_was(backbone):
+    tokenizer = backbone.tokenizer
+    texts = [*MIXED, "", "word " * 300, "[CLS] hi [SEP] [PAD]"]
+    for max_length in (8, 64, backbone.max_length):
+        expected = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+        assert encode_ids(tokenizer, texts, max_length) == expected
+    assert max(len(ids) for ids in encode_ids(tokenizer, texts, 8)) == 8
+    padded = tokenizer(MIXED[:3], padding=True)["input_ids"]  # transformers' own calls still work after ours
+    assert len({len(ids) for ids in padded}) == 1
+    assert encode_ids(tokenizer, MIXED[:3], 64) == tokenizer(MIXED[:3], truncation=True, max_length=64)["input_ids"]

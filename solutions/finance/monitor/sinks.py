@@ -1,7 +1,7 @@
 """Where alerts go: stdout, a JSONL file, a webhook. Delivery goes through an outbox in the store.
 
 An alert is written with one pending delivery per configured sink in the same transaction that
-creates it (store.commit_windows). `deliver_due` sends what is due; a failure is recorded with
+creates it (store.commit_alerts). `deliver_due` sends what is due; a failure is recorded with
 the error and retried later with exponential backoff (`base * 2^(attempts-1)`, capped), never
 dropped; undelivered alerts survive restarts and are retried by the next run. Delivery is
 at-least-once: killed between sending and recording, an alert is sent again, so every payload

@@ -4,8 +4,9 @@ Crash safety rests on one rule: a batch's documents, scores, mentions, quarantin
 windows it made dirty, the stream clock and the source offset after its last line are written in
 ONE transaction (`commit_batch`). Killed before the commit, the batch is read again from the old
 offset; killed after, it is never read again and its windows are still marked dirty (for the
-aggregates) and pending (for the alert rules), so both catch up on restart. Aggregates are one
-transaction (`commit_windows`) that also clears their dirty marks; the alerts of closed windows
+aggregates) and pending (for the alert rules), so both catch up on restart. The aggregates of one
+refresh, every entity it recomputed, are one transaction (`commit_aggregates`) that also clears their
+dirty marks; the alerts of closed windows
 and their pending deliveries are one transaction (`commit_alerts`) that clears their pending marks.
 Re-running the same input adds nothing: documents are keyed by id, quarantined lines by (source,
 offset), alerts by (entity, rule, window).
@@ -298,12 +299,18 @@ class Store(StoreReads):
 
     def commit_windows(self, entity: str, since: int, windows: list[WindowStats]) -> None:
         """Replace the entity's aggregates from `since` and clear its dirty marks: one transaction."""
+        self.commit_aggregates([(entity, since, windows)])
+
+    def commit_aggregates(self, updates: list[tuple[str, int, list[WindowStats]]]) -> None:
+        """`commit_windows` for every (entity, since, windows) of a refresh in ONE transaction: one
+        commit (one fsync) per refresh instead of one per entity, and all of it or none of it."""
         with self._transaction():
-            self.db.execute("DELETE FROM aggregates WHERE entity=? AND window_start>=?", (entity, since))
-            self.db.executemany("INSERT INTO aggregates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                [(w.entity, w.start, w.size, w.count, w.negative_count, w.score_sum,
-                                  w.mean_score, w.negative_share, w.ewma) for w in windows])
-            self.db.execute("DELETE FROM dirty WHERE entity=? AND window_start>=?", (entity, since))
+            for entity, since, windows in updates:
+                self.db.execute("DELETE FROM aggregates WHERE entity=? AND window_start>=?", (entity, since))
+                self.db.executemany("INSERT INTO aggregates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                    [(w.entity, w.start, w.size, w.count, w.negative_count, w.score_sum,
+                                      w.mean_score, w.negative_share, w.ewma) for w in windows])
+                self.db.execute("DELETE FROM dirty WHERE entity=? AND window_start>=?", (entity, since))
 
     def closed_pending(self) -> list[tuple[str, int]]:
         """(entity, window start) of the closed windows whose alerts are not evaluated yet, in time order."""
