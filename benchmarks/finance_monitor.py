@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -125,8 +126,12 @@ def run_stream(docs, wl, model, workdir: Path) -> tuple[dict, list[dict]]:
     store = Store(workdir / "m.db", 3600)
     alerts = store.alerts()
     store.close()
-    return {"lines": stats.lines, "seconds": round(stats.seconds, 2),
-            "documents_per_second": round(stats.documents_per_second, 1), "cpu_seconds": round(cpu, 2),
+    with sqlite3.connect(workdir / "m.db") as conn:  # sentences scored, as benchmarks/finance_throughput counts them
+        sentences = conn.execute("SELECT COALESCE(SUM(sentences), 0) FROM scores").fetchone()[0]
+    return {"lines": stats.lines, "seconds": round(stats.seconds, 2), "sentences": sentences,
+            "documents_per_second": round(stats.documents_per_second, 1),
+            "sentences_per_second": round(sentences / stats.seconds, 1) if stats.seconds else None,
+            "cpu_seconds": round(cpu, 2),
             "documents_per_cpu_second": round(stats.lines / cpu, 1) if cpu else None, **stats.totals}, alerts
 
 
@@ -171,7 +176,8 @@ def main(argv=None) -> None:
         return (float(np.mean(values)), float(np.std(values))) if values else (None, None)
 
     summary = {"documents_per_second": stat([r["documents_per_second"] for r in runs]),
-               "documents_per_cpu_second": stat([r["documents_per_cpu_second"] for r in runs])}
+               "documents_per_cpu_second": stat([r["documents_per_cpu_second"] for r in runs]),
+               "sentences_per_second": stat([r["sentences_per_second"] for r in runs])}
     for rule in ("negative_share_spike", "sentiment_drop", "volume_spike"):
         for metric in ("precision", "recall"):
             summary[f"{rule}_{metric}"] = stat([r["quality"][rule][metric] for r in runs])
@@ -179,7 +185,7 @@ def main(argv=None) -> None:
     lines = [f"Generated streams ({len(seeds)} seeds, {int(np.mean([r['lines'] for r in runs]))} documents each, "
              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end): "
              f"**{fmt(summary['documents_per_second'])} documents/s** end to end (model: {args.model}, "
-             f"runtime {args.runtime}); "
+             f"runtime {args.runtime}), {fmt(summary['sentences_per_second'])} sentences/s; "
              f"{fmt(summary['documents_per_cpu_second'])} documents per CPU-second of the monitor process "
              f"(what it would sustain per core it had to itself).", "",
              "| rule | precision | recall | alerts per stream |", "|---|---|---|---|"]
@@ -189,7 +195,8 @@ def main(argv=None) -> None:
     caught = {rule: q["recall"] for rule, q in demo_quality.items()}
     lines += ["", f"Demo stream ({demo_run['lines']} documents, 1 planted BRDG negative burst): "
                   f"{len(demo_alerts)} alerts; recall per rule {caught}; "
-                  f"{demo_run['documents_per_second']} documents/s."]
+                  f"{demo_run['documents_per_second']} documents/s, {demo_run['sentences_per_second']} sentences/s "
+                  f"({demo_run['sentences']} sentences scored)."]
     md = "\n".join(lines) + "\n"
     name = "finance_monitor" + ("" if args.runtime == "torch" else "_" + args.runtime.replace("-", "_"))
     write_record(name, {
