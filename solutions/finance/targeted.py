@@ -34,7 +34,6 @@ Leaves out: training a target-aware model (entity markers in the input) and core
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field, replace
 
@@ -148,8 +147,6 @@ class DocumentSentiment:
 def aggregate(entity: str | None, rows: list[int], probs: np.ndarray, spans: list[tuple[int, int]],
               text: str) -> EntitySentiment:
     """The confidence-weighted aggregate of sentences `rows` (module docstring); probs [n, 3] in SENTIMENT_LABELS order."""
-    if len(rows) == 1 and all(map(math.isfinite, probs[rows[0]])):
-        return _aggregate_one(entity, rows[0], probs, spans, text)
     p = probs[rows]
     weights = p.max(axis=1)
     mean = (weights[:, None] * p).sum(axis=0) / max(float(weights.sum()), 1e-12)
@@ -162,21 +159,6 @@ def aggregate(entity: str | None, rows: list[int], probs: np.ndarray, spans: lis
         evidence.append(Evidence(text[start:end], start, end, SENTIMENT_LABELS[int(p[k].argmax())], float(scores[k])))
     return EntitySentiment(entity, SENTIMENT_LABELS[label_col], float(mean[2] - mean[0]),
                            dict(zip(SENTIMENT_LABELS, map(float, mean))), len(rows), evidence)
-
-
-def _aggregate_one(entity: str | None, row: int, probs: np.ndarray, spans: list[tuple[int, int]],
-                   text: str) -> EntitySentiment:
-    """`aggregate` of one sentence (most headlines and posts) in Python floats: the same float64 operations
-    in the same order, so the same numbers, without NumPy's per-call cost on a 1x3 array (NaN excepted:
-    Python's max() orders it differently, so `aggregate` keeps those rows)."""
-    p = [float(v) for v in probs[row]]
-    weight = max(p)
-    mean = [(weight * v) / max(weight, 1e-12) for v in p]
-    label_col = max(range(3), key=mean.__getitem__)  # the first maximum, as argmax
-    start, end = spans[row]
-    evidence = Evidence(text[start:end], start, end, SENTIMENT_LABELS[max(range(3), key=p.__getitem__)], p[2] - p[0])
-    return EntitySentiment(entity, SENTIMENT_LABELS[label_col], mean[2] - mean[0], dict(zip(SENTIMENT_LABELS, mean)),
-                           1, [evidence])
 
 
 def entity_matcher(entities) -> EntityMatcher:

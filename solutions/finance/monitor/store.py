@@ -297,13 +297,10 @@ class Store(StoreReads):
         """entity -> earliest dirty window start."""
         return dict(self.db.execute("SELECT entity, MIN(window_start) FROM dirty GROUP BY entity"))
 
-    def commit_windows(self, entity: str, since: int, windows: list[WindowStats]) -> None:
-        """Replace the entity's aggregates from `since` and clear its dirty marks: one transaction."""
-        self.commit_aggregates([(entity, since, windows)])
-
     def commit_aggregates(self, updates: list[tuple[str, int, list[WindowStats]]]) -> None:
-        """`commit_windows` for every (entity, since, windows) of a refresh in ONE transaction: one
-        commit (one fsync) per refresh instead of one per entity, and all of it or none of it."""
+        """Replace each entity's aggregates from its `since` and clear its dirty marks, for every
+        (entity, since, windows) of a refresh in ONE transaction: one commit (one fsync) per refresh
+        instead of one per entity, and all of it or none of it."""
         with self._transaction():
             for entity, since, windows in updates:
                 self.db.execute("DELETE FROM aggregates WHERE entity=? AND window_start>=?", (entity, since))

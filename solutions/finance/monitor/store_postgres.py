@@ -302,13 +302,13 @@ class PostgresStore(StoreReads):
     def _sql(self, query: str) -> str:
         return query.replace("?", "%s")  # psycopg's placeholders (StoreReads writes SQLite's)
 
-    @retried
     def commit_aggregates(self, updates: list[tuple[str, int, list[WindowStats]]]) -> None:
         """`commit_windows` per entity, each its own transaction: each is checked against its own entity's
         version, so one entity that another worker touched meanwhile does not hold back the others."""
         for entity, since, windows in updates:
             self.commit_windows(entity, since, windows)
 
+    @retried
     def commit_windows(self, entity: str, since: int, windows: list[WindowStats]) -> None:
         """Replace the entity's aggregates from `since` and clear its dirty marks: one transaction, and
         only if no batch touched the entity since `dirty_from` (see the module doc)."""
