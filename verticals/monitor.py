@@ -20,6 +20,7 @@ from pathlib import Path
 
 from core.foundation.durable import atomic_write
 from core.foundation.errors import UserError
+from core.foundation.postgres import is_database_url
 from core.foundation.quiet import quieted
 
 
@@ -36,7 +37,7 @@ class Monitor:
                  runtime: str = "torch", batch_size: int = 64, inbox: str | os.PathLike | None = None):
         from solutions.finance.monitor.loop import MonitorConfig  # lazy: its stores and sinks slow `import verticals`
 
-        shared = str(db).startswith(("postgresql://", "postgres://"))
+        shared = is_database_url(str(db))
         self.db = str(db) if shared else Path(db)
         self.inbox = Path(inbox) if inbox else None if shared else self.db.with_name(self.db.name + ".inbox")
         spec = model if isinstance(model, (str, os.PathLike)) else "python object"

@@ -66,9 +66,10 @@ def cmd_retrain(args, *, read_feedback: Callable[[str], list]) -> int:
     run, registry = Path(args.run_dir), args.registry
     if is_registry(run):  # a registry: retrain its champion, register there
         reg = open_registry(run, args.registry_state)
-        if reg.champion() is None:
+        champion = reg.champion_path()  # one read of the registry's state
+        if champion is None:
             raise UserError(f"the registry {run} has no champion to retrain")
-        registry, run = registry or reg, reg.champion_path()
+        registry, run = registry or reg, champion
     feedback = read_feedback(args.feedback)  # a str: Path() would fold a postgresql:// URL's "//"
     if not feedback:
         raise UserError(f"{shown(args.feedback)} holds no labelled feedback yet (feedback rows with a text); nothing to "

@@ -1,5 +1,5 @@
-"""What every PostgreSQL-backed store here shares: connection defaults, the URL shown without its
-password, the optional psycopg import, and running a write again when the server aborted it.
+"""What every PostgreSQL-backed store here shares: connection defaults (`connect`), the URL shown without its
+password and the error for a failed first connection, the optional psycopg import, and running a write again when the server aborted it.
 
 Used by the support prediction log (core.mlops.feedback_postgres), the shared model registry
 (core.mlops.registry_postgres) and the finance monitor's store (solutions.finance.monitor.store_postgres).
@@ -23,9 +23,26 @@ CONNECTION = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10, "kee
 URL_PREFIXES = ("postgresql://", "postgres://")
 
 
+def is_database_url(target) -> bool:
+    """True for a PostgreSQL URL (postgresql://... or postgres://...)."""
+    return isinstance(target, str) and target.startswith(URL_PREFIXES)
+
+
 def redacted(dsn: str) -> str:
     """The URL without its password, for messages."""
     return re.sub(r"://([^:@/]*):[^@/]*@", r"://\1:***@", dsn)
+
+
+def connect(psycopg, dsn: str, **kwargs):
+    """A psycopg connection with CONNECTION defaults under the URL's own parameters (the URL wins)."""
+    return psycopg.connect(**(CONNECTION | psycopg.conninfo.conninfo_to_dict(dsn)), **kwargs)
+
+
+def cannot_connect(what: str, dsn: str, exc: Exception) -> UserError:
+    """The error for a first connection that failed: `what` at the URL without its password (a URL
+    parse error quotes the URL, so it is redacted in the message too)."""
+    shown = redacted(dsn)
+    return UserError(f"cannot connect to {what} at {shown}: {str(exc).strip().replace(dsn, shown)}")
 
 
 def import_psycopg(needed_by: str):

@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Callable
 
 from core.foundation.errors import UserError
-from core.foundation.postgres import CONNECTION, import_psycopg, redacted, retried
+from core.foundation.postgres import cannot_connect, connect, import_psycopg, redacted, retried
 from core.mlops.feedback import (
     ADDED_COLUMNS,
     PREDICTION_COLUMNS,
@@ -108,8 +108,7 @@ class PostgresPredictionLog:
         try:
             self._db = self._connect()
         except self._pg.Error as exc:
-            problem = str(exc).strip().replace(dsn, self.shown)  # a URL parse error quotes the URL
-            raise UserError(f"cannot connect to PostgreSQL at {self.shown}: {problem}") from None
+            raise cannot_connect("PostgreSQL", dsn, exc) from None
         try:
             self._create_schema(must_exist)
             self._pruned()
@@ -118,8 +117,7 @@ class PostgresPredictionLog:
             raise
 
     def _connect(self):
-        """A connection with CONNECTION defaults under the URL's own parameters (the URL wins)."""
-        return self._pg.connect(**(CONNECTION | self._pg.conninfo.conninfo_to_dict(self.dsn)), autocommit=True)
+        return connect(self._pg, self.dsn, autocommit=True)
 
     def _create_schema(self, must_exist: bool) -> None:
         with self._db.transaction():

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from core.foundation.errors import UserError
-from core.foundation.postgres import URL_PREFIXES, redacted
+from core.foundation.postgres import is_database_url, redacted
 from core.mlops.feedback import FeedbackExample, PredictionLog
 from core.mlops.feedback_postgres import PostgresPredictionLog
 
@@ -43,11 +43,6 @@ class PredictionStore(Protocol):
     def counts(self) -> dict: ...
 
     def close(self) -> None: ...
-
-
-def is_database_url(target) -> bool:
-    """True for a PostgreSQL URL (postgresql://... or postgres://...)."""
-    return isinstance(target, str) and target.startswith(URL_PREFIXES)
 
 
 def shown(target) -> str:

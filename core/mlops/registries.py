@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from core.foundation.errors import UserError
-from core.mlops.prediction_logs import is_database_url
+from core.foundation.postgres import is_database_url
 from core.mlops.registry import REGISTRY_FILE, STATE_MARKER, ModelRegistry
 
 STATE_ENV = "VERTICALS_REGISTRY_STATE"

@@ -117,7 +117,12 @@ class ModelRegistry:
                 pass  # writes the empty registry under the lock (another process may be creating it too)
 
     def __repr__(self) -> str:
-        return f"ModelRegistry({str(self.path)!r}, champion={self.champion()!r}, {len(self.versions())} versions)"
+        state = self._state()
+        return (f"{type(self).__name__}({', '.join(map(repr, self._repr_location()))}, "
+                f"champion={state.get('champion')!r}, {len(state['versions'])} versions)")
+
+    def _repr_location(self) -> tuple[str, ...]:
+        return (str(self.path),)
 
     # ------------------------------------------------------------ reading
     def _state(self) -> dict:
@@ -141,8 +146,9 @@ class ModelRegistry:
         return self._state().get("champion")
 
     def champion_path(self) -> Path | None:
-        version = self.champion()
-        return None if version is None else self.version_path(version)
+        state = self._state()  # once: the champion and its record from one snapshot (one query on PostgreSQL)
+        version = state.get("champion")
+        return None if version is None else self._run_path(self._record(state, version))
 
     def version_path(self, version: str) -> Path:
         return self._run_path(self._record(self._state(), version))

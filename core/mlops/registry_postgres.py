@@ -32,7 +32,7 @@ from pathlib import Path
 
 from core.foundation.durable import write_json_atomically
 from core.foundation.errors import UserError
-from core.foundation.postgres import CONNECTION, import_psycopg, redacted
+from core.foundation.postgres import cannot_connect, connect, import_psycopg, redacted
 from core.mlops.registry import REGISTRY_FILE, STATE_MARKER, ModelRegistry, empty_state, require_new_registry_dir
 
 TABLE = "verticals_registry"
@@ -52,11 +52,9 @@ class PostgresRegistry(ModelRegistry):
 
     def __init__(self, path: str | os.PathLike, url: str):
         self.path, self.url, self.shown = Path(path).expanduser(), url, redacted(url)
-        self.file = self.path / REGISTRY_FILE
-        self._cache = None
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"{self.path} is a file, not a registry directory")
-        if self.file.is_file():
+        if (self.path / REGISTRY_FILE).is_file():
             raise UserError(f"{self.path} is a file registry ({REGISTRY_FILE}); open it without --registry-state, "
                             f"or give a new directory for a registry whose state is in PostgreSQL")
         marker = self.path / STATE_MARKER
@@ -83,18 +81,16 @@ class PostgresRegistry(ModelRegistry):
             db.execute(f"INSERT INTO {TABLE}(key, state) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
                        (self.key, json.dumps(empty_state())))
 
-    def __repr__(self) -> str:
-        return (f"PostgresRegistry({str(self.path)!r}, {self.shown!r}, champion={self.champion()!r}, "
-                f"{len(self.versions())} versions)")
+    def _repr_location(self) -> tuple[str, ...]:
+        return str(self.path), self.shown
 
     @contextmanager
     def _connection(self):
         pg = _psycopg()
         try:
-            db = pg.connect(**(CONNECTION | pg.conninfo.conninfo_to_dict(self.url)))
+            db = connect(pg, self.url)
         except pg.Error as exc:
-            problem = str(exc).strip().replace(self.url, self.shown)
-            raise UserError(f"cannot connect to the registry's PostgreSQL at {self.shown}: {problem}") from None
+            raise cannot_connect("the registry's PostgreSQL", self.url, exc) from None
         try:
             yield db
         finally:

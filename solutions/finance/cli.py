@@ -11,6 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
+from core.foundation.postgres import is_database_url
 from core.foundation.quiet import quiet_libraries
 from core.serving.flags import add_serve_flags, serve_flags
 from solutions.finance.monitor.lines import MAX_LINE_BYTES
@@ -21,7 +22,7 @@ def cmd_monitor(args) -> int:
 
     quiet_libraries()
 
-    db = args.db if args.db.startswith(("postgresql://", "postgres://")) else Path(args.db)
+    db = args.db if is_database_url(args.db) else Path(args.db)
     cfg = MonitorConfig(inputs=tuple(args.inputs), db=db, model=args.model, runtime=args.runtime,
                         watchlist=Path(args.watchlist) if args.watchlist else None,
                         rules=Path(args.rules) if args.rules else None, window=args.window,

@@ -11,7 +11,7 @@ from core.foundation.errors import UserError
 from core.foundation.quiet import quiet_libraries
 from core.foundation.text import texts_from_args, texts_from_jsonl
 from core.mlops.prediction_logs import open_prediction_log, shown
-from core.mlops.registries import is_registry, open_registry
+from core.mlops.registries import REGISTRY_STATE_HELP, is_registry, open_registry
 from core.mlops.registry import REGISTRY_FILE, STATE_MARKER
 from core.mlops.selection import STRATEGIES, check_budget
 from core.models.multilabel import load_multilabel_head
@@ -225,9 +225,7 @@ def register(sub) -> None:
     _router_args(p, run_required=False)
     p.add_argument("--registry", help="serve this model registry's champion instead of RUN_DIR, and hot-swap to a "
                                       "new champion (promote / rollback) without a restart")
-    p.add_argument("--registry-state", metavar="URL",
-                   help="with --registry: the registry's state in this postgresql:// database, for replicas on "
-                        "several hosts sharing the registry directory (default: env VERTICALS_REGISTRY_STATE)")
+    p.add_argument("--registry-state", metavar="URL", help="with --registry: " + REGISTRY_STATE_HELP)
     p.add_argument("--reload-interval", type=float, default=5.0,
                    help="with --registry: seconds between checks for a new champion (default 5)")
     p.add_argument("--log", default="predictions.db",

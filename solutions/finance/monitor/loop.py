@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.foundation.errors import UserError
+from core.foundation.postgres import is_database_url
 from core.models.predictor import load_run, model_dir
 from solutions.finance.monitor.aggregate import WindowStats, window_stats
 from solutions.finance.entities import EntityMatcher, load_watchlist
@@ -250,7 +251,7 @@ def raise_alerts(store: Store, rules: RuleSet, sink_specs: list[str], closed: Cl
 def open_store(db, window: int, lateness: int = 0):
     """`postgresql://...` -> the shared PostgreSQL store (store_postgres.py, for several workers);
     anything else is a SQLite file (the default)."""
-    if str(db).startswith(("postgresql://", "postgres://")):
+    if is_database_url(str(db)):
         return PostgresStore(str(db), window, lateness)
     return Store(Path(db), window, lateness)
 
