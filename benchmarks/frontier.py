@@ -178,7 +178,7 @@ def measure_inference(data_dir: str | None) -> None:
                      f"{r['p50_ms']:.2f} |\n" for r in rows))
 
 
-GAP_RECORDS = ("banking77", "finance_phrasebank")  # the probe, full fine-tune and LoRA on every label
+# domain -> the record with the probe, full fine-tune and LoRA on every label of that domain's data set
 DOMAIN_RECORDS = {"support": "banking77", "finance": "finance_phrasebank"}
 
 
@@ -194,12 +194,11 @@ def priors(points: list[dict]) -> dict:
     fine-tune and LoRA closed (full labels, test), and IA3's accuracy minus the full fine-tune's
     (training_methods, same labels), each with its data regime (labels, training rows)."""
     records = []
-    for name in GAP_RECORDS:
+    for domain, name in DOMAIN_RECORDS.items():
         r = _read(name)
         if not r:
             continue
         acc = {s["key"]: s["accuracy"] if "accuracy" in s else s["test"]["accuracy"] for s in r["systems"]}
-        domain = next(d for d, record in DOMAIN_RECORDS.items() if record == name)
         regime = _regime(name, domain, r["data"]["num_labels"], r["data"]["train"])
         for system in ("full", "lora"):
             if "probe" in acc and system in acc:

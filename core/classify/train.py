@@ -225,8 +225,7 @@ def train_steps(model, texts: list[str], targets: np.ndarray, step: nn.Module, e
     model.mixed_precision = cfg.mixed_precision  # validation, and every prediction after, compute as training did
     hooks = method_hooks(model, cfg)
     settings = LoopSettings(steps=total_steps, warmup=cfg.warmup, schedule="linear", max_grad_norm=cfg.max_grad_norm,
-                            grad_accum=cfg.grad_accum, log_every=cfg.log_every,
-                            mixed_precision=cfg.mixed_precision, desc="train",
+                            grad_accum=cfg.grad_accum, log_every=cfg.log_every, desc="train",
                             steps_per_epoch=micro_per_epoch / cfg.grad_accum, stop_after=cfg.stop_after)
     check = Validation(lambda: evaluate(engine.device), every=eval_every, metric=cfg.metric, patience=cfg.patience)
     try:

@@ -75,7 +75,6 @@ class LoopSettings:
     grad_accum: int = 1
     log_every: int = 10
     max_seconds: float = 0.0  # stop early after this much training time; 0 = no limit
-    mixed_precision: str = "auto"  # auto | no | bf16: core.foundation.precision.resolve_precision
     desc: str = "train"  # progress bar label
     steps_per_epoch: float = 0.0  # for the `epoch` column of the metrics log; 0 = no such column
     stop_after: int = 0  # stop after this many optimizer steps, the schedule still spanning `steps`; 0 = all of them

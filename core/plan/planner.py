@@ -96,11 +96,10 @@ from core.plan.predict import (
     frozen_times,
     labels_needed,
     load_priors,
-    predicted_accuracy,
     static_times,
 )
 from core.plan.report import outcome
-from core.plan.trial import TRIAL_MODES, run_trial, settle, trial_decision
+from core.plan.trial import TRIAL_MODES, prior_band, run_trial, settle, trial_decision
 
 _FINETUNE = {"mode": "finetune", "train": {"epochs": 3, "head_lr": 1e-3, "batch_size": 32, "warmup": 0.1, "patience": 2}}
 
@@ -276,6 +275,7 @@ def finetune_predictions(cfg, data, e: dict, priors: dict, load_s: float, prices
             out["skipped"][name] = f"no prior record and no trial (trial={cfg.trial}; trial=auto measures one)"
         else:
             out["predictions"].append(replace(timed, **fields))
+    if out["calibration"]:  # the fine-tunes share the plan's mixed_precision: the last recipe's stands for all
         out["precision"] = precision_section(recipe.train.mixed_precision, device) | {
             "priced": {n: c["precision"] for n, c in out["calibration"].items()}}
     return out
@@ -301,17 +301,16 @@ def static_prediction(cfg, data, e: dict, priors: dict, load_s: float, prices, d
 
     if find_spec("model2vec") is None:
         return "needs the static extra: pip install 'verticals[static]'"
-    if "static" not in priors["offset_vs_probe"]:
+    band = prior_band("static", e["probe_accuracy"], stderr(e["probe_accuracy"], len(data.validation)), priors)
+    if band is None:
         return "no measured prior yet (priors.json pending): run python -m benchmarks.static_tier"
     say(progress, "static: timing a sample of the distillation and a stand-in table")
     pca_dims = recipe_for("static", cfg).static.pca_dims  # what --run would train
     s = measure_static(data, backbone=cfg.backbone, pca_dims=pca_dims, device=device, min_seconds=cfg.timing_seconds)
     times = static_times(s, e, load_s) | {"distillation_scaled": {"sample_tokens": s["sample_tokens"],
                                                                   "vocabulary": s["vocabulary"]}}
-    point, low, high = predicted_accuracy("static", e["probe_accuracy"], priors)
-    se = stderr(e["probe_accuracy"], len(data.validation))
     per_million = usd_per_million(s["speed"]["texts_per_second"], cores=s["speed"]["busy_cores"], prices=prices)
-    return _prediction("static", "prior", point, low - se, high + se, times, s["busy_cores"], s["peak_rss_mb"],
+    return _prediction("static", "prior", *band, times, s["busy_cores"], s["peak_rss_mb"],
                        s["speed"], per_million, prices), times
 
 
